@@ -1,0 +1,46 @@
+# kiln: two commands on a fresh machine.
+#   make run    set up .venv and build the default target (Silero VAD, every stage that exists)
+#   make test   set up .venv and run the whole test suite
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+CORES ?= 2
+# silero-vad 6.0.0 is the release the golden Core ML fixtures were made from; it is installed beside
+# the default pin (in its own folder, without dependencies) for the golden parity tests.
+SILERO_GOLDEN_DIR := $(VENV)/extra/silero-vad-6.0.0
+
+.PHONY: run test test-fast bench setup system-deps clean
+
+setup: $(VENV)/.installed system-deps
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	@command -v $(PYTHON) >/dev/null || { echo "kiln needs $(PYTHON) on PATH" >&2; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --target $(SILERO_GOLDEN_DIR) silero-vad==6.0.0
+	touch $@
+
+# espeak-ng makes the real speech used by parity tests; git is needed by the DVC scenario tests.
+system-deps:
+	@missing=""; for t in espeak-ng git; do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
+	  else sudo apt-get update -qq && sudo apt-get install -y -qq $$missing >/dev/null; fi; \
+	fi
+
+run: setup
+	$(BIN)/snakemake --cores $(CORES) all
+
+test: setup
+	$(BIN)/python -m pytest -q -ra tests
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -ra -m "not slow" tests
+
+bench: setup
+	$(BIN)/python benchmarks/run.py --out benchmarks/results.json
+
+clean:
+	rm -rf results logs .kiln .snakemake

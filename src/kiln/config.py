@@ -1,0 +1,252 @@
+"""Load and validate ``config.yaml``.
+
+Validation happens before any job runs: the JSON schema (``kiln/schemas/config.schema.json``) checks
+keys, types and values; a few cross-field rules follow. Every failure is a :class:`ConfigError` that
+names the key path, e.g. ``models.silero_vad.components.unified.export.compute_precision``.
+
+This module is imported by the Snakefile on every invocation, so it stays light: no torch, no
+coremltools.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib.util
+import json
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any, Mapping
+
+import jsonschema
+import yaml
+
+from kiln.errors import ConfigError
+
+SCHEMA_PATH = Path(__file__).parent / "schemas" / "config.schema.json"
+
+DEFAULT_EXPORT = {
+    "deployment_target": "iOS17",
+    "compute_precision": "float16",
+    "compute_units": "CPU_ONLY",
+    "runtime_compute_units": ["cpuAndNeuralEngine", "cpuAndGPU", "all"],
+}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One named tensor of a component's fixed I/O contract."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    deployment_target: str
+    compute_precision: str
+    compute_units: str
+    runtime_compute_units: tuple[str, ...]
+
+    def as_dict(self) -> dict:
+        return {
+            "deployment_target": self.deployment_target,
+            "compute_precision": self.compute_precision,
+            "compute_units": self.compute_units,
+            "runtime_compute_units": list(self.runtime_compute_units),
+        }
+
+
+@dataclass(frozen=True)
+class ComponentConfig:
+    model: str
+    name: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    export: ExportSettings
+    options: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    def contract(self) -> dict:
+        return {
+            "inputs": [t.as_dict() for t in self.inputs],
+            "outputs": [t.as_dict() for t in self.outputs],
+        }
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str
+    family: str
+    task: str
+    synthetic: bool
+    source: Mapping[str, Any]
+    components: Mapping[str, ComponentConfig]
+
+
+@dataclass(frozen=True)
+class Config:
+    path: str
+    results_dir: str
+    models: Mapping[str, ModelConfig]
+    raw: Mapping[str, Any]
+
+    def model(self, name: str) -> ModelConfig:
+        try:
+            return self.models[name]
+        except KeyError:
+            raise ConfigError(f"no model named '{name}' (configured: {sorted(self.models)})",
+                              key=f"models.{name}", file=self.path) from None
+
+    def component(self, model: str, component: str) -> ComponentConfig:
+        components = self.model(model).components
+        try:
+            return components[component]
+        except KeyError:
+            raise ConfigError(f"model '{model}' has no component '{component}' "
+                              f"(configured: {sorted(components)})",
+                              key=f"models.{model}.components.{component}", file=self.path) from None
+
+
+@cache
+def _schema() -> dict:
+    return json.loads(SCHEMA_PATH.read_text())
+
+
+def _key_path(error: jsonschema.ValidationError) -> str:
+    parts = [str(p) for p in error.absolute_path]
+    # For unexpected keys jsonschema points at the parent object; name the offending key itself.
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = set(error.schema.get("properties", {}))
+        extra = sorted(k for k in error.instance if k not in allowed)
+        if extra:
+            parts.append(extra[0])
+    if error.validator == "required":
+        missing = [k for k in error.validator_value if k not in (error.instance or {})]
+        if missing:
+            parts.append(missing[0])
+    return ".".join(parts) or "<root>"
+
+
+def _describe(error: jsonschema.ValidationError) -> str:
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        hint = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
+        return f"unknown key{hint}"
+    if error.validator == "enum":
+        return f"{error.instance!r} is not one of {error.validator_value}"
+    if error.validator == "required":
+        return "required key is missing"
+    return error.message
+
+
+def validate_raw(raw: Any, path: str = "config.yaml") -> None:
+    """Check ``raw`` against the schema; raise :class:`ConfigError` naming the deepest failing key."""
+    validator = jsonschema.Draft202012Validator(_schema())
+    errors = list(validator.iter_errors(raw))
+    if not errors:
+        return
+    # Report the most specific error first (deepest path), as users fix one thing at a time.
+    errors.sort(key=lambda e: (-len(list(e.absolute_path)), str(list(e.absolute_path))))
+    best = jsonschema.exceptions.best_match(errors, key=lambda e: -len(list(e.absolute_path)))
+    others = len(errors) - 1
+    suffix = f" ({others} more problem{'s' if others != 1 else ''})" if others else ""
+    raise ConfigError(_describe(best) + suffix, key=_key_path(best), file=path)
+
+
+def _merge_export(*layers: Mapping[str, Any] | None) -> ExportSettings:
+    merged = dict(DEFAULT_EXPORT)
+    for layer in layers:
+        merged.update(layer or {})
+    return ExportSettings(
+        deployment_target=merged["deployment_target"],
+        compute_precision=merged["compute_precision"],
+        compute_units=merged["compute_units"],
+        runtime_compute_units=tuple(merged["runtime_compute_units"]),
+    )
+
+
+def _tensors(spec: Mapping[str, Mapping[str, Any]]) -> tuple[TensorSpec, ...]:
+    return tuple(TensorSpec(name, tuple(t["shape"]), t["dtype"]) for name, t in spec.items())
+
+
+def family_exists(family: str) -> bool:
+    """Whether ``kiln/models/<family>.py`` exists, without importing it (keeps workflow start fast)."""
+    return importlib.util.find_spec(f"kiln.models.{family}") is not None
+
+
+def build_config(raw: Mapping[str, Any], path: str = "config.yaml") -> Config:
+    validate_raw(raw, path)
+    defaults = (raw.get("defaults") or {}).get("export")
+    models = {}
+    for name, model in raw["models"].items():
+        if not family_exists(model["family"]):
+            raise ConfigError(f"no model family module 'kiln.models.{model['family']}'",
+                              key=f"models.{name}.family", file=path)
+        is_random = model["source"]["kind"] == "random"
+        if is_random and model.get("synthetic") is False:
+            raise ConfigError("a random-initialised source is synthetic; remove 'synthetic: false'",
+                              key=f"models.{name}.synthetic", file=path)
+        components = {
+            cname: ComponentConfig(
+                model=name,
+                name=cname,
+                inputs=_tensors(comp["inputs"]),
+                outputs=_tensors(comp["outputs"]),
+                export=_merge_export(defaults, model.get("export"), comp.get("export")),
+                options=dict(comp.get("options") or {}),
+                description=comp.get("description", ""),
+            )
+            for cname, comp in model["components"].items()
+        }
+        models[name] = ModelConfig(
+            name=name,
+            family=model["family"],
+            task=model["task"],
+            synthetic=bool(model.get("synthetic", False) or is_random),
+            source=dict(model["source"]),
+            components=components,
+        )
+    return Config(path=str(path), results_dir=raw.get("results_dir", "results"), models=models,
+                  raw=copy.deepcopy(dict(raw)))
+
+
+def load_config(path: str | Path = "config.yaml") -> Config:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError("file not found", file=str(path)) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"not valid YAML: {exc}", file=str(path)) from None
+    return build_config(raw if raw is not None else {}, str(path))
+
+
+def canonical_json(data: Any) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def settings_digest(data: Any) -> str:
+    return hashlib.sha256(canonical_json(data).encode()).hexdigest()
+
+
+def source_settings(model: ModelConfig) -> dict:
+    """Everything that determines a model's fetched source (the fetch job's stamp)."""
+    return {"family": model.family, "source": dict(model.source), "synthetic": model.synthetic}
+
+
+def export_settings(model: ModelConfig, component: ComponentConfig) -> dict:
+    """Everything that determines one exported package (the export job's stamp)."""
+    return {
+        "source": source_settings(model),
+        "component": component.name,
+        "contract": component.contract(),
+        "options": dict(component.options),
+        # runtime compute units are chosen by the app at load time: they do not change the package
+        "export": {k: v for k, v in component.export.as_dict().items() if k != "runtime_compute_units"},
+    }

@@ -1,0 +1,43 @@
+"""Typed errors. Every error kiln raises on bad input derives from :class:`KilnError`, so callers
+(the CLI, Snakemake scripts, the fuzz tests) can tell kiln's own diagnostics from crashes.
+
+Subsystems define their own subclasses next to their code (e.g. ``kiln.mil.errors``); the ones
+shared across subsystems live here.
+"""
+
+from __future__ import annotations
+
+
+class KilnError(Exception):
+    """Base class of every error kiln raises deliberately."""
+
+
+class ConfigError(KilnError):
+    """``config.yaml`` does not satisfy its schema or its cross-field rules. Names the key path."""
+
+    def __init__(self, message: str, key: str | None = None, file: str | None = None):
+        self.key = key
+        self.file = file
+        where = f"{file}: " if file else ""
+        at = f"at '{key}': " if key else ""
+        super().__init__(f"{where}{at}{message}")
+
+
+class SourceError(KilnError):
+    """A source checkpoint is missing, corrupt or cannot be fetched. Names the file or id."""
+
+
+class ModelError(KilnError):
+    """A model module is missing, or a component is not declared by it."""
+
+
+class ExportError(KilnError):
+    """Tracing or converting a component failed. Names the model, component and stage."""
+
+
+class ContractError(KilnError):
+    """Inputs or outputs do not match a component's declared I/O contract."""
+
+
+class ParityError(KilnError):
+    """An output of a converted model differs from its source beyond the configured tolerance."""

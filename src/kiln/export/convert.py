@@ -1,0 +1,107 @@
+"""Trace one component with its fixed shapes and convert it to an ML Program."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from kiln.config import ComponentConfig, ExportSettings
+from kiln.errors import ExportError
+from kiln.export import torch_ops
+from kiln.export.package import save_mlpackage
+from kiln.models.base import ModelFamily, check_outputs
+
+log = logging.getLogger("kiln.export")
+
+TARGETS = {"iOS15": "iOS15", "iOS16": "iOS16", "iOS17": "iOS17", "iOS18": "iOS18"}
+SPEC_VERSIONS = {"iOS15": 6, "iOS16": 7, "iOS17": 8, "iOS18": 9}
+
+
+def _ct():
+    import coremltools as ct  # imported lazily: it prints warnings and costs seconds
+    return ct
+
+
+def coreml_dtype(dtype: str):
+    return {"float32": np.float32, "float16": np.float16, "int32": np.int32}[dtype]
+
+
+def trace_component(wrapper: torch.nn.Module, component: ComponentConfig,
+                    example: Mapping[str, np.ndarray]) -> torch.jit.ScriptModule:
+    args = tuple(torch.from_numpy(np.ascontiguousarray(example[t.name])) for t in component.inputs)
+    with torch.no_grad():
+        outputs = wrapper(*args)
+        outputs = outputs if isinstance(outputs, (tuple, list)) else (outputs,)
+        check_outputs(component, outputs)
+        try:
+            return torch.jit.trace(wrapper, args, check_trace=False, strict=False)
+        except Exception as exc:
+            raise ExportError(f"{component.model}/{component.name}: torch.jit.trace failed: {exc}") from exc
+
+
+def convert_traced(traced, component: ComponentConfig, settings: ExportSettings):
+    ct = _ct()
+    torch_ops.register()
+    inputs = [ct.TensorType(name=t.name, shape=t.shape, dtype=coreml_dtype(t.dtype))
+              for t in component.inputs]
+    # With fp16 compute precision at iOS16+, I/O silently becomes fp16 unless each type names it.
+    outputs = [ct.TensorType(name=t.name, dtype=coreml_dtype(t.dtype)) for t in component.outputs]
+    precision = {"float16": ct.precision.FLOAT16, "float32": ct.precision.FLOAT32}[settings.compute_precision]
+    try:
+        # coremltools prints progress bars on stdout; keep job logs readable
+        with contextlib.redirect_stdout(io.StringIO()):
+            mlmodel = ct.convert(
+                traced,
+                inputs=inputs,
+                outputs=outputs,
+                convert_to="mlprogram",
+                minimum_deployment_target=getattr(ct.target, TARGETS[settings.deployment_target]),
+                compute_precision=precision,
+                compute_units=getattr(ct.ComputeUnit, settings.compute_units),
+                skip_model_load=True,
+            )
+    except Exception as exc:
+        raise ExportError(f"{component.model}/{component.name}: ct.convert failed: "
+                          f"{type(exc).__name__}: {exc}") from exc
+    spec_version = mlmodel.get_spec().specificationVersion
+    expected = SPEC_VERSIONS[settings.deployment_target]
+    if spec_version != expected:
+        raise ExportError(f"{component.model}/{component.name}: converted spec version {spec_version}, "
+                          f"expected {expected} for {settings.deployment_target}")
+    return mlmodel
+
+
+def export_component(family: ModelFamily, source: Any, component: ComponentConfig, out: str | Path,
+                     *, metadata: Mapping[str, str] | None = None) -> dict:
+    """Build the wrapper, trace, convert and save ``out`` (an ``.mlpackage``). Returns a report of
+    what was done (settings, timings, spec version)."""
+    wrapper = family.build_component(source, component)
+    example = family.example_inputs(component)
+    started = time.perf_counter()
+    traced = trace_component(wrapper, component, example)
+    traced_at = time.perf_counter()
+    mlmodel = convert_traced(traced, component, component.export)
+    converted_at = time.perf_counter()
+    mlmodel.short_description = component.description or f"{component.model} {component.name}"
+    mlmodel.author = "kiln"
+    for key, value in (metadata or {}).items():
+        mlmodel.user_defined_metadata[key] = str(value)
+    save_mlpackage(mlmodel, out)
+    saved_at = time.perf_counter()
+    spec = mlmodel.get_spec()
+    return {
+        "specification_version": spec.specificationVersion,
+        "opset": next(iter(spec.mlProgram.functions["main"].block_specializations), None),
+        "seconds": {
+            "trace": round(traced_at - started, 4),
+            "convert": round(converted_at - traced_at, 4),
+            "save": round(saved_at - converted_at, 4),
+        },
+    }

@@ -1,0 +1,63 @@
+"""Converters for torch ops that coremltools 9.0 lacks, registered in one place.
+
+coremltools 9.0 was tested with torch up to 2.7; torch 2.13 traces contain ops it has no converter
+for. Each converter here is a small function registered with ``register_torch_op`` and has its own
+test (``tests/export/test_torch_ops.py``). :func:`register` is idempotent and is called by the
+exporter before converting.
+"""
+
+from __future__ import annotations
+
+import math
+
+_REGISTERED = False
+
+#: torch op name -> what it lowers to, for docs and ``kiln inspect``-style listings
+CONVERTERS: dict[str, str] = {}
+
+
+def _converter(torch_name: str, lowering: str):
+    def record(fn):
+        CONVERTERS[torch_name] = lowering
+        fn.torch_name = torch_name
+        return fn
+    return record
+
+
+@_converter("unsafe_chunk", "split with equal sizes (last smaller), as aten::chunk")
+def unsafe_chunk(context, node):
+    """``aten::unsafe_chunk(Tensor self, int chunks, int dim=0) -> Tensor[]``.
+
+    Emitted when torch decomposes ``lstm_cell``/``nn.LSTMCell`` into gate math during tracing.
+    Same semantics as ``chunk``: ``ceil(size / chunks)`` per piece, the last one may be smaller.
+    """
+    from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil.frontend.torch.ops import _get_inputs
+
+    inputs = _get_inputs(context, node, min_expected=2)
+    x = inputs[0]
+    chunks = int(inputs[1].val)
+    dim = int(inputs[2].val) if len(inputs) > 2 else 0
+    if dim < 0:
+        dim += x.rank
+    total = x.shape[dim]
+    size = int(math.ceil(total / chunks))
+    split_sizes = [size] * (total // size)
+    if total - sum(split_sizes) > 0:
+        split_sizes.append(total - sum(split_sizes))
+    pieces = mb.split(x=x, split_sizes=split_sizes, axis=dim, name=node.name)
+    context.add(pieces, torch_name=node.name)
+
+
+def register() -> None:
+    """Register every converter of this module with coremltools' torch frontend (once)."""
+    global _REGISTERED
+    if _REGISTERED:
+        return
+    from coremltools.converters.mil.frontend.torch.torch_op_registry import _TORCH_OPS_REGISTRY
+
+    for fn in (unsafe_chunk,):
+        # a newer coremltools may ship its own converter: prefer it
+        if _TORCH_OPS_REGISTRY.get_func(fn.torch_name) is None:
+            _TORCH_OPS_REGISTRY.set_func_by_name(fn, fn.torch_name)
+    _REGISTERED = True

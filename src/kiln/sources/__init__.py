@@ -1,0 +1,164 @@
+"""Source kinds: where a model's checkpoint comes from.
+
+A registry of small functions, one per kind (``pypi``, ``hf``, ``path``, ``random``). Each takes the
+model's ``source`` block from ``config.yaml`` and returns a :class:`SourceRecord`: what was fetched,
+from where, at which version or revision, and the sha256 of every file, so later stages can verify
+the bytes they load and ``metadata.json`` can record provenance.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from kiln.errors import SourceError
+from kiln.fsutil import sha256_file
+
+
+@dataclass
+class SourceFile:
+    role: str          # what the file is to the model family, e.g. "checkpoint"
+    path: str
+    sha256: str
+    size: int
+
+
+@dataclass
+class SourceRecord:
+    kind: str
+    id: str
+    revision: str | None
+    version: str | None
+    synthetic: bool
+    files: list[SourceFile] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "SourceRecord":
+        files = [SourceFile(**f) for f in data.get("files", [])]
+        return cls(kind=data["kind"], id=data["id"], revision=data.get("revision"),
+                   version=data.get("version"), synthetic=bool(data.get("synthetic")),
+                   files=files, details=dict(data.get("details") or {}))
+
+    def file(self, role: str = "checkpoint") -> Path:
+        """The path of the file with ``role``, after checking it still has the recorded sha256."""
+        for entry in self.files:
+            if entry.role == role:
+                return verify_file(entry)
+        raise SourceError(f"source '{self.id}' has no file with role '{role}'")
+
+
+def describe_file(path: Path, role: str = "checkpoint") -> SourceFile:
+    if not path.is_file():
+        raise SourceError(f"checkpoint file not found: {path}")
+    return SourceFile(role=role, path=str(path), sha256=sha256_file(path), size=path.stat().st_size)
+
+
+def verify_file(entry: SourceFile) -> Path:
+    """Fail loudly, naming the file, when a recorded checkpoint is missing or its bytes changed."""
+    path = Path(entry.path)
+    if not path.is_file():
+        raise SourceError(f"checkpoint file is missing: {path} (recorded sha256 {entry.sha256[:12]}…)")
+    actual = sha256_file(path)
+    if actual != entry.sha256:
+        raise SourceError(
+            f"checkpoint file is corrupt or changed: {path}: sha256 {actual[:12]}… but the fetch "
+            f"recorded {entry.sha256[:12]}…; re-run the fetch job (delete the model's source.json)")
+    return path
+
+
+def _check_expected_sha(spec: Mapping[str, Any], file: SourceFile) -> None:
+    expected = spec.get("sha256")
+    if expected and expected != file.sha256:
+        raise SourceError(f"{file.path}: sha256 {file.sha256} does not match the configured "
+                          f"source.sha256 {expected}")
+
+
+FetchFn = Callable[[str, Mapping[str, Any], Path], SourceRecord]
+SOURCE_KINDS: dict[str, FetchFn] = {}
+
+
+def source_kind(name: str):
+    """Register a fetch function for a source kind."""
+    def register(fn: FetchFn) -> FetchFn:
+        SOURCE_KINDS[name] = fn
+        return fn
+    return register
+
+
+@source_kind("pypi")
+def fetch_pypi(model: str, spec: Mapping[str, Any], workdir: Path) -> SourceRecord:
+    """Weights shipped inside an installed package (e.g. ``silero-vad``'s ``data/silero_vad.jit``)."""
+    try:
+        version = importlib.metadata.version(spec["package"])
+    except importlib.metadata.PackageNotFoundError:
+        raise SourceError(f"model '{model}': package '{spec['package']}' is not installed") from None
+    module = importlib.util.find_spec(spec["module"])
+    if module is None or not module.submodule_search_locations:
+        raise SourceError(f"model '{model}': module '{spec['module']}' not found in the environment")
+    path = Path(list(module.submodule_search_locations)[0]) / spec["resource"]
+    file = describe_file(path)
+    return SourceRecord(kind="pypi", id=f"{spec['package']}=={version}", revision=None,
+                        version=version, synthetic=False, files=[file],
+                        details={"package": spec["package"], "resource": spec["resource"]})
+
+
+@source_kind("hf")
+def fetch_hf(model: str, spec: Mapping[str, Any], workdir: Path) -> SourceRecord:
+    """A file from the Hugging Face Hub at a pinned commit, cached under ``workdir``."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        local = hf_hub_download(repo_id=spec["repo_id"], filename=spec["filename"],
+                                revision=spec["revision"], local_dir=workdir)
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
+        raise SourceError(f"model '{model}': cannot download {spec['repo_id']}/{spec['filename']} "
+                          f"@ {spec['revision']}: {exc}") from exc
+    file = describe_file(Path(local))
+    _check_expected_sha(spec, file)
+    return SourceRecord(kind="hf", id=spec["repo_id"], revision=spec["revision"], version=None,
+                        synthetic=False, files=[file], details={"filename": spec["filename"]})
+
+
+@source_kind("path")
+def fetch_path(model: str, spec: Mapping[str, Any], workdir: Path) -> SourceRecord:
+    """A checkpoint already on disk (``.nemo``, ``.pth``, ``.onnx``, ``.jit``)."""
+    path = Path(spec["path"]).expanduser().resolve()
+    file = describe_file(path)
+    _check_expected_sha(spec, file)
+    return SourceRecord(kind="path", id=str(path), revision=None, version=None, synthetic=False,
+                        files=[file])
+
+
+@source_kind("random")
+def fetch_random(model: str, spec: Mapping[str, Any], workdir: Path) -> SourceRecord:
+    """A random-initialised model built offline from an architecture config, labelled synthetic."""
+    from kiln.models import get_family
+
+    family = get_family(spec["family"])
+    path = family.build_random(spec["architecture"], seed=spec["seed"],
+                               overrides=spec.get("overrides") or {}, out_dir=workdir)
+    file = describe_file(Path(path))
+    return SourceRecord(kind="random", id=f"random:{spec['family']}/{spec['architecture']}",
+                        revision=None, version=None, synthetic=True, files=[file],
+                        details={"architecture": spec["architecture"], "seed": spec["seed"],
+                                 "overrides": dict(spec.get("overrides") or {})})
+
+
+def fetch(model: str, family: str, spec: Mapping[str, Any], workdir: Path) -> SourceRecord:
+    """Fetch ``model``'s source with the function registered for its kind."""
+    kind = spec.get("kind")
+    try:
+        fetch_fn = SOURCE_KINDS[kind]
+    except KeyError:
+        raise SourceError(f"model '{model}': unknown source kind '{kind}' "
+                          f"(known: {sorted(SOURCE_KINDS)})") from None
+    return fetch_fn(model, {**spec, "family": family}, Path(workdir))
