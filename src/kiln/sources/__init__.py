@@ -116,6 +116,7 @@ def fetch_hf(model: str, spec: Mapping[str, Any], workdir: Path) -> SourceRecord
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
+    workdir.mkdir(parents=True, exist_ok=True)
     try:
         local = hf_hub_download(repo_id=spec["repo_id"], filename=spec["filename"],
                                 revision=spec["revision"], local_dir=workdir)
@@ -144,6 +145,7 @@ def fetch_random(model: str, spec: Mapping[str, Any], workdir: Path) -> SourceRe
     from kiln.models import get_family
 
     family = get_family(spec["family"])
+    workdir.mkdir(parents=True, exist_ok=True)
     path = family.build_random(spec["architecture"], seed=spec["seed"],
                                overrides=spec.get("overrides") or {}, out_dir=workdir)
     file = describe_file(Path(path))

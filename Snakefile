@@ -1,0 +1,57 @@
+# kiln: source checkpoints -> Core ML packages -> compiled bundles, parity reports, quantized variants.
+#
+#   snakemake --cores 2 all                      everything for every model (default target)
+#   snakemake --cores 2 export_all               every component's .mlpackage
+#   snakemake --cores 2 all_silero_vad           everything for one model
+#   snakemake --cores 2 results/silero_vad/unified.mlpackage
+#
+# The config is validated against src/kiln/schemas/config.schema.json before any job is planned.
+# Per-job settings become stamp files (.kiln/stamps/), so edits to config.yaml rebuild exactly the
+# affected jobs, also in a fresh clone after `dvc pull` (see src/kiln/workflow/stamps.py).
+
+from kiln.config import build_config
+from kiln.workflow import plan, stamps
+
+configfile: "config.yaml"
+
+KILN = build_config(config, path=str(workflow.configfiles[0]) if workflow.configfiles else "config.yaml")
+RESULTS = KILN.results_dir
+STAMP_REPORT = stamps.sync(plan.stamps(KILN), plan.adopt_roots(KILN))
+for _kind in ("changed", "created", "adopted"):
+    if STAMP_REPORT[_kind]:
+        logger.info(f"kiln: {len(STAMP_REPORT[_kind])} stamp(s) {_kind}: {', '.join(STAMP_REPORT[_kind])}")
+
+wildcard_constraints:
+    model="|".join(KILN.models),
+    component="[a-z][a-z0-9_]*",
+
+
+def family_code(wildcards):
+    """The source files that define a model family's export: edits to them rebuild its packages."""
+    family = KILN.models[wildcards.model].family
+    return [f"src/kiln/models/{family}.py", "src/kiln/models/base.py",
+            "src/kiln/export/convert.py", "src/kiln/export/package.py", "src/kiln/export/torch_ops.py"]
+
+
+include: "rules/fetch.smk"
+include: "rules/export.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        [target for model in KILN.models for target in plan.model_targets(KILN, model)],
+
+
+rule export_all:
+    input:
+        plan.export_targets(KILN),
+
+
+for _model in KILN.models:
+
+    rule:
+        name:
+            f"all_{_model}"
+        input:
+            plan.model_targets(KILN, _model),

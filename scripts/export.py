@@ -1,0 +1,7 @@
+"""Snakemake script: export one component (see kiln.workflow.jobs.export_job)."""
+from kiln.config import build_config
+from kiln.workflow import jobs, logs
+
+logs.setup(snakemake.log[0])
+jobs.export_job(build_config(snakemake.config), snakemake.wildcards.model, snakemake.wildcards.component,
+                snakemake.input.source, snakemake.output.package, snakemake.output.record)

@@ -1,0 +1,96 @@
+"""The workflow's jobs as plain functions: Snakemake scripts call these, tests call them directly."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from kiln.config import Config, export_settings, settings_digest, source_settings
+from kiln.errors import SourceError
+from kiln.fsutil import sha256_tree, tree_size, write_json
+from kiln.provenance import toolchain
+from kiln.sources import SourceRecord, fetch
+
+log = logging.getLogger("kiln.jobs")
+RECORD_SCHEMA_VERSION = 1
+
+
+def _relative(path: str) -> str:
+    """Record project paths relative to the working directory, so a clone elsewhere resolves them."""
+    p = Path(path).resolve()
+    try:
+        return str(p.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(p)
+
+
+def fetch_job(config: Config, model: str, out_record: str | Path, checkpoint_dir: str | Path) -> dict:
+    """Fetch ``model``'s source and write its record (kind, id, revision, file sha256s)."""
+    model_cfg = config.model(model)
+    log.info("fetching %s source (%s)", model, model_cfg.source["kind"])
+    record = fetch(model, model_cfg.family, model_cfg.source, Path(checkpoint_dir))
+    for entry in record.files:
+        entry.path = _relative(entry.path)
+        log.info("  %s %s sha256=%s (%d bytes)", entry.role, entry.path, entry.sha256, entry.size)
+    data = {
+        "schema_version": RECORD_SCHEMA_VERSION,
+        "model": model,
+        "settings_sha256": settings_digest(source_settings(model_cfg)),
+        **record.as_dict(),
+    }
+    write_json(out_record, data)
+    return data
+
+
+def read_source_record(path: str | Path) -> SourceRecord:
+    try:
+        return SourceRecord.from_dict(json.loads(Path(path).read_text()))
+    except (OSError, ValueError, KeyError) as exc:
+        raise SourceError(f"{path}: unreadable source record ({exc}); re-run the fetch job") from exc
+
+
+def export_job(config: Config, model: str, component: str, source_record: str | Path,
+               out_package: str | Path, out_record: str | Path) -> dict:
+    """Export one component to ``out_package`` and write its record."""
+    from kiln.export.convert import export_component  # torch + coremltools: only in the job
+    from kiln.models import get_family
+
+    model_cfg = config.model(model)
+    comp = config.component(model, component)
+    family = get_family(model_cfg.family)
+    record = read_source_record(source_record)
+    log.info("loading %s from %s", model, record.id)
+    source = family.load_source(record)
+    settings = export_settings(model_cfg, comp)
+    digest = settings_digest(settings)
+    log.info("exporting %s/%s (%s, %s)", model, component, comp.export.deployment_target,
+             comp.export.compute_precision)
+    report = export_component(family, source, comp, out_package, metadata={
+        "kiln.version": toolchain()["kiln"]["version"],
+        "kiln.model": model,
+        "kiln.component": component,
+        "kiln.settings_sha256": digest,
+        "kiln.source": record.id,
+        "kiln.source_sha256": ",".join(f.sha256 for f in record.files),
+        "kiln.synthetic": str(model_cfg.synthetic).lower(),
+    })
+    data = {
+        "schema_version": RECORD_SCHEMA_VERSION,
+        "model": model,
+        "component": component,
+        "synthetic": model_cfg.synthetic,
+        "settings_sha256": digest,
+        "settings": settings,
+        "package": {
+            "path": str(out_package),
+            "sha256": sha256_tree(out_package),
+            "size_bytes": tree_size(out_package),
+        },
+        **report,
+        "toolchain": toolchain(),
+    }
+    write_json(out_record, data)
+    log.info("wrote %s (%d bytes) in %.1f s", out_package, data["package"]["size_bytes"],
+             sum(report["seconds"].values()))
+    return data

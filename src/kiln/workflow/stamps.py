@@ -1,0 +1,113 @@
+"""Content-based rebuild triggers that survive ``git clone`` + ``dvc pull``.
+
+Snakemake decides staleness by mtimes, plus params/code triggers kept in the local ``.snakemake``
+metadata, which a fresh clone lacks: after a clone, ``dvc pull`` and an edit of a param, Snakemake
+alone would plan nothing. kiln therefore turns each job's settings into an input file:
+
+- a **stamp** ``.kiln/stamps/<model>/<job>.json`` (local, untracked) holds the canonical JSON of the
+  settings that determine the job's outputs, and is an ``input:`` of the job;
+- a **record** (a JSON output of the job itself, tracked with the results by DVC) stores the digest
+  of the settings the outputs were built with.
+
+:func:`sync` runs when the Snakefile is parsed. A stamp whose content is unchanged is left alone.
+A changed stamp is rewritten (new mtime: the job and everything downstream are planned). A missing
+stamp (fresh clone) whose settings digest equals the record's is *adopted*: written with an old mtime,
+and the model's pulled results get one common mtime, since ``dvc pull`` writes files in arbitrary
+order and Snakemake would otherwise take an input checked out after its output as "updated".
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from kiln.config import canonical_json, settings_digest
+
+STAMP_ROOT = Path(".kiln") / "stamps"
+#: mtime given to adopted stamps: older than any artifact
+ADOPTED_MTIME = 1_000_000_000.0
+
+
+@dataclass(frozen=True)
+class Stamp:
+    model: str
+    job: str               # e.g. "source", "export/unified"
+    settings: Any
+    record: Path           # the job's JSON output carrying ``settings_sha256``
+
+    @property
+    def path(self) -> Path:
+        return STAMP_ROOT / self.model / f"{self.job}.json"
+
+    @property
+    def content(self) -> str:
+        return canonical_json(self.settings) + "\n"
+
+    @property
+    def digest(self) -> str:
+        return settings_digest(self.settings)
+
+
+def recorded_digest(record: Path) -> str | None:
+    try:
+        return json.loads(record.read_text()).get("settings_sha256")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def _write(path: Path, content: str, mtime: float | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(content)
+    os.replace(tmp, path)
+    if mtime is not None:
+        os.utime(path, (mtime, mtime))
+
+
+def equalize_mtimes(root: Path, when: float) -> int:
+    """Give every file and directory under ``root`` the mtime ``when``; returns how many."""
+    count = 0
+    if not root.exists():
+        return 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in filenames + dirnames:
+            os.utime(os.path.join(dirpath, name), (when, when), follow_symlinks=False)
+            count += 1
+    os.utime(root, (when, when))
+    return count + 1
+
+
+def sync(stamps: Iterable[Stamp], adopt_roots: dict[str, list[Path]] | None = None) -> dict[str, list[str]]:
+    """Bring every stamp up to date; returns which stamps were ``changed``, ``created``, ``adopted``.
+
+    Adoption happens first: the adopted models' results are set one second in the past, so stamps
+    written afterwards for changed settings are strictly newer than every pulled output.
+    """
+    report: dict[str, list[str]] = {"changed": [], "created": [], "adopted": []}
+    to_write: list[tuple[Stamp, str]] = []
+    adopted_models: set[str] = set()
+    for stamp in stamps:
+        try:
+            current = stamp.path.read_text()
+        except FileNotFoundError:
+            current = None
+        if current == stamp.content:
+            continue
+        if current is None and recorded_digest(stamp.record) == stamp.digest:
+            _write(stamp.path, stamp.content, mtime=ADOPTED_MTIME)
+            report["adopted"].append(str(stamp.path))
+            adopted_models.add(stamp.model)
+        else:
+            to_write.append((stamp, "changed" if current is not None else "created"))
+    past = time.time() - 1.0
+    for model in sorted(adopted_models):
+        for root in (adopt_roots or {}).get(model, []):
+            equalize_mtimes(Path(root), past)
+    for stamp, kind in to_write:
+        _write(stamp.path, stamp.content)
+        report[kind].append(str(stamp.path))
+    return report
