@@ -2,6 +2,6 @@
 from kiln.config import build_config
 from kiln.workflow import jobs, logs
 
-logs.setup(snakemake.log[0])
-jobs.export_job(build_config(snakemake.config), snakemake.wildcards.model, snakemake.wildcards.component,
-                snakemake.input.source, snakemake.output.package, snakemake.output.record)
+logs.run_job(snakemake.log[0], jobs.export_job, build_config(snakemake.config), snakemake.wildcards.model,
+             snakemake.wildcards.component, snakemake.input.source, snakemake.output.package,
+             snakemake.output.record)

@@ -2,6 +2,5 @@
 from kiln.config import build_config
 from kiln.workflow import jobs, logs
 
-logs.setup(snakemake.log[0])
-jobs.fetch_job(build_config(snakemake.config), snakemake.wildcards.model,
-               snakemake.output.record, snakemake.params.checkpoint_dir)
+logs.run_job(snakemake.log[0], jobs.fetch_job, build_config(snakemake.config), snakemake.wildcards.model,
+             snakemake.output.record, snakemake.params.checkpoint_dir)

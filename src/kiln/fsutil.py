@@ -7,6 +7,7 @@ atomic on POSIX) and renamed into place only once it is complete.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -16,8 +17,17 @@ from pathlib import Path
 from typing import Iterator
 
 
+def remove_stale_temporaries(path: Path) -> None:
+    """Delete temporaries a killed writer of ``path`` left behind (one writer per path at a time:
+    Snakemake never runs two jobs with the same output)."""
+    if path.parent.is_dir():
+        for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+            remove_path(stale)
+
+
 def _tmp_sibling(path: Path, kind: str) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     return Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=f".{kind}.tmp", dir=path.parent))
 
 
@@ -53,6 +63,7 @@ def atomic_file(path: str | os.PathLike, mode: str = "w") -> Iterator:
     """Open a temporary sibling file for writing; rename it to ``path`` when the block succeeds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, mode) as handle:

@@ -13,6 +13,7 @@ import json
 import uuid
 from pathlib import Path
 
+from kiln import failpoints
 from kiln.errors import ExportError
 from kiln.fsutil import atomic_dir
 
@@ -52,6 +53,7 @@ def save_mlpackage(mlmodel, path: str | Path) -> Path:
         # coremltools refuses to save into an existing directory; save inside the staging dir
         inner = staging / path.name
         mlmodel.save(str(inner))
+        failpoints.hit("export.save")  # crash-safety tests stop here: a half-written package
         manifest_path = inner / "Manifest.json"
         manifest = deterministic_manifest(json.loads(manifest_path.read_text()))
         manifest_path.write_text(json.dumps(manifest, indent=4) + "\n")

@@ -1,10 +1,15 @@
-"""Send a job's logging (and warnings) to its Snakemake log file and to stderr."""
+"""Run a job with its logging (and warnings) sent to its Snakemake log file and to stderr."""
 
 from __future__ import annotations
 
 import logging
 import sys
 import warnings
+from typing import Any, Callable
+
+from kiln.errors import KilnError
+
+log = logging.getLogger("kiln")
 
 
 def setup(log_file: str | None, level: int = logging.INFO) -> None:
@@ -15,3 +20,20 @@ def setup(log_file: str | None, level: int = logging.INFO) -> None:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.captureWarnings(True)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
+def run_job(log_file: str | None, job: Callable[..., Any], *args: Any) -> Any:
+    """Call ``job(*args)``; a failure is written to the log file before the process exits non-zero.
+
+    kiln's own errors are diagnostics (one line naming the file, key or op); anything else is a bug
+    and keeps its traceback.
+    """
+    setup(log_file)
+    try:
+        return job(*args)
+    except KilnError as exc:
+        log.error("%s: %s", type(exc).__name__, exc)
+        sys.exit(1)
+    except Exception:
+        log.exception("unexpected failure")
+        sys.exit(1)

@@ -1,0 +1,51 @@
+"""Shared helpers for kiln's benchmarks: timing children with their peak RSS, workspaces."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+
+
+def run_measured(args: list[str], cwd: Path | None = None, env: dict | None = None) -> dict:
+    """Run a child process; return its wall time and peak RSS (from wait4's rusage)."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(args, cwd=cwd, env={**os.environ, **(env or {})},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    output = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise RuntimeError(f"{' '.join(args)} failed ({code}):\n{output.decode(errors='replace')[-3000:]}")
+    return {"wall_s": round(wall, 3), "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
+            "output": output.decode(errors="replace")}
+
+
+def median_time(args: list[str], cwd: Path, repeats: int) -> dict:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        subprocess.run(args, cwd=cwd, check=True, capture_output=True,
+                       env={**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"})
+        times.append(time.perf_counter() - started)
+    return {"median_s": round(statistics.median(times), 3), "runs_s": [round(t, 3) for t in times]}
+
+
+def copy_workflow(dest: Path) -> Path:
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
+                           text=True, check=True).stdout.split()
+    for rel in files:
+        if rel.startswith(("tests/", "benchmarks/")) or not (REPO / rel).is_file():
+            continue
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, target)
+    return dest

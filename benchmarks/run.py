@@ -1,0 +1,53 @@
+"""`make bench`: run kiln's benchmarks and write their results as JSON.
+
+    python benchmarks/run.py --out benchmarks/results.json [--only export,noop]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import bench_export  # noqa: E402
+import bench_noop  # noqa: E402
+
+BENCHMARKS = {
+    "silero_export": bench_export.run,
+    "snakemake_noop_overhead": bench_noop.run,
+}
+
+
+def machine() -> dict:
+    from kiln.provenance import toolchain
+
+    return {"cpus": os.cpu_count(), "platform": platform.platform(), "toolchain": toolchain()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="benchmarks/results.json")
+    parser.add_argument("--only", help=f"comma-separated subset of: {', '.join(BENCHMARKS)}")
+    args = parser.parse_args()
+    names = args.only.split(",") if args.only else list(BENCHMARKS)
+    results = {"schema_version": 1, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "machine": machine(), "benchmarks": {}}
+    for name in names:
+        print(f"[bench] {name} …", file=sys.stderr, flush=True)
+        started = time.perf_counter()
+        results["benchmarks"][name] = BENCHMARKS[name]()
+        print(f"[bench] {name} done in {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results["benchmarks"], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

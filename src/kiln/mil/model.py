@@ -1,0 +1,234 @@
+"""Loading Core ML ML Programs from ``.mlpackage`` and ``.mlmodelc`` bundles.
+
+The common representation is the MILSpec ``Program`` protobuf (``coremltools.proto.MIL_pb2``)
+plus the ``ModelDescription`` (``coremltools.proto.Model_pb2``) holding the I/O contract.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import dtypes
+from .errors import ModelFormatError, UnsupportedModelError
+from .plan import ExecutionPlan, IOSpec, Prediction, build_plan
+from .registry import opset_name
+from .values import BlobStore, tensor_type_from_proto
+
+MANIFEST = "Manifest.json"
+PACKAGE_DATA = "Data"
+MAX_SPEC_BYTES = 2 << 30
+
+
+@dataclass
+class LoadedModel:
+    """An ML Program read from disk, ready to be compiled into execution plans."""
+
+    path: Path
+    kind: str  # "mlpackage" or "mlmodelc"
+    specification_version: int
+    description: object  # coremltools.proto.Model_pb2.ModelDescription
+    program: object  # coremltools.proto.MIL_pb2.Program
+    model_root: Path  # what "@model_path" in blob references resolves to
+    _plans: dict = field(default_factory=dict, repr=False)
+
+    # -- program structure ---------------------------------------------------------------------
+    @property
+    def function_names(self) -> list[str]:
+        return sorted(self.program.functions)
+
+    @property
+    def default_function(self) -> str:
+        name = getattr(self.description, "defaultFunctionName", "") or "main"
+        return name
+
+    def opset(self, function: str | None = None) -> str:
+        """Canonical opset name ("iOS15".."iOS18") of a function (default: main)."""
+        fn = self._function(function)
+        try:
+            return opset_name(fn.opset)
+        except ValueError:
+            raise ModelFormatError(f"unknown opset {fn.opset!r}", self.path) from None
+
+    def _function(self, function: str | None):
+        name = function or self.default_function
+        if name not in self.program.functions:
+            raise ModelFormatError(
+                f"program has no function '{name}' (functions: {self.function_names})", self.path
+            )
+        return self.program.functions[name]
+
+    def block(self, function: str | None = None):
+        fn = self._function(function)
+        if fn.opset not in fn.block_specializations:
+            raise ModelFormatError(f"function has no block for its opset {fn.opset}", self.path)
+        return fn.block_specializations[fn.opset]
+
+    def inputs(self, function: str | None = None) -> list[IOSpec]:
+        """The function's inputs (name, MIL dtype, shape with None for flexible dimensions)."""
+        specs = []
+        for value in self._function(function).inputs:
+            ttype = tensor_type_from_proto(value.type, f"input '{value.name}'")
+            if ttype is None:
+                raise ModelFormatError(f"function input '{value.name}' is not a tensor", self.path)
+            specs.append(IOSpec(value.name, ttype))
+        return specs
+
+    def outputs(self, function: str | None = None) -> list[IOSpec]:
+        """The function's outputs, typed by the ops that produce them."""
+        block = self.block(function)
+        types = {}
+
+        def collect(b):
+            for op in b.operations:
+                for out in op.outputs:
+                    types[out.name] = out.type
+                for nested in op.blocks:
+                    collect(nested)
+
+        collect(block)
+        for value in self._function(function).inputs:
+            types[value.name] = value.type
+        specs = []
+        for name in block.outputs:
+            if name not in types:
+                raise ModelFormatError(f"function output '{name}' is never defined", self.path)
+            ttype = tensor_type_from_proto(types[name], f"output '{name}'")
+            if ttype is None:
+                raise ModelFormatError(f"function output '{name}' is not a tensor", self.path)
+            specs.append(IOSpec(name, ttype))
+        return specs
+
+    def op_histogram(self, function: str | None = None) -> dict[str, int]:
+        counts: dict[str, int] = {}
+
+        def walk(b):
+            for op in b.operations:
+                counts[op.type] = counts.get(op.type, 0) + 1
+                for nested in op.blocks:
+                    walk(nested)
+
+        walk(self.block(function))
+        return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+    def weight_files(self) -> list[Path]:
+        weights = self.model_root / "weights"
+        return sorted(p for p in weights.glob("*.bin")) if weights.is_dir() else []
+
+    # -- execution -----------------------------------------------------------------------------
+    def plan(self, precision: str = dtypes.FP32, function: str | None = None) -> ExecutionPlan:
+        """The execution plan of ``function`` (default: main) in ``precision``; built once, cached."""
+        dtypes.check_precision(precision)
+        key = (function or self.default_function, precision)
+        plan = self._plans.get(key)
+        if plan is None:
+            with BlobStore(self.model_root) as blobs:
+                plan = build_plan(self.program, key[0], precision, blobs)
+            self._plans[key] = plan
+        return plan
+
+    def predict(self, inputs, precision: str = dtypes.FP32, function: str | None = None) -> Prediction:
+        return self.plan(precision, function).run(inputs)
+
+
+def load_model(path: str | os.PathLike) -> LoadedModel:
+    """Load an ``.mlpackage`` or ``.mlmodelc`` directory holding an ML Program."""
+    path = Path(path)
+    if not path.exists():
+        raise ModelFormatError("no such model", path)
+    if not path.is_dir():
+        raise ModelFormatError("a model must be an .mlpackage or .mlmodelc directory", path)
+    if (path / MANIFEST).exists() or path.suffix == ".mlpackage":
+        return _load_mlpackage(path)
+    if (path / "model.mil").exists() or path.suffix == ".mlmodelc":
+        return _load_mlmodelc(path)
+    raise ModelFormatError("neither an .mlpackage (Manifest.json) nor an .mlmodelc (model.mil)", path)
+
+
+def _read_manifest(package: Path) -> Path:
+    """Path of the root model file named by ``Manifest.json``."""
+    manifest_path = package / MANIFEST
+    try:
+        text = manifest_path.read_text(encoding="utf-8")
+        manifest = json.loads(text)
+    except FileNotFoundError:
+        raise ModelFormatError("missing Manifest.json", package) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFormatError(f"unreadable manifest: {exc}", manifest_path) from None
+    if not isinstance(manifest, dict):
+        raise ModelFormatError("manifest is not a JSON object", manifest_path)
+    entries = manifest.get("itemInfoEntries")
+    root_id = manifest.get("rootModelIdentifier")
+    if not isinstance(entries, dict) or not isinstance(root_id, str):
+        raise ModelFormatError("manifest lacks itemInfoEntries / rootModelIdentifier", manifest_path)
+    entry = entries.get(root_id)
+    if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+        raise ModelFormatError(
+            f"root model item {root_id!r} is not listed in itemInfoEntries", manifest_path
+        )
+    data_dir = (package / PACKAGE_DATA).resolve()
+    model_file = (package / PACKAGE_DATA / entry["path"]).resolve()
+    if data_dir not in model_file.parents:
+        raise ModelFormatError(f"root model path {entry['path']!r} leaves the package", manifest_path)
+    if not model_file.is_file():
+        raise ModelFormatError(f"root model item {entry['path']!r} does not exist", package)
+    return model_file
+
+
+def _load_mlpackage(package: Path) -> LoadedModel:
+    from google.protobuf.message import DecodeError
+
+    from coremltools.proto import Model_pb2
+
+    model_file = _read_manifest(package)
+    try:
+        size = model_file.stat().st_size
+        if size > MAX_SPEC_BYTES:
+            raise ModelFormatError(f"model spec of {size} bytes is implausibly large", model_file)
+        spec = Model_pb2.Model()
+        spec.ParseFromString(model_file.read_bytes())
+    except DecodeError as exc:
+        raise ModelFormatError(f"not a Core ML model protobuf: {exc}", model_file) from None
+    except (OSError, RecursionError, ValueError) as exc:
+        raise ModelFormatError(f"cannot parse model protobuf: {exc}", model_file) from None
+    kind = spec.WhichOneof("Type")
+    if kind != "mlProgram":
+        raise UnsupportedModelError(
+            f"{model_file}: model type is {kind or 'empty'}, kiln.mil executes ML Programs (mlProgram) only"
+        )
+    return LoadedModel(
+        path=package,
+        kind="mlpackage",
+        specification_version=int(spec.specificationVersion),
+        description=spec.description,
+        program=spec.mlProgram,
+        model_root=model_file.parent,
+    )
+
+
+def _load_mlmodelc(bundle: Path) -> LoadedModel:
+    # The .mlmodelc reader lives in kiln.compile (text MIL parser, coremldata.bin reader).
+    from kiln.compile.coremldata import read_coremldata
+    from kiln.compile.mil_text import parse_program
+
+    mil_file = bundle / "model.mil"
+    data_file = bundle / "coremldata.bin"
+    for required in (mil_file, data_file):
+        if not required.is_file():
+            raise ModelFormatError(f"missing {required.name}", bundle)
+    try:
+        text = mil_file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ModelFormatError(f"unreadable model.mil: {exc}", mil_file) from None
+    program = parse_program(text)
+    spec_version, description = read_coremldata(data_file)
+    return LoadedModel(
+        path=bundle,
+        kind="mlmodelc",
+        specification_version=int(spec_version),
+        description=description,
+        program=program,
+        model_root=bundle,
+    )

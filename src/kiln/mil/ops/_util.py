@@ -1,0 +1,156 @@
+"""Helpers shared by op implementations: parameter coercion, axes, activations, torch access."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+
+def as_int(value, name: str = "value") -> int:
+    """A Python int from a 0-d/1-element array or a Python number."""
+    array = np.asarray(value)
+    if array.size != 1:
+        raise ValueError(f"{name} must be a scalar, got shape {list(array.shape)}")
+    if array.dtype.kind not in "iub":
+        raise ValueError(f"{name} must be an integer, got {array.dtype}")
+    return int(array.reshape(()))
+
+
+def as_float(value, name: str = "value") -> float:
+    array = np.asarray(value)
+    if array.size != 1:
+        raise ValueError(f"{name} must be a scalar, got shape {list(array.shape)}")
+    return float(array.reshape(()))
+
+
+def as_bool(value, name: str = "value") -> bool:
+    array = np.asarray(value)
+    if array.size != 1:
+        raise ValueError(f"{name} must be a scalar, got shape {list(array.shape)}")
+    return bool(array.reshape(()))
+
+
+def as_str(value, name: str = "value") -> str:
+    if isinstance(value, str):
+        return value
+    array = np.asarray(value)
+    if array.size == 1 and array.dtype.kind == "U":
+        return str(array.reshape(()))
+    raise ValueError(f"{name} must be a string, got {value!r}")
+
+
+def as_ints(value, name: str = "value") -> list[int]:
+    """A list of Python ints from a 1-D int array (or a list)."""
+    if value is None:
+        return []
+    array = np.asarray(value)
+    if array.dtype.kind not in "iub":
+        raise ValueError(f"{name} must hold integers, got {array.dtype}")
+    return [int(v) for v in array.reshape(-1)]
+
+
+def as_bools(value, n: int, name: str = "value") -> list[bool]:
+    if value is None:
+        return [False] * n
+    flags = [bool(v) for v in np.asarray(value).reshape(-1)]
+    if len(flags) != n:
+        raise ValueError(f"{name} has {len(flags)} entries, expected {n}")
+    return flags
+
+
+def norm_axis(axis: int, rank: int, name: str = "axis") -> int:
+    """``axis`` in ``[-rank, rank)`` normalised to ``[0, rank)``."""
+    if not -rank <= axis < rank:
+        raise ValueError(f"{name} {axis} out of range for rank {rank}")
+    return axis + rank if axis < 0 else axis
+
+
+def norm_axes(axes, rank: int, name: str = "axes") -> tuple[int, ...]:
+    result = tuple(norm_axis(a, rank, name) for a in as_ints(axes, name))
+    if len(set(result)) != len(result):
+        raise ValueError(f"{name} {list(result)} repeats an axis")
+    return result
+
+
+def float_array(x) -> np.ndarray:
+    x = np.asarray(x)
+    return x if x.dtype.kind == "f" else x.astype(np.float32)
+
+
+def same_dtype(result, like: np.ndarray):
+    """Cast ``result`` to ``like``'s dtype (ops computing in a wider type)."""
+    result = np.asarray(result)
+    return result if result.dtype == like.dtype else result.astype(like.dtype)
+
+
+def sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def activation(name: str):
+    """The recurrent-op activations by MIL name (their default parameters)."""
+    name = name.lower()
+    table = {
+        "sigmoid": sigmoid,
+        "tanh": np.tanh,
+        "scaled_tanh": np.tanh,  # alpha = beta = 1
+        "hard_sigmoid": lambda x: np.minimum(np.maximum(0.2 * x + 0.5, 0.0), 1.0),
+        "sigmoid_hard": lambda x: np.minimum(np.maximum(0.2 * x + 0.5, 0.0), 1.0),
+        "relu": lambda x: np.maximum(x, 0.0),
+        "linear": lambda x: x,
+    }
+    if name not in table:
+        raise ValueError(f"unknown activation {name!r} (known: {sorted(table)})")
+    return table[name]
+
+
+@functools.lru_cache(maxsize=1)
+def torch():
+    """The torch module, imported on first use (heavy kernels only)."""
+    import torch as _torch
+
+    return _torch
+
+
+def to_torch(x: np.ndarray):
+    t = torch()
+    x = np.asarray(x)
+    if not x.flags.c_contiguous or not x.flags.writeable:
+        x = np.ascontiguousarray(x)
+        if not x.flags.writeable:
+            x = x.copy()
+    return t.from_numpy(x)
+
+
+def spatial_padding(pad_type: str, pad, in_sizes, kernel, strides, dilations) -> list[tuple[int, int]]:
+    """(before, after) padding per spatial dim for conv/pool ``pad_type`` semantics."""
+    n = len(in_sizes)
+    pad_type = pad_type.lower()
+    if pad_type == "valid":
+        return [(0, 0)] * n
+    if pad_type == "custom":
+        values = as_ints(pad, "pad") if pad is not None else [0] * (2 * n)
+        if len(values) != 2 * n:
+            raise ValueError(f"pad has {len(values)} entries, expected {2 * n}")
+        if any(v < 0 for v in values):
+            raise ValueError(f"negative padding {values}")
+        return [(values[2 * i], values[2 * i + 1]) for i in range(n)]
+    if pad_type in ("same", "same_lower"):
+        result = []
+        for size, k, s, d in zip(in_sizes, kernel, strides, dilations):
+            out = -(-size // s)
+            total = max((out - 1) * s + (k - 1) * d + 1 - size, 0)
+            small, big = total // 2, total - total // 2
+            result.append((small, big) if pad_type == "same" else (big, small))
+        return result
+    raise ValueError(f"unknown pad_type {pad_type!r}")
+
+
+def erf(x: np.ndarray) -> np.ndarray:
+    """Elementwise Gauss error function (torch kernel; numpy has none)."""
+    x = np.asarray(x)
+    if x.size == 0:
+        return x.astype(np.float32)
+    work = x.astype(np.float64) if x.dtype != np.float64 else x
+    return torch().erf(to_torch(work)).numpy().astype(x.dtype if x.dtype.kind == "f" else np.float32)

@@ -1,0 +1,132 @@
+"""Convolutions (coremltools defs iOS15/conv.py; iOS17 relaxes weight/bias dtypes and lets
+``conv_transpose`` take a non-constant weight). Computed with torch's functional kernels."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..registry import register
+from ._util import as_int, as_ints, as_str, spatial_padding, to_torch, torch
+
+
+def _spatial_params(x, kernel_sizes, strides, dilations, name):
+    n = x.ndim - 2
+    if not 1 <= n <= 3:
+        raise ValueError(f"{name} needs x of rank 3..5, got {x.ndim}")
+    strides = as_ints(strides, "strides") if strides is not None else [1] * n
+    dilations = as_ints(dilations, "dilations") if dilations is not None else [1] * n
+    if len(strides) != n or len(dilations) != n or len(kernel_sizes) != n:
+        raise ValueError(f"{name}: strides/dilations/kernel must have {n} entries")
+    if any(s < 1 for s in strides) or any(d < 1 for d in dilations):
+        raise ValueError(f"{name}: strides and dilations must be positive")
+    return n, strides, dilations
+
+
+_CONV = {1: "conv1d", 2: "conv2d", 3: "conv3d"}
+_CONV_T = {1: "conv_transpose1d", 2: "conv_transpose2d", 3: "conv_transpose3d"}
+
+
+@register("conv")
+def conv(x, weight, bias=None, strides=None, pad_type="valid", pad=None, dilations=None, groups=1):
+    """MIL ``conv`` (iOS15+, iOS17): 1-3 D convolution, weight ``[C_out, C_in/groups, *K]``.
+
+    ``pad_type``: ``valid``, ``custom`` (``pad`` = before/after per spatial dim), ``same`` and
+    ``same_lower`` (output ``ceil(d_in / stride)``, the odd extra padding after / before)."""
+    kernel = list(weight.shape[2:])
+    n, strides, dilations = _spatial_params(x, kernel, strides, dilations, "conv")
+    groups = as_int(groups, "groups")
+    if weight.ndim != x.ndim or groups < 1 or x.shape[1] != weight.shape[1] * groups or weight.shape[0] % groups:
+        raise ValueError(
+            f"x {list(x.shape)}, weight {list(weight.shape)} and groups={groups} do not match"
+        )
+    padding = spatial_padding(as_str(pad_type, "pad_type"), pad, x.shape[2:], kernel, strides, dilations)
+    t = torch()
+    xt = to_torch(x)
+    if any(p != (0, 0) for p in padding):
+        flat = []
+        for before, after in reversed(padding):
+            flat += [before, after]
+        xt = t.nn.functional.pad(xt, flat)
+    bt = None if bias is None else to_torch(bias.astype(x.dtype, copy=False))
+    wt = to_torch(weight.astype(x.dtype, copy=False))
+    with t.no_grad():
+        y = getattr(t.nn.functional, _CONV[n])(xt, wt, bt, strides, 0, dilations, groups)
+    return y.numpy()
+
+
+@register("conv_quantized")
+def conv_quantized(x, weight, quantization_type, quant_scale, quant_bias, nbits=8, bias=None,
+                   strides=None, pad_type="valid", pad=None, dilations=None, groups=1):
+    """MIL ``conv_quantized`` (iOS15+, experimental): ``conv`` with weight dequantized first.
+
+    ``linear``: ``W = W_q * quant_scale + quant_bias``; ``lut``: ``W = quant_scale[W_q]``."""
+    kind = as_str(quantization_type, "quantization_type")
+    q = np.asarray(weight)
+    if kind == "linear":
+        w = q.astype(np.float32) * np.asarray(quant_scale, np.float32) + np.asarray(quant_bias, np.float32)
+    elif kind == "lut":
+        lut = np.asarray(quant_scale, np.float32).reshape(-1)
+        w = lut[q.astype(np.int64)]
+    else:
+        raise ValueError(f"unknown quantization_type {kind!r}")
+    return conv(x, w.astype(x.dtype), bias, strides, pad_type, pad, dilations, groups)
+
+
+@register("conv_transpose")
+def conv_transpose(x, weight, bias=None, pad=None, output_shape=None, pad_type="valid",
+                   strides=None, dilations=None, groups=1):
+    """MIL ``conv_transpose`` (iOS15+, iOS17): transposed convolution, weight ``[C_in, C_out/groups, *K]``.
+
+    The full (unpadded) transposed convolution is cropped by ``pad`` (custom) or centred to
+    ``D_in * stride`` (same); ``output_shape`` fixes the spatial size (zeros plus bias past the
+    end of the full result)."""
+    kernel = list(weight.shape[2:])
+    n, strides, dilations = _spatial_params(x, kernel, strides, dilations, "conv_transpose")
+    groups = as_int(groups, "groups")
+    if weight.ndim != x.ndim or groups < 1 or weight.shape[0] != x.shape[1] or x.shape[1] % groups:
+        raise ValueError(f"x {list(x.shape)}, weight {list(weight.shape)} and groups={groups} do not match")
+    t = torch()
+    with t.no_grad():
+        full = getattr(t.nn.functional, _CONV_T[n])(
+            to_torch(x), to_torch(weight.astype(x.dtype, copy=False)), None, strides, 0, 0, groups, dilations
+        ).numpy()
+    in_sizes = x.shape[2:]
+    full_sizes = full.shape[2:]
+    pad_type = as_str(pad_type, "pad_type").lower()
+    starts, sizes = [], []
+    for i in range(n):
+        if pad_type == "valid":
+            start, size = 0, full_sizes[i]
+        elif pad_type == "custom":
+            values = as_ints(pad, "pad") if pad is not None else [0] * (2 * n)
+            if len(values) != 2 * n or any(v < 0 for v in values):
+                raise ValueError(f"invalid pad {values}")
+            start, size = values[2 * i], full_sizes[i] - values[2 * i] - values[2 * i + 1]
+        elif pad_type in ("same", "same_lower"):
+            size = in_sizes[i] * strides[i]
+            total = max(full_sizes[i] - size, 0)
+            start = total // 2 if pad_type == "same" else total - total // 2
+        else:
+            raise ValueError(f"unknown pad_type {pad_type!r}")
+        starts.append(start)
+        sizes.append(size)
+    if output_shape is not None:
+        shape = as_ints(output_shape, "output_shape")
+        if len(shape) == n + 2:
+            shape = shape[2:]
+        if len(shape) != n:
+            raise ValueError(f"output_shape {shape} does not have {n} spatial sizes")
+        sizes = shape
+    if any(s <= 0 for s in sizes):
+        raise ValueError(f"output spatial size {sizes} is not positive")
+    out = np.zeros(full.shape[:2] + tuple(sizes), dtype=full.dtype)
+    src = [slice(None), slice(None)]
+    dst = [slice(None), slice(None)]
+    for start, size, full_size in zip(starts, sizes, full_sizes):
+        stop = min(start + size, full_size)
+        src.append(slice(start, stop))
+        dst.append(slice(0, max(stop - start, 0)))
+    out[tuple(dst)] = full[tuple(src)]
+    if bias is not None:
+        out += bias.astype(out.dtype).reshape((1, -1) + (1,) * n)
+    return out

@@ -1,0 +1,118 @@
+"""config.yaml is validated against its schema; every error names the key."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from kiln.config import build_config, export_settings, load_config, settings_digest
+from kiln.errors import ConfigError
+
+
+@pytest.fixture()
+def raw(repo):
+    return yaml.safe_load((repo / "config.yaml").read_text())
+
+
+def test_repository_config_is_valid(repo):
+    config = load_config(repo / "config.yaml")
+    vad = config.model("silero_vad")
+    assert set(vad.components) == {"unified", "unified_256ms"}
+    unified = vad.components["unified"]
+    assert [t.name for t in unified.inputs] == ["audio_input", "hidden_state", "cell_state"]
+    assert unified.inputs[0].shape == (1, 576)
+    assert vad.components["unified_256ms"].inputs[0].shape == (1, 4160)
+    assert unified.export.deployment_target == "iOS17"
+    assert unified.export.compute_units == "CPU_ONLY"
+
+
+def _error(raw) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        build_config(raw)
+    return info.value
+
+
+def test_unknown_key_is_named(raw):
+    raw["models"]["silero_vad"]["components"]["unified"]["export"] = {"compute_precison": "float32"}
+    err = _error(raw)
+    assert err.key == "models.silero_vad.components.unified.export.compute_precison"
+    assert "unknown key" in str(err) and "compute_precision" in str(err)
+
+
+def test_wrong_type_is_named(raw):
+    raw["models"]["silero_vad"]["components"]["unified"]["inputs"]["audio_input"]["shape"] = "576"
+    err = _error(raw)
+    assert err.key == "models.silero_vad.components.unified.inputs.audio_input.shape"
+    assert "array" in str(err)
+
+
+def test_wrong_value_is_named(raw):
+    raw["defaults"]["export"]["deployment_target"] = "iOS12"
+    err = _error(raw)
+    assert err.key == "defaults.export.deployment_target"
+    assert "'iOS12' is not one of" in str(err)
+
+
+def test_missing_required_key_is_named(raw):
+    del raw["models"]["silero_vad"]["source"]["resource"]
+    err = _error(raw)
+    assert err.key == "models.silero_vad.source.resource"
+
+
+def test_source_kind_specific_fields(raw):
+    raw["models"]["silero_vad"]["source"] = {"kind": "hf", "repo_id": "nvidia/x", "revision": "main",
+                                             "filename": "m.nemo"}
+    err = _error(raw)
+    assert err.key == "models.silero_vad.source.revision"  # a pinned revision is a full commit sha
+
+
+def test_unknown_family_is_named(raw):
+    raw["models"]["silero_vad"]["family"] = "no_such_family"
+    err = _error(raw)
+    assert err.key == "models.silero_vad.family"
+
+
+def test_random_source_cannot_be_marked_real(raw):
+    model = raw["models"]["silero_vad"]
+    model["source"] = {"kind": "random", "architecture": "tiny", "seed": 0}
+    model["synthetic"] = False
+    assert _error(raw).key == "models.silero_vad.synthetic"
+
+
+def test_export_settings_layering(raw):
+    raw["models"]["silero_vad"]["export"] = {"compute_precision": "float32"}
+    raw["models"]["silero_vad"]["components"]["unified"]["export"] = {"deployment_target": "iOS18"}
+    config = build_config(raw)
+    unified = config.component("silero_vad", "unified")
+    window = config.component("silero_vad", "unified_256ms")
+    assert (unified.export.deployment_target, unified.export.compute_precision) == ("iOS18", "float32")
+    assert (window.export.deployment_target, window.export.compute_precision) == ("iOS17", "float32")
+
+
+def test_settings_digest_changes_only_for_the_edited_component(raw):
+    before = build_config(raw)
+    edited = copy.deepcopy(raw)
+    edited["models"]["silero_vad"]["components"]["unified_256ms"]["export"] = {"compute_precision": "float32"}
+    after = build_config(edited)
+    digest = lambda cfg, c: settings_digest(export_settings(cfg.model("silero_vad"), cfg.component("silero_vad", c)))
+    assert digest(before, "unified") == digest(after, "unified")
+    assert digest(before, "unified_256ms") != digest(after, "unified_256ms")
+
+
+def test_unreadable_files(tmp_path):
+    with pytest.raises(ConfigError, match="file not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("models: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_lookup_errors_name_the_key(repo):
+    config = load_config(repo / "config.yaml")
+    with pytest.raises(ConfigError, match="models.nope"):
+        config.model("nope")
+    with pytest.raises(ConfigError, match="models.silero_vad.components.nope"):
+        config.component("silero_vad", "nope")

@@ -1,0 +1,78 @@
+"""Each source kind of the registry, on its own."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from kiln.errors import ModelError, SourceError
+from kiln.sources import SOURCE_KINDS, SourceFile, fetch, verify_file
+
+
+def test_registry_has_the_four_kinds():
+    assert set(SOURCE_KINDS) == {"pypi", "hf", "path", "random"}
+
+
+def test_pypi_records_version_and_sha256(tmp_path):
+    import importlib.metadata
+
+    record = fetch("vad", "silero_vad", {"kind": "pypi", "package": "silero-vad", "module": "silero_vad",
+                                         "resource": "data/silero_vad.jit"}, tmp_path)
+    assert record.version == importlib.metadata.version("silero-vad")
+    assert record.id == f"silero-vad=={record.version}"
+    (file,) = record.files
+    assert file.sha256 == hashlib.sha256(open(file.path, "rb").read()).hexdigest()
+    assert not record.synthetic
+
+
+def test_pypi_missing_package_and_resource(tmp_path):
+    with pytest.raises(SourceError, match="package 'no-such-dist' is not installed"):
+        fetch("vad", "silero_vad", {"kind": "pypi", "package": "no-such-dist", "module": "x",
+                                    "resource": "a"}, tmp_path)
+    with pytest.raises(SourceError, match="checkpoint file not found: .*missing.jit"):
+        fetch("vad", "silero_vad", {"kind": "pypi", "package": "silero-vad", "module": "silero_vad",
+                                    "resource": "data/missing.jit"}, tmp_path)
+
+
+def test_path_source_checks_the_configured_sha(tmp_path):
+    ckpt = tmp_path / "model.pth"
+    ckpt.write_bytes(b"weights")
+    digest = hashlib.sha256(b"weights").hexdigest()
+    record = fetch("m", "silero_vad", {"kind": "path", "path": str(ckpt), "sha256": digest}, tmp_path)
+    assert record.files[0].sha256 == digest
+    with pytest.raises(SourceError, match="model.pth: sha256 .* does not match"):
+        fetch("m", "silero_vad", {"kind": "path", "path": str(ckpt), "sha256": "0" * 64}, tmp_path)
+    with pytest.raises(SourceError, match="not found: .*absent.nemo"):
+        fetch("m", "silero_vad", {"kind": "path", "path": str(tmp_path / "absent.nemo")}, tmp_path)
+
+
+def test_hf_source_offline_names_the_repo(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    spec = {"kind": "hf", "repo_id": "nvidia/parakeet-tdt-0.6b-v3", "filename": "parakeet-tdt-0.6b-v3.nemo",
+            "revision": "0" * 40}
+    with pytest.raises(SourceError, match="nvidia/parakeet-tdt-0.6b-v3/parakeet-tdt-0.6b-v3.nemo"):
+        fetch("parakeet", "silero_vad", spec, tmp_path / "ckpt")
+
+
+def test_random_source_needs_a_family_that_builds_one(tmp_path):
+    with pytest.raises(ModelError, match="silero_vad' has no random-initialised"):
+        fetch("m", "silero_vad", {"kind": "random", "architecture": "tiny", "seed": 0}, tmp_path)
+
+
+def test_unknown_kind(tmp_path):
+    with pytest.raises(SourceError, match="unknown source kind 'ftp'"):
+        fetch("m", "silero_vad", {"kind": "ftp"}, tmp_path)
+
+
+def test_verify_file_detects_corruption_and_absence(tmp_path):
+    ckpt = tmp_path / "w.bin"
+    ckpt.write_bytes(b"good")
+    entry = SourceFile("checkpoint", str(ckpt), hashlib.sha256(b"good").hexdigest(), 4)
+    assert verify_file(entry) == ckpt
+    ckpt.write_bytes(b"evil")
+    with pytest.raises(SourceError, match="w.bin: sha256 .* but the fetch recorded"):
+        verify_file(entry)
+    ckpt.unlink()
+    with pytest.raises(SourceError, match="checkpoint file is missing: .*w.bin"):
+        verify_file(entry)

@@ -1,0 +1,88 @@
+"""Workspaces: a copy of the workflow's files in a temporary git repository, run with this venv."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = Path(sys.executable).parent
+
+
+def workflow_files() -> list[str]:
+    out = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
+                         text=True, check=True).stdout.split()
+    return [f for f in out if not f.startswith(("tests/", "benchmarks/")) and (REPO / f).is_file()]
+
+
+class Workspace:
+    def __init__(self, root: Path):
+        self.root = root
+        self.env = {**os.environ, "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+                    "GIT_AUTHOR_NAME": "kiln", "GIT_AUTHOR_EMAIL": "kiln@example.invalid",
+                    "GIT_COMMITTER_NAME": "kiln", "GIT_COMMITTER_EMAIL": "kiln@example.invalid"}
+        self.env.pop("KILN_FAILPOINT", None)
+
+    def run(self, *args: str, check: bool = True, env: dict | None = None, timeout: int = 900):
+        result = subprocess.run(list(args), cwd=self.root, capture_output=True, text=True,
+                                env={**self.env, **(env or {})}, timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"{' '.join(args)} failed ({result.returncode}) in {self.root}:\n"
+                                 f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+        return result
+
+    def snakemake(self, *args: str, check: bool = True, env: dict | None = None):
+        return self.run(str(VENV_BIN / "snakemake"), *args, check=check, env=env)
+
+    def dvc(self, *args: str, check: bool = True):
+        return self.run(str(VENV_BIN / "dvc"), *args, check=check)
+
+    def git(self, *args: str, check: bool = True):
+        return self.run("git", *args, check=check)
+
+    def planned_jobs(self, *targets: str) -> list[tuple[str, dict]]:
+        """(rule, wildcards) of every job a dry run plans."""
+        out = self.snakemake("-n", *targets).stdout
+        return parse_dry_run(out)
+
+    def edit_config(self, edit) -> None:
+        import yaml
+
+        path = self.root / "config.yaml"
+        data = yaml.safe_load(path.read_text())
+        edit(data)
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def parse_dry_run(out: str) -> list[tuple[str, dict]]:
+    jobs = []
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", out):
+        head = re.match(r"(?:local)?rule (\w+):", block.strip())
+        if not head:
+            continue
+        wildcards = {}
+        found = re.search(r"^\s+wildcards: (.*)$", block, re.M)
+        if found:
+            wildcards = dict(part.split("=", 1) for part in found.group(1).split(", "))
+        jobs.append((head.group(1), wildcards))
+    return jobs
+
+
+@pytest.fixture()
+def workspace(tmp_path) -> Workspace:
+    root = tmp_path / "kiln"
+    for rel in workflow_files():
+        dest = root / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, dest)
+    ws = Workspace(root)
+    ws.git("init", "-q", "-b", "main")
+    ws.git("add", "-A")
+    ws.git("commit", "-q", "-m", "workspace")
+    return ws
