@@ -76,7 +76,12 @@ def hex_float(value: float) -> str:
 _ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}
 
 
+_NEEDS_ESCAPE = re.compile(r'[\x00-\x1f\x7f"\\]')
+
+
 def quote_string(text: str) -> str:
+    if not _NEEDS_ESCAPE.search(text):  # the common case: names and dtype strings
+        return f'"{text}"'
     out = []
     for char in text:
         if char in _ESCAPES:

@@ -1,0 +1,78 @@
+"""File-by-file comparison of two `.mlmodelc` bundles (kiln's against Apple's, on macOS).
+
+Bytes must match everywhere except where Apple itself is not deterministic: the order of the
+`userDefined` metadata map inside `coremldata.bin` (compared after putting one side in the other's
+order), and `metadata.json` (compared as parsed JSON, since its key order is hash order)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from kiln.compile.coremldata import build_coremldata, parse_coremldata
+from kiln.compile.errors import CompileError
+
+
+def _files(root: Path) -> set[str]:
+    return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+
+
+def _first_difference(a: bytes, b: bytes) -> str:
+    for index, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return f"first differs at byte {index} (0x{index:x})"
+    return f"sizes differ ({len(a)} vs {len(b)} bytes)"
+
+
+def _compare_coremldata(a: bytes, b: bytes) -> str | None:
+    try:
+        spec_a, desc_a, order_a = parse_coremldata(a, "a/coremldata.bin")
+        spec_b, desc_b, order_b = parse_coremldata(b, "b/coremldata.bin")
+    except CompileError as exc:
+        return str(exc)
+    if spec_a != spec_b:
+        return f"specificationVersion {spec_a} vs {spec_b}"
+    if desc_a != desc_b:
+        return "ModelDescription differs field by field"
+    # Same content: re-serialize a's description in b's userDefined order and compare bytes.
+    try:
+        reordered = build_coremldata(spec_a, desc_a, order_b)
+    except ValueError:
+        return "userDefined keys differ"
+    if reordered != b:
+        return "bytes differ after matching userDefined order: " + _first_difference(reordered, b)
+    own_order = build_coremldata(spec_a, desc_a, order_a)
+    if a != own_order:
+        return "layout differs from the canonical writer: " + _first_difference(a, own_order)
+    return None
+
+
+def compare_bundles(a: str | Path, b: str | Path) -> list[str]:
+    """Differences between bundles `a` and `b`, one message per file; empty when they agree."""
+    a, b = Path(a), Path(b)
+    problems = []
+    for root in (a, b):
+        if not root.is_dir():
+            return [f"{root}: not a directory"]
+    files_a, files_b = _files(a), _files(b)
+    for name in sorted(files_a - files_b):
+        problems.append(f"{name}: only in {a}")
+    for name in sorted(files_b - files_a):
+        problems.append(f"{name}: only in {b}")
+    for name in sorted(files_a & files_b):
+        data_a, data_b = (a / name).read_bytes(), (b / name).read_bytes()
+        if data_a == data_b:
+            continue
+        if name == "coremldata.bin":
+            problem = _compare_coremldata(data_a, data_b)
+            if problem:
+                problems.append(f"{name}: {problem}")
+        elif name == "metadata.json":
+            try:
+                if json.loads(data_a) != json.loads(data_b):
+                    problems.append(f"{name}: parsed JSON differs")
+            except json.JSONDecodeError as exc:
+                problems.append(f"{name}: not JSON ({exc})")
+        else:
+            problems.append(f"{name}: {_first_difference(data_a, data_b)}")
+    return problems

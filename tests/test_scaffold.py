@@ -1,0 +1,53 @@
+"""`kiln new-model` writes a module and a config block that export end to end."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+
+import numpy as np
+import pytest
+
+from kiln.cli import main
+from kiln.config import load_config
+from kiln.scaffold import ScaffoldError, new_model
+
+
+@pytest.mark.parametrize("task", ["vad", "stt", "tts"])
+def test_scaffolded_model_exports(task, tmp_path, repo, monkeypatch):
+    (tmp_path / "src" / "kiln" / "models").mkdir(parents=True)
+    config_path = tmp_path / "config.yaml"
+    shutil.copy(repo / "config.yaml", config_path)
+    name = f"my_{task}"
+    assert main(["new-model", task, name, "--root", str(tmp_path), "--config", str(config_path)]) == 0
+    module_path = tmp_path / "src" / "kiln" / "models" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"kiln.models.{name}", module_path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    # the config block validates once the family module is importable
+    monkeypatch.setattr("kiln.config.family_exists", lambda family: True)
+    config = load_config(config_path)
+    model = config.model(name)
+    assert model.synthetic and "silero_vad" in config.models  # the existing models are kept
+
+    from kiln.export.convert import export_component
+    from kiln.sources import SourceFile, SourceRecord, describe_file
+
+    ckpt = module.FAMILY.build_random("default", seed=0, overrides={}, out_dir=tmp_path)
+    record = SourceRecord("random", name, None, None, True, [describe_file(ckpt)])
+    source = module.FAMILY.load_source(record)
+    for component in model.components.values():
+        report = export_component(module.FAMILY, source, component, tmp_path / f"{component.name}.mlpackage")
+        assert report["specification_version"] == 8
+
+
+def test_refuses_bad_names_and_duplicates(tmp_path, repo):
+    (tmp_path / "src" / "kiln" / "models").mkdir(parents=True)
+    config_path = tmp_path / "config.yaml"
+    shutil.copy(repo / "config.yaml", config_path)
+    with pytest.raises(ScaffoldError, match="lower-case identifier"):
+        new_model("stt", "My-Model", tmp_path, config_path)
+    with pytest.raises(ScaffoldError, match="models.silero_vad already exists"):
+        new_model("vad", "silero_vad", tmp_path, config_path)
+    with pytest.raises(ScaffoldError, match="unknown task 'ocr'"):
+        new_model("ocr", "x", tmp_path, config_path)
