@@ -2,6 +2,7 @@
 #   make run    set up .venv and build the default target (Silero VAD, every stage that exists)
 #   make test   set up .venv and run the whole test suite
 SHELL := /bin/bash
+.SHELLFLAGS := -ec
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
@@ -17,8 +18,11 @@ setup: $(VENV)/.installed system-deps
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "kiln needs $(PYTHON) on PATH" >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
-	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --target $(SILERO_GOLDEN_DIR) silero-vad==6.0.0
+	@echo "installing pinned dependencies into $(VENV) (log: $(VENV)/pip.log)"
+	$(BIN)/pip install --disable-pip-version-check -c constraints.txt -e '.[test,nemo]' > $(VENV)/pip.log 2>&1 \
+	  || { tail -n 40 $(VENV)/pip.log; exit 1; }
+	$(BIN)/pip install --disable-pip-version-check --no-deps --target $(SILERO_GOLDEN_DIR) silero-vad==6.0.0 \
+	  >> $(VENV)/pip.log 2>&1 || { tail -n 40 $(VENV)/pip.log; exit 1; }
 	touch $@
 
 # espeak-ng makes the real speech used by parity tests; git is needed by the DVC scenario tests.

@@ -9,6 +9,8 @@
 # Per-job settings become stamp files (.kiln/stamps/), so edits to config.yaml rebuild exactly the
 # affected jobs, also in a fresh clone after `dvc pull` (see src/kiln/workflow/stamps.py).
 
+import glob
+
 from kiln.config import build_config
 from kiln.workflow import plan, stamps
 
@@ -33,8 +35,21 @@ def family_code(wildcards):
             "src/kiln/export/convert.py", "src/kiln/export/package.py", "src/kiln/export/torch_ops.py"]
 
 
+EXECUTOR_CODE = sorted(glob.glob("src/kiln/mil/**/*.py", recursive=True))
+COMPILER_CODE = sorted(glob.glob("src/kiln/compile/*.py")) + ["src/kiln/workflow/compile_stage.py"]
+
+
+def validate_code(wildcards):
+    """Validation code: edits to it re-validate (the packages themselves are not rebuilt)."""
+    family = KILN.models[wildcards.model].family
+    return [f"src/kiln/models/{family}.py", "src/kiln/validate/run.py", "src/kiln/validate/metrics.py",
+            "src/kiln/validate/backends.py", *EXECUTOR_CODE]
+
+
 include: "rules/fetch.smk"
 include: "rules/export.smk"
+include: "rules/compile.smk"
+include: "rules/validate.smk"
 
 
 rule all:
@@ -48,6 +63,16 @@ rule export_all:
         plan.export_targets(KILN),
 
 
+rule compile_all:
+    input:
+        plan.compile_targets(KILN),
+
+
+rule validate_all:
+    input:
+        plan.validate_targets(KILN),
+
+
 for _model in KILN.models:
 
     rule:
@@ -55,3 +80,14 @@ for _model in KILN.models:
             f"all_{_model}"
         input:
             plan.model_targets(KILN, _model),
+
+
+# Snakemake marks directory outputs with an empty `.snakemake_timestamp` file; .mlpackage and
+# .mlmodelc bundles ship inside apps, so kiln removes the marker once the run is over (Snakemake then
+# uses the directory's own mtime).
+onsuccess:
+    stamps.remove_directory_markers(RESULTS)
+
+
+onerror:
+    stamps.remove_directory_markers(RESULTS)

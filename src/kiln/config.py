@@ -62,6 +62,38 @@ class ExportSettings:
         }
 
 
+DEFAULT_COMPILE = {"compiler": "auto", "dialect": "1.0"}
+
+DEFAULT_VALIDATE = {
+    "atol": 1e-3,
+    "rtol": 1e-2,
+    "min_psnr_db": 35.0,
+    "report_only": False,
+    "precisions": ["fp32", "fp16"],
+    "outputs": {},
+}
+
+
+@dataclass(frozen=True)
+class ValidateSettings:
+    atol: float
+    rtol: float
+    min_psnr_db: float | None
+    report_only: bool
+    precisions: tuple[str, ...]
+    outputs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def tolerance(self, output: str) -> dict:
+        """atol/rtol/min_psnr_db for one output, with its overrides applied."""
+        base = {"atol": self.atol, "rtol": self.rtol, "min_psnr_db": self.min_psnr_db}
+        return {**base, **dict(self.outputs.get(output, {}))}
+
+    def as_dict(self) -> dict:
+        return {"atol": self.atol, "rtol": self.rtol, "min_psnr_db": self.min_psnr_db,
+                "report_only": self.report_only, "precisions": list(self.precisions),
+                "outputs": {k: dict(v) for k, v in self.outputs.items()}}
+
+
 @dataclass(frozen=True)
 class ComponentConfig:
     model: str
@@ -69,6 +101,7 @@ class ComponentConfig:
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
     export: ExportSettings
+    validate: ValidateSettings
     options: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
 
@@ -87,6 +120,7 @@ class ModelConfig:
     synthetic: bool
     source: Mapping[str, Any]
     components: Mapping[str, ComponentConfig]
+    compile: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_COMPILE))
 
 
 @dataclass(frozen=True)
@@ -171,6 +205,19 @@ def _merge_export(*layers: Mapping[str, Any] | None) -> ExportSettings:
     )
 
 
+def _merge_validate(*layers: Mapping[str, Any] | None) -> ValidateSettings:
+    merged = dict(DEFAULT_VALIDATE)
+    outputs: dict[str, dict] = {}
+    for layer in layers:
+        layer = dict(layer or {})
+        for name, override in (layer.pop("outputs", None) or {}).items():
+            outputs.setdefault(name, {}).update(override)
+        merged.update(layer)
+    return ValidateSettings(atol=float(merged["atol"]), rtol=float(merged["rtol"]),
+                            min_psnr_db=merged["min_psnr_db"], report_only=bool(merged["report_only"]),
+                            precisions=tuple(merged["precisions"]), outputs=outputs)
+
+
 def _tensors(spec: Mapping[str, Mapping[str, Any]]) -> tuple[TensorSpec, ...]:
     return tuple(TensorSpec(name, tuple(t["shape"]), t["dtype"]) for name, t in spec.items())
 
@@ -183,12 +230,22 @@ def family_exists(family: str) -> bool:
 def build_config(raw: Mapping[str, Any], path: str = "config.yaml") -> Config:
     validate_raw(raw, path)
     defaults = (raw.get("defaults") or {}).get("export")
+    validate_defaults = (raw.get("defaults") or {}).get("validate")
     models = {}
     for name, model in raw["models"].items():
         if not family_exists(model["family"]):
             raise ConfigError(f"no model family module 'kiln.models.{model['family']}'",
                               key=f"models.{name}.family", file=path)
         is_random = model["source"]["kind"] == "random"
+        for cname, comp in model["components"].items():
+            declared = {o for o in comp["outputs"]}
+            for layer in (model.get("validate"), comp.get("validate")):
+                for output in (layer or {}).get("outputs", {}):
+                    if layer is comp.get("validate") and output not in declared:
+                        raise ConfigError(f"no output '{output}' in the component's contract "
+                                          f"(outputs: {', '.join(declared)})",
+                                          key=f"models.{name}.components.{cname}.validate.outputs.{output}",
+                                          file=path)
         if is_random and model.get("synthetic") is False:
             raise ConfigError("a random-initialised source is synthetic; remove 'synthetic: false'",
                               key=f"models.{name}.synthetic", file=path)
@@ -199,6 +256,7 @@ def build_config(raw: Mapping[str, Any], path: str = "config.yaml") -> Config:
                 inputs=_tensors(comp["inputs"]),
                 outputs=_tensors(comp["outputs"]),
                 export=_merge_export(defaults, model.get("export"), comp.get("export")),
+                validate=_merge_validate(validate_defaults, model.get("validate"), comp.get("validate")),
                 options=dict(comp.get("options") or {}),
                 description=comp.get("description", ""),
             )
@@ -211,6 +269,8 @@ def build_config(raw: Mapping[str, Any], path: str = "config.yaml") -> Config:
             synthetic=bool(model.get("synthetic", False) or is_random),
             source=dict(model["source"]),
             components=components,
+            compile={**DEFAULT_COMPILE, **((raw.get("defaults") or {}).get("compile") or {}),
+                     **(model.get("compile") or {})},
         )
     return Config(path=str(path), results_dir=raw.get("results_dir", "results"), models=models,
                   raw=copy.deepcopy(dict(raw)))
@@ -250,3 +310,17 @@ def export_settings(model: ModelConfig, component: ComponentConfig) -> dict:
         # runtime compute units are chosen by the app at load time: they do not change the package
         "export": {k: v for k, v in component.export.as_dict().items() if k != "runtime_compute_units"},
     }
+
+
+def validate_settings(model: ModelConfig, component: ComponentConfig) -> dict:
+    """Everything that determines one component's parity report (the parity job's stamp)."""
+    return {
+        "component": component.name,
+        "validate": component.validate.as_dict(),
+        "runtime_compute_units": list(component.export.runtime_compute_units),
+    }
+
+
+def compile_settings(model: ModelConfig, component: ComponentConfig) -> dict:
+    """Everything that determines one compiled bundle (the compile job's stamp)."""
+    return {"component": component.name, "compile": dict(model.compile)}

@@ -9,7 +9,8 @@ from tests.workflow.conftest import Workspace
 pytestmark = pytest.mark.slow
 
 # Jobs downstream of one component's export settings (grows with the pipeline's stages).
-DOWNSTREAM_OF_EXPORT = {("export", "unified_256ms")}
+DOWNSTREAM_OF_EXPORT = {("export", "unified_256ms"), ("compile", "unified_256ms"),
+                        ("parity", "unified_256ms"), ("metadata", None)}
 AGGREGATES = {"all"}
 
 

@@ -56,8 +56,19 @@ def test_corrupt_checkpoint_fails_naming_the_file(workspace, silero_record):
 def test_build_then_nothing_to_do_then_only_the_edited_component(workspace):
     workspace.snakemake("--cores", "2", "all")
     assert workspace.planned_jobs() == []
+    # tolerances only re-validate: the package is not rebuilt
+    workspace.edit_config(lambda c: c["models"]["silero_vad"]["components"]["unified_256ms"].update(
+        {"validate": {"atol": 0.01}}))
+    assert sorted(r for r, _ in workspace.planned_jobs()) == ["all", "metadata", "parity"]
+    workspace.snakemake("--cores", "2", "all")
     workspace.edit_config(lambda c: c["models"]["silero_vad"]["components"]["unified"].update(
         {"export": {"compute_precision": "float32"}}))
     jobs = workspace.planned_jobs()
-    work = sorted((rule, wc.get("component")) for rule, wc in jobs if rule not in {"all"})
-    assert work == [("export", "unified")]
+    work = sorted((rule, wc.get("component") or "") for rule, wc in jobs if rule not in {"all"})
+    assert work == [("compile", "unified"), ("export", "unified"), ("metadata", ""), ("parity", "unified")]
+    # Snakemake's directory markers are not left inside the shipped bundles
+    assert not list((workspace.root / "results").glob("**/.snakemake_timestamp"))
+    # and the metadata written by the workflow satisfies its schema
+    import json
+    from kiln.validate.metadata import validate_metadata
+    validate_metadata(json.loads((workspace.root / "results/silero_vad/metadata.json").read_text()))

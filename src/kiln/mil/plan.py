@@ -24,10 +24,11 @@ from .values import BlobStore, TensorType, decode_value, tensor_type_from_proto
 
 @dataclass(frozen=True)
 class IOSpec:
-    """One input or output of a plan: its name and MIL tensor type."""
+    """One input or output of a plan: its name and MIL tensor type (None for a non-tensor output,
+    e.g. a classifier's probability dictionary)."""
 
     name: str
-    type: TensorType
+    type: TensorType | None
 
     @property
     def dtype(self) -> str:
@@ -42,15 +43,17 @@ class IOSpec:
         return self.type.dtype.user
 
     def describe(self) -> str:
-        return f"{self.name}: {self.type.describe()}"
+        return f"{self.name}: {self.type.describe() if self.type is not None else 'non-tensor'}"
 
 
 class Prediction(dict):
-    """Outputs of one :meth:`ExecutionPlan.run`, by name, plus the precision mode that made them."""
+    """Outputs of one :meth:`ExecutionPlan.run`, by name, plus the precision mode that made them
+    and, for stateful programs (iOS18 states), the final value of every state."""
 
     def __init__(self, values: Mapping[str, np.ndarray], precision: str):
         super().__init__(values)
         self.precision = precision
+        self.states: dict[str, np.ndarray] = {}
 
 
 class BlockPlan:
@@ -237,7 +240,7 @@ class _Compiler:
                 if len(results) != len(op.outputs):
                     raise ValueError(f"produced {len(results)} values for {len(op.outputs)} outputs")
                 fixed = [
-                    _make_output_fixer(t, dtypes.FP32)(r) if not isinstance(r, str) else r
+                    _make_output_fixer(t, dtypes.FP16)(r) if not isinstance(r, str) else r
                     for t, r in zip(output_types, results)
                 ]
             except KilnError:
@@ -263,6 +266,14 @@ class _Compiler:
         elif len(op.blocks):
             raise ModelFormatError(f"{where}: op type '{op.type}' cannot have nested blocks")
 
+        if op.type == "write_state":
+            # The new value goes into the state's own slot (write_state has no outputs).
+            target = [slot for param, slot in dynamic if param == "input"]
+            if not target or op.outputs:
+                raise ModelFormatError(f"{where}: write_state needs a state input and no outputs")
+            out_slots = target
+            fixers = [_make_output_fixer(self.types[target[0]], self.precision)]
+            return _make_step(impl, const_kwargs, dynamic, tuples, out_slots, fixers, context, label)
         out_slots = [self.new_slot(scope, o.name, t) for o, t in zip(op.outputs, output_types)]
         fixers = [_make_output_fixer(t, self.precision) for t in output_types]
         return _make_step(impl, const_kwargs, dynamic, tuples, out_slots, fixers, context, label)
@@ -353,7 +364,7 @@ class ExecutionPlan:
     """A compiled MIL function. Build with :func:`build_plan` or ``LoadedModel.plan()``."""
 
     def __init__(self, *, function_name, opset, precision, inputs, outputs, input_slots,
-                 output_slots, steps, template, op_count):
+                 output_slots, steps, template, op_count, state_slots=()):
         self.function_name: str = function_name
         self.opset: str = opset
         self.precision: str = precision
@@ -370,8 +381,12 @@ class ExecutionPlan:
             for spec, slot in zip(inputs, input_slots)
         ]
         self._output_converters = [
-            (spec.name, slot, spec.type.dtype.user) for spec, slot in zip(outputs, output_slots)
+            (spec.name, slot, spec.type.dtype.user if spec.type is not None else None)
+            for spec, slot in zip(outputs, output_slots)
         ]
+        self._state_slots = list(state_slots)
+        self.state_names = [name for name, _ in self._state_slots]
+        self._state_dtypes = {spec.name: spec.type.dtype.user for spec in inputs}
 
     def contract(self) -> str:
         """Human-readable list of the expected inputs."""
@@ -419,10 +434,13 @@ class ExecutionPlan:
         outputs = {}
         for name, slot, user_dtype in self._output_converters:
             value = env[slot]
-            if isinstance(value, np.ndarray):
+            if isinstance(value, np.ndarray) and user_dtype is not None:
                 value = value.astype(user_dtype)  # always a fresh array the caller owns
             outputs[name] = value
-        return Prediction(outputs, self.precision)
+        prediction = Prediction(outputs, self.precision)
+        for name, slot in self._state_slots:
+            prediction.states[name] = env[slot].astype(self._state_dtypes[name])
+        return prediction
 
     __call__ = run
 
@@ -453,12 +471,14 @@ def build_plan(program, function_name: str, precision: str, blobs: BlobStore | N
         inputs.append(IOSpec(value.name, ttype))
     scope = _Scope()
     block_plan = compiler.compile_block(block, scope, [(spec.name, spec.type) for spec in inputs])
-    outputs = []
-    for name, slot in zip(block.outputs, block_plan.output_slots):
-        ttype = compiler.types[slot]
-        if ttype is None:
-            raise ModelFormatError(f"function output '{name}' is not a tensor")
-        outputs.append(IOSpec(name, ttype))
+    outputs = [
+        IOSpec(name, compiler.types[slot]) for name, slot in zip(block.outputs, block_plan.output_slots)
+    ]
+    states = [
+        (value.name, slot)
+        for value, slot in zip(function.inputs, block_plan.input_slots)
+        if value.type.WhichOneof("type") == "stateType"
+    ]
     return ExecutionPlan(
         function_name=function_name,
         opset=opset_name(opset),
@@ -470,6 +490,7 @@ def build_plan(program, function_name: str, precision: str, blobs: BlobStore | N
         steps=block_plan.steps,
         template=compiler.template,
         op_count=_count_ops(block),
+        state_slots=states,
     )
 
 

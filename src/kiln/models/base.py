@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import abc
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
 
-from kiln.config import ComponentConfig, TensorSpec
+from kiln.config import ComponentConfig, ModelConfig, TensorSpec
 from kiln.errors import ContractError, ModelError
 from kiln.sources import SourceRecord
 
@@ -44,6 +44,44 @@ class ModelFamily(abc.ABC):
             else:
                 out[spec.name] = (0.1 * rng.standard_normal(spec.shape)).astype(NUMPY_DTYPES[spec.dtype])
         return out
+
+    # -- validation hooks: how the component is driven with real inputs, and what the task measures --
+
+    #: sample rate of the audio the family's components consume
+    sample_rate: int = 16_000
+    #: seconds of validation audio (espeak-ng speech mixed with silence and noise)
+    validation_seconds: float = 20.0
+
+    def validation_audio(self, component: ComponentConfig, seed: int = 0) -> np.ndarray:
+        from kiln.audio import speech_mix
+
+        return speech_mix(self.validation_seconds, rate=self.sample_rate, seed=seed)
+
+    def stream(self, component: ComponentConfig, predict: Callable[[dict], dict],
+               audio: np.ndarray) -> list[dict[str, np.ndarray]]:
+        """Drive ``predict`` (one backend) over ``audio`` as an app would, carrying any state from
+        the backend's own outputs; return the outputs of every step."""
+        raise NotImplementedError(f"{self.name} does not define how to stream {component.name}")
+
+    def task_metrics(self, component: ComponentConfig, reference: list[dict],
+                     candidate: list[dict]) -> dict:
+        """Task-level agreement of a backend's steps with the reference steps (e.g. VAD decisions)."""
+        return {}
+
+    def plot_series(self, component: ComponentConfig, steps: list[dict]) -> tuple[str, np.ndarray] | None:
+        """(label, one value per step) to plot over time, e.g. the speech probability."""
+        return None
+
+    def end_to_end(self, model: ModelConfig, backends: Mapping[str, Mapping[str, Callable[[dict], dict]]],
+                   audio: np.ndarray) -> dict | None:
+        """Task-level check across components (e.g. greedy decoding through every ASR component).
+
+        ``backends`` maps a backend name (``torch_cpu``, ``kiln_fp32``, ``kiln_fp16``, …) to
+        ``{component name: predict}``. Returns a JSON-able dict per backend (e.g. decoded tokens,
+        agreement with ``torch_cpu``), recorded in metadata.json under ``end_to_end``; ``None`` when
+        the family has no cross-component task.
+        """
+        return None
 
     def build_random(self, architecture: str, *, seed: int, overrides: Mapping[str, Any],
                      out_dir: Path) -> Path:

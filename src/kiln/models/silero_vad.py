@@ -18,8 +18,9 @@ the eight probabilities by noisy-OR, ``1 - prod(1 - p_i)`` (what the consuming r
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -149,6 +150,39 @@ class SileroVADFamily(ModelFamily):
                              f"'audio_input' must be [1, {expected}], config says "
                              f"{list(audio.shape) if audio else 'nothing'}")
         return SileroVADWindow(source, steps).eval()
+
+    # -- validation: stream audio window by window, state and context carried -------------------
+
+    def stream(self, component: ComponentConfig, predict: Callable[[dict], dict],
+               audio: np.ndarray) -> list[dict[str, np.ndarray]]:
+        steps = int(component.options["steps"])
+        hop = steps * CHUNK_SAMPLES
+        context = np.zeros((1, CONTEXT_SAMPLES), dtype=np.float32)
+        hidden = np.zeros((1, STATE_SIZE), dtype=np.float32)
+        cell = np.zeros((1, STATE_SIZE), dtype=np.float32)
+        outputs = []
+        for start in range(0, audio.size - hop + 1, hop):
+            window = np.concatenate([context, audio[None, start:start + hop]], axis=1).astype(np.float32)
+            out = predict({"audio_input": window, "hidden_state": hidden, "cell_state": cell})
+            outputs.append(out)
+            context = window[:, -CONTEXT_SAMPLES:]
+            hidden = np.asarray(out["new_hidden_state"], dtype=np.float32).reshape(1, STATE_SIZE)
+            cell = np.asarray(out["new_cell_state"], dtype=np.float32).reshape(1, STATE_SIZE)
+        return outputs
+
+    def task_metrics(self, component: ComponentConfig, reference: list[dict], candidate: list[dict]) -> dict:
+        p_ref = np.array([float(np.ravel(s["vad_output"])[0]) for s in reference])
+        p_out = np.array([float(np.ravel(s["vad_output"])[0]) for s in candidate])
+        return {
+            "windows": int(p_ref.size),
+            "decision_threshold": 0.5,
+            "decision_agreement": float(np.mean((p_ref > 0.5) == (p_out > 0.5))),
+            "speech_fraction_reference": float(np.mean(p_ref > 0.5)),
+            "max_abs_probability_error": float(np.max(np.abs(p_ref - p_out))),
+        }
+
+    def plot_series(self, component: ComponentConfig, steps: list[dict]) -> tuple[str, np.ndarray]:
+        return "speech probability", np.array([float(np.ravel(s["vad_output"])[0]) for s in steps])
 
 
 FAMILY = SileroVADFamily()

@@ -94,3 +94,72 @@ def export_job(config: Config, model: str, component: str, source_record: str | 
     log.info("wrote %s (%d bytes) in %.1f s", out_package, data["package"]["size_bytes"],
              sum(report["seconds"].values()))
     return data
+
+
+def parity_job(config: Config, model: str, component: str, source_record: str | Path,
+               package: str | Path, out_record: str | Path, plots_dir: str | Path) -> dict:
+    """Validate one exported component against its source; write its parity record and plots."""
+    from kiln.config import validate_settings
+    from kiln.models import get_family
+    from kiln.validate.run import validate_component
+
+    model_cfg = config.model(model)
+    comp = config.component(model, component)
+    family = get_family(model_cfg.family)
+    source = family.load_source(read_source_record(source_record))
+    result = validate_component(family, source, model_cfg, comp, Path(package), Path(plots_dir))
+    data = {
+        "schema_version": RECORD_SCHEMA_VERSION,
+        "model": model,
+        "component": component,
+        "synthetic": model_cfg.synthetic,
+        "settings_sha256": settings_digest(validate_settings(model_cfg, comp)),
+        "package_sha256": sha256_tree(package),
+        **result,
+    }
+    write_json(out_record, data)
+    status = "passed" if result["validation"]["passed"] else "FAILED (report-only)"
+    log.info("parity of %s/%s %s; wrote %s", model, component, status, out_record)
+    return data
+
+
+def metadata_job(config: Config, model: str, source_record: str | Path, export_records: list,
+                 parity_records: list, compile_records: list, out_metadata: str | Path,
+                 plots_dir: str | Path) -> dict:
+    """Aggregate a model's records into metadata.json (validated against its schema) + summary plot."""
+    from kiln.validate.metadata import build_metadata, latency_overview_plot, validate_metadata
+
+    metadata = build_metadata(config, model, source_record, export_records, parity_records, compile_records)
+    validate_metadata(metadata, where=str(out_metadata))
+    latency_overview_plot(metadata, Path(plots_dir) / "latency.png")
+    write_json(out_metadata, metadata)
+    return metadata
+
+
+def compile_job(config: Config, model: str, component: str, package: str | Path,
+                out_bundle: str | Path, out_record: str | Path) -> dict:
+    """Compile one package to ``.mlmodelc`` (Apple's compiler where present, else kiln's), check that
+    kiln's executor gives identical outputs on the bundle and the package, and write the record."""
+    from kiln.config import compile_settings
+    from kiln.workflow.compile_stage import compile_component
+
+    model_cfg = config.model(model)
+    comp = config.component(model, component)
+    result = compile_component(Path(package), Path(out_bundle), model_cfg.compile,
+                               check_inputs=_example_inputs(model_cfg, comp))
+    data = {
+        "schema_version": RECORD_SCHEMA_VERSION,
+        "model": model,
+        "component": component,
+        "settings_sha256": settings_digest(compile_settings(model_cfg, comp)),
+        **result,
+        "toolchain": toolchain(),
+    }
+    write_json(out_record, data)
+    return data
+
+
+def _example_inputs(model_cfg, comp):
+    from kiln.models import get_family
+
+    return get_family(model_cfg.family).example_inputs(comp, seed=1)

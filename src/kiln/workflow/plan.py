@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kiln.config import Config, export_settings, source_settings
+from kiln.config import Config, compile_settings, export_settings, source_settings, validate_settings
 from kiln.workflow.stamps import Stamp
 
 
@@ -14,6 +14,22 @@ def source_record(config: Config, model: str) -> Path:
 
 def export_record(config: Config, model: str, component: str) -> Path:
     return Path(config.results_dir) / model / "export" / f"{component}.json"
+
+
+def parity_record(config: Config, model: str, component: str) -> Path:
+    return Path(config.results_dir) / model / "parity" / f"{component}.json"
+
+
+def compile_record(config: Config, model: str, component: str) -> Path:
+    return Path(config.results_dir) / model / "compile" / f"{component}.json"
+
+
+def bundle_path(config: Config, model: str, component: str) -> Path:
+    return Path(config.results_dir) / model / f"{component}.mlmodelc"
+
+
+def metadata_path(config: Config, model: str) -> Path:
+    return Path(config.results_dir) / model / "metadata.json"
 
 
 def package_path(config: Config, model: str, component: str) -> Path:
@@ -32,6 +48,10 @@ def stamps(config: Config) -> list[Stamp]:
         for cname, component in model.components.items():
             out.append(Stamp(name, f"export/{cname}", export_settings(model, component),
                              export_record(config, name, cname)))
+            out.append(Stamp(name, f"compile/{cname}", compile_settings(model, component),
+                             compile_record(config, name, cname)))
+            out.append(Stamp(name, f"parity/{cname}", validate_settings(model, component),
+                             parity_record(config, name, cname)))
     return out
 
 
@@ -46,5 +66,13 @@ def export_targets(config: Config, model: str | None = None) -> list[str]:
 
 
 def model_targets(config: Config, model: str) -> list[str]:
-    """Everything the workflow builds for ``model`` (grows as stages are added)."""
-    return export_targets(config, model)
+    """Everything the workflow builds for ``model``: metadata.json depends on every other stage."""
+    return [str(metadata_path(config, model))]
+
+
+def compile_targets(config: Config) -> list[str]:
+    return [str(bundle_path(config, m, c)) for m in config.models for c in config.models[m].components]
+
+
+def validate_targets(config: Config) -> list[str]:
+    return [str(metadata_path(config, m)) for m in config.models]

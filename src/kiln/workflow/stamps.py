@@ -111,3 +111,16 @@ def sync(stamps: Iterable[Stamp], adopt_roots: dict[str, list[Path]] | None = No
         _write(stamp.path, stamp.content)
         report[kind].append(str(stamp.path))
     return report
+
+
+def remove_directory_markers(results_dir: str | Path) -> int:
+    """Delete Snakemake's ``.snakemake_timestamp`` markers inside ``.mlpackage``/``.mlmodelc``
+    bundles under ``results_dir``. The bundle directory takes the marker's mtime, which is what
+    Snakemake compared, so the DAG's view of what is up to date does not change."""
+    removed = 0
+    for marker in Path(results_dir).glob("**/*.ml*/.snakemake_timestamp"):
+        marker_ns = marker.stat().st_mtime_ns
+        marker.unlink()
+        os.utime(marker.parent, ns=(marker_ns, marker_ns))
+        removed += 1
+    return removed

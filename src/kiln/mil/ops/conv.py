@@ -40,6 +40,15 @@ def conv(x, weight, bias=None, strides=None, pad_type="valid", pad=None, dilatio
             f"x {list(x.shape)}, weight {list(weight.shape)} and groups={groups} do not match"
         )
     padding = spatial_padding(as_str(pad_type, "pad_type"), pad, x.shape[2:], kernel, strides, dilations)
+    out_sizes = [
+        (size + before + after - (k - 1) * d - 1) // s + 1
+        for size, (before, after), k, d, s in zip(x.shape[2:], padding, kernel, dilations, strides)
+    ]
+    if any(o < 1 for o in out_sizes):
+        raise ValueError(f"kernel {kernel} (dilations {dilations}) larger than padded input")
+    window_elems = x.shape[0] * x.shape[1] * int(np.prod(out_sizes)) * int(np.prod(kernel))
+    if window_elems <= _IM2COL_LIMIT:
+        return _conv_im2col(x, weight, bias, strides, padding, dilations, groups, out_sizes)
     t = torch()
     xt = to_torch(x)
     if any(p != (0, 0) for p in padding):
@@ -52,6 +61,37 @@ def conv(x, weight, bias=None, strides=None, pad_type="valid", pad=None, dilatio
     with t.no_grad():
         y = getattr(t.nn.functional, _CONV[n])(xt, wt, bt, strides, 0, dilations, groups)
     return y.numpy()
+
+
+# Small convolutions run as numpy im2col + matmul (torch's per-call overhead dominates there).
+_IM2COL_LIMIT = 1 << 20
+
+
+def _conv_im2col(x, weight, bias, strides, padding, dilations, groups, out_sizes):
+    n_spatial = x.ndim - 2
+    if any(p != (0, 0) for p in padding):
+        x = np.pad(x, [(0, 0), (0, 0)] + [tuple(p) for p in padding])
+    kernel = weight.shape[2:]
+    dilated = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
+    axes = tuple(range(2, 2 + n_spatial))
+    win = np.lib.stride_tricks.sliding_window_view(x, dilated, axis=axes)
+    index = (slice(None), slice(None))
+    index += tuple(slice(0, (o - 1) * s + 1, s) for o, s in zip(out_sizes, strides))
+    index += tuple(slice(None, None, d) for d in dilations)
+    win = win[index]  # [N, C, *out, *K]
+    batch, channels = x.shape[:2]
+    out_flat = int(np.prod(out_sizes))
+    k_flat = int(np.prod(kernel))
+    cg = channels // groups
+    cog = weight.shape[0] // groups
+    cols = win.reshape(batch, groups, cg, out_flat, k_flat).transpose(0, 1, 3, 2, 4)
+    cols = cols.reshape(batch, groups, out_flat, cg * k_flat)
+    wmat = weight.astype(x.dtype, copy=False).reshape(groups, cog, cg * k_flat).transpose(0, 2, 1)
+    y = np.matmul(cols, wmat)  # [N, G, out, cog]
+    y = y.transpose(0, 1, 3, 2).reshape((batch, groups * cog) + tuple(out_sizes))
+    if bias is not None:
+        y = y + bias.astype(x.dtype, copy=False).reshape((1, -1) + (1,) * n_spatial)
+    return y
 
 
 @register("conv_quantized")

@@ -1,0 +1,21 @@
+# Compile: .mlpackage -> .mlmodelc with Apple's coremlcompiler where it exists (macOS; kiln's output is
+# compared against it), else kiln's own compiler. kiln's executor must give identical outputs on the
+# bundle and on the package.
+
+
+rule compile:
+    input:
+        package=f"{RESULTS}/{{model}}/{{component}}.mlpackage",
+        stamp=".kiln/stamps/{model}/compile/{component}.json",
+        code=COMPILER_CODE,
+    output:
+        bundle=directory(f"{RESULTS}/{{model}}/{{component}}.mlmodelc"),
+        record=f"{RESULTS}/{{model}}/compile/{{component}}.json",
+    log:
+        "logs/{model}/compile/{component}.log",
+    benchmark:
+        "logs/{model}/compile/{component}.benchmark.tsv"
+    resources:
+        mem_mb=2000,
+    script:
+        "../scripts/compile.py"

@@ -1,0 +1,46 @@
+# Validate: stream real audio through the source model and the Core ML package (kiln's executor in
+# fp32 and fp16 modes; Apple's runtime per compute unit on macOS), record parity per output, task
+# metrics and latency; then aggregate every component into metadata.json with plots.
+
+
+rule parity:
+    input:
+        source=f"{RESULTS}/{{model}}/source.json",
+        package=f"{RESULTS}/{{model}}/{{component}}.mlpackage",
+        stamp=".kiln/stamps/{model}/parity/{component}.json",
+        code=validate_code,
+    output:
+        record=f"{RESULTS}/{{model}}/parity/{{component}}.json",
+        latency_plot=f"{RESULTS}/{{model}}/plots/{{component}}_latency.png",
+    params:
+        plots_dir=lambda wildcards: f"{RESULTS}/{wildcards.model}/plots",
+    log:
+        "logs/{model}/parity/{component}.log",
+    benchmark:
+        "logs/{model}/parity/{component}.benchmark.tsv"
+    resources:
+        mem_mb=4000,
+    script:
+        "../scripts/parity.py"
+
+
+rule metadata:
+    input:
+        source=f"{RESULTS}/{{model}}/source.json",
+        exports=lambda wildcards: [str(plan.export_record(KILN, wildcards.model, c))
+                                   for c in KILN.models[wildcards.model].components],
+        parities=lambda wildcards: [str(plan.parity_record(KILN, wildcards.model, c))
+                                    for c in KILN.models[wildcards.model].components],
+        compiles=lambda wildcards: [str(plan.compile_record(KILN, wildcards.model, c))
+                                    for c in KILN.models[wildcards.model].components],
+    output:
+        metadata=f"{RESULTS}/{{model}}/metadata.json",
+        latency_plot=f"{RESULTS}/{{model}}/plots/latency.png",
+    params:
+        plots_dir=lambda wildcards: f"{RESULTS}/{wildcards.model}/plots",
+    log:
+        "logs/{model}/metadata.log",
+    resources:
+        mem_mb=1000,
+    script:
+        "../scripts/metadata.py"

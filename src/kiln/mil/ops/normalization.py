@@ -1,0 +1,92 @@
+"""Normalization ops (coremltools defs iOS15/normalization.py; iOS17 relaxes parameter dtypes)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..registry import register
+from ._util import as_float, as_int, norm_axes, to_torch, torch
+
+
+def _per_channel(param, x, default):
+    if param is None:
+        return np.asarray(default, x.dtype)
+    param = np.asarray(param, dtype=x.dtype)
+    if param.shape != (x.shape[1],):
+        raise ValueError(f"parameter of shape {list(param.shape)} does not match {x.shape[1]} channels")
+    return param.reshape((1, -1) + (1,) * (x.ndim - 2))
+
+
+@register("batch_norm")
+def batch_norm(x, mean, variance, gamma=None, beta=None, epsilon=1e-5):
+    """MIL ``batch_norm`` (iOS15+, iOS17): ``gamma * (x - mean) / sqrt(variance + eps) + beta`` per channel."""
+    if not 3 <= x.ndim <= 5:
+        raise ValueError(f"batch_norm needs rank 3..5, got {x.ndim}")
+    eps = np.asarray(as_float(epsilon, "epsilon"), x.dtype)
+    m = _per_channel(mean, x, 0.0)
+    v = _per_channel(variance, x, 1.0)
+    return _per_channel(gamma, x, 1.0) * (x - m) / np.sqrt(v + eps) + _per_channel(beta, x, 0.0)
+
+
+@register("instance_norm")
+def instance_norm(x, gamma=None, beta=None, epsilon=1e-5):
+    """MIL ``instance_norm`` (iOS15+, iOS17): normalise each (n, c) over the spatial dims."""
+    if not 3 <= x.ndim <= 4:
+        raise ValueError(f"instance_norm needs rank 3..4, got {x.ndim}")
+    axes = tuple(range(2, x.ndim))
+    eps = np.asarray(as_float(epsilon, "epsilon"), x.dtype)
+    mean = x.mean(axis=axes, keepdims=True)
+    var = np.square(x - mean).mean(axis=axes, keepdims=True)
+    return _per_channel(gamma, x, 1.0) * (x - mean) / np.sqrt(var + eps) + _per_channel(beta, x, 0.0)
+
+
+@register("l2_norm")
+def l2_norm(x, epsilon=1e-6):
+    """MIL ``l2_norm`` (iOS15+, iOS17): ``x / sqrt(sum(x^2) + eps)`` over the last three dims."""
+    if x.ndim < 3:
+        raise ValueError(f"l2_norm needs rank >= 3, got {x.ndim}")
+    eps = np.asarray(as_float(epsilon, "epsilon"), x.dtype)
+    total = np.square(x).sum(axis=(-3, -2, -1), keepdims=True)
+    return x / np.sqrt(total + eps)
+
+
+@register("layer_norm")
+def layer_norm(x, axes=None, gamma=None, beta=None, epsilon=1e-5):
+    """MIL ``layer_norm`` (iOS15+, iOS17): ``gamma * (x - E[x]) / sqrt(Var[x] + eps) + beta`` over ``axes``.
+
+    ``gamma``/``beta`` have shape ``x.shape[axes]``; default axes: all."""
+    axes = tuple(range(x.ndim)) if axes is None else norm_axes(axes, x.ndim)
+    eps = np.asarray(as_float(epsilon, "epsilon"), x.dtype)
+    mean = x.mean(axis=axes, keepdims=True)
+    centred = x - mean
+    var = np.square(centred).mean(axis=axes, keepdims=True)
+    y = centred / np.sqrt(var + eps)
+    param_shape = [1] * x.ndim
+    for a in sorted(axes):
+        param_shape[a] = x.shape[a]
+    expected = tuple(x.shape[a] for a in sorted(axes))
+    for param, name in ((gamma, "gamma"), (beta, "beta")):
+        if param is not None and tuple(np.shape(param)) != expected:
+            raise ValueError(f"{name} has shape {list(np.shape(param))}, expected {list(expected)}")
+    if gamma is not None:
+        y = y * np.asarray(gamma, x.dtype).reshape(param_shape)
+    if beta is not None:
+        y = y + np.asarray(beta, x.dtype).reshape(param_shape)
+    return y
+
+
+@register("local_response_norm")
+def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0):
+    """MIL ``local_response_norm`` (iOS15+, iOS17):
+    ``x_c / (k + alpha / size * sum_{c' near c} x_{c'}^2) ^ beta`` across channels."""
+    if not 3 <= x.ndim <= 4:
+        raise ValueError(f"local_response_norm needs rank 3..4, got {x.ndim}")
+    size = as_int(size, "size")
+    if size < 1:
+        raise ValueError(f"size must be positive, got {size}")
+    t = torch()
+    with t.no_grad():
+        y = t.nn.functional.local_response_norm(
+            to_torch(x.astype(np.float32)), size, as_float(alpha), as_float(beta), as_float(k)
+        )
+    return y.numpy().astype(x.dtype)

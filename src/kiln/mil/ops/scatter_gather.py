@@ -1,0 +1,212 @@
+"""Gather and scatter ops (coremltools defs iOS15/16/17 scatter_gather.py).
+
+Index rules: iOS15/16 accept negative indices (counted from the end); from iOS17 indices must be
+in ``[0, dim)`` (negative ones are out of bounds). Out-of-bounds behaviour is undefined in MIL;
+kiln raises an error rather than guess."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..registry import register
+from ._util import as_int, as_str, norm_axis
+
+
+def _check_indices(indices, dim, allow_negative):
+    idx = np.asarray(indices).astype(np.int64)
+    low = -dim if allow_negative else 0
+    if idx.size and (idx.min() < low or idx.max() >= dim):
+        raise ValueError(f"index out of range [{low}, {dim}) (min {idx.min()}, max {idx.max()})")
+    return np.where(idx < 0, idx + dim, idx)
+
+
+def _gather(x, indices, axis, batch_dims, allow_negative):
+    axis = norm_axis(as_int(axis, "axis"), x.ndim)
+    batch_dims = as_int(batch_dims, "batch_dims")
+    if batch_dims < 0:
+        batch_dims += np.ndim(indices)
+    if not 0 <= batch_dims <= min(axis, np.ndim(indices)):
+        raise ValueError(f"batch_dims {batch_dims} invalid for axis {axis}")
+    if x.shape[:batch_dims] != np.shape(indices)[:batch_dims]:
+        raise ValueError("batch dimensions of x and indices differ")
+    idx = _check_indices(indices, x.shape[axis], allow_negative)
+    if batch_dims == 0:
+        return np.take(x, idx, axis=axis)
+    return np.stack([
+        _gather(x[i], idx[i], axis - 1, batch_dims - 1, True) for i in range(x.shape[0])
+    ]) if x.shape[0] else np.zeros((0,) + np.take(x[:1], idx[:1], axis=axis).shape[1:], x.dtype)
+
+
+@register("gather")
+def gather(x, indices, axis=0):
+    """MIL ``gather`` (iOS15): ``x`` indexed by ``indices`` along ``axis`` (tf.gather)."""
+    return _gather(x, indices, axis, 0, True)
+
+
+@register("gather", since="iOS16")
+def gather_ios16(x, indices, axis=0, batch_dims=0):
+    """MIL ``gather`` (iOS16): adds ``batch_dims``; output ``D[:axis] + N[batch_dims:] + D[axis+1:]``."""
+    return _gather(x, indices, axis, batch_dims, True)
+
+
+@register("gather", since="iOS17")
+def gather_ios17(x, indices, axis=0, batch_dims=0, validate_indices=False):
+    """MIL ``gather`` (iOS17+): indices must be non-negative; ``validate_indices`` accepted."""
+    return _gather(x, indices, axis, batch_dims, False)
+
+
+def _along_axis_index(indices, axis, dim, allow_negative):
+    idx = _check_indices(indices, dim, allow_negative)
+    grids = list(np.indices(idx.shape, sparse=True))
+    grids[axis] = idx
+    return tuple(grids)
+
+
+def _gather_along_axis(x, indices, axis, allow_negative):
+    axis = norm_axis(as_int(axis, "axis"), x.ndim)
+    if np.ndim(indices) != x.ndim:
+        raise ValueError(f"indices rank {np.ndim(indices)} differs from x rank {x.ndim}")
+    for i, (a, b) in enumerate(zip(np.shape(indices), x.shape)):
+        if i != axis and a > b:
+            raise ValueError(f"indices dimension {i} ({a}) exceeds x ({b})")
+    return x[_along_axis_index(indices, axis, x.shape[axis], allow_negative)]
+
+
+@register("gather_along_axis")
+def gather_along_axis(x, indices, axis=0):
+    """MIL ``gather_along_axis`` (iOS15/16): ``out[..i..] = x[..indices[..i..]..]`` along ``axis``."""
+    return _gather_along_axis(x, indices, axis, True)
+
+
+@register("gather_along_axis", since="iOS17")
+def gather_along_axis_ios17(x, indices, axis=0, validate_indices=False):
+    """MIL ``gather_along_axis`` (iOS17+): non-negative indices only."""
+    return _gather_along_axis(x, indices, axis, False)
+
+
+def _gather_nd(x, indices, batch_dims, allow_negative):
+    batch_dims = as_int(batch_dims, "batch_dims")
+    indices = np.asarray(indices)
+    if batch_dims:
+        if x.shape[:batch_dims] != indices.shape[:batch_dims]:
+            raise ValueError("batch dimensions of x and indices differ")
+        return np.stack([_gather_nd(x[i], indices[i], batch_dims - 1, allow_negative)
+                         for i in range(x.shape[0])])
+    k = indices.shape[-1] if indices.ndim else 0
+    if indices.ndim == 0 or k > x.ndim:
+        raise ValueError(f"indices of shape {list(indices.shape)} invalid for rank {x.ndim}")
+    parts = tuple(_check_indices(indices[..., i], x.shape[i], allow_negative) for i in range(k))
+    return x[parts]
+
+
+@register("gather_nd")
+def gather_nd(x, indices):
+    """MIL ``gather_nd`` (iOS15): slices ``x[indices[i..]]``; output ``K[:-1] + D[K[-1]:]``."""
+    return _gather_nd(x, indices, 0, True)
+
+
+@register("gather_nd", since="iOS16")
+def gather_nd_ios16(x, indices, batch_dims=0):
+    """MIL ``gather_nd`` (iOS16): adds ``batch_dims``."""
+    return _gather_nd(x, indices, batch_dims, True)
+
+
+@register("gather_nd", since="iOS17")
+def gather_nd_ios17(x, indices, batch_dims=0, validate_indices=False):
+    """MIL ``gather_nd`` (iOS17+): non-negative indices only."""
+    return _gather_nd(x, indices, batch_dims, False)
+
+
+_UFUNCS = {
+    "add": np.add,
+    "sub": np.subtract,
+    "mul": np.multiply,
+    "div": np.divide,
+    "max": np.maximum,
+    "min": np.minimum,
+}
+
+
+def _apply(out, index, updates, mode):
+    mode = as_str(mode, "mode")
+    if mode == "update":
+        out[index] = updates
+    elif mode in _UFUNCS:
+        if mode == "div" and out.dtype.kind in "iu":
+            np.floor_divide.at(out, index, updates)
+        else:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                _UFUNCS[mode].at(out, index, updates)
+    else:
+        raise ValueError(f"unknown scatter mode {mode!r}")
+    return out
+
+
+def _scatter(data, indices, updates, axis, mode, allow_negative):
+    axis = norm_axis(as_int(axis, "axis"), data.ndim)
+    if np.ndim(indices) != 1:
+        raise ValueError("scatter indices must be 1-D")
+    idx = _check_indices(indices, data.shape[axis], allow_negative)
+    expected = data.shape[:axis] + (idx.size,) + data.shape[axis + 1:]
+    if np.shape(updates) != expected:
+        raise ValueError(f"updates shape {list(np.shape(updates))}, expected {list(expected)}")
+    out = np.moveaxis(data.copy(), axis, 0)
+    _apply(out, idx, np.moveaxis(np.asarray(updates, data.dtype), axis, 0), mode)
+    return np.moveaxis(out, 0, axis)
+
+
+@register("scatter")
+def scatter(data, indices, updates, axis=0, mode="add"):
+    """MIL ``scatter`` (iOS15/16): combine ``updates`` into ``data`` at ``indices`` along ``axis``
+    by ``mode`` (update, add, sub, mul, div, max, min)."""
+    return _scatter(data, indices, updates, axis, mode, True)
+
+
+@register("scatter", since="iOS17")
+def scatter_ios17(data, indices, updates, axis=0, mode="add", validate_indices=False):
+    """MIL ``scatter`` (iOS17+): non-negative indices only."""
+    return _scatter(data, indices, updates, axis, mode, False)
+
+
+def _scatter_along_axis(data, indices, updates, axis, mode, allow_negative):
+    axis = norm_axis(as_int(axis, "axis"), data.ndim)
+    if np.shape(indices) != np.shape(updates) or np.ndim(indices) != data.ndim:
+        raise ValueError("indices and updates must have the same shape and data's rank")
+    index = _along_axis_index(indices, axis, data.shape[axis], allow_negative)
+    return _apply(data.copy(), index, np.asarray(updates, data.dtype), mode)
+
+
+@register("scatter_along_axis")
+def scatter_along_axis(data, indices, updates, axis=0, mode="add"):
+    """MIL ``scatter_along_axis`` (iOS15/16): elementwise scatter along ``axis``."""
+    return _scatter_along_axis(data, indices, updates, axis, mode, True)
+
+
+@register("scatter_along_axis", since="iOS17")
+def scatter_along_axis_ios17(data, indices, updates, axis=0, mode="add", validate_indices=False):
+    """MIL ``scatter_along_axis`` (iOS17+): non-negative indices only."""
+    return _scatter_along_axis(data, indices, updates, axis, mode, False)
+
+
+def _scatter_nd(data, indices, updates, mode, allow_negative):
+    indices = np.asarray(indices)
+    k = indices.shape[-1] if indices.ndim else 0
+    if indices.ndim == 0 or k > data.ndim:
+        raise ValueError(f"indices of shape {list(indices.shape)} invalid for rank {data.ndim}")
+    expected = indices.shape[:-1] + data.shape[k:]
+    if np.shape(updates) != expected:
+        raise ValueError(f"updates shape {list(np.shape(updates))}, expected {list(expected)}")
+    index = tuple(_check_indices(indices[..., i], data.shape[i], allow_negative) for i in range(k))
+    return _apply(data.copy(), index, np.asarray(updates, data.dtype), mode)
+
+
+@register("scatter_nd")
+def scatter_nd(data, indices, updates, mode="add"):
+    """MIL ``scatter_nd`` (iOS15/16): ``output[indices[i..]] (mode)= updates[i..]``."""
+    return _scatter_nd(data, indices, updates, mode, True)
+
+
+@register("scatter_nd", since="iOS17")
+def scatter_nd_ios17(data, indices, updates, mode="add", validate_indices=False):
+    """MIL ``scatter_nd`` (iOS17+): non-negative indices only."""
+    return _scatter_nd(data, indices, updates, mode, False)

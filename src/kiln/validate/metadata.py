@@ -1,0 +1,119 @@
+"""``results/<model>/metadata.json``: provenance, toolchain, export settings and, per component, the
+contract, package hash and size, parity per output and backend, task metrics and latency.
+
+The file has a JSON schema (``kiln/schemas/metadata.schema.json``, with a ``schema_version``); every
+write is validated against it.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from functools import cache
+from pathlib import Path
+
+import jsonschema
+
+from kiln.config import Config
+from kiln.errors import KilnError
+from kiln.provenance import toolchain
+from kiln.validate.backends import apple_available
+
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "metadata.schema.json"
+SCHEMA_VERSION = 1
+
+
+class MetadataError(KilnError):
+    """metadata.json does not satisfy its schema."""
+
+
+@cache
+def schema() -> dict:
+    return json.loads(SCHEMA_PATH.read_text())
+
+
+def validate_metadata(metadata: dict, where: str = "metadata.json") -> None:
+    errors = sorted(jsonschema.Draft202012Validator(schema()).iter_errors(metadata),
+                    key=lambda e: list(e.absolute_path))
+    if errors:
+        first = errors[0]
+        path = ".".join(str(p) for p in first.absolute_path) or "<root>"
+        raise MetadataError(f"{where}: at '{path}': {first.message} ({len(errors)} problem(s))")
+
+
+def _read(path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def build_metadata(config: Config, model: str, source_record, export_records, parity_records,
+                   compile_records=()) -> dict:
+    model_cfg = config.model(model)
+    source = _read(source_record)
+    exports = {r["component"]: r for r in map(_read, export_records)}
+    parities = {r["component"]: r for r in map(_read, parity_records)}
+    compiles = {r["component"]: r for r in map(_read, compile_records)}
+    components = {}
+    for name, comp in model_cfg.components.items():
+        export, parity = exports[name], parities[name]
+        components[name] = {
+            "description": comp.description,
+            "export": comp.export.as_dict(),
+            "package": {**export["package"], "specification_version": export["specification_version"],
+                        "opset": export["opset"]},
+            "compiled": {k: v for k, v in compiles[name].items()
+                         if k not in ("schema_version", "model", "component", "settings_sha256", "toolchain")}
+                        if name in compiles else None,
+            "inputs": [t.as_dict() for t in comp.inputs],
+            "outputs": [t.as_dict() for t in comp.outputs],
+            "export_seconds": export["seconds"],
+            "validation": parity["validation"],
+            "parity": parity["parity"],
+            "task_metrics": parity["task_metrics"],
+            "latency": parity["latency"],
+            "absent_backends": parity["absent_backends"],
+            "plots": parity["plots"],
+        }
+    apple_reason = apple_available()
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "model": model,
+        "family": model_cfg.family,
+        "task": model_cfg.task,
+        "synthetic": model_cfg.synthetic,
+        "source": {k: source[k] for k in ("kind", "id", "revision", "version", "synthetic", "files", "details")},
+        "toolchain": toolchain(),
+        "platform": {
+            "system": platform.system(),
+            "machine": platform.machine(),
+            "apple_runtime": apple_reason is None,
+            "apple_runtime_absent_reason": apple_reason,
+        },
+        "components": components,
+    }
+
+
+def latency_overview_plot(metadata: dict, path: Path) -> None:
+    """Grouped bars: median latency per component and backend."""
+    from kiln.validate.plots import _pyplot, _save
+
+    plt = _pyplot()
+    components = list(metadata["components"])
+    backends = sorted({b for c in metadata["components"].values() for b, v in c["latency"].items() if v})
+    fig, ax = plt.subplots(figsize=(9, 1.0 + 0.9 * len(components)))
+    height = 0.8 / max(1, len(backends))
+    for i, backend in enumerate(backends):
+        values = [(metadata["components"][c]["latency"].get(backend) or {}).get("median_ms", 0.0) for c in components]
+        ax.barh([y + i * height for y in range(len(components))], values, height=height, label=backend)
+    ax.set_yticks([y + height * (len(backends) - 1) / 2 for y in range(len(components))], components)
+    ax.set_xscale("log")
+    ax.set_xlabel("median latency per call (ms, log scale)")
+    title = f"{metadata['model']}: latency per backend"
+    if metadata["synthetic"]:
+        title += " [synthetic weights]"
+    if not metadata["platform"]["apple_runtime"]:
+        title += "\n(Apple runtime absent on this machine: not measured)"
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3, axis="x")
+    _save(fig, path)
+    plt.close(fig)

@@ -1,0 +1,88 @@
+"""Parity metrics between a reference output and a candidate output.
+
+- ``max_abs``: max |y - r|; ``max_rel``: max |y - r| / max(|r|, tiny)
+- ``psnr_db``: 20 log10(max |r| / rmse) — the peers' metric (Apple and argmax require >= 35 dB); +inf
+  (recorded as null) when the outputs are identical
+- ``quality``: 1 - ||y - r|| / ||r||, 1.0 = identical (mobius' quantization metric)
+- ``match``: numpy ``allclose`` with the component's atol/rtol, and PSNR >= the minimum where set
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+TINY = 1e-12
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    atol: float
+    rtol: float
+    min_psnr_db: float | None = None
+
+
+def _as64(x) -> np.ndarray:
+    return np.asarray(x, dtype=np.float64)
+
+
+def max_abs(ref, out) -> float:
+    return float(np.max(np.abs(_as64(out) - _as64(ref)))) if np.size(ref) else 0.0
+
+
+def max_rel(ref, out) -> float:
+    r, y = _as64(ref), _as64(out)
+    return float(np.max(np.abs(y - r) / np.maximum(np.abs(r), TINY))) if r.size else 0.0
+
+
+def psnr_db(ref, out) -> float:
+    r, y = _as64(ref), _as64(out)
+    rmse = math.sqrt(float(np.mean((y - r) ** 2))) if r.size else 0.0
+    peak = float(np.max(np.abs(r))) if r.size else 0.0
+    if rmse == 0.0:
+        return math.inf
+    if peak == 0.0:
+        return -math.inf
+    return 20.0 * math.log10(peak / rmse)
+
+
+def quality(ref, out) -> float:
+    r, y = _as64(ref), _as64(out)
+    norm = float(np.linalg.norm(r))
+    diff = float(np.linalg.norm(y - r))
+    if norm == 0.0:
+        return 1.0 if diff == 0.0 else 0.0
+    return 1.0 - diff / norm
+
+
+def finite_or_none(value: float) -> float | None:
+    """JSON has no infinities: identical outputs have PSNR +inf, recorded as null."""
+    return value if math.isfinite(value) else None
+
+
+def compare(ref, out, tolerance: Tolerance) -> dict:
+    """Every metric for one output, plus whether it is within ``tolerance``."""
+    ref, out = np.asarray(ref), np.asarray(out)
+    if ref.shape != out.shape:
+        return {"max_abs": None, "max_rel": None, "psnr_db": None, "quality": None,
+                "atol": tolerance.atol, "rtol": tolerance.rtol, "min_psnr_db": tolerance.min_psnr_db,
+                "match": False, "problem": f"shape {list(out.shape)} != reference {list(ref.shape)}"}
+    finite = bool(np.all(np.isfinite(out)))
+    psnr = psnr_db(ref, out)
+    close = finite and bool(np.allclose(_as64(out), _as64(ref), atol=tolerance.atol, rtol=tolerance.rtol))
+    psnr_ok = tolerance.min_psnr_db is None or psnr >= tolerance.min_psnr_db
+    result = {
+        "max_abs": max_abs(ref, out),
+        "max_rel": max_rel(ref, out),
+        "psnr_db": finite_or_none(psnr),
+        "quality": quality(ref, out),
+        "atol": tolerance.atol,
+        "rtol": tolerance.rtol,
+        "min_psnr_db": tolerance.min_psnr_db,
+        "match": close and psnr_ok,
+    }
+    if not finite:
+        result["problem"] = "non-finite values (NaN or inf) in the output"
+    return result

@@ -1,0 +1,74 @@
+"""The compile stage: choose the compiler, compile, cross-check, verify the round trip."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from kiln.compile.errors import CompileError
+from kiln.fsutil import sha256_tree, tree_size
+
+log = logging.getLogger("kiln.compile")
+
+
+def round_trip(package: Path, bundle: Path, inputs: Mapping[str, np.ndarray]) -> dict:
+    """Run kiln's executor on the bundle (parsed from model.mil) and on the package; the outputs
+    must be bit-identical in both precision modes."""
+    from kiln.mil import load_model
+
+    from_package, from_bundle = load_model(package), load_model(bundle)
+    result = {}
+    for precision in ("fp32", "fp16"):
+        a = from_package.predict(inputs, precision=precision)
+        b = from_bundle.predict(inputs, precision=precision)
+        differing = sorted(k for k in a if not np.array_equal(a[k], b[k], equal_nan=True))
+        if differing or set(a) != set(b):
+            raise CompileError(f"{bundle}: executing the bundle differs from executing {package} in "
+                               f"{precision} mode on outputs {differing or sorted(set(a) ^ set(b))}")
+        result[precision] = "identical"
+    return result
+
+
+def compile_component(package: Path, bundle: Path, settings: Mapping[str, str],
+                      check_inputs: Mapping[str, np.ndarray] | None = None) -> dict:
+    from kiln.compile import compare_bundles, compile_package, find_coremlcompiler
+    from kiln.compile.apple import compile_with_apple
+
+    choice = settings.get("compiler", "auto")
+    dialect = settings.get("dialect", "1.0")
+    apple = find_coremlcompiler()
+    if choice == "apple" and apple is None:
+        raise CompileError("config asks for compile.compiler: apple, but `xcrun coremlcompiler` is not "
+                           "available here (macOS with Xcode only); use auto or kiln")
+    use_apple = apple is not None and choice in ("auto", "apple")
+    started = time.perf_counter()
+    differences = None
+    if use_apple:
+        compile_with_apple(package, bundle)
+        with tempfile.TemporaryDirectory() as tmp:
+            ours = compile_package(package, Path(tmp) / bundle.name, dialect=dialect)
+            differences = compare_bundles(ours, bundle)
+        for line in differences:
+            log.warning("kiln vs Apple: %s", line)
+    else:
+        compile_package(package, bundle, dialect=dialect)
+    seconds = time.perf_counter() - started
+    log.info("compiled %s with %s in %.2f s", bundle, "Apple's coremlcompiler" if use_apple else "kiln",
+             seconds)
+    result = {
+        "compiler": "apple" if use_apple else "kiln",
+        "compiler_setting": choice,
+        "dialect": None if use_apple else dialect,
+        "apple_compiler_available": apple is not None,
+        "kiln_vs_apple_differences": differences,
+        "bundle": {"path": str(bundle), "sha256": sha256_tree(bundle), "size_bytes": tree_size(bundle)},
+        "seconds": round(seconds, 4),
+    }
+    if check_inputs is not None:
+        result["round_trip"] = round_trip(package, bundle, check_inputs)
+    return result
