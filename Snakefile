@@ -12,6 +12,7 @@
 import glob
 
 from kiln.config import build_config
+from kiln.quantize.strategies import STRATEGIES
 from kiln.workflow import plan, stamps
 
 configfile: "config.yaml"
@@ -26,6 +27,7 @@ for _kind in ("changed", "created", "adopted"):
 wildcard_constraints:
     model="|".join(KILN.models),
     component="[a-z][a-z0-9_]*",
+    strategy="|".join(STRATEGIES),
 
 
 def family_code(wildcards):
@@ -37,6 +39,13 @@ def family_code(wildcards):
 
 EXECUTOR_CODE = sorted(glob.glob("src/kiln/mil/**/*.py", recursive=True))
 COMPILER_CODE = sorted(glob.glob("src/kiln/compile/*.py")) + ["src/kiln/workflow/compile_stage.py"]
+QUANTIZE_CODE = sorted(glob.glob("src/kiln/quantize/*.py"))
+
+
+def KILN_MEM_MB(model, stage):
+    """Memory a heavy job of ``model`` reserves (config: models.<m>.resources.mem_mb). With the
+    workflow profile's global limit (profiles/default), parallel jobs never oversubscribe the host."""
+    return KILN.models[model].mem_mb
 
 
 def validate_code(wildcards):
@@ -50,6 +59,7 @@ include: "rules/fetch.smk"
 include: "rules/export.smk"
 include: "rules/compile.smk"
 include: "rules/validate.smk"
+include: "rules/quantize.smk"
 
 
 rule all:
@@ -71,6 +81,11 @@ rule compile_all:
 rule validate_all:
     input:
         plan.validate_targets(KILN),
+
+
+rule quantize_all:
+    input:
+        plan.quantize_targets(KILN),
 
 
 for _model in KILN.models:

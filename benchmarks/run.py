@@ -15,12 +15,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import bench_compile  # noqa: E402
+import bench_executor  # noqa: E402
 import bench_export  # noqa: E402
 import bench_noop  # noqa: E402
+import bench_quantize  # noqa: E402
 
 BENCHMARKS = {
     "silero_export": bench_export.run,
     "snakemake_noop_overhead": bench_noop.run,
+    "executor_vs_torch": bench_executor.run,
+    "compile_vs_copy": bench_compile.run,
+    "quantize_all_cores": bench_quantize.run,
 }
 
 

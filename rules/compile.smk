@@ -16,6 +16,6 @@ rule compile:
     benchmark:
         "logs/{model}/compile/{component}.benchmark.tsv"
     resources:
-        mem_mb=2000,
+        mem_mb=lambda wildcards: KILN_MEM_MB(wildcards.model, "compile"),
     script:
         "../scripts/compile.py"

@@ -15,6 +15,6 @@ rule export:
     benchmark:
         "logs/{model}/export/{component}.benchmark.tsv"
     resources:
-        mem_mb=4000,
+        mem_mb=lambda wildcards: KILN_MEM_MB(wildcards.model, "export"),
     script:
         "../scripts/export.py"

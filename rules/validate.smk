@@ -19,7 +19,7 @@ rule parity:
     benchmark:
         "logs/{model}/parity/{component}.benchmark.tsv"
     resources:
-        mem_mb=4000,
+        mem_mb=lambda wildcards: KILN_MEM_MB(wildcards.model, "validate"),
     script:
         "../scripts/parity.py"
 

@@ -1,4 +1,4 @@
-"""The ``kiln`` command.
+"""kiln: build speech models into Core ML, and run and compile ML Programs anywhere.
 
     kiln predict MODEL --inputs in.npz [--precision fp16|fp32] --out out.npz   run an ML Program on Linux
     kiln inspect MODEL                                                         contract, ops, weights
@@ -14,6 +14,7 @@ table below lists them. kiln's own errors print one line naming the culprit and 
 from __future__ import annotations
 
 import argparse
+import logging
 import importlib
 import sys
 
@@ -43,15 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("config", nargs="?", default="config.yaml")
     check.set_defaults(func=_check_config)
     for module in COMMAND_MODULES:
-        try:
-            importlib.import_module(module).add_commands(sub)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
+        importlib.import_module(module).add_commands(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    # coremltools logs warnings about untested torch/sklearn versions and its missing macOS runtime
+    # on import; they say nothing about the command the user ran
+    logging.getLogger("coremltools").setLevel(logging.ERROR)
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)

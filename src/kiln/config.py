@@ -62,6 +62,14 @@ class ExportSettings:
         }
 
 
+DEFAULT_QUANTIZE = {
+    "strategies": ["int8_per_channel", "int8_per_tensor", "palettize_8bit", "palettize_6bit", "palettize_4bit",
+                   "prune_50_int8", "int4_per_block", "palettize_4bit_grouped"],
+    "weight_threshold": 2048,
+    "skip_ops": [],
+    "params": {},
+}
+
 DEFAULT_COMPILE = {"compiler": "auto", "dialect": "1.0"}
 
 DEFAULT_VALIDATE = {
@@ -102,6 +110,7 @@ class ComponentConfig:
     outputs: tuple[TensorSpec, ...]
     export: ExportSettings
     validate: ValidateSettings
+    quantize: Mapping[str, Any]
     options: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
 
@@ -121,6 +130,7 @@ class ModelConfig:
     source: Mapping[str, Any]
     components: Mapping[str, ComponentConfig]
     compile: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_COMPILE))
+    mem_mb: int = 4000
 
 
 @dataclass(frozen=True)
@@ -218,6 +228,17 @@ def _merge_validate(*layers: Mapping[str, Any] | None) -> ValidateSettings:
                             precisions=tuple(merged["precisions"]), outputs=outputs)
 
 
+def _merge_quantize(*layers: Mapping[str, Any] | None) -> dict:
+    merged = copy.deepcopy(DEFAULT_QUANTIZE)
+    for layer in layers:
+        layer = dict(layer or {})
+        params = layer.pop("params", None) or {}
+        merged.update(copy.deepcopy(layer))
+        for name, values in params.items():
+            merged["params"].setdefault(name, {}).update(values)
+    return merged
+
+
 def _tensors(spec: Mapping[str, Mapping[str, Any]]) -> tuple[TensorSpec, ...]:
     return tuple(TensorSpec(name, tuple(t["shape"]), t["dtype"]) for name, t in spec.items())
 
@@ -257,6 +278,8 @@ def build_config(raw: Mapping[str, Any], path: str = "config.yaml") -> Config:
                 outputs=_tensors(comp["outputs"]),
                 export=_merge_export(defaults, model.get("export"), comp.get("export")),
                 validate=_merge_validate(validate_defaults, model.get("validate"), comp.get("validate")),
+                quantize=_merge_quantize((raw.get("defaults") or {}).get("quantize"), model.get("quantize"),
+                                         comp.get("quantize")),
                 options=dict(comp.get("options") or {}),
                 description=comp.get("description", ""),
             )
@@ -271,6 +294,7 @@ def build_config(raw: Mapping[str, Any], path: str = "config.yaml") -> Config:
             components=components,
             compile={**DEFAULT_COMPILE, **((raw.get("defaults") or {}).get("compile") or {}),
                      **(model.get("compile") or {})},
+            mem_mb=int((model.get("resources") or {}).get("mem_mb", 4000)),
         )
     return Config(path=str(path), results_dir=raw.get("results_dir", "results"), models=models,
                   raw=copy.deepcopy(dict(raw)))
@@ -324,3 +348,16 @@ def validate_settings(model: ModelConfig, component: ComponentConfig) -> dict:
 def compile_settings(model: ModelConfig, component: ComponentConfig) -> dict:
     """Everything that determines one compiled bundle (the compile job's stamp)."""
     return {"component": component.name, "compile": dict(model.compile)}
+
+
+def quantize_settings(model: ModelConfig, component: ComponentConfig, strategy: str) -> dict:
+    """Everything that determines one quantized variant and its scores (the quantize job's stamp)."""
+    q = component.quantize
+    return {
+        "component": component.name,
+        "strategy": strategy,
+        "weight_threshold": q["weight_threshold"],
+        "skip_ops": list(q["skip_ops"]),
+        "params": dict(q["params"].get(strategy, {})),
+        "compile": dict(model.compile),
+    }

@@ -82,6 +82,8 @@ def workspace(tmp_path) -> Workspace:
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / rel, dest)
     ws = Workspace(root)
+    # one strategy keeps the end-to-end runs short; every strategy is tested in tests/quantize
+    ws.edit_config(lambda c: c.setdefault("defaults", {}).update({"quantize": {"strategies": ["int8_per_channel"]}}))
     ws.git("init", "-q", "-b", "main")
     ws.git("add", "-A")
     ws.git("commit", "-q", "-m", "workspace")

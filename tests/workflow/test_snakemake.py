@@ -65,10 +65,17 @@ def test_build_then_nothing_to_do_then_only_the_edited_component(workspace):
         {"export": {"compute_precision": "float32"}}))
     jobs = workspace.planned_jobs()
     work = sorted((rule, wc.get("component") or "") for rule, wc in jobs if rule not in {"all"})
-    assert work == [("compile", "unified"), ("export", "unified"), ("metadata", ""), ("parity", "unified")]
+    assert work == [("compile", "unified"), ("export", "unified"), ("metadata", ""), ("parity", "unified"),
+                    ("quantization_summary", ""), ("quantize", "unified")]
     # Snakemake's directory markers are not left inside the shipped bundles
     assert not list((workspace.root / "results").glob("**/.snakemake_timestamp"))
     # and the metadata written by the workflow satisfies its schema
     import json
     from kiln.validate.metadata import validate_metadata
     validate_metadata(json.loads((workspace.root / "results/silero_vad/metadata.json").read_text()))
+    from kiln.quantize.summary import validate_summary
+    summary = json.loads((workspace.root / "results/silero_vad/quantization_summary.json").read_text())
+    validate_summary(summary)
+    assert {(r["strategy"], r["component"], r["status"]) for r in summary["results"]} == {
+        ("int8_per_channel", "unified", "ok"), ("int8_per_channel", "unified_256ms", "ok")}
+    assert (workspace.root / "results/silero_vad/quantized/int8_per_channel/unified.mlmodelc/model.mil").is_file()

@@ -163,3 +163,40 @@ def _example_inputs(model_cfg, comp):
     from kiln.models import get_family
 
     return get_family(model_cfg.family).example_inputs(comp, seed=1)
+
+
+def quantize_job(config: Config, model: str, component: str, strategy: str, source_record: str | Path,
+                 package: str | Path, out_record: str | Path, out_dir: str | Path, threads: int = 1) -> dict:
+    """Build, compile and score one quantized variant (or record a named skip)."""
+    from kiln.config import quantize_settings
+    from kiln.models import get_family
+    from kiln.quantize.run import quantize_component
+
+    model_cfg = config.model(model)
+    comp = config.component(model, component)
+    family = get_family(model_cfg.family)
+    source = family.load_source(read_source_record(source_record))
+    result = quantize_component(family, source, model_cfg, comp, strategy, Path(package), Path(out_dir),
+                                workers=threads)
+    data = {"schema_version": RECORD_SCHEMA_VERSION, "model": model,
+            "settings_sha256": settings_digest(quantize_settings(model_cfg, comp, strategy)), **result}
+    write_json(out_record, data)
+    return data
+
+
+def quantization_summary_job(config: Config, model: str, records: list, out_summary: str | Path,
+                             plots_dir: str | Path) -> dict:
+    from kiln.quantize.summary import build_summary, plot_summary, validate_summary
+
+    loaded = []
+    for path in records:
+        record = json.loads(Path(path).read_text())
+        record.pop("schema_version", None)
+        record.pop("model", None)
+        record.pop("settings_sha256", None)
+        loaded.append(record)
+    summary = build_summary(model, config.model(model).synthetic, loaded)
+    validate_summary(summary, where=str(out_summary))
+    plot_summary(summary, Path(plots_dir))
+    write_json(out_summary, summary)
+    return summary

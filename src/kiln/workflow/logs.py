@@ -22,14 +22,24 @@ def setup(log_file: str | None, level: int = logging.INFO) -> None:
     warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
-def run_job(log_file: str | None, job: Callable[..., Any], *args: Any) -> Any:
+def limit_threads(threads: int | None) -> None:
+    """Keep a job within the cores Snakemake gave it (torch defaults to every core)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(max(1, int(threads)))
+
+
+def run_job(log_file: str | None, job: Callable[..., Any], *args: Any, threads: int | None = None) -> Any:
     """Call ``job(*args)``; a failure is written to the log file before the process exits non-zero.
 
     kiln's own errors are diagnostics (one line naming the file, key or op); anything else is a bug
     and keeps its traceback.
     """
     setup(log_file)
+    logging.getLogger("coremltools").setLevel(logging.WARNING)  # its INFO logs every graph pass
     try:
+        limit_threads(threads)
         return job(*args)
     except KilnError as exc:
         log.error("%s: %s", type(exc).__name__, exc)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kiln.config import Config, compile_settings, export_settings, source_settings, validate_settings
+from kiln.config import (Config, compile_settings, export_settings, quantize_settings, source_settings,
+                         validate_settings)
 from kiln.workflow.stamps import Stamp
 
 
@@ -26,6 +27,19 @@ def compile_record(config: Config, model: str, component: str) -> Path:
 
 def bundle_path(config: Config, model: str, component: str) -> Path:
     return Path(config.results_dir) / model / f"{component}.mlmodelc"
+
+
+def quantize_record(config: Config, model: str, strategy: str, component: str) -> Path:
+    return Path(config.results_dir) / model / "quantized" / strategy / f"{component}.json"
+
+
+def quantization_summary(config: Config, model: str) -> Path:
+    return Path(config.results_dir) / model / "quantization_summary.json"
+
+
+def quantize_jobs(config: Config, model: str) -> list[tuple[str, str]]:
+    """(strategy, component) pairs configured for ``model``."""
+    return [(s, c) for c, comp in config.models[model].components.items() for s in comp.quantize["strategies"]]
 
 
 def metadata_path(config: Config, model: str) -> Path:
@@ -50,6 +64,10 @@ def stamps(config: Config) -> list[Stamp]:
                              export_record(config, name, cname)))
             out.append(Stamp(name, f"compile/{cname}", compile_settings(model, component),
                              compile_record(config, name, cname)))
+            for strategy in component.quantize["strategies"]:
+                out.append(Stamp(name, f"quantize/{strategy}/{cname}",
+                                 quantize_settings(model, component, strategy),
+                                 quantize_record(config, name, strategy, cname)))
             out.append(Stamp(name, f"parity/{cname}", validate_settings(model, component),
                              parity_record(config, name, cname)))
     return out
@@ -66,8 +84,13 @@ def export_targets(config: Config, model: str | None = None) -> list[str]:
 
 
 def model_targets(config: Config, model: str) -> list[str]:
-    """Everything the workflow builds for ``model``: metadata.json depends on every other stage."""
-    return [str(metadata_path(config, model))]
+    """Everything the workflow builds for ``model``: metadata.json (export, compile, validate) and
+    the quantization sweep."""
+    return [str(metadata_path(config, model)), str(quantization_summary(config, model))]
+
+
+def quantize_targets(config: Config) -> list[str]:
+    return [str(quantization_summary(config, m)) for m in config.models]
 
 
 def compile_targets(config: Config) -> list[str]:

@@ -47,7 +47,7 @@ def as_ints(value, name: str = "value") -> list[int]:
     array = np.asarray(value)
     if array.dtype.kind not in "iub":
         raise ValueError(f"{name} must hold integers, got {array.dtype}")
-    return [int(v) for v in array.reshape(-1)]
+    return array.reshape(-1).tolist() if array.dtype.kind != "b" else [int(v) for v in array.reshape(-1)]
 
 
 def as_bools(value, n: int, name: str = "value") -> list[bool]:

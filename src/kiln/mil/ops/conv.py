@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 from ..registry import register
@@ -26,12 +28,35 @@ _CONV = {1: "conv1d", 2: "conv2d", 3: "conv3d"}
 _CONV_T = {1: "conv_transpose1d", 2: "conv_transpose2d", 3: "conv_transpose3d"}
 
 
-@register("conv")
-def conv(x, weight, bias=None, strides=None, pad_type="valid", pad=None, dilations=None, groups=1):
-    """MIL ``conv`` (iOS15+, iOS17): 1-3 D convolution, weight ``[C_out, C_in/groups, *K]``.
+def _param_key(value):
+    if value is None or isinstance(value, str):
+        return value
+    array = np.asarray(value)
+    return (array.dtype.str, array.shape, array.tobytes())
 
-    ``pad_type``: ``valid``, ``custom`` (``pad`` = before/after per spatial dim), ``same`` and
-    ``same_lower`` (output ``ceil(d_in / stride)``, the odd extra padding after / before)."""
+
+class _WeightCache:
+    """Per-weight prepared data (im2col matrices, geometry), dropped when the weight array dies.
+
+    Keyed by ``id(weight)`` and verified with a weak reference, so a recycled id never hits."""
+
+    def __init__(self):
+        self._entries: dict[int, tuple] = {}
+
+    def get(self, weight) -> dict:
+        entry = self._entries.get(id(weight))
+        if entry is None or entry[0]() is not weight:
+            if len(self._entries) > 4096:
+                self._entries = {k: e for k, e in self._entries.items() if e[0]() is not None}
+            entry = (weakref.ref(weight), {})
+            self._entries[id(weight)] = entry
+        return entry[1]
+
+
+_CONV_CACHE = _WeightCache()
+
+
+def _conv_geometry(x, weight, strides, pad_type, pad, dilations, groups):
     kernel = list(weight.shape[2:])
     n, strides, dilations = _spatial_params(x, kernel, strides, dilations, "conv")
     groups = as_int(groups, "groups")
@@ -47,8 +72,32 @@ def conv(x, weight, bias=None, strides=None, pad_type="valid", pad=None, dilatio
     if any(o < 1 for o in out_sizes):
         raise ValueError(f"kernel {kernel} (dilations {dilations}) larger than padded input")
     window_elems = x.shape[0] * x.shape[1] * int(np.prod(out_sizes)) * int(np.prod(kernel))
-    if window_elems <= _IM2COL_LIMIT:
-        return _conv_im2col(x, weight, bias, strides, padding, dilations, groups, out_sizes)
+    use_im2col = window_elems <= _IM2COL_LIMIT
+    wmat = None
+    if use_im2col:
+        cg, cog = x.shape[1] // groups, weight.shape[0] // groups
+        wmat = np.ascontiguousarray(
+            weight.astype(x.dtype).reshape(groups, cog, cg * int(np.prod(kernel))).transpose(0, 2, 1)
+        )
+    return n, strides, dilations, groups, padding, out_sizes, use_im2col, wmat
+
+
+@register("conv")
+def conv(x, weight, bias=None, strides=None, pad_type="valid", pad=None, dilations=None, groups=1):
+    """MIL ``conv`` (iOS15+, iOS17): 1-3 D convolution, weight ``[C_out, C_in/groups, *K]``.
+
+    ``pad_type``: ``valid``, ``custom`` (``pad`` = before/after per spatial dim), ``same`` and
+    ``same_lower`` (output ``ceil(d_in / stride)``, the odd extra padding after / before).
+    Geometry and the im2col weight matrix are computed once per weight and input shape."""
+    cache = _CONV_CACHE.get(weight)
+    key = (x.shape, x.dtype.str, _param_key(strides), _param_key(pad_type), _param_key(pad),
+           _param_key(dilations), _param_key(groups))
+    geometry = cache.get(key)
+    if geometry is None:
+        geometry = cache[key] = _conv_geometry(x, weight, strides, pad_type, pad, dilations, groups)
+    n, strides, dilations, groups, padding, out_sizes, use_im2col, wmat = geometry
+    if use_im2col:
+        return _conv_im2col(x, wmat, weight.shape, bias, strides, padding, dilations, groups, out_sizes)
     t = torch()
     xt = to_torch(x)
     if any(p != (0, 0) for p in padding):
@@ -67,28 +116,45 @@ def conv(x, weight, bias=None, strides=None, pad_type="valid", pad=None, dilatio
 _IM2COL_LIMIT = 1 << 20
 
 
-def _conv_im2col(x, weight, bias, strides, padding, dilations, groups, out_sizes):
+def _pad_zeros(x, padding):
+    shape = list(x.shape[:2]) + [size + b + a for size, (b, a) in zip(x.shape[2:], padding)]
+    out = np.zeros(shape, x.dtype)
+    out[(slice(None), slice(None)) + tuple(slice(b, b + size) for size, (b, _) in zip(x.shape[2:], padding))] = x
+    return out
+
+
+def _conv_im2col(x, wmat, weight_shape, bias, strides, padding, dilations, groups, out_sizes):
     n_spatial = x.ndim - 2
     if any(p != (0, 0) for p in padding):
-        x = np.pad(x, [(0, 0), (0, 0)] + [tuple(p) for p in padding])
-    kernel = weight.shape[2:]
-    dilated = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
-    axes = tuple(range(2, 2 + n_spatial))
-    win = np.lib.stride_tricks.sliding_window_view(x, dilated, axis=axes)
-    index = (slice(None), slice(None))
-    index += tuple(slice(0, (o - 1) * s + 1, s) for o, s in zip(out_sizes, strides))
-    index += tuple(slice(None, None, d) for d in dilations)
-    win = win[index]  # [N, C, *out, *K]
+        x = _pad_zeros(x, padding)
+    kernel = weight_shape[2:]
     batch, channels = x.shape[:2]
     out_flat = int(np.prod(out_sizes))
     k_flat = int(np.prod(kernel))
     cg = channels // groups
-    cog = weight.shape[0] // groups
-    cols = win.reshape(batch, groups, cg, out_flat, k_flat).transpose(0, 1, 3, 2, 4)
-    cols = cols.reshape(batch, groups, out_flat, cg * k_flat)
-    wmat = weight.astype(x.dtype, copy=False).reshape(groups, cog, cg * k_flat).transpose(0, 2, 1)
-    y = np.matmul(cols, wmat)  # [N, G, out, cog]
-    y = y.transpose(0, 1, 3, 2).reshape((batch, groups * cog) + tuple(out_sizes))
+    if n_spatial == 1:
+        # direct strided view: [N, C, out, K]
+        sn, sc, sl = x.strides
+        win = np.lib.stride_tricks.as_strided(
+            x, (batch, channels, out_sizes[0], kernel[0]), (sn, sc, sl * strides[0], sl * dilations[0])
+        )
+    else:
+        dilated = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
+        axes = tuple(range(2, 2 + n_spatial))
+        win = np.lib.stride_tricks.sliding_window_view(x, dilated, axis=axes)
+        index = (slice(None), slice(None))
+        index += tuple(slice(0, (o - 1) * s + 1, s) for o, s in zip(out_sizes, strides))
+        index += tuple(slice(None, None, d) for d in dilations)
+        win = win[index]  # [N, C, *out, *K]
+    if groups == 1:
+        cols = win.reshape(batch, channels, out_flat, k_flat).transpose(0, 2, 1, 3).reshape(batch, out_flat, cg * k_flat)
+        y = np.matmul(cols, wmat[0])  # [N, out, C_out]
+        y = y.transpose(0, 2, 1).reshape((batch, wmat.shape[2]) + tuple(out_sizes))
+    else:
+        cols = win.reshape(batch, groups, cg, out_flat, k_flat).transpose(0, 1, 3, 2, 4)
+        cols = cols.reshape(batch, groups, out_flat, cg * k_flat)
+        y = np.matmul(cols, wmat)  # [N, G, out, cog]
+        y = y.transpose(0, 1, 3, 2).reshape((batch, groups * wmat.shape[2]) + tuple(out_sizes))
     if bias is not None:
         y = y + bias.astype(x.dtype, copy=False).reshape((1, -1) + (1,) * n_spatial)
     return y

@@ -79,8 +79,8 @@ def max_pool(x, kernel_sizes, strides=None, pad_type="valid", pad=None, ceil_mod
 
 
 @register("l2_pool")
-def l2_pool(x, kernel_sizes, strides=None, pad_type="valid", pad=None):
+def l2_pool(x, kernel_sizes, strides=None, pad_type="valid", pad=None, ceil_mode=False):
     """MIL ``l2_pool`` (iOS15+): ``sqrt(sum(x^2))`` over each window (1-D and 2-D)."""
-    n, kernel, strides, padding, outs = _pool_geometry(x, kernel_sizes, strides, pad_type, pad, False)
+    n, kernel, strides, padding, outs = _pool_geometry(x, kernel_sizes, strides, pad_type, pad, ceil_mode)
     windows = _windows(x, n, kernel, strides, padding, outs, 0.0)
     return np.sqrt(np.square(windows).sum(axis=tuple(range(-n, 0))))

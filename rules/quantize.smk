@@ -1,0 +1,42 @@
+# Quantize: every configured strategy for every component, compiled and scored against the float
+# Core ML baseline on the validation inputs; then one summary per model with plots. A strategy that
+# cannot apply (no weight above the threshold) is recorded as a named skip, not a hole.
+
+
+rule quantize:
+    input:
+        source=f"{RESULTS}/{{model}}/source.json",
+        package=f"{RESULTS}/{{model}}/{{component}}.mlpackage",
+        stamp=".kiln/stamps/{model}/quantize/{strategy}/{component}.json",
+        code=QUANTIZE_CODE,
+    output:
+        # the variant's .mlpackage/.mlmodelc are written beside the record, atomically, unless skipped
+        record=f"{RESULTS}/{{model}}/quantized/{{strategy}}/{{component}}.json",
+    params:
+        out_dir=lambda wildcards: f"{RESULTS}/{wildcards.model}/quantized/{wildcards.strategy}",
+    log:
+        "logs/{model}/quantize/{strategy}/{component}.log",
+    benchmark:
+        "logs/{model}/quantize/{strategy}/{component}.benchmark.tsv"
+    threads: 1
+    resources:
+        mem_mb=lambda wildcards: KILN_MEM_MB(wildcards.model, "quantize"),
+    script:
+        "../scripts/quantize.py"
+
+
+rule quantization_summary:
+    input:
+        records=lambda wildcards: [str(plan.quantize_record(KILN, wildcards.model, s, c))
+                                   for s, c in plan.quantize_jobs(KILN, wildcards.model)],
+    output:
+        summary=f"{RESULTS}/{{model}}/quantization_summary.json",
+        strategies_plot=f"{RESULTS}/{{model}}/plots/quantization/strategies.png",
+    params:
+        plots_dir=lambda wildcards: f"{RESULTS}/{wildcards.model}/plots/quantization",
+    log:
+        "logs/{model}/quantization_summary.log",
+    resources:
+        mem_mb=1000,
+    script:
+        "../scripts/quantization_summary.py"

@@ -1,0 +1,133 @@
+"""``kiln predict`` / ``kiln inspect`` / ``kiln ops``: the executor's command-line interface.
+
+The lead wires :func:`add_commands` into the ``kiln`` console command; every subcommand sets
+``func`` (parsed args -> exit code)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from kiln.errors import KilnError
+
+
+def add_commands(subparsers) -> None:
+    """Register ``predict``, ``inspect`` and ``ops`` on an argparse subparsers object."""
+    predict = subparsers.add_parser("predict", help="run a Core ML ML Program on Linux with kiln's executor")
+    predict.add_argument("model", help=".mlpackage or .mlmodelc")
+    predict.add_argument("--inputs", required=True, help=".npz holding one array per model input")
+    predict.add_argument("--precision", choices=("fp32", "fp16"), default="fp32")
+    predict.add_argument("--out", required=True, help=".npz to write the outputs to")
+    predict.add_argument("--function", default=None, help="program function (default: main)")
+    predict.set_defaults(func=cmd_predict)
+
+    inspect = subparsers.add_parser("inspect", help="describe an ML Program: contract, ops, weights")
+    inspect.add_argument("model", help=".mlpackage or .mlmodelc")
+    inspect.set_defaults(func=cmd_inspect)
+
+    ops = subparsers.add_parser("ops", help="list the MIL ops kiln implements")
+    ops.add_argument("--coverage", action="store_true", help="also list ops coremltools defines but kiln lacks")
+    ops.set_defaults(func=cmd_ops)
+
+
+def _fail(exc: Exception) -> int:
+    print(f"kiln: error: {exc}", file=sys.stderr)
+    return 1
+
+
+def cmd_predict(args) -> int:
+    from .model import load_model
+
+    try:
+        model = load_model(args.model)
+        try:
+            with np.load(args.inputs, allow_pickle=False) as data:
+                inputs = {name: data[name] for name in data.files}
+        except (OSError, ValueError) as exc:
+            print(f"kiln: error: cannot read inputs {args.inputs}: {exc}", file=sys.stderr)
+            return 1
+        result = model.predict(inputs, precision=args.precision, function=args.function)
+        arrays = {name: np.asarray(value) for name, value in result.items() if isinstance(value, np.ndarray)}
+        arrays.update({f"state:{name}": value for name, value in result.states.items()})
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(out, **arrays)
+    except KilnError as exc:
+        return _fail(exc)
+    for name, value in arrays.items():
+        print(f"{name}: {value.dtype}{list(value.shape)}")
+    print(f"wrote {args.out} (precision {result.precision})")
+    return 0
+
+
+def inspect_report(model) -> str:
+    """The text ``kiln inspect`` prints."""
+    from .blob import BlobFile
+
+    lines = [
+        f"model: {model.path} ({model.kind})",
+        f"specification version: {model.specification_version}",
+        f"functions: {', '.join(model.function_names)}",
+        f"opset: {model.opset()}",
+        "inputs:",
+        *(f"  {spec.describe()}" for spec in model.inputs()),
+        "outputs:",
+        *(f"  {spec.describe()}" for spec in model.outputs()),
+        "ops:",
+        *(f"  {count:5d}  {op_type}" for op_type, count in model.op_histogram().items()),
+    ]
+    by_dtype: dict[str, int] = {}
+    for path in model.weight_files():
+        with BlobFile(path) as blob:
+            for record in blob.records():
+                by_dtype[record.dtype] = by_dtype.get(record.dtype, 0) + record.size_bytes
+    lines.append("weight bytes by dtype:")
+    if not by_dtype:
+        lines.append("  (no weight file)")
+    for dtype, size in sorted(by_dtype.items()):
+        lines.append(f"  {dtype:10s} {size:12d}")
+    if by_dtype:
+        lines.append(f"  {'total':10s} {sum(by_dtype.values()):12d}")
+    return "\n".join(lines)
+
+
+def cmd_inspect(args) -> int:
+    from .model import load_model
+
+    try:
+        print(inspect_report(load_model(args.model)))
+    except KilnError as exc:
+        return _fail(exc)
+    return 0
+
+
+def cmd_ops(args) -> int:
+    from .coverage import coverage
+
+    for opset, cov in coverage().items():
+        print(f"{opset}: {len(cov.implemented)}/{len(cov.defined)} op types implemented")
+        if args.coverage:
+            print(f"  missing: {', '.join(cov.missing) if cov.missing else '(none)'}")
+            if cov.extra:
+                print(f"  kiln-only: {', '.join(cov.extra)}")
+    if not args.coverage:
+        from .registry import OPSETS, implemented_op_types
+
+        print("implemented: " + ", ".join(sorted(implemented_op_types(OPSETS[-1]))))
+    return 0
+
+
+def main(argv=None) -> int:
+    """Standalone entry point (``python -m kiln.mil.cli``)."""
+    parser = argparse.ArgumentParser(prog="kiln-mil")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_commands(sub)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

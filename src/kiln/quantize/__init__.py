@@ -1,0 +1,3 @@
+"""Quantize: a registry of compression strategies on ``coremltools.optimize.coreml``, each scored
+against the float Core ML baseline on the validation inputs (size, quality, PSNR, task metric,
+latency), summarised in ``quantization_summary.json`` with plots."""

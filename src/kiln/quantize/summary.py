@@ -1,0 +1,129 @@
+"""``results/<model>/quantization_summary.json`` (schema ``kiln/schemas/quantization_summary.schema.json``)
+and ``results/<model>/plots/quantization/*.png``."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+
+import jsonschema
+
+from kiln.errors import KilnError
+from kiln.provenance import toolchain
+
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "quantization_summary.schema.json"
+SCHEMA_VERSION = 1
+
+
+class SummaryError(KilnError):
+    """quantization_summary.json does not satisfy its schema."""
+
+
+@cache
+def schema() -> dict:
+    return json.loads(SCHEMA_PATH.read_text())
+
+
+def validate_summary(summary: dict, where: str = "quantization_summary.json") -> None:
+    errors = sorted(jsonschema.Draft202012Validator(schema()).iter_errors(summary),
+                    key=lambda e: list(e.absolute_path))
+    if errors:
+        path = ".".join(str(p) for p in errors[0].absolute_path) or "<root>"
+        raise SummaryError(f"{where}: at '{path}': {errors[0].message} ({len(errors)} problem(s))")
+
+
+def pareto_front(points: list[tuple[float, float, str]]) -> set[str]:
+    """Names of the points not dominated by another (smaller size and higher quality is better)."""
+    front = set()
+    for size, qual, name in points:
+        dominated = any((s <= size and q >= qual) and (s < size or q > qual) for s, q, _ in points)
+        if not dominated:
+            front.add(name)
+    return front
+
+
+def build_summary(model: str, synthetic: bool, records: list[dict]) -> dict:
+    by_component: dict[str, list[dict]] = {}
+    for record in records:
+        by_component.setdefault(record["component"], []).append(record)
+    for component, entries in by_component.items():
+        ok = [(e["size_ratio"], e["quality"], e["strategy"]) for e in entries if e["status"] == "ok"]
+        front = pareto_front(ok)
+        for e in entries:
+            if e["status"] == "ok":
+                e["pareto_optimal"] = e["strategy"] in front
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "model": model,
+        "synthetic": synthetic,
+        "quality_definition": "1 - ||y_q - y|| / ||y|| against the float Core ML baseline on kiln's executor "
+                              "(fp32 mode), worst output; 1.0 = identical",
+        "toolchain": toolchain(),
+        "results": sorted(records, key=lambda r: (r["component"], r["strategy"])),
+    }
+
+
+def plot_summary(summary: dict, plots_dir: Path) -> list[str]:
+    from kiln.validate.plots import _pyplot, _save
+
+    plt = _pyplot()
+    plots_dir = Path(plots_dir)
+    written = []
+    components = sorted({r["component"] for r in summary["results"]})
+    tag = " [synthetic weights]" if summary["synthetic"] else ""
+    for component in components:
+        entries = [r for r in summary["results"] if r["component"] == component and r["status"] == "ok"]
+        skipped = [r["strategy"] for r in summary["results"] if r["component"] == component and r["status"] != "ok"]
+        fig, ax = plt.subplots(figsize=(8, 5))
+        front = sorted((e for e in entries if e.get("pareto_optimal")), key=lambda e: e["size_ratio"])
+        # a variant that broke the model (quality far below 0) would squash the rest: draw it on the
+        # lower edge with its value written out
+        floor = min([0.0] + [e["quality"] for e in entries if e["quality"] >= 0]) - 0.05
+        for i, e in enumerate(sorted(entries, key=lambda e: (e["size_ratio"], e["quality"]))):
+            off_scale = e["quality"] < floor
+            y = floor if off_scale else e["quality"]
+            ax.scatter(e["size_ratio"], y, s=60 if e.get("pareto_optimal") else 30,
+                       marker="v" if off_scale else "o",
+                       color="#c44e52" if e.get("pareto_optimal") else "#4c72b0", zorder=3)
+            label = e["strategy"] + (f" (quality {e['quality']:.2f}, off scale)" if off_scale else "")
+            ax.annotate(label, (e["size_ratio"], y), fontsize=7, xytext=(4, 4 if i % 2 else -10),
+                        textcoords="offset points")
+        ax.set_ylim(floor - 0.03, 1.05)
+        if front:
+            ax.plot([e["size_ratio"] for e in front], [e["quality"] for e in front], color="#c44e52",
+                    linewidth=1, linestyle="--", label="Pareto front")
+            ax.legend(fontsize=8, loc="lower right")
+        ax.axhline(1.0, color="grey", linewidth=0.8)
+        ax.set_xlabel("size relative to the float package")
+        ax.set_ylabel("quality, worst output (1 - relative L2 error; 1 = identical)")
+        ax.set_title(f"{summary['model']}/{component}: size vs quality{tag}" +
+                     (f"\nskipped: {', '.join(skipped)}" if skipped else ""), fontsize=10)
+        ax.grid(alpha=0.3)
+        path = plots_dir / f"size_vs_quality_{component}.png"
+        _save(fig, path)
+        plt.close(fig)
+        written.append(str(path))
+    # per-strategy bars: size ratio and task agreement, one group per component
+    strategies = sorted({r["strategy"] for r in summary["results"]})
+    fig, axes = plt.subplots(1, 2, sharey=True,
+                             figsize=(12, 1.2 + 0.45 * len(strategies) * max(1, len(components))))
+    height = 0.8 / max(1, len(components))
+    for i, component in enumerate(components):
+        rows = {r["strategy"]: r for r in summary["results"] if r["component"] == component}
+        ys = [y + i * height for y in range(len(strategies))]
+        sizes = [rows[s]["size_ratio"] if s in rows and rows[s]["status"] == "ok" else 0 for s in strategies]
+        quals = [max(0.0, rows[s]["quality"]) if s in rows and rows[s]["status"] == "ok" else 0 for s in strategies]
+        axes[0].barh(ys, sizes, height=height, label=component)
+        axes[1].barh(ys, quals, height=height, label=component)
+    axes[0].set_yticks([y + height * (len(components) - 1) / 2 for y in range(len(strategies))], strategies)
+    for ax, label in zip(axes, ("size relative to the float package", "quality, worst output (clipped at 0)")):
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3, axis="x")
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{summary['model']}: quantization strategies{tag}", fontsize=10)
+    path = plots_dir / "strategies.png"
+    _save(fig, path)
+    plt.close(fig)
+    written.append(str(path))
+    return written

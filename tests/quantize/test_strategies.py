@@ -1,0 +1,84 @@
+"""Each quantization strategy on its own, the sanity checks, named skips, the summary and its schema."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kiln.export.convert import export_component
+from kiln.models import get_family
+from kiln.quantize.run import Skip, compress, program_op_types, weight_bytes
+from kiln.quantize.strategies import STRATEGIES, QuantizeContext, needs_target
+from kiln.quantize.summary import SummaryError, build_summary, pareto_front, validate_summary
+
+
+@pytest.fixture(scope="module")
+def unified(tmp_path_factory, kiln_config, silero_net):
+    comp = kiln_config.component("silero_vad", "unified")
+    out = tmp_path_factory.mktemp("base") / "unified.mlpackage"
+    export_component(get_family("silero_vad"), silero_net, comp, out)
+    return comp, out
+
+
+def test_schema_enum_is_the_registry(repo):
+    schema = json.loads((repo / "src/kiln/schemas/config.schema.json").read_text())
+    assert set(schema["$defs"]["strategy_name"]["enum"]) == set(STRATEGIES)
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_strategy_compresses_with_its_constexpr_ops(name, unified, silero_net, tmp_path):
+    comp, base = unified
+    strategy = STRATEGIES[name]
+    out = tmp_path / "q.mlpackage"
+    details = compress(name, base, get_family("silero_vad"), silero_net, comp, QuantizeContext(), out)
+    assert details["deployment_target"] == needs_target(name, "iOS17")
+    assert details["specification_version"] == {"iOS17": 8, "iOS18": 9}[details["deployment_target"]]
+    assert any(op in details["constexpr_ops"] for op in strategy.expected_ops)
+    assert weight_bytes(out) < weight_bytes(base)
+
+
+def test_iOS18_modes_reexport_at_iOS18():
+    assert needs_target("int4_per_block", "iOS17") == "iOS18"
+    assert needs_target("int8_per_channel", "iOS15") == "iOS16"  # coremltools would raise it silently
+    assert needs_target("int8_per_channel", "iOS17") == "iOS17"
+
+
+def test_nothing_above_the_threshold_is_a_named_skip(unified, silero_net, tmp_path):
+    comp, base = unified
+    with pytest.raises(Skip, match="weight_threshold=100000000"):
+        compress("int8_per_channel", base, get_family("silero_vad"), silero_net, comp,
+                 QuantizeContext(weight_threshold=100_000_000), tmp_path / "q.mlpackage")
+    assert not (tmp_path / "q.mlpackage").exists()
+
+
+def test_skip_ops_keep_float_weights(unified, silero_net, tmp_path):
+    comp, base = unified
+    out = tmp_path / "q.mlpackage"
+    compress("int8_per_channel", base, get_family("silero_vad"), silero_net, comp,
+             QuantizeContext(skip_ops=("conv",)), out)
+    import coremltools as ct
+
+    spec = ct.models.MLModel(str(out), skip_model_load=True).get_spec()
+    main = spec.mlProgram.functions["main"]
+    block = next(iter(main.block_specializations.values()))
+    producers = {o.outputs[0].name: o.type for o in block.operations if o.outputs}
+    convs = [op for op in block.operations if op.type == "conv"]
+    assert convs
+    assert {producers[op.inputs["weight"].arguments[0].name] for op in convs} == {"const"}
+    assert "constexpr_affine_dequantize" in program_op_types(spec)  # the LSTM's matmuls still are
+
+
+def test_pareto_front():
+    points = [(0.5, 0.95, "int8"), (0.4, 0.82, "p6"), (0.52, 0.97, "p8"), (0.56, 0.57, "int4"), (0.28, 0.3, "p4")]
+    assert pareto_front(points) == {"int8", "p6", "p8", "p4"}
+
+
+def test_summary_schema_requires_a_reason_for_skips():
+    skipped = {"strategy": "int8_per_channel", "description": "d", "component": "c", "baseline_bytes": 10,
+               "status": "skipped", "skip_reason": "no weight above the threshold"}
+    summary = build_summary("m", False, [skipped])
+    validate_summary(summary)
+    del summary["results"][0]["skip_reason"]
+    with pytest.raises(SummaryError, match="skip_reason"):
+        validate_summary(summary)
