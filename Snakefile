@@ -65,7 +65,7 @@ include: "rules/quantize.smk"
 rule all:
     default_target: True
     input:
-        [target for model in KILN.models for target in plan.model_targets(KILN, model)],
+        [target for model in KILN.enabled_models for target in plan.model_targets(KILN, model)],
 
 
 rule export_all:

@@ -24,6 +24,24 @@ rule parity:
         "../scripts/parity.py"
 
 
+rule end_to_end:
+    input:
+        source=f"{RESULTS}/{{model}}/source.json",
+        packages=lambda wildcards: [str(plan.package_path(KILN, wildcards.model, c))
+                                    for c in KILN.models[wildcards.model].components],
+        code=validate_code,
+    output:
+        record=f"{RESULTS}/{{model}}/end_to_end.json",
+    log:
+        "logs/{model}/end_to_end.log",
+    benchmark:
+        "logs/{model}/end_to_end.benchmark.tsv"
+    resources:
+        mem_mb=lambda wildcards: KILN_MEM_MB(wildcards.model, "validate"),
+    script:
+        "../scripts/end_to_end.py"
+
+
 rule metadata:
     input:
         source=f"{RESULTS}/{{model}}/source.json",
@@ -33,6 +51,7 @@ rule metadata:
                                     for c in KILN.models[wildcards.model].components],
         compiles=lambda wildcards: [str(plan.compile_record(KILN, wildcards.model, c))
                                     for c in KILN.models[wildcards.model].components],
+        end_to_end=f"{RESULTS}/{{model}}/end_to_end.json",
     output:
         metadata=f"{RESULTS}/{{model}}/metadata.json",
         latency_plot=f"{RESULTS}/{{model}}/plots/latency.png",

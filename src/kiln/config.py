@@ -78,6 +78,7 @@ DEFAULT_VALIDATE = {
     "min_psnr_db": 35.0,
     "report_only": False,
     "precisions": ["fp32", "fp16"],
+    "report_only_backends": [],
     "outputs": {},
 }
 
@@ -90,6 +91,7 @@ class ValidateSettings:
     report_only: bool
     precisions: tuple[str, ...]
     outputs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    report_only_backends: tuple[str, ...] = ()
 
     def tolerance(self, output: str) -> dict:
         """atol/rtol/min_psnr_db for one output, with its overrides applied."""
@@ -99,6 +101,7 @@ class ValidateSettings:
     def as_dict(self) -> dict:
         return {"atol": self.atol, "rtol": self.rtol, "min_psnr_db": self.min_psnr_db,
                 "report_only": self.report_only, "precisions": list(self.precisions),
+                "report_only_backends": list(self.report_only_backends),
                 "outputs": {k: dict(v) for k, v in self.outputs.items()}}
 
 
@@ -131,6 +134,7 @@ class ModelConfig:
     components: Mapping[str, ComponentConfig]
     compile: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_COMPILE))
     mem_mb: int = 4000
+    enabled: bool = True
 
 
 @dataclass(frozen=True)
@@ -139,6 +143,11 @@ class Config:
     results_dir: str
     models: Mapping[str, ModelConfig]
     raw: Mapping[str, Any]
+
+    @property
+    def enabled_models(self) -> list[str]:
+        """Models built by the aggregate targets (``enabled: false`` ones only when named)."""
+        return [name for name, model in self.models.items() if model.enabled]
 
     def model(self, name: str) -> ModelConfig:
         try:
@@ -225,7 +234,8 @@ def _merge_validate(*layers: Mapping[str, Any] | None) -> ValidateSettings:
         merged.update(layer)
     return ValidateSettings(atol=float(merged["atol"]), rtol=float(merged["rtol"]),
                             min_psnr_db=merged["min_psnr_db"], report_only=bool(merged["report_only"]),
-                            precisions=tuple(merged["precisions"]), outputs=outputs)
+                            precisions=tuple(merged["precisions"]), outputs=outputs,
+                            report_only_backends=tuple(merged["report_only_backends"]))
 
 
 def _merge_quantize(*layers: Mapping[str, Any] | None) -> dict:
@@ -295,6 +305,7 @@ def build_config(raw: Mapping[str, Any], path: str = "config.yaml") -> Config:
             compile={**DEFAULT_COMPILE, **((raw.get("defaults") or {}).get("compile") or {}),
                      **(model.get("compile") or {})},
             mem_mb=int((model.get("resources") or {}).get("mem_mb", 4000)),
+            enabled=bool(model.get("enabled", True)),
         )
     return Config(path=str(path), results_dir=raw.get("results_dir", "results"), models=models,
                   raw=copy.deepcopy(dict(raw)))

@@ -11,7 +11,8 @@ pytestmark = pytest.mark.slow
 # Jobs downstream of one component's export settings (grows with the pipeline's stages).
 DOWNSTREAM_OF_EXPORT = {("export", "unified_256ms"), ("compile", "unified_256ms"),
                         ("parity", "unified_256ms"), ("metadata", None),
-                        ("quantize", "unified_256ms"), ("quantization_summary", None)}
+                        ("quantize", "unified_256ms"), ("quantization_summary", None),
+                        ("end_to_end", None)}
 AGGREGATES = {"all"}
 
 

@@ -79,24 +79,32 @@ def parity_entries(component: ComponentConfig, steps: dict[str, list[dict]], ref
             continue
         precision = backend.removeprefix("kiln_") if backend.startswith("kiln_") else None
         for spec in component.outputs:
-            tol = Tolerance(**component.validate.tolerance(spec.name))
+            settings = dict(component.validate.tolerance(spec.name))
+            report_only = bool(settings.pop("report_only", False))
+            tol = Tolerance(**settings)
             metrics = compare(stack(steps[reference], spec.name), stack(backend_steps, spec.name), tol)
-            entries.append({"output": spec.name, "backend": backend, "precision": precision, **metrics})
+            entries.append({"output": spec.name, "backend": backend, "precision": precision, **metrics,
+                            **({"report_only": True} if report_only else {})})
     return entries
 
 
 def check_parity(model: str, component: ComponentConfig, entries: list[dict]) -> list[str]:
     """Human-readable failures; raises :class:`ParityError` unless the component is report-only."""
-    failures = []
+    failures, blocking = [], []
     for e in entries:
         if e["match"]:
             continue
         psnr = "n/a" if e["psnr_db"] is None else f"{e['psnr_db']:.1f} dB"
         detail = e.get("problem") or (f"max |diff| {e['max_abs']:.3g} (atol {e['atol']:g}, rtol {e['rtol']:g}), "
                                       f"PSNR {psnr} (min {e['min_psnr_db']})")
-        failures.append(f"{model}/{component.name} output '{e['output']}' on {e['backend']}: {detail}")
-    if failures and not component.validate.report_only:
-        raise ParityError("parity check failed:\n  " + "\n  ".join(failures) +
+        line = f"{model}/{component.name} output '{e['output']}' on {e['backend']}: {detail}"
+        if e["backend"] in component.validate.report_only_backends or e.get("report_only"):
+            line += " (report-only)"
+        else:
+            blocking.append(line)
+        failures.append(line)
+    if blocking and not component.validate.report_only:
+        raise ParityError("parity check failed:\n  " + "\n  ".join(blocking) +
                           "\n(set validate.report_only: true on the component to record without failing)")
     return failures
 
@@ -142,6 +150,7 @@ def validate_component(family: ModelFamily, source: Any, model: ModelConfig, com
             "reference_backend": reference,
             "report_only": component.validate.report_only,
             "passed": not failures,
+            "report_only_backends": list(component.validate.report_only_backends),
             "failures": failures,
         },
         "parity": entries,

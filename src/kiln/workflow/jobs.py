@@ -124,12 +124,13 @@ def parity_job(config: Config, model: str, component: str, source_record: str | 
 
 
 def metadata_job(config: Config, model: str, source_record: str | Path, export_records: list,
-                 parity_records: list, compile_records: list, out_metadata: str | Path,
-                 plots_dir: str | Path) -> dict:
+                 parity_records: list, compile_records: list, end_to_end_record: str | Path,
+                 out_metadata: str | Path, plots_dir: str | Path) -> dict:
     """Aggregate a model's records into metadata.json (validated against its schema) + summary plot."""
     from kiln.validate.metadata import build_metadata, latency_overview_plot, validate_metadata
 
     metadata = build_metadata(config, model, source_record, export_records, parity_records, compile_records)
+    metadata["end_to_end"] = json.loads(Path(end_to_end_record).read_text())["end_to_end"]
     validate_metadata(metadata, where=str(out_metadata))
     latency_overview_plot(metadata, Path(plots_dir) / "latency.png")
     write_json(out_metadata, metadata)
@@ -200,3 +201,33 @@ def quantization_summary_job(config: Config, model: str, records: list, out_summ
     plot_summary(summary, Path(plots_dir))
     write_json(out_summary, summary)
     return summary
+
+
+def end_to_end_job(config: Config, model: str, source_record: str | Path, packages: list,
+                   out_record: str | Path) -> dict:
+    """The family's cross-component task check (e.g. greedy ASR decoding) on torch and on each
+    executor mode, through the exported packages."""
+    from kiln.models import get_family
+    from kiln.validate.backends import kiln_backend, torch_backend
+
+    model_cfg = config.model(model)
+    family = get_family(model_cfg.family)
+    source = family.load_source(read_source_record(source_record))
+    names = list(model_cfg.components)
+    first = model_cfg.components[names[0]]
+    backends = {"torch_cpu": {}}
+    for name, package in zip(names, packages):
+        comp = model_cfg.components[name]
+        backends["torch_cpu"][name] = torch_backend(family.build_component(source, comp), comp).predict
+        for precision in first.validate.precisions:
+            backends.setdefault(f"kiln_{precision}", {})[name] = kiln_backend(Path(package), precision).predict
+    result = family.end_to_end(model_cfg, backends, family.validation_audio(first))
+    if result is None:
+        log.info("%s: the %s family has no cross-component task check", model, model_cfg.family)
+    else:
+        for backend, outcome in (result.get("backends") or {}).items():
+            log.info("  %s: %s", backend, {k: v for k, v in outcome.items() if not isinstance(v, list)})
+    data = {"schema_version": RECORD_SCHEMA_VERSION, "model": model, "synthetic": model_cfg.synthetic,
+            "end_to_end": result}
+    write_json(out_record, data)
+    return data

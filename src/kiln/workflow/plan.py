@@ -74,12 +74,17 @@ def stamps(config: Config) -> list[Stamp]:
 
 
 def adopt_roots(config: Config) -> dict[str, list[Path]]:
-    """What ``dvc pull`` restores per model (see dvc.yaml): its results folder, checkpoints included."""
+    """What ``dvc pull`` restores per model (dvc.yaml tracks results/): its results folder,
+    checkpoints included."""
     return {name: [Path(config.results_dir) / name] for name in config.models}
 
 
+def end_to_end_record(config: Config, model: str) -> Path:
+    return Path(config.results_dir) / model / "end_to_end.json"
+
+
 def export_targets(config: Config, model: str | None = None) -> list[str]:
-    names = [model] if model else list(config.models)
+    names = [model] if model else config.enabled_models
     return [str(package_path(config, m, c)) for m in names for c in config.models[m].components]
 
 
@@ -90,12 +95,12 @@ def model_targets(config: Config, model: str) -> list[str]:
 
 
 def quantize_targets(config: Config) -> list[str]:
-    return [str(quantization_summary(config, m)) for m in config.models]
+    return [str(quantization_summary(config, m)) for m in config.enabled_models]
 
 
 def compile_targets(config: Config) -> list[str]:
-    return [str(bundle_path(config, m, c)) for m in config.models for c in config.models[m].components]
+    return [str(bundle_path(config, m, c)) for m in config.enabled_models for c in config.models[m].components]
 
 
 def validate_targets(config: Config) -> list[str]:
-    return [str(metadata_path(config, m)) for m in config.models]
+    return [str(metadata_path(config, m)) for m in config.enabled_models]
