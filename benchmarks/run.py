@@ -18,16 +18,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 import bench_compile  # noqa: E402
 import bench_executor  # noqa: E402
 import bench_export  # noqa: E402
-import bench_noop  # noqa: E402
 import bench_parakeet  # noqa: E402
 import bench_quantize  # noqa: E402
 
 BENCHMARKS = {
     "silero_export": bench_export.run,
-    "snakemake_noop_overhead": bench_noop.run,
     "executor_vs_torch": bench_executor.run,
     "compile_vs_copy": bench_compile.run,
-    "quantize_all_cores": bench_quantize.run,
+    "quantize_all_cores_and_noop_overhead": bench_quantize.run,
     "parakeet_tdt_v3_synthetic": bench_parakeet.run,   # tiny + full-size random weights (~25 min)
 }
 

@@ -15,7 +15,6 @@ import hashlib
 import importlib.util
 import json
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -24,7 +23,6 @@ import yaml
 
 from kiln.errors import ConfigError
 
-SCHEMA_PATH = Path(__file__).parent / "schemas" / "config.schema.json"
 
 DEFAULT_EXPORT = {
     "deployment_target": "iOS17",
@@ -166,9 +164,10 @@ class Config:
                               key=f"models.{model}.components.{component}", file=self.path) from None
 
 
-@cache
 def _schema() -> dict:
-    return json.loads(SCHEMA_PATH.read_text())
+    from kiln import schemas
+
+    return schemas.load("config")
 
 
 def _key_path(error: jsonschema.ValidationError) -> str:

@@ -3,16 +3,12 @@ and ``results/<model>/plots/quantization/*.png``."""
 
 from __future__ import annotations
 
-import json
-from functools import cache
 from pathlib import Path
 
-import jsonschema
-
+from kiln import schemas
 from kiln.errors import KilnError
 from kiln.provenance import toolchain
 
-SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "quantization_summary.schema.json"
 SCHEMA_VERSION = 1
 
 
@@ -20,17 +16,8 @@ class SummaryError(KilnError):
     """quantization_summary.json does not satisfy its schema."""
 
 
-@cache
-def schema() -> dict:
-    return json.loads(SCHEMA_PATH.read_text())
-
-
 def validate_summary(summary: dict, where: str = "quantization_summary.json") -> None:
-    errors = sorted(jsonschema.Draft202012Validator(schema()).iter_errors(summary),
-                    key=lambda e: list(e.absolute_path))
-    if errors:
-        path = ".".join(str(p) for p in errors[0].absolute_path) or "<root>"
-        raise SummaryError(f"{where}: at '{path}': {errors[0].message} ({len(errors)} problem(s))")
+    schemas.check(summary, "quantization_summary", SummaryError, where)
 
 
 def pareto_front(points: list[tuple[float, float, str]]) -> set[str]:

@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import json
 import platform
-from functools import cache
 from pathlib import Path
 
-import jsonschema
-
+from kiln import schemas
 from kiln.config import Config
 from kiln.errors import KilnError
 from kiln.provenance import toolchain
 from kiln.validate.backends import apple_available
 
-SCHEMA_PATH = Path(__file__).resolve().parents[1] / "schemas" / "metadata.schema.json"
 SCHEMA_VERSION = 1
 
 
@@ -27,18 +24,12 @@ class MetadataError(KilnError):
     """metadata.json does not satisfy its schema."""
 
 
-@cache
 def schema() -> dict:
-    return json.loads(SCHEMA_PATH.read_text())
+    return schemas.load("metadata")
 
 
 def validate_metadata(metadata: dict, where: str = "metadata.json") -> None:
-    errors = sorted(jsonschema.Draft202012Validator(schema()).iter_errors(metadata),
-                    key=lambda e: list(e.absolute_path))
-    if errors:
-        first = errors[0]
-        path = ".".join(str(p) for p in first.absolute_path) or "<root>"
-        raise MetadataError(f"{where}: at '{path}': {first.message} ({len(errors)} problem(s))")
+    schemas.check(metadata, "metadata", MetadataError, where)
 
 
 def _read(path) -> dict:
