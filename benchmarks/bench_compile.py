@@ -60,8 +60,11 @@ def run(extra_packages: list[Path] | None = None) -> dict:
         for variant in ("unified", "unified_int8", "unified_palette_6bit"):
             if (golden / variant / "input.mlpackage").is_dir():
                 packages[f"golden/{variant}"] = golden / variant / "input.mlpackage"
-        for extra in extra_packages or []:
-            packages[str(extra)] = Path(extra)
+        # the largest packages the workflow has built in this checkout (e.g. the Parakeet encoders)
+        built = sorted((REPO / "results").glob("*/*.mlpackage"), key=lambda p: -sum(
+            f.stat().st_size for f in p.rglob("*") if f.is_file()))
+        for extra in list(extra_packages or []) + built[:3]:
+            packages[str(Path(extra).relative_to(REPO) if Path(extra).is_relative_to(REPO) else extra)] = Path(extra)
         for name, package in packages.items():
             work = tmp / "work" / name.replace("/", "_")
             work.mkdir(parents=True)
