@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import shutil
 
-import numpy as np
 import pytest
 
 from kiln.cli import main
@@ -31,7 +30,7 @@ def test_scaffolded_model_exports(task, tmp_path, repo, monkeypatch):
     assert model.synthetic and "silero_vad" in config.models  # the existing models are kept
 
     from kiln.export.convert import export_component
-    from kiln.sources import SourceFile, SourceRecord, describe_file
+    from kiln.sources import SourceRecord, describe_file
 
     ckpt = module.FAMILY.build_random("default", seed=0, overrides={}, out_dir=tmp_path)
     record = SourceRecord("random", name, None, None, True, [describe_file(ckpt)])

@@ -94,9 +94,10 @@ def compress(strategy_name: str, base: Path, family: ModelFamily, source: Any, c
         compressed.user_defined_metadata["kiln.quantization"] = strategy_name
         save_mlpackage(compressed, out_package)
         base_weights = weight_bytes(source_package)
-    if weight_bytes(out_package) >= base_weights:
+    quantized_weights = weight_bytes(out_package)
+    if quantized_weights >= base_weights:
         remove_path(out_package)
-        raise QuantizeError(f"{strategy_name}: weights did not shrink ({weight_bytes(out_package)} >= "
+        raise QuantizeError(f"{strategy_name}: weights did not shrink ({quantized_weights} >= "
                             f"{base_weights} bytes)")
     return {"deployment_target": target, "specification_version": spec.specificationVersion,
             "constexpr_ops": constexpr}
