@@ -19,12 +19,29 @@ def _rank3(x):
         raise ValueError(f"recurrent ops need x of rank 3 [seq, batch, input], got {x.ndim}")
 
 
+def _hidden_size(x, initial_h, weight_ih, weight_hh, gates: int) -> int:
+    """The hidden size, after checking weights ``[gates*H, input]``/``[gates*H, H]`` and the initial
+    state ``[batch, H]`` against ``x``."""
+    hidden = weight_hh.shape[1]
+    if weight_ih.shape != (gates * hidden, x.shape[2]) or weight_hh.shape != (gates * hidden, hidden):
+        raise ValueError(f"weights {list(weight_ih.shape)}, {list(weight_hh.shape)} do not match x {list(x.shape)}")
+    if initial_h.shape != (x.shape[1], hidden):
+        raise ValueError(f"initial state {list(initial_h.shape)} does not match [batch, {hidden}]")
+    return hidden
+
+
+def _one_direction(direction) -> bool:
+    """``True`` for ``reverse``, ``False`` for ``forward`` (GRU and RNN are single-direction)."""
+    direction = as_str(direction, "direction")
+    if direction not in ("forward", "reverse"):
+        raise ValueError(f"unknown direction {direction!r}")
+    return direction == "reverse"
+
+
 def _lstm_layer(x, h, c, w_ih, w_hh, bias, peephole, clip, acts, reverse):
     """One direction; returns (outputs [seq, batch, H] in processing order, h, c)."""
-    hidden = w_hh.shape[1]
-    if w_ih.shape != (4 * hidden, x.shape[2]) or w_hh.shape != (4 * hidden, hidden):
-        raise ValueError(f"weights {list(w_ih.shape)}, {list(w_hh.shape)} do not match x {list(x.shape)}")
-    if h.shape != (x.shape[1], hidden) or c.shape != h.shape:
+    hidden = _hidden_size(x, h, w_ih, w_hh, gates=4)
+    if c.shape != h.shape:
         raise ValueError(f"initial states {list(h.shape)}, {list(c.shape)} do not match [batch, {hidden}]")
     recurrent_act, cell_act, out_act = acts
     projected = np.matmul(x, w_ih.T.astype(x.dtype, copy=False))
@@ -99,14 +116,8 @@ def lstm(x, initial_h, initial_c, weight_ih, weight_hh, bias=None, peephole=None
 def _gru(x, initial_h, weight_ih, weight_hh, bias, direction, output_sequence,
          recurrent_activation, activation, reset_after=False, input_bias=None):
     _rank3(x)
-    hidden = weight_hh.shape[1]
-    if weight_ih.shape != (3 * hidden, x.shape[2]) or weight_hh.shape != (3 * hidden, hidden):
-        raise ValueError(f"weights {list(weight_ih.shape)}, {list(weight_hh.shape)} do not match x {list(x.shape)}")
-    if initial_h.shape != (x.shape[1], hidden):
-        raise ValueError(f"initial_h {list(initial_h.shape)} does not match [batch, {hidden}]")
-    direction = as_str(direction, "direction")
-    if direction not in ("forward", "reverse"):
-        raise ValueError(f"unknown direction {direction!r}")
+    hidden = _hidden_size(x, initial_h, weight_ih, weight_hh, gates=3)
+    reverse = _one_direction(direction)
     rec_act = _activation(as_str(recurrent_activation))
     act = _activation(as_str(activation))
     zeros = np.zeros(3 * hidden, x.dtype)
@@ -116,7 +127,7 @@ def _gru(x, initial_h, weight_ih, weight_hh, bias, direction, output_sequence,
     w_r, w_o, w_z = (w.T.astype(x.dtype, copy=False) for w in np.split(weight_hh, 3))
     b_r, b_o, b_z = np.split(b_h, 3)
     h = initial_h
-    steps = range(x.shape[0] - 1, -1, -1) if direction == "reverse" else range(x.shape[0])
+    steps = range(x.shape[0] - 1, -1, -1) if reverse else range(x.shape[0])
     outputs = []
     for t in steps:
         xr, xo, xz = np.split(projected[t], 3, axis=1)
@@ -155,21 +166,15 @@ def rnn(x, initial_h, weight_ih, weight_hh, bias=None, direction="forward", outp
         activation="tanh"):
     """MIL ``rnn`` (iOS15 fp32, iOS17 fp16): ``h = activation(W x + R h + b)``. Returns (output, h)."""
     _rank3(x)
-    hidden = weight_hh.shape[0]
-    if weight_ih.shape != (hidden, x.shape[2]) or weight_hh.shape != (hidden, hidden):
-        raise ValueError(f"weights {list(weight_ih.shape)}, {list(weight_hh.shape)} do not match x {list(x.shape)}")
-    if initial_h.shape != (x.shape[1], hidden):
-        raise ValueError(f"initial_h {list(initial_h.shape)} does not match [batch, {hidden}]")
-    direction = as_str(direction, "direction")
-    if direction not in ("forward", "reverse"):
-        raise ValueError(f"unknown direction {direction!r}")
+    _hidden_size(x, initial_h, weight_ih, weight_hh, gates=1)
+    reverse = _one_direction(direction)
     act = _activation(as_str(activation))
     projected = np.matmul(x, weight_ih.T.astype(x.dtype, copy=False))
     if bias is not None:
         projected = projected + bias.astype(x.dtype, copy=False)
     w = weight_hh.T.astype(x.dtype, copy=False)
     h = initial_h
-    steps = range(x.shape[0] - 1, -1, -1) if direction == "reverse" else range(x.shape[0])
+    steps = range(x.shape[0] - 1, -1, -1) if reverse else range(x.shape[0])
     outputs = []
     for t in steps:
         h = act(projected[t] + h @ w)
