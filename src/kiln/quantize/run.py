@@ -18,7 +18,7 @@ from kiln.models.base import ModelFamily
 from kiln.quantize.strategies import STRATEGIES, QuantizeContext, needs_target
 from kiln.validate import backends as bk
 from kiln.validate.metrics import max_abs, psnr_db, quality, finite_or_none
-from kiln.validate.run import latency_summary, stack, timed
+from kiln.validate.run import coreml_backends, stack, stream_backends
 
 log = logging.getLogger("kiln.quantize")
 
@@ -108,18 +108,8 @@ def score(family: ModelFamily, component: ComponentConfig, base: Path, quantized
     """Quality of the quantized package vs the float baseline (both on kiln's executor, fp32 mode,
     so only the weights differ), task agreement, and latency per available backend."""
     baseline = family.stream(component, bk.kiln_backend(base, "fp32").predict, audio)
-    present = [bk.kiln_backend(quantized, p) for p in precisions]
-    latency, steps = {}, {}
-    for unit in component.export.runtime_compute_units:
-        backend = bk.apple_backend(quantized, unit)
-        if isinstance(backend, bk.Absent):
-            latency[backend.name] = None  # absent here: recorded as null, never invented
-        else:
-            present.append(backend)
-    for backend in present:
-        predict, times = timed(backend.predict)
-        steps[backend.name] = family.stream(component, predict, audio)
-        latency[backend.name] = latency_summary(times)
+    present, absent = coreml_backends(quantized, component, precisions)
+    steps, latency = stream_backends(family, component, present, absent, audio)
     outputs = {}
     for spec in component.outputs:
         ref, out = stack(baseline, spec.name), stack(steps["kiln_fp32"], spec.name)

@@ -47,11 +47,11 @@ def stack(steps: list[dict], output: str) -> np.ndarray:
     return np.stack([np.asarray(s[output]) for s in steps])
 
 
-def run_backends(family: ModelFamily, component: ComponentConfig, torch_wrapper, artifact: Path,
-                 audio: np.ndarray) -> tuple[dict, dict, dict]:
-    """Stream ``audio`` through every backend. Returns (steps per backend, latency, absent backends)."""
-    present: list[bk.Backend] = [bk.torch_backend(torch_wrapper, component)]
-    present += [bk.kiln_backend(artifact, p) for p in component.validate.precisions]
+def coreml_backends(artifact: Path, component: ComponentConfig,
+                    precisions) -> tuple[list[bk.Backend], dict[str, str]]:
+    """kiln's executor in ``precisions`` and Apple's runtime per configured compute unit on
+    ``artifact``; returns (present backends, absent backend -> reason)."""
+    present: list[bk.Backend] = [bk.kiln_backend(artifact, p) for p in precisions]
     absent: dict[str, str] = {}
     for unit in component.export.runtime_compute_units:
         backend = bk.apple_backend(artifact, unit)
@@ -59,6 +59,13 @@ def run_backends(family: ModelFamily, component: ComponentConfig, torch_wrapper,
             absent[backend.name] = backend.reason
         else:
             present.append(backend)
+    return present, absent
+
+
+def stream_backends(family: ModelFamily, component: ComponentConfig, present: list[bk.Backend],
+                    absent: dict[str, str], audio: np.ndarray) -> tuple[dict, dict]:
+    """Stream ``audio`` through each present backend, timing every call. Returns (steps per backend,
+    latency per backend); absent backends get null latency, never a number."""
     steps, latency = {}, {}
     for backend in present:
         predict, times = timed(backend.predict)
@@ -69,6 +76,16 @@ def run_backends(family: ModelFamily, component: ComponentConfig, torch_wrapper,
                  latency[backend.name]["median_ms"], time.perf_counter() - started)
     for name in absent:
         latency[name] = None
+    return steps, latency
+
+
+def run_backends(family: ModelFamily, component: ComponentConfig, torch_wrapper, artifact: Path,
+                 audio: np.ndarray) -> tuple[dict, dict, dict]:
+    """Stream ``audio`` through the source and every Core ML backend. Returns (steps per backend,
+    latency, absent backends)."""
+    present, absent = coreml_backends(artifact, component, component.validate.precisions)
+    present.insert(0, bk.torch_backend(torch_wrapper, component))
+    steps, latency = stream_backends(family, component, present, absent, audio)
     return steps, latency, absent
 
 
