@@ -31,7 +31,10 @@ def test_strategy_compresses_with_its_constexpr_ops(name, unified, silero_net, t
     comp, base = unified
     strategy = STRATEGIES[name]
     out = tmp_path / "q.mlpackage"
+    before = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in base.rglob("*") if p.is_file()}
     details = compress(name, base, get_family("silero_vad"), silero_net, comp, QuantizeContext(), out)
+    # the base package is an input of other jobs: compressing must not touch it (bytes or mtimes)
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in base.rglob("*") if p.is_file()} == before
     assert details["deployment_target"] == needs_target(name, "iOS17")
     assert details["specification_version"] == {"iOS17": 8, "iOS18": 9}[details["deployment_target"]]
     assert any(op in details["constexpr_ops"] for op in strategy.expected_ops)

@@ -30,6 +30,12 @@ def test_tiny_parakeet_metadata_with_token_parity(workspace):
     assert decoding["kiln_fp32"]["vs_torch_cpu"]["exact_match"]
     assert decoding["kiln_fp32"]["durations_vs_torch_cpu"]["exact_match"]
     assert decoding["kiln_fp16"]["vs_torch_cpu"]["position_agreement"] >= 0.9
+    # quantized variants of a Parakeet component are built and scored on the same validation inputs
+    record = f"results/{MODEL}/quantized/int8_per_channel/decoder.json"
+    workspace.snakemake("--cores", "2", record)
+    scored = json.loads((workspace.root / record).read_text())
+    assert scored["status"] == "ok" and scored["size_ratio"] < 1.0
+    assert scored["task_metrics"] and 0.9 < scored["quality"] <= 1.0
     # package I/O follows the consuming runtime: int32 ids and lengths, fp32 audio
     contract = {t["name"]: t["dtype"] for t in metadata["components"]["decoder"]["inputs"]}
     assert contract["targets"] == "int32" and contract["h_in"] == "float32"

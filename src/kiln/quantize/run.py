@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -76,7 +77,11 @@ def compress(strategy_name: str, base: Path, family: ModelFamily, source: Any, c
             log.info("  %s needs %s: re-exporting %s at %s", strategy_name, strategy.min_target,
                      component.name, target)
             source_package = _export_at(family, source, component, target, Path(tmp))
-        mlmodel = ct.models.MLModel(str(source_package), skip_model_load=True)
+        # coremltools' package loader rewrites Manifest.json in place (new mtime), which would make
+        # every job downstream of the base package look stale: load from a private copy instead
+        private = Path(tmp) / "base" / source_package.name
+        shutil.copytree(source_package, private)
+        mlmodel = ct.models.MLModel(str(private), skip_model_load=True)
         compressed = strategy.apply(mlmodel, ctx)
         spec = compressed.get_spec()
         found = program_op_types(spec)
@@ -146,6 +151,9 @@ def quantize_component(family: ModelFamily, source: Any, model: ModelConfig, com
     compiled = compile_component(out_package, out_bundle, model.compile,
                                  check_inputs=family.example_inputs(component, seed=1))
     size = tree_size(out_package)
+    # as in the validate stage: families may derive validation inputs from the source model they
+    # built the component from (Parakeet's decoder/joint inputs come from its torch pipeline)
+    family.build_component(source, component)
     audio = family.validation_audio(component)
     scores = score(family, component, base_package, out_package, audio)
     log.info("  %d -> %d bytes (%.3f), quality %.5f", base_bytes, size, size / base_bytes, scores["quality"])
