@@ -16,6 +16,7 @@ for _model, _cfg in KILN.models.items():
         output:
             programs=[str(plan.prepared_program(KILN, _model, c)) for c in _cfg.components],
             facts=str(plan.facts_path(KILN, _model)),
+            record=str(plan.prepare_record(KILN, _model)),
         params:
             model=_model,
             programs={c: str(plan.prepared_program(KILN, _model, c)) for c in _cfg.components},
@@ -40,6 +41,7 @@ for _model, _cfg in KILN.models.items():
             references=[str(plan.reference_path(KILN, _model, c)) for c in _cfg.components],
             task=str(plan.task_reference(KILN, _model)),
             task_inputs=str(plan.task_reference(KILN, _model).with_suffix(".npz")),
+            torch_latency=str(plan.torch_latency(KILN, _model)),
         params:
             model=_model,
             programs={c: str(plan.prepared_program(KILN, _model, c)) for c in _cfg.components},

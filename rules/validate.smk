@@ -52,7 +52,8 @@ rule end_to_end:
 rule metadata:
     input:
         source=f"{RESULTS}/{{model}}/source.json",
-        facts=f"{RESULTS}/{{model}}/prepared/facts.json",
+        prepare_record=f"{RESULTS}/{{model}}/prepared/prepare.json",
+        torch_latency=f"{RESULTS}/{{model}}/reference/torch_latency.json",
         exports=lambda wildcards: [str(plan.export_record(KILN, wildcards.model, c))
                                    for c in KILN.models[wildcards.model].components],
         parities=lambda wildcards: [str(plan.parity_record(KILN, wildcards.model, c))

@@ -176,6 +176,11 @@ class FamilySpec:
                                     f"family's {component.name} ({list(declared)}): {detail}")
         return spec
 
+    def build_component(self, source: Any, component, facts: Mapping[str, Any] | None = None):
+        """The traceable wrapper of ``component`` (a ComponentConfig) from a loaded source."""
+        spec = self.check_contract(component)
+        return spec.wrapper(source, component, self.facts(source) if facts is None else facts).eval()
+
     def make_random(self, architecture: str, *, seed: int, overrides: Mapping[str, Any], out_dir: Path) -> Path:
         if self.build_random is None:
             raise ModelError(f"model family '{self.name}' has no random-initialised architectures")

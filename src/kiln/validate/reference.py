@@ -85,15 +85,44 @@ class Reference:
         return {**self.feeds[0], **self.initial}
 
 
-def write_reference(path: str | Path, feeds: list[Mapping[str, np.ndarray]], initial: Mapping[str, np.ndarray],
-                    outputs: list[Mapping[str, np.ndarray]], meta: Mapping[str, Any]) -> None:
+def make_reference(ctx, component) -> Reference:
+    """Run ``component``'s validation feeds through its torch program (``ctx``, a
+    :class:`kiln.models.spec.Context`), state carried by the generic driver; time every call."""
+    from kiln.models.spec import stream
+    from kiln.validate.run import latency_summary, timed
+
+    spec = ctx.family.check_contract(component)
+    feeds = spec.feeds(ctx, component)
+    if not feeds.steps:
+        raise ReferenceError(f"{component.model}/{component.name}: the family made no validation steps")
+    initial = spec.initial_state(component, ctx.facts)
+    predict, times = timed(ctx.torch(component.name))
+    outputs = stream(predict, spec, feeds.steps, initial, component)
+    meta = {"description": feeds.description, "step_seconds": feeds.step_seconds,
+            "torch_latency": latency_summary(times), "synthetic": bool(ctx.model.synthetic)}
+    return Reference(feeds=list(feeds.steps), initial=initial, outputs=outputs, meta=meta)
+
+
+def torch_context(family, source, model):
+    """A reference context from a loaded source (tests, benchmarks): the wrappers run untraced."""
+    from kiln.models.spec import Context
+    from kiln.validate.backends import torch_backend
+
+    facts = family.facts(source)
+    predictors = {name: torch_backend(family.build_component(source, c, facts), c).predict
+                  for name, c in model.components.items()}
+    return Context(family=family, model=model, facts=facts, predictors=predictors)
+
+
+def write_reference(path: str | Path, reference: Reference) -> None:
     where = str(path)
+    feeds, outputs = reference.feeds, reference.outputs
     if not feeds or len(feeds) != len(outputs):
         raise ReferenceError(f"{where}: {len(feeds)} feed steps and {len(outputs)} output steps")
     arrays = {f"feed.{k}": v for k, v in _stack(feeds, sorted(feeds[0]), where).items()}
-    arrays.update({f"init.{k}": np.asarray(v) for k, v in initial.items()})
+    arrays.update({f"init.{k}": np.asarray(v) for k, v in reference.initial.items()})
     arrays.update({f"out.{k}": v for k, v in _stack(outputs, sorted(outputs[0]), where).items()})
-    arrays["meta"] = np.array(json.dumps(dict(meta), sort_keys=True))
+    arrays["meta"] = np.array(json.dumps(dict(reference.meta), sort_keys=True))
     write_npz(path, arrays)
 
 

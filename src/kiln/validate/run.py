@@ -134,7 +134,6 @@ def validate_component(spec: ComponentSpec, model: ModelConfig, component: Compo
     steps, latency = stream_backends(spec, component, present, absent, reference)
     name = "torch_cpu"
     steps = {name: reference.outputs, **steps}
-    latency = {name: reference.meta.get("torch_latency"), **latency}
     entries = parity_entries(component, steps, name)
     task = {backend: spec.task_metrics(steps[name], s, facts) for backend, s in steps.items() if backend != name}
     failures = check_parity(model.name, component, entries)

@@ -80,9 +80,10 @@ def read_facts(path: str | Path) -> dict:
 # -- prepare: the one job that loads the source -----------------------------------------------------
 
 def prepare_job(config: Config, model: str, source_record: str | Path, programs: dict[str, str],
-                out_facts: str | Path) -> dict:
+                out_facts: str | Path, out_record: str | Path) -> dict:
     """Load ``model``'s source once, trace every configured component to ``programs[component]``
-    (TorchScript), and write the family facts and the wrappers' faithfulness checks."""
+    (TorchScript), and write the family facts (``out_facts``: deterministic, what later jobs read)
+    and the job's record (timings, source loads, the wrappers' faithfulness checks)."""
     import torch
 
     from kiln.export.convert import trace
@@ -111,19 +112,21 @@ def prepare_job(config: Config, model: str, source_record: str | Path, programs:
         predictors = {n: torch_backend(p, model_cfg.components[n]).predict for n, p in traced.items()}
         checks = family.faithfulness(source, predictors, facts)
         log.info("  faithfulness of the wrappers to the source: %s", checks)
+    digest = settings_digest(prepare_settings(model_cfg))
+    write_json(out_facts, {"schema_version": RECORD_SCHEMA_VERSION, "model": model, "settings_sha256": digest,
+                           "facts": facts})
     data = {
         "schema_version": RECORD_SCHEMA_VERSION,
         "model": model,
         "synthetic": model_cfg.synthetic,
-        "settings_sha256": settings_digest(prepare_settings(model_cfg)),
+        "settings_sha256": digest,
         "source_loads": 1,
-        "facts": facts,
         "faithfulness": checks,
         "programs": {n: {"path": str(p), "sha256": sha256_file(p)} for n, p in programs.items()},
         "seconds": seconds,
         "toolchain": toolchain(),
     }
-    write_json(out_facts, data)
+    write_json(out_record, data)
     log.info("source loads for %s in this build: 1 (%.1f s); prepared %d components", model,
              seconds["load"], len(programs))
     return data
@@ -142,30 +145,24 @@ def _load_programs(model_cfg, programs: dict[str, str]) -> dict:
 # -- reference: validation inputs and torch outputs, once per model ---------------------------------
 
 def reference_job(config: Config, model: str, facts_path: str | Path, programs: dict[str, str],
-                  references: dict[str, str], out_task: str | Path) -> dict:
+                  references: dict[str, str], out_task: str | Path, out_latency: str | Path) -> dict:
     """Make every component's validation inputs and run them through the traced programs (torch);
     write ``references[component]`` (.npz) and the cross-component task's torch result."""
-    from kiln.models.spec import Context, stream
-    from kiln.validate.reference import write_npz, write_reference
-    from kiln.validate.run import latency_summary, timed
+    from kiln.models.spec import Context
+    from kiln.validate.reference import make_reference, write_npz, write_reference
 
     model_cfg = config.model(model)
     family = _family(config, model)
     facts = read_facts(facts_path)
     predictors = _load_programs(model_cfg, programs)
     ctx = Context(family=family, model=model_cfg, facts=facts, predictors=predictors)
-    summary = {}
+    summary, latency = {}, {}
     for name, component in model_cfg.components.items():
-        spec = family.check_contract(component)
-        feeds = spec.feeds(ctx, component)
-        initial = spec.initial_state(component, facts)
-        predict, times = timed(predictors[name])
-        outputs = stream(predict, spec, feeds.steps, initial, component)
-        meta = {"description": feeds.description, "step_seconds": feeds.step_seconds,
-                "torch_latency": latency_summary(times), "synthetic": model_cfg.synthetic}
-        write_reference(references[name], feeds.steps, initial, outputs, meta)
-        summary[name] = {"steps": len(feeds.steps), "description": feeds.description}
-        log.info("  %s: %d steps (%s)", name, len(feeds.steps), feeds.description)
+        reference = make_reference(ctx, component)
+        latency[name] = reference.meta.pop("torch_latency")   # timings vary: kept out of the .npz
+        write_reference(references[name], reference)
+        summary[name] = {"steps": reference.steps, "description": reference.meta["description"]}
+        log.info("  %s: %d steps (%s)", name, reference.steps, reference.meta["description"])
     task = family.task
     result = None
     if task is not None and task.runnable_with(model_cfg.components):
@@ -174,6 +171,7 @@ def reference_job(config: Config, model: str, facts_path: str | Path, programs: 
         log.info("  task on torch: %s", {k: v for k, v in result.items() if not isinstance(v, list)})
     # always written (empty without a task) so the workflow can declare it
     write_npz(Path(out_task).with_suffix(".npz"), inputs if result is not None else {})
+    write_json(out_latency, {"schema_version": RECORD_SCHEMA_VERSION, "model": model, "torch_cpu": latency})
     write_json(out_task, {"schema_version": RECORD_SCHEMA_VERSION, "model": model,
                           "task": None if task is None else task.description, "torch_cpu": result,
                           "components": summary})
@@ -320,14 +318,18 @@ def end_to_end_job(config: Config, model: str, facts_path: str | Path, task_reco
     return data
 
 
-def metadata_job(config: Config, model: str, source_record: str | Path, facts_path: str | Path,
-                 export_records: list, parity_records: list, compile_records: list,
+def metadata_job(config: Config, model: str, source_record: str | Path, prepare_record: str | Path,
+                 torch_latency: str | Path, export_records: list, parity_records: list, compile_records: list,
                  end_to_end_record: str | Path, out_metadata: str | Path, plots_dir: str | Path) -> dict:
     """Aggregate a model's records into metadata.json (validated against its schema) + summary plot."""
     from kiln.validate.metadata import build_metadata, latency_overview_plot, validate_metadata
 
     metadata = build_metadata(config, model, source_record, export_records, parity_records, compile_records)
-    prepared = _read_json(facts_path, "prepare record")
+    for name, latency in _read_json(torch_latency, "torch latency record")["torch_cpu"].items():
+        if name in metadata["components"]:
+            metadata["components"][name]["latency"] = {"torch_cpu": latency,
+                                                       **metadata["components"][name]["latency"]}
+    prepared = _read_json(prepare_record, "prepare record")
     metadata["prepare"] = {"source_loads": prepared["source_loads"], "seconds": prepared["seconds"],
                            "faithfulness": prepared["faithfulness"]}
     metadata["end_to_end"] = _read_json(end_to_end_record, "end-to-end record")["end_to_end"]

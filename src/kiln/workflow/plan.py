@@ -19,8 +19,12 @@ def prepared_program(config: Config, model: str, component: str) -> Path:
 
 
 def facts_path(config: Config, model: str) -> Path:
-    """The prepare job's record: family facts, faithfulness checks, source loads."""
+    """The family facts the prepare job derived from the checkpoint (deterministic)."""
     return Path(config.results_dir) / model / "prepared" / "facts.json"
+
+
+def prepare_record(config: Config, model: str) -> Path:
+    return Path(config.results_dir) / model / "prepared" / "prepare.json"
 
 
 def reference_path(config: Config, model: str, component: str) -> Path:
@@ -31,6 +35,11 @@ def reference_path(config: Config, model: str, component: str) -> Path:
 def task_reference(config: Config, model: str) -> Path:
     """The cross-component task's torch result (+ ``.npz`` with its inputs beside it)."""
     return Path(config.results_dir) / model / "reference" / "task.json"
+
+
+def torch_latency(config: Config, model: str) -> Path:
+    """Latency of the torch programs on the validation inputs (reference job; timings only)."""
+    return Path(config.results_dir) / model / "reference" / "torch_latency.json"
 
 
 def ios18_package(config: Config, model: str, component: str) -> Path:
