@@ -15,12 +15,9 @@ import torch
 
 from kiln.config import build_config
 from kiln.errors import ModelError, SourceError
-
-pytest.importorskip("nemo.collections.asr", reason="nemo_toolkit[asr] is not installed")
-
-from kiln.models import _nemo  # noqa: E402
-from kiln.models._tdt import agreement  # noqa: E402
-from kiln.models.parakeet_tdt import (  # noqa: E402
+from kiln.models import _nemo
+from kiln.models._tdt import agreement
+from kiln.models.parakeet_tdt import (
     FAMILY,
     _audio_inputs,
     _reference_decode,
@@ -29,8 +26,8 @@ from kiln.models.parakeet_tdt import (  # noqa: E402
     load_path,
     run_task,
 )
-from kiln.models.spec import stream  # noqa: E402
-from kiln.validate.reference import make_reference, torch_context  # noqa: E402
+from kiln.models.spec import stream
+from kiln.validate.reference import make_reference, torch_context
 
 COMPONENTS = FAMILY.component_names
 
