@@ -15,9 +15,9 @@
   sentences, padded with filler pieces to an exact vocabulary size (8192 for the full-size random
   Parakeet, where there is not enough text to learn that many merges).
 - :class:`MelFrontend`: NeMo's ``AudioToMelSpectrogramPreprocessor`` (``FilterbankFeatures``)
-  rewritten as a pure, traceable module with fixed shapes: the STFT is a strided ``conv1d`` with a
-  windowed DFT basis (real and imaginary parts as separate output channels), no complex numbers, no
-  dither, the per-feature normalisation done with a length mask instead of per-item slicing.
+  rewritten as a pure, traceable module with fixed shapes: the STFT is ``kiln.export.rewrites.ConvSTFT``
+  (a strided ``conv1d`` with a windowed DFT basis, real and imaginary parts split), no complex numbers,
+  no dither, the per-feature normalisation done with a length mask instead of per-item slicing.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import math
 import os
 import posixpath
 import tarfile
@@ -37,6 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kiln.errors import ModelError, SourceError
+from kiln.export.rewrites import ConvSTFT
 
 #: ``_target_`` prefixes a ``.nemo`` config may instantiate
 ALLOWED_TARGET_PREFIXES = ("nemo.collections.asr.", "nemo.collections.common.")
@@ -292,22 +292,11 @@ class MelFrontend(nn.Module):
             self.out_frames = max(self.frames, target)
         else:
             self.out_frames = self.frames
-        # windowed DFT basis: rows 0..n_bins-1 real parts, n_bins..2*n_bins-1 imaginary parts
-        n_bins = self.n_fft // 2 + 1
-        window = torch.zeros(self.n_fft, dtype=torch.float64)
-        if f.window is not None:
-            left = (self.n_fft - self.win_length) // 2
-            window[left:left + self.win_length] = f.window.to(torch.float64)
-        else:
-            window[:] = 1.0
-        n = torch.arange(self.n_fft, dtype=torch.float64)
-        k = torch.arange(n_bins, dtype=torch.float64)
-        angle = 2.0 * math.pi * k[:, None] * n[None, :] / self.n_fft
-        real = torch.cos(angle) * window
-        imag = -torch.sin(angle) * window
-        basis = torch.cat([real, imag], dim=0).to(torch.float32).unsqueeze(1)  # [2*n_bins, 1, n_fft]
-        self.n_bins = n_bins
-        self.register_buffer("basis", basis)
+        # the STFT as a strided conv with a windowed DFT basis, real and imaginary parts split
+        # (kiln.export.rewrites); zero padding as torch.stft(center=True, pad_mode="constant")
+        self.stft = ConvSTFT(self.n_fft, self.hop, f.window, pad=(self.stft_pad, self.stft_pad),
+                             pad_mode="constant")
+        self.n_bins = self.stft.bins
         self.register_buffer("fb", f.fb.detach().to(torch.float32).clone())  # [1, n_mels, n_bins]
         self.n_mels = int(self.fb.shape[1])
 
@@ -331,10 +320,7 @@ class MelFrontend(nn.Module):
             x = torch.cat([x[:, :1], x[:, 1:] - self.preemph * x[:, :-1]], dim=1)
             sample_index = torch.arange(self.num_samples, dtype=torch.int32).unsqueeze(0)
             x = x * (sample_index < length.unsqueeze(1)).to(x.dtype)
-        x = F.pad(x.unsqueeze(1), (self.stft_pad, self.stft_pad))           # [1, 1, N + 2 pad]
-        spectrum = F.conv1d(x, self.basis, stride=self.hop)                # [1, 2*bins, frames]
-        real = spectrum[:, :self.n_bins, :]
-        imag = spectrum[:, self.n_bins:, :]
+        real, imag = self.stft(x)                                          # [1, bins, frames] each
         power = real * real + imag * imag
         if self.mag_power != 2.0:
             power = torch.pow(torch.sqrt(power), self.mag_power / 1.0)

@@ -5,8 +5,8 @@ in-place context buffers). This module re-expresses its 16 kHz network with the 
 the same order, so it is bit-identical to ``silero_vad.load_silero_vad()``, and makes the state
 explicit:
 
-- STFT as a strided conv with the stored basis (reflect-pad 64 on the right, hop 128, 129 bins),
-  magnitude ``sqrt(re**2 + im**2)``;
+- STFT as a strided conv with the stored basis (``kiln.export.rewrites.ConvSTFT``: reflect-pad 64
+  on the right, hop 128, 129 bins, real and imaginary parts split), magnitude ``sqrt(re² + im²)``;
 - four conv encoder blocks (kernel 3, padding 1, strides 1/2/2/1) with ReLU;
 - an LSTM cell (128 units) whose ``hidden_state``/``cell_state`` are inputs and outputs;
 - ReLU, a 1x1 conv and a sigmoid: the speech probability.
@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kiln.errors import ModelError, SourceError
+from kiln.export.rewrites import ConvSTFT
 from kiln.models.spec import ComponentSpec, Context, FamilySpec, Feeds, Metric, PlotSeries, StatePair
 from kiln.sources import SourceRecord
 
@@ -50,7 +51,10 @@ class SileroVADNet(nn.Module):
 
     def __init__(self, weights: dict[str, torch.Tensor]):
         super().__init__()
-        self.register_buffer("stft_basis", weights["stft.forward_basis_buffer"].clone())
+        # the shipped STFT basis (real rows, then imaginary rows) as a strided conv, reflect-padded
+        # 64 samples on the right only, as the TorchScript does
+        self.stft = ConvSTFT(FILTER_LENGTH, HOP_LENGTH, pad=(0, STFT_PAD), pad_mode="reflect",
+                             basis=weights["stft.forward_basis_buffer"])
         self.encoder_weights = nn.ParameterList()
         self.encoder_biases = nn.ParameterList()
         for i in range(4):
@@ -66,12 +70,7 @@ class SileroVADNet(nn.Module):
         self.eval()
 
     def stft_magnitude(self, audio: torch.Tensor) -> torch.Tensor:
-        padded = F.pad(audio, (0, STFT_PAD), mode="reflect").unsqueeze(1)
-        spectrum = F.conv1d(padded, self.stft_basis, None, stride=HOP_LENGTH)
-        cutoff = FILTER_LENGTH // 2 + 1
-        real = spectrum[:, :cutoff, :]
-        imag = spectrum[:, cutoff:, :]
-        return torch.sqrt(torch.pow(real, 2) + torch.pow(imag, 2))
+        return self.stft.magnitude(audio)
 
     def forward(self, audio: torch.Tensor, hidden_state: torch.Tensor, cell_state: torch.Tensor):
         """``audio [1, 576]`` (64 context + 512 new samples) -> probability ``[1, 1, 1]``, new state."""
