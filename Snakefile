@@ -19,6 +19,7 @@ configfile: "config.yaml"
 
 KILN = build_config(config, path=str(workflow.configfiles[0]) if workflow.configfiles else "config.yaml")
 RESULTS = KILN.results_dir
+plan.check_models(KILN)   # contracts against the families' component specs (cached by content)
 STAMP_REPORT = stamps.sync(plan.stamps(KILN), plan.adopt_roots(KILN))
 for _kind in ("changed", "created", "adopted"):
     if STAMP_REPORT[_kind]:

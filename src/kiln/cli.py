@@ -26,8 +26,10 @@ COMMAND_MODULES = ("kiln.mil.cli", "kiln.compile.cli", "kiln.scaffold")
 
 def _check_config(args) -> int:
     from kiln.config import load_config
+    from kiln.models import check_models
 
     config = load_config(args.config)
+    check_models(config)
     for name, model in config.models.items():
         tag = " (synthetic)" if model.synthetic else ""
         print(f"{name}{tag}: family {model.family}, source {model.source['kind']}, "

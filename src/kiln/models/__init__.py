@@ -27,3 +27,25 @@ def get_family(name: str):
     if family is None:
         raise ModelError(f"kiln.models.{name} does not define FAMILY")
     return family
+
+
+def check_models(config) -> None:
+    """Check every configured model against its family's component specs, before any job runs:
+    each component is one the family builds, its contract names the inputs and outputs the spec
+    declares (same count, same order), and a random source names a family that can make one.
+    Raises :class:`kiln.errors.ConfigError` naming the key."""
+    from kiln.errors import ConfigError
+
+    for name, model in config.models.items():
+        family = get_family(model.family)
+        if model.source.get("kind") == "random" and family.build_random is None:
+            raise ConfigError(f"family '{model.family}' cannot build a random-initialised model",
+                              key=f"models.{name}.source.kind", file=config.path)
+        for cname, component in model.components.items():
+            if cname not in family.component_names:
+                raise ConfigError(f"the {model.family} family builds no component '{cname}' (it builds: "
+                                  f"{', '.join(family.component_names)})",
+                                  key=f"models.{name}.components.{cname}", file=config.path)
+            problem = family.contract_problem(component)
+            if problem:
+                raise ConfigError(problem[1], key=problem[0], file=config.path)

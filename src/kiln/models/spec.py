@@ -159,9 +159,8 @@ class FamilySpec:
         raise ModelError(f"model family '{self.name}' has no component '{name}' "
                          f"(it builds: {', '.join(self.component_names)})")
 
-    def check_contract(self, component) -> ComponentSpec:
-        """The spec of ``component`` (a ComponentConfig), after checking its contract's names
-        against what the spec declares. Raises :class:`ContractError` naming the difference."""
+    def contract_problem(self, component) -> tuple[str, str] | None:
+        """(key, what is wrong) when ``component``'s contract names differ from the spec's, else None."""
         spec = self.component(component.name)
         where = f"models.{component.model}.components.{component.name}"
         for kind, declared, configured in (("inputs", spec.inputs, [t.name for t in component.inputs]),
@@ -172,8 +171,17 @@ class FamilySpec:
                 detail = "; ".join(filter(None, [
                     f"missing {missing}" if missing else "", f"unknown {unknown}" if unknown else "",
                     "order differs" if not missing and not unknown else ""]))
-                raise ContractError(f"{where}.{kind}: {list(configured)} do not match the {self.name} "
-                                    f"family's {component.name} ({list(declared)}): {detail}")
+                return f"{where}.{kind}", (f"{list(configured)} do not match the {self.name} family's "
+                                           f"{component.name} ({list(declared)}): {detail}")
+        return None
+
+    def check_contract(self, component) -> ComponentSpec:
+        """The spec of ``component`` (a ComponentConfig), after checking its contract's names
+        against what the spec declares. Raises :class:`ContractError` naming the difference."""
+        spec = self.component(component.name)
+        problem = self.contract_problem(component)
+        if problem:
+            raise ContractError(f"{problem[0]}: {problem[1]}")
         return spec
 
     def build_component(self, source: Any, component, facts: Mapping[str, Any] | None = None):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from kiln.config import (Config, compile_settings, export_settings, prepare_settings, quantize_settings,
@@ -169,3 +170,28 @@ def compile_targets(config: Config) -> list[str]:
 
 def validate_targets(config: Config) -> list[str]:
     return [str(metadata_path(config, m)) for m in config.enabled_models]
+
+
+def check_models(config: Config, cache: Path = Path(".kiln") / "models_checked.json") -> bool:
+    """:func:`kiln.models.check_models` before any job is planned. It imports the family modules
+    (torch), so a passing check is remembered by the digest of the config and of the family code:
+    an unchanged workflow starts as fast as before. Returns whether the check ran."""
+    import hashlib
+
+    import kiln.models
+    from kiln.config import canonical_json
+
+    digest = hashlib.sha256(canonical_json(config.raw).encode())
+    for module in sorted(Path(kiln.models.__path__[0]).glob("*.py")):
+        digest.update(module.name.encode() + b"\0" + module.read_bytes())
+    key = digest.hexdigest()
+    try:
+        if json.loads(cache.read_text()).get("sha256") == key:
+            return False
+    except (OSError, ValueError, AttributeError):
+        pass
+    kiln.models.check_models(config)
+    from kiln.fsutil import write_json
+
+    write_json(cache, {"sha256": key})
+    return True
