@@ -15,7 +15,7 @@ from kiln.fsutil import remove_path, sha256_tree, tree_size
 from kiln.models.spec import ComponentSpec, stream
 from kiln.quantize.strategies import STRATEGIES, QuantizeContext, needs_target
 from kiln.validate import backends as bk
-from kiln.validate.metrics import finite_or_none, max_abs, normalized_error, psnr_db, quality
+from kiln.validate.metrics import agreement, finite_or_none, max_abs, normalized_error, psnr_db, quality
 from kiln.validate.reference import Reference
 from kiln.validate.run import coreml_backends, stack, stream_backends
 
@@ -105,7 +105,12 @@ def score(spec: ComponentSpec, component: ComponentConfig, facts: Mapping[str, A
         ref, got = stack(baseline, out.name), stack(steps["kiln_fp32"], out.name)
         outputs[out.name] = {"quality": quality(ref, got), "normalized_error": finite_or_none(normalized_error(ref, got)),
                              "psnr_db": finite_or_none(psnr_db(ref, got)), "max_abs": max_abs(ref, got)}
-    worst = min(outputs.values(), key=lambda o: o["quality"])
+        if out.dtype == "int32":   # ids and durations: the L2 of id differences means nothing
+            outputs[out.name]["agreement"] = agreement(ref, got)
+    # quality is the worst float output's; integer outputs are judged by their agreement
+    graded = [o for spec, o in zip(component.outputs, outputs.values()) if spec.dtype != "int32"] or \
+        list(outputs.values())
+    worst = min(graded, key=lambda o: o["quality"])
     return {
         "outputs": outputs,
         "quality": worst["quality"],

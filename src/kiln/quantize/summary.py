@@ -45,7 +45,7 @@ def build_summary(model: str, synthetic: bool, records: list[dict]) -> dict:
         "model": model,
         "synthetic": synthetic,
         "quality_definition": "max(0, 1 - ||y_q - y|| / ||y||) against the float Core ML baseline on kiln's "
-                              "executor (fp32 mode), worst output; 1.0 = identical, 0 = no better than zeros; "
+                              "executor (fp32 mode), worst float output (integer outputs: agreement); 1.0 = identical, 0 = no better than zeros; "
                               "normalized_error is ||y_q - y|| / ||y|| itself",
         "toolchain": toolchain(),
         "results": sorted(records, key=lambda r: (r["component"], r["strategy"])),
