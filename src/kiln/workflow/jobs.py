@@ -17,7 +17,7 @@ from pathlib import Path
 from kiln.config import (Config, compile_settings, export_settings, prepare_settings, quantize_settings,
                          settings_digest, source_settings, validate_settings)
 from kiln.errors import SourceError
-from kiln.fsutil import atomic_file, sha256_file, sha256_tree, tree_size, write_json
+from kiln.fsutil import atomic_path, sha256_file, sha256_tree, tree_size, write_json
 from kiln.provenance import toolchain
 from kiln.sources import SourceRecord, fetch
 
@@ -96,21 +96,19 @@ def prepare_job(config: Config, model: str, source_record: str | Path, programs:
     source = family.load(record)
     loaded = time.perf_counter()
     facts = family.facts(source)
-    seconds, traced = {"load": round(loaded - started, 3)}, {}
+    seconds = {"load": round(loaded - started, 3)}
     for name, component in model_cfg.components.items():
         t0 = time.perf_counter()
         program = trace(family, source, component, facts)
-        with atomic_file(programs[name], "wb") as handle:
-            torch.jit.save(program, handle)
-        traced[name] = program
+        with atomic_path(programs[name]) as tmp:   # streamed to disk, not built in memory
+            torch.jit.save(program, str(tmp))
+        del program                                 # one traced program in memory at a time
         seconds[name] = round(time.perf_counter() - t0, 3)
         log.info("  traced %s in %.1f s -> %s", name, seconds[name], programs[name])
     checks = None
     if family.faithfulness is not None:
-        from kiln.validate.backends import torch_backend
-
-        predictors = {n: torch_backend(p, model_cfg.components[n]).predict for n, p in traced.items()}
-        checks = family.faithfulness(source, predictors, facts)
+        # the saved programs, as every later job runs them, against the source
+        checks = family.faithfulness(source, _load_programs(model_cfg, programs), facts)
         log.info("  faithfulness of the wrappers to the source: %s", checks)
     digest = settings_digest(prepare_settings(model_cfg))
     write_json(out_facts, {"schema_version": RECORD_SCHEMA_VERSION, "model": model, "settings_sha256": digest,
