@@ -9,20 +9,27 @@
 # Per-job settings become stamp files (.kiln/stamps/), so edits to config.yaml rebuild exactly the
 # affected jobs, also in a fresh clone after `dvc pull` (see src/kiln/workflow/stamps.py).
 
-import glob
-
 from kiln.config import build_config
 from kiln.quantize.strategies import STRATEGIES
-from kiln.workflow import plan, stamps
+from kiln.workflow import codedeps, ledger, plan, stamps
 
 configfile: "config.yaml"
 
 KILN = build_config(config, path=str(workflow.configfiles[0]) if workflow.configfiles else "config.yaml")
 RESULTS = KILN.results_dir
-STAMP_REPORT = stamps.sync(plan.stamps(KILN), plan.adopt_roots(KILN))
+STAMP_REPORT = stamps.sync(plan.stamps(KILN))
 for _kind in ("changed", "created", "adopted"):
     if STAMP_REPORT[_kind]:
         logger.info(f"kiln: {len(STAMP_REPORT[_kind])} stamp(s) {_kind}: {', '.join(STAMP_REPORT[_kind])}")
+# Staleness follows content (src/kiln/workflow/ledger.py): a file whose bytes equal what the last run
+# recorded gets that run's mtime back, so byte-identical rewrites and reverted edits plan nothing.
+LEDGER = ledger.Ledger(plan.ledger_path(KILN), plan.ledger_roots(KILN))
+if workflow.is_main_process:
+    _restored = LEDGER.restore()
+    if _restored:
+        logger.info(f"kiln: {len(_restored)} unchanged file(s) given their recorded mtime back: "
+                    f"{', '.join(_restored[:5])}{' …' if len(_restored) > 5 else ''}")
+
 
 wildcard_constraints:
     model="|".join(KILN.models),
@@ -30,16 +37,19 @@ wildcard_constraints:
     strategy="|".join(STRATEGIES),
 
 
+# Code dependencies are derived from imports (kiln.workflow.codedeps): a job depends on every kiln
+# module its stage runs, so an edit rebuilds exactly the jobs that execute the edited code.
 def family_code(wildcards):
-    """The source files that define a model family's export: edits to them rebuild its packages."""
-    family = KILN.models[wildcards.model].family
-    return [f"src/kiln/models/{family}.py", "src/kiln/models/base.py",
-            "src/kiln/export/convert.py", "src/kiln/export/package.py", "src/kiln/export/torch_ops.py"]
+    """Export code: the model's family module and the export code, with everything they import."""
+    return codedeps.stage_files("export", KILN.models[wildcards.model].family)
 
 
-EXECUTOR_CODE = sorted(glob.glob("src/kiln/mil/**/*.py", recursive=True))
-COMPILER_CODE = sorted(glob.glob("src/kiln/compile/*.py")) + ["src/kiln/workflow/compile_stage.py"]
-QUANTIZE_CODE = sorted(glob.glob("src/kiln/quantize/*.py"))
+COMPILER_CODE = codedeps.stage_files("compile")
+
+
+def quantize_code(wildcards):
+    """Quantize code: it runs the family, the validation, the compiler and the executor."""
+    return codedeps.stage_files("quantize", KILN.models[wildcards.model].family)
 
 
 def KILN_MEM_MB(model, stage):
@@ -49,10 +59,8 @@ def KILN_MEM_MB(model, stage):
 
 
 def validate_code(wildcards):
-    """Validation code: edits to it re-validate (the packages themselves are not rebuilt)."""
-    family = KILN.models[wildcards.model].family
-    return [f"src/kiln/models/{family}.py", "src/kiln/validate/run.py", "src/kiln/validate/metrics.py",
-            "src/kiln/validate/backends.py", *EXECUTOR_CODE]
+    """Validation code (family, validation, executor): edits to it re-validate, not re-export."""
+    return codedeps.stage_files("validate", KILN.models[wildcards.model].family)
 
 
 include: "rules/fetch.smk"
@@ -97,12 +105,20 @@ for _model in KILN.models:
             plan.model_targets(KILN, _model),
 
 
+# The ledger records what every job will read before any job runs, and what the run built once it is
+# over (dry runs record nothing).
+onstart:
+    LEDGER.record()
+
+
 # Snakemake marks directory outputs with an empty `.snakemake_timestamp` file; .mlpackage and
 # .mlmodelc bundles ship inside apps, so kiln removes the marker once the run is over (Snakemake then
 # uses the directory's own mtime).
 onsuccess:
     stamps.remove_directory_markers(RESULTS)
+    LEDGER.record()
 
 
 onerror:
     stamps.remove_directory_markers(RESULTS)
+    LEDGER.record()

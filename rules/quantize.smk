@@ -8,7 +8,7 @@ rule quantize:
         source=f"{RESULTS}/{{model}}/source.json",
         package=f"{RESULTS}/{{model}}/{{component}}.mlpackage",
         stamp=".kiln/stamps/{model}/quantize/{strategy}/{component}.json",
-        code=QUANTIZE_CODE,
+        code=quantize_code,
     output:
         # the variant's .mlpackage/.mlmodelc are written beside the record, atomically, unless skipped
         record=f"{RESULTS}/{{model}}/quantized/{{strategy}}/{{component}}.json",
