@@ -81,7 +81,6 @@ def test_restore_hashes_only_files_whose_mtime_moved(monkeypatch):
     hashed = []
     real = lg.sha256_file
     monkeypatch.setattr(lg, "sha256_file", lambda path: hashed.append(path) or real(path))
-    os.remove(lg.DIGEST_CACHE)  # even without the digest cache
     _write("results/m/export/c.json", b'{"a": 1}\n', mtime_ns=OLD + 1)
     assert ledger.restore() == ["results/m/export/c.json"]
     assert hashed == ["results/m/export/c.json"]
@@ -103,3 +102,12 @@ def test_unreadable_ledger_is_an_error_naming_it():
     _write(str(ledger.path), b"{broken")
     with pytest.raises(lg.LedgerError, match=r"results/.kiln-ledger.json: not JSON"):
         ledger.restore()
+
+
+def test_a_bundle_edited_in_place_gets_its_newest_file_mtime():
+    ledger = _tree()
+    ledger.record()
+    _write("results/m/c.mlpackage/Data/com.apple.CoreML/model.mlmodel", b"edited", mtime_ns=OLD + 50)
+    os.utime("results/m/c.mlpackage", ns=(OLD, OLD))  # writing a file inside left the directory alone
+    assert ledger.restore() == []
+    assert lg.visible_mtime_ns("results/m/c.mlpackage") == OLD + 50

@@ -93,6 +93,15 @@ def set_visible_mtime(path: str, mtime_ns: int) -> None:
     os.utime(path, ns=(mtime_ns, mtime_ns))
 
 
+def _bundle_files(bundle: str) -> list[str]:
+    """The content files of a bundle, in :func:`kiln.fsutil.sha256_tree`'s order."""
+    return [str(p) for p in sorted(Path(bundle).rglob("*")) if p.is_file() and p.name != MARKER]
+
+
+def newest_file_mtime_ns(bundle: str) -> int:
+    return max((os.stat(f).st_mtime_ns for f in _bundle_files(bundle)), default=0)
+
+
 @dataclass
 class DigestCache:
     """sha256 per file, valid while its (size, mtime_ns, inode) is unchanged."""
@@ -121,6 +130,16 @@ class DigestCache:
         self.dirty = True
         return digest
 
+    def stale_files(self, bundle: str) -> list[str]:
+        """Files inside ``bundle`` whose cached digest no longer applies (edited, added)."""
+        out = []
+        for file in _bundle_files(bundle):
+            stat = os.stat(file)
+            entry = self.entries.get(file)
+            if not entry or entry[:3] != [stat.st_size, stat.st_mtime_ns, stat.st_ino]:
+                out.append(file)
+        return out
+
     def rekey(self, file: str, digest: str) -> None:
         """Keep ``file``'s known digest valid after its mtime was set (no second hashing)."""
         stat = os.stat(file)
@@ -131,12 +150,10 @@ class DigestCache:
         """A file's sha256, or a bundle's tree digest (equal to :func:`kiln.fsutil.sha256_tree`)."""
         if not os.path.isdir(path):
             return self.file_digest(path)
-        files = sorted(Path(path).rglob("*"))
         tree = hashlib.sha256()
-        for file in files:
-            if file.is_file() and file.name != MARKER:
-                tree.update(file.relative_to(path).as_posix().encode() + b"\0")
-                tree.update(self.file_digest(str(file)).encode() + b"\0")
+        for file in _bundle_files(path):
+            tree.update(Path(file).relative_to(path).as_posix().encode() + b"\0")
+            tree.update(self.file_digest(file).encode() + b"\0")
         return tree.hexdigest()
 
     def forget_missing(self) -> None:
@@ -172,15 +189,28 @@ class Ledger:
 
     def restore(self) -> list[str]:
         """Give each file whose content equals its recorded digest its recorded mtime back; returns
-        the restored paths. Files whose mtime did not move are not hashed."""
+        the restored paths. Files whose mtime did not move are not hashed.
+
+        A bundle edited in place (a file inside rewritten) keeps its directory mtime, so Snakemake
+        would not see the edit; if its content differs from the record, its mtime is moved to its
+        newest file's, as a new output's would be."""
         cache = DigestCache.load(self.cache_path)
         restored = []
         for path, entry in sorted(self.entries().items()):
             if not os.path.exists(path):
                 continue
-            if visible_mtime_ns(path) == entry["mtime_ns"]:
+            moved = visible_mtime_ns(path) != entry["mtime_ns"]
+            if os.path.isdir(path):
+                if not moved and not cache.stale_files(path):
+                    continue
+                if cache.digest(path) != entry["sha256"]:
+                    newest = max(visible_mtime_ns(path), newest_file_mtime_ns(path))
+                    if newest != visible_mtime_ns(path):
+                        set_visible_mtime(path, newest)
+                    continue
+            elif not moved or cache.digest(path) != entry["sha256"]:
                 continue
-            if cache.digest(path) == entry["sha256"]:
+            if moved:
                 set_visible_mtime(path, entry["mtime_ns"])
                 if not os.path.isdir(path):
                     cache.rekey(path, entry["sha256"])
