@@ -200,21 +200,19 @@ class Ledger:
             if not os.path.exists(path):
                 continue
             moved = visible_mtime_ns(path) != entry["mtime_ns"]
-            if os.path.isdir(path):
-                if not moved and not cache.stale_files(path):
-                    continue
-                if cache.digest(path) != entry["sha256"]:
-                    newest = max(visible_mtime_ns(path), newest_file_mtime_ns(path))
-                    if newest != visible_mtime_ns(path):
-                        set_visible_mtime(path, newest)
-                    continue
-            elif not moved or cache.digest(path) != entry["sha256"]:
-                continue
-            if moved:
-                set_visible_mtime(path, entry["mtime_ns"])
-                if not os.path.isdir(path):
-                    cache.rekey(path, entry["sha256"])
-                restored.append(path)
+            is_bundle = os.path.isdir(path)
+            if not moved and not (is_bundle and cache.stale_files(path)):
+                continue  # an unchanged mtime (of every file inside a bundle): unchanged content
+            if cache.digest(path) == entry["sha256"]:
+                if moved:
+                    set_visible_mtime(path, entry["mtime_ns"])
+                    if not is_bundle:
+                        cache.rekey(path, entry["sha256"])
+                    restored.append(path)
+            elif is_bundle:
+                newest = newest_file_mtime_ns(path)
+                if newest > visible_mtime_ns(path):
+                    set_visible_mtime(path, newest)  # make the in-place edit visible to Snakemake
         cache.save()
         return restored
 
