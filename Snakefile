@@ -9,21 +9,28 @@
 # Per-job settings become stamp files (.kiln/stamps/), so edits to config.yaml rebuild exactly the
 # affected jobs, also in a fresh clone after `dvc pull` (see src/kiln/workflow/stamps.py).
 
-import glob
-
 from kiln.config import build_config
 from kiln.quantize.strategies import STRATEGIES
-from kiln.workflow import plan, stamps
+from kiln.workflow import codedeps, ledger, plan, stamps
 
 configfile: "config.yaml"
 
 KILN = build_config(config, path=str(workflow.configfiles[0]) if workflow.configfiles else "config.yaml")
 RESULTS = KILN.results_dir
 plan.check_models(KILN)   # contracts against the families' component specs (cached by content)
-STAMP_REPORT = stamps.sync(plan.stamps(KILN), plan.adopt_roots(KILN))
+STAMP_REPORT = stamps.sync(plan.stamps(KILN))
 for _kind in ("changed", "created", "adopted"):
     if STAMP_REPORT[_kind]:
         logger.info(f"kiln: {len(STAMP_REPORT[_kind])} stamp(s) {_kind}: {', '.join(STAMP_REPORT[_kind])}")
+# Staleness follows content (src/kiln/workflow/ledger.py): a file whose bytes equal what the last run
+# recorded gets that run's mtime back, so byte-identical rewrites and reverted edits plan nothing.
+LEDGER = ledger.Ledger(plan.ledger_path(KILN), plan.ledger_roots(KILN))
+if workflow.is_main_process:
+    _restored = LEDGER.restore()
+    if _restored:
+        logger.info(f"kiln: {len(_restored)} unchanged file(s) given their recorded mtime back: "
+                    f"{', '.join(_restored[:5])}{' …' if len(_restored) > 5 else ''}")
+
 
 wildcard_constraints:
     model="|".join(KILN.models),
@@ -31,21 +38,20 @@ wildcard_constraints:
     strategy="|".join(STRATEGIES),
 
 
+# Code dependencies are derived from imports (kiln.workflow.codedeps): a job depends on every kiln
+# module its stage runs, so an edit rebuilds exactly the jobs that execute the edited code.
 def family_code(model):
-    """The source files that define how a family's components are traced and validated: edits to
-    them re-run its prepare and reference jobs (unchanged outputs stop the rebuild there)."""
-    family = KILN.models[model].family
-    return sorted({f"src/kiln/models/{family}.py", "src/kiln/models/spec.py",
-                   *glob.glob("src/kiln/models/_*.py"), "src/kiln/export/convert.py",
-                   "src/kiln/export/rewrites.py"} & set(glob.glob("src/kiln/**/*.py", recursive=True)))
+    """Prepare and reference run the family's code (wrappers, feeds) and the tracing code."""
+    return codedeps.stage_files("prepare", KILN.models[model].family)
 
 
-EXECUTOR_CODE = sorted(glob.glob("src/kiln/mil/**/*.py", recursive=True))
-EXPORT_CODE = ["src/kiln/export/convert.py", "src/kiln/export/package.py", "src/kiln/export/torch_ops.py"]
-COMPILER_CODE = sorted(glob.glob("src/kiln/compile/*.py")) + ["src/kiln/workflow/compile_stage.py"]
-VALIDATE_CODE = ["src/kiln/validate/run.py", "src/kiln/validate/metrics.py", "src/kiln/validate/backends.py",
-                 "src/kiln/validate/reference.py", "src/kiln/models/spec.py", *EXECUTOR_CODE]
-QUANTIZE_CODE = sorted(glob.glob("src/kiln/quantize/*.py")) + VALIDATE_CODE + COMPILER_CODE
+EXPORT_CODE = codedeps.stage_files("export")
+COMPILER_CODE = codedeps.stage_files("compile")
+
+
+def quantize_code(wildcards):
+    """Quantize code: it runs the family's metrics, the validation, the compiler and the executor."""
+    return codedeps.stage_files("quantize", KILN.models[wildcards.model].family)
 
 
 def KILN_MEM_MB(model, stage):
@@ -55,8 +61,8 @@ def KILN_MEM_MB(model, stage):
 
 
 def validate_code(wildcards):
-    """Validation code: edits to it re-validate (the packages themselves are not rebuilt)."""
-    return [f"src/kiln/models/{KILN.models[wildcards.model].family}.py", *VALIDATE_CODE]
+    """Validation code (family, validation, executor): edits to it re-validate, not re-export."""
+    return codedeps.stage_files("validate", KILN.models[wildcards.model].family)
 
 
 include: "rules/fetch.smk"
@@ -102,12 +108,20 @@ for _model in KILN.models:
             plan.model_targets(KILN, _model),
 
 
+# The ledger records what every job will read before any job runs, and what the run built once it is
+# over (dry runs record nothing).
+onstart:
+    LEDGER.record()
+
+
 # Snakemake marks directory outputs with an empty `.snakemake_timestamp` file; .mlpackage and
 # .mlmodelc bundles ship inside apps, so kiln removes the marker once the run is over (Snakemake then
 # uses the directory's own mtime).
 onsuccess:
     stamps.remove_directory_markers(RESULTS)
+    LEDGER.record()
 
 
 onerror:
     stamps.remove_directory_markers(RESULTS)
+    LEDGER.record()

@@ -8,7 +8,7 @@ rule compile:
         package=f"{RESULTS}/{{model}}/{{component}}.mlpackage",
         reference=f"{RESULTS}/{{model}}/reference/{{component}}.npz",
         stamp=".kiln/stamps/{model}/compile/{component}.json",
-        code=COMPILER_CODE + EXECUTOR_CODE,
+        code=COMPILER_CODE,
     output:
         bundle=directory(f"{RESULTS}/{{model}}/{{component}}.mlmodelc"),
         record=f"{RESULTS}/{{model}}/compile/{{component}}.json",

@@ -36,7 +36,7 @@ for _model, _cfg in KILN.models.items():
             facts=str(plan.facts_path(KILN, _model)),
             programs=[str(plan.prepared_program(KILN, _model, c)) for c in _cfg.components],
             stamp=f".kiln/stamps/{_model}/prepare.json",
-            code=family_code(_model) + ["src/kiln/validate/reference.py", "src/kiln/audio.py"],
+            code=codedeps.stage_files("reference", _cfg.family),
         output:
             references=[str(plan.reference_path(KILN, _model, c)) for c in _cfg.components],
             task=str(plan.task_reference(KILN, _model)),

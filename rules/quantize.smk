@@ -12,7 +12,7 @@ rule quantize:
         base=lambda wildcards: str(plan.quantize_base(KILN, wildcards.model, wildcards.strategy,
                                                       wildcards.component)),
         stamp=".kiln/stamps/{model}/quantize/{strategy}/{component}.json",
-        code=QUANTIZE_CODE,
+        code=quantize_code,
     output:
         # the variant's .mlpackage/.mlmodelc are written beside the record, atomically, unless skipped
         record=f"{RESULTS}/{{model}}/quantized/{{strategy}}/{{component}}.json",

@@ -20,6 +20,11 @@ def test_fresh_clone_pull_plans_nothing_and_edits_plan_only_downstream(workspace
     origin = workspace
     origin.snakemake("--cores", "2", "all")
     origin.dvc("commit", "-f")
+    import yaml
+    from tests.workflow.test_dvc_lock import lock_mismatches
+    assert lock_mismatches(yaml.safe_load((origin.root / "dvc.lock").read_text()),
+                           yaml.safe_load((origin.root / "dvc.yaml").read_text())) == []
+    assert (origin.root / "results/.kiln-ledger.json").is_file()  # versioned with the results
     origin.git("add", "dvc.lock")
     origin.git("commit", "-q", "-m", "built artifacts")
     origin.dvc("push")

@@ -1,10 +1,13 @@
 """Deterministic, atomic ``.mlpackage`` writing.
 
-``MLModel.save()`` is not reproducible: it writes fresh random UUIDs into ``Manifest.json`` and
-coremltools stamps ``com.github.apple.coremltools.conversion_date`` into the model's metadata. Two
-identical conversions otherwise give byte-identical ``model.mlmodel`` and ``weight.bin``. kiln drops
-the date, derives the Manifest's item identifiers from the item paths (UUIDv5, upper-case as Xcode
-writes them), and writes the package to a temporary path that is renamed into place.
+``MLModel.save()`` is not reproducible: it writes fresh random UUIDs into ``Manifest.json``,
+coremltools stamps ``com.github.apple.coremltools.conversion_date`` into the model's metadata, and the
+spec's protobuf maps (``userDefined`` metadata, functions, attributes) are serialised in an order that
+changes from process to process. kiln drops the date, derives the Manifest's item identifiers from the
+item paths (UUIDv5, upper-case as Xcode writes them), re-serialises the spec deterministically (map
+entries sorted by key), and writes the package to a temporary path that is renamed into place. The
+package embeds no path and no time: same sources and toolchain give the same bytes in any process,
+checkout and machine.
 """
 
 from __future__ import annotations
@@ -40,6 +43,27 @@ def deterministic_manifest(manifest: dict) -> dict:
     return out
 
 
+def root_model_path(package: Path, manifest: dict) -> Path:
+    """The spec file (``model.mlmodel``) a package's Manifest names as its root model."""
+    item = manifest.get("itemInfoEntries", {}).get(manifest.get("rootModelIdentifier"))
+    if not item or "path" not in item:
+        raise ExportError(f"{package / 'Manifest.json'}: rootModelIdentifier names no item with a path")
+    return package / "Data" / item["path"]
+
+
+def canonicalise_spec(spec_path: Path) -> None:
+    """Rewrite a serialised Core ML spec with protobuf's deterministic serialisation (map entries
+    in key order), which the default serialiser does not promise across processes."""
+    from coremltools.proto import Model_pb2
+
+    spec = Model_pb2.Model()
+    try:
+        spec.ParseFromString(spec_path.read_bytes())
+    except Exception as exc:  # protobuf raises its own DecodeError
+        raise ExportError(f"{spec_path}: not a Core ML model spec ({exc})") from exc
+    spec_path.write_bytes(spec.SerializeToString(deterministic=True))
+
+
 def save_mlpackage(mlmodel, path: str | Path) -> Path:
     """Save ``mlmodel`` (a ``coremltools.models.MLModel``) to ``path`` reproducibly and atomically."""
     path = Path(path)
@@ -57,6 +81,7 @@ def save_mlpackage(mlmodel, path: str | Path) -> Path:
         manifest_path = inner / "Manifest.json"
         manifest = deterministic_manifest(json.loads(manifest_path.read_text()))
         manifest_path.write_text(json.dumps(manifest, indent=4) + "\n")
+        canonicalise_spec(root_model_path(inner, manifest))
         for item in inner.iterdir():
             item.rename(staging / item.name)
         inner.rmdir()

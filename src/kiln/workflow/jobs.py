@@ -206,7 +206,8 @@ def export_job(config: Config, model: str, component: str, source_record: str | 
         "kiln.model": model,
         "kiln.component": component,
         "kiln.settings_sha256": digest,
-        "kiln.source": record.id,
+        # a local checkpoint's id is its absolute path: embed it relative to the checkout instead
+        "kiln.source": _relative(record.id) if record.kind == "path" else record.id,
         "kiln.source_sha256": ",".join(f.sha256 for f in record.files),
         "kiln.synthetic": str(model_cfg.synthetic).lower(),
     })

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from kiln.config import (Config, compile_settings, export_settings, prepare_settings, quantize_settings,
                          source_settings, validate_settings)
-from kiln.workflow.stamps import Stamp
+from kiln.workflow.stamps import STAMP_ROOT, Stamp
 
 
 def source_record(config: Config, model: str) -> Path:
@@ -139,10 +139,15 @@ def stamps(config: Config) -> list[Stamp]:
     return out
 
 
-def adopt_roots(config: Config) -> dict[str, list[Path]]:
-    """What ``dvc pull`` restores per model (dvc.yaml tracks results/): its results folder,
-    checkpoints included."""
-    return {name: [Path(config.results_dir) / name] for name in config.models}
+def ledger_path(config: Config) -> Path:
+    """The content ledger (kiln.workflow.ledger), versioned by DVC with the results."""
+    return Path(config.results_dir) / ".kiln-ledger.json"
+
+
+def ledger_roots(config: Config) -> list[str]:
+    """Everything Snakemake's mtime comparisons involve: results (outputs, checkpoints), settings
+    stamps, the kiln source (code inputs) and the job scripts (Snakemake's script trigger)."""
+    return [config.results_dir, str(STAMP_ROOT), "src/kiln", "scripts"]
 
 
 def end_to_end_record(config: Config, model: str) -> Path:

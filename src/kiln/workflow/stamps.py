@@ -11,16 +11,16 @@ alone would plan nothing. kiln therefore turns each job's settings into an input
 
 :func:`sync` runs when the Snakefile is parsed. A stamp whose content is unchanged is left alone.
 A changed stamp is rewritten (new mtime: the job and everything downstream are planned). A missing
-stamp (fresh clone) whose settings digest equals the record's is *adopted*: written with an old mtime,
-and the model's pulled results get one common mtime, since ``dvc pull`` writes files in arbitrary
-order and Snakemake would otherwise take an input checked out after its output as "updated".
+stamp (fresh clone) whose settings digest equals the record's is *adopted*: written with an old mtime
+so it never makes its job stale. Adoption touches nothing but the stamp: the pulled outputs get the
+mtimes they had where they were built from the content ledger (:mod:`kiln.workflow.ledger`), which
+also brings a stamp whose settings were edited and reverted back to its recorded mtime.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -68,28 +68,10 @@ def _write(path: Path, content: str, mtime: float | None = None) -> None:
         os.utime(path, (mtime, mtime))
 
 
-def equalize_mtimes(root: Path, when: float) -> int:
-    """Give every file and directory under ``root`` the mtime ``when``; returns how many."""
-    count = 0
-    if not root.exists():
-        return 0
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in filenames + dirnames:
-            os.utime(os.path.join(dirpath, name), (when, when), follow_symlinks=False)
-            count += 1
-    os.utime(root, (when, when))
-    return count + 1
-
-
-def sync(stamps: Iterable[Stamp], adopt_roots: dict[str, list[Path]] | None = None) -> dict[str, list[str]]:
+def sync(stamps: Iterable[Stamp]) -> dict[str, list[str]]:
     """Bring every stamp up to date; returns which stamps were ``changed``, ``created``, ``adopted``.
-
-    Adoption happens first: the adopted models' results are set one second in the past, so stamps
-    written afterwards for changed settings are strictly newer than every pulled output.
-    """
+    Only stamp files are written."""
     report: dict[str, list[str]] = {"changed": [], "created": [], "adopted": []}
-    to_write: list[tuple[Stamp, str]] = []
-    adopted_models: set[str] = set()
     for stamp in stamps:
         try:
             current = stamp.path.read_text()
@@ -100,16 +82,9 @@ def sync(stamps: Iterable[Stamp], adopt_roots: dict[str, list[Path]] | None = No
         if current is None and recorded_digest(stamp.record) == stamp.digest:
             _write(stamp.path, stamp.content, mtime=ADOPTED_MTIME)
             report["adopted"].append(str(stamp.path))
-            adopted_models.add(stamp.model)
         else:
-            to_write.append((stamp, "changed" if current is not None else "created"))
-    past = time.time() - 1.0
-    for model in sorted(adopted_models):
-        for root in (adopt_roots or {}).get(model, []):
-            equalize_mtimes(Path(root), past)
-    for stamp, kind in to_write:
-        _write(stamp.path, stamp.content)
-        report[kind].append(str(stamp.path))
+            _write(stamp.path, stamp.content)
+            report["changed" if current is not None else "created"].append(str(stamp.path))
     return report
 
 

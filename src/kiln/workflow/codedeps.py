@@ -1,0 +1,196 @@
+"""The kiln source files a job's code depends on, derived from its imports (not listed by hand).
+
+:func:`module_files` walks ``import`` / ``from … import`` statements statically (``ast``), at any
+depth (function-level imports included, since jobs import heavy modules lazily), following only
+modules inside the ``kiln`` package. A string constant that names an existing kiln module (e.g. a
+lazy-export table ``{"compile_package": "kiln.compile.compiler"}`` or a list of CLI command modules)
+counts as an import: that is how kiln loads modules dynamically. Importing ``kiln.a.b`` runs
+``kiln/__init__.py`` and ``kiln/a/__init__.py`` first, so package ``__init__`` files are included too.
+
+The walk reads the files on disk under ``src`` (the checkout Snakemake runs in, whose files are the
+rules' ``code`` inputs), never imports them, and caches each file's imports per (path, size, mtime)
+in ``.kiln/cache/imports.json``, so Snakemake's start-up parses only files edited since the last run.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+from pathlib import Path
+
+from kiln.errors import KilnError
+from kiln.fsutil import write_json
+
+PACKAGE = "kiln"
+#: parsed imports per source file, valid while the file's size and mtime are unchanged
+CACHE_PATH = Path(".kiln") / "cache" / "imports.json"
+CACHE_VERSION = 1
+_MODULE_NAME = re.compile(rf"^{PACKAGE}(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+
+#: what each workflow stage runs, as root modules (``{family}`` is the model's family module); a
+#: stage's code dependencies are these modules' transitive kiln imports
+STAGE_ROOTS: dict[str, tuple[str, ...]] = {
+    # the only stage that runs the family's wrappers on the checkpoint (and traces them)
+    "prepare": ("kiln.models.{family}", "kiln.export.convert"),
+    # the family's validation feeds run through the traced programs
+    "reference": ("kiln.models.{family}", "kiln.validate.reference", "kiln.validate.backends"),
+    # converts a traced program: no family code
+    "export": ("kiln.export.convert", "kiln.export.package", "kiln.export.torch_ops"),
+    "compile": ("kiln.workflow.compile_stage",),
+    "validate": ("kiln.models.{family}", "kiln.validate.run", "kiln.validate.backends",
+                 "kiln.validate.reference"),
+    "quantize": ("kiln.models.{family}", "kiln.quantize.run", "kiln.validate.reference"),
+}
+
+
+class CodeDepsError(KilnError):
+    """A root module or an import that cannot be resolved to a kiln source file."""
+
+
+def module_path(module: str, src: Path) -> Path | None:
+    """``src/kiln/a/b.py`` or ``src/kiln/a/b/__init__.py`` for ``kiln.a.b``; None if neither exists."""
+    base = os.path.join(str(src), *module.split("."))
+    for candidate in (base + ".py", os.path.join(base, "__init__.py")):
+        if os.path.isfile(candidate):
+            return Path(candidate)
+    return None
+
+
+def _with_parents(module: str) -> list[str]:
+    parts = module.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts) + 1)]
+
+
+def _absolute(node: ast.ImportFrom, module: str, is_package: bool) -> str:
+    """The absolute module name ``from <node.module> import …`` refers to inside ``module``."""
+    if not node.level:
+        return node.module or ""
+    package = module.split(".") if is_package else module.split(".")[:-1]
+    base = package[: len(package) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+class _ImportCache:
+    """``{path: [size, mtime_ns, module, [imports]]}``, loaded once per process, saved when it grew."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.entries: dict[str, list] | None = None
+        self.dirty = False
+
+    def _load(self) -> dict[str, list]:
+        if self.entries is None:
+            try:
+                data = json.loads(self.path.read_text())
+                self.entries = data["files"] if data.get("version") == CACHE_VERSION else {}
+            except (OSError, ValueError, KeyError, AttributeError):
+                self.entries = {}  # no cache yet, or unreadable: parse again
+        return self.entries
+
+    def imports(self, module: str, path: Path) -> tuple[str, ...]:
+        stat = path.stat()
+        key = path.as_posix()
+        entry = self._load().get(key)
+        if entry and entry[:3] == [stat.st_size, stat.st_mtime_ns, module]:
+            return tuple(entry[3])
+        found = _parse_imports(path, module)
+        self.entries[key] = [stat.st_size, stat.st_mtime_ns, module, list(found)]
+        self.dirty = True
+        return found
+
+    def save(self) -> None:
+        if self.dirty:
+            write_json(self.path, {"version": CACHE_VERSION, "files": self.entries}, sort_keys=True)
+            self.dirty = False
+
+
+_CACHE = _ImportCache(CACHE_PATH)
+
+
+def _parse_imports(path: Path, module: str) -> tuple[str, ...]:
+    """Every kiln module ``module`` (source at ``path``) may import, as candidate names."""
+    try:
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+    except SyntaxError as exc:
+        raise CodeDepsError(f"{path}: cannot parse ({exc.msg}, line {exc.lineno})") from exc
+    is_package = path.name == "__init__.py"
+    names: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.extend(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = _absolute(node, module, is_package)
+            names.append(base)
+            # ``from kiln.export import convert`` imports the submodule kiln.export.convert
+            names.extend(f"{base}.{alias.name}" for alias in node.names if alias.name != "*")
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and _MODULE_NAME.match(node.value):
+            names.append(node.value)
+    return tuple(sorted({n for n in names if n == PACKAGE or n.startswith(PACKAGE + ".")}))
+
+
+#: closures computed in this process: (roots, src) -> (files, their (size, mtime) signature)
+_CLOSURES: dict[tuple, tuple[list[str], tuple]] = {}
+
+
+def _signature(files: list[str]) -> tuple:
+    out = []
+    for file in files:
+        try:
+            stat = os.stat(file)
+        except FileNotFoundError:
+            return ()
+        out.append((stat.st_size, stat.st_mtime_ns))
+    return tuple(out)
+
+
+def module_files(*modules: str, src: str | Path = "src") -> list[str]:
+    """Every kiln source file the ``modules`` import transitively (themselves and the package
+    ``__init__`` files on the way included), as sorted paths under ``src``.
+
+    A closure changes only when one of its files does, so it is reused while their sizes and mtimes
+    are unchanged (Snakemake asks once per job)."""
+    key = (modules, str(src))
+    known = _CLOSURES.get(key)
+    if known and _signature(known[0]) == known[1]:
+        return list(known[0])
+    files = _closure(modules, Path(src))
+    _CLOSURES[key] = (files, _signature(files))
+    return list(files)
+
+
+def _closure(modules: tuple[str, ...], src: Path) -> list[str]:
+    seen: dict[str, Path] = {}
+    not_modules: set[str] = set()
+    pending: list[str] = []
+    for root in modules:
+        if module_path(root, src) is None:
+            raise CodeDepsError(f"module {root!r} has no source file under {src}/")
+        pending.extend(_with_parents(root))
+    while pending:
+        module = pending.pop()
+        if module in seen or module in not_modules:
+            continue
+        path = module_path(module, src)
+        if path is None:
+            not_modules.add(module)  # ``from kiln.x import name``: ``kiln.x.name`` is an attribute
+            continue
+        seen[module] = path
+        for name in _CACHE.imports(module, path):
+            pending.extend(m for m in _with_parents(name) if m not in seen)
+    _CACHE.save()
+    return sorted(p.as_posix() for p in seen.values())
+
+
+def stage_files(stage: str, family: str | None = None, src: str | Path = "src") -> list[str]:
+    """The code dependencies of a workflow ``stage`` (a key of :data:`STAGE_ROOTS`) for a model of
+    ``family``."""
+    try:
+        roots = STAGE_ROOTS[stage]
+    except KeyError:
+        raise CodeDepsError(f"no code roots for workflow stage {stage!r} (known: {', '.join(STAGE_ROOTS)})") \
+            from None
+    if family is None and any("{family}" in r for r in roots):
+        raise CodeDepsError(f"workflow stage {stage!r} depends on a model family; pass family=")
+    return module_files(*(r.format(family=family) for r in roots), src=src)

@@ -1,0 +1,60 @@
+"""Packages and compiled bundles are byte-identical across processes and checkout paths.
+
+Each build runs in its own interpreter (protobuf map order and hash seeds differ per process) from
+its own copy of the repository (so no absolute path can leak into the artifacts unnoticed)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.workflow.conftest import REPO, workflow_files
+
+EXPORT = """
+from kiln.config import load_config
+from kiln.workflow import jobs, plan
+config = load_config("config.yaml")
+jobs.fetch_job(config, "silero_vad", plan.source_record(config, "silero_vad"),
+               plan.checkpoint_dir(config, "silero_vad"))
+jobs.export_job(config, "silero_vad", "unified", plan.source_record(config, "silero_vad"),
+                plan.package_path(config, "silero_vad", "unified"), plan.export_record(config, "silero_vad", "unified"))
+"""
+
+
+def _checkout(root: Path) -> Path:
+    for rel in workflow_files():
+        dest = root / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, dest)
+    return root
+
+
+def _build(checkout: Path) -> dict[str, bytes]:
+    env = {**os.environ, "PYTHONPATH": str(checkout / "src")}
+    env.pop("PYTHONHASHSEED", None)
+    env.pop("KILN_FAILPOINT", None)
+    for args in ([sys.executable, "-c", EXPORT],
+                 [sys.executable, "-m", "kiln.cli", "compile", "results/silero_vad/unified.mlpackage"]):
+        done = subprocess.run(args, cwd=checkout, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+    out = {}
+    for bundle in ("unified.mlpackage", "unified.mlmodelc"):
+        root = checkout / "results" / "silero_vad" / bundle
+        out.update({f"{bundle}/{p.relative_to(root).as_posix()}": p.read_bytes()
+                    for p in sorted(root.rglob("*")) if p.is_file()})
+    return out
+
+
+def test_builds_in_two_processes_and_checkouts_are_byte_identical(tmp_path):
+    first = _build(_checkout(tmp_path / "one" / "kiln"))
+    second = _build(_checkout(tmp_path / "elsewhere" / "deeper" / "kiln"))
+    assert "unified.mlpackage/Data/com.apple.CoreML/model.mlmodel" in first
+    assert "unified.mlmodelc/model.mil" in first
+    assert sorted(first) == sorted(second)
+    differing = [name for name in first if first[name] != second[name]]
+    assert differing == []
+    spec = first["unified.mlpackage/Data/com.apple.CoreML/model.mlmodel"]
+    assert b"kiln.settings_sha256" in spec and str(tmp_path).encode() not in spec

@@ -1,0 +1,80 @@
+"""Staleness follows content, in separate Snakemake processes as a user runs them: a byte-identical
+rewrite or a reverted setting plans nothing; real edits to settings, outputs and code plan exactly
+the jobs downstream of them."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from tests.workflow.conftest import fake_build
+
+pytestmark = pytest.mark.slow
+
+AGGREGATES = {"all", "all_parakeet_tdt_v3_tiny"}
+DOWNSTREAM_OF_PACKAGE = {("compile", "unified"), ("parity", "unified"), ("quantize", "unified"),
+                         ("end_to_end", None), ("metadata", None), ("quantization_summary", None)}
+
+
+def _work(jobs, model: str | None = None) -> set:
+    return {(rule, wc.get("component")) for rule, wc in jobs
+            if rule not in AGGREGATES and (model is None or wc.get("model") == model)}
+
+
+def test_identical_rewrites_and_reverted_settings_plan_nothing(workspace):
+    ws = workspace
+    package = ws.root / "results/silero_vad/unified.mlpackage"
+    ws.snakemake("--cores", "1", str(package.relative_to(ws.root)))  # a real package
+    fake_build(ws, "all")
+    assert ws.planned_jobs() == []
+
+    # (a) coremltools rewrites Manifest.json (same bytes) when it opens a package
+    manifest_before = (package / "Manifest.json").stat().st_mtime_ns
+    ws.run(sys.executable, "-c",
+           "import sys, coremltools as ct; ct.models.MLModel(sys.argv[1], skip_model_load=True)", str(package))
+    assert (package / "Manifest.json").stat().st_mtime_ns != manifest_before  # the rewrite happened
+    assert ws.planned_jobs() == []
+
+    # (b) a setting edited, then reverted
+    config = (ws.root / "config.yaml").read_text()
+    ws.edit_config(lambda c: c["models"]["silero_vad"]["components"]["unified"].update(
+        {"export": {"compute_precision": "float32"}}))
+    assert _work(ws.planned_jobs()) == DOWNSTREAM_OF_PACKAGE | {("export", "unified")}
+    (ws.root / "config.yaml").write_text(config)
+    assert ws.planned_jobs() == []
+
+    # (c) a real edit of an output plans what reads it, not what made it
+    with open(package / "Data/com.apple.CoreML/weights/weight.bin", "ab") as handle:
+        handle.write(b"\0")
+    assert _work(ws.planned_jobs()) == DOWNSTREAM_OF_PACKAGE
+
+
+def test_code_edits_plan_exactly_the_jobs_that_run_the_code(workspace):
+    ws = workspace
+    targets = ("all", "all_parakeet_tdt_v3_tiny")
+    fake_build(ws, *targets)
+    assert ws.planned_jobs(*targets) == []
+
+    # the Parakeet frontend: Parakeet's exports and everything downstream of them, nothing of Silero
+    frontend = ws.root / "src/kiln/models/_nemo.py"
+    original = frontend.read_text()
+    frontend.write_text(original + "\n# edited\n")
+    jobs = ws.planned_jobs(*targets)
+    parakeet = {c for c in ("preprocessor", "encoder", "mel_encoder", "decoder", "joint", "joint_decision",
+                            "joint_decision_single_step")}
+    assert {wc["model"] for _, wc in jobs if "model" in wc} == {"parakeet_tdt_v3_tiny"}
+    assert {c for r, c in _work(jobs) if r == "export"} == parakeet
+    assert {c for r, c in _work(jobs) if r == "compile"} == parakeet
+    assert {r for r, _ in _work(jobs)} == {"export", "compile", "parity", "quantize", "end_to_end", "metadata",
+                                           "quantization_summary"}
+
+    # reverted, the frontend gets its recorded mtime back: nothing to do again
+    frontend.write_text(original)
+    assert ws.planned_jobs(*targets) == []
+
+    # validation code: parity and quantize (and their aggregates) of every model, no export, no compile
+    with open(ws.root / "src/kiln/validate/metrics.py", "a") as handle:
+        handle.write("\n# edited\n")
+    rules = {r for r, _ in _work(ws.planned_jobs(*targets))}
+    assert rules == {"parity", "quantize", "end_to_end", "metadata", "quantization_summary"}
