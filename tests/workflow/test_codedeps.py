@@ -60,10 +60,15 @@ def test_stages_of_the_real_workflow(tmp_path, monkeypatch):
         prefix = f"{REPO}/"
         return [f.removeprefix(prefix) for f in cd.stage_files(*args, src=REPO / "src")]
 
-    parakeet = stage("export", "parakeet_tdt")
-    silero = stage("export", "silero_vad")
+    parakeet = stage("prepare", "parakeet_tdt")
+    silero = stage("prepare", "silero_vad")
     assert "src/kiln/models/_nemo.py" in parakeet and "src/kiln/models/_nemo.py" not in silero
     assert "src/kiln/export/package.py" in silero and "src/kiln/models/silero_vad.py" in silero
+    # export converts the prepared program: no family code, so a family edit stops at prepare when
+    # the traced program's bytes do not change
+    assert not any(f.startswith("src/kiln/models/") and not f.endswith(("spec.py", "__init__.py"))
+                   for f in stage("export"))
+    assert "src/kiln/models/silero_vad.py" in stage("reference", "silero_vad")
     assert not any(f.startswith(("src/kiln/validate/", "src/kiln/mil/")) for f in parakeet)
     quantize = stage("quantize", "silero_vad")
     for needed in ("src/kiln/quantize/run.py", "src/kiln/validate/metrics.py", "src/kiln/compile/compiler.py",

@@ -89,7 +89,7 @@ def make_reference(ctx, component) -> Reference:
     """Run ``component``'s validation feeds through its torch program (``ctx``, a
     :class:`kiln.models.spec.Context`), state carried by the generic driver; time every call."""
     from kiln.models.spec import stream
-    from kiln.validate.run import latency_summary, timed
+    from kiln.validate.timing import latency_summary, timed
 
     spec = ctx.family.check_contract(component)
     feeds = spec.feeds(ctx, component)

@@ -5,7 +5,6 @@ source model's outputs and at the task level, with latency per backend."""
 from __future__ import annotations
 
 import logging
-import statistics
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -18,31 +17,9 @@ from kiln.models.spec import ComponentSpec, stream
 from kiln.validate import backends as bk
 from kiln.validate.metrics import Tolerance, compare
 from kiln.validate.reference import Reference
+from kiln.validate.timing import latency_summary, timed
 
 log = logging.getLogger("kiln.validate")
-
-
-def timed(predict: Callable) -> tuple[Callable, list[float]]:
-    """Wrap ``predict`` to record each call's wall time in milliseconds."""
-    times: list[float] = []
-
-    def call(inputs):
-        started = time.perf_counter()
-        out = predict(inputs)
-        times.append((time.perf_counter() - started) * 1e3)
-        return out
-
-    return call, times
-
-
-def latency_summary(times_ms: list[float]) -> dict:
-    ordered = sorted(times_ms)
-    return {
-        "calls": len(ordered),
-        "median_ms": round(statistics.median(ordered), 4),
-        "mean_ms": round(statistics.fmean(ordered), 4),
-        "p90_ms": round(ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))], 4),
-    }
 
 
 def stack(steps: list[dict], output: str) -> np.ndarray:
