@@ -41,3 +41,8 @@ class ContractError(KilnError):
 
 class ParityError(KilnError):
     """An output of a converted model differs from its source beyond the configured tolerance."""
+
+
+class OutputError(KilnError):
+    """An output path cannot be written without destroying something kiln did not make, or its
+    directory is missing or not writable. Names the path."""

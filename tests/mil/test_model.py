@@ -127,14 +127,14 @@ def test_malformed_packages(small_package, tmp_path):
 
     broken = fresh("no_manifest.mlpackage")
     (broken / "Manifest.json").unlink()
-    with pytest.raises(ModelFormatError, match="missing Manifest.json"):
+    with pytest.raises(ModelFormatError, match="Manifest.json: missing"):
         load_model(broken)
 
     broken = fresh("bad_root.mlpackage")
     manifest = json.loads((broken / "Manifest.json").read_text())
     manifest["rootModelIdentifier"] = "nope"
     (broken / "Manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ModelFormatError, match="not listed"):
+    with pytest.raises(ModelFormatError, match="names no item"):
         load_model(broken)
 
     broken = fresh("garbage_spec.mlpackage")
@@ -144,8 +144,8 @@ def test_malformed_packages(small_package, tmp_path):
 
     broken = fresh("no_weights.mlpackage")
     shutil.rmtree(broken / "Data" / "com.apple.CoreML" / "weights")
-    with pytest.raises(ModelFormatError, match="cannot open weight file"):
-        load_model(broken).plan()
+    with pytest.raises(ModelFormatError, match="item 'weights' is missing"):
+        load_model(broken)
 
     with pytest.raises(ModelFormatError, match="no such model"):
         load_model(tmp_path / "absent.mlpackage")

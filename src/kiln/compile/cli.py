@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-DIALECTS = ("1.0", "1.3")  # kept in step with kiln.compile.mil_text.DIALECTS (a test checks)
+DIALECTS = ("1.0", "1.3")  # kept in step with kiln.coreml.mil_text.DIALECTS (a test checks)
 
 
 def _run_compile(args: argparse.Namespace) -> int:

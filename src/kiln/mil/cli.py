@@ -65,7 +65,7 @@ def cmd_predict(args) -> int:
 
 def inspect_report(model) -> str:
     """The text ``kiln inspect`` prints."""
-    from .blob import BlobFile
+    from kiln.coreml.blob import BlobFile
 
     lines = [
         f"model: {model.path} ({model.kind})",
