@@ -8,7 +8,9 @@
     kiln check-config [config.yaml]                                            validate a config
 
 Each subsystem contributes its subcommands through an ``add_commands(subparsers)`` function; the
-table below lists them. kiln's own errors print one line naming the culprit and exit with 2.
+table below lists them. Exit codes: 0 success; 2 a kiln error (bad model, config, input or output
+path: one line on stderr naming the culprit, no traceback) or a usage error (argparse); 1 is left to
+crashes (a Python traceback means a kiln bug). Subcommands raise, this module reports.
 """
 
 from __future__ import annotations
@@ -52,12 +54,20 @@ def main(argv: list[str] | None = None) -> int:
     # coremltools logs warnings about untested torch/sklearn versions and its missing macOS runtime
     # on import; they say nothing about the command the user ran
     logging.getLogger("coremltools").setLevel(logging.ERROR)
-    args = build_parser().parse_args(argv)
+    return run_command(build_parser().parse_args(argv))
+
+
+#: exit code of every diagnosed error (argparse uses the same for usage errors)
+EXIT_KILN_ERROR = 2
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run a parsed subcommand; a kiln error becomes one line on stderr and exit code 2."""
     try:
         return int(args.func(args) or 0)
     except KilnError as exc:
         print(f"kiln: error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_KILN_ERROR
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from kiln.mil import (
     coverage,
     load_model,
 )
+from kiln.cli import run_command
 from kiln.mil.cli import add_commands
 
 RNG = np.random.default_rng(17)
@@ -175,8 +176,7 @@ def test_coverage_is_complete_against_coremltools():
 def _cli(argv):
     parser = argparse.ArgumentParser()
     add_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    return run_command(parser.parse_args(argv))
 
 
 def test_cli_predict_inspect_ops(small_package, tmp_path, capsys):
@@ -194,8 +194,9 @@ def test_cli_predict_inspect_ops(small_package, tmp_path, capsys):
     assert "iOS18:" in capsys.readouterr().out
     np.savez(tmp_path / "bad.npz", x=inputs["x"])
     assert _cli(["predict", str(small_package), "--inputs", str(tmp_path / "bad.npz"),
-                 "--out", str(tmp_path / "o.npz")]) == 1
+                 "--out", str(tmp_path / "o.npz")]) == 2
     assert "missing ['n']" in capsys.readouterr().err
+    assert not (tmp_path / "o.npz").exists()
 
 
 def test_fuzz_byte_flips_raise_only_kiln_errors(small_package, tmp_path):
@@ -224,3 +225,31 @@ def test_fuzz_byte_flips_raise_only_kiln_errors(small_package, tmp_path):
         except KilnError:
             outcomes["error"] += 1
     assert outcomes["error"] > 20, outcomes
+
+
+def test_cli_predict_edges_are_clean_errors(small_package, tmp_path, capsys):
+    np.savez(tmp_path / "in.npz", **_inputs())
+    data = (tmp_path / "in.npz").read_bytes()
+    (tmp_path / "truncated.npz").write_bytes(data[: len(data) // 2])
+    np.save(tmp_path / "in.npy", np.zeros(3, np.float32))
+    out = tmp_path / "out" / "o.npz"
+    cases = [
+        (["--inputs", str(tmp_path / "truncated.npz"), "--out", str(tmp_path / "o.npz")],
+         ["truncated.npz", "not a readable .npz"]),
+        (["--inputs", str(tmp_path / "in.npy"), "--out", str(tmp_path / "o.npz")], ["in.npy", "single .npy array"]),
+        (["--inputs", str(tmp_path / "in.npz"), "--out", str(out)], [str(out.parent), "does not exist"]),
+        (["--inputs", str(tmp_path / "in.npz"), "--out", "/proc/kiln-test.npz"], ["/proc/kiln-test.npz", "cannot write"]),
+    ]
+    for extra, names in cases:
+        before = sorted(p.name for p in tmp_path.iterdir())
+        assert _cli(["predict", str(small_package), *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("kiln: error: ") and "Traceback" not in err
+        assert all(name in err for name in names), err
+        assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+    assert _cli(["predict", str(small_package), "--inputs", str(tmp_path / "in.npz"),
+                 "--out", str(tmp_path / "noext")]) == 0
+    assert f"wrote {tmp_path / 'noext.npz'} " in capsys.readouterr().out
+    with np.load(tmp_path / "noext.npz") as written:
+        assert len(written.files) == 2

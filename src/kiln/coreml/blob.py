@@ -204,7 +204,8 @@ class BlobFile:
 class BlobWriter:
     """Writes a ``weight.bin`` in the layout above (byte-identical to coremltools' writer).
 
-    ``write(dtype, values)`` returns the record's offset; :meth:`close` fixes the header count."""
+    ``write(dtype, values)`` returns the record's offset; :meth:`close` fixes the header count.
+    Float types take float values or their bit patterns as unsigned integers of the same width."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -224,6 +225,12 @@ class BlobWriter:
             padding_bits = len(data) * 8 - values.size * nbits
         elif dtype == "bf16" and values.dtype != np.uint16:
             data, padding_bits = dtypes.float_to_bf16_bits(values).tobytes(), 0
+        elif values.dtype.kind in "ui" and dtypes.BY_NAME[dtype].is_float:
+            # integers for a float type are its bit patterns (as coremltools' fp16 writer takes them)
+            raw = dtypes.RAW_NUMPY[dtype]
+            if values.dtype.itemsize != raw.itemsize:
+                raise BlobFormatError(f"{values.dtype} values are not {dtype} bit patterns", self.path)
+            data, padding_bits = values.astype(values.dtype.newbyteorder("<")).tobytes(), 0
         else:
             data, padding_bits = values.astype(dtypes.RAW_NUMPY[dtype]).tobytes(), 0
         offset = _aligned(self._end)
