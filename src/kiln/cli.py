@@ -6,6 +6,7 @@
     kiln compile X.mlpackage -o X.mlmodelc                                     compile without Xcode
     kiln new-model {vad,stt,tts} NAME                                          scaffold a model family
     kiln check-config [config.yaml]                                            validate a config
+    kiln check results/<model> [...]                                           artifacts match their job records
 
 Each subsystem contributes its subcommands through an ``add_commands(subparsers)`` function; the
 table below lists them. Exit codes: 0 success; 2 a kiln error (bad model, config, input or output
@@ -38,6 +39,21 @@ def _check_config(args) -> int:
     return 0
 
 
+def _check(args) -> int:
+    from kiln.integrity import IntegrityError, check_results
+
+    failed = 0
+    for model_dir in args.results:
+        artifacts, problems = check_results(model_dir)
+        for problem in problems:
+            print(problem, file=sys.stderr)
+        failed += len(problems)
+        print(f"{model_dir}: {len(artifacts) - len(problems)}/{len(artifacts)} recorded artifacts match")
+    if failed:
+        raise IntegrityError(f"{failed} artifact(s) do not match their job records (listed above)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kiln", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -45,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate config.yaml against its schema")
     check.add_argument("config", nargs="?", default="config.yaml")
     check.set_defaults(func=_check_config)
+    verify = sub.add_parser("check", help="check that built artifacts match the sha256 their jobs recorded",
+                            description="Check every package, bundle and checkpoint under results/<model> "
+                                        "against the sha256 its job recorded (e.g. after dvc pull).")
+    verify.add_argument("results", nargs="+", help="a results/<model> directory")
+    verify.set_defaults(func=_check)
     for module in COMMAND_MODULES:
         importlib.import_module(module).add_commands(sub)
     return parser
