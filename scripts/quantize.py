@@ -5,4 +5,4 @@ from kiln.workflow import jobs, logs
 logs.run_job(snakemake.log[0], jobs.quantize_job, build_config(snakemake.config), snakemake.wildcards.model,
              snakemake.wildcards.component, snakemake.wildcards.strategy, snakemake.input.source,
              snakemake.input.package, snakemake.output.record, snakemake.params.out_dir, snakemake.threads,
-             threads=snakemake.threads)
+             threads=snakemake.threads, mem_mb=snakemake.resources.mem_mb)

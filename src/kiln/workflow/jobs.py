@@ -9,6 +9,7 @@ from pathlib import Path
 from kiln.config import Config, export_settings, settings_digest, source_settings
 from kiln.errors import SourceError
 from kiln.fsutil import sha256_tree, tree_size, write_json
+from kiln.workflow import limits
 from kiln.provenance import toolchain
 from kiln.sources import SourceRecord, fetch
 
@@ -60,6 +61,7 @@ def export_job(config: Config, model: str, component: str, source_record: str | 
     comp = config.component(model, component)
     family = get_family(model_cfg.family)
     record = read_source_record(source_record)
+    limits.check_fits(comp, [f.path for f in record.files])
     log.info("loading %s from %s", model, record.id)
     source = family.load_source(record)
     settings = export_settings(model_cfg, comp)
@@ -106,7 +108,9 @@ def parity_job(config: Config, model: str, component: str, source_record: str | 
     model_cfg = config.model(model)
     comp = config.component(model, component)
     family = get_family(model_cfg.family)
-    source = family.load_source(read_source_record(source_record))
+    record = read_source_record(source_record)
+    limits.check_fits(comp, [f.path for f in record.files])
+    source = family.load_source(record)
     result = validate_component(family, source, model_cfg, comp, Path(package), Path(plots_dir))
     data = {
         "schema_version": RECORD_SCHEMA_VERSION,
@@ -176,7 +180,9 @@ def quantize_job(config: Config, model: str, component: str, strategy: str, sour
     model_cfg = config.model(model)
     comp = config.component(model, component)
     family = get_family(model_cfg.family)
-    source = family.load_source(read_source_record(source_record))
+    record = read_source_record(source_record)
+    limits.check_fits(comp, [f.path for f in record.files])
+    source = family.load_source(record)
     result = quantize_component(family, source, model_cfg, comp, strategy, Path(package), Path(out_dir),
                                 workers=threads)
     data = {"schema_version": RECORD_SCHEMA_VERSION, "model": model,
@@ -212,7 +218,10 @@ def end_to_end_job(config: Config, model: str, source_record: str | Path, packag
 
     model_cfg = config.model(model)
     family = get_family(model_cfg.family)
-    source = family.load_source(read_source_record(source_record))
+    record = read_source_record(source_record)
+    for comp in model_cfg.components.values():
+        limits.check_fits(comp, [f.path for f in record.files])
+    source = family.load_source(record)
     names = list(model_cfg.components)
     first = model_cfg.components[names[0]]
     backends = {"torch_cpu": {}}
