@@ -9,12 +9,12 @@ import numpy as np
 
 from kiln.compile import compile_package
 from kiln.errors import KilnError
+from tests.fuzzing import corrupt_copy
 
 
 def test_fuzz_byte_flips_compile_or_raise_kiln_errors(value_kinds_package, tmp_path):
     files = sorted(p for p in value_kinds_package.rglob("*") if p.is_file())
     originals = {p.relative_to(value_kinds_package): p.read_bytes() for p in files}
-    names = list(originals)
     rng = np.random.default_rng(2026)
     outcomes = {"ok": 0, "error": 0}
     for iteration in range(160):
@@ -23,15 +23,7 @@ def test_fuzz_byte_flips_compile_or_raise_kiln_errors(value_kinds_package, tmp_p
             shutil.rmtree(work)
         work.mkdir()
         package = work / "fuzz.mlpackage"
-        shutil.copytree(value_kinds_package, package)
-        rel = names[rng.integers(len(names))]
-        data = bytearray(originals[rel])
-        for _ in range(rng.integers(1, 6)):
-            if data:
-                data[rng.integers(len(data))] ^= 1 << int(rng.integers(8))
-        if rng.random() < 0.1:
-            data = data[: rng.integers(len(data) + 1)]
-        (package / rel).write_bytes(bytes(data))
+        corrupt_copy(originals, value_kinds_package, package, rng)
         out = work / "fuzz.mlmodelc"
         try:
             compile_package(package, out)

@@ -22,6 +22,7 @@ from kiln.mil import (
 )
 from kiln.cli import run_command
 from kiln.mil.cli import add_commands
+from tests.fuzzing import corrupt_copy
 
 RNG = np.random.default_rng(17)
 W = RNG.standard_normal((16, 8)).astype(np.float32)
@@ -207,17 +208,7 @@ def test_fuzz_byte_flips_raise_only_kiln_errors(small_package, tmp_path):
     inputs = _inputs()
     for iteration in range(200):
         target = tmp_path / f"fuzz{iteration % 4}.mlpackage"
-        if target.exists():
-            shutil.rmtree(target)
-        shutil.copytree(small_package, target)
-        rel = list(originals)[rng.integers(len(originals))]
-        data = bytearray(originals[rel])
-        for _ in range(rng.integers(1, 6)):
-            if data:
-                data[rng.integers(len(data))] ^= 1 << int(rng.integers(8))
-        if rng.random() < 0.1:
-            data = data[: rng.integers(len(data) + 1)]
-        (target / rel).write_bytes(bytes(data))
+        corrupt_copy(originals, small_package, target, rng)
         try:
             model = load_model(target)
             model.predict(inputs, precision="fp32" if iteration % 2 else "fp16")
