@@ -20,6 +20,12 @@ def _manifest_paths(workspace) -> list[str]:
     return [entry["relpath"] for entry in json.loads(listing.read_text())]
 
 
+def test_dvcignore_lists_the_writers_temporary_pattern(workspace):
+    from kiln.fsutil import TEMPORARY_GLOB
+
+    assert TEMPORARY_GLOB in (workspace.root / ".dvcignore").read_text().splitlines()
+
+
 def test_crash_temporaries_are_not_committed(workspace):
     target = "results/silero_vad/unified.mlpackage"
     killed = workspace.snakemake("--cores", "1", target, check=False, env={"KILN_FAILPOINT": "export.save:kill"})
