@@ -116,3 +116,87 @@ def test_lookup_errors_name_the_key(repo):
         config.model("nope")
     with pytest.raises(ConfigError, match="models.silero_vad.components.nope"):
         config.component("silero_vad", "nope")
+
+
+# --- whole-file checks (issue 14) --------------------------------------------------------------
+
+
+def _write(tmp_path, raw, name="config.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def test_a_model_given_twice_is_refused_naming_key_and_lines(raw, tmp_path):
+    text = yaml.safe_dump(raw, sort_keys=False)
+    block = text[text.index("  silero_vad:"):text.index("  parakeet_tdt_v3_tiny:")]
+    path = tmp_path / "config.yaml"
+    path.write_text(text.replace("  parakeet_tdt_v3_tiny:", block + "  parakeet_tdt_v3_tiny:", 1))
+    first = text[: text.index("  silero_vad:")].count("\n") + 1
+    second = first + block.count("\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.key == "silero_vad"
+    assert f"lines {first} and {second}" in str(info.value) and str(path) in str(info.value)
+    # Snakemake parses config.yaml itself (last key wins) and hands build_config the dict and path
+    with pytest.raises(ConfigError, match="'silero_vad' is given twice"):
+        build_config(yaml.safe_load(path.read_text()), str(path))
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_tolerances_are_refused(raw, value):
+    raw["models"]["silero_vad"]["components"]["unified"]["validate"] = {"atol": value}
+    err = _error(raw)
+    assert err.key == "models.silero_vad.components.unified.validate.atol" and "finite" in str(err)
+
+
+def test_nan_written_in_yaml_is_refused(raw, tmp_path):
+    raw["defaults"]["validate"] = {"rtol": 0.1}
+    path = _write(tmp_path, raw)
+    path.write_text(path.read_text().replace("rtol: 0.1", "rtol: .nan"))
+    with pytest.raises(ConfigError, match="defaults.validate.rtol"):
+        load_config(path)
+
+
+@pytest.mark.parametrize("results_dir", ["/etc", "../../outside", "results/../..", "."])
+def test_results_dir_must_stay_inside_the_checkout(raw, tmp_path, results_dir, monkeypatch):
+    monkeypatch.delenv("KILN_ALLOW_RESULTS_OUTSIDE", raising=False)
+    raw["results_dir"] = results_dir
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, raw))
+    assert info.value.key == "results_dir" and results_dir in str(info.value)
+    monkeypatch.setenv("KILN_ALLOW_RESULTS_OUTSIDE", "1")
+    assert load_config(_write(tmp_path, raw)).results_dir == results_dir
+
+
+def test_results_dir_symlinked_out_of_the_checkout_is_refused(raw, tmp_path, monkeypatch):
+    monkeypatch.delenv("KILN_ALLOW_RESULTS_OUTSIDE", raising=False)
+    (tmp_path / "checkout").mkdir()
+    (tmp_path / "checkout" / "out").symlink_to(tmp_path)
+    raw["results_dir"] = "out/results"
+    with pytest.raises(ConfigError, match="through a symlink"):
+        load_config(_write(tmp_path / "checkout", raw))
+    raw["results_dir"] = "build/results"
+    assert load_config(_write(tmp_path / "checkout", raw)).results_dir == "build/results"
+
+
+def test_steps_must_be_an_integer(raw):
+    raw["models"]["silero_vad"]["components"]["unified_256ms"]["options"]["steps"] = "eight"
+    err = _error(raw)
+    assert err.key == "models.silero_vad.components.unified_256ms.options.steps"
+    assert "'eight' is not of type 'integer'" in str(err)
+
+
+def test_check_config_on_a_directory_or_unreadable_path_is_a_clean_error(tmp_path, capsys):
+    from kiln.cli import main
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    for path, words in ((tmp_path, "is a directory"), (blocker / "config.yaml", "cannot read"),
+                        (tmp_path / "absent.yaml", "file not found")):
+        assert main(["check-config", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err and str(path) in err and words in err, err
+    (tmp_path / "binary.yaml").write_bytes(b"\xff\xfe models")
+    assert main(["check-config", str(tmp_path / "binary.yaml")]) == 2
+    assert "not UTF-8" in capsys.readouterr().err

@@ -14,13 +14,16 @@ import copy
 import hashlib
 import importlib.util
 import json
+import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 import jsonschema
 import yaml
 
+from kiln import yamlio
 from kiln.errors import ConfigError
 
 
@@ -200,8 +203,23 @@ def _describe(error: jsonschema.ValidationError) -> str:
     return error.message
 
 
+def _non_finite(node: Any, key_path: str = "") -> Iterator[str]:
+    """Key paths of NaN and infinite numbers (JSON schema's "number" accepts them)."""
+    if isinstance(node, float) and not math.isfinite(node):
+        yield key_path
+    elif isinstance(node, Mapping):
+        for key, value in node.items():
+            yield from _non_finite(value, f"{key_path}.{key}" if key_path else str(key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _non_finite(value, f"{key_path}[{index}]")
+
+
 def validate_raw(raw: Any, path: str = "config.yaml") -> None:
     """Check ``raw`` against the schema; raise :class:`ConfigError` naming the deepest failing key."""
+    for key in _non_finite(raw):
+        raise ConfigError("numbers must be finite (NaN and infinity are not tolerances or sizes)", key=key,
+                          file=path)
     validator = jsonschema.Draft202012Validator(_schema())
     errors = list(validator.iter_errors(raw))
     if not errors:
@@ -261,8 +279,62 @@ def family_exists(family: str) -> bool:
     return importlib.util.find_spec(f"kiln.models.{family}") is not None
 
 
+#: environment variable that lets ``results_dir`` point outside the checkout
+ALLOW_RESULTS_OUTSIDE_ENV = "KILN_ALLOW_RESULTS_OUTSIDE"
+
+
+def check_results_dir(results_dir: str, path: str) -> None:
+    """``results_dir`` must stay inside the checkout (the config file's directory): the workflow
+    writes, replaces and (DVC) publishes everything below it. ``KILN_ALLOW_RESULTS_OUTSIDE=1``
+    allows another place explicitly."""
+    if os.environ.get(ALLOW_RESULTS_OUTSIDE_ENV) == "1":
+        return
+    checkout = Path(os.path.abspath(path)).parent
+    target = Path(os.path.normpath(checkout / results_dir))
+    if Path(results_dir).is_absolute() or target == checkout or checkout not in target.parents:
+        raise ConfigError(f"{results_dir!r} is not a directory inside the checkout {checkout} (set "
+                          f"{ALLOW_RESULTS_OUTSIDE_ENV}=1 to write results elsewhere on purpose)",
+                          key="results_dir", file=path)
+    resolved = target.resolve()
+    if checkout.resolve() not in resolved.parents:
+        raise ConfigError(f"{results_dir!r} resolves to {resolved} through a symlink, outside the checkout "
+                          f"(set {ALLOW_RESULTS_OUTSIDE_ENV}=1 to allow it)", key="results_dir", file=path)
+
+
+def _read_yaml(path: Path) -> Any:
+    """``path`` parsed strictly (duplicate keys refused), every failure a :class:`ConfigError`."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("file not found", file=str(path)) from None
+    except IsADirectoryError:
+        raise ConfigError("is a directory, not a config file", file=str(path)) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", file=str(path)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text: {exc}", file=str(path)) from None
+    try:
+        return yamlio.load(text)
+    except yamlio.DuplicateKeyError as exc:
+        raise ConfigError(f"key {exc.key!r} is given twice (lines {exc.first_line} and {exc.line}); the second "
+                          f"would silently replace the first", key=str(exc.key), file=str(path)) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"not valid YAML: {exc}", file=str(path)) from None
+
+
 def build_config(raw: Mapping[str, Any], path: str = "config.yaml") -> Config:
+    """A checked :class:`Config` from ``raw``, the parsed content of the file ``path``.
+
+    When ``raw`` was parsed by someone else (Snakemake's ``configfile:`` loader keeps the last of
+    two equal keys), the file is read again strictly so that a duplicate key is still refused."""
+    if Path(path).is_file():
+        _read_yaml(Path(path))
+    return _build(raw, path)
+
+
+def _build(raw: Mapping[str, Any], path: str) -> Config:
     validate_raw(raw, path)
+    check_results_dir(raw.get("results_dir", "results"), path)
     defaults = (raw.get("defaults") or {}).get("export")
     validate_defaults = (raw.get("defaults") or {}).get("validate")
     models = {}
@@ -316,13 +388,8 @@ def build_config(raw: Mapping[str, Any], path: str = "config.yaml") -> Config:
 
 def load_config(path: str | Path = "config.yaml") -> Config:
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError("file not found", file=str(path)) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"not valid YAML: {exc}", file=str(path)) from None
-    return build_config(raw if raw is not None else {}, str(path))
+    raw = _read_yaml(path)
+    return _build(raw if raw is not None else {}, str(path))
 
 
 def canonical_json(data: Any) -> str:

@@ -41,3 +41,12 @@ class ContractError(KilnError):
 
 class ParityError(KilnError):
     """An output of a converted model differs from its source beyond the configured tolerance."""
+
+
+class OutputError(KilnError):
+    """An output path cannot be written without destroying something kiln did not make, or its
+    directory is missing or not writable. Names the path."""
+
+
+class InputFileError(KilnError):
+    """A file given on the command line cannot be read as what the command needs. Names the file."""

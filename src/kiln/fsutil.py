@@ -14,21 +14,35 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterable, Iterator
+
+from kiln.errors import OutputError
+
+
+#: glob of every temporary a writer of a path leaves while it works (and a killed writer leaves
+#: behind): ``.<name>.<random>.tmp`` files and ``.<name>.<random>.dir.tmp`` directories.
+#: `.dvcignore` lists the same pattern so a crash's leftovers are never published.
+TEMPORARY_GLOB = ".*.tmp"
+
+
+def temporaries_of(path: Path) -> list[Path]:
+    return sorted(path.parent.glob(f".{glob.escape(path.name)}.*.tmp")) if path.parent.is_dir() else []
 
 
 def remove_stale_temporaries(path: Path) -> None:
     """Delete temporaries a killed writer of ``path`` left behind (one writer per path at a time:
     Snakemake never runs two jobs with the same output)."""
-    if path.parent.is_dir():
-        for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-            remove_path(stale)
+    for stale in temporaries_of(path):
+        remove_path(stale)
 
 
 def _tmp_sibling(path: Path, kind: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path)
-    return Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=f".{kind}.tmp", dir=path.parent))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(path)
+        return Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=f".{kind}.tmp", dir=path.parent))
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror} ({exc.filename})") from None
 
 
 def remove_path(path: Path) -> None:
@@ -39,17 +53,44 @@ def remove_path(path: Path) -> None:
         shutil.rmtree(path)
 
 
+def check_output(path: Path, *, replaceable: Callable[[Path], bool] | None, kind: str,
+                 inputs: Iterable[str | os.PathLike] = ()) -> Path:
+    """Refuse to write ``path`` where it would destroy something kiln did not make.
+
+    The output may not be, contain or lie inside one of ``inputs``; an existing ``path`` is replaced
+    only when ``replaceable(path)`` says it is a ``kind`` that kiln wrote (a real directory, not a
+    symlink, holding only that kind's files). Returns ``path`` made absolute (``-o .`` names the
+    current directory, not an empty name)."""
+    target = Path(os.path.abspath(path))
+    for source in inputs:
+        source = Path(os.path.abspath(source))
+        if target == source or source in target.parents or target in source.parents:
+            relation = "is" if target == source else ("is inside" if source in target.parents else "contains")
+            raise OutputError(f"output {path} {relation} the input {source}; choose another output path")
+    if os.path.lexists(target):
+        if target.is_symlink() or not target.is_dir() or replaceable is None or not replaceable(target):
+            raise OutputError(f"refusing to replace {path}: it exists and is not {kind} kiln wrote "
+                              f"(kiln only replaces its own outputs; remove it yourself or choose another path)")
+    return target
+
+
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_dir(path: str | os.PathLike, *, replaceable: Callable[[Path], bool] | None = None,
+               kind: str = "an output", inputs: Iterable[str | os.PathLike] = ()) -> Iterator[Path]:
     """Yield a temporary directory; on success it replaces ``path`` (a directory such as an
-    ``.mlpackage``), on failure it is deleted and ``path`` is left as it was."""
-    path = Path(path)
+    ``.mlpackage``), on failure it is deleted and ``path`` is left as it was.
+
+    An existing ``path`` is replaced only when ``replaceable(path)`` is true (see
+    :func:`check_output`); the check runs before anything is created, and again just before the
+    swap (another process may have put something there meanwhile)."""
+    path = check_output(Path(path), replaceable=replaceable, kind=kind, inputs=inputs)
     holder = _tmp_sibling(path, "dir")
     staging = holder / path.name
-    staging.mkdir()
     try:
+        staging.mkdir()
         yield staging
-        if path.exists() or path.is_symlink():
+        check_output(path, replaceable=replaceable, kind=kind, inputs=inputs)
+        if os.path.lexists(path):
             # Move the old artifact aside first so the swap is never observed half-done.
             old = holder / (path.name + ".old")
             os.rename(path, old)
@@ -62,9 +103,12 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
 def atomic_file(path: str | os.PathLike, mode: str = "w") -> Iterator:
     """Open a temporary sibling file for writing; rename it to ``path`` when the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror} ({exc.filename})") from None
     try:
         with os.fdopen(fd, mode) as handle:
             yield handle

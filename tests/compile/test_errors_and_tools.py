@@ -14,10 +14,10 @@ from coremltools.proto import Model_pb2
 from kiln.compile import cli as compile_cli
 from kiln.compile import compare_bundles, compile_package, read_coremldata
 from kiln.compile.apple import compile_with_apple, find_coremlcompiler
-from kiln.compile.coremldata import PAYLOAD_LENGTH_OFFSET, SPEC_VERSION_OFFSET, build_coremldata
+from kiln.coreml.coremldata import PAYLOAD_LENGTH_OFFSET, SPEC_VERSION_OFFSET, build_coremldata
 from kiln.compile.errors import AppleCompilerError, CoremlDataError, MilSyntaxError, PackageError
 from kiln.compile.metadata import class_name, histogram_name
-from kiln.compile.mil_text import DIALECTS, parse_program
+from kiln.coreml.mil_text import DIALECTS, parse_program
 from kiln.errors import KilnError
 
 
@@ -211,7 +211,7 @@ def test_coremldata_layout_and_round_trip(tmp_path):
     path = tmp_path / "coremldata.bin"
     path.write_bytes(data)
     assert read_coremldata(path) == (9, _description())
-    from kiln.compile.coremldata import user_defined_order
+    from kiln.coreml.coremldata import user_defined_order
     assert user_defined_order(path) == ["c", "a", "b"]
 
 
@@ -282,9 +282,11 @@ def test_cli_compiles_a_package(value_kinds_package, tmp_path, capsys):
     assert capsys.readouterr().out.strip() == str(out)
 
 
-def test_cli_reports_bad_input_with_exit_code_1(tmp_path, capsys):
+def test_cli_reports_bad_input_with_exit_code_2(tmp_path, capsys):
+    from kiln.cli import run_command
+
     args = _parser().parse_args(["compile", str(tmp_path / "missing.mlpackage"), "-o", str(tmp_path / "x.mlmodelc")])
-    assert args.func(args) == 1
+    assert run_command(args) == 2
     assert "missing.mlpackage: not a directory" in capsys.readouterr().err
 
 
@@ -303,7 +305,7 @@ def test_apple_compiler_is_absent_off_macos(value_kinds_package, tmp_path):
 
 @pytest.mark.skipif(find_coremlcompiler() is None, reason="Apple's coremlcompiler is not installed (macOS only)")
 def test_kiln_matches_apple_on_a_fresh_package(value_kinds_package, tmp_path):
-    from kiln.compile.mil_text import build_info_entries
+    from kiln.coreml.mil_text import build_info_entries
 
     apple = compile_with_apple(value_kinds_package, tmp_path / "apple.mlmodelc")
     # compile as the installed coremlc would: its dialect and its version strings

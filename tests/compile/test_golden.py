@@ -7,7 +7,7 @@ import json
 from coremltools.proto import Model_pb2
 
 from kiln.compile import compare_bundles, compile_package, read_coremldata
-from kiln.compile.coremldata import build_coremldata, parse_analytics, user_defined_order
+from kiln.coreml.coremldata import build_coremldata, parse_analytics, user_defined_order
 
 
 def test_model_mil_is_byte_identical(golden_pair, tmp_path):
@@ -85,8 +85,8 @@ def test_recompiling_replaces_the_bundle_atomically(golden_pair, tmp_path):
     package, _ = golden_pair
     out = tmp_path / "out.mlmodelc"
     compile_package(package, out)
-    (out / "stale.txt").write_text("left over")
+    (out / "weights" / "stale.bin").write_bytes(b"left over by an older compile")
     compile_package(package, out)
-    assert not (out / "stale.txt").exists()
+    assert not (out / "weights" / "stale.bin").exists()
     # no staging directory is left beside the bundle
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["out.mlmodelc", package.name])

@@ -11,7 +11,7 @@ from coremltools.proto import MIL_pb2, Model_pb2
 
 from kiln.compile.errors import MilSyntaxError, UnsupportedValueError
 from kiln.compile.compiler import DEFAULT_BUILD_INFO
-from kiln.compile.mil_text import build_info_entries, hex_float, parse_program, print_program, tokenize
+from kiln.coreml.mil_text import build_info_entries, hex_float, parse_program, print_program, tokenize
 
 from compile_golden import GOLDEN_VARIANTS, require_golden
 

@@ -86,7 +86,6 @@ def test_compressed_packages_agree_on_decisions(golden_dir, variant):
 
 
 def test_apple_compiled_mlmodelc_runs_like_its_package(golden_dir):
-    pytest.importorskip("kiln.compile.mil_text")
     from kiln.mil import load_model
 
     compiled = load_model(golden_dir / "unified" / "apple-compiled.mlmodelc")

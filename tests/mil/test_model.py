@@ -20,7 +20,9 @@ from kiln.mil import (
     coverage,
     load_model,
 )
+from kiln.cli import run_command
 from kiln.mil.cli import add_commands
+from tests.fuzzing import corrupt_copy
 
 RNG = np.random.default_rng(17)
 W = RNG.standard_normal((16, 8)).astype(np.float32)
@@ -127,14 +129,14 @@ def test_malformed_packages(small_package, tmp_path):
 
     broken = fresh("no_manifest.mlpackage")
     (broken / "Manifest.json").unlink()
-    with pytest.raises(ModelFormatError, match="missing Manifest.json"):
+    with pytest.raises(ModelFormatError, match="Manifest.json: missing"):
         load_model(broken)
 
     broken = fresh("bad_root.mlpackage")
     manifest = json.loads((broken / "Manifest.json").read_text())
     manifest["rootModelIdentifier"] = "nope"
     (broken / "Manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ModelFormatError, match="not listed"):
+    with pytest.raises(ModelFormatError, match="names no item"):
         load_model(broken)
 
     broken = fresh("garbage_spec.mlpackage")
@@ -144,8 +146,8 @@ def test_malformed_packages(small_package, tmp_path):
 
     broken = fresh("no_weights.mlpackage")
     shutil.rmtree(broken / "Data" / "com.apple.CoreML" / "weights")
-    with pytest.raises(ModelFormatError, match="cannot open weight file"):
-        load_model(broken).plan()
+    with pytest.raises(ModelFormatError, match="item 'weights' is missing"):
+        load_model(broken)
 
     with pytest.raises(ModelFormatError, match="no such model"):
         load_model(tmp_path / "absent.mlpackage")
@@ -175,8 +177,7 @@ def test_coverage_is_complete_against_coremltools():
 def _cli(argv):
     parser = argparse.ArgumentParser()
     add_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    return run_command(parser.parse_args(argv))
 
 
 def test_cli_predict_inspect_ops(small_package, tmp_path, capsys):
@@ -194,8 +195,9 @@ def test_cli_predict_inspect_ops(small_package, tmp_path, capsys):
     assert "iOS18:" in capsys.readouterr().out
     np.savez(tmp_path / "bad.npz", x=inputs["x"])
     assert _cli(["predict", str(small_package), "--inputs", str(tmp_path / "bad.npz"),
-                 "--out", str(tmp_path / "o.npz")]) == 1
+                 "--out", str(tmp_path / "o.npz")]) == 2
     assert "missing ['n']" in capsys.readouterr().err
+    assert not (tmp_path / "o.npz").exists()
 
 
 def test_fuzz_byte_flips_raise_only_kiln_errors(small_package, tmp_path):
@@ -206,17 +208,7 @@ def test_fuzz_byte_flips_raise_only_kiln_errors(small_package, tmp_path):
     inputs = _inputs()
     for iteration in range(200):
         target = tmp_path / f"fuzz{iteration % 4}.mlpackage"
-        if target.exists():
-            shutil.rmtree(target)
-        shutil.copytree(small_package, target)
-        rel = list(originals)[rng.integers(len(originals))]
-        data = bytearray(originals[rel])
-        for _ in range(rng.integers(1, 6)):
-            if data:
-                data[rng.integers(len(data))] ^= 1 << int(rng.integers(8))
-        if rng.random() < 0.1:
-            data = data[: rng.integers(len(data) + 1)]
-        (target / rel).write_bytes(bytes(data))
+        corrupt_copy(originals, small_package, target, rng)
         try:
             model = load_model(target)
             model.predict(inputs, precision="fp32" if iteration % 2 else "fp16")
@@ -224,3 +216,31 @@ def test_fuzz_byte_flips_raise_only_kiln_errors(small_package, tmp_path):
         except KilnError:
             outcomes["error"] += 1
     assert outcomes["error"] > 20, outcomes
+
+
+def test_cli_predict_edges_are_clean_errors(small_package, tmp_path, capsys):
+    np.savez(tmp_path / "in.npz", **_inputs())
+    data = (tmp_path / "in.npz").read_bytes()
+    (tmp_path / "truncated.npz").write_bytes(data[: len(data) // 2])
+    np.save(tmp_path / "in.npy", np.zeros(3, np.float32))
+    out = tmp_path / "out" / "o.npz"
+    cases = [
+        (["--inputs", str(tmp_path / "truncated.npz"), "--out", str(tmp_path / "o.npz")],
+         ["truncated.npz", "not a readable .npz"]),
+        (["--inputs", str(tmp_path / "in.npy"), "--out", str(tmp_path / "o.npz")], ["in.npy", "single .npy array"]),
+        (["--inputs", str(tmp_path / "in.npz"), "--out", str(out)], [str(out.parent), "does not exist"]),
+        (["--inputs", str(tmp_path / "in.npz"), "--out", "/proc/kiln-test.npz"], ["/proc/kiln-test.npz", "cannot write"]),
+    ]
+    for extra, names in cases:
+        before = sorted(p.name for p in tmp_path.iterdir())
+        assert _cli(["predict", str(small_package), *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("kiln: error: ") and "Traceback" not in err
+        assert all(name in err for name in names), err
+        assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+    assert _cli(["predict", str(small_package), "--inputs", str(tmp_path / "in.npz"),
+                 "--out", str(tmp_path / "noext")]) == 0
+    assert f"wrote {tmp_path / 'noext.npz'} " in capsys.readouterr().out
+    with np.load(tmp_path / "noext.npz") as written:
+        assert len(written.files) == 2

@@ -1,6 +1,6 @@
 """kiln's own `.mlpackage` -> `.mlmodelc` compiler, matching Apple's `coremlc` 3500.x byte for byte
-(`kiln.compile.compiler`), with a MIL text printer and parser (`kiln.compile.mil_text`) and a
-`coremldata.bin` writer and reader (`kiln.compile.coremldata`).
+(`kiln.compile.compiler`). The file formats it reads and writes (Manifest, blob storage, MIL text,
+`coremldata.bin`) live in the format layer `kiln.coreml`, shared with the executor.
 
 Names are loaded on first use: the compiler needs coremltools (seconds to import), and
 `kiln.compile.cli` must stay cheap to import when the main CLI registers its commands.
@@ -14,9 +14,9 @@ _EXPORTS = {
     "compile_package": "kiln.compile.compiler",
     "DEFAULT_BUILD_INFO": "kiln.compile.compiler",
     "compare_bundles": "kiln.compile.compare",
-    "read_coremldata": "kiln.compile.coremldata",
-    "parse_program": "kiln.compile.mil_text",
-    "print_program": "kiln.compile.mil_text",
+    "read_coremldata": "kiln.coreml.coremldata",
+    "parse_program": "kiln.coreml.mil_text",
+    "print_program": "kiln.coreml.mil_text",
     "find_coremlcompiler": "kiln.compile.apple",
     "compile_with_apple": "kiln.compile.apple",
     "CompileError": "kiln.compile.errors",

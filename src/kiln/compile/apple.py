@@ -11,6 +11,7 @@ from pathlib import Path
 
 from kiln.compile.compare import compare_bundles
 from kiln.compile.errors import AppleCompilerError
+from kiln.coreml.paths import is_mlmodelc
 from kiln.fsutil import atomic_dir
 
 __all__ = ["compare_bundles", "compile_with_apple", "find_coremlcompiler"]
@@ -46,7 +47,7 @@ def compile_with_apple(package: str | Path, output: str | Path) -> Path:
             raise AppleCompilerError(
                 f"coremlcompiler failed on {package} (exit {result.returncode}): {result.stderr.strip() or result.stdout.strip()}"
             )
-        with atomic_dir(output) as staging:
+        with atomic_dir(output, replaceable=is_mlmodelc, kind="an .mlmodelc bundle", inputs=[package]) as staging:
             shutil.rmtree(staging)
             shutil.copytree(produced, staging)
     return output

@@ -4,24 +4,19 @@ through `add_commands`."""
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-DIALECTS = ("1.0", "1.3")  # kept in step with kiln.compile.mil_text.DIALECTS (a test checks)
+DIALECTS = ("1.0", "1.3")  # kept in step with kiln.coreml.mil_text.DIALECTS (a test checks)
 
 
 def _run_compile(args: argparse.Namespace) -> int:
     # Imported here: the compiler pulls in coremltools, which other commands may not need.
     from kiln.compile.compiler import compile_package
-    from kiln.errors import KilnError
 
     package = Path(args.package)
     output = Path(args.output) if args.output else package.with_suffix(".mlmodelc")
-    try:
-        compile_package(package, output, dialect=args.dialect)
-    except KilnError as exc:
-        print(f"kiln compile: {exc}", file=sys.stderr)
-        return 1
+    # kiln errors propagate to kiln.cli.run_command: one line, exit code 2
+    compile_package(package, output, dialect=args.dialect)
     print(output)
     return 0
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from kiln.compile.coremldata import build_coremldata, parse_coremldata
-from kiln.compile.errors import CompileError
+from kiln.coreml.coremldata import build_coremldata, parse_coremldata
+from kiln.coreml.errors import CoremlDataError
 
 
 def _files(root: Path) -> set[str]:
@@ -28,7 +28,7 @@ def _compare_coremldata(a: bytes, b: bytes) -> str | None:
     try:
         spec_a, desc_a, order_a = parse_coremldata(a, "a/coremldata.bin")
         spec_b, desc_b, order_b = parse_coremldata(b, "b/coremldata.bin")
-    except CompileError as exc:
+    except CoremlDataError as exc:
         return str(exc)
     if spec_a != spec_b:
         return f"specificationVersion {spec_a} vs {spec_b}"

@@ -6,16 +6,18 @@ compiles give identical bytes; the bundle is written to a temporary sibling and 
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 from coremltools.proto import Model_pb2
 
-from kiln.compile.coremldata import build_analytics, build_coremldata
-from kiln.compile.errors import CompileError, PackageError
+from kiln.compile.errors import CompileError
 from kiln.compile.metadata import build_metadata, class_name, metadata_json_text
-from kiln.compile.mil_text import DIALECTS, print_program
-from kiln.compile.package import check_blob_references, read_package
+from kiln.coreml.coremldata import build_analytics, build_coremldata
+from kiln.coreml.manifest import check_blob_references, read_package
+from kiln.coreml.mil_text import DIALECTS, print_program
+from kiln.coreml.paths import is_mlmodelc
 from kiln.fsutil import atomic_dir
 
 # The `coremlc` whose output the golden bundles hold (Xcode 15).
@@ -49,7 +51,8 @@ def build_bundle_files(package: str | Path, *, dialect: str = "1.0", build_info:
     if dialect not in DIALECTS:
         raise CompileError(f"unknown MIL dialect {dialect!r}; expected one of {', '.join(DIALECTS)}")
     source = read_package(package)
-    referenced = check_blob_references(source)
+    # validates every referenced weight file (records, dtypes, sizes) before anything is written
+    referenced = check_blob_references(source.model_dir, source.model.mlProgram, source.model_path)
     model = source.model
     info = dict(DEFAULT_BUILD_INFO if build_info is None else build_info)
 
@@ -61,19 +64,21 @@ def build_bundle_files(package: str | Path, *, dialect: str = "1.0", build_info:
         "analytics/coremldata.bin": build_analytics(source.model_bytes),
         "metadata.json": metadata_json_text(build_metadata(model, generated_class_name=name)).encode("utf-8"),
     }
-
-    copies: list[tuple[Path, str]] = []
-    model_dir = source.model_path.parent
-    if source.weights_dir is not None:
-        # Every file of the weights directory travels, byte-identical, referenced or not.
-        for path in sorted(source.weights_dir.rglob("*")):
-            if path.is_file():
-                copies.append((path, path.relative_to(model_dir).as_posix()))
-    copied = {dest for _, dest in copies}
-    for relative in referenced:
-        if relative not in copied:
-            raise PackageError(f"blob file {relative!r} is outside the package's weights item", str(model_dir / relative))
+    # Only the weight files the program references travel (byte-identical), as coremlc does;
+    # anything else in weights/ stays behind.
+    copies = [(source.model_dir / relative, relative) for relative in sorted(referenced)]
     return files, copies
+
+
+def _copy_checked(source: Path, target: Path) -> None:
+    """Copy a weight file without following a link (it was validated as a regular file; a swap
+    since then is refused, not followed)."""
+    try:
+        fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise CompileError(f"{source}: cannot read weight file: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as reader, open(target, "wb") as writer:
+        shutil.copyfileobj(reader, writer, 1 << 20)
 
 
 def compile_package(package: str | Path, output: str | Path, *, dialect: str = "1.0",
@@ -87,7 +92,7 @@ def compile_package(package: str | Path, output: str | Path, *, dialect: str = "
     files, copies = build_bundle_files(package, dialect=dialect, build_info=build_info,
                                        generated_class_name=generated_class_name)
     output = Path(output)
-    with atomic_dir(output) as staging:
+    with atomic_dir(output, replaceable=is_mlmodelc, kind="an .mlmodelc bundle", inputs=[package]) as staging:
         for relative, data in files.items():
             target = staging / relative
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -95,5 +100,5 @@ def compile_package(package: str | Path, output: str | Path, *, dialect: str = "
         for source, relative in copies:
             target = staging / relative
             target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, target)
+            _copy_checked(source, target)
     return output

@@ -27,7 +27,9 @@ from collections import Counter
 
 from coremltools.proto import FeatureTypes_pb2, MIL_pb2, Model_pb2
 
-from kiln.compile.dtypes import DataType
+from kiln.coreml.ops import walk_operations
+
+DataType = MIL_pb2.DataType
 
 METADATA_OUTPUT_VERSION = "3.0"
 
@@ -138,14 +140,6 @@ def histogram_name(op_type: str, opset: str) -> str:
     return _pascal(op_type)
 
 
-def _walk(block: MIL_pb2.Block):
-    """Every operation of a block, nested blocks included, in program order."""
-    for op in block.operations:
-        yield op
-        for nested in op.blocks:
-            yield from _walk(nested)
-
-
 def _mixed(kinds: set[str]) -> str | None:
     if not kinds:
         return None
@@ -217,7 +211,7 @@ def _function_summary(function: MIL_pb2.Function) -> tuple[dict[str, int], str |
     histogram: Counter[str] = Counter()
     storage: set[str] = set()
     compute: set[str] = set()
-    for op in _walk(block):
+    for op in walk_operations(block):
         for named in op.outputs:
             types[named.name] = named.type
         for nested in op.blocks:

@@ -12,11 +12,12 @@ checkout and machine.
 
 from __future__ import annotations
 
-import json
 import uuid
 from pathlib import Path
 
 from kiln import failpoints
+from kiln.coreml.manifest import read_manifest, write_manifest
+from kiln.coreml.paths import is_mlpackage
 from kiln.errors import ExportError
 from kiln.fsutil import atomic_dir
 
@@ -73,14 +74,13 @@ def save_mlpackage(mlmodel, path: str | Path) -> Path:
     for key in NONDETERMINISTIC_METADATA:
         if key in metadata:
             del metadata[key]
-    with atomic_dir(path) as staging:
+    with atomic_dir(path, replaceable=is_mlpackage, kind="an .mlpackage") as staging:
         # coremltools refuses to save into an existing directory; save inside the staging dir
         inner = staging / path.name
         mlmodel.save(str(inner))
         failpoints.hit("export.save")  # crash-safety tests stop here: a half-written package
-        manifest_path = inner / "Manifest.json"
-        manifest = deterministic_manifest(json.loads(manifest_path.read_text()))
-        manifest_path.write_text(json.dumps(manifest, indent=4) + "\n")
+        manifest = deterministic_manifest(read_manifest(inner).raw)
+        write_manifest(inner, manifest)
         canonicalise_spec(root_model_path(inner, manifest))
         for item in inner.iterdir():
             item.rename(staging / item.name)

@@ -11,7 +11,7 @@ The program is the MILSpec ``Program`` protobuf; every op maps to a small numpy/
 registered per op type and opset (see :mod:`kiln.mil.ops`).
 """
 
-from .blob import BlobFile, BlobRecord
+from kiln.coreml.blob import BlobFile, BlobRecord
 from .coverage import OpsetCoverage, coverage
 from .dtypes import FP16, FP32, PRECISIONS
 from .errors import (

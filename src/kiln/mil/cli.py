@@ -1,17 +1,17 @@
 """``kiln predict`` / ``kiln inspect`` / ``kiln ops``: the executor's command-line interface.
 
-The lead wires :func:`add_commands` into the ``kiln`` console command; every subcommand sets
-``func`` (parsed args -> exit code)."""
+:func:`add_commands` registers them on the ``kiln`` console command; every subcommand sets ``func``
+(parsed args -> exit code) and raises kiln errors, which `kiln.cli.run_command` reports (exit 2)."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from kiln.errors import KilnError
+from kiln.errors import InputFileError, OutputError
+from kiln.fsutil import atomic_file
 
 
 def add_commands(subparsers) -> None:
@@ -33,39 +33,58 @@ def add_commands(subparsers) -> None:
     ops.set_defaults(func=cmd_ops)
 
 
-def _fail(exc: Exception) -> int:
-    print(f"kiln: error: {exc}", file=sys.stderr)
-    return 1
+def read_inputs(path: str) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` (one per model input), or an :class:`InputFileError` naming it."""
+    import zipfile
+    import zlib
+
+    source = Path(path)
+    if not source.is_file():
+        raise InputFileError(f"--inputs {path}: " + ("is a directory" if source.is_dir() else "no such file"))
+    try:
+        data = np.load(source, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            raise InputFileError(f"--inputs {path}: a single .npy array; kiln needs an .npz archive of named "
+                                 f"arrays, one per model input (np.savez)")
+        with data:
+            return {name: data[name] for name in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise InputFileError(f"--inputs {path}: not a readable .npz archive ({type(exc).__name__}: {exc})") from None
+
+
+def output_npz(path: str) -> Path:
+    """Where ``--out`` really writes: the path with ``.npz`` appended when it lacks it (as numpy
+    does), in a directory that must exist."""
+    out = Path(path)
+    if out.suffix != ".npz":
+        out = out.with_name(out.name + ".npz")
+    if not out.parent.is_dir():
+        raise OutputError(f"--out {path}: directory {out.parent} does not exist")
+    if out.is_dir():
+        raise OutputError(f"--out {path}: {out} is a directory")
+    return out
 
 
 def cmd_predict(args) -> int:
     from .model import load_model
 
-    try:
-        model = load_model(args.model)
-        try:
-            with np.load(args.inputs, allow_pickle=False) as data:
-                inputs = {name: data[name] for name in data.files}
-        except (OSError, ValueError) as exc:
-            print(f"kiln: error: cannot read inputs {args.inputs}: {exc}", file=sys.stderr)
-            return 1
-        result = model.predict(inputs, precision=args.precision, function=args.function)
-        arrays = {name: np.asarray(value) for name, value in result.items() if isinstance(value, np.ndarray)}
-        arrays.update({f"state:{name}": value for name, value in result.states.items()})
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(out, **arrays)
-    except KilnError as exc:
-        return _fail(exc)
+    model = load_model(args.model)
+    inputs = read_inputs(args.inputs)
+    out = output_npz(args.out)
+    result = model.predict(inputs, precision=args.precision, function=args.function)
+    arrays = {name: np.asarray(value) for name, value in result.items() if isinstance(value, np.ndarray)}
+    arrays.update({f"state:{name}": value for name, value in result.states.items()})
+    with atomic_file(out, "wb") as handle:
+        np.savez(handle, **arrays)
     for name, value in arrays.items():
         print(f"{name}: {value.dtype}{list(value.shape)}")
-    print(f"wrote {args.out} (precision {result.precision})")
+    print(f"wrote {out} (precision {result.precision})")
     return 0
 
 
 def inspect_report(model) -> str:
     """The text ``kiln inspect`` prints."""
-    from .blob import BlobFile
+    from kiln.coreml.blob import BlobFile
 
     lines = [
         f"model: {model.path} ({model.kind})",
@@ -97,10 +116,7 @@ def inspect_report(model) -> str:
 def cmd_inspect(args) -> int:
     from .model import load_model
 
-    try:
-        print(inspect_report(load_model(args.model)))
-    except KilnError as exc:
-        return _fail(exc)
+    print(inspect_report(load_model(args.model)))
     return 0
 
 
@@ -125,8 +141,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="kiln-mil")
     sub = parser.add_subparsers(dest="command", required=True)
     add_commands(sub)
-    args = parser.parse_args(argv)
-    return args.func(args)
+    from kiln.cli import run_command
+
+    return run_command(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -1,41 +1,23 @@
 """Typed errors of the ML Program executor.
 
-Every error raised deliberately by :mod:`kiln.mil` derives from :class:`MilError`, itself a
-:class:`kiln.errors.KilnError`, so callers can tell a diagnosed bad model or bad input from a crash.
+Errors about the model's files (:class:`ModelFormatError`, :class:`BlobFormatError`, ...) come from
+the format layer :mod:`kiln.coreml.errors`; errors of executing derive from :class:`MilError`. Both
+are :class:`kiln.errors.KilnError`, so callers can tell a diagnosed bad model or bad input from a
+crash.
 """
 
 from __future__ import annotations
 
+from kiln.coreml.errors import (  # noqa: F401  (file-format errors, raised by the format layer too)
+    BlobFormatError,
+    ModelFormatError,
+    UnsupportedModelError,
+)
 from kiln.errors import ContractError, KilnError
 
 
 class MilError(KilnError):
     """Base class of the executor's errors."""
-
-
-class ModelFormatError(MilError):
-    """A model bundle (``.mlpackage`` / ``.mlmodelc``) or its program is missing or malformed.
-
-    Names the file and, where known, the location inside it."""
-
-    def __init__(self, message: str, path: object | None = None):
-        self.path = str(path) if path is not None else None
-        super().__init__(f"{path}: {message}" if path is not None else message)
-
-
-class BlobFormatError(ModelFormatError):
-    """``weight.bin`` (MIL blob storage v2) is corrupt, truncated or does not match the program.
-
-    Names the file and the byte offset of the offending record."""
-
-    def __init__(self, message: str, path: object, offset: int | None = None):
-        self.offset = offset
-        where = f" (blob record at offset {offset})" if offset is not None else ""
-        super().__init__(f"{message}{where}", path)
-
-
-class UnsupportedModelError(MilError):
-    """The model is valid Core ML but not something the executor runs (e.g. a NeuralNetwork)."""
 
 
 class UnsupportedOpError(MilError):

@@ -6,20 +6,19 @@ plus the ``ModelDescription`` (``coremltools.proto.Model_pb2``) holding the I/O 
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from kiln.coreml import paths
+from kiln.coreml.manifest import MANIFEST, read_package
+from kiln.coreml.ops import op_histogram
+
 from . import dtypes
-from .errors import ModelFormatError, UnsupportedModelError
+from .errors import ModelFormatError
 from .plan import ExecutionPlan, IOSpec, Prediction, build_plan
 from .registry import opset_name
 from .values import BlobStore, tensor_type_from_proto
-
-MANIFEST = "Manifest.json"
-PACKAGE_DATA = "Data"
-MAX_SPEC_BYTES = 2 << 30
 
 
 @dataclass
@@ -102,20 +101,16 @@ class LoadedModel:
         return specs
 
     def op_histogram(self, function: str | None = None) -> dict[str, int]:
-        counts: dict[str, int] = {}
-
-        def walk(b):
-            for op in b.operations:
-                counts[op.type] = counts.get(op.type, 0) + 1
-                for nested in op.blocks:
-                    walk(nested)
-
-        walk(self.block(function))
-        return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+        return op_histogram(self.block(function))
 
     def weight_files(self) -> list[Path]:
+        """The weight files below ``weights/`` (regular files only: a link is refused, not followed)."""
         weights = self.model_root / "weights"
-        return sorted(p for p in weights.glob("*.bin")) if weights.is_dir() else []
+        if weights.is_symlink():
+            raise ModelFormatError("weights/ is a symlink; kiln never follows links inside a model", weights)
+        if not weights.is_dir():
+            return []
+        return [p for p in paths.files_below(weights) if p.suffix == ".bin"]
 
     # -- execution -----------------------------------------------------------------------------
     def plan(self, precision: str = dtypes.FP32, function: str | None = None) -> ExecutionPlan:
@@ -147,82 +142,33 @@ def load_model(path: str | os.PathLike) -> LoadedModel:
     raise ModelFormatError("neither an .mlpackage (Manifest.json) nor an .mlmodelc (model.mil)", path)
 
 
-def _read_manifest(package: Path) -> Path:
-    """Path of the root model file named by ``Manifest.json``."""
-    manifest_path = package / MANIFEST
-    try:
-        text = manifest_path.read_text(encoding="utf-8")
-        manifest = json.loads(text)
-    except FileNotFoundError:
-        raise ModelFormatError("missing Manifest.json", package) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFormatError(f"unreadable manifest: {exc}", manifest_path) from None
-    if not isinstance(manifest, dict):
-        raise ModelFormatError("manifest is not a JSON object", manifest_path)
-    entries = manifest.get("itemInfoEntries")
-    root_id = manifest.get("rootModelIdentifier")
-    if not isinstance(entries, dict) or not isinstance(root_id, str):
-        raise ModelFormatError("manifest lacks itemInfoEntries / rootModelIdentifier", manifest_path)
-    entry = entries.get(root_id)
-    if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
-        raise ModelFormatError(
-            f"root model item {root_id!r} is not listed in itemInfoEntries", manifest_path
-        )
-    data_dir = (package / PACKAGE_DATA).resolve()
-    model_file = (package / PACKAGE_DATA / entry["path"]).resolve()
-    if data_dir not in model_file.parents:
-        raise ModelFormatError(f"root model path {entry['path']!r} leaves the package", manifest_path)
-    if not model_file.is_file():
-        raise ModelFormatError(f"root model item {entry['path']!r} does not exist", package)
-    return model_file
-
-
 def _load_mlpackage(package: Path) -> LoadedModel:
-    from google.protobuf.message import DecodeError
-
-    from coremltools.proto import Model_pb2
-
-    model_file = _read_manifest(package)
-    try:
-        size = model_file.stat().st_size
-        if size > MAX_SPEC_BYTES:
-            raise ModelFormatError(f"model spec of {size} bytes is implausibly large", model_file)
-        spec = Model_pb2.Model()
-        spec.ParseFromString(model_file.read_bytes())
-    except DecodeError as exc:
-        raise ModelFormatError(f"not a Core ML model protobuf: {exc}", model_file) from None
-    except (OSError, RecursionError, ValueError) as exc:
-        raise ModelFormatError(f"cannot parse model protobuf: {exc}", model_file) from None
-    kind = spec.WhichOneof("Type")
-    if kind != "mlProgram":
-        raise UnsupportedModelError(
-            f"{model_file}: model type is {kind or 'empty'}, kiln.mil executes ML Programs (mlProgram) only"
-        )
+    source = read_package(package)
     return LoadedModel(
         path=package,
         kind="mlpackage",
-        specification_version=int(spec.specificationVersion),
-        description=spec.description,
-        program=spec.mlProgram,
-        model_root=model_file.parent,
+        specification_version=int(source.model.specificationVersion),
+        description=source.model.description,
+        program=source.model.mlProgram,
+        model_root=source.model_dir,
     )
 
 
 def _load_mlmodelc(bundle: Path) -> LoadedModel:
-    # The .mlmodelc reader lives in kiln.compile (text MIL parser, coremldata.bin reader).
-    from kiln.compile.coremldata import read_coremldata
-    from kiln.compile.mil_text import parse_program
+    from kiln.coreml.coremldata import read_coremldata
+    from kiln.coreml.mil_text import parse_program
 
     mil_file = bundle / "model.mil"
     data_file = bundle / "coremldata.bin"
     for required in (mil_file, data_file):
-        if not required.is_file():
+        if not required.exists():
             raise ModelFormatError(f"missing {required.name}", bundle)
+        paths.regular_file(required, required.name)
     try:
         text = mil_file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ModelFormatError(f"unreadable model.mil: {exc}", mil_file) from None
-    program = parse_program(text)
+    program = parse_program(text, file=str(mil_file))
     spec_version, description = read_coremldata(data_file)
     return LoadedModel(
         path=bundle,

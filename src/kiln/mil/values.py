@@ -7,11 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import dtypes
-from .blob import BlobFile
-from .errors import ModelFormatError
+from kiln.coreml.blob import BlobFile
+from kiln.coreml.dtypes import RAW_NUMPY, decode_narrow_float
+from kiln.coreml.manifest import blob_file
 
-MODEL_PATH_PREFIX = "@model_path/"
+from . import dtypes
+from .errors import ModelFormatError
 
 
 @dataclass(frozen=True)
@@ -67,14 +68,8 @@ class BlobStore:
         self._files: dict[Path, BlobFile] = {}
 
     def resolve(self, file_name: str) -> Path:
-        if not file_name.startswith(MODEL_PATH_PREFIX):
-            raise ModelFormatError(f"blob path {file_name!r} does not start with {MODEL_PATH_PREFIX!r}")
-        relative = file_name[len(MODEL_PATH_PREFIX):]
-        path = (self.root / relative).resolve()
-        root = self.root.resolve()
-        if root not in path.parents:
-            raise ModelFormatError(f"blob path {file_name!r} points outside the model bundle")
-        return path
+        """The file ``file_name`` names below the root; never outside it, never through a link."""
+        return blob_file(self.root, file_name)
 
     def file(self, file_name: str) -> BlobFile:
         path = self.resolve(file_name)
@@ -130,25 +125,14 @@ def _immediate_tensor(tensor_value, ttype: TensorType, where: str) -> np.ndarray
                 )
             array = dtypes.unpack_bits(np.frombuffer(raw, np.uint8), dtype.bits, count, dtype.signed)
         else:
-            raw_dtype = {
-                "fp16": "<f2", "fp32": "<f4", "fp64": "<f8", "int8": "i1", "uint8": "u1",
-                "int16": "<i2", "uint16": "<u2", "int32": "<i4", "uint32": "<u4", "int64": "<i8",
-                "uint64": "<u8", "bool": "u1", "bf16": "<u2", "fp8e4m3fn": "u1", "fp8e5m2": "u1",
-            }.get(dtype.name)
+            raw_dtype = RAW_NUMPY.get(dtype.name)
             if raw_dtype is None:
                 raise ModelFormatError(f"{where}: {dtype.name} cannot be stored as bytes")
-            itemsize = np.dtype(raw_dtype).itemsize
-            if len(raw) != count * itemsize:
+            if len(raw) != count * raw_dtype.itemsize:
                 raise ModelFormatError(
                     f"{where}: {len(raw)} bytes for {count} {dtype.name} values of shape {shape}"
                 )
-            array = np.frombuffer(raw, raw_dtype).copy()
-            if dtype.name == "bf16":
-                array = dtypes.bf16_bits_to_float32(array)
-            elif dtype.name == "fp8e4m3fn":
-                array = dtypes.FP8E4M3FN_TABLE[array]
-            elif dtype.name == "fp8e5m2":
-                array = dtypes.FP8E5M2_TABLE[array]
+            array = decode_narrow_float(dtype.name, np.frombuffer(raw, raw_dtype).copy())
     else:
         values = getattr(tensor_value, kind).values
         if len(values) != count:

@@ -1,9 +1,8 @@
 """Shared NeMo helpers for the NeMo-based families (Parakeet TDT now, Parakeet EOU next).
 
-- :func:`check_nemo_archive`: a ``.nemo`` file is a tar archive holding a YAML config and pickled
-  weights. Before NeMo touches one, kiln reads the tar members itself and refuses absolute paths,
-  ``..`` components, links that point outside the archive, device files, and a config whose
-  ``_target_`` classes live outside NeMo (Hydra instantiates whatever a config names).
+- :func:`check_nemo_archive` (from :mod:`kiln.sources.nemo_archive`): before NeMo touches a ``.nemo``
+  archive, kiln reads its members itself (regular files and directories only) and the very config
+  NeMo will load, whose class references must be on an exact allow-list.
 - :func:`restore_nemo`: restores a model offline with weights loaded by ``torch.load(...,
   weights_only=True)``. NeMo 3.0's ``SaveRestoreConnector._load_state_dict_from_disk`` calls
   ``torch.load(path, map_location=...)`` *without* ``weights_only``, relying on torch's default
@@ -26,8 +25,6 @@ import contextlib
 import io
 import logging
 import os
-import posixpath
-import tarfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -37,96 +34,13 @@ from torch import nn
 
 from kiln.errors import ModelError, SourceError
 from kiln.export.rewrites import ConvSTFT
-
-#: ``_target_`` prefixes a ``.nemo`` config may instantiate
-ALLOWED_TARGET_PREFIXES = ("nemo.collections.asr.", "nemo.collections.common.")
+from kiln.sources.nemo_archive import check_nemo_archive  # noqa: F401  (re-export; restore_nemo uses it)
 
 #: what NeMo adds to the log magnitude before ``log`` when ``log_zero_guard_type == "add"``
 NEMO_NORMALIZE_EPS = 1e-5
 
 
-# -- .nemo archives ---------------------------------------------------------------------------------
-
-def _open_tar(path: Path) -> tarfile.TarFile:
-    for mode in ("r:", "r:gz"):  # NeMo >= 1.7 writes uncompressed tars, older ones gzip
-        try:
-            return tarfile.open(path, mode)
-        except tarfile.ReadError:
-            continue
-    raise SourceError(f"{path}: not a .nemo archive (neither a tar nor a gzipped tar file)")
-
-
-def _unsafe_reason(member: tarfile.TarInfo) -> str | None:
-    name = member.name
-    if name.startswith("/") or name.startswith("\\") or (len(name) > 1 and name[1] == ":"):
-        return "absolute path"
-    parts = name.replace("\\", "/").split("/")
-    if ".." in parts:
-        return "'..' path component"
-    if member.issym() or member.islnk():
-        target = member.linkname
-        if target.startswith("/") or target.startswith("\\"):
-            return f"link to absolute path {target!r}"
-        base = posixpath.dirname(name) if member.issym() else ""
-        resolved = posixpath.normpath(posixpath.join(base, target.replace("\\", "/")))
-        if resolved == ".." or resolved.startswith("../"):
-            return f"link pointing outside the archive ({target!r})"
-    if member.ischr() or member.isblk() or member.isfifo() or member.isdev():
-        return "device or fifo entry"
-    return None
-
-
-def _config_targets(node: Any, key_path: str = "") -> Iterator[tuple[str, str]]:
-    if isinstance(node, dict):
-        for key, value in node.items():
-            here = f"{key_path}.{key}" if key_path else str(key)
-            if (key == "_target_" or (key == "target" and not key_path)) and isinstance(value, str):
-                yield here, value
-            else:
-                yield from _config_targets(value, here)
-    elif isinstance(node, list):
-        for i, value in enumerate(node):
-            yield from _config_targets(value, f"{key_path}[{i}]")
-
-
-def check_nemo_archive(path: str | Path) -> dict:
-    """Refuse a ``.nemo`` archive with an unsafe member or config; return its parsed config.
-
-    Raises :class:`SourceError` naming the file and the offending member.
-    """
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise SourceError(f"{path}: .nemo file not found")
-    config_text = None
-    with _open_tar(path) as tar:
-        try:
-            members = tar.getmembers()
-        except (tarfile.TarError, EOFError, OSError) as exc:
-            raise SourceError(f"{path}: corrupt .nemo archive: {exc}") from exc
-        for member in members:
-            reason = _unsafe_reason(member)
-            if reason:
-                raise SourceError(f"{path}: refusing unsafe .nemo member {member.name!r}: {reason}")
-        for member in members:
-            if posixpath.basename(member.name) == "model_config.yaml" and member.isfile():
-                handle = tar.extractfile(member)
-                config_text = handle.read().decode("utf-8", errors="replace") if handle else None
-    if config_text is None:
-        raise SourceError(f"{path}: .nemo archive has no model_config.yaml")
-    try:
-        config = yaml.safe_load(config_text)
-    except yaml.YAMLError as exc:
-        raise SourceError(f"{path}: model_config.yaml is not valid YAML: {exc}") from exc
-    if not isinstance(config, dict):
-        raise SourceError(f"{path}: model_config.yaml is not a mapping")
-    for key, target in _config_targets(config):
-        if not target.startswith(ALLOWED_TARGET_PREFIXES):
-            raise SourceError(f"{path}: model_config.yaml '{key}' names {target!r}, outside "
-                              f"{', '.join(ALLOWED_TARGET_PREFIXES)}; refusing to instantiate it")
-    return config
-
+# -- .nemo archives: the pre-check lives in kiln.sources.nemo_archive (re-exported here) -------------
 
 @contextlib.contextmanager
 def quiet_nemo() -> Iterator[None]:

@@ -18,6 +18,7 @@ from kiln.config import (Config, compile_settings, export_settings, prepare_sett
                          settings_digest, source_settings, validate_settings)
 from kiln.errors import SourceError
 from kiln.fsutil import atomic_path, sha256_file, sha256_tree, tree_size, write_json
+from kiln.workflow import limits
 from kiln.provenance import toolchain
 from kiln.sources import SourceRecord, fetch
 
@@ -91,6 +92,8 @@ def prepare_job(config: Config, model: str, source_record: str | Path, programs:
     model_cfg = config.model(model)
     family = _family(config, model)
     record = read_source_record(source_record)
+    for component in model_cfg.components.values():
+        limits.check_fits(component, [f.path for f in record.files])
     started = time.perf_counter()
     log.info("loading %s from %s (the only source load of this build)", model, record.id)
     source = family.load(record)
@@ -128,6 +131,11 @@ def prepare_job(config: Config, model: str, source_record: str | Path, programs:
     log.info("source loads for %s in this build: 1 (%.1f s); prepared %d components", model,
              seconds["load"], len(programs))
     return data
+
+
+def _weight_file(package: str | Path) -> Path:
+    """A package's weights (what dominates the memory of running it); for the memory estimate."""
+    return Path(package) / "Data" / "com.apple.CoreML" / "weights" / "weight.bin"
 
 
 def _load_programs(model_cfg, programs: dict[str, str]) -> dict:
@@ -194,6 +202,7 @@ def export_job(config: Config, model: str, component: str, source_record: str | 
         comp = dataclasses.replace(comp, export=dataclasses.replace(comp.export,
                                                                     deployment_target=deployment_target))
     record = read_source_record(source_record)
+    limits.check_fits(comp, [program])
     settings = export_settings(model_cfg, comp)
     digest = settings_digest(settings)
     log.info("exporting %s/%s (%s, %s) from %s", model, component, comp.export.deployment_target,
@@ -268,6 +277,7 @@ def parity_job(config: Config, model: str, component: str, facts_path: str | Pat
     model_cfg = config.model(model)
     comp = config.component(model, component)
     spec = _family(config, model).check_contract(comp)
+    limits.check_fits(comp, [reference, _weight_file(package)])
     result = validate_component(spec, model_cfg, comp, read_facts(facts_path), load_reference(reference, comp),
                                 Path(package), Path(plots_dir))
     data = {
@@ -350,6 +360,7 @@ def quantize_job(config: Config, model: str, component: str, strategy: str, fact
     model_cfg = config.model(model)
     comp = config.component(model, component)
     spec = _family(config, model).check_contract(comp)
+    limits.check_fits(comp, [reference, _weight_file(base_package), _weight_file(float_package)])
     result = quantize_component(spec, model_cfg, comp, read_facts(facts_path), load_reference(reference, comp),
                                 strategy, Path(base_package), Path(float_package), Path(out_dir),
                                 workers=threads)

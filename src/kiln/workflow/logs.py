@@ -8,6 +8,7 @@ import warnings
 from typing import Any, Callable
 
 from kiln.errors import KilnError
+from kiln.workflow import limits
 
 log = logging.getLogger("kiln")
 
@@ -30,20 +31,30 @@ def limit_threads(threads: int | None) -> None:
         torch.set_num_threads(max(1, int(threads)))
 
 
-def run_job(log_file: str | None, job: Callable[..., Any], *args: Any, threads: int | None = None) -> Any:
+def run_job(log_file: str | None, job: Callable[..., Any], *args: Any, threads: int | None = None,
+            mem_mb: int | None = None) -> Any:
     """Call ``job(*args)``; a failure is written to the log file before the process exits non-zero.
 
+    ``mem_mb`` (Snakemake's ``resources.mem_mb``) becomes an OS memory limit of the process
+    (:mod:`kiln.workflow.limits`), so a runaway job fails with a diagnosis naming its reservation.
     kiln's own errors are diagnostics (one line naming the file, key or op); anything else is a bug
     and keeps its traceback.
     """
     setup(log_file)
     logging.getLogger("coremltools").setLevel(logging.WARNING)  # its INFO logs every graph pass
     try:
+        limit = limits.apply_memory_limit(mem_mb)
+        if limit:
+            log.info("memory limit: %d MB (address space)", limit // limits.MIB)
         limit_threads(threads)
         return job(*args)
     except KilnError as exc:
         log.error("%s: %s", type(exc).__name__, exc)
         sys.exit(1)
-    except Exception:
-        log.exception("unexpected failure")
+    except Exception as exc:
+        message = limits.out_of_memory_message(exc)
+        if message:
+            log.error("%s", message)
+        else:
+            log.exception("unexpected failure")
         sys.exit(1)

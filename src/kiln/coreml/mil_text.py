@@ -32,17 +32,18 @@ from dataclasses import dataclass
 
 from coremltools.proto import MIL_pb2
 
-from kiln.compile.dtypes import (
+from kiln.coreml.dtypes import (
     DTYPE_FROM_TEXT,
     DTYPE_TEXT,
     FLOAT_DTYPES,
     INT_DTYPES,
-    DataType,
     decode_elements,
     dtype_text,
     encode_elements,
 )
-from kiln.compile.errors import MilSyntaxError, UnsupportedValueError
+from kiln.coreml.errors import MilSyntaxError, UnsupportedValueError
+
+DataType = MIL_pb2.DataType
 
 DIALECTS = ("1.0", "1.3")
 

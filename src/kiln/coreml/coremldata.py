@@ -27,7 +27,7 @@ from pathlib import Path
 
 from coremltools.proto import Model_pb2
 
-from kiln.compile.errors import CoremlDataError
+from kiln.coreml.errors import CoremlDataError
 
 ML_PROGRAM_FIELD = 502
 HEADER_WORD = 5

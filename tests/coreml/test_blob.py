@@ -1,4 +1,5 @@
-"""kiln's weight.bin reader vs coremltools' own blob storage writer/reader, and corrupt files."""
+"""The format layer's weight.bin reader and writer vs coremltools' own blob storage writer/reader,
+and corrupt files: every record field is validated exactly."""
 
 import struct
 
@@ -7,7 +8,8 @@ import pytest
 from coremltools import libmilstoragepython as storage
 
 from kiln.errors import KilnError
-from kiln.mil import BlobFile, BlobFormatError
+from kiln.coreml.blob import BlobFile, BlobWriter
+from kiln.coreml.errors import BlobFormatError
 
 RNG = np.random.default_rng(3)
 
@@ -92,6 +94,12 @@ def _corrupt(path, offset, fmt, value):
         (lambda p, o: _corrupt(p, o + 8, "<Q", 1 << 40), "past the end"),
         (lambda p, o: _corrupt(p, o + 16, "<Q", 1 << 50), "data offset"),
         (lambda p, o: _corrupt(p, o + 16, "<Q", o), "data offset"),
+        # one flipped bit in data_offset used to be accepted (the data read 64 bytes later)
+        (lambda p, o: _corrupt(p, o + 16, "<Q", (o + 64) ^ (1 << 6)), "data offset .* is not the record's end"),
+        (lambda p, o: _corrupt(p, o + 16, "<Q", o + 65), "data offset .* is not the record's end"),
+        (lambda p, o: _corrupt(p, o + 24, "<Q", 3), "padding bits"),
+        (lambda p, o: _corrupt(p, o + 40, "<I", 1), "reserved bytes of the record"),
+        (lambda p, o: _corrupt(p, 12, "<I", 1), "reserved bytes 8..63 of the file header"),
         (lambda p, o: _corrupt(p, o + 8, "<Q", 3), "not a multiple"),
         (lambda p, o: p.write_bytes(p.read_bytes()[: o + 70]), "past the end"),
         (lambda p, o: p.write_bytes(p.read_bytes()[: o + 10]), "outside the file"),
@@ -128,3 +136,55 @@ def test_wrong_offset_and_dtype_mismatch(weight_file):
 def test_missing_file():
     with pytest.raises(BlobFormatError, match="cannot open"):
         BlobFile("/nonexistent/weight.bin")
+
+
+def test_writer_reproduces_coremltools_byte_for_byte(weight_file, tmp_path):
+    path, offsets = weight_file
+    ours = tmp_path / "ours.bin"
+    with BlobWriter(ours) as writer:
+        written = {name: writer.write(dtype, data) for name, (_, data, dtype) in CASES.items()}
+    assert written == offsets
+    assert ours.read_bytes() == path.read_bytes()
+    with BlobFile(ours) as blob:
+        assert sorted(blob.validate()) == sorted(offsets.values())
+
+
+@pytest.mark.parametrize(
+    "damage,message",
+    [
+        (lambda data: data + b"\x00" * 100, "unexpected bytes after the last"),
+        (lambda data: data + b"\x01", "unexpected bytes after the last"),
+        (lambda data: data[:-1], "runs past the end"),
+        (lambda data: struct.pack("<I", 99) + data[4:], "outside the file|sentinel"),
+    ],
+)
+def test_validate_walks_the_whole_file(weight_file, tmp_path, damage, message):
+    path, _ = weight_file
+    bad = tmp_path / "weight.bin"
+    bad.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(BlobFormatError, match=message) as info:
+        with BlobFile(bad) as blob:
+            blob.validate()
+    assert str(bad) in str(info.value)
+
+
+def test_padding_between_records_must_be_zero(weight_file, tmp_path):
+    path, offsets = weight_file
+    data = bytearray(path.read_bytes())
+    with BlobFile(path) as blob:
+        record = blob.record(offsets["int8"])  # 9 bytes of data: 55 bytes of padding follow
+    data[record.end + 3] = 0x5A
+    bad = tmp_path / "weight.bin"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(BlobFormatError, match="padding before the record is not zero") as info:
+        with BlobFile(bad) as blob:
+            blob.validate()
+    assert info.value.offset == min(o for o in offsets.values() if o > offsets["int8"])
+
+
+def test_a_symlinked_weight_file_is_refused_not_followed(weight_file, tmp_path):
+    path, _ = weight_file
+    link = tmp_path / "weight.bin"
+    link.symlink_to(path)
+    with pytest.raises(BlobFormatError, match="symlink"):
+        BlobFile(link)

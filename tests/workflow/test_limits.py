@@ -1,0 +1,57 @@
+"""Memory guards: a contract too large for its reservation is refused up front naming the input and
+the estimate; a job that runs away under its OS limit dies with a diagnosis, not the machine."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import yaml
+
+from kiln.config import build_config, load_config
+from kiln.workflow.limits import MemoryLimitError, check_fits, estimate_peak_mb
+
+
+def _parakeet_preprocessor(repo, samples):
+    raw = yaml.safe_load((repo / "config.yaml").read_text())
+    comp = raw["models"]["parakeet_tdt_v3_tiny"]["components"]["preprocessor"]
+    comp["inputs"]["audio_signal"]["shape"] = [1, samples]
+    return build_config(raw, str(repo / "config.yaml")).component("parakeet_tdt_v3_tiny", "preprocessor")
+
+
+def test_a_huge_contract_is_refused_naming_the_input_and_the_estimate(repo, tmp_path):
+    component = _parakeet_preprocessor(repo, 100_000_000)
+    source = tmp_path / "model.nemo"
+    source.write_bytes(b"\0" * 2_000_000)
+    with pytest.raises(MemoryLimitError) as caught:
+        check_fits(component, [source], mem_mb=6000)
+    message = str(caught.value)
+    assert "parakeet_tdt_v3_tiny/preprocessor" in message and "input 'audio_signal' [1, 100000000]" in message
+    assert f"{estimate_peak_mb(component, 2_000_000):,.0f} MB" in message and "6,000 MB" in message
+
+
+def test_every_configured_component_fits_its_reservation(repo):
+    config = load_config(repo / "config.yaml")
+    for model in config.models.values():
+        for component in model.components.values():
+            assert check_fits(component, [], mem_mb=model.mem_mb) < model.mem_mb / 2, (model.name, component.name)
+
+
+@pytest.mark.parametrize("allocator", ["numpy", "torch"])
+def test_a_runaway_job_dies_with_a_diagnosis_under_its_limit(tmp_path, allocator):
+    log = tmp_path / "job.log"
+    allocate = {"numpy": "import numpy as np; np.ones(3 * 2**30, np.uint8)",
+                "torch": "import torch; torch.ones(3 * 2**30, dtype=torch.uint8)"}[allocator]
+    script = textwrap.dedent(f"""
+        from kiln.workflow.logs import run_job
+        def job():
+            {allocate}
+        run_job({str(log)!r}, job, mem_mb=1500)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    text = log.read_text()
+    assert "out of memory: the job needed more than its reservation of 1,500 MB" in text, text
+    assert "Traceback" not in text
