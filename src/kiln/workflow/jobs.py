@@ -133,6 +133,22 @@ def prepare_job(config: Config, model: str, source_record: str | Path, programs:
     return data
 
 
+def _verified(config: Config, model: str, component: str, artifact: str | Path) -> Path:
+    """``artifact`` (a traced program or a package this job consumes), after checking its bytes are
+    the ones the job that made it recorded: a corrupted or hand-edited artifact is never used."""
+    from kiln.integrity import verify_artifact
+    from kiln.workflow import plan
+
+    artifact = Path(artifact)
+    if artifact.suffix == ".pt":
+        recorded = _read_json(plan.prepare_record(config, model), "prepare record")["programs"][component]["sha256"]
+    else:
+        record = plan.ios18_record if artifact.parent.name == "ios18" else plan.export_record
+        recorded = _read_json(record(config, model, component), "export record")["package"]["sha256"]
+    verify_artifact(artifact, recorded)
+    return artifact
+
+
 def _weight_file(package: str | Path) -> Path:
     """A package's weights (what dominates the memory of running it); for the memory estimate."""
     return Path(package) / "Data" / "com.apple.CoreML" / "weights" / "weight.bin"
@@ -160,7 +176,7 @@ def reference_job(config: Config, model: str, facts_path: str | Path, programs: 
     model_cfg = config.model(model)
     family = _family(config, model)
     facts = read_facts(facts_path)
-    predictors = _load_programs(model_cfg, programs)
+    predictors = _load_programs(model_cfg, {n: _verified(config, model, n, p) for n, p in programs.items()})
     ctx = Context(family=family, model=model_cfg, facts=facts, predictors=predictors)
     summary, latency = {}, {}
     for name, component in model_cfg.components.items():
@@ -202,7 +218,7 @@ def export_job(config: Config, model: str, component: str, source_record: str | 
         comp = dataclasses.replace(comp, export=dataclasses.replace(comp.export,
                                                                     deployment_target=deployment_target))
     record = read_source_record(source_record)
-    limits.check_fits(comp, [program])
+    limits.check_fits(comp, [_verified(config, model, component, program)])
     settings = export_settings(model_cfg, comp)
     digest = settings_digest(settings)
     log.info("exporting %s/%s (%s, %s) from %s", model, component, comp.export.deployment_target,
@@ -253,6 +269,7 @@ def compile_job(config: Config, model: str, component: str, package: str | Path,
     model_cfg = config.model(model)
     comp = config.component(model, component)
     check = load_reference(reference, comp).first_inputs()
+    _verified(config, model, component, package)
     result = compile_component(Path(package), Path(out_bundle), model_cfg.compile, check_inputs=check)
     data = {
         "schema_version": RECORD_SCHEMA_VERSION,
@@ -277,7 +294,7 @@ def parity_job(config: Config, model: str, component: str, facts_path: str | Pat
     model_cfg = config.model(model)
     comp = config.component(model, component)
     spec = _family(config, model).check_contract(comp)
-    limits.check_fits(comp, [reference, _weight_file(package)])
+    limits.check_fits(comp, [reference, _weight_file(_verified(config, model, component, package))])
     result = validate_component(spec, model_cfg, comp, read_facts(facts_path), load_reference(reference, comp),
                                 Path(package), Path(plots_dir))
     data = {
@@ -315,7 +332,8 @@ def end_to_end_job(config: Config, model: str, facts_path: str | Path, task_reco
         first = next(iter(model_cfg.components.values()))
         backends = {"torch_cpu": reference["torch_cpu"]}
         for precision in first.validate.precisions:
-            predictors = {name: kiln_backend(Path(path), precision).predict for name, path in packages.items()}
+            predictors = {name: kiln_backend(_verified(config, model, name, path), precision).predict
+                          for name, path in packages.items()}
             outcome = family.task.run(predictors, facts, inputs)
             outcome.update(family.task.compare(reference["torch_cpu"], outcome))
             backends[f"kiln_{precision}"] = outcome
@@ -360,7 +378,8 @@ def quantize_job(config: Config, model: str, component: str, strategy: str, fact
     model_cfg = config.model(model)
     comp = config.component(model, component)
     spec = _family(config, model).check_contract(comp)
-    limits.check_fits(comp, [reference, _weight_file(base_package), _weight_file(float_package)])
+    limits.check_fits(comp, [reference, _weight_file(_verified(config, model, component, base_package)),
+                             _weight_file(_verified(config, model, component, float_package))])
     result = quantize_component(spec, model_cfg, comp, read_facts(facts_path), load_reference(reference, comp),
                                 strategy, Path(base_package), Path(float_package), Path(out_dir),
                                 workers=threads)
