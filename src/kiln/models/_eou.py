@@ -158,11 +158,53 @@ def build_random(architecture: str, *, seed: int, overrides: Mapping[str, Any], 
         torch.manual_seed(int(seed))
         model = EncDecRNNTBPEModel(cfg=OmegaConf.create(config))
         model.eval()
+        if config_edit is None:
+            calibrate_decisions(model, seed=int(seed))
         out = out_dir / f"parakeet_eou_{architecture}_seed{seed}.nemo"
         tmp = out.with_name(out.name + ".tmp")
         model.save_to(str(tmp))
         tmp.replace(out)
     return out
+
+
+#: share of calibration frames where a random model's greedy step picks blank / <EOU>
+CALIBRATION_BLANK_SHARE = 0.85
+CALIBRATION_EOU_SHARE = 0.01
+
+
+def calibrate_decisions(model, seed: int) -> None:
+    """Shift a random model's joint output biases so its decisions look like a transducer's:
+    blank on ~85% of frames, ``<EOU>`` the pick on a few percent (random weights otherwise emit a
+    token on every frame and almost never the EOU token, leaving nothing to compare).
+
+    Calibrated on noise bursts and pauses (no speech needed at build time), at the decoder's start
+    state: the blank margin is the 85th percentile of ``max(other) - blank``, the EOU margin the 1st
+    percentile of ``max(other) - eou`` after that. Only the two biases change."""
+    rng = np.random.default_rng(seed)
+    rate = int(model.cfg.sample_rate)
+    envelope = np.repeat(rng.random(16) < 0.5, rate // 2).astype(np.float32)
+    audio = (0.1 * rng.standard_normal(envelope.size) * (0.05 + envelope)).astype(np.float32)
+    eou = _token_id(model.tokenizer, EOU_STRING)
+    blank = int(model.decoder.blank_idx)
+    with torch.no_grad(), _nemo.typecheck_disabled():
+        x = torch.from_numpy(audio)[None]
+        mel, mel_len = model.preprocessor(input_signal=x, length=torch.tensor([x.shape[1]]))
+        encoded, _ = model.encoder(audio_signal=mel, length=mel_len)
+        start = torch.full((1, 1), blank, dtype=torch.long)
+        g, _ = model.decoder.predict(start, None, add_sos=False, batch_size=1)       # [1, 1, H]
+        logits = model.joint.joint_net(model.joint.enc(encoded.transpose(1, 2)) + model.joint.pred(g))[0]
+        bias = model.joint.joint_net[-1].bias
+
+        def margin(index: int, share: float) -> float:
+            others = logits.clone()
+            others[:, index] = -float("inf")
+            gap = others.max(dim=-1).values - logits[:, index]
+            return float(torch.quantile(gap, share)) + 1e-3
+
+        bias[blank] += margin(blank, CALIBRATION_BLANK_SHARE)
+        logits = model.joint.joint_net(model.joint.enc(encoded.transpose(1, 2)) + model.joint.pred(g))[0]
+        if eou is not None:
+            bias[eou] += margin(eou, CALIBRATION_EOU_SHARE)
 
 
 # -- the source and its checks ------------------------------------------------------------------------
@@ -433,17 +475,26 @@ class StreamingEncoderStep(nn.Module):
     def __init__(self, encoder, chunk_frames: int):
         super().__init__()
         self.encoder = encoder
-        with _nemo.quiet_nemo():
-            encoder.setup_streaming_params(chunk_size=chunk_frames, shift_size=chunk_frames)
+        self.chunk_frames = int(chunk_frames)
+        self._configure()
         cfg = encoder.streaming_cfg
         pre = cfg.pre_encode_cache_size
         self.pre_cache = int(pre[1] if isinstance(pre, (list, tuple)) else pre)
-        self.chunk_frames = int(chunk_frames)
         # positional encodings long enough for cache + chunk, made once here (forward must not resize)
         encoder.set_max_audio_length(max(encoder.max_audio_length, cfg.last_channel_cache_size + 4 * chunk_frames + 16))
 
+    def _configure(self) -> None:
+        """NeMo keeps the streaming config on the (shared) encoder: wrappers of several chunk sizes
+        of one source each put their own back before running."""
+        if getattr(self, "_cfg", None) is not None and self.encoder.streaming_cfg is self._cfg:
+            return
+        with _nemo.quiet_nemo():
+            self.encoder.setup_streaming_params(chunk_size=self.chunk_frames, shift_size=self.chunk_frames)
+        self._cfg = self.encoder.streaming_cfg
+
     def forward(self, audio_signal, audio_length, pre_cache, cache_last_channel, cache_last_time,
                 cache_last_channel_len):
+        self._configure()
         x = torch.cat([pre_cache, audio_signal], dim=2)
         new_pre_cache = x[:, :, x.shape[2] - self.pre_cache:]
         length = audio_length.to(torch.int64) + self.pre_cache
@@ -592,3 +643,22 @@ def max_abs(a, b) -> float:
         raise ModelError(f"shape mismatch {a.shape} vs {b.shape}")
     return float(np.max(np.abs(a - b))) if a.size else 0.0
 
+
+
+def edit_distance(a: list, b: list) -> int:
+    prev = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        cur = [i]
+        for j, y in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (x != y)))
+        prev = cur
+    return prev[-1]
+
+
+def token_agreement(reference: list, candidate: list) -> dict:
+    """Position agreement, exact match and edit distance of two token sequences."""
+    n = max(len(reference), len(candidate))
+    same = sum(1 for x, y in zip(reference, candidate) if x == y)
+    return {"position_agreement": 1.0 if n == 0 else same / n,
+            "exact_match": list(reference) == list(candidate),
+            "edit_distance": edit_distance(list(reference), list(candidate))}
