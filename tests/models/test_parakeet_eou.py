@@ -234,3 +234,22 @@ def test_vocabulary_without_eou_is_refused_before_export(tmp_path):
     with pytest.raises(ModelError, match=r"no end-of-utterance token '<EOU>'") as err:
         _eou.load(path)
     assert str(path) in str(err.value)
+
+
+def test_quantization_summary_recommends_fp16_when_int8_moves_the_eou():
+    def result(eou_chunks):
+        tokens = [5] * len(eou_chunks)
+        return {"by_chunk_size": {"streaming_encoder": {
+            "tokens": tokens, "token_chunks": list(eou_chunks), "eou_chunks": list(eou_chunks),
+            "first_eou_chunk": eou_chunks[0] if eou_chunks else None}}}
+
+    reference = result([4, 9])
+    summary = eou.quantization_eou_summary(reference, {"int8_per_channel": result([5, 9]),
+                                                       "int8_per_tensor": result([9]),
+                                                       "palettize_6bit": result([4, 9])})
+    assert summary["strategies"]["int8_per_channel"]["eou_degraded"]
+    assert summary["strategies"]["int8_per_channel"]["first_eou_chunk_delta"] == 1
+    assert not summary["strategies"]["palettize_6bit"]["eou_degraded"]
+    assert summary["recommendation"].startswith("fp16 only: every int8 strategy moves")
+    fine = eou.quantization_eou_summary(reference, {"int8_per_channel": result([4, 9])})
+    assert fine["recommendation"].startswith("no measured strategy")

@@ -361,6 +361,35 @@ def task_compare(reference: dict, result: dict) -> dict:
             for name, entry in result["by_chunk_size"].items() if name in reference["by_chunk_size"]}
 
 
+def quantization_eou_summary(reference: dict, results: Mapping[str, dict], component: str = "streaming_encoder",
+                             min_agreement: float = 1.0) -> dict:
+    """EOU timing agreement per quantization strategy of the encoder, and the recommendation.
+
+    ``reference``: :func:`task_run` with the float encoder; ``results``: strategy -> :func:`task_run`
+    with that strategy's quantized encoder (other components float). A strategy *degrades the EOU
+    decision* when the chunks where ``<EOU>`` fires agree on less than ``min_agreement`` or the first
+    EOU moves; when every int8 strategy does, the recommendation is fp16 weights only (what the
+    converter's authors published for the real model)."""
+    per_strategy = {}
+    for strategy, result in results.items():
+        timing = task_compare(reference, result).get(component)
+        if timing is None:
+            continue
+        degraded = timing["eou_chunk_agreement"] < min_agreement or not timing["first_eou_same_chunk"]
+        per_strategy[strategy] = {**timing, "eou_degraded": degraded}
+    int8 = {s: v for s, v in per_strategy.items() if s.startswith("int8")}
+    degraded_int8 = sorted(s for s, v in int8.items() if v["eou_degraded"])
+    if int8 and len(degraded_int8) == len(int8):
+        recommendation = (f"fp16 only: every int8 strategy moves the end-of-utterance decision "
+                          f"({', '.join(degraded_int8)})")
+    elif degraded_int8:
+        recommendation = f"avoid {', '.join(degraded_int8)}: it moves the end-of-utterance decision"
+    else:
+        recommendation = "no measured strategy moves the end-of-utterance decision on the validation audio"
+    return {"component": component, "min_eou_chunk_agreement": min_agreement, "strategies": per_strategy,
+            "recommendation": recommendation}
+
+
 # -- faithfulness: the traced wrappers against NeMo itself (prepare job) ------------------------------------
 
 #: NeMo's own streaming-vs-offline criterion: examples/asr/asr_cache_aware_streaming/
