@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from kiln.config import build_config, load_config
+from kiln.config import load_config
 from kiln.errors import ContractError, ModelError
 
 pytest.importorskip("nemo.collections.asr", reason="nemo_toolkit[asr] is not installed")

@@ -222,7 +222,12 @@ def run_pipeline(components: Mapping[str, Callable], facts: Mapping[str, Any], a
     encoded = stream_encoder(components["streaming_encoder" + suffix], facts, [m["mel"] for m in mels])
     greedy = greedy_decode(components["decoder"], components["joint_decision"], facts, encoded, record)
     eou = _eou.eou_chunks(greedy.tokens, greedy.token_chunks, facts["eou_id"])
+    # the token / EOU timeline, one value per chunk (for plots over time)
+    tokens_per_chunk = np.bincount(np.asarray(greedy.token_chunks, np.int64), minlength=len(encoded))
+    eou_per_chunk = np.bincount(np.asarray(eou, np.int64), minlength=len(encoded))
     return {"chunks": len(encoded), "chunk_ms": 1000.0 * chunk / facts["sample_rate"],
+            "tokens_per_chunk": [int(v) for v in tokens_per_chunk[:len(encoded)]],
+            "eou_per_chunk": [int(v) for v in eou_per_chunk[:len(encoded)]],
             "tokens": greedy.tokens, "token_chunks": greedy.token_chunks, "token_frames": greedy.token_frames,
             "eou_chunks": eou, "first_eou_chunk": eou[0] if eou else None,
             "encoder_l2_per_chunk": [float(np.linalg.norm(s["encoded_output"])) for s in encoded],
@@ -349,7 +354,8 @@ def eou_timing(reference: dict, candidate: dict) -> dict:
     ref_eou, out_eou = set(reference["eou_chunks"]), set(candidate["eou_chunks"])
     first_ref, first_out = reference["first_eou_chunk"], candidate["first_eou_chunk"]
     return {"tokens": agreement(reference["tokens"], candidate["tokens"]),
-            "token_chunk_agreement": agreement(reference["token_chunks"], candidate["token_chunks"])["position_agreement"],
+            "token_chunk_agreement":
+                agreement(reference["token_chunks"], candidate["token_chunks"])["position_agreement"],
             "eou_chunks_reference": sorted(ref_eou), "eou_chunks": sorted(out_eou),
             "eou_chunk_agreement": 1.0 if not (ref_eou | out_eou) else len(ref_eou & out_eou) / len(ref_eou | out_eou),
             "first_eou_chunk_delta": None if first_ref is None or first_out is None else first_out - first_ref,
@@ -460,7 +466,8 @@ def faithfulness(source, predicts: Mapping[str, Callable], facts: Mapping[str, A
             "vs_nemo_streaming_match": all(v <= 1e-4 for v in errors.values()),
             "mel_vs_nemo_offline_max_abs": mel_error,
             "offline": {"encoder_max_abs_all_frames": float(per_frame.max()),
-                        "encoder_max_abs_after_transient": float(per_frame[transient:].max()) if n > transient else None,
+                        "encoder_max_abs_after_transient":
+                            float(per_frame[transient:].max()) if n > transient else None,
                         "transient_frames": transient,
                         "greedy_tokens_after_transient": len(steady_offline),
                         "greedy_token_differences_after_transient": token_diff["edit_distance"],
