@@ -69,6 +69,9 @@ from kiln.export.convert import trace_component
 from kiln.mil import load_model
 path, package, chunks, record = sys.argv[1:5]
 chunks = int(chunks)
+# one torch thread: on a shared 2-core machine torch's pool spins against other processes
+# (measured under load ~18: 654 ms per tiny chunk with 2 threads); the executor is single-threaded
+torch.set_num_threads(1)
 src = _eou.load(path)
 facts = eou.facts(src)
 comp = component(facts, path, "streaming_encoder", "float16")
