@@ -167,7 +167,7 @@ def eou_audio(rate: int, seed: int = 0, multiple: int = 1) -> np.ndarray:
     return (audio + noise).astype(np.float32)
 
 
-def _zeros_state(facts: Mapping[str, Any], mel_frames: int | None = None) -> dict:
+def _zeros_state(facts: Mapping[str, Any]) -> dict:
     L, d = facts["n_layers"], facts["d_model"]
     return {"pre_cache": np.zeros((1, facts["n_mels"], facts["pre_encode_cache_size"]), np.float32),
             "cache_last_channel": np.zeros((L, 1, facts["last_channel_cache_size"], d), np.float32),
