@@ -24,6 +24,7 @@ for _model, _cfg in KILN.models.items():
             f"logs/{_model}/prepare.log",
         benchmark:
             f"logs/{_model}/prepare.benchmark.tsv"
+        threads: 2   # nothing of the model can run before it; torch gets no more than this
         resources:
             mem_mb=KILN_MEM_MB(_model, "prepare"),
         script:
@@ -50,6 +51,7 @@ for _model, _cfg in KILN.models.items():
             f"logs/{_model}/reference.log",
         benchmark:
             f"logs/{_model}/reference.benchmark.tsv"
+        threads: 2
         resources:
             mem_mb=KILN_MEM_MB(_model, "reference"),
         script:

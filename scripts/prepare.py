@@ -5,4 +5,4 @@ from kiln.workflow import jobs, logs
 logs.run_job(snakemake.log[0], jobs.prepare_job, build_config(snakemake.config), snakemake.params.model,
              snakemake.input.source, dict(snakemake.params.programs), snakemake.output.facts,
              snakemake.output.record,
-             mem_mb=snakemake.resources.mem_mb)
+             threads=snakemake.threads, mem_mb=snakemake.resources.mem_mb)

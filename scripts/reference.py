@@ -5,4 +5,4 @@ from kiln.workflow import jobs, logs
 logs.run_job(snakemake.log[0], jobs.reference_job, build_config(snakemake.config), snakemake.params.model,
              snakemake.input.facts, dict(snakemake.params.programs), dict(snakemake.params.references),
              snakemake.output.task, snakemake.output.torch_latency,
-             mem_mb=snakemake.resources.mem_mb)
+             threads=snakemake.threads, mem_mb=snakemake.resources.mem_mb)

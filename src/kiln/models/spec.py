@@ -143,9 +143,10 @@ class FamilySpec:
     components: tuple[ComponentSpec, ...]
     build_random: Callable[..., Path] | None = None     # (architecture, *, seed, overrides, out_dir)
     task: Task | None = None
-    #: (source, {component: traced predict}, facts) -> JSON-able checks of the wrappers against the
-    #: original source, recorded by the prepare job (e.g. equal to NeMo's own streaming step)
-    faithfulness: Callable[[Any, Mapping[str, Predict], Mapping[str, Any]], dict] | None = None
+    #: (source, {component: traced predict}, facts, {component: ComponentConfig}) -> JSON-able checks
+    #: of the wrappers against the original source, recorded by the prepare job (e.g. equal to
+    #: NeMo's own cache-aware streaming step)
+    faithfulness: Callable[[Any, Mapping[str, Predict], Mapping[str, Any], Mapping[str, Any]], dict] | None = None
     sample_rate: int = 16_000
 
     @property

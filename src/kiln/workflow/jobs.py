@@ -111,7 +111,7 @@ def prepare_job(config: Config, model: str, source_record: str | Path, programs:
     checks = None
     if family.faithfulness is not None:
         # the saved programs, as every later job runs them, against the source
-        checks = family.faithfulness(source, _load_programs(model_cfg, programs), facts)
+        checks = family.faithfulness(source, _load_programs(model_cfg, programs), facts, model_cfg.components)
         log.info("  faithfulness of the wrappers to the source: %s", checks)
     digest = settings_digest(prepare_settings(model_cfg))
     write_json(out_facts, {"schema_version": RECORD_SCHEMA_VERSION, "model": model, "settings_sha256": digest,

@@ -1,0 +1,629 @@
+"""Parakeet EOU internals: the NeMo side (restore checks, random checkpoints, facts), the traceable
+per-chunk wrappers, host-side RNNT greedy decoding, and NeMo's own cache-aware streaming as the
+faithfulness reference. The declarative family is :mod:`kiln.models.parakeet_eou`.
+
+Streaming geometry (all read from the checkpoint, see :func:`facts`):
+
+- mel frames are ``hop`` samples apart; a chunk of ``chunk`` samples gives ``chunk / hop`` frames.
+  NeMo's offline STFT is centred (frame k covers samples ``k*hop - n_fft/2 ..``), so the last frames
+  of a chunk need up to ``n_fft/2`` samples of the *next* chunk. The streaming preprocessor instead
+  carries ``stft_context`` raw samples of the previous chunks as state and emits, per chunk, the
+  frames whose window is complete: streamed frame ``j`` is NeMo's offline frame ``j - mel_lag``.
+  ``mel_lag`` is the larger of what the STFT needs (``ceil((n_fft - pad) / hop) - 1``, one frame
+  for n_fft 512 / hop 160) and what puts fixed chunk boundaries on the causal subsampling grid
+  (``sub - 1`` = 7 frames): with it, chunked streaming reproduces NeMo's offline encoder once past
+  a start transient (measured; see ``faithfulness``); with a lag of 1 every chunk is shifted by
+  one mel frame against the grid and the outputs differ everywhere. The first ``mel_lag`` streamed
+  frames see the zero initial context, so the first chunks differ from offline.
+- the encoder gets the chunk's mel frames plus ``pre_cache`` (the last ``pre_encode_cache_size``
+  mel frames of the stream, zeros at the start), drops ``drop_extra_pre_encoded`` subsampled frames
+  and carries per-layer attention (``cache_last_channel``) and causal-convolution
+  (``cache_last_time``) caches: NeMo's ``CacheAwareStreamingAudioBuffer(pad_and_drop_preencoded=
+  True)`` + ``encoder.cache_aware_stream_step``, the fixed-shape form every chunk can share.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kiln.errors import ModelError
+from kiln.models import _nemo
+
+SAMPLE_RATE = 16_000
+EOU_STRING = "<EOU>"   # NeMo's asr_eou_models / audio_to_eou_label_lhotse constants
+EOB_STRING = "<EOB>"
+
+# -- random-initialised architectures -----------------------------------------------------------------
+
+ARCHITECTURES: dict[str, dict[str, Any]] = {
+    # for tests and `make run`: seconds to build, export and stream. A short left context (16
+    # frames = 1.28 s) so the attention cache fills within the validation audio and both regimes
+    # (filling, full) are exercised.
+    "tiny": {"n_mels": 80, "d_model": 64, "n_layers": 2, "n_heads": 4, "subsampling_factor": 8,
+             "subsampling_conv_channels": 32, "ff_expansion_factor": 4, "conv_kernel_size": 9,
+             "att_context_size": [16, 1], "vocab_size": 40, "pred_hidden": 64, "pred_rnn_layers": 1,
+             "joint_hidden": 64, "max_symbols": 5},
+    # the published parakeet_realtime_eou_120m-v1 geometry: 17 layers of 512, left context 70
+    # (cache_last_channel [17,1,70,512]), causal conv kernel 9 (cache_last_time [17,1,512,8]),
+    # 1024 BPE pieces + <EOU> + <EOB> (blank 1026); for the benchmark
+    "full": {"n_mels": 128, "d_model": 512, "n_layers": 17, "n_heads": 8, "subsampling_factor": 8,
+             "subsampling_conv_channels": 256, "ff_expansion_factor": 4, "conv_kernel_size": 9,
+             "att_context_size": [70, 1], "vocab_size": 1026, "pred_hidden": 640, "pred_rnn_layers": 1,
+             "joint_hidden": 640, "max_symbols": 5},
+}
+
+TOKENIZER_TEXT = (
+    "The quick brown fox jumps over the lazy dog.",
+    "Voice activity detection finds the parts of a recording that contain speech.",
+    "Please call Stella and ask her to bring these things with her from the store.",
+    "Core ML models run on the neural engine of iPhone and Mac.",
+    "Turn detection tells a voice agent when the user has finished speaking.",
+)
+
+
+def build_eou_tokenizer(out_dir: Path, vocab_size: int) -> Path:
+    """A BPE SentencePiece vocabulary of ``vocab_size`` pieces whose last two are ``<EOU>`` and
+    ``<EOB>`` (user-defined pieces), the layout of the published model (EOU 1024, EOB 1025)."""
+    from sentencepiece import sentencepiece_model_pb2 as sp_pb
+
+    out_dir = _nemo.build_sentencepiece(out_dir, vocab_size - 2, TOKENIZER_TEXT)
+    proto = sp_pb.ModelProto()
+    proto.ParseFromString((out_dir / "tokenizer.model").read_bytes())
+    for piece in (EOU_STRING, EOB_STRING):
+        proto.pieces.add(piece=piece, score=0.0, type=sp_pb.ModelProto.SentencePiece.USER_DEFINED)
+    (out_dir / "tokenizer.model").write_bytes(proto.SerializeToString())
+    (out_dir / "tokenizer.vocab").write_text("".join(f"{p.piece}\t{p.score:g}\n" for p in proto.pieces))
+    (out_dir / "vocab.txt").write_text("".join(f"{p.piece}\n" for p in proto.pieces))
+    return out_dir
+
+
+def nemo_config(arch: Mapping[str, Any], tokenizer_dir: Path) -> dict:
+    """A cache-aware ``EncDecRNNTBPEModel`` config: causal downsampling, chunked limited attention,
+    causal convolutions, un-normalised log-mel features, RNNT greedy decoding."""
+    return {
+        "sample_rate": SAMPLE_RATE,
+        "tokenizer": {"dir": str(tokenizer_dir), "type": "bpe"},
+        "preprocessor": {
+            "_target_": "nemo.collections.asr.modules.AudioToMelSpectrogramPreprocessor",
+            "sample_rate": SAMPLE_RATE, "normalize": "NA", "window_size": 0.025, "window_stride": 0.01,
+            "window": "hann", "features": arch["n_mels"], "n_fft": 512, "log": True, "frame_splicing": 1,
+            "dither": 1.0e-5, "pad_to": 0, "pad_value": 0.0,
+        },
+        "encoder": {
+            "_target_": "nemo.collections.asr.modules.ConformerEncoder",
+            "feat_in": arch["n_mels"], "feat_out": -1, "n_layers": arch["n_layers"], "d_model": arch["d_model"],
+            "subsampling": "dw_striding", "subsampling_factor": arch["subsampling_factor"],
+            "subsampling_conv_channels": arch["subsampling_conv_channels"], "causal_downsampling": True,
+            "ff_expansion_factor": arch["ff_expansion_factor"], "self_attention_model": "rel_pos",
+            "n_heads": arch["n_heads"], "att_context_size": list(arch["att_context_size"]),
+            "att_context_style": "chunked_limited", "xscaling": True, "untie_biases": True,
+            "pos_emb_max_len": 5000, "conv_kernel_size": arch["conv_kernel_size"],
+            "conv_norm_type": "layer_norm", "conv_context_size": "causal", "dropout": 0.1,
+            "dropout_pre_encoder": 0.1, "dropout_emb": 0.0, "dropout_att": 0.1,
+        },
+        "decoder": {
+            "_target_": "nemo.collections.asr.modules.RNNTDecoder", "normalization_mode": None,
+            "random_state_sampling": False, "blank_as_pad": True,
+            "prednet": {"pred_hidden": arch["pred_hidden"], "pred_rnn_layers": arch["pred_rnn_layers"],
+                        "t_max": None, "dropout": 0.2},
+        },
+        "joint": {
+            "_target_": "nemo.collections.asr.modules.RNNTJoint", "log_softmax": None,
+            "preserve_memory": False, "fuse_loss_wer": False, "fused_batch_size": 4,
+            "jointnet": {"joint_hidden": arch["joint_hidden"], "activation": "relu", "dropout": 0.2},
+        },
+        "decoding": {"strategy": "greedy", "greedy": {"max_symbols": arch["max_symbols"]}},
+        "loss": {"loss_name": "default"},
+        "model_defaults": {"enc_hidden": arch["d_model"], "pred_hidden": arch["pred_hidden"],
+                           "joint_hidden": arch["joint_hidden"]},
+        "optim": None,
+        "kiln": {"synthetic": True, "note": "random-initialised by kiln; not a trained model"},
+    }
+
+
+def build_random(architecture: str, *, seed: int, overrides: Mapping[str, Any], out_dir: Path,
+                 config_edit: Callable[[dict], None] | None = None) -> Path:
+    """Write a random-initialised cache-aware RNNT ``.nemo`` of ``architecture`` (synthetic).
+
+    ``config_edit`` changes the NeMo config before the model is built (tests use it to make
+    checkpoints that are *not* streaming models)."""
+    if architecture not in ARCHITECTURES:
+        raise ModelError(f"parakeet_eou: unknown architecture '{architecture}' "
+                         f"(known: {', '.join(ARCHITECTURES)})")
+    arch = dict(ARCHITECTURES[architecture])
+    unknown = sorted(set(overrides) - set(arch))
+    if unknown:
+        raise ModelError(f"parakeet_eou: unknown architecture override(s) {unknown} "
+                         f"(allowed: {', '.join(sorted(arch))})")
+    arch.update(overrides)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tok_dir = build_eou_tokenizer(out_dir / f"tokenizer_eou_{architecture}", int(arch["vocab_size"]))
+    config = nemo_config(arch, tok_dir)
+    if config_edit is not None:
+        config_edit(config)
+    from omegaconf import OmegaConf
+
+    with _nemo.quiet_nemo():
+        from nemo.collections.asr.models import EncDecRNNTBPEModel
+
+        torch.manual_seed(int(seed))
+        model = EncDecRNNTBPEModel(cfg=OmegaConf.create(config))
+        model.eval()
+        if config_edit is None:
+            calibrate_decisions(model, seed=int(seed))
+        out = out_dir / f"parakeet_eou_{architecture}_seed{seed}.nemo"
+        tmp = out.with_name(out.name + ".tmp")
+        model.save_to(str(tmp))
+        tmp.replace(out)
+    return out
+
+
+#: share of calibration frames where a random model's greedy step picks blank / <EOU>
+CALIBRATION_BLANK_SHARE = 0.85
+CALIBRATION_EOU_SHARE = 0.01
+
+
+def calibrate_decisions(model, seed: int) -> None:
+    """Shift a random model's joint output biases so its decisions look like a transducer's:
+    blank on ~85% of frames, ``<EOU>`` the pick on a few percent (random weights otherwise emit a
+    token on every frame and almost never the EOU token, leaving nothing to compare).
+
+    Calibrated on noise bursts and pauses (no speech needed at build time), at the decoder's start
+    state: the blank margin is the 85th percentile of ``max(other) - blank``, the EOU margin the 1st
+    percentile of ``max(other) - eou`` after that. Only the two biases change."""
+    rng = np.random.default_rng(seed)
+    rate = int(model.cfg.sample_rate)
+    envelope = np.repeat(rng.random(16) < 0.5, rate // 2).astype(np.float32)
+    audio = (0.1 * rng.standard_normal(envelope.size) * (0.05 + envelope)).astype(np.float32)
+    eou = _token_id(model.tokenizer, EOU_STRING)
+    blank = int(model.decoder.blank_idx)
+    with torch.no_grad(), _nemo.typecheck_disabled():
+        x = torch.from_numpy(audio)[None]
+        mel, mel_len = model.preprocessor(input_signal=x, length=torch.tensor([x.shape[1]]))
+        encoded, _ = model.encoder(audio_signal=mel, length=mel_len)
+        start = torch.full((1, 1), blank, dtype=torch.long)
+        g, _ = model.decoder.predict(start, None, add_sos=False, batch_size=1)       # [1, 1, H]
+        logits = model.joint.joint_net(model.joint.enc(encoded.transpose(1, 2)) + model.joint.pred(g))[0]
+        bias = model.joint.joint_net[-1].bias
+
+        def margin(index: int, share: float) -> float:
+            others = logits.clone()
+            others[:, index] = -float("inf")
+            gap = others.max(dim=-1).values - logits[:, index]
+            return float(torch.quantile(gap, share)) + 1e-3
+
+        bias[blank] += margin(blank, CALIBRATION_BLANK_SHARE)
+        logits = model.joint.joint_net(model.joint.enc(encoded.transpose(1, 2)) + model.joint.pred(g))[0]
+        if eou is not None:
+            bias[eou] += margin(eou, CALIBRATION_EOU_SHARE)
+
+
+# -- the source and its checks ------------------------------------------------------------------------
+
+@dataclass
+class EOUSource:
+    model: Any        # nemo EncDecRNNTBPEModel (or the EOU subclass), eval mode
+    path: str
+
+    @property
+    def encoder(self):
+        return self.model.encoder
+
+    @property
+    def featurizer(self):
+        return _nemo.featurizer_of(self.model.preprocessor)
+
+    @property
+    def lstm(self) -> nn.LSTM:
+        return self.model.decoder.prediction["dec_rnn"].lstm
+
+
+def _token_id(tokenizer, token: str) -> int | None:
+    """The id of ``token``, or None when the vocabulary has no such piece (SentencePiece maps an
+    unknown piece to ``<unk>``, so the id is checked by mapping it back)."""
+    try:
+        tid = int(tokenizer.token_to_id(token))
+    except Exception:  # tokenizers raise KeyError/ValueError/IndexError for unknown tokens
+        return None
+    try:
+        back = tokenizer.ids_to_tokens([tid])
+    except Exception:
+        return None
+    return tid if back and back[0] == token else None
+
+
+def streaming_problems(encoder) -> list[str]:
+    """Why ``encoder`` cannot run cache-aware streaming with fixed-shape chunks (empty when it can)."""
+    problems = []
+    if not hasattr(encoder, "cache_aware_stream_step") or not hasattr(encoder, "streaming_cfg"):
+        return [f"{type(encoder).__name__} is not a NeMo StreamingEncoder"]
+    att = list(getattr(encoder, "att_context_size", [-1, -1]))
+    style = getattr(encoder, "att_context_style", None)
+    if att[:2] == [-1, -1]:
+        problems.append(f"full-context attention (att_context_size={att}): no limited left context "
+                        "to cache and no chunking")
+    else:
+        if att[0] < 0:
+            problems.append(f"unlimited left attention context (att_context_size={att}): the "
+                            "attention cache would grow without bound")
+        if style != "chunked_limited":
+            problems.append(f"att_context_style={style!r} (cache-aware chunks need 'chunked_limited')")
+    conv = list(getattr(encoder, "conv_context_size", [0, 0]))
+    if len(conv) == 2 and conv[1] != 0:
+        problems.append(f"non-causal convolutions (conv_context_size={conv}; streaming needs 'causal')")
+    pre = getattr(encoder, "pre_encode", None)
+    if pre is not None and not isinstance(pre, nn.Linear) and not getattr(pre, "is_causal", False):
+        problems.append("non-causal downsampling (causal_downsampling: false)")
+    if getattr(encoder, "self_attention_model", None) != "rel_pos":
+        problems.append(f"self_attention_model={getattr(encoder, 'self_attention_model', None)!r} "
+                        "(kiln streams rel_pos attention)")
+    return problems
+
+
+def check_source(model, path: str) -> None:
+    """Refuse a checkpoint that is not a cache-aware RNNT model with an EOU token, naming the file
+    and everything missing, before any wrapper is built."""
+    if not hasattr(model, "joint") or not hasattr(model, "decoder") or not hasattr(model, "encoder"):
+        raise ModelError(f"{path}: {type(model).__name__} is not a transducer (RNNT) model")
+    problems = streaming_problems(model.encoder)
+    if problems:
+        raise ModelError(f"{path}: the encoder is not cache-aware, so it cannot be exported as a "
+                         f"streaming encoder: {'; '.join(problems)}")
+    if int(getattr(model.joint, "num_extra_outputs", 0) or 0):
+        raise ModelError(f"{path}: the joint has {model.joint.num_extra_outputs} extra outputs (a TDT "
+                         "model); the parakeet_eou family exports plain RNNT joints")
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None:
+        raise ModelError(f"{path}: the model has no tokenizer, so no {EOU_STRING} token id")
+    if _token_id(tokenizer, EOU_STRING) is None:
+        raise ModelError(f"{path}: the vocabulary has no end-of-utterance token {EOU_STRING!r} "
+                         f"({tokenizer.vocab_size} pieces); the parakeet_eou family needs a model "
+                         "trained to emit it")
+    featurizer = _nemo.featurizer_of(model.preprocessor)
+    if featurizer.normalize not in (None, "NA", "none", False):
+        raise ModelError(f"{path}: the preprocessor normalises features ({featurizer.normalize!r}); a "
+                         "chunk-by-chunk front end needs un-normalised log-mel features")
+
+
+def load(path: str | Path) -> EOUSource:
+    model = _nemo.restore_nemo(path)
+    check_source(model, str(path))
+    return EOUSource(model=model, path=str(path))
+
+
+def _cfg_int(value, name: str, path: str) -> int:
+    if value is None:
+        raise ModelError(f"{path}: the checkpoint config has no {name}")
+    return int(value)
+
+
+def facts(source: EOUSource) -> dict:
+    """What later jobs need, read from the checkpoint: mel geometry, streaming config (NeMo's
+    ``setup_streaming_params`` at the model's native chunk), cache shapes, vocabulary and ids."""
+    enc, f, model, path = source.encoder, source.featurizer, source.model, source.path
+    with _nemo.quiet_nemo():
+        enc.setup_streaming_params()
+    cfg = enc.streaming_cfg
+    att = [int(a) for a in enc.att_context_size]
+    native = att[1] + 1
+    pre_cache = cfg.pre_encode_cache_size
+    pre_cache = int(pre_cache[1] if isinstance(pre_cache, (list, tuple)) else pre_cache)
+    n_fft, hop = int(f.n_fft), int(f.hop_length)
+    stft_pad = (n_fft - hop) // 2 if getattr(f, "exact_pad", False) else n_fft // 2
+    # frames the streamed mel trails NeMo's centred offline mel: at least what the STFT's right
+    # half-window needs, and exactly what puts chunk boundaries on the causal subsampling's grid
+    # (NeMo's first streaming chunk is chunk_size[0] = chunk_size[1] - (sub - 1) frames), so
+    # that fixed-size chunks reproduce the offline encoder once past the start
+    stft_lag = math.ceil((n_fft - stft_pad) / hop) - 1
+    sizes = cfg.chunk_size
+    grid_lag = int(sizes[1] - sizes[0]) if isinstance(sizes, (list, tuple)) else 0
+    mel_lag = max(stft_lag, grid_lag)
+    tokenizer = model.tokenizer
+    lstm = source.lstm
+    greedy = (model.cfg.get("decoding") or {}).get("greedy") or {}
+    max_symbols = greedy.get("max_symbols")
+    vocab_size = int(model.decoder.vocab_size)
+    return {
+        "sample_rate": _cfg_int(model.cfg.get("sample_rate") or getattr(f, "sample_rate", None),
+                                "sample_rate", path),
+        "n_mels": int(f.fb.shape[1]), "n_fft": n_fft, "hop_length": hop, "stft_pad": stft_pad,
+        "preemph": None if f.preemph is None else float(f.preemph),
+        "mel_lag_frames": mel_lag,
+        # raw samples the preprocessor carries: the window context (stft_pad + mel_lag*hop) plus one
+        # sample for the pre-emphasis of the chunk's first sample
+        "stft_context": stft_pad + mel_lag * hop + 1,
+        "subsampling_factor": int(enc.subsampling_factor),
+        "att_context_size": att, "att_context_style": enc.att_context_style,
+        "native_chunk_frames": native,
+        "last_channel_cache_size": int(cfg.last_channel_cache_size),
+        "conv_cache_size": int(enc.conv_context_size[0]),
+        "pre_encode_cache_size": pre_cache,
+        "drop_extra_pre_encoded": int(cfg.drop_extra_pre_encoded),
+        "d_model": int(enc.d_model), "n_layers": len(enc.layers),
+        "vocab_size": vocab_size, "blank_id": int(model.decoder.blank_idx),
+        "eou_id": _token_id(tokenizer, EOU_STRING), "eob_id": _token_id(tokenizer, EOB_STRING),
+        "num_classes_with_blank": int(model.joint.num_classes_with_blank),
+        "pred_hidden": int(model.decoder.pred_hidden), "pred_rnn_layers": int(lstm.num_layers),
+        "lstm_hidden": int(lstm.hidden_size), "lstm_proj": int(lstm.proj_size or lstm.hidden_size),
+        "max_symbols": _cfg_int(max_symbols, "decoding.greedy.max_symbols", path),
+        "vocabulary": [str(t) for t in tokenizer.ids_to_tokens(list(range(vocab_size)))],
+        "synthetic": bool((model.cfg.get("kiln") or {}).get("synthetic", False)),
+    }
+
+
+def chunk_geometry(facts: Mapping[str, Any], chunk_samples: int) -> dict:
+    """Per-chunk sizes for a chunk of ``chunk_samples`` samples; a chunk must be a whole number of
+    the model's native attention chunks (else streaming would differ from the trained masks)."""
+    hop, sub, native = facts["hop_length"], facts["subsampling_factor"], facts["native_chunk_frames"]
+    step = hop * sub * native
+    if chunk_samples <= 0 or chunk_samples % step:
+        raise ModelError(f"parakeet_eou: a chunk of {chunk_samples} samples is not a multiple of the "
+                         f"model's native attention chunk ({native} encoder frames = {step} samples "
+                         f"= {1000 * step / facts['sample_rate']:g} ms)")
+    frames = chunk_samples // hop
+    return {"chunk_samples": chunk_samples, "chunk_ms": 1000 * chunk_samples / facts["sample_rate"],
+            "mel_frames": frames, "encoder_frames": frames // sub}
+
+
+def contracts(facts: Mapping[str, Any], chunk_samples: int) -> dict:
+    """Every component's exact contract for ``chunk_samples`` (what config.yaml must declare)."""
+    g = chunk_geometry(facts, chunk_samples)
+    L, d, m = facts["n_layers"], facts["d_model"], facts["n_mels"]
+    lstm_h = [facts["pred_rnn_layers"], 1, facts["lstm_proj"]]
+    lstm_c = [facts["pred_rnn_layers"], 1, facts["lstm_hidden"]]
+
+    def spec(shape, dtype="float32"):
+        return {"shape": list(shape), "dtype": dtype}
+
+    caches = {"pre_cache": spec([1, m, facts["pre_encode_cache_size"]]),
+              "cache_last_channel": spec([L, 1, facts["last_channel_cache_size"], d]),
+              "cache_last_time": spec([L, 1, d, facts["conv_cache_size"]]),
+              "cache_last_channel_len": spec([1], "int32")}
+    return {
+        "preprocessor": {
+            "inputs": {"audio_signal": spec([1, chunk_samples]), "audio_context": spec([1, facts["stft_context"]])},
+            "outputs": {"mel": spec([1, m, g["mel_frames"]]), "new_audio_context": spec([1, facts["stft_context"]])}},
+        "streaming_encoder": {
+            "inputs": {"audio_signal": spec([1, m, g["mel_frames"]]), "audio_length": spec([1], "int32"), **caches},
+            "outputs": {"encoded_output": spec([1, d, g["encoder_frames"]]), "encoded_length": spec([1], "int32"),
+                        **{f"new_{k}": v for k, v in caches.items()}}},
+        "decoder": {
+            "inputs": {"targets": spec([1, 1], "int32"), "target_length": spec([1], "int32"),
+                       "h_in": spec(lstm_h), "c_in": spec(lstm_c)},
+            "outputs": {"decoder": spec([1, facts["pred_hidden"], 1]), "h_out": spec(lstm_h), "c_out": spec(lstm_c)}},
+        "joint_decision": {
+            "inputs": {"encoder_step": spec([1, d, 1]), "decoder_step": spec([1, facts["pred_hidden"], 1])},
+            "outputs": {"token_id": spec([1, 1, 1], "int32"), "token_prob": spec([1, 1, 1])}},
+    }
+
+
+# -- wrappers -----------------------------------------------------------------------------------------
+
+class StreamingMel(nn.Module):
+    """NeMo's log-mel front end for one chunk, the STFT's left context carried as explicit state.
+
+    ``audio_signal [1, N]``, ``audio_context [1, C]`` (the last C raw samples of the stream, zeros
+    at the start) -> ``mel [1, n_mels, N/hop]`` (un-normalised), ``new_audio_context [1, C]``.
+    Pre-emphasis, windowed-DFT-as-conv1d, power, mel filterbank and log guard are NeMo's (via
+    :class:`kiln.models._nemo.MelFrontend`'s basis and filterbank); only the framing differs: no
+    centre padding, the context supplies the left half-window.
+    """
+
+    def __init__(self, featurizer, chunk_samples: int, context: int):
+        super().__init__()
+        front = _nemo.MelFrontend(featurizer, chunk_samples)
+        if front.normalize:
+            raise ModelError("preprocessor: per-feature normalisation cannot run chunk by chunk")
+        self.hop, self.n_fft, self.n_bins = front.hop, front.n_fft, front.n_bins
+        self.chunk = int(chunk_samples)
+        self.context = int(context)
+        self.frames = self.chunk // self.hop
+        self.preemph = front.preemph
+        self.mag_power, self.log = front.mag_power, front.log
+        self.log_zero_guard_type, self.log_zero_guard_value = front.log_zero_guard_type, front.log_zero_guard_value
+        self.register_buffer("basis", front.basis.clone())
+        self.register_buffer("fb", front.fb.clone())
+        # the last window must end inside [context + chunk]
+        self.span = span = (self.frames - 1) * self.hop + self.n_fft
+        if span > self.context - 1 + self.chunk:
+            raise ModelError(f"preprocessor: a context of {context} samples is too short for {self.frames} "
+                             f"frames of {self.n_fft} samples per {self.chunk}-sample chunk")
+
+    def forward(self, audio_signal: torch.Tensor, audio_context: torch.Tensor):
+        x = torch.cat([audio_context, audio_signal], dim=1)                        # [1, C + N]
+        new_context = x[:, x.shape[1] - self.context:]
+        span = x[:, :self.span + 1]           # the samples this chunk's complete windows cover
+        if self.preemph is not None:
+            span = span[:, 1:] - self.preemph * span[:, :-1]
+        else:
+            span = span[:, 1:]
+        spectrum = F.conv1d(span.unsqueeze(1), self.basis, stride=self.hop)        # [1, 2*bins, frames]
+        real, imag = spectrum[:, :self.n_bins, :], spectrum[:, self.n_bins:, :]
+        power = real * real + imag * imag
+        if self.mag_power != 2.0:
+            power = torch.pow(torch.sqrt(power), self.mag_power)
+        mel = torch.matmul(self.fb, power)
+        if self.log:
+            if self.log_zero_guard_type == "add":
+                mel = torch.log(mel + self.log_zero_guard_value)
+            else:
+                mel = torch.log(torch.clamp(mel, min=self.log_zero_guard_value))
+        return mel, new_context
+
+
+class StreamingEncoderStep(nn.Module):
+    """One chunk of NeMo's cache-aware streaming step with every cache explicit.
+
+    ``audio_signal [1, n_mels, T]``, ``audio_length [1]`` int32, ``pre_cache [1, n_mels, P]``,
+    ``cache_last_channel [L, 1, C, d]``, ``cache_last_time [L, 1, d, K]``, ``cache_last_channel_len
+    [1]`` int32 -> ``encoded_output [1, d, T/sub]``, ``encoded_length [1]`` int32, and the four
+    ``new_*`` caches. The body is NeMo's own ``ConformerEncoder.forward_internal`` +
+    ``streaming_post_process`` (no re-implementation), called directly so ``@typecheck`` stays out
+    of the trace, with the pre-encode cache concatenated in front of the chunk as
+    ``CacheAwareStreamingAudioBuffer(pad_and_drop_preencoded=True)`` does.
+    """
+
+    def __init__(self, encoder, chunk_frames: int):
+        super().__init__()
+        self.encoder = encoder
+        self.chunk_frames = int(chunk_frames)
+        self._configure()
+        cfg = encoder.streaming_cfg
+        pre = cfg.pre_encode_cache_size
+        self.pre_cache = int(pre[1] if isinstance(pre, (list, tuple)) else pre)
+        # positional encodings long enough for cache + chunk, made once here (forward must not resize)
+        encoder.set_max_audio_length(max(encoder.max_audio_length, cfg.last_channel_cache_size + 4 * chunk_frames + 16))
+
+    def _configure(self) -> None:
+        """NeMo keeps the streaming config on the (shared) encoder: wrappers of several chunk sizes
+        of one source each put their own back before running."""
+        if getattr(self, "_cfg", None) is not None and self.encoder.streaming_cfg is self._cfg:
+            return
+        with _nemo.quiet_nemo():
+            self.encoder.setup_streaming_params(chunk_size=self.chunk_frames, shift_size=self.chunk_frames)
+        self._cfg = self.encoder.streaming_cfg
+
+    def forward(self, audio_signal, audio_length, pre_cache, cache_last_channel, cache_last_time,
+                cache_last_channel_len):
+        self._configure()
+        x = torch.cat([pre_cache, audio_signal], dim=2)
+        new_pre_cache = x[:, :, x.shape[2] - self.pre_cache:]
+        length = audio_length.to(torch.int64) + self.pre_cache
+        rets = self.encoder.forward_internal(
+            x, length, cache_last_channel=cache_last_channel, cache_last_time=cache_last_time,
+            cache_last_channel_len=cache_last_channel_len.to(torch.int64))
+        encoded, encoded_len, channel, time, channel_len = self.encoder.streaming_post_process(
+            rets, keep_all_outputs=False)
+        return (encoded, encoded_len.to(torch.int32), new_pre_cache, channel, time,
+                channel_len.to(torch.int32))
+
+
+class RNNTJointDecision(nn.Module):
+    """``joint_net(enc(f) + pred(g))`` for one frame -> argmax token id over V+1 (blank = V) and its
+    softmax probability. No durations (RNNT, not TDT); NeMo's CPU log-softmax path is skipped."""
+
+    def __init__(self, joint):
+        super().__init__()
+        self.enc, self.pred, self.joint_net = joint.enc, joint.pred, joint.joint_net
+
+    def forward(self, encoder_step, decoder_step):
+        f = self.enc(encoder_step.transpose(1, 2))                                # [1, 1, J]
+        g = self.pred(decoder_step.transpose(1, 2))                               # [1, 1, J]
+        logits = self.joint_net(f + g)                                            # [1, 1, V+1]
+        token_id = torch.argmax(logits, dim=-1, keepdim=True)
+        probs = torch.softmax(logits, dim=-1)
+        return token_id.to(torch.int32), torch.gather(probs, 2, token_id)
+
+
+# -- host-side RNNT greedy decoding across chunks -----------------------------------------------------
+
+class GreedyRNNT:
+    """NeMo's ``GreedyRNNTInfer`` on the host, frame by frame, its state kept across chunks so the
+    token stream of a live session can be followed chunk by chunk.
+
+    ``decoder(target, h, c) -> (g, h, c)``; ``joint(f [1,d,1], g) -> (token, prob)``. At each frame up
+    to ``max_symbols`` tokens are emitted; a blank moves to the next frame. The start step feeds
+    blank (the embedding's zero padding row) with zero state, as NeMo does.
+    """
+
+    def __init__(self, decoder: Callable, joint: Callable, facts: Mapping[str, Any], record: list | None = None):
+        self.decoder, self.joint = decoder, joint
+        self.blank, self.max_symbols = facts["blank_id"], facts["max_symbols"]
+        self.h = np.zeros((facts["pred_rnn_layers"], 1, facts["lstm_proj"]), np.float32)
+        self.c = np.zeros((facts["pred_rnn_layers"], 1, facts["lstm_hidden"]), np.float32)
+        self.g, self.h_next, self.c_next = decoder(self.blank, self.h, self.c)
+        self.record = record
+        self.tokens: list[int] = []
+        self.token_chunks: list[int] = []
+        self.token_frames: list[int] = []
+        self.frame = 0
+
+    def chunk(self, encoded: np.ndarray, length: int, chunk_index: int) -> None:
+        """Decode the ``length`` valid frames of ``encoded [d, T]``."""
+        for t in range(length):
+            f = np.ascontiguousarray(encoded[:, t:t + 1][None], dtype=np.float32)
+            for _ in range(self.max_symbols):
+                token, prob = self.joint(f, self.g)
+                if self.record is not None:
+                    self.record.append({"encoder_step": f, "decoder_step": self.g})
+                if token == self.blank:
+                    break
+                self.tokens.append(int(token))
+                self.token_chunks.append(int(chunk_index))
+                self.token_frames.append(self.frame)
+                self.h, self.c = self.h_next, self.c_next
+                self.g, self.h_next, self.c_next = self.decoder(int(token), self.h, self.c)
+            self.frame += 1
+
+
+def eou_chunks(tokens: list[int], token_chunks: list[int], eou_id: int | None) -> list[int]:
+    return [c for t, c in zip(tokens, token_chunks) if eou_id is not None and t == eou_id]
+
+
+# -- NeMo's own cache-aware streaming (faithfulness reference, prepare job only) ---------------------
+
+def nemo_streaming(source: EOUSource, mel: np.ndarray, chunk_frames: int) -> list[dict[str, np.ndarray]]:
+    """Stream ``mel [1, n_mels, T]`` (T a multiple of the chunk's mel frames) through NeMo's
+    ``CacheAwareStreamingAudioBuffer(pad_and_drop_preencoded=True)`` and
+    ``encoder.cache_aware_stream_step``; per chunk the encoder output and every cache."""
+    from nemo.collections.asr.parts.utils.streaming_utils import CacheAwareStreamingAudioBuffer
+
+    enc = source.encoder
+    with _nemo.quiet_nemo(), _nemo.typecheck_disabled(), torch.no_grad():
+        enc.setup_streaming_params(chunk_size=chunk_frames, shift_size=chunk_frames)
+        buffer = CacheAwareStreamingAudioBuffer(model=source.model, pad_and_drop_preencoded=True)
+        buffer.append_processed_signal(torch.from_numpy(np.ascontiguousarray(mel, np.float32)))
+        channel, time, channel_len = enc.get_initial_cache_state(batch_size=1)
+        steps = []
+        for chunk, length in buffer:
+            encoded, encoded_len, channel, time, channel_len = enc.cache_aware_stream_step(
+                processed_signal=chunk, processed_signal_length=length, cache_last_channel=channel,
+                cache_last_time=time, cache_last_channel_len=channel_len, keep_all_outputs=False,
+                drop_extra_pre_encoded=enc.streaming_cfg.drop_extra_pre_encoded)
+            steps.append({"chunk": chunk.numpy().copy(), "encoded_output": encoded.numpy().copy(),
+                          "encoded_length": encoded_len.numpy().astype(np.int32),
+                          "new_cache_last_channel": channel.numpy().copy(),
+                          "new_cache_last_time": time.numpy().copy(),
+                          "new_cache_last_channel_len": channel_len.numpy().astype(np.int32)})
+    return steps
+
+
+def nemo_offline(source: EOUSource, mel: np.ndarray) -> np.ndarray:
+    """NeMo's full-utterance encoder forward (its trained limited-context masks) on ``mel``."""
+    enc = source.encoder
+    with _nemo.quiet_nemo(), _nemo.typecheck_disabled(), torch.no_grad():
+        x = torch.from_numpy(np.ascontiguousarray(mel, np.float32))
+        encoded, length = enc(audio_signal=x, length=torch.tensor([x.shape[-1]]))
+    return encoded.numpy()[:, :, :int(length[0])]
+
+
+def nemo_offline_mel(source: EOUSource, audio: np.ndarray) -> np.ndarray:
+    """NeMo's own preprocessor on the whole utterance (eval mode: no dither), valid frames only."""
+    with _nemo.quiet_nemo(), torch.no_grad():
+        x = torch.from_numpy(np.ascontiguousarray(audio, np.float32))[None]
+        mel, length = source.model.preprocessor(input_signal=x, length=torch.tensor([x.shape[1]]))
+    return mel.numpy()[:, :, :int(length[0])]
+
+
+def torch_predict(module: nn.Module, inputs: tuple[str, ...], outputs: tuple[str, ...]) -> Callable:
+    def predict(feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with torch.no_grad():
+            outs = module(*(torch.from_numpy(np.ascontiguousarray(feed[n])) for n in inputs))
+        return {n: o.numpy().copy() for n, o in zip(outputs, outs)}
+    return predict
+
+
+def max_abs(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape:
+        raise ModelError(f"shape mismatch {a.shape} vs {b.shape}")
+    return float(np.max(np.abs(a - b))) if a.size else 0.0
