@@ -35,9 +35,9 @@ from . import errata, kiln_backend  # noqa: E402
 from .kiln_backend import CURRENT_CASE, CaseRecord  # noqa: E402
 
 SUITE_PACKAGE = "coremltools.converters.mil.mil.ops.tests"
-# kiln stands in for the runtime of the newest OS the suite targets (iOS18 <-> macOS 15): the
+# kiln stands in for the runtime of the newest macOS the suite knows (15.2, paired with iOS18): the
 # suite's gates on the host's macOS version ("Bug fixed in macOS 14") are about Apple's runtime.
-STAND_IN_MACOS = (15, 0)
+STAND_IN_MACOS = (15, 2)
 # Op types that every converted program carries around the op under test.
 PLUMBING_OPS = frozenset({"const", "cast"})
 
@@ -49,29 +49,40 @@ def pytest_addoption(parser):
         "--kiln-slice", default=None,
         help="run only the cases listed in this file (one case id a line, as in the summary)",
     )
+    group.addoption("--kiln-list", default=None, help="write the selected case ids to this file")
     group.addoption(
         "--kiln-candidates", action="store_true",
         help="run the first case of every test function per backend opset (fast-slice candidates)",
     )
 
 
-def _candidate_key(item) -> tuple:
-    """One candidate case per test function and suite backend opset (for the fast slice)."""
+def _candidate_keys(item) -> set[tuple]:
+    """Fast-slice candidates: the first case of every test function per backend opset, and of every
+    value of its string parameters (the suite selects the op under test by a string parameter, e.g.
+    ``mode="sin"``)."""
     params = getattr(getattr(item, "callspec", None), "params", {})
-    opset = getattr(params.get("backend"), "opset_version", None)
-    return (case_id(item).split("[")[0], str(opset))
+    function = case_id(item).split("[")[0]
+    opset = str(getattr(params.get("backend"), "opset_version", None))
+    keys = {(function, opset)}
+    keys.update((function, opset, name, value) for name, value in params.items() if isinstance(value, str))
+    return keys
 
 
 def pytest_collection_modifyitems(config, items):
     if config.getoption("--kiln-candidates"):
         seen, kept = set(), []
         for item in items:
-            key = _candidate_key(item)
-            if key not in seen:
-                seen.add(key)
+            keys = _candidate_keys(item)
+            if not keys <= seen:
+                seen |= keys
                 kept.append(item)
-        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        kept_ids = {id(item) for item in kept}
+        config.hook.pytest_deselected(items=[item for item in items if id(item) not in kept_ids])
         items[:] = kept
+    listing = config.getoption("--kiln-list")
+    if listing:
+        with open(listing, "w", encoding="utf-8") as handle:
+            handle.writelines(f"{case_id(item)}\n" for item in items)
     path = config.getoption("--kiln-slice")
     if not path:
         return
@@ -185,6 +196,8 @@ def _predict(self, data, state=None):
     """``MLModel.predict`` for a model without a Core ML runtime: run it on kiln."""
     if self.__proxy__:
         return _ORIGINAL_PREDICT(self, data, state)
+    if self._spec.WhichOneof("Type") != "mlProgram":
+        pytest.skip("neuralnetwork model: kiln's executor runs ML Programs only")
     return kiln_backend.predict(self, data, state)
 
 

@@ -64,4 +64,4 @@ def test_slice_selection_covers_every_passing_op_pair_with_few_cases():
     }
     assert fast_slice.select(cases) == ["a", "c"]
     cov = fast_slice.coverage(cases)["tested"]
-    assert cov == {"iOS15": {"add": "a", "mul": "a"}, "iOS17": {"add": "c", "relu": "c"}}
+    assert cov == {"iOS15": {"add": "a", "const": "a", "mul": "a"}, "iOS17": {"add": "c", "relu": "c"}}
