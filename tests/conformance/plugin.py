@@ -299,7 +299,8 @@ def case_id(item) -> str:
     folder (pytest's node id of a module collected with --pyargs outside the rootdir drops it)."""
     module = item.module.__name__ if getattr(item, "module", None) is not None else ""
     path = module.removeprefix(SUITE_PACKAGE + ".").replace(".", "/") + ".py"
-    return path + "::" + item.nodeid.split("::", 1)[-1]
+    # some parameter ids are numpy reprs spanning lines: one line per case id
+    return " ".join((path + "::" + item.nodeid.split("::", 1)[-1]).split())
 
 
 # -- controller side: collect every case's outcome into the summary --------------------------------

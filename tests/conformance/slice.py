@@ -20,7 +20,8 @@ from pathlib import Path
 
 def load_cases(path: Path) -> dict[str, dict]:
     with open(path, encoding="utf-8") as handle:
-        return json.load(handle)["cases"]
+        cases = json.load(handle)["cases"]
+    return {" ".join(case_id.split()): case for case_id, case in cases.items()}
 
 
 def passing_pairs(case: dict) -> set[tuple[str, str]]:
