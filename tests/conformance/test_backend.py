@@ -84,10 +84,11 @@ def test_state_starts_at_zero_and_carries_over_predictions():
 
 
 def test_a_runtime_error_surfaces_as_core_ml_prediction_error():
+    # a validated out-of-bounds index fails the prediction (an unvalidated one reads 0)
     @mb.program(input_specs=[mb.TensorSpec(shape=(2,)), mb.TensorSpec(shape=(1,), dtype=types.int32)],
                 opset_version=ct.target.iOS17)
     def prog(x, i):
-        return mb.gather(x=x, indices=i)
+        return mb.gather(x=x, indices=i, validate_indices=True)
 
     model = _convert(prog, target=ct.target.iOS17)
     with pytest.raises(RuntimeError, match="Unable to compute the prediction using ML Program"):
