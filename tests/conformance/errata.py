@@ -24,6 +24,10 @@ from fnmatch import fnmatchcase
 class Erratum:
     pattern: str  # fnmatch pattern over the case id (``iOS14/test_x.py::TestX::test_y[...]``)
     reason: str
+    # None: the erratum is about the expected values (applies when kiln's outputs do not match).
+    # A text: about a check the test makes after kiln's outputs matched; applies only when the
+    # case fails with an assertion whose message contains this text.
+    after_compare: str | None = None
 
 
 FP16_TYPED_UNDER_FP32 = (
@@ -61,11 +65,18 @@ ERRATA = (
         "crop_resize documents normalized coordinates must lie, and iOS15 has no pad_value; the "
         "expectation records what Apple's runtime happened to read out of range; kiln reads 0",
     ),
+    Erratum(
+        "iOS15/test_image_resizing.py::TestResample::test_builder_to_backend_smoke[*precision='fp32'*",
+        "suite erratum: after kiln's outputs matched, the test counts 2 cast ops, the fp16 casts the "
+        "converter inserts for the fp16 backend; the fp32 backend inserts none (a converter check "
+        "written for the fp16 backend, the only one coremltools' CI runs)",
+        after_compare="assert 0 == 2",
+    ),
 )
 
 
-def erratum_for(case_id: str) -> Erratum | None:
+def erratum_for(case_id: str, after_compare: bool = False) -> Erratum | None:
     for erratum in ERRATA:
-        if fnmatchcase(case_id, erratum.pattern):
+        if (erratum.after_compare is not None) == after_compare and fnmatchcase(case_id, erratum.pattern):
             return erratum
     return None

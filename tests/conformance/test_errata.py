@@ -57,3 +57,4 @@ def test_every_erratum_has_a_reason_and_matches_suite_case_ids():
     ) is not None
     assert erratum_for("iOS16/test_image_resizing.py::TestCropResize::test_builder_to_backend_ios16["
                        "precision='fp16'") is None
+
