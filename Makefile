@@ -11,7 +11,7 @@ CORES ?= 2
 # the default pin (in its own folder, without dependencies) for the golden parity tests.
 SILERO_GOLDEN_DIR := $(VENV)/extra/silero-vad-6.0.0
 
-.PHONY: run test test-fast bench setup system-deps clean
+.PHONY: run test test-fast bench setup system-deps clean conformance conformance-slice
 
 setup: $(VENV)/.installed system-deps
 
@@ -45,6 +45,27 @@ test-fast: setup
 
 bench: setup
 	$(BIN)/python benchmarks/run.py --out benchmarks/results.json
+
+# coremltools' own MIL op test suite (inside the installed wheel) with kiln's executor as the Core ML
+# backend: ML Programs only, fp16 and fp32 backends. Summary (cases executed on kiln, passed, failed
+# per op, skipped/xfailed by reason, per precision): tests/conformance/results/summary.json.
+CONFORMANCE_SUITE := coremltools.converters.mil.mil.ops.tests
+CONFORMANCE_RESULTS := tests/conformance/results
+CONFORMANCE_PYTEST := PYMIL_TEST_TARGETS=mlprogram INCLUDE_MIL_FP32_UNIT_TESTS=1 \
+  $(BIN)/python -m pytest -q -p tests.conformance.plugin -p no:cacheprovider --pyargs $(CONFORMANCE_SUITE)
+
+conformance: setup
+	$(CONFORMANCE_PYTEST) -n $(CORES) --kiln-summary $(CONFORMANCE_RESULTS)/summary.json
+
+# Regenerate the fast slice `make test` runs (tests/conformance/fast_slice.txt) and the op coverage
+# `kiln ops --coverage` reports (src/kiln/mil/conformance_coverage.json): run the first case of every
+# test function per opset, keep a set of passing cases covering every (opset, op) pair they executed,
+# run that slice and record what it executed.
+conformance-slice: setup
+	-$(CONFORMANCE_PYTEST) -n $(CORES) --kiln-candidates --kiln-summary $(CONFORMANCE_RESULTS)/candidates.json
+	$(BIN)/python -m tests.conformance.slice select $(CONFORMANCE_RESULTS)/candidates.json --out tests/conformance/fast_slice.txt
+	$(CONFORMANCE_PYTEST) -n $(CORES) --kiln-slice tests/conformance/fast_slice.txt --kiln-summary $(CONFORMANCE_RESULTS)/fast_slice.json
+	$(BIN)/python -m tests.conformance.slice coverage $(CONFORMANCE_RESULTS)/fast_slice.json --out src/kiln/mil/conformance_coverage.json
 
 clean:
 	rm -rf results logs .kiln .snakemake

@@ -29,7 +29,10 @@ def add_commands(subparsers) -> None:
     inspect.set_defaults(func=cmd_inspect)
 
     ops = subparsers.add_parser("ops", help="list the MIL ops kiln implements")
-    ops.add_argument("--coverage", action="store_true", help="also list ops coremltools defines but kiln lacks")
+    ops.add_argument(
+        "--coverage", action="store_true",
+        help="also list ops coremltools defines but kiln lacks, and ops no conformance case executed",
+    )
     ops.set_defaults(func=cmd_ops)
 
 
@@ -124,9 +127,14 @@ def cmd_ops(args) -> int:
     from .coverage import coverage
 
     for opset, cov in coverage().items():
-        print(f"{opset}: {len(cov.implemented)}/{len(cov.defined)} op types implemented")
+        print(
+            f"{opset}: {len(cov.implemented)}/{len(cov.defined)} op types implemented, "
+            f"{len(cov.tested)} tested (executed on kiln by a conformance case)"
+        )
         if args.coverage:
             print(f"  missing: {', '.join(cov.missing) if cov.missing else '(none)'}")
+            untested = sorted(set(cov.implemented) - set(cov.tested))
+            print(f"  untested: {', '.join(untested) if untested else '(none)'}")
             if cov.extra:
                 print(f"  kiln-only: {', '.join(cov.extra)}")
     if not args.coverage:

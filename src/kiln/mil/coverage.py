@@ -1,8 +1,12 @@
-"""Op coverage: which MIL op types kiln implements, per opset, against coremltools' registry."""
+"""Op coverage: which MIL op types kiln implements, per opset, against coremltools' registry, and
+which of them coremltools' own op test suite executed on kiln (``conformance_coverage.json``, written
+by ``make conformance-slice`` from the run of the fast conformance slice, never by hand)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 from .registry import OPSETS, implemented_op_types
 
@@ -14,6 +18,7 @@ class OpsetCoverage:
     implemented: tuple[str, ...]  # of those, the ones kiln implements
     missing: tuple[str, ...]
     extra: tuple[str, ...]  # implemented by kiln, not a coremltools core op (e.g. write_state)
+    tested: tuple[str, ...] = ()  # implemented ops a conformance case executed on kiln
 
     @property
     def ratio(self) -> float:
@@ -29,9 +34,22 @@ def defined_op_types(opset: str) -> set[str]:
     return {op_type for op_type, variants in SSAOpRegistry.core_ops.items() if target in variants}
 
 
+CONFORMANCE_COVERAGE = Path(__file__).with_name("conformance_coverage.json")
+
+
+def conformance_tested(path: Path = CONFORMANCE_COVERAGE) -> dict[str, set[str]]:
+    """Per opset, the op types the fast conformance slice executed on kiln in passing cases."""
+    if not path.is_file():
+        return {}
+    with open(path, encoding="utf-8") as handle:
+        data = json.load(handle)
+    return {opset: set(ops) for opset, ops in data.get("tested", {}).items()}
+
+
 def coverage() -> dict[str, OpsetCoverage]:
-    """Per opset (iOS15..iOS18): defined vs implemented op types."""
+    """Per opset (iOS15..iOS18): defined vs implemented op types, and the implemented ones tested."""
     result = {}
+    tested = conformance_tested()
     for opset in OPSETS:
         defined = defined_op_types(opset)
         implemented = implemented_op_types(opset)
@@ -41,5 +59,6 @@ def coverage() -> dict[str, OpsetCoverage]:
             implemented=tuple(sorted(defined & implemented)),
             missing=tuple(sorted(defined - implemented)),
             extra=tuple(sorted(implemented - defined)),
+            tested=tuple(sorted(implemented & tested.get(opset, set()))),
         )
     return result

@@ -64,13 +64,21 @@ def _nearest(x, rows, cols):
 
 @register("upsample_nearest_neighbor")
 def upsample_nearest_neighbor(x, scale_factor_height=1, scale_factor_width=1):
-    """MIL ``upsample_nearest_neighbor`` (iOS15+): output ``floor(H*s_h) x floor(W*s_w)``, source
-    pixel ``floor(i / s)``."""
+    """MIL ``upsample_nearest_neighbor`` (iOS15+): output ``floor(H*s_h) x floor(W*s_w)``.
+
+    The source pixel is ``floor(i * in / out)`` (the output/input size ratio, not ``floor(i / s)``):
+    for a fractional scale the two differ, and coremltools' suite (checked on Apple's runtime)
+    expects ``[1.5, -2.5, 3.5]`` for ``x = [1.5, -2.5, 3.5]`` at ``s_w = 1.12``."""
     sh, sw = as_float(scale_factor_height), as_float(scale_factor_width)
     if sh <= 0 or sw <= 0:
         raise ValueError("scale factors must be positive")
-    h2, w2 = int(np.floor(x.shape[-2] * sh)), int(np.floor(x.shape[-1] * sw))
-    return _nearest(x, np.floor(np.arange(h2) / sh).astype(np.intp), np.floor(np.arange(w2) / sw).astype(np.intp))
+    if x.ndim < 3:
+        raise ValueError(f"resizing needs rank >= 3, got {x.ndim}")
+    h1, w1 = x.shape[-2:]
+    h2, w2 = int(np.floor(h1 * sh)), int(np.floor(w1 * sw))
+    if h2 < 1 or w2 < 1:
+        raise ValueError(f"output size {h2}x{w2} must be positive")
+    return _nearest(x, np.arange(h2) * h1 // h2, np.arange(w2) * w1 // w2)
 
 
 @register("resize_nearest_neighbor")
@@ -156,10 +164,9 @@ def resize(x, shape, resized_dims, interpolation_mode="LINEAR", sampling_mode="D
         if mode == "LINEAR":
             y = _interp_axis(y, axis, grid_points(n_in, n_out, sampling))
         elif mode == "NEAREST_NEIGHBOR":
-            if sampling == "DEFAULT":
-                idx = np.arange(n_out) * n_in // n_out
-            else:
-                idx = np.floor(grid_points(n_in, n_out, sampling) + 0.5).astype(np.intp)
+            # the nearest sample of the sampling mode's grid, DEFAULT included: for 2 -> 3 rows the
+            # DEFAULT grid is [0, 2/3, 4/3], so rows [0, 1, 1] (not floor(i * in / out) = [0, 0, 1])
+            idx = np.floor(grid_points(n_in, n_out, sampling) + 0.5).astype(np.intp)
             y = np.take(y, np.clip(idx, 0, n_in - 1), axis=axis)
         else:
             raise ValueError(f"unknown interpolation_mode {mode!r}")

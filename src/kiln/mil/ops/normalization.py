@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..registry import register
-from ._util import as_float, as_int, norm_axes, to_torch, torch
+from ._util import as_float, as_int, norm_axes
 
 
 def _per_channel(param, x, default):
@@ -78,15 +78,19 @@ def layer_norm(x, axes=None, gamma=None, beta=None, epsilon=1e-5):
 @register("local_response_norm")
 def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0):
     """MIL ``local_response_norm`` (iOS15+, iOS17):
-    ``x_c / (k + alpha / size * sum_{c' near c} x_{c'}^2) ^ beta`` across channels."""
-    if not 3 <= x.ndim <= 4:
-        raise ValueError(f"local_response_norm needs rank 3..4, got {x.ndim}")
+    ``x_c / (k + alpha / size * sum_{c' near c} x_{c'}^2) ^ beta`` across the channels (axis 1).
+
+    coremltools documents rank 3..4, but its own suite runs rank 5 on every opset and Apple's runtime
+    accepts it, so any rank >= 3 is taken: ``[n, C, *D]``. The window around channel ``c`` is
+    ``c - size // 2 .. c + (size - 1) // 2`` (zero outside), as in the suite's torch reference."""
+    if x.ndim < 3:
+        raise ValueError(f"local_response_norm needs rank >= 3, got {x.ndim}")
     size = as_int(size, "size")
     if size < 1:
         raise ValueError(f"size must be positive, got {size}")
-    t = torch()
-    with t.no_grad():
-        y = t.nn.functional.local_response_norm(
-            to_torch(x.astype(np.float32)), size, as_float(alpha), as_float(beta), as_float(k)
-        )
-    return y.numpy().astype(x.dtype)
+    squares = np.square(x.astype(np.float64))
+    padded = np.pad(squares, [(0, 0), (size // 2, (size - 1) // 2)] + [(0, 0)] * (x.ndim - 2))
+    windows = np.cumsum(padded, axis=1)
+    windows = np.concatenate([windows[:, size - 1:size], windows[:, size:] - windows[:, :-size]], axis=1)
+    scale = (as_float(k) + as_float(alpha) / size * windows) ** as_float(beta)
+    return (x / scale).astype(x.dtype)

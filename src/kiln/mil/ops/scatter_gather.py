@@ -1,15 +1,17 @@
 """Gather and scatter ops (coremltools defs iOS15/16/17 scatter_gather.py).
 
 Index rules: iOS15/16 accept negative indices (counted from the end); from iOS17 indices must be
-in ``[0, dim)`` (negative ones are out of bounds). Out-of-bounds behaviour is undefined in MIL;
-kiln raises an error rather than guess."""
+in ``[0, dim)`` (negative ones are out of bounds). iOS15/16, and iOS17+ with ``validate_indices=True``,
+raise on an out-of-bounds index. With ``validate_indices=False`` (the iOS17+ default) MIL leaves the
+result undefined; kiln then reads 0 for an out-of-bounds gather and drops an out-of-bounds scatter
+update (as TensorFlow does on GPU), instead of failing a prediction that Core ML completes."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from ..registry import register
-from ._util import as_int, as_str, norm_axis
+from ._util import as_bool, as_int, as_str, norm_axis
 
 
 def _check_indices(indices, dim, allow_negative):
@@ -18,6 +20,13 @@ def _check_indices(indices, dim, allow_negative):
     if idx.size and (idx.min() < low or idx.max() >= dim):
         raise ValueError(f"index out of range [{low}, {dim}) (min {idx.min()}, max {idx.max()})")
     return np.where(idx < 0, idx + dim, idx)
+
+
+def _lenient_indices(indices, dim):
+    """iOS17+ without validation: (indices clipped into range, mask of the in-range ones)."""
+    idx = np.asarray(indices).astype(np.int64)
+    valid = (idx >= 0) & (idx < dim)
+    return np.clip(idx, 0, max(dim - 1, 0)), valid
 
 
 def _gather(x, indices, axis, batch_dims, allow_negative):
@@ -51,8 +60,16 @@ def gather_ios16(x, indices, axis=0, batch_dims=0):
 
 @register("gather", since="iOS17")
 def gather_ios17(x, indices, axis=0, batch_dims=0, validate_indices=False):
-    """MIL ``gather`` (iOS17+): indices must be non-negative; ``validate_indices`` accepted."""
-    return _gather(x, indices, axis, batch_dims, False)
+    """MIL ``gather`` (iOS17+): indices must be in ``[0, dim)``; unvalidated out-of-bounds read 0."""
+    if as_bool(validate_indices, "validate_indices"):
+        return _gather(x, indices, axis, batch_dims, False)
+    ax = norm_axis(as_int(axis, "axis"), x.ndim)
+    clipped, valid = _lenient_indices(indices, x.shape[ax])
+    out = _gather(x, clipped, axis, batch_dims, False)
+    nb = as_int(batch_dims, "batch_dims")
+    nb = nb + np.ndim(indices) if nb < 0 else nb
+    mask = valid.reshape(valid.shape[:nb] + (1,) * (ax - nb) + valid.shape[nb:] + (1,) * (x.ndim - ax - 1))
+    return np.where(mask, out, np.zeros((), out.dtype))
 
 
 def _along_axis_index(indices, axis, dim, allow_negative):
@@ -80,8 +97,13 @@ def gather_along_axis(x, indices, axis=0):
 
 @register("gather_along_axis", since="iOS17")
 def gather_along_axis_ios17(x, indices, axis=0, validate_indices=False):
-    """MIL ``gather_along_axis`` (iOS17+): non-negative indices only."""
-    return _gather_along_axis(x, indices, axis, False)
+    """MIL ``gather_along_axis`` (iOS17+): indices in ``[0, dim)``; unvalidated out-of-bounds read 0."""
+    if as_bool(validate_indices, "validate_indices"):
+        return _gather_along_axis(x, indices, axis, False)
+    ax = norm_axis(as_int(axis, "axis"), x.ndim)
+    clipped, valid = _lenient_indices(indices, x.shape[ax])
+    out = _gather_along_axis(x, clipped, axis, False)
+    return np.where(valid, out, np.zeros((), out.dtype))
 
 
 def _gather_nd(x, indices, batch_dims, allow_negative):
@@ -113,8 +135,18 @@ def gather_nd_ios16(x, indices, batch_dims=0):
 
 @register("gather_nd", since="iOS17")
 def gather_nd_ios17(x, indices, batch_dims=0, validate_indices=False):
-    """MIL ``gather_nd`` (iOS17+): non-negative indices only."""
-    return _gather_nd(x, indices, batch_dims, False)
+    """MIL ``gather_nd`` (iOS17+): indices in ``[0, dim)``; unvalidated out-of-bounds read 0."""
+    if as_bool(validate_indices, "validate_indices"):
+        return _gather_nd(x, indices, batch_dims, False)
+    indices = np.asarray(indices).astype(np.int64)
+    nb = as_int(batch_dims, "batch_dims")
+    k = indices.shape[-1] if indices.ndim else 0
+    if indices.ndim == 0 or nb + k > x.ndim:
+        raise ValueError(f"indices of shape {list(indices.shape)} invalid for rank {x.ndim}")
+    dims = np.asarray(x.shape[nb:nb + k], np.int64)
+    valid = ((indices >= 0) & (indices < dims)).all(axis=-1)
+    out = _gather_nd(x, np.clip(indices, 0, np.maximum(dims - 1, 0)), nb, False)
+    return np.where(valid.reshape(valid.shape + (1,) * (out.ndim - valid.ndim)), out, np.zeros((), out.dtype))
 
 
 _UFUNCS = {
@@ -142,16 +174,21 @@ def _apply(out, index, updates, mode):
     return out
 
 
-def _scatter(data, indices, updates, axis, mode, allow_negative):
+def _scatter(data, indices, updates, axis, mode, allow_negative, lenient=False):
     axis = norm_axis(as_int(axis, "axis"), data.ndim)
     if np.ndim(indices) != 1:
         raise ValueError("scatter indices must be 1-D")
-    idx = _check_indices(indices, data.shape[axis], allow_negative)
+    if lenient:
+        idx, valid = _lenient_indices(indices, data.shape[axis])
+    else:
+        idx = _check_indices(indices, data.shape[axis], allow_negative)
+        valid = np.ones(idx.shape, bool)
     expected = data.shape[:axis] + (idx.size,) + data.shape[axis + 1:]
     if np.shape(updates) != expected:
         raise ValueError(f"updates shape {list(np.shape(updates))}, expected {list(expected)}")
     out = np.moveaxis(data.copy(), axis, 0)
-    _apply(out, idx, np.moveaxis(np.asarray(updates, data.dtype), axis, 0), mode)
+    moved = np.moveaxis(np.asarray(updates, data.dtype), axis, 0)
+    _apply(out, idx[valid], moved[valid], mode)
     return np.moveaxis(out, 0, axis)
 
 
@@ -164,16 +201,22 @@ def scatter(data, indices, updates, axis=0, mode="add"):
 
 @register("scatter", since="iOS17")
 def scatter_ios17(data, indices, updates, axis=0, mode="add", validate_indices=False):
-    """MIL ``scatter`` (iOS17+): non-negative indices only."""
-    return _scatter(data, indices, updates, axis, mode, False)
+    """MIL ``scatter`` (iOS17+): indices in ``[0, dim)``; unvalidated out-of-bounds updates dropped."""
+    return _scatter(data, indices, updates, axis, mode, False, lenient=not as_bool(validate_indices, "validate_indices"))
 
 
-def _scatter_along_axis(data, indices, updates, axis, mode, allow_negative):
+def _scatter_along_axis(data, indices, updates, axis, mode, allow_negative, lenient=False):
     axis = norm_axis(as_int(axis, "axis"), data.ndim)
     if np.shape(indices) != np.shape(updates) or np.ndim(indices) != data.ndim:
         raise ValueError("indices and updates must have the same shape and data's rank")
-    index = _along_axis_index(indices, axis, data.shape[axis], allow_negative)
-    return _apply(data.copy(), index, np.asarray(updates, data.dtype), mode)
+    updates = np.asarray(updates, data.dtype)
+    if not lenient:
+        index = _along_axis_index(indices, axis, data.shape[axis], allow_negative)
+        return _apply(data.copy(), index, updates, mode)
+    clipped, valid = _lenient_indices(indices, data.shape[axis])
+    index = _along_axis_index(clipped, axis, data.shape[axis], False)
+    index = tuple(np.broadcast_to(i, clipped.shape)[valid] for i in index)
+    return _apply(data.copy(), index, updates[valid], mode)
 
 
 @register("scatter_along_axis")
@@ -184,11 +227,11 @@ def scatter_along_axis(data, indices, updates, axis=0, mode="add"):
 
 @register("scatter_along_axis", since="iOS17")
 def scatter_along_axis_ios17(data, indices, updates, axis=0, mode="add", validate_indices=False):
-    """MIL ``scatter_along_axis`` (iOS17+): non-negative indices only."""
-    return _scatter_along_axis(data, indices, updates, axis, mode, False)
+    """MIL ``scatter_along_axis`` (iOS17+): indices in ``[0, dim)``; unvalidated out-of-bounds dropped."""
+    return _scatter_along_axis(data, indices, updates, axis, mode, False, lenient=not as_bool(validate_indices, "validate_indices"))
 
 
-def _scatter_nd(data, indices, updates, mode, allow_negative):
+def _scatter_nd(data, indices, updates, mode, allow_negative, lenient=False):
     indices = np.asarray(indices)
     k = indices.shape[-1] if indices.ndim else 0
     if indices.ndim == 0 or k > data.ndim:
@@ -196,8 +239,14 @@ def _scatter_nd(data, indices, updates, mode, allow_negative):
     expected = indices.shape[:-1] + data.shape[k:]
     if np.shape(updates) != expected:
         raise ValueError(f"updates shape {list(np.shape(updates))}, expected {list(expected)}")
-    index = tuple(_check_indices(indices[..., i], data.shape[i], allow_negative) for i in range(k))
-    return _apply(data.copy(), index, np.asarray(updates, data.dtype), mode)
+    updates = np.asarray(updates, data.dtype)
+    if not lenient:
+        index = tuple(_check_indices(indices[..., i], data.shape[i], allow_negative) for i in range(k))
+        return _apply(data.copy(), index, updates, mode)
+    parts = [_lenient_indices(indices[..., i], data.shape[i]) for i in range(k)]
+    valid = np.logical_and.reduce([v for _, v in parts]) if parts else np.ones(indices.shape[:-1], bool)
+    index = tuple(i[valid] for i, _ in parts)
+    return _apply(data.copy(), index, updates[valid], mode)
 
 
 @register("scatter_nd")
@@ -208,5 +257,5 @@ def scatter_nd(data, indices, updates, mode="add"):
 
 @register("scatter_nd", since="iOS17")
 def scatter_nd_ios17(data, indices, updates, mode="add", validate_indices=False):
-    """MIL ``scatter_nd`` (iOS17+): non-negative indices only."""
-    return _scatter_nd(data, indices, updates, mode, False)
+    """MIL ``scatter_nd`` (iOS17+): indices in ``[0, dim)``; unvalidated out-of-bounds updates dropped."""
+    return _scatter_nd(data, indices, updates, mode, False, lenient=not as_bool(validate_indices, "validate_indices"))

@@ -1,0 +1,82 @@
+"""Cases where kiln and coremltools' suite disagree and the suite, not kiln, is wrong.
+
+A case listed here still runs on kiln with the suite's tolerance; only when that comparison fails is it
+reported as ``xfailed`` with the erratum's reason (never as passed), and a listed case that starts to
+match fails the run, so the list cannot go stale. ``tests/conformance/test_errata.py`` shows each
+reason with the op's documented behaviour.
+
+The general erratum (``FP16_TYPED_UNDER_FP32``) is not a list of cases: it applies to every case of
+the suite's fp32 backend whose program is typed fp16 (see :func:`kiln_backend.kiln_precision`). Core ML
+computes those ops in fp16, so an expectation held to the fp32 tolerance (1e-4 / 1e-5) cannot be met
+by Apple's runtime either; coremltools' CI never runs the fp32 backends (they need
+``INCLUDE_MIL_FP32_UNIT_TESTS=1``), so these expectations were never checked on Apple's runtime. Such
+a case is xfailed only if kiln's fp16 result meets the suite's own fp16 rule (the tolerance the suite
+applies to every fp16 computation); otherwise it fails.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+
+
+@dataclass(frozen=True)
+class Erratum:
+    pattern: str  # fnmatch pattern over the case id (``iOS14/test_x.py::TestX::test_y[...]``)
+    reason: str
+    # None: the erratum is about the expected values (applies when kiln's outputs do not match).
+    # A text: about a check the test makes after kiln's outputs matched; applies only when the
+    # case fails with an assertion whose message contains this text.
+    after_compare: str | None = None
+
+
+FP16_TYPED_UNDER_FP32 = (
+    "suite erratum: fp16-typed program held to the fp32 backend's tolerance; Core ML computes "
+    "fp16-typed ops in fp16 (typed execution), so Apple's runtime cannot meet it either, and "
+    "coremltools' CI never runs this backend; kiln's fp16 result meets the suite's fp16 rule"
+)
+
+CROP_RESIZE_7_899 = (
+    "suite erratum: the hand-typed expectation 7.899 is the bilinear sample 7.9 rounded down; "
+        "the box [0, 0.5, 1.8, 1.0, 0.3] (normalized, times 3) samples the 4x4 ramp 1..16 at row 1.5, "
+        "column 0.9: 4 * 1.5 + 0.9 + 1 = 7.9, off 7.899 by 1e-3, more than the fp32 tolerance; the "
+        "fp16 backend's tolerance hides it"
+)
+
+ERRATA = (
+    Erratum(
+        "*/test_normalization.py::TestNormalizationLocalResponseNorm::test_builder_to_backend_smoke[*precision='fp32'*",
+        "suite erratum: the hand-typed expectation normalises each element by itself only (as an LRN "
+        "across an axis of size 1, the neural-network layer's C of a rank-3 [C, H, W] input); MIL "
+        "local_response_norm takes x as [n, C, *D] and sums over the C=3 channels, which is what the "
+        "suite's own torch-based stress test of the same op expects; the fp16 backend's tolerance hides it",
+    ),
+    Erratum(
+        "iOS16/test_image_resizing.py::TestCropResize::test_builder_to_backend_ios16[*precision='fp32'*",
+        CROP_RESIZE_7_899,
+    ),
+    Erratum(
+        "iOS17/test_image_resizing.py::TestCropResize::test_builder_to_backend_ios17[*precision='fp32'*-N=3]",
+        CROP_RESIZE_7_899,
+    ),
+    Erratum(
+        "iOS15/test_image_resizing.py::TestCropResize::test_builder_to_backend_smoke*",
+        "undefined by the MIL spec: the normalized box [2, 2, 1, 1] is outside [0, 1], where "
+        "crop_resize documents normalized coordinates must lie, and iOS15 has no pad_value; the "
+        "expectation records what Apple's runtime happened to read out of range; kiln reads 0",
+    ),
+    Erratum(
+        "iOS15/test_image_resizing.py::TestResample::test_builder_to_backend_smoke[*precision='fp32'*",
+        "suite erratum: after kiln's outputs matched, the test counts 2 cast ops, the fp16 casts the "
+        "converter inserts for the fp16 backend; the fp32 backend inserts none (a converter check "
+        "written for the fp16 backend, the only one coremltools' CI runs)",
+        after_compare="assert 0 == 2",
+    ),
+)
+
+
+def erratum_for(case_id: str, after_compare: bool = False) -> Erratum | None:
+    for erratum in ERRATA:
+        if (erratum.after_compare is not None) == after_compare and fnmatchcase(case_id, erratum.pattern):
+            return erratum
+    return None

@@ -1,0 +1,60 @@
+"""Why each erratum in errata.py names the suite, not kiln, as wrong: the op's documented behaviour
+computed independently of kiln, kiln agreeing with it, and the suite's expectation disagreeing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kiln.mil.ops.image_resizing import crop_resize_ios16
+from kiln.mil.ops.normalization import local_response_norm
+
+from .errata import ERRATA, erratum_for
+
+
+def _lrn_by_definition(x, size, alpha, beta, k):
+    """``x_c / (k + alpha / size * sum_{c' in window(c)} x_c'^2) ** beta`` over axis 1, by loops."""
+    out = np.empty_like(x, dtype=np.float64)
+    channels = x.shape[1]
+    for c in range(channels):
+        window = range(max(0, c - size // 2), min(channels, c + (size - 1) // 2 + 1))
+        total = sum(np.square(x[:, j].astype(np.float64)) for j in window)
+        out[:, c] = x[:, c] / (k + alpha / size * total) ** beta
+    return out
+
+
+def test_lrn_smoke_expectation_normalises_over_an_axis_of_size_one():
+    # the suite's smoke case: x of shape [n=1, C=3, D=2], size 2 and 3
+    x = np.array([[[1.0, -7.0], [5.0, -6.0], [-3.0, -5.0]]], dtype=np.float32)
+    suite_size2 = np.array([[[0.99996257, -6.98716545], [4.99531746, -5.99191284],
+                             [-2.99898791, -4.99531746]]], dtype=np.float32)
+    for size, suite in ((2, suite_size2),):
+        documented = _lrn_by_definition(x, size, 1e-4, 0.75, 1.0)
+        np.testing.assert_allclose(local_response_norm(x, size, 1e-4, 0.75, 1.0), documented, rtol=1e-6)
+        # the suite's numbers are x / (1 + alpha/size * x^2) ** beta: each element alone
+        alone = x / (1.0 + 1e-4 / size * np.square(x.astype(np.float64))) ** 0.75
+        np.testing.assert_allclose(suite, alone, rtol=1e-6)
+        assert not np.allclose(suite, documented, atol=1e-4, rtol=1e-5)  # so the fp32 tolerance fails
+
+
+def test_crop_resize_expectation_7_899_is_7_9_rounded():
+    x = np.arange(1, 17, dtype=np.float32).reshape(1, 1, 4, 4)
+    roi = np.array([0, 0.5, 1.8, 1.0, 0.3], dtype=np.float32).reshape(1, 1, 5, 1, 1)
+    out = crop_resize_ios16(x, roi, 2, 2, True, 1.0, "CORNERS_HEIGHT_FIRST", "ALIGN_CORNERS", 0.0)
+    # row 0.5*3 = 1.5 (first sample), column 0.3*3 = 0.9 (last sample); the ramp is 4*row + col + 1
+    assert out[0, 0, 0, 0, 1] == pytest.approx(4 * 1.5 + 0.9 + 1, abs=1e-6)
+    assert abs(out[0, 0, 0, 0, 1] - 7.899) > 1e-4 + 1e-5 * 7.899
+
+
+def test_every_erratum_has_a_reason_and_matches_suite_case_ids():
+    for erratum in ERRATA:
+        assert erratum.reason.startswith(("suite erratum:", "undefined by the MIL spec:"))
+        assert "::" in erratum.pattern
+    assert erratum_for(
+        "iOS16/test_image_resizing.py::TestCropResize::test_builder_to_backend_ios16[compute_unit="
+        "ComputeUnit.CPU_ONLY-backend=BackendConfig(backend='mlprogram', precision='fp32', "
+        "opset_version=<AvailableTarget.iOS16: 7>)-pad_value=1.0]"
+    ) is not None
+    assert erratum_for("iOS16/test_image_resizing.py::TestCropResize::test_builder_to_backend_ios16["
+                       "precision='fp16'") is None
+
