@@ -17,10 +17,13 @@ EXPORT = """
 from kiln.config import load_config
 from kiln.workflow import jobs, plan
 config = load_config("config.yaml")
-jobs.fetch_job(config, "silero_vad", plan.source_record(config, "silero_vad"),
-               plan.checkpoint_dir(config, "silero_vad"))
-jobs.export_job(config, "silero_vad", "unified", plan.source_record(config, "silero_vad"),
-                plan.package_path(config, "silero_vad", "unified"), plan.export_record(config, "silero_vad", "unified"))
+m, c = "silero_vad", "unified"
+jobs.fetch_job(config, m, plan.source_record(config, m), plan.checkpoint_dir(config, m))
+programs = {name: str(plan.prepared_program(config, m, name)) for name in config.model(m).components}
+jobs.prepare_job(config, m, plan.source_record(config, m), programs, plan.facts_path(config, m),
+                 plan.prepare_record(config, m))
+jobs.export_job(config, m, c, plan.source_record(config, m), programs[c], plan.package_path(config, m, c),
+                plan.export_record(config, m, c))
 """
 
 
