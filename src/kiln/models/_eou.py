@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kiln.errors import ModelError
+from kiln.export.rewrites import ConvSTFT
 from kiln.models import _nemo
 
 SAMPLE_RATE = 16_000
@@ -414,7 +415,7 @@ class StreamingMel(nn.Module):
     ``audio_signal [1, N]``, ``audio_context [1, C]`` (the last C raw samples of the stream, zeros
     at the start) -> ``mel [1, n_mels, N/hop]`` (un-normalised), ``new_audio_context [1, C]``.
     Pre-emphasis, windowed-DFT-as-conv1d, power, mel filterbank and log guard are NeMo's (via
-    :class:`kiln.models._nemo.MelFrontend`'s basis and filterbank); only the framing differs: no
+    :class:`kiln.models._nemo.MelFrontend`'s STFT basis and filterbank); only the framing differs: no
     centre padding, the context supplies the left half-window.
     """
 
@@ -430,7 +431,9 @@ class StreamingMel(nn.Module):
         self.preemph = front.preemph
         self.mag_power, self.log = front.mag_power, front.log
         self.log_zero_guard_type, self.log_zero_guard_value = front.log_zero_guard_type, front.log_zero_guard_value
-        self.register_buffer("basis", front.basis.clone())
+        # the front end's STFT basis (kiln.export.rewrites.ConvSTFT), unpadded: the carried context
+        # supplies the left half-window
+        self.stft = ConvSTFT(self.n_fft, self.hop, pad=(0, 0), basis=front.stft.basis)
         self.register_buffer("fb", front.fb.clone())
         # the last window must end inside [context + chunk]
         self.span = span = (self.frames - 1) * self.hop + self.n_fft
@@ -446,8 +449,7 @@ class StreamingMel(nn.Module):
             span = span[:, 1:] - self.preemph * span[:, :-1]
         else:
             span = span[:, 1:]
-        spectrum = F.conv1d(span.unsqueeze(1), self.basis, stride=self.hop)        # [1, 2*bins, frames]
-        real, imag = spectrum[:, :self.n_bins, :], spectrum[:, self.n_bins:, :]
+        real, imag = self.stft(span)                                               # [1, bins, frames]
         power = real * real + imag * imag
         if self.mag_power != 2.0:
             power = torch.pow(torch.sqrt(power), self.mag_power)
