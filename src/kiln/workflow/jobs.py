@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from kiln.config import (Config, compile_settings, export_settings, prepare_settings, quantize_settings,
@@ -154,14 +155,41 @@ def _weight_file(package: str | Path) -> Path:
     return Path(package) / "Data" / "com.apple.CoreML" / "weights" / "weight.bin"
 
 
-def _load_programs(model_cfg, programs: dict[str, str]) -> dict:
-    import torch
+class TracedPrograms(Mapping):
+    """``{component: predict}`` of the prepared TorchScript programs, each loaded on first use and
+    releasable: the full-size Parakeet encoder and mel_encoder are 2.4 GB each, so holding every
+    program of a model at once (as a plain dict would) is what pushed its reference job past the
+    machine's memory."""
 
-    from kiln.validate.backends import torch_backend
+    def __init__(self, model_cfg, programs: Mapping[str, str | Path]):
+        self.model_cfg = model_cfg
+        self.programs = dict(programs)
+        self.loaded: dict = {}
 
-    return {name: torch_backend(torch.jit.load(str(path), map_location="cpu").eval(),
-                                model_cfg.components[name]).predict
-            for name, path in programs.items()}
+    def __getitem__(self, name: str):
+        if name not in self.programs:
+            raise KeyError(name)
+        if name not in self.loaded:
+            import torch
+
+            from kiln.validate.backends import torch_backend
+
+            module = torch.jit.load(str(self.programs[name]), map_location="cpu").eval()
+            self.loaded[name] = torch_backend(module, self.model_cfg.components[name]).predict
+        return self.loaded[name]
+
+    def __iter__(self):
+        return iter(self.programs)
+
+    def __len__(self) -> int:
+        return len(self.programs)
+
+    def release(self, name: str) -> None:
+        self.loaded.pop(name, None)
+
+
+def _load_programs(model_cfg, programs: Mapping[str, str | Path]) -> TracedPrograms:
+    return TracedPrograms(model_cfg, programs)
 
 
 # -- reference: validation inputs and torch outputs, once per model ---------------------------------
@@ -183,6 +211,7 @@ def reference_job(config: Config, model: str, facts_path: str | Path, programs: 
         reference = make_reference(ctx, component)
         latency[name] = reference.meta.pop("torch_latency")   # timings vary: kept out of the .npz
         write_reference(references[name], reference)
+        predictors.release(name)   # reloaded on demand if another component's feeds need it
         summary[name] = {"steps": reference.steps, "description": reference.meta["description"]}
         log.info("  %s: %d steps (%s)", name, reference.steps, reference.meta["description"])
     task = family.task
