@@ -73,9 +73,10 @@ def source_loads(root: Path) -> dict:
     return {"prepare_jobs": len(restoring), "logs": restoring}
 
 
-def run(architecture: str = "full") -> dict:
+def run(architecture: str = "full", workdir: str | None = None) -> dict:
+    """``workdir`` (kept afterwards, for its logs) or a temporary directory."""
     with tempfile.TemporaryDirectory(prefix=f"kiln-bench-parakeet-{architecture}-") as tmp:
-        root = copy_workflow(Path(tmp))
+        root = copy_workflow(Path(workdir) if workdir else Path(tmp))
         configure(root, architecture)
         started = time.perf_counter()
         measured = run_measured([str(VENV_BIN / "snakemake"), "--cores", "2", f"all_{MODEL}"], cwd=root)
@@ -110,9 +111,10 @@ def run(architecture: str = "full") -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--architecture", choices=["tiny", "full"], default="full")
+    parser.add_argument("--workdir", help="build here and keep it (default: a temporary directory)")
     parser.add_argument("--out")
     args = parser.parse_args()
-    result = run(args.architecture)
+    result = run(args.architecture, args.workdir)
     text = json.dumps(result, indent=2)
     if args.out:
         Path(args.out).write_text(text + "\n")
