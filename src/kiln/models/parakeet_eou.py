@@ -352,7 +352,6 @@ def task_run(components: Mapping[str, Callable], facts: Mapping[str, Any], input
 
 def eou_timing(reference: dict, candidate: dict) -> dict:
     """Agreement of one chunk size's result with the reference: tokens and EOU chunks."""
-    agreement = agreement
     ref_eou, out_eou = set(reference["eou_chunks"]), set(candidate["eou_chunks"])
     first_ref, first_out = reference["first_eou_chunk"], candidate["first_eou_chunk"]
     return {"tokens": agreement(reference["tokens"], candidate["tokens"]),
