@@ -59,15 +59,28 @@ def _padded_window(n_fft: int, window: torch.Tensor | None) -> torch.Tensor:
     return out
 
 
+def _cos_sin(n_fft: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``cos``/``sin`` of ``2 pi k n / n_fft`` for the one-sided bins ``[bins, n_fft]``, float64,
+    with the angle reduced mod ``n_fft`` in integers and exact zeros where the value is 0 (so the
+    imaginary parts of the DC and Nyquist bins are exactly 0, as an FFT gives: ``sin(pi)`` in
+    floating point is 1.2e-16, and its sign would decide the phase, +-pi, of those bins)."""
+    bins = n_fft // 2 + 1
+    k = torch.arange(bins, dtype=torch.int64)
+    n = torch.arange(n_fft, dtype=torch.int64)
+    reduced = (k[:, None] * n[None, :]) % n_fft
+    angle = 2.0 * math.pi * reduced.to(torch.float64) / n_fft
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    sin = torch.where((2 * reduced) % n_fft == 0, torch.zeros_like(sin), sin)
+    cos = torch.where((4 * reduced) % (2 * n_fft) == n_fft, torch.zeros_like(cos), cos)
+    return cos, sin
+
+
 def dft_basis(n_fft: int, window: torch.Tensor | None = None) -> torch.Tensor:
     """Windowed one-sided DFT basis ``[2 * (n_fft//2 + 1), 1, n_fft]`` float32: rows
     ``0..bins-1`` give the real part, rows ``bins..`` the imaginary part (``-sin``, torch's sign)."""
-    bins = n_fft // 2 + 1
-    n = torch.arange(n_fft, dtype=torch.float64)
-    k = torch.arange(bins, dtype=torch.float64)
-    angle = 2.0 * math.pi * k[:, None] * n[None, :] / n_fft
+    cos, sin = _cos_sin(n_fft)
     win = _padded_window(n_fft, window)
-    basis = torch.cat([torch.cos(angle) * win, -torch.sin(angle) * win], dim=0)
+    basis = torch.cat([cos * win, -sin * win], dim=0)
     return basis.to(torch.float32).unsqueeze(1)
 
 
@@ -151,16 +164,14 @@ class ConvISTFT(nn.Module):
         super().__init__()
         self.n_fft, self.hop, self.bins, self.center = int(n_fft), int(hop), int(n_fft) // 2 + 1, center
         win = _padded_window(self.n_fft, window)
-        n = torch.arange(self.n_fft, dtype=torch.float64)
-        k = torch.arange(self.bins, dtype=torch.float64)
-        angle = 2.0 * math.pi * k[:, None] * n[None, :] / self.n_fft
+        cos, sin = _cos_sin(self.n_fft)
         # irfft weights: DC and Nyquist once, the other bins twice (their conjugate mirror)
         scale = torch.full((self.bins, 1), 2.0, dtype=torch.float64)
         scale[0] = 1.0
         if self.n_fft % 2 == 0:
             scale[-1] = 1.0
-        real_rows = scale * torch.cos(angle) / self.n_fft * win
-        imag_rows = -scale * torch.sin(angle) / self.n_fft * win
+        real_rows = scale * cos / self.n_fft * win
+        imag_rows = -scale * sin / self.n_fft * win
         basis = torch.cat([real_rows, imag_rows], dim=0).to(torch.float32).unsqueeze(1)
         self.register_buffer("basis", basis)                               # [2*bins, 1, n_fft]
         self.register_buffer("window_square", (win * win).to(torch.float32).view(1, 1, -1))
@@ -181,18 +192,35 @@ class ConvISTFT(nn.Module):
                               f"hop={self.hop}); torch.istft refuses this too")
         return 1.0 / envelope
 
-    def forward(self, real: torch.Tensor, imag: torch.Tensor) -> torch.Tensor:
+    def forward(self, real: torch.Tensor, imag: torch.Tensor,
+                frame_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``frame_mask [B, frames]`` (optional): only the marked frames exist, as in a shorter
+        spectrum; the others contribute nothing, and the window-square normalisation counts the
+        marked frames only, so samples covered by the marked frames equal ``torch.istft`` of the
+        shorter spectrum. Samples no marked frame covers are 0."""
         frames = int(real.shape[-1])
+        if frame_mask is not None:
+            keep = frame_mask.to(real.dtype).unsqueeze(1)                 # [B, 1, frames]
+            real, imag = real * keep, imag * keep
         spectrum = torch.cat([real, imag], dim=1)                          # [B, 2*bins, frames]
-        audio = F.conv_transpose1d(spectrum, self.basis, stride=self.hop)  # [B, 1, full]
-        if self.center:
-            half = self.n_fft // 2
-            audio = audio[:, :, half:audio.shape[-1] - half]
-        return audio[:, 0, :] * self.inverse_envelope(frames)
+        audio = self._crop(F.conv_transpose1d(spectrum, self.basis, stride=self.hop))[:, 0, :]
+        if frame_mask is None:
+            return audio * self.inverse_envelope(frames)
+        envelope = self._crop(F.conv_transpose1d(keep, self.window_square, stride=self.hop))[:, 0, :]
+        covered = envelope > 1e-11
+        return torch.where(covered, audio / torch.where(covered, envelope, torch.ones_like(envelope)),
+                           torch.zeros_like(audio))
 
-    def from_magnitude_phase(self, mag: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+    def _crop(self, full: torch.Tensor) -> torch.Tensor:
+        if not self.center:
+            return full
+        half = self.n_fft // 2
+        return full[:, :, half:full.shape[-1] - half]
+
+    def from_magnitude_phase(self, mag: torch.Tensor, angle: torch.Tensor,
+                             frame_mask: torch.Tensor | None = None) -> torch.Tensor:
         """``istft(mag * exp(1j * angle))`` without a complex tensor."""
-        return self(mag * torch.cos(angle), mag * torch.sin(angle))
+        return self(mag * torch.cos(angle), mag * torch.sin(angle), frame_mask)
 
 
 # -- LSTM with explicit state, masks instead of packed sequences -----------------------------------
