@@ -30,16 +30,21 @@ wildcard_constraints:
     strategy="|".join(STRATEGIES),
 
 
-def family_code(wildcards):
-    """The source files that define a model family's export: edits to them rebuild its packages."""
-    family = KILN.models[wildcards.model].family
-    return [f"src/kiln/models/{family}.py", "src/kiln/models/base.py",
-            "src/kiln/export/convert.py", "src/kiln/export/package.py", "src/kiln/export/torch_ops.py"]
+def family_code(model):
+    """The source files that define how a family's components are traced and validated: edits to
+    them re-run its prepare and reference jobs (unchanged outputs stop the rebuild there)."""
+    family = KILN.models[model].family
+    return sorted({f"src/kiln/models/{family}.py", "src/kiln/models/spec.py",
+                   *glob.glob("src/kiln/models/_*.py"), "src/kiln/export/convert.py",
+                   "src/kiln/export/rewrites.py"} & set(glob.glob("src/kiln/**/*.py", recursive=True)))
 
 
 EXECUTOR_CODE = sorted(glob.glob("src/kiln/mil/**/*.py", recursive=True))
+EXPORT_CODE = ["src/kiln/export/convert.py", "src/kiln/export/package.py", "src/kiln/export/torch_ops.py"]
 COMPILER_CODE = sorted(glob.glob("src/kiln/compile/*.py")) + ["src/kiln/workflow/compile_stage.py"]
-QUANTIZE_CODE = sorted(glob.glob("src/kiln/quantize/*.py"))
+VALIDATE_CODE = ["src/kiln/validate/run.py", "src/kiln/validate/metrics.py", "src/kiln/validate/backends.py",
+                 "src/kiln/validate/reference.py", "src/kiln/models/spec.py", *EXECUTOR_CODE]
+QUANTIZE_CODE = sorted(glob.glob("src/kiln/quantize/*.py")) + VALIDATE_CODE + COMPILER_CODE
 
 
 def KILN_MEM_MB(model, stage):
@@ -50,12 +55,11 @@ def KILN_MEM_MB(model, stage):
 
 def validate_code(wildcards):
     """Validation code: edits to it re-validate (the packages themselves are not rebuilt)."""
-    family = KILN.models[wildcards.model].family
-    return [f"src/kiln/models/{family}.py", "src/kiln/validate/run.py", "src/kiln/validate/metrics.py",
-            "src/kiln/validate/backends.py", *EXECUTOR_CODE]
+    return [f"src/kiln/models/{KILN.models[wildcards.model].family}.py", *VALIDATE_CODE]
 
 
 include: "rules/fetch.smk"
+include: "rules/prepare.smk"
 include: "rules/export.smk"
 include: "rules/compile.smk"
 include: "rules/validate.smk"

@@ -50,7 +50,7 @@ def run(extra_packages: list[Path] | None = None) -> dict:
     out = {"goal_ratio_max": 2.0, "packages": {}}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        net = family.load_source(fetch("silero_vad", "silero_vad", config.model("silero_vad").source, tmp))
+        net = family.load(fetch("silero_vad", "silero_vad", config.model("silero_vad").source, tmp))
         packages = {}
         for name in config.model("silero_vad").components:
             package = tmp / f"{name}.mlpackage"

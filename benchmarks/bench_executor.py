@@ -43,7 +43,7 @@ def run() -> dict:
     chunks = audio[: CHUNKS * 512].reshape(CHUNKS, 512)
     with tempfile.TemporaryDirectory() as tmp:
         record = fetch("silero_vad", "silero_vad", config.model("silero_vad").source, Path(tmp))
-        net = family.load_source(record)
+        net = family.load(record)
         package = Path(tmp) / "unified.mlpackage"
         export_component(family, net, comp, package)
         torch_predict = torch_backend(family.build_component(net, comp), comp).predict

@@ -1,13 +1,14 @@
 # Compile: .mlpackage -> .mlmodelc with Apple's coremlcompiler where it exists (macOS; kiln's output is
 # compared against it), else kiln's own compiler. kiln's executor must give identical outputs on the
-# bundle and on the package.
+# bundle and on the package (first step of the component's validation inputs).
 
 
 rule compile:
     input:
         package=f"{RESULTS}/{{model}}/{{component}}.mlpackage",
+        reference=f"{RESULTS}/{{model}}/reference/{{component}}.npz",
         stamp=".kiln/stamps/{model}/compile/{component}.json",
-        code=COMPILER_CODE,
+        code=COMPILER_CODE + EXECUTOR_CODE,
     output:
         bundle=directory(f"{RESULTS}/{{model}}/{{component}}.mlmodelc"),
         record=f"{RESULTS}/{{model}}/compile/{{component}}.json",

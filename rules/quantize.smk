@@ -1,12 +1,16 @@
 # Quantize: every configured strategy for every component, compiled and scored against the float
-# Core ML baseline on the validation inputs; then one summary per model with plots. A strategy that
+# Core ML baseline on the reference job's validation inputs (strategies that need iOS18 compress
+# the component's shared iOS18 re-export); then one summary per model with plots. A strategy that
 # cannot apply (no weight above the threshold) is recorded as a named skip, not a hole.
 
 
 rule quantize:
     input:
-        source=f"{RESULTS}/{{model}}/source.json",
+        facts=f"{RESULTS}/{{model}}/prepared/facts.json",
+        reference=f"{RESULTS}/{{model}}/reference/{{component}}.npz",
         package=f"{RESULTS}/{{model}}/{{component}}.mlpackage",
+        base=lambda wildcards: str(plan.quantize_base(KILN, wildcards.model, wildcards.strategy,
+                                                      wildcards.component)),
         stamp=".kiln/stamps/{model}/quantize/{strategy}/{component}.json",
         code=QUANTIZE_CODE,
     output:

@@ -1,11 +1,13 @@
-# Validate: stream real audio through the source model and the Core ML package (kiln's executor in
-# fp32 and fp16 modes; Apple's runtime per compute unit on macOS), record parity per output, task
-# metrics and latency; then aggregate every component into metadata.json with plots.
+# Validate: stream the reference job's inputs through the Core ML package (kiln's executor in fp32
+# and fp16 modes; Apple's runtime per compute unit on macOS) and compare with the source's outputs
+# recorded there: parity per output, task metrics and latency; then aggregate every component into
+# metadata.json with plots. No job here loads the source checkpoint.
 
 
 rule parity:
     input:
-        source=f"{RESULTS}/{{model}}/source.json",
+        facts=f"{RESULTS}/{{model}}/prepared/facts.json",
+        reference=f"{RESULTS}/{{model}}/reference/{{component}}.npz",
         package=f"{RESULTS}/{{model}}/{{component}}.mlpackage",
         stamp=".kiln/stamps/{model}/parity/{component}.json",
         code=validate_code,
@@ -26,12 +28,17 @@ rule parity:
 
 rule end_to_end:
     input:
-        source=f"{RESULTS}/{{model}}/source.json",
+        facts=f"{RESULTS}/{{model}}/prepared/facts.json",
+        task=f"{RESULTS}/{{model}}/reference/task.json",
+        task_inputs=f"{RESULTS}/{{model}}/reference/task.npz",
         packages=lambda wildcards: [str(plan.package_path(KILN, wildcards.model, c))
                                     for c in KILN.models[wildcards.model].components],
         code=validate_code,
     output:
         record=f"{RESULTS}/{{model}}/end_to_end.json",
+    params:
+        packages=lambda wildcards: {c: str(plan.package_path(KILN, wildcards.model, c))
+                                    for c in KILN.models[wildcards.model].components},
     log:
         "logs/{model}/end_to_end.log",
     benchmark:
@@ -45,6 +52,8 @@ rule end_to_end:
 rule metadata:
     input:
         source=f"{RESULTS}/{{model}}/source.json",
+        prepare_record=f"{RESULTS}/{{model}}/prepared/prepare.json",
+        torch_latency=f"{RESULTS}/{{model}}/reference/torch_latency.json",
         exports=lambda wildcards: [str(plan.export_record(KILN, wildcards.model, c))
                                    for c in KILN.models[wildcards.model].components],
         parities=lambda wildcards: [str(plan.parity_record(KILN, wildcards.model, c))

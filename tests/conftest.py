@@ -54,4 +54,4 @@ def silero_record(kiln_config, tmp_path_factory):
 def silero_net(silero_record):
     from kiln.models import get_family
 
-    return get_family("silero_vad").load_source(silero_record)
+    return get_family("silero_vad").load(silero_record)

@@ -1,4 +1,5 @@
-"""`kiln new-model` writes a module and a config block that export end to end."""
+"""`kiln new-model` writes a module and a config block that export and validate (the whole workflow
+of a scaffolded model is tested in tests/workflow/test_scaffold_workflow.py)."""
 
 from __future__ import annotations
 
@@ -32,12 +33,17 @@ def test_scaffolded_model_exports(task, tmp_path, repo, monkeypatch):
     from kiln.export.convert import export_component
     from kiln.sources import SourceRecord, describe_file
 
-    ckpt = module.FAMILY.build_random("default", seed=0, overrides={}, out_dir=tmp_path)
+    from kiln.validate.reference import make_reference, torch_context
+
+    ckpt = module.FAMILY.make_random("default", seed=0, overrides={}, out_dir=tmp_path)
     record = SourceRecord("random", name, None, None, True, [describe_file(ckpt)])
-    source = module.FAMILY.load_source(record)
+    source = module.FAMILY.load(record)
+    ctx = torch_context(module.FAMILY, source, model)
     for component in model.components.values():
         report = export_component(module.FAMILY, source, component, tmp_path / f"{component.name}.mlpackage")
         assert report["specification_version"] == 8
+        reference = make_reference(ctx, component)   # the validation feeds of the task's modality
+        assert reference.steps >= 1 and set(reference.outputs[0]) == {t.name for t in component.outputs}
 
 
 def test_refuses_bad_names_and_duplicates(tmp_path, repo):

@@ -74,6 +74,7 @@ DEFAULT_VALIDATE = {
     "atol": 1e-3,
     "rtol": 1e-2,
     "min_psnr_db": 35.0,
+    "min_agreement": 1.0,
     "report_only": False,
     "precisions": ["fp32", "fp16"],
     "report_only_backends": [],
@@ -90,15 +91,17 @@ class ValidateSettings:
     precisions: tuple[str, ...]
     outputs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     report_only_backends: tuple[str, ...] = ()
+    min_agreement: float = 1.0
 
     def tolerance(self, output: str) -> dict:
-        """atol/rtol/min_psnr_db for one output, with its overrides applied."""
-        base = {"atol": self.atol, "rtol": self.rtol, "min_psnr_db": self.min_psnr_db}
+        """atol/rtol/min_psnr_db/min_agreement for one output, with its overrides applied."""
+        base = {"atol": self.atol, "rtol": self.rtol, "min_psnr_db": self.min_psnr_db,
+                "min_agreement": self.min_agreement}
         return {**base, **dict(self.outputs.get(output, {}))}
 
     def as_dict(self) -> dict:
         return {"atol": self.atol, "rtol": self.rtol, "min_psnr_db": self.min_psnr_db,
-                "report_only": self.report_only, "precisions": list(self.precisions),
+                "min_agreement": self.min_agreement, "report_only": self.report_only, "precisions": list(self.precisions),
                 "report_only_backends": list(self.report_only_backends),
                 "outputs": {k: dict(v) for k, v in self.outputs.items()}}
 
@@ -234,7 +237,8 @@ def _merge_validate(*layers: Mapping[str, Any] | None) -> ValidateSettings:
     return ValidateSettings(atol=float(merged["atol"]), rtol=float(merged["rtol"]),
                             min_psnr_db=merged["min_psnr_db"], report_only=bool(merged["report_only"]),
                             precisions=tuple(merged["precisions"]), outputs=outputs,
-                            report_only_backends=tuple(merged["report_only_backends"]))
+                            report_only_backends=tuple(merged["report_only_backends"]),
+                            min_agreement=float(merged["min_agreement"]))
 
 
 def _merge_quantize(*layers: Mapping[str, Any] | None) -> dict:
@@ -332,6 +336,16 @@ def settings_digest(data: Any) -> str:
 def source_settings(model: ModelConfig) -> dict:
     """Everything that determines a model's fetched source (the fetch job's stamp)."""
     return {"family": model.family, "source": dict(model.source), "synthetic": model.synthetic}
+
+
+def prepare_settings(model: ModelConfig) -> dict:
+    """Everything that determines the traced programs and the reference files of a model (the
+    prepare and reference jobs' stamp): the source and each component's contract and options."""
+    return {
+        "source": source_settings(model),
+        "components": {name: {"contract": c.contract(), "options": dict(c.options)}
+                       for name, c in model.components.items()},
+    }
 
 
 def export_settings(model: ModelConfig, component: ComponentConfig) -> dict:

@@ -2,8 +2,9 @@
 
 Adding a model to kiln means one module in ``src/kiln/models/`` and one block in ``config.yaml``.
 The scaffold writes both, as a small but working model of the task's usual shape (random-initialised,
-labelled synthetic), so ``snakemake all_<name>`` builds it at once; then replace the network and
-the source with the real ones.
+labelled synthetic) with validation feeds of its modality (streamed speech, mel frames, token ids),
+so ``snakemake all_<name>`` builds it through every stage at once; then replace the network and the
+source with the real ones.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ class ScaffoldError(KilnError):
 
 MODULE = '''"""{title}: scaffolded by `kiln new-model {task} {name}`. Replace the network with the real one.
 
-Components and their contracts are declared in config.yaml (models.{name}); this module builds a
-traceable wrapper for each, loads the source checkpoint, and can make a random-initialised one.
+The family is its list of components (kiln.models.spec): each says how to build its traceable
+wrapper from the loaded source, its validation feeds, the state it carries, and its task metrics.
+Contracts (shapes, dtypes) are declared in config.yaml (models.{name}).
 """
 
 from __future__ import annotations
@@ -32,12 +34,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 import torch
 from torch import nn
 
-from kiln.config import ComponentConfig
 from kiln.errors import SourceError
-from kiln.models.base import ModelFamily
+from kiln.models.spec import ComponentSpec, FamilySpec, Feeds, Metric, PlotSeries, StatePair
 from kiln.sources import SourceRecord
 
 ARCHITECTURES = {{"default": {architecture}}}
@@ -46,35 +48,52 @@ ARCHITECTURES = {{"default": {architecture}}}
 {network}
 
 
-class {cls}Family(ModelFamily):
-    name = "{name}"
-    components = ("{component}",)
-
-    def load_source(self, record: SourceRecord) -> nn.Module:
-        path = record.file("checkpoint")
-        try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-            model = {cls}Net(**checkpoint["architecture"])
-            model.load_state_dict(checkpoint["state_dict"])
-        except (RuntimeError, KeyError, TypeError, EOFError) as exc:
-            raise SourceError(f"{{path}}: not a {name} checkpoint: {{exc}}") from exc
-        return model.eval()
-
-    def build_component(self, source: Any, component: ComponentConfig) -> nn.Module:
-        self.check_component(component)
-        return source
-
-    def build_random(self, architecture: str, *, seed: int, overrides: Mapping[str, Any],
-                     out_dir: Path) -> Path:
-        torch.manual_seed(seed)
-        arch = {{**ARCHITECTURES[architecture], **overrides}}
-        model = {cls}Net(**arch)
-        path = Path(out_dir) / f"{name}-{{architecture}}-seed{{seed}}.pt"
-        torch.save({{"architecture": arch, "state_dict": model.state_dict()}}, path)
-        return path
+def load(record: SourceRecord) -> nn.Module:
+    path = record.file("checkpoint")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        model = {cls}Net(**checkpoint["architecture"])
+        model.load_state_dict(checkpoint["state_dict"])
+    except (RuntimeError, KeyError, TypeError, EOFError) as exc:
+        raise SourceError(f"{{path}}: not a {name} checkpoint: {{exc}}") from exc
+    return model.eval()
 
 
-FAMILY = {cls}Family()
+def facts(model: nn.Module) -> dict:
+    return {{}}
+
+
+def build_random(architecture: str, *, seed: int, overrides: Mapping[str, Any], out_dir: Path) -> Path:
+    torch.manual_seed(seed)
+    arch = {{**ARCHITECTURES[architecture], **overrides}}
+    model = {cls}Net(**arch)
+    path = Path(out_dir) / f"{name}-{{architecture}}-seed{{seed}}.pt"
+    torch.save({{"architecture": arch, "state_dict": model.state_dict()}}, path)
+    return path
+
+
+def wrapper(model: nn.Module, component, facts) -> nn.Module:
+    return model
+
+
+{validation}
+
+
+FAMILY = FamilySpec(
+    name="{name}", load=load, facts=facts, build_random=build_random,
+    components=(
+        ComponentSpec(
+            "{component}",
+            inputs={inputs!r},
+            outputs={outputs!r},
+            wrapper=wrapper,
+            feeds={feeds},
+            state={state},
+            metrics=(Metric("{metric}", {metric}),),
+            plot={plot},
+        ),
+    ),
+)
 '''
 
 NETWORKS = {
@@ -96,6 +115,26 @@ NETWORKS = {
         return torch.sigmoid(self.head(h)), h, c''',
         inputs={"audio": [1, 576], "hidden_state": [1, 64], "cell_state": [1, 64]},
         outputs={"probability": [1, 1], "new_hidden_state": [1, 64], "new_cell_state": [1, 64]},
+        feeds="speech_frames",
+        state='(StatePair("hidden_state", "new_hidden_state"), StatePair("cell_state", "new_cell_state"))',
+        metric="decisions",
+        plot='PlotSeries("speech probability", probabilities)',
+        validation='''def speech_frames(ctx, component) -> Feeds:
+    """10 s of real speech (espeak-ng, mixed with silence and noise), one frame per step."""
+    frame = component.inputs[0].shape[-1]
+    audio = ctx.speech(10.0)
+    steps = [{{"audio": audio[None, i:i + frame].astype(np.float32)}}
+             for i in range(0, audio.size - frame + 1, frame)]
+    return Feeds(steps, "espeak-ng speech mixed with silence and noise, 10 s, streamed", frame / 16000)
+
+
+def probabilities(steps) -> np.ndarray:
+    return np.array([float(np.ravel(s["probability"])[0]) for s in steps])
+
+
+def decisions(reference, candidate, facts) -> dict:
+    p, q = probabilities(reference), probabilities(candidate)
+    return {{"decision_agreement": float(np.mean((p > 0.5) == (q > 0.5)))}}''',
     ),
     "stt": dict(
         title="Speech recogniser",
@@ -117,6 +156,24 @@ NETWORKS = {
         return (self.out(self.norm(x)),)''',
         inputs={"mel": [1, 80, 200]},
         outputs={"logits": [1, 50, 129]},
+        feeds="mel_frames",
+        state="()",
+        metric="argmax_agreement",
+        plot="None",
+        validation='''def mel_frames(ctx, component) -> Feeds:
+    """Log power spectra of real speech (25 ms windows, 10 ms hop) pooled into the contract's bands."""
+    bands, frames = component.inputs[0].shape[1:]
+    audio = ctx.speech(frames * 0.01 + 0.025)
+    spectra = [np.abs(np.fft.rfft(audio[i * 160:i * 160 + 400] * np.hanning(400))) ** 2 for i in range(frames)]
+    pooled = np.stack([[band.mean() for band in np.array_split(s, bands)] for s in spectra], axis=1)
+    mel = np.log(pooled + 1e-6).astype(np.float32)[None]
+    return Feeds([{{"mel": mel}}], f"log spectra of {{frames}} frames of espeak-ng speech")
+
+
+def argmax_agreement(reference, candidate, facts) -> dict:
+    ref = np.concatenate([np.asarray(s["logits"]).argmax(-1).ravel() for s in reference])
+    out = np.concatenate([np.asarray(s["logits"]).argmax(-1).ravel() for s in candidate])
+    return {{"argmax_agreement": float(np.mean(ref == out))}}''',
     ),
     "tts": dict(
         title="Text to speech",
@@ -136,6 +193,23 @@ NETWORKS = {
         return (torch.tanh(self.upsample(torch.relu(self.mix(x)))).squeeze(1),)''',
         inputs={"input_ids": [1, 32]},
         outputs={"audio": [1, 2048]},
+        feeds="token_ids",
+        state="()",
+        metric="waveform_correlation",
+        plot="None",
+        validation='''def token_ids(ctx, component) -> Feeds:
+    """Four fixed token sequences (seeded), one per step."""
+    rng = np.random.default_rng(0)
+    vocab = ARCHITECTURES["default"]["vocab"]
+    steps = [{{"input_ids": rng.integers(0, vocab, size=component.inputs[0].shape).astype(np.int32)}}
+             for _ in range(4)]
+    return Feeds(steps, "4 seeded token sequences")
+
+
+def waveform_correlation(reference, candidate, facts) -> dict:
+    ref = np.concatenate([np.ravel(s["audio"]) for s in reference]).astype(np.float64)
+    out = np.concatenate([np.ravel(s["audio"]) for s in candidate]).astype(np.float64)
+    return {{"waveform_correlation": float(np.corrcoef(ref, out)[0, 1])}}''',
     ),
 }
 
@@ -165,7 +239,7 @@ def new_model(task: str, name: str, root: Path, config_path: Path) -> tuple[Path
     """Write ``src/kiln/models/<name>.py`` under ``root`` and append the model's block to the config."""
     if task not in NETWORKS:
         raise ScaffoldError(f"unknown task '{task}' (one of: {', '.join(NETWORKS)})")
-    if not re.fullmatch(r"[a-z][a-z0-9_]*", name) or keyword.iskeyword(name) or name == "base":
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", name) or keyword.iskeyword(name) or name == "spec":
         raise ScaffoldError(f"model name '{name}' must be a lower-case identifier (a-z, 0-9, _)")
     module = root / "src" / "kiln" / "models" / f"{name}.py"
     if module.exists():
@@ -179,7 +253,10 @@ def new_model(task: str, name: str, root: Path, config_path: Path) -> tuple[Path
     spec = NETWORKS[task]
     cls = _class_name(name)
     text = MODULE.format(title=spec["title"], task=task, name=name, cls=cls, component=spec["component"],
-                         architecture=spec["architecture"], network=spec["network"].format(cls=cls))
+                         architecture=spec["architecture"], network=spec["network"].format(cls=cls),
+                         inputs=tuple(spec["inputs"]), outputs=tuple(spec["outputs"]), feeds=spec["feeds"],
+                         state=spec["state"], metric=spec["metric"], plot=spec["plot"],
+                         validation=spec["validation"].format())
     module.write_text(text)
     block = yaml.safe_dump(config_block(task, name), sort_keys=False, default_flow_style=None)
     indented = "".join(f"  {line}\n" for line in block.splitlines())

@@ -15,16 +15,21 @@ import torch
 
 from kiln.config import build_config
 from kiln.errors import ModelError, SourceError
-
-pytest.importorskip("nemo.collections.asr", reason="nemo_toolkit[asr] is not installed")
-
-from kiln.models import _nemo  # noqa: E402
-from kiln.models.parakeet_tdt import (  # noqa: E402
-    COMPONENTS,
+from kiln.models import _nemo
+from kiln.models._tdt import agreement
+from kiln.models.parakeet_tdt import (
     FAMILY,
-    agreement,
+    _audio_inputs,
+    _reference_decode,
+    compare_task,
     component_contracts,
+    load_path,
+    run_task,
 )
+from kiln.models.spec import stream
+from kiln.validate.reference import make_reference, torch_context
+
+COMPONENTS = FAMILY.component_names
 
 MODEL = "parakeet_tdt_v3_tiny"
 N = 240_000
@@ -32,19 +37,19 @@ N = 240_000
 
 @pytest.fixture(scope="session")
 def tiny_nemo(tmp_path_factory) -> Path:
-    return FAMILY.build_random("tiny", seed=0, overrides={}, out_dir=tmp_path_factory.mktemp("parakeet"))
+    return FAMILY.make_random("tiny", seed=0, overrides={}, out_dir=tmp_path_factory.mktemp("parakeet"))
 
 
 @pytest.fixture(scope="session")
 def source(tiny_nemo):
-    return FAMILY.load_path(tiny_nemo)
+    return load_path(tiny_nemo)
 
 
 @pytest.fixture(scope="session")
 def config(source, tiny_nemo):
     raw = {"models": {MODEL: {"family": "parakeet_tdt", "task": "stt",
                               "source": {"kind": "random", "architecture": "tiny", "seed": 0},
-                              "components": component_contracts(source)}}}
+                              "components": component_contracts(source, N)}}}
     return build_config(raw)
 
 
@@ -56,8 +61,19 @@ def comp(config, name, precision=None):
 
 
 @pytest.fixture(scope="session")
-def audio(config):
-    return FAMILY.validation_audio(comp(config, "mel_encoder"))
+def facts(source):
+    return FAMILY.facts(source)
+
+
+@pytest.fixture(scope="session")
+def ctx(source, config):
+    """The reference job's context, with the wrappers run untraced."""
+    return torch_context(FAMILY, source, config.model(MODEL))
+
+
+@pytest.fixture(scope="session")
+def audio(ctx):
+    return _audio_inputs(ctx)["audio_signal"][0]
 
 
 @pytest.fixture(scope="session")
@@ -79,21 +95,24 @@ def packages(source, config, tmp_path_factory):
 
 # -- building and restoring ----------------------------------------------------------------------------
 
-def test_random_tiny_builds_and_restores(source, tiny_nemo):
+def test_random_tiny_builds_and_restores(source, tiny_nemo, facts):
     model = source.model
     assert type(model).__name__ == "EncDecRNNTBPEModel"
     assert model.cfg.kiln.synthetic is True
-    assert source.durations == [0, 1, 2, 3, 4]
-    assert source.vocab_size == 48 and source.blank_id == 48
-    assert source.num_outputs == 48 + 1 + 5
-    assert source.state_shape == (2, 1, 64) and source.n_mels == 80 and source.d_model == 64
+    assert facts["durations"] == [0, 1, 2, 3, 4] and facts["max_symbols"] == 10
+    assert facts["vocab_size"] == 48 and facts["blank_id"] == 48 and len(facts["vocabulary"]) == 48
+    assert facts["num_outputs"] == 48 + 1 + 5
+    assert facts["c_shape"] == [2, 1, 64] and facts["n_mels"] == 80 and facts["d_model"] == 64
     # the blank embedding is the zero padding row: blank + zero state is NeMo's start step
-    assert torch.count_nonzero(model.decoder.prediction["embed"].weight[source.blank_id]) == 0
+    assert torch.count_nonzero(model.decoder.prediction["embed"].weight[facts["blank_id"]]) == 0
+    # facts are JSON (the prepare job writes them; later jobs never load the checkpoint)
+    import json
+    assert json.loads(json.dumps(facts)) == facts
     assert tiny_nemo.stat().st_size > 100_000
 
 
 def test_contracts_follow_the_config(source):
-    c = component_contracts(source)
+    c = component_contracts(source, N)
     assert c["preprocessor"]["outputs"]["mel"]["shape"] == [1, 80, 1501]
     assert c["encoder"]["outputs"]["encoder"]["shape"] == [1, 64, 188]  # 1501 -> 751 -> 376 -> 188
     assert c["decoder"]["inputs"]["h_in"]["shape"] == [2, 1, 64]
@@ -103,9 +122,9 @@ def test_contracts_follow_the_config(source):
 
 def test_unknown_architecture_and_override_refused(tmp_path):
     with pytest.raises(ModelError, match="unknown architecture 'huge'"):
-        FAMILY.build_random("huge", seed=0, overrides={}, out_dir=tmp_path)
+        FAMILY.make_random("huge", seed=0, overrides={}, out_dir=tmp_path)
     with pytest.raises(ModelError, match=r"unknown architecture override\(s\) \['d_modle'\]"):
-        FAMILY.build_random("tiny", seed=0, overrides={"d_modle": 8}, out_dir=tmp_path)
+        FAMILY.make_random("tiny", seed=0, overrides={"d_modle": 8}, out_dir=tmp_path)
 
 
 def test_wrong_contract_is_refused(source, config):
@@ -238,7 +257,8 @@ def test_decoder_equals_nemo_predict(source, config):
     wrapper = FAMILY.build_component(source, comp(config, "decoder"))
     g = torch.Generator().manual_seed(0)
     h, c = torch.randn(2, 1, 64, generator=g), torch.randn(2, 1, 64, generator=g)
-    for target in (0, 17, source.blank_id):
+    blank_id = FAMILY.facts(source)["blank_id"]
+    for target in (0, 17, blank_id):
         targets = torch.tensor([[target]], dtype=torch.int32)
         with torch.no_grad():
             out, h_out, c_out = wrapper(targets, torch.ones(1, dtype=torch.int32), h, c)
@@ -250,7 +270,7 @@ def test_decoder_equals_nemo_predict(source, config):
     # blank with zero state is NeMo's start-of-sequence step (predict(None))
     zeros = torch.zeros(2, 1, 64)
     with torch.no_grad():
-        out, _, _ = wrapper(torch.tensor([[source.blank_id]], dtype=torch.int32), torch.ones(1, dtype=torch.int32),
+        out, _, _ = wrapper(torch.tensor([[blank_id]], dtype=torch.int32), torch.ones(1, dtype=torch.int32),
                             zeros, zeros)
         ref, _ = source.model.decoder.predict(None, state=None, add_sos=False, batch_size=1)
     torch.testing.assert_close(out.permute(0, 2, 1), ref, atol=1e-6, rtol=1e-6)
@@ -277,9 +297,9 @@ def test_joint_components_equal_nemo_joint(source, config, nemo_features):
             assert int(s_tok) == int(token_id[0, t, 0]) and int(s_dur) == int(duration[0, t, 0])
 
 
-def test_host_greedy_decoding_equals_nemo(source, audio, nemo_features):
+def test_host_greedy_decoding_equals_nemo(source, ctx, nemo_features):
     """kiln's host TDT loop over the torch components gives NeMo's own greedy TDT hypothesis."""
-    ref = FAMILY.reference(source, audio)
+    ref = _reference_decode(ctx)
     enc, enc_len = nemo_features[N][2:]
     with torch.no_grad(), _nemo.typecheck_disabled():
         hyps = source.model.decoding.rnnt_decoder_predictions_tensor(encoder_output=enc, encoded_lengths=enc_len)
@@ -302,10 +322,11 @@ def _kiln(path, precision):
     return kiln_backend(path, precision).predict
 
 
-def _torch(source, component):
-    from kiln.validate.backends import torch_backend
-
-    return torch_backend(FAMILY.build_component(source, component), component).predict
+def _streamed(ctx, c, package, precision):
+    """(torch reference, kiln candidate) steps of component ``c`` over its validation feeds."""
+    ref = make_reference(ctx, c)
+    spec = FAMILY.component(c.name)
+    return ref.outputs, stream(_kiln(package, precision), spec, ref.feeds, ref.initial, c)
 
 
 def test_exported_packages_declare_the_contract(packages, config):
@@ -327,10 +348,9 @@ def test_exported_packages_declare_the_contract(packages, config):
 
 
 @pytest.mark.parametrize("name", COMPONENTS)
-def test_kiln_executor_parity_fp32(name, source, config, packages, audio):
+def test_kiln_executor_parity_fp32(name, ctx, config, packages, facts):
     c = comp(config, name)
-    reference = FAMILY.stream(c, _torch(source, c), audio)
-    candidate = FAMILY.stream(c, _kiln(packages[(name, "float32")], "fp32"), audio)
+    reference, candidate = _streamed(ctx, c, packages[(name, "float32")], "fp32")
     assert len(reference) == len(candidate) >= 1
     atol, rtol = TOLERANCE.get(name, (1e-4, 1e-4))
     for ref, out in zip(reference, candidate):
@@ -340,18 +360,17 @@ def test_kiln_executor_parity_fp32(name, source, config, packages, audio):
                 assert np.array_equal(r, o.astype(r.dtype)), (name, spec.name)
             else:
                 np.testing.assert_allclose(o, r, atol=atol, rtol=rtol, err_msg=f"{name}/{spec.name}")
-    metrics = FAMILY.task_metrics(c, reference, candidate)
+    metrics = FAMILY.component(name).task_metrics(reference, candidate, facts)
     for key in ("token_agreement", "token_argmax_agreement", "duration_agreement"):
         if key in metrics:
             assert metrics[key] == 1.0
 
 
 @pytest.mark.parametrize("name", ["encoder", "mel_encoder", "decoder", "joint_decision_single_step"])
-def test_kiln_executor_parity_fp16_package(name, source, config, packages, audio):
+def test_kiln_executor_parity_fp16_package(name, ctx, config, packages, facts):
     """The default float16 packages, run in the executor's fp16 emulation."""
     c = comp(config, name)
-    reference = FAMILY.stream(c, _torch(source, c), audio)
-    candidate = FAMILY.stream(c, _kiln(packages[(name, "float16")], "fp16"), audio)
+    reference, candidate = _streamed(ctx, c, packages[(name, "float16")], "fp16")
     if name in ("encoder", "mel_encoder"):
         ref, out = reference[0]["encoder"], candidate[0]["encoder"].astype(np.float32)
         assert np.array_equal(reference[0]["encoder_length"], candidate[0]["encoder_length"])
@@ -362,29 +381,28 @@ def test_kiln_executor_parity_fp16_package(name, source, config, packages, audio
         for r, o in zip(reference, candidate):
             np.testing.assert_allclose(o["decoder"], r["decoder"], atol=5e-3)
     else:
-        metrics = FAMILY.task_metrics(c, reference, candidate)
+        metrics = FAMILY.component(name).task_metrics(reference, candidate, facts)
         assert metrics["token_agreement"] >= 0.95 and metrics["duration_agreement"] >= 0.95
 
 
-def test_end_to_end_greedy_decoding_agrees(source, config, packages, audio):
-    model = config.model(MODEL)
-    torch_comps = {n: _torch(source, comp(config, n)) for n in COMPONENTS}
+def test_end_to_end_greedy_decoding_agrees(ctx, facts, packages):
+    inputs = _audio_inputs(ctx)
+    torch_result = run_task(ctx.predictors, facts, inputs)
+    assert torch_result["tokens"] == _reference_decode(ctx)["decoded"]["tokens"] and torch_result["tokens"]
+    assert isinstance(torch_result["text"], str)
     kiln32 = {n: _kiln(packages[(n, "float32")], "fp32") for n in ("mel_encoder", "decoder", "joint_decision_single_step")}
     kiln_split = {n: _kiln(packages[(n, "float32")], "fp32") for n in ("preprocessor", "encoder", "decoder",
                                                                          "joint_decision_single_step")}
     kiln16 = {n: _kiln(packages[(n, "float16")], "fp16") for n in ("mel_encoder", "decoder", "joint_decision_single_step")}
-    result = FAMILY.end_to_end(model, {"torch_cpu": torch_comps, "kiln_fp32": kiln32,
-                                       "kiln_fp32_split": kiln_split, "kiln_fp16": kiln16}, audio)
-    backends = result["backends"]
-    reference = backends["torch_cpu"]["tokens"]
-    assert len(reference) > 0 and result["synthetic"] is True
-    assert reference == FAMILY.reference(source, audio)["decoded"]["tokens"]
-    for name in ("kiln_fp32", "kiln_fp32_split"):
-        assert backends[name]["tokens"] == reference, name
-        assert backends[name]["vs_torch_cpu"] == {"position_agreement": 1.0, "exact_match": True, "edit_distance": 0}
-        assert backends[name]["durations"] == backends["torch_cpu"]["durations"]
+    for backend in (kiln32, kiln_split):
+        result = run_task(backend, facts, inputs)
+        assert result["tokens"] == torch_result["tokens"]
+        assert result["durations"] == torch_result["durations"]
+        assert compare_task(torch_result, result)["vs_torch_cpu"] == {"position_agreement": 1.0, "exact_match": True,
+                                                                       "edit_distance": 0}
     # fp16 emulation: random weights have near-ties, so agreement is reported, and must stay high
-    assert backends["kiln_fp16"]["vs_torch_cpu"]["position_agreement"] >= 0.8, backends["kiln_fp16"]
+    fp16 = compare_task(torch_result, run_task(kiln16, facts, inputs))
+    assert fp16["vs_torch_cpu"]["position_agreement"] >= 0.8, fp16
 
 
 def test_agreement_metric():

@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 
 from kiln.errors import ParityError
+from kiln.validate.reference import ReferenceError
 from kiln.export.convert import export_component
 from kiln.models import get_family
 from kiln.validate import backends as bk
+from kiln.validate.reference import load_reference, make_reference, torch_context, write_reference
 from kiln.validate.run import check_parity, parity_entries, validate_component
 
 
@@ -21,10 +23,36 @@ def unified_package(tmp_path_factory, kiln_config, silero_net):
     return out
 
 
-def test_silero_unified_parity_and_decisions(kiln_config, silero_net, unified_package, tmp_path):
+@pytest.fixture(scope="module")
+def unified_reference(tmp_path_factory, kiln_config, silero_net):
+    """Written and read back as the workflow's reference job and parity job do."""
+    family, model = get_family("silero_vad"), kiln_config.model("silero_vad")
+    comp = model.components["unified"]
+    path = tmp_path_factory.mktemp("ref") / "unified.npz"
+    write_reference(path, make_reference(torch_context(family, silero_net, model), comp))
+    return load_reference(path, comp)
+
+
+def test_reference_file_is_deterministic_and_checked_against_the_contract(unified_reference, kiln_config,
+                                                                          tmp_path):
+    comp = kiln_config.component("silero_vad", "unified")
+    write_reference(tmp_path / "a.npz", unified_reference)
+    write_reference(tmp_path / "b.npz", unified_reference)
+    assert (tmp_path / "a.npz").read_bytes() == (tmp_path / "b.npz").read_bytes()
+    assert unified_reference.steps == 625 and set(unified_reference.initial) == {"hidden_state", "cell_state"}
+    other = kiln_config.component("parakeet_tdt_v3_tiny", "decoder")
+    with pytest.raises(ReferenceError, match="declares"):
+        load_reference(tmp_path / "a.npz", other)
+    (tmp_path / "c.npz").write_bytes((tmp_path / "a.npz").read_bytes()[:1000])
+    with pytest.raises(ReferenceError, match="c.npz"):
+        load_reference(tmp_path / "c.npz", comp)
+
+
+def test_silero_unified_parity_and_decisions(kiln_config, unified_reference, unified_package, tmp_path):
     model = kiln_config.model("silero_vad")
     comp = kiln_config.component("silero_vad", "unified")
-    result = validate_component(get_family("silero_vad"), silero_net, model, comp, unified_package, tmp_path)
+    spec = get_family("silero_vad").check_contract(comp)
+    result = validate_component(spec, model, comp, {}, unified_reference, unified_package, tmp_path)
     assert result["validation"]["passed"], result["validation"]["failures"]
     assert result["validation"]["steps"] == 625  # 20 s of audio in 512-sample steps
     backends = {e["backend"] for e in result["parity"]}
@@ -37,7 +65,7 @@ def test_silero_unified_parity_and_decisions(kiln_config, silero_net, unified_pa
     for unit in comp.export.runtime_compute_units:
         assert result["latency"][f"coreml_{unit}"] is None
         assert "macOS" in result["absent_backends"][f"coreml_{unit}"]
-    assert result["latency"]["torch_cpu"]["calls"] == 625
+    assert unified_reference.meta["torch_latency"]["calls"] == 625
     assert sorted(p.name for p in tmp_path.iterdir()) == ["unified_latency.png", "unified_parity.png"]
 
 
@@ -64,3 +92,20 @@ def test_apple_backend_is_absent_off_macos(unified_package):
     backend = bk.apple_backend(unified_package, "cpuAndNeuralEngine")
     if platform.system() != "Darwin":
         assert isinstance(backend, bk.Absent) and backend.name == "coreml_cpuAndNeuralEngine"
+
+
+def test_integer_outputs_are_judged_by_agreement(kiln_config):
+    comp = kiln_config.component("parakeet_tdt_v3_tiny", "joint_decision")
+    ids = np.arange(188, dtype=np.int32).reshape(1, 188, 1)
+    flipped = ids.copy()
+    flipped[0, :3, 0] += 1                       # 3 of 188 near-ties flip: 98.4% agreement
+    step = {"token_prob": np.zeros((1, 188, 1), np.float32), "duration": np.zeros((1, 188, 1), np.int32)}
+    entries = parity_entries(comp, {"torch_cpu": [{**step, "token_id": ids}],
+                                    "kiln_fp16": [{**step, "token_id": flipped}]}, "torch_cpu")
+    token = next(e for e in entries if e["output"] == "token_id")
+    assert token["agreement"] == pytest.approx(185 / 188) and token["psnr_db"] is None
+    strict = dataclasses.replace(comp, validate=dataclasses.replace(comp.validate, outputs={}))
+    with pytest.raises(ParityError, match=r"98.4% of elements equal \(min_agreement 100.0%\)"):
+        check_parity("m", strict, parity_entries(strict, {"torch_cpu": [{**step, "token_id": ids}],
+                                                          "kiln_fp16": [{**step, "token_id": flipped}]},
+                                                 "torch_cpu"))

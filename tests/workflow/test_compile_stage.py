@@ -23,7 +23,7 @@ def package(tmp_path_factory, kiln_config, silero_net):
 @pytest.mark.skipif(platform.system() == "Darwin", reason="exercises the non-macOS path")
 def test_kiln_compiler_and_bit_identical_round_trip(package, tmp_path, kiln_config):
     comp = kiln_config.component("silero_vad", "unified_256ms")
-    inputs = get_family("silero_vad").example_inputs(comp, seed=1)
+    inputs = get_family("silero_vad").check_contract(comp).example_inputs(comp, {}, seed=1)
     bundle = tmp_path / "unified_256ms.mlmodelc"
     result = compile_component(package, bundle, {"compiler": "auto", "dialect": "1.0"}, check_inputs=inputs)
     assert result["compiler"] == "kiln" and not result["apple_compiler_available"]

@@ -48,7 +48,8 @@ def test_corrupt_checkpoint_fails_naming_the_file(workspace, silero_record):
     ckpt.write_bytes(ckpt.read_bytes()[:-100] + b"\0" * 100)
     result = workspace.snakemake("--cores", "1", "results/silero_vad/unified.mlpackage", check=False)
     assert result.returncode != 0
-    log = (workspace.root / "logs" / "silero_vad" / "export" / "unified.log").read_text()
+    # the prepare job is the one that loads the checkpoint
+    log = (workspace.root / "logs" / "silero_vad" / "prepare.log").read_text()
     assert "weights/silero_vad.jit" in log and "corrupt or changed" in log
     assert not (workspace.root / "results" / "silero_vad" / "unified.mlpackage").exists()
 

@@ -16,7 +16,7 @@ from kiln.config import ComponentConfig, ExportSettings
 from kiln.errors import ExportError
 from kiln.export import torch_ops
 from kiln.export.package import save_mlpackage
-from kiln.models.base import ModelFamily, check_outputs
+from kiln.models.spec import FamilySpec, check_outputs
 
 log = logging.getLogger("kiln.export")
 
@@ -78,20 +78,24 @@ def convert_traced(traced, component: ComponentConfig, settings: ExportSettings)
     return mlmodel
 
 
-def export_component(family: ModelFamily, source: Any, component: ComponentConfig, out: str | Path,
-                     *, metadata: Mapping[str, str] | None = None) -> dict:
-    """Build the wrapper, trace, convert and save ``out`` (an ``.mlpackage``). Returns a report of
-    what was done (settings, timings, spec version)."""
-    wrapper = family.build_component(source, component)
-    example = family.example_inputs(component)
+def trace(family: FamilySpec, source: Any, component: ComponentConfig,
+          facts: Mapping[str, Any]) -> torch.jit.ScriptModule:
+    """Build ``component``'s wrapper from the loaded source and trace it with its fixed contract."""
+    spec = family.check_contract(component)
+    wrapper = spec.wrapper(source, component, facts).eval()
+    return trace_component(wrapper, component, spec.example_inputs(component, facts))
+
+
+def export_traced(traced, component: ComponentConfig, out: str | Path, *,
+                  metadata: Mapping[str, str] | None = None) -> dict:
+    """Convert a traced program (from the prepare job's ``.pt`` file) and save ``out`` (an
+    ``.mlpackage``, deterministic). Returns what was done (spec version, opset, timings)."""
     started = time.perf_counter()
-    traced = trace_component(wrapper, component, example)
-    traced_at = time.perf_counter()
     mlmodel = convert_traced(traced, component, component.export)
     converted_at = time.perf_counter()
     mlmodel.short_description = component.description or f"{component.model} {component.name}"
     mlmodel.author = "kiln"
-    for key, value in (metadata or {}).items():
+    for key, value in sorted((metadata or {}).items()):
         mlmodel.user_defined_metadata[key] = str(value)
     save_mlpackage(mlmodel, out)
     saved_at = time.perf_counter()
@@ -99,9 +103,18 @@ def export_component(family: ModelFamily, source: Any, component: ComponentConfi
     return {
         "specification_version": spec.specificationVersion,
         "opset": next(iter(spec.mlProgram.functions["main"].block_specializations), None),
-        "seconds": {
-            "trace": round(traced_at - started, 4),
-            "convert": round(converted_at - traced_at, 4),
-            "save": round(saved_at - converted_at, 4),
-        },
+        "seconds": {"convert": round(converted_at - started, 4), "save": round(saved_at - converted_at, 4)},
     }
+
+
+def export_component(family: FamilySpec, source: Any, component: ComponentConfig, out: str | Path,
+                     *, facts: Mapping[str, Any] | None = None,
+                     metadata: Mapping[str, str] | None = None) -> dict:
+    """Trace and export in one process (tests, benchmarks); the workflow splits this into the
+    prepare job (trace) and the export job (convert)."""
+    facts = family.facts(source) if facts is None else facts
+    started = time.perf_counter()
+    traced = trace(family, source, component, facts)
+    report = export_traced(traced, component, out, metadata=metadata)
+    report["seconds"]["trace"] = round(time.perf_counter() - started - sum(report["seconds"].values()), 4)
+    return report

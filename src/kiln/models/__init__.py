@@ -1,6 +1,7 @@
-"""Model families: one module per family (``kiln/models/<family>.py``), each exposing ``FAMILY``, an
-instance of :class:`kiln.models.base.ModelFamily` that declares its components, their traceable
-wrappers and I/O contracts. Adding a model means adding one such module and one config block.
+"""Model families: one module per family (``kiln/models/<family>.py``), each exposing ``FAMILY``, a
+:class:`kiln.models.spec.FamilySpec` that reads as the list of its components (traceable wrappers,
+validation feeds, state pairs, metrics). Adding a model means adding one such module and one config
+block. Modules whose names start with ``_`` are shared helpers, not families.
 
 Families are looked up by module name, so this package stays cheap to import (no torch here).
 """
@@ -14,7 +15,7 @@ from kiln.errors import ModelError
 
 
 def family_names() -> list[str]:
-    return sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name not in {"base"})
+    return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_") and m.name != "spec")
 
 
 def get_family(name: str):

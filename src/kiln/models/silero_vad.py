@@ -11,23 +11,20 @@ explicit:
 - an LSTM cell (128 units) whose ``hidden_state``/``cell_state`` are inputs and outputs;
 - ReLU, a 1x1 conv and a sigmoid: the speech probability.
 
-Components (config options ``steps``): ``unified`` runs one 512-sample step on 64 context + 512 new
+Components (config option ``steps``): ``unified`` runs one 512-sample step on 64 context + 512 new
 samples; ``unified_256ms`` runs eight steps on 64 + 4096 samples, carrying the state, and combines
 the eight probabilities by noisy-OR, ``1 - prod(1 - p_i)`` (what the consuming runtime expects).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kiln.config import ComponentConfig
 from kiln.errors import ModelError, SourceError
-from kiln.models.base import ModelFamily
+from kiln.models.spec import ComponentSpec, Context, FamilySpec, Feeds, Metric, PlotSeries, StatePair
 from kiln.sources import SourceRecord
 
 SAMPLE_RATE = 16_000
@@ -130,59 +127,78 @@ def load_weights(path) -> dict[str, torch.Tensor]:
     return weights
 
 
-class SileroVADFamily(ModelFamily):
-    name = "silero_vad"
-    components = ("unified", "unified_256ms")
-
-    def load_source(self, record: SourceRecord) -> SileroVADNet:
-        return SileroVADNet(load_weights(record.file("checkpoint")))
-
-    def build_component(self, source: Any, component: ComponentConfig) -> nn.Module:
-        self.check_component(component)
-        steps = component.options.get("steps")
-        if not isinstance(steps, int) or steps < 1:
-            raise ModelError(f"models.{component.model}.components.{component.name}.options.steps "
-                             f"must be a positive integer, got {steps!r}")
-        expected = CONTEXT_SAMPLES + steps * CHUNK_SAMPLES
-        audio = next((t for t in component.inputs if t.name == "audio_input"), None)
-        if audio is None or audio.shape != (1, expected):
-            raise ModelError(f"{component.model}/{component.name}: with steps={steps} the input "
-                             f"'audio_input' must be [1, {expected}], config says "
-                             f"{list(audio.shape) if audio else 'nothing'}")
-        return SileroVADWindow(source, steps).eval()
-
-    # -- validation: stream audio window by window, state and context carried -------------------
-
-    def stream(self, component: ComponentConfig, predict: Callable[[dict], dict],
-               audio: np.ndarray) -> list[dict[str, np.ndarray]]:
-        steps = int(component.options["steps"])
-        hop = steps * CHUNK_SAMPLES
-        context = np.zeros((1, CONTEXT_SAMPLES), dtype=np.float32)
-        hidden = np.zeros((1, STATE_SIZE), dtype=np.float32)
-        cell = np.zeros((1, STATE_SIZE), dtype=np.float32)
-        outputs = []
-        for start in range(0, audio.size - hop + 1, hop):
-            window = np.concatenate([context, audio[None, start:start + hop]], axis=1).astype(np.float32)
-            out = predict({"audio_input": window, "hidden_state": hidden, "cell_state": cell})
-            outputs.append(out)
-            context = window[:, -CONTEXT_SAMPLES:]
-            hidden = np.asarray(out["new_hidden_state"], dtype=np.float32).reshape(1, STATE_SIZE)
-            cell = np.asarray(out["new_cell_state"], dtype=np.float32).reshape(1, STATE_SIZE)
-        return outputs
-
-    def task_metrics(self, component: ComponentConfig, reference: list[dict], candidate: list[dict]) -> dict:
-        p_ref = np.array([float(np.ravel(s["vad_output"])[0]) for s in reference])
-        p_out = np.array([float(np.ravel(s["vad_output"])[0]) for s in candidate])
-        return {
-            "windows": int(p_ref.size),
-            "decision_threshold": 0.5,
-            "decision_agreement": float(np.mean((p_ref > 0.5) == (p_out > 0.5))),
-            "speech_fraction_reference": float(np.mean(p_ref > 0.5)),
-            "max_abs_probability_error": float(np.max(np.abs(p_ref - p_out))),
-        }
-
-    def plot_series(self, component: ComponentConfig, steps: list[dict]) -> tuple[str, np.ndarray]:
-        return "speech probability", np.array([float(np.ravel(s["vad_output"])[0]) for s in steps])
+def load(record: SourceRecord) -> SileroVADNet:
+    return SileroVADNet(load_weights(record.file("checkpoint")))
 
 
-FAMILY = SileroVADFamily()
+def facts(net: SileroVADNet) -> dict:
+    return {"sample_rate": SAMPLE_RATE, "context_samples": CONTEXT_SAMPLES, "chunk_samples": CHUNK_SAMPLES,
+            "state_size": STATE_SIZE}
+
+
+def steps_of(component) -> int:
+    steps = component.options.get("steps")
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ModelError(f"models.{component.model}.components.{component.name}.options.steps "
+                         f"must be a positive integer, got {steps!r}")
+    return steps
+
+
+def window(net: SileroVADNet, component, facts) -> nn.Module:
+    """``steps`` LSTM steps over one window (config option ``steps``)."""
+    steps = steps_of(component)
+    expected = CONTEXT_SAMPLES + steps * CHUNK_SAMPLES
+    audio = next((t for t in component.inputs if t.name == "audio_input"), None)
+    if audio is None or audio.shape != (1, expected):
+        raise ModelError(f"{component.model}/{component.name}: with steps={steps} the input "
+                         f"'audio_input' must be [1, {expected}], config says "
+                         f"{list(audio.shape) if audio else 'nothing'}")
+    return SileroVADWindow(net, steps).eval()
+
+
+#: seconds of validation speech (espeak-ng mixed with silence and noise)
+VALIDATION_SECONDS = 20.0
+
+
+def speech_windows(ctx: Context, component) -> Feeds:
+    """20 s of speech cut into windows as an app does: each window is the previous window's last 64
+    samples (zeros at first) followed by ``steps * 512`` new samples."""
+    hop = steps_of(component) * CHUNK_SAMPLES
+    audio = ctx.memo("speech", lambda: ctx.speech(VALIDATION_SECONDS, rate=SAMPLE_RATE))
+    context = np.zeros((1, CONTEXT_SAMPLES), dtype=np.float32)
+    steps = []
+    for start in range(0, audio.size - hop + 1, hop):
+        chunk = np.concatenate([context, audio[None, start:start + hop]], axis=1).astype(np.float32)
+        steps.append({"audio_input": chunk})
+        context = chunk[:, -CONTEXT_SAMPLES:]
+    return Feeds(steps, f"espeak-ng speech mixed with silence and noise, {VALIDATION_SECONDS:.1f} s at "
+                        f"{SAMPLE_RATE} Hz, streamed with state carried", step_seconds=hop / SAMPLE_RATE)
+
+
+def _probabilities(steps: list) -> np.ndarray:
+    return np.array([float(np.ravel(s["vad_output"])[0]) for s in steps])
+
+
+def decisions(reference: list, candidate: list, facts) -> dict:
+    p_ref, p_out = _probabilities(reference), _probabilities(candidate)
+    return {
+        "windows": int(p_ref.size),
+        "decision_threshold": 0.5,
+        "decision_agreement": float(np.mean((p_ref > 0.5) == (p_out > 0.5))),
+        "speech_fraction_reference": float(np.mean(p_ref > 0.5)),
+        "max_abs_probability_error": float(np.max(np.abs(p_ref - p_out))),
+    }
+
+
+def vad_component(name: str) -> ComponentSpec:
+    return ComponentSpec(
+        name, inputs=("audio_input", "hidden_state", "cell_state"),
+        outputs=("vad_output", "new_hidden_state", "new_cell_state"),
+        wrapper=window, feeds=speech_windows,
+        state=(StatePair("hidden_state", "new_hidden_state"), StatePair("cell_state", "new_cell_state")),
+        metrics=(Metric("decisions", decisions),),
+        plot=PlotSeries("speech probability", _probabilities))
+
+
+FAMILY = FamilySpec(name="silero_vad", load=load, facts=facts,
+                    components=(vad_component("unified"), vad_component("unified_256ms")))

@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import Any, Mapping
 
 from kiln.config import ComponentConfig, ModelConfig
 from kiln.errors import KilnError
 from kiln.export.convert import SPEC_VERSIONS
 from kiln.fsutil import remove_path, sha256_tree, tree_size
-from kiln.models.base import ModelFamily
+from kiln.models.spec import ComponentSpec, stream
 from kiln.quantize.strategies import STRATEGIES, QuantizeContext, needs_target
 from kiln.validate import backends as bk
-from kiln.validate.metrics import max_abs, psnr_db, quality, finite_or_none
+from kiln.validate.metrics import finite_or_none, max_abs, normalized_error, psnr_db, quality
+from kiln.validate.reference import Reference
 from kiln.validate.run import coreml_backends, stack, stream_backends
 
 log = logging.getLogger("kiln.quantize")
@@ -52,19 +50,10 @@ def weight_bytes(package: Path) -> int:
     return tree_size(weights) if weights.exists() else 0
 
 
-def _export_at(family, source, component: ComponentConfig, target: str, workdir: Path) -> Path:
-    from kiln.export.convert import export_component
-
-    retargeted = dataclasses.replace(component, export=dataclasses.replace(component.export,
-                                                                            deployment_target=target))
-    out = workdir / f"{component.name}.{target}.mlpackage"
-    export_component(family, source, retargeted, out)
-    return out
-
-
-def compress(strategy_name: str, base: Path, family: ModelFamily, source: Any, component: ComponentConfig,
-             ctx: QuantizeContext, out_package: Path) -> dict:
-    """Apply the strategy and save ``out_package``; raise :class:`Skip` when it cannot apply."""
+def compress(strategy_name: str, base: Path, component: ComponentConfig, ctx: QuantizeContext,
+             out_package: Path) -> dict:
+    """Apply the strategy to ``base`` (the float package, re-exported at iOS18 by its own rule when
+    the strategy needs it) and save ``out_package``; raise :class:`Skip` when it cannot apply."""
     import coremltools as ct
 
     from kiln.export.package import save_mlpackage
@@ -73,10 +62,6 @@ def compress(strategy_name: str, base: Path, family: ModelFamily, source: Any, c
     target = needs_target(strategy_name, component.export.deployment_target)
     with tempfile.TemporaryDirectory() as tmp:
         source_package = base
-        if target != component.export.deployment_target:
-            log.info("  %s needs %s: re-exporting %s at %s", strategy_name, strategy.min_target,
-                     component.name, target)
-            source_package = _export_at(family, source, component, target, Path(tmp))
         # coremltools' package loader rewrites Manifest.json in place (new mtime), which would make
         # every job downstream of the base package look stale: load from a private copy instead
         private = Path(tmp) / "base" / source_package.name
@@ -108,28 +93,33 @@ def compress(strategy_name: str, base: Path, family: ModelFamily, source: Any, c
             "constexpr_ops": constexpr}
 
 
-def score(family: ModelFamily, component: ComponentConfig, base: Path, quantized: Path,
-          audio: np.ndarray, precisions=("fp32", "fp16")) -> dict:
+def score(spec: ComponentSpec, component: ComponentConfig, facts: Mapping[str, Any], reference: Reference,
+          base: Path, quantized: Path, precisions=("fp32", "fp16")) -> dict:
     """Quality of the quantized package vs the float baseline (both on kiln's executor, fp32 mode,
-    so only the weights differ), task agreement, and latency per available backend."""
-    baseline = family.stream(component, bk.kiln_backend(base, "fp32").predict, audio)
+    so only the weights differ) over the reference feeds, task agreement, latency per backend."""
+    baseline = stream(bk.kiln_backend(base, "fp32").predict, spec, reference.feeds, reference.initial, component)
     present, absent = coreml_backends(quantized, component, precisions)
-    steps, latency = stream_backends(family, component, present, absent, audio)
+    steps, latency = stream_backends(spec, component, present, absent, reference)
     outputs = {}
-    for spec in component.outputs:
-        ref, out = stack(baseline, spec.name), stack(steps["kiln_fp32"], spec.name)
-        outputs[spec.name] = {"quality": quality(ref, out), "psnr_db": finite_or_none(psnr_db(ref, out)),
-                              "max_abs": max_abs(ref, out)}
+    for out in component.outputs:
+        ref, got = stack(baseline, out.name), stack(steps["kiln_fp32"], out.name)
+        outputs[out.name] = {"quality": quality(ref, got), "normalized_error": finite_or_none(normalized_error(ref, got)),
+                             "psnr_db": finite_or_none(psnr_db(ref, got)), "max_abs": max_abs(ref, got)}
+    worst = min(outputs.values(), key=lambda o: o["quality"])
     return {
         "outputs": outputs,
-        "quality": min(o["quality"] for o in outputs.values()),
-        "task_metrics": family.task_metrics(component, baseline, steps["kiln_fp32"]),
+        "quality": worst["quality"],
+        "normalized_error": worst["normalized_error"],
+        "task_metrics": spec.task_metrics(baseline, steps["kiln_fp32"], facts),
         "latency": latency,
     }
 
 
-def quantize_component(family: ModelFamily, source: Any, model: ModelConfig, component: ComponentConfig,
-                       strategy_name: str, base_package: Path, out_dir: Path, workers: int = 1) -> dict:
+def quantize_component(spec: ComponentSpec, model: ModelConfig, component: ComponentConfig,
+                       facts: Mapping[str, Any], reference: Reference, strategy_name: str, base_package: Path,
+                       float_package: Path, out_dir: Path, workers: int = 1) -> dict:
+    """Compress ``base_package`` with ``strategy_name``, compile the variant and score it against
+    ``float_package`` (the component's float export) on the reference inputs."""
     from kiln.workflow.compile_stage import compile_component
 
     q = component.quantize
@@ -137,25 +127,20 @@ def quantize_component(family: ModelFamily, source: Any, model: ModelConfig, com
                           workers=workers, params=dict(q["params"].get(strategy_name, {})))
     out_package = out_dir / f"{component.name}.mlpackage"
     out_bundle = out_dir / f"{component.name}.mlmodelc"
-    base_bytes = tree_size(base_package)
+    base_bytes = tree_size(float_package)
     record = {"strategy": strategy_name, "description": STRATEGIES[strategy_name].description,
               "component": component.name, "baseline_bytes": base_bytes}
     log.info("quantizing %s/%s with %s", model.name, component.name, strategy_name)
     try:
-        details = compress(strategy_name, base_package, family, source, component, ctx, out_package)
+        details = compress(strategy_name, base_package, component, ctx, out_package)
     except Skip as skip:
         log.warning("  skipped: %s", skip)
         for stale in (out_package, out_bundle):
             remove_path(stale)
         return {**record, "status": "skipped", "skip_reason": str(skip)}
-    compiled = compile_component(out_package, out_bundle, model.compile,
-                                 check_inputs=family.example_inputs(component, seed=1))
+    compiled = compile_component(out_package, out_bundle, model.compile, check_inputs=reference.first_inputs())
     size = tree_size(out_package)
-    # as in the validate stage: families may derive validation inputs from the source model they
-    # built the component from (Parakeet's decoder/joint inputs come from its torch pipeline)
-    family.build_component(source, component)
-    audio = family.validation_audio(component)
-    scores = score(family, component, base_package, out_package, audio)
+    scores = score(spec, component, facts, reference, float_package, out_package)
     log.info("  %d -> %d bytes (%.3f), quality %.5f", base_bytes, size, size / base_bytes, scores["quality"])
     return {
         **record,

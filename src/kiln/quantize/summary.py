@@ -44,8 +44,9 @@ def build_summary(model: str, synthetic: bool, records: list[dict]) -> dict:
         "schema_version": SCHEMA_VERSION,
         "model": model,
         "synthetic": synthetic,
-        "quality_definition": "1 - ||y_q - y|| / ||y|| against the float Core ML baseline on kiln's executor "
-                              "(fp32 mode), worst output; 1.0 = identical",
+        "quality_definition": "max(0, 1 - ||y_q - y|| / ||y||) against the float Core ML baseline on kiln's "
+                              "executor (fp32 mode), worst output; 1.0 = identical, 0 = no better than zeros; "
+                              "normalized_error is ||y_q - y|| / ||y|| itself",
         "toolchain": toolchain(),
         "results": sorted(records, key=lambda r: (r["component"], r["strategy"])),
     }
@@ -64,26 +65,22 @@ def plot_summary(summary: dict, plots_dir: Path) -> list[str]:
         skipped = [r["strategy"] for r in summary["results"] if r["component"] == component and r["status"] != "ok"]
         fig, ax = plt.subplots(figsize=(8, 5))
         front = sorted((e for e in entries if e.get("pareto_optimal")), key=lambda e: e["size_ratio"])
-        # a variant that broke the model (quality far below 0) would squash the rest: draw it on the
-        # lower edge with its value written out
-        floor = min([0.0] + [e["quality"] for e in entries if e["quality"] >= 0]) - 0.05
         for i, e in enumerate(sorted(entries, key=lambda e: (e["size_ratio"], e["quality"]))):
-            off_scale = e["quality"] < floor
-            y = floor if off_scale else e["quality"]
-            ax.scatter(e["size_ratio"], y, s=60 if e.get("pareto_optimal") else 30,
-                       marker="v" if off_scale else "o",
+            ax.scatter(e["size_ratio"], e["quality"], s=60 if e.get("pareto_optimal") else 30,
                        color="#c44e52" if e.get("pareto_optimal") else "#4c72b0", zorder=3)
-            label = e["strategy"] + (f" (quality {e['quality']:.2f}, off scale)" if off_scale else "")
-            ax.annotate(label, (e["size_ratio"], y), fontsize=7, xytext=(4, 4 if i % 2 else -10),
+            # quality is clipped at 0: a variant that broke the model shows its raw error
+            broken = e["quality"] == 0.0 and e.get("normalized_error") is not None
+            label = e["strategy"] + (f" (normalised error {e['normalized_error']:.2f})" if broken else "")
+            ax.annotate(label, (e["size_ratio"], e["quality"]), fontsize=7, xytext=(4, 4 if i % 2 else -10),
                         textcoords="offset points")
-        ax.set_ylim(floor - 0.03, 1.05)
+        ax.set_ylim(-0.05, 1.05)
         if front:
             ax.plot([e["size_ratio"] for e in front], [e["quality"] for e in front], color="#c44e52",
                     linewidth=1, linestyle="--", label="Pareto front")
             ax.legend(fontsize=8, loc="lower right")
         ax.axhline(1.0, color="grey", linewidth=0.8)
         ax.set_xlabel("size relative to the float package")
-        ax.set_ylabel("quality, worst output (1 - relative L2 error; 1 = identical)")
+        ax.set_ylabel("quality, worst output (max(0, 1 - relative L2 error); 1 = identical)")
         ax.set_title(f"{summary['model']}/{component}: size vs quality{tag}" +
                      (f"\nskipped: {', '.join(skipped)}" if skipped else ""), fontsize=10)
         ax.grid(alpha=0.3)
@@ -100,11 +97,11 @@ def plot_summary(summary: dict, plots_dir: Path) -> list[str]:
         rows = {r["strategy"]: r for r in summary["results"] if r["component"] == component}
         ys = [y + i * height for y in range(len(strategies))]
         sizes = [rows[s]["size_ratio"] if s in rows and rows[s]["status"] == "ok" else 0 for s in strategies]
-        quals = [max(0.0, rows[s]["quality"]) if s in rows and rows[s]["status"] == "ok" else 0 for s in strategies]
+        quals = [rows[s]["quality"] if s in rows and rows[s]["status"] == "ok" else 0 for s in strategies]
         axes[0].barh(ys, sizes, height=height, label=component)
         axes[1].barh(ys, quals, height=height, label=component)
     axes[0].set_yticks([y + height * (len(components) - 1) / 2 for y in range(len(strategies))], strategies)
-    for ax, label in zip(axes, ("size relative to the float package", "quality, worst output (clipped at 0)")):
+    for ax, label in zip(axes, ("size relative to the float package", "quality, worst output (1 = identical)")):
         ax.set_xlabel(label)
         ax.grid(alpha=0.3, axis="x")
         ax.legend(fontsize=8)

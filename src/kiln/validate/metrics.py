@@ -3,8 +3,12 @@
 - ``max_abs``: max |y - r|; ``max_rel``: max |y - r| / max(|r|, tiny)
 - ``psnr_db``: 20 log10(max |r| / rmse) — the peers' metric (Apple and argmax require >= 35 dB); +inf
   (recorded as null) when the outputs are identical
-- ``quality``: 1 - ||y - r|| / ||r||, 1.0 = identical (mobius' quantization metric)
-- ``match``: numpy ``allclose`` with the component's atol/rtol, and PSNR >= the minimum where set
+- ``normalized_error``: ||y - r|| / ||r|| (0 = identical; unbounded)
+- ``quality``: max(0, 1 - normalized_error), 1.0 = identical, 0 = no better than silence (the
+  published convention of the seed and mobius)
+- ``match``: numpy ``allclose`` with the component's atol/rtol, and PSNR >= the minimum where set;
+  integer outputs (argmax ids, durations) are judged by ``agreement`` (fraction of equal elements)
+  against ``min_agreement`` instead: a near-tie may flip an id without the model being wrong
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ class Tolerance:
     atol: float
     rtol: float
     min_psnr_db: float | None = None
+    min_agreement: float = 1.0
 
 
 def _as64(x) -> np.ndarray:
@@ -48,13 +53,23 @@ def psnr_db(ref, out) -> float:
     return 20.0 * math.log10(peak / rmse)
 
 
-def quality(ref, out) -> float:
+def normalized_error(ref, out) -> float:
+    """||y - r|| / ||r||; +inf when the reference is all zeros and the candidate is not."""
     r, y = _as64(ref), _as64(out)
     norm = float(np.linalg.norm(r))
     diff = float(np.linalg.norm(y - r))
     if norm == 0.0:
-        return 1.0 if diff == 0.0 else 0.0
-    return 1.0 - diff / norm
+        return 0.0 if diff == 0.0 else math.inf
+    return diff / norm
+
+
+def quality(ref, out) -> float:
+    return max(0.0, 1.0 - normalized_error(ref, out))
+
+
+def agreement(ref, out) -> float:
+    r, y = np.asarray(ref), np.asarray(out)
+    return float(np.mean(r == y)) if r.size else 1.0
 
 
 def finite_or_none(value: float) -> float | None:
@@ -65,10 +80,15 @@ def finite_or_none(value: float) -> float | None:
 def compare(ref, out, tolerance: Tolerance) -> dict:
     """Every metric for one output, plus whether it is within ``tolerance``."""
     ref, out = np.asarray(ref), np.asarray(out)
+    bounds = {"atol": tolerance.atol, "rtol": tolerance.rtol, "min_psnr_db": tolerance.min_psnr_db}
     if ref.shape != out.shape:
-        return {"max_abs": None, "max_rel": None, "psnr_db": None, "quality": None,
-                "atol": tolerance.atol, "rtol": tolerance.rtol, "min_psnr_db": tolerance.min_psnr_db,
+        return {"max_abs": None, "max_rel": None, "psnr_db": None, "quality": None, **bounds,
                 "match": False, "problem": f"shape {list(out.shape)} != reference {list(ref.shape)}"}
+    if np.issubdtype(ref.dtype, np.integer):
+        agreed = agreement(ref, out)
+        return {"max_abs": max_abs(ref, out), "max_rel": max_rel(ref, out), "psnr_db": None, "quality": None,
+                **bounds, "agreement": agreed, "min_agreement": tolerance.min_agreement,
+                "match": agreed >= tolerance.min_agreement}
     finite = bool(np.all(np.isfinite(out)))
     psnr = psnr_db(ref, out)
     close = finite and bool(np.allclose(_as64(out), _as64(ref), atol=tolerance.atol, rtol=tolerance.rtol))
@@ -78,6 +98,7 @@ def compare(ref, out, tolerance: Tolerance) -> dict:
         "max_rel": max_rel(ref, out),
         "psnr_db": finite_or_none(psnr),
         "quality": quality(ref, out),
+        "normalized_error": finite_or_none(normalized_error(ref, out)),
         "atol": tolerance.atol,
         "rtol": tolerance.rtol,
         "min_psnr_db": tolerance.min_psnr_db,

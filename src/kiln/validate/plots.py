@@ -24,7 +24,7 @@ def _save(fig, path: Path) -> None:
 
 
 def parity_plot(path: Path, title: str, label: str, step_seconds: float,
-                reference: np.ndarray, candidates: dict[str, np.ndarray]) -> None:
+                reference: np.ndarray, candidates: dict[str, np.ndarray], x_label: str = "time (s)") -> None:
     """Top: the reference series and each backend's over time. Bottom: absolute error (log scale)."""
     plt = _pyplot()
     t = np.arange(reference.size) * step_seconds
@@ -40,7 +40,7 @@ def parity_plot(path: Path, title: str, label: str, step_seconds: float,
     top.legend(loc="upper right", fontsize=8)
     top.grid(alpha=0.3)
     bottom.set_ylabel(f"|error| of {label}")
-    bottom.set_xlabel("time (s)")
+    bottom.set_xlabel(x_label)
     bottom.grid(alpha=0.3, which="both")
     bottom.legend(loc="upper right", fontsize=8)
     _save(fig, path)

@@ -1,5 +1,6 @@
-"""Validate one component: the source and every available Core ML backend, streamed over the same
-real audio, compared output by output and at the task level, with latency per backend."""
+"""Validate one component: every available Core ML backend streamed over the reference job's
+validation inputs (state carried by the one generic driver), compared output by output with the
+source model's outputs and at the task level, with latency per backend."""
 
 from __future__ import annotations
 
@@ -7,15 +8,16 @@ import logging
 import statistics
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from kiln.config import ComponentConfig, ModelConfig
 from kiln.errors import ParityError
-from kiln.models.base import ModelFamily
+from kiln.models.spec import ComponentSpec, stream
 from kiln.validate import backends as bk
 from kiln.validate.metrics import Tolerance, compare
+from kiln.validate.reference import Reference
 
 log = logging.getLogger("kiln.validate")
 
@@ -62,31 +64,22 @@ def coreml_backends(artifact: Path, component: ComponentConfig,
     return present, absent
 
 
-def stream_backends(family: ModelFamily, component: ComponentConfig, present: list[bk.Backend],
-                    absent: dict[str, str], audio: np.ndarray) -> tuple[dict, dict]:
-    """Stream ``audio`` through each present backend, timing every call. Returns (steps per backend,
-    latency per backend); absent backends get null latency, never a number."""
+def stream_backends(spec: ComponentSpec, component: ComponentConfig, present: list[bk.Backend],
+                    absent: dict[str, str], reference: Reference) -> tuple[dict, dict]:
+    """Stream the reference feeds through each present backend (state carried from the backend's
+    own outputs), timing every call. Returns (steps per backend, latency per backend); absent
+    backends get null latency, never a number."""
     steps, latency = {}, {}
     for backend in present:
         predict, times = timed(backend.predict)
         started = time.perf_counter()
-        steps[backend.name] = family.stream(component, predict, audio)
+        steps[backend.name] = stream(predict, spec, reference.feeds, reference.initial, component)
         latency[backend.name] = latency_summary(times)
         log.info("  %-28s %4d steps, median %.3f ms/step (%.1f s)", backend.name, len(times),
                  latency[backend.name]["median_ms"], time.perf_counter() - started)
     for name in absent:
         latency[name] = None
     return steps, latency
-
-
-def run_backends(family: ModelFamily, component: ComponentConfig, torch_wrapper, artifact: Path,
-                 audio: np.ndarray) -> tuple[dict, dict, dict]:
-    """Stream ``audio`` through the source and every Core ML backend. Returns (steps per backend,
-    latency, absent backends)."""
-    present, absent = coreml_backends(artifact, component, component.validate.precisions)
-    present.insert(0, bk.torch_backend(torch_wrapper, component))
-    steps, latency = stream_backends(family, component, present, absent, audio)
-    return steps, latency, absent
 
 
 def parity_entries(component: ComponentConfig, steps: dict[str, list[dict]], reference: str) -> list[dict]:
@@ -112,8 +105,11 @@ def check_parity(model: str, component: ComponentConfig, entries: list[dict]) ->
         if e["match"]:
             continue
         psnr = "n/a" if e["psnr_db"] is None else f"{e['psnr_db']:.1f} dB"
-        detail = e.get("problem") or (f"max |diff| {e['max_abs']:.3g} (atol {e['atol']:g}, rtol {e['rtol']:g}), "
-                                      f"PSNR {psnr} (min {e['min_psnr_db']})")
+        if "agreement" in e:
+            detail = f"{e['agreement']:.1%} of elements equal (min_agreement {e['min_agreement']:.1%})"
+        else:
+            detail = e.get("problem") or (f"max |diff| {e['max_abs']:.3g} (atol {e['atol']:g}, "
+                                          f"rtol {e['rtol']:g}), PSNR {psnr} (min {e['min_psnr_db']})")
         line = f"{model}/{component.name} output '{e['output']}' on {e['backend']}: {detail}"
         if e["backend"] in component.validate.report_only_backends or e.get("report_only"):
             line += " (report-only)"
@@ -126,33 +122,31 @@ def check_parity(model: str, component: ComponentConfig, entries: list[dict]) ->
     return failures
 
 
-def validate_component(family: ModelFamily, source: Any, model: ModelConfig, component: ComponentConfig,
-                       artifact: Path, plots_dir: Path | None = None) -> dict:
+def validate_component(spec: ComponentSpec, model: ModelConfig, component: ComponentConfig,
+                       facts: Mapping[str, Any], reference: Reference, artifact: Path,
+                       plots_dir: Path | None = None) -> dict:
     """Everything metadata.json records about one component's parity, task metrics and latency."""
     from kiln.validate import plots
 
-    wrapper = family.build_component(source, component)
-    audio = family.validation_audio(component)
-    log.info("validating %s/%s on %.1f s of espeak-ng speech with silence and noise",
-             model.name, component.name, audio.size / family.sample_rate)
-    steps, latency, absent = run_backends(family, component, wrapper, artifact, audio)
-    reference = "torch_cpu"
-    entries = parity_entries(component, steps, reference)
-    task = {name: family.task_metrics(component, steps[reference], s)
-            for name, s in steps.items() if name != reference}
+    log.info("validating %s/%s: %s (%d steps)", model.name, component.name,
+             reference.meta.get("description", "reference inputs"), reference.steps)
+    present, absent = coreml_backends(artifact, component, component.validate.precisions)
+    steps, latency = stream_backends(spec, component, present, absent, reference)
+    name = "torch_cpu"
+    steps = {name: reference.outputs, **steps}
+    entries = parity_entries(component, steps, name)
+    task = {backend: spec.task_metrics(steps[name], s, facts) for backend, s in steps.items() if backend != name}
     failures = check_parity(model.name, component, entries)
     plot_files = []
     if plots_dir is not None:
-        series = family.plot_series(component, steps[reference])
-        if series is not None:
-            label, ref_series = series
-            n_steps = max(1, len(steps[reference]))
-            step_seconds = audio.size / family.sample_rate / n_steps
+        if spec.plot is not None:
             path = Path(plots_dir) / f"{component.name}_parity.png"
+            step_seconds = reference.meta.get("step_seconds")
             plots.parity_plot(path, f"{model.name}/{component.name}: torch vs Core ML (kiln executor)"
-                              + (" [synthetic weights]" if model.synthetic else ""), label, step_seconds,
-                              ref_series, {n: family.plot_series(component, s)[1]
-                                           for n, s in steps.items() if n != reference})
+                              + (" [synthetic weights]" if model.synthetic else ""), spec.plot.label,
+                              step_seconds or 1.0, spec.plot.fn(steps[name]),
+                              {n: spec.plot.fn(s) for n, s in steps.items() if n != name},
+                              x_label="time (s)" if step_seconds else "step")
             plot_files.append(str(path))
         path = Path(plots_dir) / f"{component.name}_latency.png"
         plots.latency_plot(path, f"{model.name}/{component.name}: latency per backend",
@@ -161,10 +155,9 @@ def validate_component(family: ModelFamily, source: Any, model: ModelConfig, com
         plot_files.append(str(path))
     return {
         "validation": {
-            "inputs": f"espeak-ng speech mixed with silence and noise, {audio.size / family.sample_rate:.1f} s "
-                      f"at {family.sample_rate} Hz, streamed with state carried",
-            "steps": len(steps[reference]),
-            "reference_backend": reference,
+            "inputs": reference.meta.get("description", ""),
+            "steps": reference.steps,
+            "reference_backend": name,
             "report_only": component.validate.report_only,
             "passed": not failures,
             "report_only_backends": list(component.validate.report_only_backends),

@@ -1,14 +1,23 @@
-"""The workflow's jobs as plain functions: Snakemake scripts call these, tests call them directly."""
+"""The workflow's jobs as plain functions: Snakemake scripts call these, tests call them directly.
+
+Load once, reference once: per model, the **prepare** job is the only one that loads the source
+checkpoint (it traces every component and writes ``prepared/<component>.pt`` + ``facts.json``), and
+the **reference** job runs those traced programs on the validation inputs once (``reference/*.npz``).
+Export, compile, parity, quantize and end_to_end read those files; none imports NeMo or loads the
+checkpoint again.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 
-from kiln.config import Config, export_settings, settings_digest, source_settings
+from kiln.config import (Config, compile_settings, export_settings, prepare_settings, quantize_settings,
+                         settings_digest, source_settings, validate_settings)
 from kiln.errors import SourceError
-from kiln.fsutil import sha256_tree, tree_size, write_json
+from kiln.fsutil import atomic_file, sha256_file, sha256_tree, tree_size, write_json
 from kiln.provenance import toolchain
 from kiln.sources import SourceRecord, fetch
 
@@ -23,6 +32,19 @@ def _relative(path: str) -> str:
         return str(p.relative_to(Path.cwd().resolve()))
     except ValueError:
         return str(p)
+
+
+def _read_json(path: str | Path, what: str) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise SourceError(f"{path}: unreadable {what} ({exc}); re-run the job that writes it") from exc
+
+
+def _family(config: Config, model: str):
+    from kiln.models import get_family
+
+    return get_family(config.model(model).family)
 
 
 def fetch_job(config: Config, model: str, out_record: str | Path, checkpoint_dir: str | Path) -> dict:
@@ -45,28 +67,143 @@ def fetch_job(config: Config, model: str, out_record: str | Path, checkpoint_dir
 
 def read_source_record(path: str | Path) -> SourceRecord:
     try:
-        return SourceRecord.from_dict(json.loads(Path(path).read_text()))
-    except (OSError, ValueError, KeyError) as exc:
+        return SourceRecord.from_dict(_read_json(path, "source record"))
+    except (KeyError, TypeError) as exc:
         raise SourceError(f"{path}: unreadable source record ({exc}); re-run the fetch job") from exc
 
 
-def export_job(config: Config, model: str, component: str, source_record: str | Path,
-               out_package: str | Path, out_record: str | Path) -> dict:
-    """Export one component to ``out_package`` and write its record."""
-    from kiln.export.convert import export_component  # torch + coremltools: only in the job
-    from kiln.models import get_family
+def read_facts(path: str | Path) -> dict:
+    """The family facts the prepare job derived from the checkpoint."""
+    return _read_json(path, "prepare record (facts.json)")["facts"]
+
+
+# -- prepare: the one job that loads the source -----------------------------------------------------
+
+def prepare_job(config: Config, model: str, source_record: str | Path, programs: dict[str, str],
+                out_facts: str | Path, out_record: str | Path) -> dict:
+    """Load ``model``'s source once, trace every configured component to ``programs[component]``
+    (TorchScript), and write the family facts (``out_facts``: deterministic, what later jobs read)
+    and the job's record (timings, source loads, the wrappers' faithfulness checks)."""
+    import torch
+
+    from kiln.export.convert import trace
+
+    model_cfg = config.model(model)
+    family = _family(config, model)
+    record = read_source_record(source_record)
+    started = time.perf_counter()
+    log.info("loading %s from %s (the only source load of this build)", model, record.id)
+    source = family.load(record)
+    loaded = time.perf_counter()
+    facts = family.facts(source)
+    seconds, traced = {"load": round(loaded - started, 3)}, {}
+    for name, component in model_cfg.components.items():
+        t0 = time.perf_counter()
+        program = trace(family, source, component, facts)
+        with atomic_file(programs[name], "wb") as handle:
+            torch.jit.save(program, handle)
+        traced[name] = program
+        seconds[name] = round(time.perf_counter() - t0, 3)
+        log.info("  traced %s in %.1f s -> %s", name, seconds[name], programs[name])
+    checks = None
+    if family.faithfulness is not None:
+        from kiln.validate.backends import torch_backend
+
+        predictors = {n: torch_backend(p, model_cfg.components[n]).predict for n, p in traced.items()}
+        checks = family.faithfulness(source, predictors, facts)
+        log.info("  faithfulness of the wrappers to the source: %s", checks)
+    digest = settings_digest(prepare_settings(model_cfg))
+    write_json(out_facts, {"schema_version": RECORD_SCHEMA_VERSION, "model": model, "settings_sha256": digest,
+                           "facts": facts})
+    data = {
+        "schema_version": RECORD_SCHEMA_VERSION,
+        "model": model,
+        "synthetic": model_cfg.synthetic,
+        "settings_sha256": digest,
+        "source_loads": 1,
+        "faithfulness": checks,
+        "programs": {n: {"path": str(p), "sha256": sha256_file(p)} for n, p in programs.items()},
+        "seconds": seconds,
+        "toolchain": toolchain(),
+    }
+    write_json(out_record, data)
+    log.info("source loads for %s in this build: 1 (%.1f s); prepared %d components", model,
+             seconds["load"], len(programs))
+    return data
+
+
+def _load_programs(model_cfg, programs: dict[str, str]) -> dict:
+    import torch
+
+    from kiln.validate.backends import torch_backend
+
+    return {name: torch_backend(torch.jit.load(str(path), map_location="cpu").eval(),
+                                model_cfg.components[name]).predict
+            for name, path in programs.items()}
+
+
+# -- reference: validation inputs and torch outputs, once per model ---------------------------------
+
+def reference_job(config: Config, model: str, facts_path: str | Path, programs: dict[str, str],
+                  references: dict[str, str], out_task: str | Path, out_latency: str | Path) -> dict:
+    """Make every component's validation inputs and run them through the traced programs (torch);
+    write ``references[component]`` (.npz) and the cross-component task's torch result."""
+    from kiln.models.spec import Context
+    from kiln.validate.reference import make_reference, write_npz, write_reference
+
+    model_cfg = config.model(model)
+    family = _family(config, model)
+    facts = read_facts(facts_path)
+    predictors = _load_programs(model_cfg, programs)
+    ctx = Context(family=family, model=model_cfg, facts=facts, predictors=predictors)
+    summary, latency = {}, {}
+    for name, component in model_cfg.components.items():
+        reference = make_reference(ctx, component)
+        latency[name] = reference.meta.pop("torch_latency")   # timings vary: kept out of the .npz
+        write_reference(references[name], reference)
+        summary[name] = {"steps": reference.steps, "description": reference.meta["description"]}
+        log.info("  %s: %d steps (%s)", name, reference.steps, reference.meta["description"])
+    task = family.task
+    result = None
+    if task is not None and task.runnable_with(model_cfg.components):
+        inputs = task.inputs(ctx)
+        result = task.run(predictors, facts, inputs)
+        log.info("  task on torch: %s", {k: v for k, v in result.items() if not isinstance(v, list)})
+    # always written (empty without a task) so the workflow can declare it
+    write_npz(Path(out_task).with_suffix(".npz"), inputs if result is not None else {})
+    write_json(out_latency, {"schema_version": RECORD_SCHEMA_VERSION, "model": model, "torch_cpu": latency})
+    write_json(out_task, {"schema_version": RECORD_SCHEMA_VERSION, "model": model,
+                          "task": None if task is None else task.description, "torch_cpu": result,
+                          "components": summary})
+    return summary
+
+
+# -- export, compile -------------------------------------------------------------------------------
+
+def export_job(config: Config, model: str, component: str, source_record: str | Path, program: str | Path,
+               out_package: str | Path, out_record: str | Path, deployment_target: str | None = None) -> dict:
+    """Convert one traced component to ``out_package`` (optionally at another deployment target,
+    for the quantization strategies that need iOS18) and write its record."""
+    import dataclasses
+
+    import torch
+
+    from kiln.export.convert import export_traced
 
     model_cfg = config.model(model)
     comp = config.component(model, component)
-    family = get_family(model_cfg.family)
+    if deployment_target:
+        comp = dataclasses.replace(comp, export=dataclasses.replace(comp.export,
+                                                                    deployment_target=deployment_target))
     record = read_source_record(source_record)
-    log.info("loading %s from %s", model, record.id)
-    source = family.load_source(record)
     settings = export_settings(model_cfg, comp)
     digest = settings_digest(settings)
-    log.info("exporting %s/%s (%s, %s)", model, component, comp.export.deployment_target,
-             comp.export.compute_precision)
-    report = export_component(family, source, comp, out_package, metadata={
+    log.info("exporting %s/%s (%s, %s) from %s", model, component, comp.export.deployment_target,
+             comp.export.compute_precision, program)
+    started = time.perf_counter()
+    traced = torch.jit.load(str(program), map_location="cpu")
+    loaded = time.perf_counter() - started
+    report = export_traced(traced, comp, out_package, metadata={
         "kiln.version": toolchain()["kiln"]["version"],
         "kiln.model": model,
         "kiln.component": component,
@@ -75,6 +212,7 @@ def export_job(config: Config, model: str, component: str, source_record: str | 
         "kiln.source_sha256": ",".join(f.sha256 for f in record.files),
         "kiln.synthetic": str(model_cfg.synthetic).lower(),
     })
+    report["seconds"]["load_program"] = round(loaded, 4)
     data = {
         "schema_version": RECORD_SCHEMA_VERSION,
         "model": model,
@@ -96,18 +234,43 @@ def export_job(config: Config, model: str, component: str, source_record: str | 
     return data
 
 
-def parity_job(config: Config, model: str, component: str, source_record: str | Path,
+def compile_job(config: Config, model: str, component: str, package: str | Path, reference: str | Path,
+                out_bundle: str | Path, out_record: str | Path) -> dict:
+    """Compile one package to ``.mlmodelc`` (Apple's compiler where present, else kiln's), check that
+    kiln's executor gives identical outputs on the bundle and the package (first validation step),
+    and write the record."""
+    from kiln.validate.reference import load_reference
+    from kiln.workflow.compile_stage import compile_component
+
+    model_cfg = config.model(model)
+    comp = config.component(model, component)
+    check = load_reference(reference, comp).first_inputs()
+    result = compile_component(Path(package), Path(out_bundle), model_cfg.compile, check_inputs=check)
+    data = {
+        "schema_version": RECORD_SCHEMA_VERSION,
+        "model": model,
+        "component": component,
+        "settings_sha256": settings_digest(compile_settings(model_cfg, comp)),
+        **result,
+        "toolchain": toolchain(),
+    }
+    write_json(out_record, data)
+    return data
+
+
+# -- validate ----------------------------------------------------------------------------------------
+
+def parity_job(config: Config, model: str, component: str, facts_path: str | Path, reference: str | Path,
                package: str | Path, out_record: str | Path, plots_dir: str | Path) -> dict:
-    """Validate one exported component against its source; write its parity record and plots."""
-    from kiln.config import validate_settings
-    from kiln.models import get_family
+    """Validate one exported component against the reference outputs; write its record and plots."""
+    from kiln.validate.reference import load_reference
     from kiln.validate.run import validate_component
 
     model_cfg = config.model(model)
     comp = config.component(model, component)
-    family = get_family(model_cfg.family)
-    source = family.load_source(read_source_record(source_record))
-    result = validate_component(family, source, model_cfg, comp, Path(package), Path(plots_dir))
+    spec = _family(config, model).check_contract(comp)
+    result = validate_component(spec, model_cfg, comp, read_facts(facts_path), load_reference(reference, comp),
+                                Path(package), Path(plots_dir))
     data = {
         "schema_version": RECORD_SCHEMA_VERSION,
         "model": model,
@@ -123,61 +286,73 @@ def parity_job(config: Config, model: str, component: str, source_record: str | 
     return data
 
 
-def metadata_job(config: Config, model: str, source_record: str | Path, export_records: list,
-                 parity_records: list, compile_records: list, end_to_end_record: str | Path,
-                 out_metadata: str | Path, plots_dir: str | Path) -> dict:
+def end_to_end_job(config: Config, model: str, facts_path: str | Path, task_record: str | Path,
+                   packages: dict[str, str], out_record: str | Path) -> dict:
+    """The family's cross-component task (e.g. greedy ASR decoding) through the exported packages on
+    each executor mode, compared with the torch result of the reference job."""
+    from kiln.validate.backends import kiln_backend
+    from kiln.validate.reference import read_npz
+
+    model_cfg = config.model(model)
+    family = _family(config, model)
+    reference = _read_json(task_record, "task reference")
+    result = None
+    if reference["torch_cpu"] is None:
+        log.info("%s: no cross-component task check (family %s, components %s)", model, model_cfg.family,
+                 ", ".join(model_cfg.components))
+    else:
+        facts = read_facts(facts_path)
+        inputs = read_npz(Path(task_record).with_suffix(".npz"))
+        first = next(iter(model_cfg.components.values()))
+        backends = {"torch_cpu": reference["torch_cpu"]}
+        for precision in first.validate.precisions:
+            predictors = {name: kiln_backend(Path(path), precision).predict for name, path in packages.items()}
+            outcome = family.task.run(predictors, facts, inputs)
+            outcome.update(family.task.compare(reference["torch_cpu"], outcome))
+            backends[f"kiln_{precision}"] = outcome
+            log.info("  kiln_%s: %s", precision, {k: v for k, v in outcome.items() if not isinstance(v, list)})
+        result = {"task": family.task.description, "synthetic": model_cfg.synthetic, "backends": backends}
+    data = {"schema_version": RECORD_SCHEMA_VERSION, "model": model, "synthetic": model_cfg.synthetic,
+            "end_to_end": result}
+    write_json(out_record, data)
+    return data
+
+
+def metadata_job(config: Config, model: str, source_record: str | Path, prepare_record: str | Path,
+                 torch_latency: str | Path, export_records: list, parity_records: list, compile_records: list,
+                 end_to_end_record: str | Path, out_metadata: str | Path, plots_dir: str | Path) -> dict:
     """Aggregate a model's records into metadata.json (validated against its schema) + summary plot."""
     from kiln.validate.metadata import build_metadata, latency_overview_plot, validate_metadata
 
     metadata = build_metadata(config, model, source_record, export_records, parity_records, compile_records)
-    metadata["end_to_end"] = json.loads(Path(end_to_end_record).read_text())["end_to_end"]
+    for name, latency in _read_json(torch_latency, "torch latency record")["torch_cpu"].items():
+        if name in metadata["components"]:
+            metadata["components"][name]["latency"] = {"torch_cpu": latency,
+                                                       **metadata["components"][name]["latency"]}
+    prepared = _read_json(prepare_record, "prepare record")
+    metadata["prepare"] = {"source_loads": prepared["source_loads"], "seconds": prepared["seconds"],
+                           "faithfulness": prepared["faithfulness"]}
+    metadata["end_to_end"] = _read_json(end_to_end_record, "end-to-end record")["end_to_end"]
     validate_metadata(metadata, where=str(out_metadata))
     latency_overview_plot(metadata, Path(plots_dir) / "latency.png")
     write_json(out_metadata, metadata)
     return metadata
 
 
-def compile_job(config: Config, model: str, component: str, package: str | Path,
-                out_bundle: str | Path, out_record: str | Path) -> dict:
-    """Compile one package to ``.mlmodelc`` (Apple's compiler where present, else kiln's), check that
-    kiln's executor gives identical outputs on the bundle and the package, and write the record."""
-    from kiln.config import compile_settings
-    from kiln.workflow.compile_stage import compile_component
+# -- quantize ----------------------------------------------------------------------------------------
 
-    model_cfg = config.model(model)
-    comp = config.component(model, component)
-    result = compile_component(Path(package), Path(out_bundle), model_cfg.compile,
-                               check_inputs=_example_inputs(model_cfg, comp))
-    data = {
-        "schema_version": RECORD_SCHEMA_VERSION,
-        "model": model,
-        "component": component,
-        "settings_sha256": settings_digest(compile_settings(model_cfg, comp)),
-        **result,
-        "toolchain": toolchain(),
-    }
-    write_json(out_record, data)
-    return data
-
-
-def _example_inputs(model_cfg, comp):
-    from kiln.models import get_family
-
-    return get_family(model_cfg.family).example_inputs(comp, seed=1)
-
-
-def quantize_job(config: Config, model: str, component: str, strategy: str, source_record: str | Path,
-                 package: str | Path, out_record: str | Path, out_dir: str | Path, threads: int = 1) -> dict:
+def quantize_job(config: Config, model: str, component: str, strategy: str, facts_path: str | Path,
+                 reference: str | Path, base_package: str | Path, float_package: str | Path,
+                 out_record: str | Path, out_dir: str | Path, threads: int = 1) -> dict:
     """Build, compile and score one quantized variant (or record a named skip)."""
-    from kiln.config import quantize_settings
-    from kiln.models import get_family
     from kiln.quantize.run import quantize_component
+    from kiln.validate.reference import load_reference
 
     model_cfg = config.model(model)
     comp = config.component(model, component)
-    family = get_family(model_cfg.family)
-    source = family.load_source(read_source_record(source_record))
-    result = quantize_component(family, source, model_cfg, comp, strategy, Path(package), Path(out_dir),
+    spec = _family(config, model).check_contract(comp)
+    result = quantize_component(spec, model_cfg, comp, read_facts(facts_path), load_reference(reference, comp),
+                                strategy, Path(base_package), Path(float_package), Path(out_dir),
                                 workers=threads)
     data = {"schema_version": RECORD_SCHEMA_VERSION, "model": model,
             "settings_sha256": settings_digest(quantize_settings(model_cfg, comp, strategy)), **result}
@@ -191,7 +366,7 @@ def quantization_summary_job(config: Config, model: str, records: list, out_summ
 
     loaded = []
     for path in records:
-        record = json.loads(Path(path).read_text())
+        record = _read_json(path, "quantization record")
         record.pop("schema_version", None)
         record.pop("model", None)
         record.pop("settings_sha256", None)
@@ -201,33 +376,3 @@ def quantization_summary_job(config: Config, model: str, records: list, out_summ
     plot_summary(summary, Path(plots_dir))
     write_json(out_summary, summary)
     return summary
-
-
-def end_to_end_job(config: Config, model: str, source_record: str | Path, packages: list,
-                   out_record: str | Path) -> dict:
-    """The family's cross-component task check (e.g. greedy ASR decoding) on torch and on each
-    executor mode, through the exported packages."""
-    from kiln.models import get_family
-    from kiln.validate.backends import kiln_backend, torch_backend
-
-    model_cfg = config.model(model)
-    family = get_family(model_cfg.family)
-    source = family.load_source(read_source_record(source_record))
-    names = list(model_cfg.components)
-    first = model_cfg.components[names[0]]
-    backends = {"torch_cpu": {}}
-    for name, package in zip(names, packages):
-        comp = model_cfg.components[name]
-        backends["torch_cpu"][name] = torch_backend(family.build_component(source, comp), comp).predict
-        for precision in first.validate.precisions:
-            backends.setdefault(f"kiln_{precision}", {})[name] = kiln_backend(Path(package), precision).predict
-    result = family.end_to_end(model_cfg, backends, family.validation_audio(first))
-    if result is None:
-        log.info("%s: the %s family has no cross-component task check", model, model_cfg.family)
-    else:
-        for backend, outcome in (result.get("backends") or {}).items():
-            log.info("  %s: %s", backend, {k: v for k, v in outcome.items() if not isinstance(v, list)})
-    data = {"schema_version": RECORD_SCHEMA_VERSION, "model": model, "synthetic": model_cfg.synthetic,
-            "end_to_end": result}
-    write_json(out_record, data)
-    return data

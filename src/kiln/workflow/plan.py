@@ -4,13 +4,61 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kiln.config import (Config, compile_settings, export_settings, quantize_settings, source_settings,
-                         validate_settings)
+from kiln.config import (Config, compile_settings, export_settings, prepare_settings, quantize_settings,
+                         source_settings, validate_settings)
 from kiln.workflow.stamps import Stamp
 
 
 def source_record(config: Config, model: str) -> Path:
     return Path(config.results_dir) / model / "source.json"
+
+
+def prepared_program(config: Config, model: str, component: str) -> Path:
+    """The traced TorchScript program of a component (written by the model's prepare job)."""
+    return Path(config.results_dir) / model / "prepared" / f"{component}.pt"
+
+
+def facts_path(config: Config, model: str) -> Path:
+    """The family facts the prepare job derived from the checkpoint (deterministic)."""
+    return Path(config.results_dir) / model / "prepared" / "facts.json"
+
+
+def prepare_record(config: Config, model: str) -> Path:
+    return Path(config.results_dir) / model / "prepared" / "prepare.json"
+
+
+def reference_path(config: Config, model: str, component: str) -> Path:
+    """Validation inputs and torch outputs of a component (written by the model's reference job)."""
+    return Path(config.results_dir) / model / "reference" / f"{component}.npz"
+
+
+def task_reference(config: Config, model: str) -> Path:
+    """The cross-component task's torch result (+ ``.npz`` with its inputs beside it)."""
+    return Path(config.results_dir) / model / "reference" / "task.json"
+
+
+def torch_latency(config: Config, model: str) -> Path:
+    """Latency of the torch programs on the validation inputs (reference job; timings only)."""
+    return Path(config.results_dir) / model / "reference" / "torch_latency.json"
+
+
+def ios18_package(config: Config, model: str, component: str) -> Path:
+    """The component re-exported at iOS18, shared by the strategies that need it."""
+    return Path(config.results_dir) / model / "ios18" / f"{component}.mlpackage"
+
+
+def ios18_record(config: Config, model: str, component: str) -> Path:
+    return Path(config.results_dir) / model / "ios18" / f"{component}.json"
+
+
+def quantize_base(config: Config, model: str, strategy: str, component: str) -> Path:
+    """The package a strategy compresses: the float export, or its iOS18 re-export when needed."""
+    from kiln.quantize.strategies import needs_target
+
+    comp = config.models[model].components[component]
+    if needs_target(strategy, comp.export.deployment_target) != comp.export.deployment_target:
+        return ios18_package(config, model, component)
+    return package_path(config, model, component)
 
 
 def export_record(config: Config, model: str, component: str) -> Path:
@@ -55,13 +103,30 @@ def checkpoint_dir(config: Config, model: str) -> Path:
     return Path(config.results_dir) / model / "checkpoint"
 
 
+def needs_ios18(config: Config, model: str, component: str) -> bool:
+    """Whether a configured strategy of the component compresses its iOS18 re-export."""
+    strategies = config.models[model].components[component].quantize["strategies"]
+    return any(quantize_base(config, model, s, component) == ios18_package(config, model, component)
+               for s in strategies)
+
+
+def ios18_component(component):
+    import dataclasses
+
+    return dataclasses.replace(component, export=dataclasses.replace(component.export, deployment_target="iOS18"))
+
+
 def stamps(config: Config) -> list[Stamp]:
     out = []
     for name, model in config.models.items():
         out.append(Stamp(name, "source", source_settings(model), source_record(config, name)))
+        out.append(Stamp(name, "prepare", prepare_settings(model), facts_path(config, name)))
         for cname, component in model.components.items():
             out.append(Stamp(name, f"export/{cname}", export_settings(model, component),
                              export_record(config, name, cname)))
+            if needs_ios18(config, name, cname):
+                out.append(Stamp(name, f"export_ios18/{cname}", export_settings(model, ios18_component(component)),
+                                 ios18_record(config, name, cname)))
             out.append(Stamp(name, f"compile/{cname}", compile_settings(model, component),
                              compile_record(config, name, cname)))
             for strategy in component.quantize["strategies"]:
