@@ -4,7 +4,7 @@ without random ops, kiln executor parity, the clamp flag, and input errors."""
 
 from __future__ import annotations
 
-import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -77,12 +77,14 @@ def run_torch(wrapper, comp, feed) -> dict:
 
 
 def feed_for(facts, source, phonemes, seed=0, comp=None):
-    return K.make_feed(facts, comp or component(), phonemes, source.voices["synthetic"], seed)
+    return K.make_feed(facts, comp or component(), phonemes, seed=seed)
 
 
-def test_facts_come_from_the_checkpoint_config(facts):
+def test_facts_come_from_the_checkpoint_config(source, facts):
     assert facts["frame_samples"] == 600 and facts["harmonics"] == 9 and facts["ref_s_dim"] == 256
     assert facts["n_fft"] == 20 and facts["hop"] == 5 and facts["synthetic"] is True
+    np.testing.assert_array_equal(K.voice_rows(facts), source.voices["synthetic"].numpy().reshape(510, 256))
+    assert json.loads(json.dumps(facts)) == facts
     with pytest.raises(ModelError, match="kokoro config has no 'istftnet.gen_istft_hop_size'"):
         K._required({"istftnet": {}}, "istftnet", "gen_istft_hop_size")
 
@@ -179,6 +181,12 @@ def test_bad_inputs_name_what_is_wrong(source, facts):
         K.FAMILY.build_component(source, component(samples=48_100))
     with pytest.raises(ContractError, match="8 harmonics in the contract"):
         K.FAMILY.build_component(source, component(harmonics=8))
+    with pytest.raises(ContractError, match=r"unknown \['noise'\]"):
+        raw = contract(TOKENS, SAMPLES)
+        raw["inputs"]["noise"] = raw["inputs"].pop("source_noise")
+        comp = build_config({"models": {MODEL: {"family": "kokoro", "task": "tts", "source": {
+            "kind": "random", "architecture": "tiny", "seed": 0}, "components": {"kokoro_5s": raw}}}})
+        K.FAMILY.build_component(source, comp.component(MODEL, "kokoro_5s"))
     with pytest.raises(ModelError, match="unknown architecture 'huge'"):
         K.build_random("huge", seed=0, overrides={}, out_dir=None)
 
@@ -191,7 +199,7 @@ def exported(source, wrapper, tmp_path_factory):
 
     comp = component()
     facts_ = K.facts(source)
-    traced = trace_component(wrapper, comp, feed_for(facts_, source, PHONEMES[:12], seed=3, comp=comp))
+    traced = trace_component(wrapper, comp, K.FAMILY.component("kokoro_5s").example_inputs(comp, facts_))
     mlmodel = convert_traced(traced, comp, comp.export)
     ops = {op.op_type for op in mlmodel._mil_program.functions["main"].operations}
     return save_mlpackage(mlmodel, tmp_path_factory.mktemp("pkg") / "kokoro.mlpackage"), ops
@@ -219,3 +227,9 @@ def test_executor_parity(exported, source, facts, wrapper):
     assert all(c["clamped_equal"] for c in metrics["cases"])
     assert metrics["min_correlation"] > 0.9999, metrics
     assert metrics["max_log_mel_distance_db"] < 0.05, metrics
+
+
+def test_faithfulness_record(source, facts):
+    check = K.faithfulness(source, {}, facts)["wrapper_vs_kokoro_forward"]
+    assert check["pred_dur_equal"] and check["clamped_equal"] and check["valid_samples_equal"]
+    assert check["correlation"] > 0.9999 and check["log_mel_distance_db"] < 0.05, check

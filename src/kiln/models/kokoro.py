@@ -23,19 +23,19 @@ import contextlib
 import io
 import json
 import tempfile
-from dataclasses import dataclass, field
-from functools import partial
+import base64
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import torch
 from torch import nn
 
-from kiln.config import ComponentConfig, ModelConfig
+from kiln.config import ComponentConfig
 from kiln.errors import ContractError, ModelError, SourceError
 from kiln.models._kokoro_net import SAMPLE_RATE, FixedKokoro, FixedKokoroComponent
-from kiln.models.base import ModelFamily
+from kiln.models.spec import ComponentSpec, Context, FamilySpec, Feeds, Metric, PlotSeries, require_fact
 from kiln.sources import SourceRecord
 
 #: Kokoro / StyleTTS2's symbol table: 178 symbols; id 0 ("$") is the boundary/pad token
@@ -180,13 +180,6 @@ class KokoroSource:
     config: dict
     voices: dict[str, torch.Tensor]
     synthetic: bool
-    nets: dict = field(default_factory=dict)   # (max_tokens, samples) -> FixedKokoro
-
-    def net(self, max_tokens: int, samples: int) -> FixedKokoro:
-        key = (int(max_tokens), int(samples))
-        if key not in self.nets:
-            self.nets[key] = FixedKokoro(self.model, *key)
-        return self.nets[key]
 
 
 def build_random(architecture: str, *, seed: int, overrides: Mapping[str, Any], out_dir: Path) -> Path:
@@ -253,16 +246,30 @@ def _required(config: Mapping[str, Any], *path: str) -> Any:
     return node
 
 
+def _encode_rows(pack: torch.Tensor) -> dict:
+    rows = pack.detach().to(torch.float32).reshape(pack.shape[0], -1).contiguous().numpy()
+    return {"shape": list(rows.shape), "float32_base64": base64.b64encode(rows.tobytes()).decode("ascii")}
+
+
+def voice_rows(facts_: Mapping[str, Any]) -> np.ndarray:
+    """The voice pack stored in the facts, ``[rows, 2*style]`` float32."""
+    pack = require_fact(facts_, "voice_pack", "kokoro")
+    return np.frombuffer(base64.b64decode(pack["float32_base64"]), dtype=np.float32).reshape(pack["shape"])
+
+
 def facts(source: KokoroSource) -> dict:
-    """JSON-able facts later jobs need, all read from the checkpoint config."""
+    """JSON-able facts later jobs need, all read from the checkpoint config (and its voice pack,
+    whose rows are the ``ref_s`` of the validation inputs)."""
     cfg = source.config
     ist = _required(cfg, "istftnet")
     rates = [int(r) for r in _required(ist, "upsample_rates")]
     hop = int(_required(ist, "gen_istft_hop_size"))
     gen = source.model.decoder.generator
-    return {
+    vocab = dict(_required(cfg, "vocab"))
+    voice = sorted(source.voices)[0]
+    out = {
         "sample_rate": SAMPLE_RATE,
-        "vocab": dict(_required(cfg, "vocab")),
+        "vocab": vocab,
         "n_token": int(_required(cfg, "n_token")),
         "style_dim": int(_required(cfg, "style_dim")),
         "ref_s_dim": 2 * int(_required(cfg, "style_dim")),
@@ -274,9 +281,12 @@ def facts(source: KokoroSource) -> dict:
         # F0 at 2x the duration-frame rate (one upsampling block), then x prod(rates) * hop
         "frame_samples": 2 * int(np.prod(rates)) * hop,
         "harmonics": int(gen.m_source.l_sin_gen.dim),
-        "voices": sorted(source.voices),
         "synthetic": bool(source.synthetic),
+        "voice": voice,
+        "voice_pack": _encode_rows(source.voices[voice]),
     }
+    out["validation_phonemes"] = validation_phonemes(out)
+    return out
 
 
 # -- tokens ---------------------------------------------------------------------------------------------
@@ -307,6 +317,13 @@ def text_to_phonemes(text: str, language: str = "en-us") -> str:
     return phonemes
 
 
+def validation_phonemes(facts_: Mapping[str, Any]) -> list[str]:
+    """Phoneme strings of :data:`VALIDATION_TEXT` (espeak-ng), restricted to the vocabulary (the
+    tiny model's small vocabulary lacks a few symbols)."""
+    vocab = facts_["vocab"]
+    return ["".join(p for p in text_to_phonemes(text) if p in vocab) for text in VALIDATION_TEXT]
+
+
 def _shape(component: ComponentConfig, name: str, kind: str = "inputs") -> tuple[int, ...]:
     for spec in getattr(component, kind):
         if spec.name == name:
@@ -325,20 +342,36 @@ def contract_lengths(component: ComponentConfig) -> tuple[int, int, int]:
     return max_tokens, samples, noise[-1]
 
 
-def make_feed(facts_: Mapping[str, Any], component: ComponentConfig, phonemes: str,
-              voice: torch.Tensor, seed: int, speed: float = 1.0) -> dict[str, np.ndarray]:
-    """One validation input: tokens of ``phonemes``, the voice-pack row for its length (what
-    KPipeline picks), and the vocoder's randomness drawn on the host from ``seed``."""
+def check_contract(component: ComponentConfig, facts_: Mapping[str, Any]) -> tuple[int, int]:
+    """``(max_tokens, samples)`` after checking the contract against the checkpoint's facts."""
     max_tokens, samples, harmonics = contract_lengths(component)
+    where = f"{component.model}/{component.name}"
     if harmonics != facts_["harmonics"]:
-        raise ContractError(f"{component.model}/{component.name}: {harmonics} harmonics in the contract, "
-                            f"the checkpoint's harmonic source has {facts_['harmonics']}")
+        raise ContractError(f"{where}: {harmonics} harmonics in the contract, the checkpoint's harmonic "
+                            f"source has {facts_['harmonics']}")
+    ref = _shape(component, "ref_s")
+    if ref != (1, facts_["ref_s_dim"]):
+        raise ContractError(f"{where}: ref_s {list(ref)}, the checkpoint's style vectors are "
+                            f"[1, {facts_['ref_s_dim']}]")
+    if samples % facts_["frame_samples"]:
+        raise ContractError(f"{where}: audio of {samples} samples is not a whole number of "
+                            f"{facts_['frame_samples']}-sample duration frames")
+    return max_tokens, samples
+
+
+def make_feed(facts_: Mapping[str, Any], component: ComponentConfig, phonemes: str,
+              voice: Any = None, seed: int = 0, speed: float = 1.0) -> dict[str, np.ndarray]:
+    """One input: tokens of ``phonemes``, the voice-pack row for its length (what KPipeline picks;
+    ``voice`` defaults to the facts' pack), and the vocoder's randomness drawn on the host from
+    ``seed`` (``random_phases`` uniform in [0, 1), ``source_noise`` standard normal, as kokoro draws)."""
+    max_tokens, samples, harmonics = contract_lengths(component)
+    check_contract(component, facts_)
     ids, mask = phonemes_to_ids(phonemes, facts_["vocab"], max_tokens)
+    rows = voice_rows(facts_) if voice is None else np.asarray(voice, dtype=np.float32).reshape(len(voice), -1)
     rng = np.random.default_rng(seed)
-    row = min(len(phonemes), voice.shape[0]) - 1
     feed = {
         "input_ids": ids, "attention_mask": mask,
-        "ref_s": voice[row].reshape(1, -1).numpy().astype(np.float32),
+        "ref_s": rows[min(max(len(phonemes), 1), rows.shape[0]) - 1].reshape(1, -1).astype(np.float32),
         "random_phases": rng.random((1, harmonics), dtype=np.float32),
         "source_noise": rng.standard_normal((1, samples, harmonics), dtype=np.float32),
     }
@@ -347,34 +380,56 @@ def make_feed(facts_: Mapping[str, Any], component: ComponentConfig, phonemes: s
     return feed
 
 
-def validation_phonemes(facts_: Mapping[str, Any]) -> list[str]:
-    """Phoneme strings of :data:`VALIDATION_TEXT` (espeak-ng), restricted to the vocabulary."""
-    vocab = facts_["vocab"]
-    out = []
-    for text in VALIDATION_TEXT:
-        phonemes = text_to_phonemes(text)
-        out.append("".join(p for p in phonemes if p in vocab))
-    return out
+# -- the component ----------------------------------------------------------------------------------
+
+def wrapper(source: KokoroSource, component: ComponentConfig, facts_: Mapping[str, Any]) -> nn.Module:
+    max_tokens, samples = check_contract(component, facts_)
+    net = FixedKokoro(source.model, max_tokens, samples)
+    return FixedKokoroComponent(net, [s.name for s in component.inputs])
 
 
-# -- metrics --------------------------------------------------------------------------------------------
+def example(component: ComponentConfig, facts_: Mapping[str, Any], rng: np.random.Generator) -> dict:
+    """Tracing inputs: a third of the buffer valid (the padding path must be the traced one: with no
+    padding, transformers skips building ALBERT's attention mask)."""
+    symbols = sorted(facts_["vocab"])
+    count = max(1, contract_lengths(component)[0] // 3)
+    phonemes = "".join(symbols[int(i)] for i in rng.integers(0, len(symbols), size=count))
+    return make_feed(facts_, component, phonemes, seed=int(rng.integers(0, 2**31)))
+
+
+def sentence_feeds(ctx: Context, component: ComponentConfig) -> Feeds:
+    """The validation sentences (espeak-ng phonemes), each cut to the token buffer; the longest
+    overflows the 5 s window and must come back flagged ``clamped``."""
+    max_tokens = contract_lengths(component)[0]
+    phonemes = [p[:max_tokens - 2] for p in require_fact(ctx.facts, "validation_phonemes", "kokoro")]
+    steps = [make_feed(ctx.facts, component, p, seed=i) for i, p in enumerate(phonemes)]
+    return Feeds(steps, f"{len(steps)} espeak-ng sentences as phoneme ids (voice "
+                        f"'{ctx.facts['voice']}'), vocoder noise drawn from seeds 0..{len(steps) - 1}")
+
+
+# -- metrics and artifacts ------------------------------------------------------------------------------
+
+def _valid_audio(step: Mapping[str, np.ndarray], n: int) -> np.ndarray:
+    return np.ravel(step["audio"])[:n]
+
 
 def waveform_metrics(reference: list[dict], candidate: list[dict], facts_: Mapping[str, Any]) -> dict:
     """Per validation input: ``pred_dur`` equality, waveform correlation, log-mel distance, max
-    abs error over the valid samples, and whether the clamp flags agree."""
+    abs error over the reference's valid samples, and whether the clamp flags agree."""
     from kiln.validate.audio import log_mel_distance, waveform_correlation
 
     rate = int(facts_["sample_rate"])
     cases = []
     for ref, got in zip(reference, candidate):
         n = int(np.ravel(ref["audio_length"])[0])
-        a, b = np.ravel(ref["audio"])[:n], np.ravel(got["audio"])[:n]
+        a, b = _valid_audio(ref, n), _valid_audio(got, n)
         cases.append({
             "valid_samples": n,
-            "pred_dur_equal": bool(np.array_equal(ref["pred_dur"], got["pred_dur"])),
+            "valid_samples_equal": n == int(np.ravel(got["audio_length"])[0]),
+            "pred_dur_equal": bool(np.array_equal(np.ravel(ref["pred_dur"]), np.ravel(got["pred_dur"]))),
             "pred_dur_agreement": float(np.mean(np.ravel(ref["pred_dur"]) == np.ravel(got["pred_dur"]))),
             "clamped": int(np.ravel(ref["clamped"])[0]),
-            "clamped_equal": bool(np.array_equal(ref["clamped"], got["clamped"])),
+            "clamped_equal": bool(np.array_equal(np.ravel(ref["clamped"]), np.ravel(got["clamped"]))),
             "correlation": waveform_correlation(a, b),
             "log_mel_distance_db": log_mel_distance(a, b, rate),
             "max_abs_error": float(np.max(np.abs(a - b))) if n else 0.0,
@@ -382,62 +437,86 @@ def waveform_metrics(reference: list[dict], candidate: list[dict], facts_: Mappi
     return {
         "cases": cases,
         "pred_dur_equal": all(c["pred_dur_equal"] for c in cases),
+        "clamped_equal": all(c["clamped_equal"] for c in cases),
         "min_correlation": min(c["correlation"] for c in cases),
         "max_log_mel_distance_db": max(c["log_mel_distance_db"] for c in cases),
         "max_abs_error": max(c["max_abs_error"] for c in cases),
     }
 
 
-class KokoroFamily(ModelFamily):
-    """Adapter of the module functions above to :class:`ModelFamily` (validation inputs are the
-    token/style/noise feeds, one 'step' each)."""
-
-    name = "kokoro"
-    components = ("kokoro_5s", "kokoro_15s")
-    sample_rate = SAMPLE_RATE
-
-    def load_source(self, record: SourceRecord) -> KokoroSource:
-        return load(record)
-
-    def build_random(self, architecture, *, seed, overrides, out_dir) -> Path:
-        return build_random(architecture, seed=seed, overrides=overrides, out_dir=out_dir)
-
-    def build_component(self, source: KokoroSource, component: ComponentConfig) -> nn.Module:
-        self.check_component(component)
-        max_tokens, samples, harmonics = contract_lengths(component)
-        f = facts(source)
-        if harmonics != f["harmonics"]:
-            raise ContractError(f"{component.model}/{component.name}: {harmonics} harmonics in the "
-                                f"contract, the checkpoint's harmonic source has {f['harmonics']}")
-        ref = _shape(component, "ref_s")
-        if ref != (1, f["ref_s_dim"]):
-            raise ContractError(f"{component.model}/{component.name}: ref_s {list(ref)}, the checkpoint's "
-                                f"style vectors are [1, {f['ref_s_dim']}]")
-        net = source.net(max_tokens, samples)
-        self._facts = f
-        self._voice = source.voices[sorted(source.voices)[0]]
-        return FixedKokoroComponent(net, [s.name for s in component.inputs]).eval()
-
-    def example_inputs(self, component: ComponentConfig, seed: int = 0) -> dict[str, np.ndarray]:
-        f = getattr(self, "_facts", None)
-        if f is None:
-            raise ModelError("kokoro: example inputs need the checkpoint's vocabulary; build the component first")
-        phonemes = "".join(sorted(f["vocab"]))[: max(1, contract_lengths(component)[0] // 3)]
-        return make_feed(f, component, phonemes, self._voice, seed)
-
-    def validation_audio(self, component: ComponentConfig, seed: int = 0) -> list[dict]:
-        f = self._facts
-        return [make_feed(f, component, ph, self._voice, seed + i) for i, ph in
-                enumerate(p[: contract_lengths(component)[0] - 2] for p in validation_phonemes(f))]
-
-    def stream(self, component: ComponentConfig, predict: Callable[[dict], dict], feeds) -> list[dict]:
-        return [predict(feed) for feed in feeds]
-
-    def task_metrics(self, component: ComponentConfig, reference: list[dict], candidate: list[dict]) -> dict:
-        return waveform_metrics(reference, candidate, self._facts)
-
-    def plot_series(self, component: ComponentConfig, steps: list[dict]):
-        return "valid samples per input", np.array([float(np.ravel(s["audio_length"])[0]) for s in steps])
+def audio_rms(steps: list[dict]) -> np.ndarray:
+    """RMS of each input's valid audio (one value per validation input)."""
+    out = []
+    for step in steps:
+        a = _valid_audio(step, int(np.ravel(step["audio_length"])[0])).astype(np.float64)
+        out.append(float(np.sqrt(np.mean(a * a))) if a.size else 0.0)
+    return np.array(out)
 
 
-FAMILY = KokoroFamily()
+def write_audio_artifacts(out_dir: str | Path, label: str, facts_: Mapping[str, Any],
+                          reference: list[dict], candidates: Mapping[str, list[dict]]) -> list[Path]:
+    """Per validation input: every backend's valid audio as WAV and one waveform + spectrogram
+    plot of all of them (``<label>_case<i>_<backend>.wav``, ``<label>_case<i>.png``)."""
+    from kiln.validate.audio import waveform_plot, write_wav
+
+    rate = int(facts_["sample_rate"])
+    out_dir = Path(out_dir)
+    written = []
+    for i, ref in enumerate(reference):
+        n = int(np.ravel(ref["audio_length"])[0])
+        waves = {"torch": _valid_audio(ref, n)}
+        waves.update({name: _valid_audio(steps[i], n) for name, steps in candidates.items()})
+        for name, wave in waves.items():
+            written.append(write_wav(out_dir / f"{label}_case{i}_{name}.wav", wave, rate))
+        title = f"{label} case {i}" + (" [synthetic weights]" if facts_.get("synthetic") else "")
+        written.append(waveform_plot(out_dir / f"{label}_case{i}.png", title, rate, waves))
+    return written
+
+
+def faithfulness(source: KokoroSource, predictors: Mapping[str, Any], facts_: Mapping[str, Any]) -> dict:
+    """The fixed-shape network every component traces, against kokoro's own
+    ``KModel.forward_with_tokens`` on the unpadded ids of the shortest validation sentence, with
+    kokoro's random draws recorded and passed in as inputs. The buffer has 8 padding tokens and a
+    window one frame longer than the sentence needs, so the masks are exercised. (The hook is not
+    given the component contracts, so this checks the network at its own window; each traced
+    program equals this network by construction and is compared with the Core ML packages by the
+    parity stage.)"""
+    from kiln.export import rewrites as rw
+
+    text = min(require_fact(facts_, "validation_phonemes", "kokoro"), key=len)
+    vocab, frame = facts_["vocab"], int(facts_["frame_samples"])
+    tokens = len(text) + 2 + 8
+    ids, mask = phonemes_to_ids(text, vocab, tokens)
+    length = int(mask.sum())
+    ref_s = torch.from_numpy(voice_rows(facts_)[len(text) - 1].reshape(1, -1).copy())
+    with rw.record_random() as draws, torch.no_grad():
+        audio, dur = source.model.forward_with_tokens(torch.from_numpy(ids[:, :length]).long(), ref_s, 1)
+    n = audio.numel()
+    samples = (n // frame + 1) * frame
+    net = FixedKokoro(source.model, tokens, samples)
+    noise = torch.zeros(1, samples, draws[1].values.shape[-1])
+    noise[:, :n] = draws[1].values
+    with torch.no_grad():
+        out = net(torch.from_numpy(ids), torch.from_numpy(mask), ref_s, draws[0].values, noise, torch.ones(1))
+    got = {"audio": out[0].numpy(), "audio_length": out[2].numpy(), "clamped": out[3].numpy(),
+           "pred_dur": out[1].numpy()[:, :length]}
+    ref = {"audio": audio.numpy()[None], "audio_length": np.array([n]), "clamped": np.array([0]),
+           "pred_dur": dur.numpy().astype(np.int32)}
+    case = waveform_metrics([ref], [got], facts_)["cases"][0]
+    return {"wrapper_vs_kokoro_forward": {"phonemes": text, "tokens": tokens, "samples": samples, **case}}
+
+
+def kokoro_component(name: str) -> ComponentSpec:
+    return ComponentSpec(
+        name,
+        inputs=("input_ids", "attention_mask", "ref_s", "random_phases", "source_noise", "speed"),
+        outputs=("audio", "pred_dur", "audio_length", "clamped"),
+        wrapper=wrapper, feeds=sentence_feeds, example=example,
+        metrics=(Metric("waveform", waveform_metrics),),
+        plot=PlotSeries("RMS of the valid audio per sentence", audio_rms),
+        description="token ids + style vector + vocoder noise -> fixed window of 24 kHz audio")
+
+
+FAMILY = FamilySpec(name="kokoro", load=load, facts=facts,
+                    components=(kokoro_component("kokoro_5s"), kokoro_component("kokoro_15s")),
+                    build_random=build_random, faithfulness=faithfulness, sample_rate=SAMPLE_RATE)
