@@ -55,12 +55,11 @@ print("REPORT=" + json.dumps(report))
 
 COMPARE = CHILD_COMMON + """
 from kiln.mil import load_model
-from kiln.validate.audio import waveform_plot, write_wav
 comp, source = setup(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5])
 precision_mode = {"float32": "fp32", "float16": "fp16"}[sys.argv[5]]
-out_dir = sys.argv[7]
-wrapper = K.FAMILY.build_component(source, comp)
-feeds = K.FAMILY.validation_audio(comp)
+facts = K.facts(source)
+wrapper = K.FAMILY.build_component(source, comp, facts)
+feeds = K.sentence_steps(facts, comp)
 names = [s.name for s in comp.outputs]
 def torch_run(feed):
     with torch.no_grad():
@@ -72,16 +71,9 @@ ref, got, t_torch, t_kiln = [], [], [], []
 for feed in feeds:
     t = time.perf_counter(); ref.append(torch_run(feed)); t_torch.append(time.perf_counter() - t)
     t = time.perf_counter(); got.append(plan.run(feed)); t_kiln.append(time.perf_counter() - t)
-facts = K.facts(source)
 metrics = K.waveform_metrics(ref, got, facts)
-rate = facts["sample_rate"]
-window_s = comp.outputs[0].shape[-1] / rate
-for i, (r, g) in enumerate(zip(ref, got)):
-    n = int(np.ravel(r["audio_length"])[0])
-    write_wav(f"{out_dir}/case{i}_torch.wav", r["audio"][0, :n], rate)
-    write_wav(f"{out_dir}/case{i}_kiln_{precision_mode}.wav", g["audio"][0, :n], rate)
-    waveform_plot(f"{out_dir}/case{i}_{precision_mode}.png", f"{comp.model}/{comp.name} case {i} (synthetic weights)",
-                  rate, {"torch": r["audio"][0, :n], f"kiln {precision_mode}": g["audio"][0, :n]})
+K.write_audio_artifacts(sys.argv[7], f"{comp.name}_{sys.argv[5]}", facts, ref, {f"kiln_{precision_mode}": got})
+window_s = comp.outputs[0].shape[-1] / facts["sample_rate"]
 median = lambda xs: float(np.median(xs))
 print("REPORT=" + json.dumps({
     "cases": len(feeds), "window_s": window_s,

@@ -397,12 +397,17 @@ def example(component: ComponentConfig, facts_: Mapping[str, Any], rng: np.rando
     return make_feed(facts_, component, phonemes, seed=int(rng.integers(0, 2**31)))
 
 
+def sentence_steps(facts_: Mapping[str, Any], component: ComponentConfig) -> list[dict]:
+    """One input per validation sentence, its phonemes cut to the token buffer."""
+    max_tokens = contract_lengths(component)[0]
+    phonemes = [p[:max_tokens - 2] for p in require_fact(facts_, "validation_phonemes", "kokoro")]
+    return [make_feed(facts_, component, p, seed=i) for i, p in enumerate(phonemes)]
+
+
 def sentence_feeds(ctx: Context, component: ComponentConfig) -> Feeds:
     """The validation sentences (espeak-ng phonemes), each cut to the token buffer; the longest
     overflows the 5 s window and must come back flagged ``clamped``."""
-    max_tokens = contract_lengths(component)[0]
-    phonemes = [p[:max_tokens - 2] for p in require_fact(ctx.facts, "validation_phonemes", "kokoro")]
-    steps = [make_feed(ctx.facts, component, p, seed=i) for i, p in enumerate(phonemes)]
+    steps = sentence_steps(ctx.facts, component)
     return Feeds(steps, f"{len(steps)} espeak-ng sentences as phoneme ids (voice "
                         f"'{ctx.facts['voice']}'), vocoder noise drawn from seeds 0..{len(steps) - 1}")
 
