@@ -33,6 +33,7 @@ print("PATH=" + str(build_random(sys.argv[1], seed=0, overrides={}, out_dir=sys.
 CHILD_COMMON = """
 import dataclasses, json, sys, time
 import numpy as np, torch
+from pathlib import Path
 from kiln.config import load_config
 from kiln.models import kokoro as K
 from kiln.sources import SourceRecord, describe_file
@@ -41,7 +42,7 @@ def setup(bundle, model, name, precision):
     comp = load_config(sys.argv[1]).component(model, name)
     comp = dataclasses.replace(comp, export=dataclasses.replace(comp.export, compute_precision=precision))
     record = SourceRecord(kind="random", id="random:kokoro", revision=None, version=None, synthetic=True,
-                          files=[describe_file(bundle)])
+                          files=[describe_file(Path(bundle))])
     source = K.load(record)
     return comp, source
 """
