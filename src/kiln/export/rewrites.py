@@ -98,7 +98,7 @@ def phase(real: torch.Tensor, imag: torch.Tensor) -> torch.Tensor:
     """
     x_negative = real < 0
     x_zero = real == 0
-    safe_x = torch.where(x_zero, torch.ones_like(real), real)
+    safe_x = real + x_zero.to(real.dtype)                                 # 1 where x == 0
     angle = torch.atan(imag / safe_x)
     upper = (imag >= 0).to(real.dtype)
     angle = angle + x_negative.to(real.dtype) * (2.0 * upper - 1.0) * math.pi
@@ -207,9 +207,10 @@ class ConvISTFT(nn.Module):
         if frame_mask is None:
             return audio * self.inverse_envelope(frames)
         envelope = self._crop(F.conv_transpose1d(keep, self.window_square, stride=self.hop))[:, 0, :]
-        covered = envelope > 1e-11
-        return torch.where(covered, audio / torch.where(covered, envelope, torch.ones_like(envelope)),
-                           torch.zeros_like(audio))
+        # no frame covers a sample: its audio is 0 too, and it stays 0 (no where() with constant
+        # fills: coremltools folds those into window-sized constants, which quantizers then touch)
+        covered = (envelope > 1e-11).to(audio.dtype)
+        return audio / torch.clamp(envelope, min=1e-11) * covered
 
     def _crop(self, full: torch.Tensor) -> torch.Tensor:
         if not self.center:

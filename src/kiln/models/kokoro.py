@@ -268,7 +268,8 @@ def facts(source: KokoroSource) -> dict:
     vocab = dict(_required(cfg, "vocab"))
     voice = sorted(source.voices)[0]
     out = {
-        "sample_rate": SAMPLE_RATE,
+        # kokoro's Generator builds its harmonic source at this rate (a literal in istftnet.py)
+        "sample_rate": int(gen.m_source.l_sin_gen.sampling_rate),
         "vocab": vocab,
         "n_token": int(_required(cfg, "n_token")),
         "style_dim": int(_required(cfg, "style_dim")),
