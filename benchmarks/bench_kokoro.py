@@ -114,8 +114,12 @@ def run(arch: str = "full", variants=("kokoro_5s", "kokoro_15s"), precisions=("f
                 if name == "kokoro_5s":
                     plots = work / "plots"
                     plots.mkdir(exist_ok=True)
-                    c = run_measured([py, "-c", COMPARE, config, bundle, model, name, precision, str(pkg),
-                                      str(plots)])
+                    try:
+                        c = run_measured([py, "-c", COMPARE, config, bundle, model, name, precision, str(pkg),
+                                          str(plots)])
+                    except RuntimeError as exc:   # e.g. fp16 compute producing NaN: record, go on
+                        out["compare_5s"][precision] = {"error": str(exc).strip().splitlines()[-1]}
+                        continue
                     out["compare_5s"][precision] = {"peak_rss_mib": c["peak_rss_mib"], **_report(c["output"])}
         out["artifacts"] = str(work / "plots") if work != Path(tmp) else None
         return out
