@@ -369,10 +369,11 @@ def alignment_matrix(durations: torch.Tensor, max_frames: int,
     dur = durations.to(torch.int32)
     if token_mask is not None:
         dur = dur * token_mask.to(torch.int32)
-    dur = torch.clamp(dur, min=0)
+    # maximum/minimum, not clamp: coremltools lowers an integer clamp through fp32
+    dur = torch.maximum(dur, torch.zeros_like(dur))
     end = torch.cumsum(dur, dim=1).to(torch.int32)                        # [B, T]
     total = end[:, -1]
-    end = torch.clamp(end, max=max_frames)
+    end = torch.minimum(end, torch.full_like(end, max_frames))
     start = torch.cat([torch.zeros_like(end[:, :1]), end[:, :-1]], dim=1)
     frame = torch.arange(max_frames, dtype=torch.int32).view(1, 1, -1)
     inside = (frame >= start.unsqueeze(-1)) & (frame < end.unsqueeze(-1))  # [B, T, frames]

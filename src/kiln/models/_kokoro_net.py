@@ -114,7 +114,9 @@ def reflect_at_valid_end(x: torch.Tensor, valid: torch.Tensor, pad: int) -> torc
     the reflection of the valid end (what ``F.pad(mode='reflect')`` of the unpadded signal adds)."""
     n = x.shape[-1]
     index = torch.arange(n, dtype=torch.int32).unsqueeze(0)
-    mirrored = torch.clamp(2 * (valid.view(1, 1) - 1) - index, min=0)
+    # abs, not clamp: coremltools lowers an integer clamp through fp32, which turns the index into
+    # a float constant (that quantizers would then compress); past 2*valid the values are unused
+    mirrored = torch.abs(2 * (valid.view(1, 1) - 1) - index)
     source = torch.where(index < valid.view(1, 1), index, mirrored)
     return torch.gather(x, 1, source.to(torch.int64))
 
@@ -296,7 +298,11 @@ class FixedKokoro(nn.Module):
     def forward(self, input_ids, attention_mask, ref_s, random_phases, source_noise, speed=None):
         mask = attention_mask > 0                                         # [1, T]
         ids = input_ids.to(torch.int64) * mask.to(torch.int64)
-        bert_dur = self.bert(ids, attention_mask=mask.to(torch.int64))
+        # a prepared additive mask [1, 1, 1, T] (transformers passes a 4-D mask through as is):
+        # built from the input, so no [T, T] constant fill lands in the program; exp(-1e4) is 0
+        # in fp32, as with transformers' own finfo.min fill
+        additive = (1.0 - mask.to(torch.float32)).view(1, 1, 1, -1) * -1.0e4
+        bert_dur = self.bert(ids, attention_mask=additive)
         d_en = self.bert_encoder(bert_dur).transpose(-1, -2)
         s_pro = ref_s[:, self.style_dim:]
         s_dec = ref_s[:, :self.style_dim]
