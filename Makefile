@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "kiln needs $(PYTHON) on PATH" >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "installing pinned dependencies into $(VENV) (log: $(VENV)/pip.log)"
-	$(BIN)/pip install --disable-pip-version-check -c constraints.txt -e '.[test,nemo]' > $(VENV)/pip.log 2>&1 \
+	$(BIN)/pip install --disable-pip-version-check -c constraints.txt -e '.[test,nemo,kokoro]' > $(VENV)/pip.log 2>&1 \
 	  || { tail -n 40 $(VENV)/pip.log; exit 1; }
 	$(BIN)/pip install --disable-pip-version-check --no-deps --target $(SILERO_GOLDEN_DIR) silero-vad==6.0.0 \
 	  >> $(VENV)/pip.log 2>&1 || { tail -n 40 $(VENV)/pip.log; exit 1; }

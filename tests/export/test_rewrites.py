@@ -281,7 +281,7 @@ def test_alignment_matrix_converts_and_runs(tmp_path):
     inputs = {"features": features, "durations": torch.tensor([[2, 3, 0, 4, 9]], dtype=torch.int32),
               "mask": torch.tensor([[1, 1, 1, 1, 0]], dtype=torch.int32)}
     expected, got, ops = convert_and_run(_AlignModule(), inputs, tmp_path=tmp_path)
-    assert "cumsum" in ops
+    assert "cumsum" in ops and "clip" not in ops   # integer math stays integer
     for e, g in zip(expected, got):
         np.testing.assert_allclose(g, e, atol=1e-6)
     inputs["mask"] = torch.ones(1, 5, dtype=torch.int32)   # 18 frames > 12: clamped on the executor too
@@ -375,3 +375,28 @@ def test_phase_matches_torch_angle_on_the_axes():
     real = torch.tensor([1.0, -1.0, 0.0, 0.0, 0.0, -2.0, -2.0, 3.0])
     imag = torch.tensor([0.0, 0.0, 1.0, -1.0, 0.0, 1e-3, -1e-3, -4.0])
     assert torch.allclose(rw.phase(real, imag), torch.atan2(imag, real), atol=1e-6)
+
+
+def test_conv_istft_frame_mask_equals_istft_of_the_shorter_spectrum():
+    g = torch.Generator().manual_seed(7)
+    real, imag = torch.randn(2, 1, 11, 30, generator=g)
+    window = torch.hann_window(20)
+    valid = 21
+    ref = torch.istft(torch.complex(real[..., :valid], imag[..., :valid]), 20, 5, 20, window=window)
+    mask = rw.length_mask(torch.tensor([valid]), 30)
+    got = rw.ConvISTFT(20, 5, window)(real, imag, frame_mask=mask)
+    assert got.shape == (1, 5 * 29)
+    assert torch.allclose(got[:, :ref.shape[-1]], ref, atol=1e-5)
+    assert torch.all(got[:, ref.shape[-1] + 10:] == 0)
+
+
+def test_stft_phase_of_dc_and_nyquist_bins_equals_torch_angle():
+    """An FFT gives exactly 0 imaginary parts there; the phase (0 or pi) must not depend on the
+    sign of a 1e-16 rounding residue."""
+    x = _signal(600) - 0.5
+    window = torch.hann_window(20)
+    ref = torch.stft(x, 20, 5, 20, window=window, return_complex=True)
+    real, imag = rw.ConvSTFT(20, 5, window)(x)
+    assert torch.all(imag[:, 0] == 0) and torch.all(imag[:, -1] == 0)
+    for b in (0, -1):
+        assert torch.equal(rw.phase(real, imag)[:, b], ref.angle()[:, b])

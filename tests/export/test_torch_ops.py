@@ -52,4 +52,37 @@ def test_register_is_idempotent():
     torch_ops.register()
     torch_ops.register()
     assert _TORCH_OPS_REGISTRY.get_func("unsafe_chunk") is not None
-    assert set(torch_ops.CONVERTERS) == {"unsafe_chunk"}
+    assert set(torch_ops.CONVERTERS) == {"unsafe_chunk", "new_ones"}
+    assert _TORCH_OPS_REGISTRY.get_func("new_ones") is not None
+
+
+class NewOnes(torch.nn.Module):
+    """``x.new_ones(...)`` with a static size, a size read from the input, and a scalar."""
+
+    def forward(self, x, ids):
+        static = x.new_ones((2, 3)) * 2.0
+        dynamic = x.new_ones(x.shape[0], x.shape[1]) + x
+        mask = ids.new_ones(ids.shape) * ids                 # int dtype kept
+        scalar = x.new_ones(())
+        return static, dynamic, mask, x * scalar
+
+
+def test_new_ones_converts_and_runs(tmp_path):
+    import coremltools as ct
+
+    from kiln.export.package import save_mlpackage
+    from kiln.mil import load_model
+
+    torch_ops.register()
+    x, ids = torch.randn(4, 5), torch.arange(6, dtype=torch.int32).view(2, 3)
+    traced = torch.jit.trace(NewOnes(), (x, ids))
+    assert any(n.kind() == "aten::new_ones" for n in traced.graph.nodes())
+    mlmodel = ct.convert(traced, inputs=[ct.TensorType(name="x", shape=x.shape, dtype=np.float32),
+                                         ct.TensorType(name="ids", shape=ids.shape, dtype=np.int32)],
+                         outputs=[ct.TensorType(name=f"out{i}") for i in range(4)],
+                         convert_to="mlprogram", minimum_deployment_target=ct.target.iOS17,
+                         compute_precision=ct.precision.FLOAT32, skip_model_load=True)
+    got = load_model(save_mlpackage(mlmodel, tmp_path / "m.mlpackage")).predict({"x": x.numpy(), "ids": ids.numpy()})
+    expected = NewOnes()(x, ids)
+    for i, e in enumerate(expected):
+        np.testing.assert_allclose(np.asarray(got[f"out{i}"]).reshape(e.shape), e.numpy(), atol=1e-6)

@@ -59,15 +59,28 @@ def _padded_window(n_fft: int, window: torch.Tensor | None) -> torch.Tensor:
     return out
 
 
+def _cos_sin(n_fft: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``cos``/``sin`` of ``2 pi k n / n_fft`` for the one-sided bins ``[bins, n_fft]``, float64,
+    with the angle reduced mod ``n_fft`` in integers and exact zeros where the value is 0 (so the
+    imaginary parts of the DC and Nyquist bins are exactly 0, as an FFT gives: ``sin(pi)`` in
+    floating point is 1.2e-16, and its sign would decide the phase, +-pi, of those bins)."""
+    bins = n_fft // 2 + 1
+    k = torch.arange(bins, dtype=torch.int64)
+    n = torch.arange(n_fft, dtype=torch.int64)
+    reduced = (k[:, None] * n[None, :]) % n_fft
+    angle = 2.0 * math.pi * reduced.to(torch.float64) / n_fft
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    sin = torch.where((2 * reduced) % n_fft == 0, torch.zeros_like(sin), sin)
+    cos = torch.where((4 * reduced) % (2 * n_fft) == n_fft, torch.zeros_like(cos), cos)
+    return cos, sin
+
+
 def dft_basis(n_fft: int, window: torch.Tensor | None = None) -> torch.Tensor:
     """Windowed one-sided DFT basis ``[2 * (n_fft//2 + 1), 1, n_fft]`` float32: rows
     ``0..bins-1`` give the real part, rows ``bins..`` the imaginary part (``-sin``, torch's sign)."""
-    bins = n_fft // 2 + 1
-    n = torch.arange(n_fft, dtype=torch.float64)
-    k = torch.arange(bins, dtype=torch.float64)
-    angle = 2.0 * math.pi * k[:, None] * n[None, :] / n_fft
+    cos, sin = _cos_sin(n_fft)
     win = _padded_window(n_fft, window)
-    basis = torch.cat([torch.cos(angle) * win, -torch.sin(angle) * win], dim=0)
+    basis = torch.cat([cos * win, -sin * win], dim=0)
     return basis.to(torch.float32).unsqueeze(1)
 
 
@@ -85,7 +98,7 @@ def phase(real: torch.Tensor, imag: torch.Tensor) -> torch.Tensor:
     """
     x_negative = real < 0
     x_zero = real == 0
-    safe_x = torch.where(x_zero, torch.ones_like(real), real)
+    safe_x = real + x_zero.to(real.dtype)                                 # 1 where x == 0
     angle = torch.atan(imag / safe_x)
     upper = (imag >= 0).to(real.dtype)
     angle = angle + x_negative.to(real.dtype) * (2.0 * upper - 1.0) * math.pi
@@ -151,16 +164,14 @@ class ConvISTFT(nn.Module):
         super().__init__()
         self.n_fft, self.hop, self.bins, self.center = int(n_fft), int(hop), int(n_fft) // 2 + 1, center
         win = _padded_window(self.n_fft, window)
-        n = torch.arange(self.n_fft, dtype=torch.float64)
-        k = torch.arange(self.bins, dtype=torch.float64)
-        angle = 2.0 * math.pi * k[:, None] * n[None, :] / self.n_fft
+        cos, sin = _cos_sin(self.n_fft)
         # irfft weights: DC and Nyquist once, the other bins twice (their conjugate mirror)
         scale = torch.full((self.bins, 1), 2.0, dtype=torch.float64)
         scale[0] = 1.0
         if self.n_fft % 2 == 0:
             scale[-1] = 1.0
-        real_rows = scale * torch.cos(angle) / self.n_fft * win
-        imag_rows = -scale * torch.sin(angle) / self.n_fft * win
+        real_rows = scale * cos / self.n_fft * win
+        imag_rows = -scale * sin / self.n_fft * win
         basis = torch.cat([real_rows, imag_rows], dim=0).to(torch.float32).unsqueeze(1)
         self.register_buffer("basis", basis)                               # [2*bins, 1, n_fft]
         self.register_buffer("window_square", (win * win).to(torch.float32).view(1, 1, -1))
@@ -181,18 +192,36 @@ class ConvISTFT(nn.Module):
                               f"hop={self.hop}); torch.istft refuses this too")
         return 1.0 / envelope
 
-    def forward(self, real: torch.Tensor, imag: torch.Tensor) -> torch.Tensor:
+    def forward(self, real: torch.Tensor, imag: torch.Tensor,
+                frame_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``frame_mask [B, frames]`` (optional): only the marked frames exist, as in a shorter
+        spectrum; the others contribute nothing, and the window-square normalisation counts the
+        marked frames only, so samples covered by the marked frames equal ``torch.istft`` of the
+        shorter spectrum. Samples no marked frame covers are 0."""
         frames = int(real.shape[-1])
+        if frame_mask is not None:
+            keep = frame_mask.to(real.dtype).unsqueeze(1)                 # [B, 1, frames]
+            real, imag = real * keep, imag * keep
         spectrum = torch.cat([real, imag], dim=1)                          # [B, 2*bins, frames]
-        audio = F.conv_transpose1d(spectrum, self.basis, stride=self.hop)  # [B, 1, full]
-        if self.center:
-            half = self.n_fft // 2
-            audio = audio[:, :, half:audio.shape[-1] - half]
-        return audio[:, 0, :] * self.inverse_envelope(frames)
+        audio = self._crop(F.conv_transpose1d(spectrum, self.basis, stride=self.hop))[:, 0, :]
+        if frame_mask is None:
+            return audio * self.inverse_envelope(frames)
+        envelope = self._crop(F.conv_transpose1d(keep, self.window_square, stride=self.hop))[:, 0, :]
+        # no frame covers a sample: its audio is 0 too, and it stays 0 (no where() with constant
+        # fills: coremltools folds those into window-sized constants, which quantizers then touch)
+        covered = (envelope > 1e-11).to(audio.dtype)
+        return audio / torch.clamp(envelope, min=1e-11) * covered
 
-    def from_magnitude_phase(self, mag: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+    def _crop(self, full: torch.Tensor) -> torch.Tensor:
+        if not self.center:
+            return full
+        half = self.n_fft // 2
+        return full[:, :, half:full.shape[-1] - half]
+
+    def from_magnitude_phase(self, mag: torch.Tensor, angle: torch.Tensor,
+                             frame_mask: torch.Tensor | None = None) -> torch.Tensor:
         """``istft(mag * exp(1j * angle))`` without a complex tensor."""
-        return self(mag * torch.cos(angle), mag * torch.sin(angle))
+        return self(mag * torch.cos(angle), mag * torch.sin(angle), frame_mask)
 
 
 # -- LSTM with explicit state, masks instead of packed sequences -----------------------------------
@@ -340,10 +369,11 @@ def alignment_matrix(durations: torch.Tensor, max_frames: int,
     dur = durations.to(torch.int32)
     if token_mask is not None:
         dur = dur * token_mask.to(torch.int32)
-    dur = torch.clamp(dur, min=0)
+    # maximum/minimum, not clamp: coremltools lowers an integer clamp through fp32
+    dur = torch.maximum(dur, torch.zeros_like(dur))
     end = torch.cumsum(dur, dim=1).to(torch.int32)                        # [B, T]
     total = end[:, -1]
-    end = torch.clamp(end, max=max_frames)
+    end = torch.minimum(end, torch.full_like(end, max_frames))
     start = torch.cat([torch.zeros_like(end[:, :1]), end[:, :-1]], dim=1)
     frame = torch.arange(max_frames, dtype=torch.int32).view(1, 1, -1)
     inside = (frame >= start.unsqueeze(-1)) & (frame < end.unsqueeze(-1))  # [B, T, frames]

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 _REGISTERED = False
 
 #: torch op name -> what it lowers to, for docs and ``kiln inspect``-style listings
@@ -49,6 +51,36 @@ def unsafe_chunk(context, node):
     context.add(pieces, torch_name=node.name)
 
 
+@_converter("new_ones", "fill with 1, cast to the requested dtype (or self's)")
+def new_ones(context, node):
+    """``aten::new_ones(Tensor self, SymInt[] size, ScalarType? dtype, ...)``.
+
+    Emitted by transformers' ALBERT (the default ``token_type_ids``/mask buffers) when traced.
+    coremltools 9.0 converts ``new_zeros`` but not ``new_ones``.
+    """
+    from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil.frontend.torch.ops import _get_inputs
+    from coremltools.converters.mil.frontend.torch.utils import NUM_TO_DTYPE_STRING
+    from coremltools.converters.mil.mil import types
+
+    inputs = _get_inputs(context, node, min_expected=2)
+    x, shape = inputs[0], inputs[1]
+    if isinstance(shape, list):
+        shape = mb.concat(values=shape, axis=0)
+    dtype = inputs[2] if len(inputs) > 2 and inputs[2] is not None and inputs[2].val is not None else None
+    dtype_name = NUM_TO_DTYPE_STRING[int(dtype.val)] if dtype is not None else types.builtin_to_string(x.dtype)
+    if shape.val is not None:  # static size, possibly [] (a scalar): a constant
+        numpy_dtype = types.nptype_from_builtin(types.string_to_builtin(dtype_name))
+        value = np.ones(tuple(int(d) for d in np.ravel(shape.val)), dtype=numpy_dtype)
+        context.add(mb.const(val=value, name=node.name), torch_name=node.name)
+        return
+    ones = mb.fill(shape=mb.cast(x=shape, dtype="int32"), value=1.0)
+    if dtype_name == "fp32":
+        context.add(mb.identity(x=ones, name=node.name), torch_name=node.name)
+    else:
+        context.add(mb.cast(x=ones, dtype=dtype_name, name=node.name), torch_name=node.name)
+
+
 def register() -> None:
     """Register every converter of this module with coremltools' torch frontend (once)."""
     global _REGISTERED
@@ -56,7 +88,7 @@ def register() -> None:
         return
     from coremltools.converters.mil.frontend.torch.torch_op_registry import _TORCH_OPS_REGISTRY
 
-    for fn in (unsafe_chunk,):
+    for fn in (unsafe_chunk, new_ones):
         # a newer coremltools may ship its own converter: prefer it
         if _TORCH_OPS_REGISTRY.get_func(fn.torch_name) is None:
             _TORCH_OPS_REGISTRY.set_func_by_name(fn, fn.torch_name)

@@ -125,16 +125,21 @@ def fetch_hf(model: str, spec: Mapping[str, Any], workdir: Path) -> SourceRecord
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     workdir.mkdir(parents=True, exist_ok=True)
-    try:
-        local = hf_hub_download(repo_id=spec["repo_id"], filename=spec["filename"],
-                                revision=spec["revision"], local_dir=workdir)
-    except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
-        raise SourceError(f"model '{model}': cannot download {spec['repo_id']}/{spec['filename']} "
-                          f"@ {spec['revision']}: {exc}") from exc
-    file = describe_file(Path(local))
-    _check_expected_sha(spec, file)
+    # the checkpoint, then any further files by role (e.g. a config and a voice pack)
+    wanted = {"checkpoint": spec["filename"], **dict(spec.get("files") or {})}
+    files = []
+    for role, filename in wanted.items():
+        try:
+            local = hf_hub_download(repo_id=spec["repo_id"], filename=filename,
+                                    revision=spec["revision"], local_dir=workdir)
+        except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
+            raise SourceError(f"model '{model}': cannot download {spec['repo_id']}/{filename} "
+                              f"@ {spec['revision']}: {exc}") from exc
+        files.append(describe_file(Path(local), role))
+    _check_expected_sha(spec, files[0])
     return SourceRecord(kind="hf", id=spec["repo_id"], revision=spec["revision"], version=None,
-                        synthetic=False, files=[file], details={"filename": spec["filename"]})
+                        synthetic=False, files=files,
+                        details={"filename": spec["filename"], **({"files": dict(spec["files"])} if spec.get("files") else {})})
 
 
 @source_kind("path")

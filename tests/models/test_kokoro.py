@@ -1,0 +1,235 @@
+"""Kokoro on a random-initialised tiny model (synthetic, built offline once per session): the
+fixed-shape wrapper against the kokoro package's own forward with the same randomness, export
+without random ops, kiln executor parity, the clamp flag, and input errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from kiln.config import build_config
+from kiln.errors import ContractError, ModelError
+from kiln.export import rewrites as rw
+from kiln.sources import SourceRecord, describe_file
+
+pytest.importorskip("kokoro", reason="the kokoro extra is not installed")
+
+from kiln.models import kokoro as K  # noqa: E402
+
+MODEL = "kokoro_test"
+TOKENS = 32
+SAMPLES = 48_000          # 2 s at 24 kHz: 80 duration frames of 600 samples
+PHONEMES = "plˈiːz kˈɔːl stˈɛlə."   # espeak-ng's "Please call Stella." (20 phonemes, ~72 frames)
+
+
+def contract(tokens: int, samples: int, harmonics: int = 9) -> dict:
+    return {
+        "inputs": {
+            "input_ids": {"shape": [1, tokens], "dtype": "int32"},
+            "attention_mask": {"shape": [1, tokens], "dtype": "int32"},
+            "ref_s": {"shape": [1, 256], "dtype": "float32"},
+            "random_phases": {"shape": [1, harmonics], "dtype": "float32"},
+            "source_noise": {"shape": [1, samples, harmonics], "dtype": "float32"},
+            "speed": {"shape": [1], "dtype": "float32"},
+        },
+        "outputs": {
+            "audio": {"shape": [1, samples], "dtype": "float32"},
+            "pred_dur": {"shape": [1, tokens], "dtype": "int32"},
+            "audio_length": {"shape": [1], "dtype": "int32"},
+            "clamped": {"shape": [1], "dtype": "int32"},
+        },
+    }
+
+
+@pytest.fixture(scope="session")
+def source(tmp_path_factory):
+    path = K.build_random("tiny", seed=0, overrides={}, out_dir=tmp_path_factory.mktemp("kokoro"))
+    record = SourceRecord(kind="random", id="random:kokoro/tiny", revision=None, version=None,
+                          synthetic=True, files=[describe_file(path)])
+    return K.load(record)
+
+
+@pytest.fixture(scope="session")
+def facts(source):
+    return K.facts(source)
+
+
+def component(tokens=TOKENS, samples=SAMPLES, harmonics=9, name="kokoro_5s"):
+    raw = {"models": {MODEL: {"family": "kokoro", "task": "tts", "synthetic": True,
+                              "source": {"kind": "random", "architecture": "tiny", "seed": 0},
+                              "export": {"compute_precision": "float32"},
+                              "components": {name: contract(tokens, samples, harmonics)}}}}
+    return build_config(raw).component(MODEL, name)
+
+
+@pytest.fixture(scope="session")
+def wrapper(source):
+    return K.FAMILY.build_component(source, component())
+
+
+def run_torch(wrapper, comp, feed) -> dict:
+    with torch.no_grad():
+        out = wrapper(*[torch.from_numpy(feed[s.name]) for s in comp.inputs])
+    return {s.name: o.numpy() for s, o in zip(comp.outputs, out)}
+
+
+def feed_for(facts, source, phonemes, seed=0, comp=None):
+    return K.make_feed(facts, comp or component(), phonemes, seed=seed)
+
+
+def test_facts_come_from_the_checkpoint_config(source, facts):
+    assert facts["frame_samples"] == 600 and facts["harmonics"] == 9 and facts["ref_s_dim"] == 256
+    assert facts["n_fft"] == 20 and facts["hop"] == 5 and facts["synthetic"] is True
+    np.testing.assert_array_equal(K.voice_rows(facts), source.voices["synthetic"].numpy().reshape(510, 256))
+    assert json.loads(json.dumps(facts)) == facts
+    with pytest.raises(ModelError, match="kokoro config has no 'istftnet.gen_istft_hop_size'"):
+        K._required({"istftnet": {}}, "istftnet", "gen_istft_hop_size")
+
+
+def test_wrapper_equals_kokoro_forward_with_the_same_randomness(source, facts, wrapper):
+    """kokoro's own KModel.forward_with_tokens on the unpadded ids, its random draws recorded,
+    against the fixed-shape wrapper given those draws as inputs."""
+    feed = feed_for(facts, source, PHONEMES)
+    length = int(feed["attention_mask"].sum())
+    ids = torch.from_numpy(feed["input_ids"][:, :length]).long()
+    ref_s = torch.from_numpy(feed["ref_s"])
+    with rw.record_random() as draws:
+        audio_ref, dur_ref = source.model.forward_with_tokens(ids, ref_s, 1)
+    assert [d.function for d in draws] == ["rand", "randn_like", "randn_like"]
+    samples = audio_ref.numel()
+    feed["random_phases"] = draws[0].values.numpy()
+    noise = np.zeros_like(feed["source_noise"])
+    noise[:, :samples] = draws[1].values.numpy()
+    feed["source_noise"] = noise
+    out = run_torch(wrapper, component(), feed)
+    np.testing.assert_array_equal(out["pred_dur"][0, :length], dur_ref.numpy())
+    assert np.all(out["pred_dur"][0, length:] == 0)
+    assert int(out["audio_length"][0]) == samples and int(out["clamped"][0]) == 0
+    assert np.all(out["audio"][0, samples:] == 0)
+    metrics = K.waveform_metrics([{"audio": audio_ref.numpy()[None], "audio_length": np.array([samples]),
+                                   "pred_dur": dur_ref.numpy(), "clamped": np.array([0])}],
+                                 [{**out, "pred_dur": out["pred_dur"][0, :length]}], facts)
+    # the STFT phase of the harmonic source is atan2 at its branch cut for a few bins whose
+    # imaginary part is ~1e-8: a sign flip there moves one input of the vocoder by 2 pi
+    assert metrics["min_correlation"] > 0.9999, metrics
+    assert metrics["max_log_mel_distance_db"] < 0.05, metrics
+
+
+def test_vocoder_equals_kokoro_generator_given_the_same_source(source, facts, wrapper):
+    """Past the harmonic source's STFT the rewrite is exact to float rounding (masked norms,
+    masked iSTFT)."""
+    net = wrapper.net
+    gen = source.model.decoder.generator
+    g = torch.Generator().manual_seed(1)
+    frames = 30
+    x = 0.5 * torch.randn(1, gen.ups[0].in_channels, 2 * frames, generator=g)
+    s = torch.randn(1, 128, generator=g)
+    har_frames = frames * 2 * 300 // 5 + 1
+    har = torch.randn(1, 22, har_frames, generator=g)
+    with torch.no_grad():
+        ref = gen.stft.inverse(*_generator_spec(gen, x, s, har)).flatten()
+        x_pad = torch.zeros(1, x.shape[1], 2 * net.max_frames)
+        x_pad[..., :2 * frames] = x
+        har_pad = torch.zeros(1, 22, net.max_frames * 120 + 1)
+        har_pad[..., :har_frames] = har
+        f0_mask = rw.length_mask(torch.tensor([2 * frames]), 2 * net.max_frames)
+        got = net.vocode(x_pad, s, har_pad, f0_mask).flatten()
+    assert torch.allclose(got[:ref.numel()], ref, atol=2e-5 * ref.abs().max().item())
+    assert torch.all(got[ref.numel() + net.n_fft:] == 0)
+
+
+def _generator_spec(gen, x, s, har):
+    """kokoro's Generator.forward after its harmonic source (copied order of operations)."""
+    import torch.nn.functional as F
+
+    for i in range(gen.num_upsamples):
+        x = F.leaky_relu(x, negative_slope=0.1)
+        x_source = gen.noise_res[i](gen.noise_convs[i](har), s)
+        x = gen.ups[i](x)
+        if i == gen.num_upsamples - 1:
+            x = gen.reflection_pad(x)
+        x = x + x_source
+        xs = None
+        for j in range(gen.num_kernels):
+            y = gen.resblocks[i * gen.num_kernels + j](x, s)
+            xs = y if xs is None else xs + y
+        x = xs / gen.num_kernels
+    x = gen.conv_post(F.leaky_relu(x))
+    bins = gen.post_n_fft // 2 + 1
+    return torch.exp(x[:, :bins, :]), torch.sin(x[:, bins:, :])
+
+
+def test_overflowing_tokens_are_clamped_and_flagged(source, facts, wrapper):
+    long = (PHONEMES * 2)[: TOKENS - 2]
+    out = run_torch(wrapper, component(), feed_for(facts, source, long))
+    frames = SAMPLES // facts["frame_samples"]
+    assert int(out["clamped"][0]) == 1
+    assert int(out["pred_dur"].sum()) == frames and int(out["audio_length"][0]) == SAMPLES
+    short = run_torch(wrapper, component(), feed_for(facts, source, PHONEMES[:6]))
+    assert int(short["clamped"][0]) == 0 and int(short["audio_length"][0]) < SAMPLES
+
+
+def test_bad_inputs_name_what_is_wrong(source, facts):
+    with pytest.raises(ContractError, match=r"phoneme\(s\) \['Ж'\] not in the model's vocabulary"):
+        feed_for(facts, source, "plˈiːzЖ")
+    with pytest.raises(ContractError, match="40 phonemes \\+ 2 boundary tokens = 42 tokens, input_ids holds 32"):
+        feed_for(facts, source, PHONEMES * 2)
+    with pytest.raises(ContractError, match="not a whole number of 600-sample duration frames"):
+        K.FAMILY.build_component(source, component(samples=48_100))
+    with pytest.raises(ContractError, match="8 harmonics in the contract"):
+        K.FAMILY.build_component(source, component(harmonics=8))
+    with pytest.raises(ContractError, match=r"unknown \['noise'\]"):
+        raw = contract(TOKENS, SAMPLES)
+        raw["inputs"]["noise"] = raw["inputs"].pop("source_noise")
+        comp = build_config({"models": {MODEL: {"family": "kokoro", "task": "tts", "source": {
+            "kind": "random", "architecture": "tiny", "seed": 0}, "components": {"kokoro_5s": raw}}}})
+        K.FAMILY.build_component(source, comp.component(MODEL, "kokoro_5s"))
+    with pytest.raises(ModelError, match="unknown architecture 'huge'"):
+        K.build_random("huge", seed=0, overrides={}, out_dir=None)
+
+
+@pytest.fixture(scope="session")
+def exported(source, wrapper, tmp_path_factory):
+    """The test component converted once (fp32 compute), saved as an .mlpackage."""
+    from kiln.export.convert import convert_traced, trace_component
+    from kiln.export.package import save_mlpackage
+
+    comp = component()
+    facts_ = K.facts(source)
+    traced = trace_component(wrapper, comp, K.FAMILY.component("kokoro_5s").example_inputs(comp, facts_))
+    mlmodel = convert_traced(traced, comp, comp.export)
+    ops = {op.op_type for op in mlmodel._mil_program.functions["main"].operations}
+    return save_mlpackage(mlmodel, tmp_path_factory.mktemp("pkg") / "kokoro.mlpackage"), ops
+
+
+def test_export_holds_no_random_op(exported):
+    _, ops = exported
+    assert not [o for o in ops if o.startswith("random")], ops
+    assert {"conv_transpose", "cumsum", "lstm"} <= ops   # iSTFT, alignment, LSTMs are there
+
+
+def test_executor_parity(exported, source, facts, wrapper):
+    """fp32 mode (the package computes in fp32, so the executor's fp16 mode, which rounds
+    fp16-typed values, would give the same numbers; fp16 compute is measured by the benchmark)."""
+    from kiln.mil import load_model
+
+    path, _ = exported
+    plan = load_model(path).plan(precision="fp32")
+    feeds = [feed_for(facts, source, PHONEMES, seed=5), feed_for(facts, source, (PHONEMES * 2)[:30], seed=6)]
+    reference = [run_torch(wrapper, component(), f) for f in feeds]
+    candidate = [plan.run(f) for f in feeds]
+    metrics = K.waveform_metrics(reference, candidate, facts)
+    assert metrics["pred_dur_equal"], metrics
+    assert [c["clamped"] for c in metrics["cases"]] == [0, 1]
+    assert all(c["clamped_equal"] for c in metrics["cases"])
+    assert metrics["min_correlation"] > 0.9999, metrics
+    assert metrics["max_log_mel_distance_db"] < 0.05, metrics
+
+
+def test_faithfulness_record(source, facts):
+    check = K.faithfulness(source, {}, facts)["wrapper_vs_kokoro_forward"]
+    assert check["pred_dur_equal"] and check["clamped_equal"] and check["valid_samples_equal"]
+    assert check["correlation"] > 0.9999 and check["log_mel_distance_db"] < 0.05, check
