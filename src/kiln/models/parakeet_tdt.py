@@ -327,9 +327,21 @@ def _describe_audio(ctx: Context) -> str:
            f"{ctx.facts['sample_rate']} Hz"
 
 
+ENCODER_PATHS = (("preprocessor", "encoder"), ("mel_encoder",))
+
+
+def encoder_path(components) -> tuple[str, ...]:
+    """The components that turn audio into encoder frames: preprocessor then encoder, else the
+    fused mel_encoder (only one path is loaded: the full-size encoder is 2.4 GB)."""
+    for path in ENCODER_PATHS:
+        if all(name in components for name in path):
+            return path
+    raise ModelError(f"greedy decoding needs preprocessor + encoder or mel_encoder; have {sorted(components)}")
+
+
 def _encoded(components: Mapping[str, Callable], inputs: Mapping[str, np.ndarray]) -> dict:
     """Encoder output of ``inputs`` (audio) through mel_encoder, or preprocessor then encoder."""
-    if "preprocessor" in components and "encoder" in components:
+    if encoder_path(components) == ENCODER_PATHS[0]:
         mel = components["preprocessor"](dict(inputs))
         return components["encoder"]({"mel": np.asarray(mel["mel"], np.float32),
                                       "mel_length": np.asarray(mel["mel_length"]).astype(np.int32)})
@@ -363,8 +375,8 @@ def decode(components: Mapping[str, Callable], facts: Mapping[str, Any], enc: Ma
 
 def _reference_decode(ctx: Context) -> dict:
     def make():
-        components = {n: ctx.torch(n) for n in ("decoder", "joint_decision_single_step")}
-        components.update({n: ctx.torch(n) for n in ("preprocessor", "encoder", "mel_encoder") if ctx.has(n)})
+        components = {n: ctx.torch(n) for n in ("decoder", "joint_decision_single_step",
+                                                 *encoder_path(ctx.predictors))}
         enc = _encoded(components, _audio_inputs(ctx))
         trace: list = []
         decoded = decode(components, ctx.facts, enc, record=trace)

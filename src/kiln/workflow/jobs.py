@@ -155,41 +155,44 @@ def _weight_file(package: str | Path) -> Path:
     return Path(package) / "Data" / "com.apple.CoreML" / "weights" / "weight.bin"
 
 
-class TracedPrograms(Mapping):
-    """``{component: predict}`` of the prepared TorchScript programs, each loaded on first use and
-    releasable: the full-size Parakeet encoder and mel_encoder are 2.4 GB each, so holding every
-    program of a model at once (as a plain dict would) is what pushed its reference job past the
-    machine's memory."""
+class LazyPredictors(Mapping):
+    """``{component: predict}`` whose backends are made on first use and can be released: the
+    full-size Parakeet encoder and mel_encoder are 2.4 GB each, so holding every component of a
+    model at once (as a plain dict would) is what pushed its reference job past its memory."""
 
-    def __init__(self, model_cfg, programs: Mapping[str, str | Path]):
-        self.model_cfg = model_cfg
-        self.programs = dict(programs)
+    def __init__(self, names, make):
+        self.names = list(names)
+        self.make = make
         self.loaded: dict = {}
 
     def __getitem__(self, name: str):
-        if name not in self.programs:
+        if name not in self.names:
             raise KeyError(name)
         if name not in self.loaded:
-            import torch
-
-            from kiln.validate.backends import torch_backend
-
-            module = torch.jit.load(str(self.programs[name]), map_location="cpu").eval()
-            self.loaded[name] = torch_backend(module, self.model_cfg.components[name]).predict
+            self.loaded[name] = self.make(name)
         return self.loaded[name]
 
     def __iter__(self):
-        return iter(self.programs)
+        return iter(self.names)
 
     def __len__(self) -> int:
-        return len(self.programs)
+        return len(self.names)
 
     def release(self, name: str) -> None:
         self.loaded.pop(name, None)
 
 
-def _load_programs(model_cfg, programs: Mapping[str, str | Path]) -> TracedPrograms:
-    return TracedPrograms(model_cfg, programs)
+def _load_programs(model_cfg, programs: Mapping[str, str | Path]) -> LazyPredictors:
+    """The prepared TorchScript programs, each loaded on first use."""
+    def make(name):
+        import torch
+
+        from kiln.validate.backends import torch_backend
+
+        module = torch.jit.load(str(programs[name]), map_location="cpu").eval()
+        return torch_backend(module, model_cfg.components[name]).predict
+
+    return LazyPredictors(programs, make)
 
 
 # -- reference: validation inputs and torch outputs, once per model ---------------------------------
@@ -361,8 +364,8 @@ def end_to_end_job(config: Config, model: str, facts_path: str | Path, task_reco
         first = next(iter(model_cfg.components.values()))
         backends = {"torch_cpu": reference["torch_cpu"]}
         for precision in first.validate.precisions:
-            predictors = {name: kiln_backend(_verified(config, model, name, path), precision).predict
-                          for name, path in packages.items()}
+            predictors = LazyPredictors(packages, lambda name, p=precision: kiln_backend(
+                _verified(config, model, name, packages[name]), p).predict)
             outcome = family.task.run(predictors, facts, inputs)
             outcome.update(family.task.compare(reference["torch_cpu"], outcome))
             backends[f"kiln_{precision}"] = outcome
