@@ -179,7 +179,10 @@ class LazyPredictors(Mapping):
         return len(self.names)
 
     def release(self, name: str) -> None:
-        self.loaded.pop(name, None)
+        if self.loaded.pop(name, None) is not None:
+            import gc
+
+            gc.collect()   # TorchScript modules hold reference cycles: free the weights now
 
 
 def _load_programs(model_cfg, programs: Mapping[str, str | Path]) -> LazyPredictors:
