@@ -18,7 +18,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 import bench_compile  # noqa: E402
 import bench_executor  # noqa: E402
 import bench_export  # noqa: E402
+import bench_kokoro  # noqa: E402
 import bench_parakeet  # noqa: E402
+import bench_parakeet_eou  # noqa: E402
 import bench_quantize  # noqa: E402
 
 BENCHMARKS = {
@@ -26,7 +28,10 @@ BENCHMARKS = {
     "executor_vs_torch": bench_executor.run,
     "compile_vs_copy": bench_compile.run,
     "quantize_all_cores_and_noop_overhead": bench_quantize.run,
-    "parakeet_tdt_v3_synthetic": bench_parakeet.run,   # tiny + full-size random weights (~25 min)
+    # the whole workflow of the full-size random Parakeet TDT v3 (issue 9's goals)
+    "parakeet_tdt_v3_synthetic": bench_parakeet.run,
+    "parakeet_eou_synthetic": bench_parakeet_eou.run,   # tiny + full-size random weights
+    "kokoro_synthetic": bench_kokoro.run,               # full-size random weights, 5 s and 15 s
 }
 
 

@@ -109,17 +109,7 @@ def nemo_config(arch: Mapping[str, Any], tokenizer_dir: Path) -> dict:
             "conv_norm_type": "layer_norm", "conv_context_size": "causal", "dropout": 0.1,
             "dropout_pre_encoder": 0.1, "dropout_emb": 0.0, "dropout_att": 0.1,
         },
-        "decoder": {
-            "_target_": "nemo.collections.asr.modules.RNNTDecoder", "normalization_mode": None,
-            "random_state_sampling": False, "blank_as_pad": True,
-            "prednet": {"pred_hidden": arch["pred_hidden"], "pred_rnn_layers": arch["pred_rnn_layers"],
-                        "t_max": None, "dropout": 0.2},
-        },
-        "joint": {
-            "_target_": "nemo.collections.asr.modules.RNNTJoint", "log_softmax": None,
-            "preserve_memory": False, "fuse_loss_wer": False, "fused_batch_size": 4,
-            "jointnet": {"joint_hidden": arch["joint_hidden"], "activation": "relu", "dropout": 0.2},
-        },
+        **_nemo.transducer_heads(arch),
         "decoding": {"strategy": "greedy", "greedy": {"max_symbols": arch["max_symbols"]}},
         "loss": {"loss_name": "default"},
         "model_defaults": {"enc_hidden": arch["d_model"], "pred_hidden": arch["pred_hidden"],

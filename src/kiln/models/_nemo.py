@@ -103,6 +103,27 @@ def typecheck_disabled() -> Iterator[None]:
         typecheck.set_typecheck_enabled(previous)
 
 
+# -- random-initialised transducer configs -------------------------------------------------------------
+
+def transducer_heads(arch) -> dict:
+    """The RNN-T prediction net (``decoder``) and ``joint`` sections of a NeMo transducer config for
+    ``arch`` (``pred_hidden``, ``pred_rnn_layers``, ``joint_hidden``): shared by the random TDT and
+    EOU checkpoints, which differ in their encoders, decoding and loss."""
+    return {
+        "decoder": {
+            "_target_": "nemo.collections.asr.modules.RNNTDecoder", "normalization_mode": None,
+            "random_state_sampling": False, "blank_as_pad": True,
+            "prednet": {"pred_hidden": arch["pred_hidden"], "pred_rnn_layers": arch["pred_rnn_layers"],
+                        "t_max": None, "dropout": 0.2},
+        },
+        "joint": {
+            "_target_": "nemo.collections.asr.modules.RNNTJoint", "log_softmax": None,
+            "preserve_memory": False, "fuse_loss_wer": False, "fused_batch_size": 4,
+            "jointnet": {"joint_hidden": arch["joint_hidden"], "activation": "relu", "dropout": 0.2},
+        },
+    }
+
+
 # -- tokenizers -------------------------------------------------------------------------------------
 
 def build_sentencepiece(out_dir: Path, vocab_size: int, sentences: Iterable[str]) -> Path:

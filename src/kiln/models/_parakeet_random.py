@@ -41,6 +41,8 @@ TOKENIZER_TEXT = (
 def nemo_config(arch: Mapping[str, Any], tokenizer_dir: Path) -> dict:
     """An ``EncDecRNNTBPEModel`` config (TDT loss and greedy TDT decoding) for ``arch``."""
     durations = list(arch["durations"])
+    heads = _nemo.transducer_heads(arch)
+    heads["joint"]["num_extra_outputs"] = len(durations)   # TDT: duration logits after the tokens
     return {
         "sample_rate": SAMPLE_RATE,
         "tokenizer": {"dir": str(tokenizer_dir), "type": "bpe"},
@@ -63,18 +65,7 @@ def nemo_config(arch: Mapping[str, Any], tokenizer_dir: Path) -> dict:
             "conv_norm_type": "batch_norm", "conv_context_size": None, "dropout": 0.1,
             "dropout_pre_encoder": 0.1, "dropout_emb": 0.0, "dropout_att": 0.1,
         },
-        "decoder": {
-            "_target_": "nemo.collections.asr.modules.RNNTDecoder", "normalization_mode": None,
-            "random_state_sampling": False, "blank_as_pad": True,
-            "prednet": {"pred_hidden": arch["pred_hidden"], "pred_rnn_layers": arch["pred_rnn_layers"],
-                        "t_max": None, "dropout": 0.2},
-        },
-        "joint": {
-            "_target_": "nemo.collections.asr.modules.RNNTJoint", "log_softmax": None,
-            "preserve_memory": False, "fuse_loss_wer": False, "fused_batch_size": 4,
-            "jointnet": {"joint_hidden": arch["joint_hidden"], "activation": "relu", "dropout": 0.2},
-            "num_extra_outputs": len(durations),
-        },
+        **heads,
         "decoding": {"strategy": "greedy", "model_type": "tdt", "durations": durations,
                      "greedy": {"max_symbols": arch["max_symbols"]}},
         "loss": {"loss_name": "tdt", "tdt_kwargs": {"fastemit_lambda": 0.0, "clamp": -1.0,
