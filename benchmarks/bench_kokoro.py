@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import REPO, run_measured  # noqa: E402
+from common import REPO, emit, run_measured  # noqa: E402
 
 CONTRACT_OF = {"full": "kokoro", "tiny": "kokoro_tiny"}
 
@@ -135,11 +135,7 @@ def main() -> int:
     args = parser.parse_args()
     result = run(args.arch, args.variants.split(","), args.precisions.split(","),
                  Path(args.work) if args.work else None)
-    text = json.dumps(result, indent=2)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    print(text)
-    return 0
+    return emit(result, args.out)
 
 
 if __name__ == "__main__":

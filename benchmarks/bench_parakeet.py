@@ -26,7 +26,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import VENV_BIN, copy_workflow, run_measured  # noqa: E402
+from common import VENV_BIN, copy_workflow, emit, run_measured  # noqa: E402
 
 MODEL = "parakeet_tdt_v3"
 STRATEGIES = ["int8_per_channel", "int8_per_tensor", "palettize_6bit"]
@@ -118,11 +118,7 @@ def main() -> int:
     parser.add_argument("--out")
     args = parser.parse_args()
     result = run(args.architecture, args.workdir)
-    text = json.dumps(result, indent=2)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    print(text)
-    return 0
+    return emit(result, args.out)
 
 
 if __name__ == "__main__":

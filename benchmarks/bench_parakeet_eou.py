@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import run_measured  # noqa: E402
+from common import emit, run_measured  # noqa: E402
 
 CHUNK_SAMPLES = 5120   # 320 ms at 16 kHz
 COMPONENTS = ("preprocessor", "streaming_encoder", "decoder", "joint_decision")
@@ -180,11 +180,7 @@ def main() -> int:
     parser.add_argument("--out")
     args = parser.parse_args()
     result = run((args.only,) if args.only else ("tiny", "full"))
-    text = json.dumps(result, indent=2)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
-    print(text)
-    return 0
+    return emit(result, args.out)
 
 
 if __name__ == "__main__":

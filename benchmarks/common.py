@@ -49,3 +49,14 @@ def copy_workflow(dest: Path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / rel, target)
     return dest
+
+
+def emit(result: dict, out: str | None) -> int:
+    """Print a benchmark's JSON result and write it to ``out`` when given (the scripts' CLI ending)."""
+    import json
+
+    text = json.dumps(result, indent=2)
+    if out:
+        Path(out).write_text(text + "\n")
+    print(text)
+    return 0

@@ -125,15 +125,7 @@ def build_random(architecture: str, *, seed: int, overrides: Mapping[str, Any], 
 
     ``config_edit`` changes the NeMo config before the model is built (tests use it to make
     checkpoints that are *not* streaming models)."""
-    if architecture not in ARCHITECTURES:
-        raise ModelError(f"parakeet_eou: unknown architecture '{architecture}' "
-                         f"(known: {', '.join(ARCHITECTURES)})")
-    arch = dict(ARCHITECTURES[architecture])
-    unknown = sorted(set(overrides) - set(arch))
-    if unknown:
-        raise ModelError(f"parakeet_eou: unknown architecture override(s) {unknown} "
-                         f"(allowed: {', '.join(sorted(arch))})")
-    arch.update(overrides)
+    arch = _nemo.resolve_architecture("parakeet_eou", ARCHITECTURES, architecture, overrides)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tok_dir = build_eou_tokenizer(out_dir / f"tokenizer_eou_{architecture}", int(arch["vocab_size"]))

@@ -26,7 +26,7 @@ import io
 import logging
 import os
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -104,6 +104,21 @@ def typecheck_disabled() -> Iterator[None]:
 
 
 # -- random-initialised transducer configs -------------------------------------------------------------
+
+def resolve_architecture(family: str, architectures: Mapping[str, Mapping[str, Any]], name: str,
+                         overrides: Mapping[str, Any]) -> dict:
+    """``architectures[name]`` with ``overrides`` applied; an unknown name or override key is a
+    :class:`ModelError` naming it and what is allowed."""
+    if name not in architectures:
+        raise ModelError(f"{family}: unknown architecture '{name}' (known: {', '.join(architectures)})")
+    arch = dict(architectures[name])
+    unknown = sorted(set(overrides) - set(arch))
+    if unknown:
+        raise ModelError(f"{family}: unknown architecture override(s) {unknown} "
+                         f"(allowed: {', '.join(sorted(arch))})")
+    arch.update(overrides)
+    return arch
+
 
 def transducer_heads(arch) -> dict:
     """The RNN-T prediction net (``decoder``) and ``joint`` sections of a NeMo transducer config for

@@ -9,7 +9,6 @@ from typing import Any, Mapping
 
 import torch
 
-from kiln.errors import ModelError
 from kiln.models import _nemo
 
 SAMPLE_RATE = 16_000
@@ -82,15 +81,7 @@ def nemo_config(arch: Mapping[str, Any], tokenizer_dir: Path) -> dict:
 
 def build_random(architecture: str, *, seed: int, overrides: Mapping[str, Any], out_dir: Path) -> Path:
     """Write ``parakeet_tdt_<architecture>_seed<seed>.nemo``: a random-initialised TDT model."""
-    if architecture not in ARCHITECTURES:
-        raise ModelError(f"parakeet_tdt: unknown architecture '{architecture}' "
-                         f"(known: {', '.join(ARCHITECTURES)})")
-    arch = dict(ARCHITECTURES[architecture])
-    unknown = sorted(set(overrides) - set(arch))
-    if unknown:
-        raise ModelError(f"parakeet_tdt: unknown architecture override(s) {unknown} "
-                         f"(allowed: {', '.join(sorted(arch))})")
-    arch.update(overrides)
+    arch = _nemo.resolve_architecture("parakeet_tdt", ARCHITECTURES, architecture, overrides)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tok_dir = _nemo.build_sentencepiece(out_dir / f"tokenizer_{architecture}", int(arch["vocab_size"]),
