@@ -46,10 +46,10 @@ def main(argv=None) -> int:
 
     from kiln.config import build_config
     from kiln.export.convert import export_component
-    from kiln.models.parakeet_tdt import FAMILY, component_contracts
+    from kiln.models.parakeet_tdt import FAMILY, component_contracts, load_path
 
     nemo = FAMILY.build_random("tiny", seed=0, overrides={}, out_dir=work / "src")
-    source = FAMILY.load_path(nemo)
+    source = load_path(nemo)
     points = []
     for samples in (240_000, 960_000, 3_840_000):
         contract = component_contracts(source, samples)["preprocessor"]

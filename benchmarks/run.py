@@ -16,6 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import bench_compile  # noqa: E402
+import bench_encoder  # noqa: E402
 import bench_executor  # noqa: E402
 import bench_export  # noqa: E402
 import bench_kokoro  # noqa: E402
@@ -26,6 +27,8 @@ import bench_quantize  # noqa: E402
 BENCHMARKS = {
     "silero_export": bench_export.run,
     "executor_vs_torch": bench_executor.run,
+    # full-size random Parakeet TDT v3 encoder, 15 s: time vs torch eager and peak RSS (issue 10)
+    "executor_encoder_vs_torch": bench_encoder.run,
     "compile_vs_copy": bench_compile.run,
     "quantize_all_cores_and_noop_overhead": bench_quantize.run,
     # the whole workflow of the full-size random Parakeet TDT v3 (issue 9's goals)

@@ -27,7 +27,7 @@ def test_kiln_compiler_and_bit_identical_round_trip(package, tmp_path, kiln_conf
     bundle = tmp_path / "unified_256ms.mlmodelc"
     result = compile_component(package, bundle, {"compiler": "auto", "dialect": "1.0"}, check_inputs=inputs)
     assert result["compiler"] == "kiln" and not result["apple_compiler_available"]
-    assert result["round_trip"] == {"fp32": "identical", "fp16": "identical"}
+    assert result["round_trip"] == {"program": "identical", "weights": "identical", "execution": "executed"}
     assert sorted(p.name for p in bundle.iterdir()) == ["analytics", "coremldata.bin", "metadata.json",
                                                         "model.mil", "weights"]
     with pytest.raises(CompileError, match="compile.compiler: apple"):

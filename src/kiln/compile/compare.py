@@ -76,3 +76,49 @@ def compare_bundles(a: str | Path, b: str | Path) -> list[str]:
         else:
             problems.append(f"{name}: {_first_difference(data_a, data_b)}")
     return problems
+
+
+def compare_bundle_to_package(package: str | Path, bundle: str | Path) -> list[str]:
+    """The compile round trip checked structurally: the bundle's ``model.mil`` parses back to the
+    package's program (function inputs in the printed, sorted order; the compiler's own
+    ``coremlc-*`` buildInfo entries on top of the package's), and every weight file the program
+    references is byte-identical in the bundle (sha256). Differences, one message each; empty
+    when the bundle is the package's program."""
+    from coremltools.proto import MIL_pb2
+
+    from kiln.coreml.manifest import check_blob_references, read_package
+    from kiln.coreml.mil_text import build_info_entries, parse_program
+    from kiln.fsutil import sha256_file
+
+    package, bundle = Path(package), Path(bundle)
+    source = read_package(package)
+    mil_file = bundle / "model.mil"
+    try:
+        parsed = parse_program(mil_file.read_text(encoding="utf-8"), file=str(mil_file))
+    except (OSError, UnicodeDecodeError) as exc:
+        return [f"model.mil: unreadable ({exc})"]
+    expected = MIL_pb2.Program()
+    expected.CopyFrom(source.model.mlProgram)
+    for function in expected.functions.values():  # printed sorted by name, as coremlc does
+        ordered = sorted(function.inputs, key=lambda value: value.name)
+        del function.inputs[:]
+        function.inputs.extend(ordered)
+    problems = []
+    ours = build_info_entries(parsed.attributes.get("buildInfo"))
+    theirs = build_info_entries(expected.attributes.get("buildInfo"))
+    for key, value in sorted(theirs.items()):
+        if ours.get(key) != value and not key.startswith("coremlc-"):
+            problems.append(f"model.mil: buildInfo entry {key!r} is {ours.get(key)!r}, the package has {value!r}")
+    for program in (parsed, expected):
+        if "buildInfo" in program.attributes:
+            del program.attributes["buildInfo"]
+    if parsed != expected:
+        problems.append(f"model.mil: does not parse back to the program of {package}")
+    referenced = check_blob_references(source.model_dir, source.model.mlProgram, source.model_path)
+    for relative in sorted(referenced):
+        ours_file, theirs_file = bundle / relative, source.model_dir / relative
+        if not ours_file.is_file():
+            problems.append(f"{relative}: missing from the bundle")
+        elif sha256_file(ours_file) != sha256_file(theirs_file):
+            problems.append(f"{relative}: differs from {theirs_file} (sha256)")
+    return problems

@@ -16,7 +16,7 @@ from kiln.coreml.ops import op_histogram
 
 from . import dtypes
 from .errors import ModelFormatError
-from .plan import ExecutionPlan, IOSpec, Prediction, build_plan
+from .plan import ConstantPool, ExecutionPlan, IOSpec, Prediction, build_plan
 from .registry import opset_name
 from .values import BlobStore, tensor_type_from_proto
 
@@ -32,6 +32,8 @@ class LoadedModel:
     program: object  # coremltools.proto.MIL_pb2.Program
     model_root: Path  # what "@model_path" in blob references resolves to
     _plans: dict = field(default_factory=dict, repr=False)
+    # const/constexpr values shared by every plan of this model (fp16 weights kept as float16)
+    constants: ConstantPool = field(default_factory=ConstantPool, repr=False)
 
     # -- program structure ---------------------------------------------------------------------
     @property
@@ -113,14 +115,15 @@ class LoadedModel:
         return [p for p in paths.files_below(weights) if p.suffix == ".bin"]
 
     # -- execution -----------------------------------------------------------------------------
-    def plan(self, precision: str = dtypes.FP32, function: str | None = None) -> ExecutionPlan:
-        """The execution plan of ``function`` (default: main) in ``precision``; built once, cached."""
+    def plan(self, precision: str = dtypes.FP32, function: str | None = None, *, fuse: bool = True) -> ExecutionPlan:
+        """The execution plan of ``function`` (default: main) in ``precision``; built once, cached.
+        ``fuse=False``: no op fusion (the reference the fused plan is tested against)."""
         dtypes.check_precision(precision)
-        key = (function or self.default_function, precision)
+        key = (function or self.default_function, precision, fuse)
         plan = self._plans.get(key)
         if plan is None:
             with BlobStore(self.model_root) as blobs:
-                plan = build_plan(self.program, key[0], precision, blobs)
+                plan = build_plan(self.program, key[0], precision, blobs, self.constants, fuse=fuse)
             self._plans[key] = plan
         return plan
 

@@ -9,6 +9,9 @@ template of that list (constants pre-filled), stores the inputs, and calls the s
 
 from __future__ import annotations
 
+import functools
+import inspect
+import time
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
@@ -18,7 +21,7 @@ from kiln.errors import KilnError
 
 from . import dtypes
 from .errors import InputContractError, ModelFormatError, OpExecutionError, UnsupportedOpError
-from .registry import OpContext, OpImpl, lookup, opset_name
+from .registry import OpContext, OpImpl, OpSpec, lookup, opset_name
 from .values import BlobStore, TensorType, decode_value, tensor_type_from_proto
 
 
@@ -89,16 +92,17 @@ class BoundBlock:
         return [env[slot] for slot in plan.output_slots]
 
 
-def _make_output_fixer(ttype: TensorType | None, precision: str) -> Callable:
-    """Coerce an op result to its declared dtype and check its declared static shape."""
+def _make_output_fixer(ttype: TensorType | None, precision: str, *, round_fp16: bool = True) -> Callable:
+    """Coerce an op result to its declared dtype and check its declared static shape
+    (``round_fp16=False``: the result is known to hold fp16 values already)."""
     if ttype is None:
-        return lambda value: value
+        return _identity
     storage = ttype.dtype.storage
     expected_shape = ttype.static_shape
     name = ttype.dtype.name
     if name == "string":
-        return lambda value: value
-    round_fp16 = precision == dtypes.FP16 and name == "fp16"
+        return _identity
+    round_fp16 = round_fp16 and precision == dtypes.FP16 and name == "fp16"
     round_bf16 = precision == dtypes.FP16 and name == "bf16"
 
     def fix(value):
@@ -122,6 +126,42 @@ def _make_output_fixer(ttype: TensorType | None, precision: str) -> Callable:
     return fix
 
 
+def _identity(value):
+    return value
+
+
+def _round_fp16(value):
+    return value.astype(np.float16).astype(np.float32)
+
+
+class _OutputCheck:
+    """An output's full fixer plus what every later run needs once the first run showed the op
+    already produces the declared dtype and shape (only fp16/bf16 rounding, or nothing)."""
+
+    __slots__ = ("full", "fast", "ttype")
+
+    def __init__(self, ttype: TensorType | None, precision: str, round_fp16: bool):
+        self.ttype = ttype
+        self.full = _make_output_fixer(ttype, precision, round_fp16=round_fp16)
+        if ttype is None or ttype.dtype.name == "string":
+            self.fast = _identity
+        elif precision == dtypes.FP16 and ttype.dtype.name == "bf16":
+            self.fast = dtypes.round_to_bf16
+        elif round_fp16 and precision == dtypes.FP16 and ttype.dtype.name == "fp16":
+            self.fast = _round_fp16
+        else:
+            self.fast = _identity
+
+    def conforms(self, value) -> bool:
+        """Whether ``value`` already has the declared storage dtype and static shape."""
+        ttype = self.ttype
+        if ttype is None or ttype.dtype.name == "string":
+            return True
+        shape = ttype.static_shape
+        return (type(value) is np.ndarray and value.dtype == ttype.dtype.storage
+                and shape is not None and value.shape == shape)
+
+
 class _Scope:
     """Name -> slot mapping of one block, chained to its enclosing block's scope."""
 
@@ -143,10 +183,18 @@ _NO_CONST = object()
 
 
 class _Compiler:
-    def __init__(self, opset: str, precision: str, blobs: BlobStore | None):
+    def __init__(self, opset: str, precision: str, blobs: BlobStore | None, *, function_name: str = "main",
+                 pool: "ConstantPool | None" = None, check_once: bool = True, fuse: bool = True):
         self.opset = opset
         self.precision = precision
         self.blobs = blobs
+        self.function_name = function_name
+        self.pool = pool
+        self.check_once = check_once  # output checks on the first run only (static shapes)
+        self.widened: dict[int, np.ndarray] = {}
+        self.prepared_count = 0
+        self.fuse = fuse  # inline single-use producers into their consumer (see _Node)
+        self.uses: dict[str, int] = {}  # value name -> times it is read (inputs, block outputs)
         self.template: list = []
         self.is_const: list[bool] = []
         self.types: list[TensorType | None] = []
@@ -178,26 +226,69 @@ class _Compiler:
     # -- blocks ----------------------------------------------------------------------------
     def compile_block(self, block, scope: _Scope, input_names: list[tuple[str, TensorType | None]]):
         input_slots = [self.new_slot(scope, name, ttype) for name, ttype in input_names]
-        steps: list = []
+        items: list = []  # steps and _Nodes in program order
+        inlinable: dict[int, _Node] = {}  # slot -> pending single-output node used exactly once
+        inlined: set[int] = set()  # id() of nodes now part of a consumer
         for op in block.operations:
-            step = self.compile_op(op, scope)
-            if step is not None:
-                steps.append(step)
+            compiled = self.compile_op(op, scope)
+            if compiled is None:
+                continue
+            if not isinstance(compiled, _Node):
+                compiled.label = (op.type, _node_name(op))
+                items.append(compiled)
+                continue
+            if self.fuse:
+                for position, source in enumerate(compiled.inputs):
+                    producer = inlinable.get(source) if isinstance(source, int) else None
+                    if producer is not None and producer.depth < MAX_FUSED_DEPTH:
+                        del inlinable[source]
+                        compiled.inputs[position] = producer
+                        compiled.depth = max(compiled.depth, producer.depth + 1)
+                        inlined.add(id(producer))
+                if len(compiled.out_slots) == 1 and self.uses.get(op.outputs[0].name, 0) == 1:
+                    inlinable[compiled.out_slots[0]] = compiled
+            items.append(compiled)
+        steps = [_node_step(item) if isinstance(item, _Node) else item
+                 for item in items if id(item) not in inlined]
         output_slots = [self.resolve(scope, name, "block output") for name in block.outputs]
+        for slot in output_slots:  # a block returning a pooled fp16 constant returns it widened
+            if self.is_const[slot]:
+                self.template[slot] = self.const_value(slot, narrow=False)
         return BlockPlan(steps, input_slots, output_slots)
 
     # -- ops -------------------------------------------------------------------------------
+    def const_value(self, slot: int, narrow: bool):
+        """A constant slot's value for an op input: the pool's compact float16 form when the op
+        accepts it (``narrow``), else the storage dtype (widened once per plan)."""
+        value = self.template[slot]
+        if narrow or type(value) is not np.ndarray or value.dtype != np.float16:
+            return value
+        wide = self.widened.get(slot)
+        if wide is None:
+            wide = self.widened[slot] = value.astype(np.float32)
+        return wide
+
     def compile_op(self, op, scope: _Scope):
         node = _node_name(op)
         impl: OpImpl | None = lookup(op.type, self.opset)
         if impl is None:  # check_supported ran first; keep the guarantee local too
             raise UnsupportedOpError(op.type, opset_name(self.opset), node)
         where = f"op '{op.type}' producing '{node}'"
+        label = (op.type, opset_name(self.opset), node)
+        output_types = [tensor_type_from_proto(o.type, f"{where}, output '{o.name}'") for o in op.outputs]
+        if impl.constexpr:
+            pooled = self.pool.get(self.function_name, node) if self.pool is not None else None
+            if pooled is not None:
+                for out, ttype, value in zip(op.outputs, output_types, pooled):
+                    self.new_slot(scope, out.name, ttype, const=value)
+                return None
+        narrow = impl.narrow_params if impl.prepare is not None else frozenset()
         const_kwargs: dict = {}
         for key, value in op.attributes.items():
             if key == "name":
                 continue
-            const_kwargs[key] = decode_value(value, self.blobs, f"{where}, attribute '{key}'")
+            const_kwargs[key] = decode_value(value, self.blobs, f"{where}, attribute '{key}'",
+                                             keep_fp16=impl.constexpr)
         dynamic: list[tuple[str, int]] = []
         tuples: list[tuple[str, list]] = []
         for param, argument in op.inputs.items():
@@ -207,7 +298,7 @@ class _Compiler:
                 if kind == "name":
                     slot = self.resolve(scope, binding.name, where)
                     if self.is_const[slot]:
-                        items.append((None, self.template[slot]))
+                        items.append((None, self.const_value(slot, param in narrow)))
                     else:
                         items.append((slot, None))
                 elif kind == "value":
@@ -228,19 +319,17 @@ class _Compiler:
                 else:
                     dynamic.append((param, slot))
 
-        output_types = [tensor_type_from_proto(o.type, f"{where}, output '{o.name}'") for o in op.outputs]
-        label = (op.type, opset_name(self.opset), node)
-
         if impl.constexpr:
             if dynamic or tuples:
                 raise ModelFormatError(f"{where}: a constant op with non-constant inputs")
+            const_kwargs = {k: _widen(v) for k, v in const_kwargs.items()}
             try:
                 result = impl.fn(**const_kwargs)
                 results = list(result) if isinstance(result, tuple) else [result]
                 if len(results) != len(op.outputs):
                     raise ValueError(f"produced {len(results)} values for {len(op.outputs)} outputs")
                 fixed = [
-                    _make_output_fixer(t, dtypes.FP16)(r) if not isinstance(r, str) else r
+                    _compact(_make_output_fixer(t, dtypes.FP16)(r), t) if not isinstance(r, str) else r
                     for t, r in zip(output_types, results)
                 ]
             except KilnError:
@@ -248,6 +337,8 @@ class _Compiler:
             except (ValueError, TypeError, IndexError, KeyError, ZeroDivisionError, OverflowError,
                     MemoryError, AttributeError) as exc:
                 raise OpExecutionError(*label, f"{type(exc).__name__}: {exc}") from None
+            if self.pool is not None:
+                self.pool.put(self.function_name, node, fixed)
             for out, ttype, value in zip(op.outputs, output_types, fixed):
                 self.new_slot(scope, out.name, ttype, const=value)
             return None
@@ -272,11 +363,88 @@ class _Compiler:
             if not target or op.outputs:
                 raise ModelFormatError(f"{where}: write_state needs a state input and no outputs")
             out_slots = target
-            fixers = [_make_output_fixer(self.types[target[0]], self.precision)]
-            return _make_step(impl, const_kwargs, dynamic, tuples, out_slots, fixers, context, label)
-        out_slots = [self.new_slot(scope, o.name, t) for o, t in zip(op.outputs, output_types)]
-        fixers = [_make_output_fixer(t, self.precision) for t in output_types]
-        return _make_step(impl, const_kwargs, dynamic, tuples, out_slots, fixers, context, label)
+            output_types = [self.types[target[0]]]
+        else:
+            out_slots = [self.new_slot(scope, o.name, t) for o, t in zip(op.outputs, output_types)]
+        exact = impl.exact and self._inputs_hold_fp16(dynamic, tuples, const_kwargs)
+        checks = [_OutputCheck(t, self.precision, round_fp16=not exact) for t in output_types]
+        kernel = None
+        if impl.prepare is not None and context is None and not tuples:
+            spec = OpSpec(op.type, opset_name(self.opset), self.precision, const_kwargs,
+                          tuple(param for param, _ in dynamic),
+                          {param: self.types[slot] for param, slot in dynamic}, output_types)
+            kernel = impl.prepare(spec)
+        if kernel is not None:
+            self.prepared_count += 1
+            return _Node(kernel, [slot for _, slot in dynamic], out_slots, checks, label, self.check_once)
+        if narrow:  # the plain function takes storage dtypes
+            const_kwargs = {k: _widen(v) if k in narrow else v for k, v in const_kwargs.items()}
+        if context is None and not tuples and op.type != "write_state":
+            kernel = _plain_kernel(impl.fn, const_kwargs, tuple(param for param, _ in dynamic))
+            return _Node(kernel, [slot for _, slot in dynamic], out_slots, checks, label, self.check_once)
+        return _make_generic_step(impl, const_kwargs, dynamic, tuples, out_slots, checks, context, label,
+                                  self.check_once)
+
+    def _inputs_hold_fp16(self, dynamic, tuples, const_kwargs) -> bool:
+        """Whether every float input of an op holds fp16 values in fp16 mode (so a
+        value-preserving op's outputs need no rounding)."""
+        if self.precision != dtypes.FP16:
+            return False
+        slots = [slot for _, slot in dynamic]
+        consts = list(const_kwargs.values())
+        for _, items in tuples:
+            slots += [slot for slot, _ in items if slot is not None]
+            consts += [value for slot, value in items if slot is None]
+        for slot in slots:
+            ttype = self.types[slot]
+            if ttype is None or (ttype.dtype.is_float and ttype.dtype.name != "fp16"):
+                return False
+        for value in consts:
+            if isinstance(value, np.ndarray) and value.dtype.kind == "f" and value.dtype != np.float16:
+                if not np.array_equal(value.astype(np.float16).astype(value.dtype), value, equal_nan=True):
+                    return False
+        return True
+
+
+# Longest chain of producers inlined into one step (each level adds a Python frame per run).
+MAX_FUSED_DEPTH = 24
+
+# fp16 constants from this many elements up are kept as float16 in the constant pool.
+COMPACT_MIN_ELEMENTS = 4096
+
+
+def _compact(value, ttype: TensorType | None):
+    """The pool form of a constant: fp16 tensors of some size as float16 (exact: they hold fp16
+    values), everything else unchanged."""
+    if (ttype is not None and ttype.dtype.name == "fp16" and isinstance(value, np.ndarray)
+            and value.dtype == np.float32 and value.size >= COMPACT_MIN_ELEMENTS):
+        return value.astype(np.float16)
+    return value
+
+
+def _widen(value):
+    if isinstance(value, np.ndarray) and value.dtype == np.float16:
+        return value.astype(np.float32)
+    if isinstance(value, list):
+        return [_widen(v) for v in value]
+    return value
+
+
+class ConstantPool:
+    """The constant values of one model (``const`` and ``constexpr_*`` outputs), shared by every
+    plan built from it: each is decoded or decompressed once, and fp16 tensors stay float16."""
+
+    def __init__(self):
+        self._values: dict[tuple[str, str], list] = {}
+
+    def get(self, function: str, node: str) -> list | None:
+        return self._values.get((function, node))
+
+    def put(self, function: str, node: str, values: list) -> None:
+        self._values[(function, node)] = values
+
+    def nbytes(self) -> int:
+        return sum(v.nbytes for values in self._values.values() for v in values if isinstance(v, np.ndarray))
 
 
 def _node_name(op) -> str:
@@ -292,42 +460,214 @@ _CAUGHT = (ValueError, TypeError, IndexError, KeyError, ZeroDivisionError, Overf
            MemoryError, AttributeError, RuntimeError, FloatingPointError)
 
 
-def _make_step(impl, const_kwargs, dynamic, tuples, out_slots, fixers, context, label):
-    fn = impl.fn
-    n_out = len(out_slots)
+def _failure(label, exc) -> OpExecutionError:
     op_type, opset, node = label
+    return OpExecutionError(op_type, opset, node, f"{type(exc).__name__}: {exc}")
 
-    def fail(exc):
-        return OpExecutionError(op_type, opset, node, f"{type(exc).__name__}: {exc}")
 
-    if context is None and not tuples and n_out == 1:
-        slot = out_slots[0]
-        fix = fixers[0]
-        if len(dynamic) == 1 and not const_kwargs:
-            (param, in_slot), = dynamic
+class _Node:
+    """One op compiled to a kernel over value slots, before it becomes a step. A node whose
+    single output feeds exactly one later node is *inlined* into it (``inputs`` then holds the
+    producer node instead of a slot): the fused step runs the same kernels and output fixes in
+    the same order, without storing the intermediate, so results are bit-identical."""
 
-            def step(env):
+    __slots__ = ("kernel", "inputs", "out_slots", "checks", "label", "check_once", "depth")
+
+    def __init__(self, kernel, in_slots, out_slots, checks, label, check_once):
+        self.kernel = kernel
+        self.inputs: list = list(in_slots)  # slot (int) or an inlined producer _Node
+        self.out_slots = list(out_slots)
+        self.checks = checks
+        self.label = label  # (op type, opset, node name)
+        self.check_once = check_once
+        self.depth = 1  # nesting of inlined producers (bounded: each level is a Python frame)
+
+    def op_types(self) -> list[str]:
+        """The op types this node runs, producers first."""
+        types = []
+        for source in self.inputs:
+            if isinstance(source, _Node):
+                types += source.op_types()
+        return types + [self.label[0]]
+
+
+def _fresh(node: "_Node") -> bool:
+    """Whether ``node``'s value is an array no one else holds (so a consumer may overwrite it):
+    its kernel allocates its result, or fp16 rounding made a new array."""
+    check = node.checks[0]
+    return getattr(node.kernel, "fresh", False) or check.fast is _round_fp16
+
+
+def _fixer(check: _OutputCheck, check_once: bool) -> Callable:
+    """The output fix of one output: the full check on the first run; when that run showed the
+    op already produces the declared dtype and shape (and ``check_once``), only rounding later."""
+    fix = None
+
+    def first(value):
+        nonlocal fix
+        conforms = check.conforms(value)
+        value = check.full(value)
+        if conforms and check_once:
+            fix = check.fast
+        return value
+
+    fix = first
+    return lambda value: fix(value)
+
+
+def _evaluator(node: _Node) -> Callable:
+    """``env -> value`` (a list for multi-output nodes) of ``node``, its inlined producers first."""
+    label = node.label
+    getters = []
+    kernel = node.kernel
+    for position, source in enumerate(node.inputs):
+        if isinstance(source, _Node):
+            getters.append(_evaluator(source))
+            if position == 0 and _fresh(source) and getattr(node.kernel, "inplace", None) is not None:
+                kernel = node.kernel.inplace  # may overwrite its first input
+        else:
+            getters.append(source)
+    slots_only = all(isinstance(g, int) for g in getters)
+    if len(node.out_slots) == 1:
+        fix = _single_fix(node)
+
+        if slots_only and len(getters) == 1:
+            (a,) = getters
+
+            def evaluate(env):
                 try:
-                    env[slot] = fix(fn(**{param: env[in_slot]}))
+                    return fix(kernel(env[a]))
                 except KilnError:
                     raise
                 except _CAUGHT as exc:
-                    raise fail(exc) from exc
+                    raise _failure(label, exc) from exc
 
-            return step
+            return evaluate
+        if slots_only and len(getters) == 2:
+            a, b = getters
 
-        def step(env):
-            kwargs = const_kwargs.copy()
-            for param, in_slot in dynamic:
-                kwargs[param] = env[in_slot]
+            def evaluate(env):
+                try:
+                    return fix(kernel(env[a], env[b]))
+                except KilnError:
+                    raise
+                except _CAUGHT as exc:
+                    raise _failure(label, exc) from exc
+
+            return evaluate
+        if len(getters) == 1:
+            (produce,) = getters
+
+            def evaluate(env):
+                value = produce(env)
+                try:
+                    return fix(kernel(value))
+                except KilnError:
+                    raise
+                except _CAUGHT as exc:
+                    raise _failure(label, exc) from exc
+
+            return evaluate
+        args = _argument_reader(getters)
+
+        def evaluate(env):
+            values = args(env)
             try:
-                env[slot] = fix(fn(**kwargs))
+                return fix(kernel(*values))
             except KilnError:
                 raise
             except _CAUGHT as exc:
-                raise fail(exc) from exc
+                raise _failure(label, exc) from exc
 
-        return step
+        return evaluate
+
+    n_out = len(node.out_slots)
+    fixes = [_fixer(check, node.check_once) for check in node.checks]
+    args = _argument_reader(getters)
+
+    def evaluate(env):
+        values = args(env)
+        try:
+            result = kernel(*values)
+            if not isinstance(result, (tuple, list)) or len(result) != n_out:
+                got = len(result) if isinstance(result, (tuple, list)) else 1
+                raise ValueError(f"produced {got} values for {n_out} outputs")
+            return [fix(value) for fix, value in zip(fixes, result)]
+        except KilnError:
+            raise
+        except _CAUGHT as exc:
+            raise _failure(label, exc) from exc
+
+    return evaluate
+
+
+def _single_fix(node: _Node) -> Callable:
+    return _fixer(node.checks[0], node.check_once)
+
+
+def _argument_reader(getters) -> Callable:
+    """``env -> [argument values]`` for a mix of slots and producer evaluators."""
+    if all(isinstance(g, int) for g in getters):
+        return lambda env: [env[s] for s in getters]
+    readers = [(g, None) if isinstance(g, int) else (None, g) for g in getters]
+    return lambda env: [env[s] if f is None else f(env) for s, f in readers]
+
+
+def _node_step(node: _Node) -> Callable:
+    """The step storing ``node``'s output(s) in their slots."""
+    evaluate = _evaluator(node)
+    if len(node.out_slots) == 1:
+        (out,) = node.out_slots
+
+        def step(env):
+            env[out] = evaluate(env)
+
+    else:
+        pairs = list(enumerate(node.out_slots))
+
+        def step(env):
+            values = evaluate(env)
+            for index, slot in pairs:
+                env[slot] = values[index]
+
+    types = node.op_types()
+    step.label = ("+".join(types) if len(types) > 1 else types[0], node.label[2])
+    return step
+
+
+def _make_step(kernel, in_slots, out_slots, checks, label, check_once=True):
+    """A step calling a prepared ``kernel(*inputs)`` (see :class:`_Node`)."""
+    return _node_step(_Node(kernel, in_slots, out_slots, checks, label, check_once))
+
+
+def _plain_kernel(fn, const_kwargs: dict, params: tuple[str, ...]):
+    """A kernel calling an op's plain function: positionally when its leading parameters are the
+    dynamic inputs in order, else by keyword."""
+    try:
+        signature = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        signature = []
+    leading = [p.name for p in signature[: len(params)]
+               if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if tuple(leading) == params:
+        return functools.partial(fn, **const_kwargs) if const_kwargs else fn
+    consts = dict(const_kwargs)
+
+    def kernel(*args):
+        return fn(**consts, **dict(zip(params, args)))
+
+    return kernel
+
+
+def _make_generic_step(impl, const_kwargs, dynamic, tuples, out_slots, checks, context, label,
+                       check_once=True):
+    """A step for an op without a prepare function (or one that declined)."""
+    if context is None and not tuples:
+        kernel = _plain_kernel(impl.fn, const_kwargs, tuple(param for param, _ in dynamic))
+        return _make_step(kernel, [slot for _, slot in dynamic], out_slots, checks, label, check_once)
+    fn = impl.fn
+    n_out = len(out_slots)
+    fixers = [check.full for check in checks]
 
     def step(env):
         kwargs = const_kwargs.copy()
@@ -355,7 +695,7 @@ def _make_step(impl, const_kwargs, dynamic, tuples, out_slots, fixers, context, 
         except KilnError:
             raise
         except _CAUGHT as exc:
-            raise fail(exc) from exc
+            raise _failure(label, exc) from exc
 
     return step
 
@@ -364,7 +704,8 @@ class ExecutionPlan:
     """A compiled MIL function. Build with :func:`build_plan` or ``LoadedModel.plan()``."""
 
     def __init__(self, *, function_name, opset, precision, inputs, outputs, input_slots,
-                 output_slots, steps, template, op_count, state_slots=()):
+                 output_slots, steps, template, op_count, state_slots=(), prepared_count=0,
+                 check_once=True):
         self.function_name: str = function_name
         self.opset: str = opset
         self.precision: str = precision
@@ -376,6 +717,8 @@ class ExecutionPlan:
         self._template = template
         self.op_count: int = op_count
         self.step_count: int = len(steps)
+        self.prepared_count: int = prepared_count  # ops running a prepared kernel
+        self.check_once: bool = check_once  # output dtype/shape checks on the first run only
         self._converters = [
             (spec.name, slot, spec.type.dtype.user, spec.type.dtype.storage, spec.type.shape)
             for spec, slot in zip(inputs, input_slots)
@@ -444,9 +787,33 @@ class ExecutionPlan:
 
     __call__ = run
 
+    def profile(self, inputs: Mapping[str, np.ndarray], repeats: int = 100, warmup: int = 10) -> list[dict]:
+        """Mean wall time of every top-level step over ``repeats`` runs on ``inputs`` (after
+        ``warmup`` runs): ``[{"op": type, "node": name, "us": microseconds}]`` in program order."""
+        for _ in range(warmup):
+            self.run(inputs)
+        totals = [0.0] * len(self._steps)
+        clock = time.perf_counter
+        for _ in range(repeats):
+            env = self._template.copy()
+            for name, slot, _user, storage, _shape in self._converters:
+                value = np.asarray(inputs[name])
+                env[slot] = value.astype(storage) if value.dtype != storage else value
+            for index, step in enumerate(self._steps):
+                started = clock()
+                step(env)
+                totals[index] += clock() - started
+        return [{"op": step.label[0], "node": step.label[1], "us": round(total / repeats * 1e6, 2)}
+                for step, total in zip(self._steps, totals)]
 
-def build_plan(program, function_name: str, precision: str, blobs: BlobStore | None) -> ExecutionPlan:
-    """Compile ``program.functions[function_name]`` (a ``MIL_pb2.Program``) into a plan."""
+
+def build_plan(program, function_name: str, precision: str, blobs: BlobStore | None,
+               pool: ConstantPool | None = None, *, fuse: bool = True) -> ExecutionPlan:
+    """Compile ``program.functions[function_name]`` (a ``MIL_pb2.Program``) into a plan.
+
+    ``pool``: the model's constant pool, shared by its plans (one is made for this plan if None).
+    ``fuse``: inline single-use producers into their consumers (bit-identical; False for tests
+    that compare against the unfused plan)."""
     dtypes.check_precision(precision)
     if function_name not in program.functions:
         raise ModelFormatError(
@@ -461,14 +828,20 @@ def build_plan(program, function_name: str, precision: str, blobs: BlobStore | N
     if opset not in function.block_specializations:
         raise ModelFormatError(f"function '{function_name}' has no block for its opset {opset}")
     block = function.block_specializations[opset]
-    compiler = _Compiler(opset, precision, blobs)
-    compiler.check_supported(block)
     inputs = []
     for value in function.inputs:
         ttype = tensor_type_from_proto(value.type, f"function input '{value.name}'")
         if ttype is None:
             raise ModelFormatError(f"function input '{value.name}' is not a tensor")
         inputs.append(IOSpec(value.name, ttype))
+    # With every input shape fixed, every op sees the same shapes and dtypes on every run, so the
+    # output checks need to run once; flexible inputs keep them on every run.
+    static = all(spec.type.static_shape is not None for spec in inputs)
+    compiler = _Compiler(opset, precision, blobs, function_name=function_name,
+                         pool=ConstantPool() if pool is None else pool, check_once=static)
+    compiler.check_supported(block)
+    compiler.uses, writes_state = _value_uses(block)
+    compiler.fuse = fuse and not writes_state  # moving a read past a state write would change it
     scope = _Scope()
     block_plan = compiler.compile_block(block, scope, [(spec.name, spec.type) for spec in inputs])
     outputs = [
@@ -491,7 +864,32 @@ def build_plan(program, function_name: str, precision: str, blobs: BlobStore | N
         template=compiler.template,
         op_count=_count_ops(block),
         state_slots=states,
+        prepared_count=compiler.prepared_count,
+        check_once=static,
     )
+
+
+def _value_uses(block) -> tuple[dict[str, int], bool]:
+    """How often each value name is read (op inputs and block outputs, nested blocks included),
+    and whether the block writes a state."""
+    uses: dict[str, int] = {}
+    writes_state = False
+
+    def walk(b):
+        nonlocal writes_state
+        for name in b.outputs:
+            uses[name] = uses.get(name, 0) + 1
+        for op in b.operations:
+            writes_state = writes_state or op.type == "write_state"
+            for argument in op.inputs.values():
+                for binding in argument.arguments:
+                    if binding.WhichOneof("binding") == "name":
+                        uses[binding.name] = uses.get(binding.name, 0) + 1
+            for nested in op.blocks:
+                walk(nested)
+
+    walk(block)
+    return uses, writes_state
 
 
 def _count_ops(block) -> int:

@@ -12,12 +12,26 @@ declare ``context=True`` and receive an :class:`OpContext` as ``ctx``.
 
 Where an op's semantics changed between opsets, a newer variant is registered with a later
 ``since``; lookup picks the newest variant not newer than the program's opset.
+
+Two-phase ops. Every shape in these programs is static, so most of an op's work (parsing its
+constant attributes, geometry, index tuples, output dtypes) can be done once, when the plan is
+built. An op may attach a *prepare* function with :func:`prepares`: ``prepare(spec)`` receives an
+:class:`OpSpec` (the constant inputs, the names and declared types of the dynamic ones, the output
+types, the precision) and returns a *kernel* that takes the dynamic inputs positionally, in
+``spec.dynamic`` order, and does only arithmetic. ``prepare`` returns None when it cannot
+specialise (e.g. a shape it needs is not static, or the constants are invalid): the plan then
+calls the plain function, which also reports the error at run time as before. The plain function
+stays the op's reference semantics; a prepared kernel must give bit-identical results.
+
+``exact=True`` marks value-preserving ops (their outputs are elements of their inputs: reshapes,
+slices, ``relu``...): in fp16 mode, when every float input is already an fp16 value, the plan
+skips re-rounding their outputs (rounding is idempotent, so results are unchanged).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 OPSETS = ("iOS15", "iOS16", "iOS17", "iOS18")
@@ -46,6 +60,33 @@ class OpImpl:
     tuple_params: frozenset = field(default_factory=frozenset)
     context: bool = False
     constexpr: bool = False  # evaluated once at plan-build time (const and constexpr_* ops)
+    exact: bool = False  # outputs are elements of the inputs (no rounding needed in fp16 mode)
+    prepare: Callable | None = None  # OpSpec -> kernel(*dynamic inputs), or None (see module doc)
+    narrow_params: frozenset = field(default_factory=frozenset)  # may receive fp16 constants as float16
+
+
+@dataclass
+class OpSpec:
+    """What a prepare function knows about one op of a plan (see the module docstring)."""
+
+    op_type: str
+    opset: str
+    precision: str
+    consts: dict  # constant inputs and attributes by parameter name
+    dynamic: tuple[str, ...]  # parameter names of the kernel's positional arguments
+    input_types: dict  # parameter name -> TensorType (None when unknown / not a tensor)
+    output_types: list  # TensorType per output (None for non-tensors)
+
+    def const(self, name: str, default=None):
+        return self.consts.get(name, default)
+
+    def static_shape(self, name: str) -> tuple[int, ...] | None:
+        ttype = self.input_types.get(name)
+        return None if ttype is None else ttype.static_shape
+
+    def output_shape(self, index: int = 0) -> tuple[int, ...] | None:
+        ttype = self.output_types[index] if index < len(self.output_types) else None
+        return None if ttype is None else ttype.static_shape
 
 
 @dataclass
@@ -71,6 +112,7 @@ def register(
     tuple_params: tuple[str, ...] = (),
     context: bool = False,
     constexpr: bool = False,
+    exact: bool = False,
 ):
     """Register the decorated function as the implementation of ``op_type`` from opset ``since``."""
 
@@ -84,6 +126,7 @@ def register(
             frozenset(tuple_params),
             context,
             constexpr,
+            exact,
         )
         variants = _REGISTRY.setdefault(op_type, [])
         if any(v.since == impl.since for v in variants):
@@ -91,6 +134,26 @@ def register(
         variants.append(impl)
         variants.sort(key=lambda v: v.since)
         return fn
+
+    return decorate
+
+
+def prepares(op_type: str, *, since: str = "iOS15", narrow: tuple[str, ...] = ()):
+    """Attach the decorated ``prepare(spec) -> kernel | None`` to the implementation of ``op_type``
+    registered for opset ``since`` (register the plain function first). ``narrow`` names the
+    parameters whose fp16 constants the kernel accepts as float16 arrays (widened per call), so
+    large weights stay fp16 in memory."""
+
+    def decorate(prepare: Callable) -> Callable:
+        variants = _REGISTRY.get(op_type, [])
+        number = opset_number(since)
+        for index, impl in enumerate(variants):
+            if impl.since == number:
+                if impl.prepare is not None:
+                    raise ValueError(f"op {op_type} ({since}) already has a prepare function")
+                variants[index] = replace(impl, prepare=prepare, narrow_params=frozenset(narrow))
+                return prepare
+        raise ValueError(f"op {op_type} has no implementation registered for {since}")
 
     return decorate
 

@@ -147,11 +147,12 @@ def _immediate_tensor(tensor_value, ttype: TensorType, where: str) -> np.ndarray
     return np.asarray(array).astype(dtype.storage, copy=False).reshape(shape)
 
 
-def decode_value(value, blobs: BlobStore | None, where: str):
+def decode_value(value, blobs: BlobStore | None, where: str, *, keep_fp16: bool = False):
     """Decode a ``MIL_pb2.Value`` to the executor's representation.
 
     Tensors become numpy arrays in their storage dtype (0-d for scalars), string scalars Python
-    ``str``, immediate lists and tuples Python lists, dictionaries Python dicts."""
+    ``str``, immediate lists and tuples Python lists, dictionaries Python dicts. ``keep_fp16``:
+    an fp16 blob stays float16 (half the memory; the constant pool widens it where needed)."""
     type_kind = value.type.WhichOneof("type")
     value_kind = value.WhichOneof("value")
     if type_kind == "tensorType":
@@ -176,6 +177,8 @@ def decode_value(value, blobs: BlobStore | None, where: str):
                     f"{where}: blob at offset {ref.offset} of {blobs.resolve(ref.fileName)} holds "
                     f"{data.size} elements, the program declares {ttype.describe()} ({count})"
                 )
+            if keep_fp16 and data.dtype == np.float16:
+                return data.reshape(shape)
             return data.astype(ttype.dtype.storage, copy=False).reshape(shape)
         raise ModelFormatError(f"{where}: tensor value without data")
     if value_kind == "immediateValue":

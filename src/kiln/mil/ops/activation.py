@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from ..registry import register
+from ..registry import prepares, register
 from ._util import as_str, erf as _erf, sigmoid as _sigmoid
 
 
@@ -19,7 +19,7 @@ def _channel(param, x, name):
     return param.reshape((1, -1) + (1,) * (x.ndim - 2))
 
 
-@register("relu")
+@register("relu", exact=True)
 def relu(x):
     """MIL ``relu`` (iOS15+): ``max(x, 0)``."""
     return np.maximum(x, np.zeros((), x.dtype))
@@ -140,3 +140,48 @@ def gelu(x, mode="EXACT"):
     if mode == "SIGMOID_APPROXIMATION":
         return x * _sigmoid(1.702 * x)
     raise ValueError(f"unknown gelu mode {mode!r}")
+
+
+# -- prepared kernels (see kiln.mil.registry): in-place variants for fusion ---------------------
+
+
+def _float_input(spec) -> bool:
+    source = spec.input_types.get("x")
+    return spec.dynamic == ("x",) and source is not None and source.dtype.storage == np.float32
+
+
+@prepares("relu")
+def prepare_relu(spec):
+    if not _float_input(spec):
+        return None
+    zero = np.zeros((), np.float32)
+
+    def kernel(x):
+        return np.maximum(x, zero)
+
+    kernel.fresh = True
+    kernel.inplace = lambda x: np.maximum(x, zero, out=x)
+    return kernel
+
+
+def _sigmoid_in_place(x):
+    """``1 / (1 + e^-x)`` as _util.sigmoid computes it, overwriting ``x``."""
+    with np.errstate(over="ignore"):
+        np.negative(x, out=x)
+        np.exp(x, out=x)
+        np.add(x, 1.0, out=x)
+        return np.divide(1.0, x, out=x)
+
+
+@prepares("sigmoid")
+def prepare_sigmoid(spec):
+    if not _float_input(spec):
+        return None
+
+    def kernel(x):
+        with np.errstate(over="ignore"):
+            return _sigmoid(x)
+
+    kernel.fresh = True
+    kernel.inplace = _sigmoid_in_place
+    return kernel

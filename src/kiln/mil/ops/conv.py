@@ -7,7 +7,7 @@ import weakref
 
 import numpy as np
 
-from ..registry import register
+from ..registry import prepares, register
 from ._util import as_int, as_ints, as_str, spatial_padding, to_torch, torch
 
 
@@ -236,3 +236,105 @@ def conv_transpose(x, weight, bias=None, pad=None, output_shape=None, pad_type="
     if bias is not None:
         out += bias.astype(out.dtype).reshape((1, -1) + (1,) * n)
     return out
+
+
+# -- prepared kernel (see kiln.mil.registry) ----------------------------------------------------
+
+# fp16 weights up to this many elements are widened to float32 once, when the plan is built;
+# larger ones stay float16 (shared by every plan of the model) and are widened per call.
+WIDEN_ONCE_MAX = 1 << 18
+
+
+def float32_source(weight):
+    """A function returning ``weight`` as float32: the array itself, a copy widened once, or (a
+    large float16 weight) a fresh widening per call."""
+    weight = np.asarray(weight)
+    if weight.dtype == np.float32:
+        return lambda: weight
+    if weight.dtype == np.float16 and weight.size > WIDEN_ONCE_MAX:
+        return lambda: weight.astype(np.float32)
+    wide = weight.astype(np.float32)
+    return lambda: wide
+
+
+def _im2col_index(in_shape, padding, kernel, strides, dilations, out_sizes, groups):
+    """Indices into one batch item of ``x`` flattened (plus a trailing zero for padding) whose
+    gather is the im2col matrix ``[G, C_in/G * prod(K), prod(out)]``."""
+    channels, spatial = in_shape[1], in_shape[2:]
+    size = channels * int(np.prod(spatial))
+    positions = np.arange(size, dtype=np.intp).reshape((1, channels) + tuple(spatial))
+    padded = _pad_zeros(positions, padding) if any(p != (0, 0) for p in padding) else positions
+    if any(p != (0, 0) for p in padding):
+        # _pad_zeros filled with 0, a valid position: mark padding with the zero slot instead
+        marker = _pad_zeros(np.ones((1, channels) + tuple(spatial), np.intp), padding)
+        padded = np.where(marker == 1, padded, size)
+    dilated = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
+    n = len(spatial)
+    win = np.lib.stride_tricks.sliding_window_view(padded, dilated, axis=tuple(range(2, 2 + n)))
+    index = (slice(None), slice(None))
+    index += tuple(slice(0, (o - 1) * s + 1, s) for o, s in zip(out_sizes, strides))
+    index += tuple(slice(None, None, d) for d in dilations)
+    win = win[index]  # [1, C, *out, *K]
+    out_flat, k_flat = int(np.prod(out_sizes)), int(np.prod(kernel))
+    cg = channels // groups
+    cols = win.reshape(groups, cg, out_flat, k_flat).transpose(0, 1, 3, 2)
+    return np.ascontiguousarray(cols.reshape(groups, cg * k_flat, out_flat)), size
+
+
+@prepares("conv", narrow=("weight",))
+def prepare_conv(spec):
+    """Geometry, im2col gather indices and the weight matrix fixed once: the kernel gathers the
+    windows of ``x`` in one indexing step and multiplies."""
+    shape = spec.static_shape("x")
+    weight = spec.consts.get("weight")
+    bias = spec.consts.get("bias")
+    if shape is None or spec.dynamic != ("x",) or not isinstance(weight, np.ndarray):
+        return None
+    consts = {k: spec.consts.get(k) for k in ("strides", "pad_type", "pad", "dilations")}
+    consts["groups"] = spec.consts.get("groups", 1)
+    consts["pad_type"] = consts["pad_type"] if consts["pad_type"] is not None else "valid"
+    probe = np.broadcast_to(np.zeros((), np.float32), shape)
+    try:
+        n, strides, dilations, groups, padding, out_sizes, use_im2col, _ = _conv_geometry(
+            probe, np.broadcast_to(np.zeros((), np.float32), weight.shape), **consts)
+    except (ValueError, TypeError):
+        return None
+    batch, c_out = shape[0], weight.shape[0]
+    bias32 = None if bias is None else np.asarray(bias, np.float32).reshape((1, -1) + (1,) * n)
+    if use_im2col:
+        index, size = _im2col_index(shape, padding, list(weight.shape[2:]), strides, dilations, out_sizes, groups)
+        padded = any(p != (0, 0) for p in padding)
+        wmat = float32_source(weight.reshape(groups, c_out // groups, -1))
+        out_shape = (batch, c_out) + tuple(out_sizes)
+
+        def kernel(x):
+            if padded:
+                src = np.empty((batch, size + 1), np.float32)
+                src[:, :size] = x.reshape(batch, size)
+                src[:, size] = 0
+            else:
+                src = x.reshape(batch, size)
+            y = np.matmul(wmat(), src[:, index]).reshape(out_shape)  # [N, G, C_out/G, out]
+            if bias32 is not None:
+                y += bias32
+            return y
+
+        kernel.fresh = True
+        return kernel
+
+    t = torch()
+    flat = []
+    for before, after in reversed(padding):
+        flat += [before, after]
+    pad_fn = (lambda xt: t.nn.functional.pad(xt, flat)) if any(flat) else (lambda xt: xt)
+    conv_fn = getattr(t.nn.functional, _CONV[n])
+    wsource = float32_source(weight)
+    bt = None if bias is None else t.from_numpy(np.ascontiguousarray(bias, np.float32))
+
+    def kernel(x):
+        with t.no_grad():
+            y = conv_fn(pad_fn(to_torch(x)), to_torch(wsource()), bt, strides, 0, dilations, groups)
+        return y.numpy()
+
+    kernel.fresh = True
+    return kernel

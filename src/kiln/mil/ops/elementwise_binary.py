@@ -6,25 +6,25 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..registry import register
+from ..registry import prepares, register
 
 
-def _binary(name, fn, doc):
+def _binary(name, fn, doc, exact=False):
     def impl(x, y):
         return fn(x, y)
 
     impl.__name__ = name
     impl.__qualname__ = name
     impl.__doc__ = doc
-    register(name)(impl)
+    register(name, exact=exact)(impl)
     return impl
 
 
 add = _binary("add", np.add, "MIL ``add`` (iOS15+): ``x + y``.")
 sub = _binary("sub", np.subtract, "MIL ``sub`` (iOS15+): ``x - y``.")
 mul = _binary("mul", np.multiply, "MIL ``mul`` (iOS15+): ``x * y``.")
-maximum = _binary("maximum", np.maximum, "MIL ``maximum`` (iOS15+): ``x > y ? x : y``.")
-minimum = _binary("minimum", np.minimum, "MIL ``minimum`` (iOS15+): ``x > y ? y : x``.")
+maximum = _binary("maximum", np.maximum, "MIL ``maximum`` (iOS15+): ``x > y ? x : y``.", exact=True)
+minimum = _binary("minimum", np.minimum, "MIL ``minimum`` (iOS15+): ``x > y ? y : x``.", exact=True)
 equal = _binary("equal", np.equal, "MIL ``equal`` (iOS15+): ``x == y`` as bool.")
 not_equal = _binary("not_equal", np.not_equal, "MIL ``not_equal`` (iOS15+): ``x != y`` as bool.")
 greater = _binary("greater", np.greater, "MIL ``greater`` (iOS15+): ``x > y`` as bool.")
@@ -74,3 +74,65 @@ def pow_(x, y):
         raise ValueError("integer power with a negative exponent")
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         return np.power(x, y)
+
+
+# -- prepared kernels (see kiln.mil.registry) ---------------------------------------------------
+# Float arithmetic with one constant operand: the constant is converted once, and the kernel
+# offers an in-place variant (``kernel.inplace``, used by fusion when the dynamic operand is a
+# fresh intermediate) when the result has the dynamic operand's shape and dtype.
+
+_ARITHMETIC = {"add": np.add, "sub": np.subtract, "mul": np.multiply, "maximum": np.maximum,
+               "minimum": np.minimum}
+
+
+def _prepare_arithmetic(op_type):
+    ufunc = _ARITHMETIC[op_type]
+
+    def prepare(spec):
+        types = {name: spec.input_types.get(name) for name in spec.dynamic}
+        if any(t is None or t.dtype.storage != np.float32 for t in types.values()):
+            return None
+        if spec.dynamic == ("x", "y"):
+            x_shape, y_shape = spec.static_shape("x"), spec.static_shape("y")
+
+            def both(x, y):
+                return ufunc(x, y)
+
+            both.fresh = True
+            if x_shape is not None and y_shape is not None and _broadcasts_into(y_shape, x_shape):
+                both.inplace = lambda x, y: ufunc(x, y, out=x)
+            return both
+        if len(spec.dynamic) != 1:
+            return None
+        name = spec.dynamic[0]
+        other = spec.consts.get("y" if name == "x" else "x")
+        if not isinstance(other, np.ndarray) or other.dtype != np.float32:
+            return None
+        shape = spec.static_shape(name)
+        if name == "x":
+            def kernel(x):
+                return ufunc(x, other)
+
+            inplace = (lambda x: ufunc(x, other, out=x))
+        else:
+            def kernel(y):
+                return ufunc(other, y)
+
+            inplace = (lambda y: ufunc(other, y, out=y))
+        kernel.fresh = True
+        if shape is not None and _broadcasts_into(other.shape, shape):
+            kernel.inplace = inplace
+        return kernel
+
+    return prepare
+
+
+def _broadcasts_into(shape, target) -> bool:
+    try:
+        return tuple(np.broadcast_shapes(tuple(shape), tuple(target))) == tuple(target)
+    except ValueError:
+        return False
+
+
+for _name in _ARITHMETIC:
+    prepares(_name)(_prepare_arithmetic(_name))

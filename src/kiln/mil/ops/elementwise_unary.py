@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import dtypes
-from ..registry import register
+from ..registry import prepares, register
 from ._util import as_float, as_str, erf as _erf
 
 
@@ -56,13 +56,13 @@ def erf(x):
     return _erf(x)
 
 
-@register("clip")
+@register("clip", exact=True)
 def clip(x, alpha, beta):
     """MIL ``clip`` (iOS15+, iOS17 adds alpha < beta validation): ``min(max(x, alpha), beta)``."""
     return np.minimum(np.maximum(x, np.asarray(alpha, x.dtype)), np.asarray(beta, x.dtype))
 
 
-@register("clip", since="iOS17")
+@register("clip", since="iOS17", exact=True)
 def clip_ios17(x, alpha, beta):
     """MIL ``clip`` (iOS17+): as iOS15, and ``alpha`` must be smaller than ``beta``."""
     if not as_float(alpha, "alpha") < as_float(beta, "beta"):
@@ -130,3 +130,78 @@ def cast(x, dtype):
 def cast_ios17(x, dtype):
     """MIL ``cast`` (iOS17+): also to ``int8``, ``uint8``, ``int16``, ``uint16``."""
     return _cast(x, dtype, _CAST_IOS17)
+
+
+# -- prepared kernels (see kiln.mil.registry) ---------------------------------------------------
+
+
+def _prepare_cast(allowed):
+    def prepare(spec):
+        """Between float types (all stored as float32) a cast moves no data: the plan's output
+        rounding gives the narrower type; other casts keep the plain function."""
+        source = spec.input_types.get("x")
+        try:
+            name = as_str(spec.consts.get("dtype"), "dtype")
+        except ValueError:
+            return None
+        if spec.dynamic != ("x",) or source is None or name not in allowed:
+            return None
+        target = dtypes.BY_NAME[name].storage
+        if source.dtype.storage != target or target.kind != "f":
+            return None
+        return _identity
+
+    return prepare
+
+
+def _identity(x):
+    return x
+
+
+prepares("cast")(_prepare_cast(_CAST_IOS15))
+prepares("cast", since="iOS17")(_prepare_cast(_CAST_IOS17))
+
+
+def _prepare_clip(validate):
+    def prepare(spec):
+        """``alpha``/``beta`` converted (and, iOS17, validated) once."""
+        source = spec.input_types.get("x")
+        if spec.dynamic != ("x",) or source is None or "alpha" not in spec.consts or "beta" not in spec.consts:
+            return None
+        alpha, beta = spec.consts["alpha"], spec.consts["beta"]
+        try:
+            if validate and not as_float(alpha, "alpha") < as_float(beta, "beta"):
+                return None
+            low = np.asarray(alpha, source.dtype.storage)
+            high = np.asarray(beta, source.dtype.storage)
+        except (ValueError, TypeError):
+            return None
+        return lambda x: np.minimum(np.maximum(x, low), high)
+
+    return prepare
+
+
+prepares("clip")(_prepare_clip(validate=False))
+prepares("clip", since="iOS17")(_prepare_clip(validate=True))
+
+
+def _prepare_ufunc(ufunc):
+    def prepare(spec):
+        """A float ufunc called directly, with an in-place variant for fusion."""
+        source = spec.input_types.get("x")
+        if spec.dynamic != ("x",) or source is None or source.dtype.storage != np.float32:
+            return None
+
+        def kernel(x):
+            return ufunc(x)
+
+        kernel.fresh = True
+        kernel.inplace = lambda x: ufunc(x, out=x)
+        return kernel
+
+    return prepare
+
+
+for _name, _ufunc in (("tanh", np.tanh), ("sqrt", np.sqrt), ("exp", np.exp), ("abs", np.abs),
+                      ("square", np.square), ("sin", np.sin), ("cos", np.cos)):
+    prepares(_name)(_prepare_ufunc(_ufunc))

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..registry import register
+from ..registry import prepares, register
 from ._util import as_bool, as_float, as_int, as_ints, as_str, norm_axis
 
 
-@register("identity")
+@register("identity", exact=True)
 def identity(x):
     """MIL ``identity`` (iOS15+): ``x`` unchanged."""
     return x
@@ -20,7 +20,7 @@ def shape(x):
     return np.array(np.shape(x), dtype=np.int32)
 
 
-@register("band_part")
+@register("band_part", exact=True)
 def band_part(x, lower=-1, upper=-1):
     """MIL ``band_part`` (iOS15+): zero everything outside the band of the innermost matrices.
 
@@ -62,7 +62,7 @@ def fill_like(ref_tensor, value=0.0):
     return np.full(np.shape(ref_tensor), value, dtype=value.dtype)
 
 
-@register("flatten2d")
+@register("flatten2d", exact=True)
 def flatten2d(x, axis=1):
     """MIL ``flatten2d`` (iOS15+): reshape to ``[prod(x.shape[:axis]), prod(x.shape[axis:])]``."""
     axis = as_int(axis, "axis")
@@ -73,7 +73,7 @@ def flatten2d(x, axis=1):
     return x.reshape(prior, -1) if x.size else x.reshape(prior, int(np.prod(x.shape[axis:])))
 
 
-@register("concat", tuple_params=("values",))
+@register("concat", tuple_params=("values",), exact=True)
 def concat(values, axis, interleave=False):
     """MIL ``concat`` (iOS15+): join ``values`` along ``axis``; ``interleave`` alternates slices."""
     if not values:
@@ -90,7 +90,7 @@ def concat(values, axis, interleave=False):
     return np.concatenate(values, axis=axis)
 
 
-@register("stack", tuple_params=("values",))
+@register("stack", tuple_params=("values",), exact=True)
 def stack(values, axis):
     """MIL ``stack`` (iOS15+): stack equal-shaped ``values`` along a new ``axis``."""
     if not values:
@@ -99,7 +99,7 @@ def stack(values, axis):
     return np.stack(values, axis=norm_axis(as_int(axis, "axis"), rank))
 
 
-@register("split")
+@register("split", exact=True)
 def split(x, axis, num_splits=None, split_sizes=None):
     """MIL ``split`` (iOS15+): split ``x`` along ``axis`` into ``num_splits`` equal parts or
     ``split_sizes``."""
@@ -120,7 +120,7 @@ def split(x, axis, num_splits=None, split_sizes=None):
     return tuple(np.split(x, bounds, axis=axis))
 
 
-@register("tile")
+@register("tile", exact=True)
 def tile(x, reps):
     """MIL ``tile`` (iOS15+): repeat ``x`` ``reps[i]`` times along dimension ``i``."""
     reps = as_ints(reps, "reps")
@@ -157,7 +157,7 @@ def one_hot(indices, one_hot_vector_size, axis=-1, on_value=1, off_value=0):
     return np.moveaxis(out, -1, axis)
 
 
-@register("pad")
+@register("pad", exact=True)
 def pad(x, pad, mode="constant", constant_val=0.0):
     """MIL ``pad`` (iOS15+): pad the last ``len(pad) / 2`` dims; ``constant``, ``reflect``
     (at most ``D - 1`` per side) or ``replicate``."""
@@ -319,3 +319,68 @@ def non_maximum_suppression_ios17(boxes, scores, iou_threshold, max_boxes, per_c
         per_class_suppression,
     )
     return np.swapaxes(out_boxes, 1, 2), np.swapaxes(out_scores, 1, 2), out_ids
+
+
+# -- prepared kernels (see kiln.mil.registry) ---------------------------------------------------
+
+
+@prepares("pad")
+def prepare_pad(spec):
+    """Padding of a static shape: ``constant`` fills a new array and copies ``x`` into its
+    interior; ``reflect``/``replicate`` gather along each padded axis by precomputed indices."""
+    shape = spec.static_shape("x")
+    ttype = spec.input_types.get("x")
+    if shape is None or ttype is None or set(spec.dynamic) != {"x"} or "pad" not in spec.consts:
+        return None
+    try:
+        mode = as_str(spec.consts.get("mode", "constant"), "mode")
+        probe = np.broadcast_to(np.zeros((), ttype.dtype.storage), shape)
+        out_shape = pad(probe, **spec.consts).shape  # validates amounts and mode limits
+        amounts = as_ints(spec.consts["pad"], "pad")
+        fill = np.asarray(spec.consts.get("constant_val", 0.0)).item()
+    except (ValueError, TypeError):
+        return None
+    n = len(amounts) // 2
+    widths = [(0, 0)] * (len(shape) - n) + [(amounts[2 * i], amounts[2 * i + 1]) for i in range(n)]
+    dtype = ttype.dtype.storage
+    if mode == "constant":
+        interior = tuple(slice(b, b + size) for (b, _), size in zip(widths, shape))
+
+        def kernel(x):
+            out = np.full(out_shape, fill, dtype)
+            out[interior] = x
+            return out
+
+        kernel.fresh = True
+        return kernel
+    numpy_mode = {"reflect": "reflect", "replicate": "edge"}[mode]
+    gathers = tuple((axis, np.pad(np.arange(size), width, mode=numpy_mode))
+                    for axis, (width, size) in enumerate(zip(widths, shape)) if width != (0, 0))
+
+    def kernel(x):
+        for axis, index in gathers:
+            x = np.take(x, index, axis=axis)
+        return x
+
+    return kernel
+
+
+@prepares("split")
+def prepare_split(spec):
+    """Split points fixed: the parts are basic-slicing views of ``x``."""
+    shape = spec.static_shape("x")
+    if shape is None or set(spec.dynamic) != {"x"}:
+        return None
+    probe = np.broadcast_to(np.zeros((), np.float32), shape)
+    try:
+        parts = split(probe, **spec.consts)
+        axis = norm_axis(as_int(spec.consts["axis"], "axis"), len(shape))
+    except (ValueError, TypeError, KeyError):
+        return None
+    indices, start = [], 0
+    for part in parts:
+        size = part.shape[axis]
+        indices.append((slice(None),) * axis + (slice(start, start + size),))
+        start += size
+    indices = tuple(indices)
+    return lambda x: tuple(x[index] for index in indices)

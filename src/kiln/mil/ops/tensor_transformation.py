@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..registry import register
+from ..registry import prepares, register
 from ._util import as_bool, as_bools, as_int, as_ints, norm_axes, norm_axis
 
 
-@register("expand_dims")
+@register("expand_dims", exact=True)
 def expand_dims(x, axes):
     """MIL ``expand_dims`` (iOS15+, iOS17 more dtypes): insert size-1 dims at ``axes``
     (each in ``[-rank-1, rank]`` counted in the output)."""
@@ -20,7 +20,7 @@ def expand_dims(x, axes):
     return np.expand_dims(x, tuple(positions))
 
 
-@register("squeeze")
+@register("squeeze", exact=True)
 def squeeze(x, axes=None):
     """MIL ``squeeze`` (iOS15+, iOS17): drop size-1 dims (all, or those in ``axes``; non-1 dims
     listed in ``axes`` are kept, as in PyTorch)."""
@@ -30,7 +30,7 @@ def squeeze(x, axes=None):
     return np.squeeze(x, axis=tuple(a for a in axes if x.shape[a] == 1))
 
 
-@register("transpose")
+@register("transpose", exact=True)
 def transpose(x, perm):
     """MIL ``transpose`` (iOS15+, iOS17): permute dims by ``perm`` (negative entries allowed)."""
     perm = [norm_axis(p, x.ndim, "perm") for p in as_ints(perm, "perm")]
@@ -60,13 +60,13 @@ def _reshape_target(x, shape, ios17):
     return out
 
 
-@register("reshape")
+@register("reshape", exact=True)
 def reshape(x, shape):
     """MIL ``reshape`` (iOS15/16): ``-1`` infers a dim; ``0`` copies ``x.shape[i]`` (needs equal rank)."""
     return np.reshape(x, _reshape_target(x, shape, ios17=False))
 
 
-@register("reshape", since="iOS17")
+@register("reshape", since="iOS17", exact=True)
 def reshape_ios17(x, shape):
     """MIL ``reshape`` (iOS17+): each ``0`` copies the dim of ``x`` aligned from the right (1 when
     out of range)."""
@@ -88,7 +88,7 @@ def reshape_like(x, ref_tensors, begins, ends, end_masks):
     return np.reshape(x, shape)
 
 
-@register("reverse")
+@register("reverse", exact=True)
 def reverse(x, axes=None):
     """MIL ``reverse`` (iOS15+, iOS17): flip ``x`` along ``axes`` (default all)."""
     return np.flip(x, axis=None if axes is None else norm_axes(axes, x.ndim))
@@ -143,7 +143,7 @@ def _slice_index(x, begin, end, stride, begin_mask, end_mask, squeeze_mask):
     return tuple(index)
 
 
-@register("slice_by_index")
+@register("slice_by_index", exact=True)
 def slice_by_index(x, begin, end, stride=None, begin_mask=None, end_mask=None, squeeze_mask=None):
     """MIL ``slice_by_index`` (iOS15+, iOS17): numpy-style ``x[begin:end:stride, ...]`` with masks;
     ``squeeze_mask`` takes the single index ``begin[i]``."""
@@ -161,7 +161,7 @@ def slice_update(x, update, begin, end, stride=None, begin_mask=None, end_mask=N
     return out
 
 
-@register("slice_by_size")
+@register("slice_by_size", exact=True)
 def slice_by_size(x, begin, size):
     """MIL ``slice_by_size`` (iOS15+, iOS17): ``size[i]`` elements from ``begin[i]`` (-1: to the end)."""
     begin = as_ints(begin, "begin")
@@ -178,7 +178,7 @@ def slice_by_size(x, begin, size):
     return x[tuple(index)]
 
 
-@register("sliding_windows")
+@register("sliding_windows", exact=True)
 def sliding_windows(x, axis, size, stride=1):
     """MIL ``sliding_windows`` (iOS15+, iOS17): windows of ``size`` every ``stride`` along ``axis``,
     inserted as a new dim after it: ``[*d0, (d_axis - size) // stride + 1, size, *dn]``."""
@@ -214,21 +214,21 @@ def _rank4(x, name):
         raise ValueError(f"{name} needs a rank-4 input, got rank {x.ndim}")
 
 
-@register("depth_to_space")
+@register("depth_to_space", exact=True)
 def depth_to_space(x, block_size):
     """MIL ``depth_to_space`` (iOS15+): DCR order (TensorFlow), ``[n, C/b^2, H*b, W*b]``."""
     _rank4(x, "depth_to_space")
     return _depth_to_space(x, as_int(block_size, "block_size"))
 
 
-@register("space_to_depth")
+@register("space_to_depth", exact=True)
 def space_to_depth(x, block_size):
     """MIL ``space_to_depth`` (iOS15+): inverse of ``depth_to_space``, ``[n, C*b^2, H/b, W/b]``."""
     _rank4(x, "space_to_depth")
     return _space_to_depth(x, as_int(block_size, "block_size"))
 
 
-@register("pixel_shuffle")
+@register("pixel_shuffle", exact=True)
 def pixel_shuffle(x, upscale_factor):
     """MIL ``pixel_shuffle`` (iOS15+): PyTorch ``PixelShuffle`` (CRD order)."""
     _rank4(x, "pixel_shuffle")
@@ -240,7 +240,7 @@ def pixel_shuffle(x, upscale_factor):
     return y.transpose(0, 1, 4, 2, 5, 3).reshape(n, c // (f * f), h * f, w * f)
 
 
-@register("pixel_unshuffle", since="iOS16")
+@register("pixel_unshuffle", since="iOS16", exact=True)
 def pixel_unshuffle(x, downscale_factor):
     """MIL ``pixel_unshuffle`` (iOS16+): PyTorch ``PixelUnshuffle``."""
     _rank4(x, "pixel_unshuffle")
@@ -278,3 +278,66 @@ def batch_to_space(x, block_shape, crops):
     y = x.reshape(bh, bw, n // (bh * bw), c, h, w).transpose(2, 3, 4, 0, 5, 1)
     y = y.reshape(n // (bh * bw), c, h * bh, w * bw)
     return y[:, :, crops[0, 0]: h * bh - crops[0, 1], crops[1, 0]: w * bw - crops[1, 1]]
+
+
+# -- prepared kernels (see kiln.mil.registry): the plain functions above run once, on a zero-size-
+# stride probe of the static input shape, to fix the result's shape or index tuple. --------------
+
+
+def _probe(spec, name="x"):
+    """A read-only array of the input's static shape and storage dtype that holds no data."""
+    shape = spec.static_shape(name)
+    ttype = spec.input_types.get(name)
+    if shape is None or ttype is None:
+        return None
+    return np.broadcast_to(np.zeros((), ttype.dtype.storage), shape)
+
+
+def _prepare_reshape_like(fn):
+    """Ops whose result is ``x`` in a new shape (same element order): ``x.reshape(shape)``."""
+
+    def prepare(spec):
+        probe = _probe(spec)
+        if probe is None or set(spec.dynamic) != {"x"}:
+            return None
+        try:
+            shape = tuple(fn(probe, **spec.consts).shape)
+        except (ValueError, TypeError, IndexError):
+            return None  # invalid attributes: the plain function reports them at run time
+        return lambda x: x.reshape(shape)
+
+    return prepare
+
+
+prepares("expand_dims")(_prepare_reshape_like(expand_dims))
+prepares("squeeze")(_prepare_reshape_like(squeeze))
+prepares("reshape")(_prepare_reshape_like(reshape))
+prepares("reshape", since="iOS17")(_prepare_reshape_like(reshape_ios17))
+
+
+@prepares("transpose")
+def prepare_transpose(spec):
+    probe = _probe(spec)
+    if probe is None or set(spec.dynamic) != {"x"}:
+        return None
+    try:
+        transpose(probe, **spec.consts)
+    except (ValueError, TypeError):
+        return None
+    perm = tuple(norm_axis(p, probe.ndim, "perm") for p in as_ints(spec.consts["perm"], "perm"))
+    return lambda x: x.transpose(perm)
+
+
+@prepares("slice_by_index")
+def prepare_slice_by_index(spec):
+    probe = _probe(spec)
+    if probe is None or set(spec.dynamic) != {"x"}:
+        return None
+    params = {k: spec.consts.get(k) for k in ("begin", "end", "stride", "begin_mask", "end_mask", "squeeze_mask")}
+    if params["begin"] is None or params["end"] is None:
+        return None
+    try:
+        index = _slice_index(probe, **params)
+    except (ValueError, TypeError):
+        return None
+    return lambda x: x[index]

@@ -1,0 +1,159 @@
+"""kiln's executor vs torch eager on the full-size random Parakeet TDT v3 encoder, 15 s of audio
+(mel [1, 128, 1501] -> [1, 1024, 188]): wall time per call with 2 threads (torch eager, kiln fp32,
+kiln fp16) and the peak RSS of a process that loads the package and runs it once, against the
+package's weight bytes plus the call's inputs and outputs.
+
+    python benchmarks/bench_encoder.py [--architecture full|tiny] [--workdir DIR] [--out results.json]
+
+Heavy (full size: a ~1.2 GB fp16 package, minutes): `make bench` runs it; `--workdir` keeps the
+random checkpoint and the package for a second run. Goals (issue 10): fp32 <= 1.0x torch eager,
+fp16 <= 1.2x, peak RSS <= 1.3x weight bytes + inputs/outputs (above the base of a process that
+imported torch, coremltools and kiln)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from common import emit  # noqa: E402
+
+SAMPLES = 240_000  # 15 s at 16 kHz
+THREADS = 2
+REPEATS = 3
+GOALS = {"fp32_vs_torch_max": 1.0, "fp16_vs_torch_max": 1.2, "rss_vs_weights_plus_io_max": 1.3}
+
+# Runs in a fresh process: import, load, (plan), run once; prints JSON with ru_maxrss.
+_CHILD = r"""
+import json, resource, sys, time
+import numpy as np
+import torch
+torch.set_num_threads({threads})
+import coremltools, kiln.mil
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+out = {{"base_kib": base}}
+if {run}:
+    model = kiln.mil.load_model({package!r})
+    inputs = dict(np.load({inputs!r}))
+    times = []
+    for _ in range({repeats}):
+        started = time.perf_counter()
+        model.predict(inputs, precision={precision!r})
+        times.append(time.perf_counter() - started)
+    out["times_s"] = times
+    out["pool_bytes"] = model.constants.nbytes()
+out["peak_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print("RESULT", json.dumps(out))
+"""
+
+
+def _child(**params) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": str(THREADS), "OPENBLAS_NUM_THREADS": str(THREADS),
+           "MKL_NUM_THREADS": str(THREADS)}
+    code = _CHILD.format(threads=THREADS, repeats=REPEATS, **params)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    if run.returncode != 0:
+        raise RuntimeError(f"benchmark child failed ({run.returncode}):\n{run.stderr[-3000:]}")
+    line = next(l for l in run.stdout.splitlines() if l.startswith("RESULT "))
+    return json.loads(line[len("RESULT "):])
+
+
+def _build(architecture: str, work: Path):
+    """The random checkpoint, its encoder package (cached in ``work``) and the component config."""
+    from kiln.config import build_config
+    from kiln.export.convert import export_component
+    from kiln.models.parakeet_tdt import FAMILY, component_contracts, load_path
+
+    marker = work / "src" / "done.json"
+    if marker.is_file():
+        nemo = Path(json.loads(marker.read_text())["nemo"])
+    else:
+        nemo = FAMILY.build_random(architecture, seed=0, overrides={}, out_dir=work / "src")
+        marker.write_text(json.dumps({"nemo": str(nemo)}))
+    source = load_path(nemo)
+    contract = component_contracts(source, SAMPLES)["encoder"]
+    config = build_config({"models": {"m": {"family": "parakeet_tdt", "task": "stt",
+                                            "source": {"kind": "random", "architecture": architecture, "seed": 0},
+                                            "components": {"encoder": contract}}}},
+                          path=str(work / "config.yaml"))
+    component = config.component("m", "encoder")
+    package = work / f"encoder_{architecture}.mlpackage"
+    if not package.is_dir():
+        started = time.perf_counter()
+        export_component(FAMILY, source, component, package)
+        print(f"[bench_encoder] exported {package} in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    return FAMILY, source, component, package
+
+
+def run(architecture: str = "full", workdir: str | None = None) -> dict:
+    import numpy as np
+    import torch
+
+    from kiln.fsutil import tree_size
+    from kiln.validate.backends import torch_backend
+
+    work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="kiln-bench-encoder-"))
+    (work / "src").mkdir(parents=True, exist_ok=True)
+    family, source, component, package = _build(architecture, work)
+    rng = np.random.default_rng(0)
+    frames = component.inputs[0].shape[-1]
+    inputs = {"mel": rng.standard_normal(tuple(component.inputs[0].shape)).astype(np.float32),
+              "mel_length": np.array([frames], np.int32)}
+    np.savez(work / "inputs.npz", **inputs)
+
+    torch.set_num_threads(THREADS)
+    predict = torch_backend(family.build_component(source, component), component).predict
+    predict(inputs)  # warm-up
+    torch_times = []
+    for _ in range(REPEATS):
+        started = time.perf_counter()
+        outputs = predict(inputs)
+        torch_times.append(time.perf_counter() - started)
+    io_bytes = sum(a.nbytes for a in inputs.values()) + sum(np.asarray(a).nbytes for a in outputs.values())
+    del predict
+    weights = tree_size(package / "Data" / "com.apple.CoreML" / "weights")
+    base = _child(run=False, package=str(package), inputs=str(work / "inputs.npz"), precision="fp32")
+    kiln = {p: _child(run=True, package=str(package), inputs=str(work / "inputs.npz"), precision=p)
+            for p in ("fp32", "fp16")}
+    torch_s = statistics.median(torch_times)
+    result = {"architecture": architecture, "samples": SAMPLES, "threads": THREADS, "repeats": REPEATS,
+              "package_weight_bytes": weights, "io_bytes": io_bytes,
+              "torch_eager_s": round(torch_s, 3), "torch_eager_runs_s": [round(t, 3) for t in torch_times],
+              "base_rss_mib": round(base["peak_kib"] / 1024, 1)}
+    for precision, measured in kiln.items():
+        # the first run builds the plan (reads and pools the constants): reported apart
+        steady = statistics.median(measured["times_s"][1:]) if len(measured["times_s"]) > 1 else measured["times_s"][0]
+        growth = (measured["peak_kib"] - base["peak_kib"]) * 1024
+        result[f"kiln_{precision}"] = {
+            "first_call_s": round(measured["times_s"][0], 3), "s": round(steady, 3),
+            "runs_s": [round(t, 3) for t in measured["times_s"]], "vs_torch": round(steady / torch_s, 3),
+            "peak_rss_mib": round(measured["peak_kib"] / 1024, 1), "pool_bytes": measured["pool_bytes"],
+            "rss_growth_vs_weights_plus_io": round(growth / (weights + io_bytes), 3)}
+    result["goals"] = GOALS
+    result["goals_met"] = {
+        "fp32": result["kiln_fp32"]["vs_torch"] <= GOALS["fp32_vs_torch_max"],
+        "fp16": result["kiln_fp16"]["vs_torch"] <= GOALS["fp16_vs_torch_max"],
+        "rss": max(result[f"kiln_{p}"]["rss_growth_vs_weights_plus_io"] for p in ("fp32", "fp16"))
+        <= GOALS["rss_vs_weights_plus_io_max"]}
+    return result
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--architecture", default="full", choices=["full", "tiny"])
+    parser.add_argument("--workdir", default=None)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    return emit(run(args.architecture, args.workdir), args.out)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,123 @@
+"""Prepared kernels, fusion and the constant pool: a fused plan gives bit-identical results to the
+unfused one (in fp16 emulation above all), fp16 weights stay fp16 in memory and are shared by
+every plan of a model, output checks run on the first call only when every shape is static."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from milprog import save_program
+
+from kiln.mil import load_model
+from kiln.mil.errors import OpExecutionError
+
+RNG = np.random.default_rng(3)
+W_CONV = (RNG.standard_normal((6, 4, 3)) * 0.5).astype(np.float16)
+B_CONV = (RNG.standard_normal((1, 6, 1)) * 0.1).astype(np.float16)
+W_IH = (RNG.standard_normal((32, 6)) * 0.5).astype(np.float16)
+W_HH = (RNG.standard_normal((32, 8)) * 0.5).astype(np.float16)
+B_IH = (RNG.standard_normal(32) * 0.1).astype(np.float16)
+B_HH = (RNG.standard_normal(32) * 0.1).astype(np.float16)
+W_BIG = (RNG.standard_normal((96, 64)) * 0.1).astype(np.float16)  # 6144 elements: pooled as fp16
+
+
+def _conv_lstm(x, h, c):
+    """conv + bias + relu, then an LSTM cell decomposed as converters emit it, all in fp16."""
+    from coremltools.converters.mil import Builder as mb
+
+    y = mb.relu(x=mb.add(x=mb.conv(x=x, weight=W_CONV, pad_type="same"), y=B_CONV))
+    feat = mb.reduce_mean(x=y, axes=[2])
+    gates = mb.add(x=mb.linear(x=feat, weight=W_IH, bias=B_IH), y=mb.linear(x=h, weight=W_HH, bias=B_HH))
+    i, f, g, o = mb.split(x=gates, num_splits=4, axis=1)
+    c2 = mb.add(x=mb.mul(x=mb.sigmoid(x=f), y=c), y=mb.mul(x=mb.sigmoid(x=i), y=mb.tanh(x=g)))
+    h2 = mb.mul(x=mb.sigmoid(x=o), y=mb.tanh(x=c2))
+    big = mb.linear(x=mb.concat(values=(h2, h2, h2, h2, h2, h2, h2, h2), axis=1), weight=W_BIG)
+    return y, h2, c2, big
+
+
+@pytest.fixture(scope="module")
+def conv_lstm(tmp_path_factory):
+    specs = [("x", (1, 4, 16), np.float16), ("h", (1, 8), np.float16), ("c", (1, 8), np.float16)]
+    return save_program(_conv_lstm, specs, tmp_path_factory.mktemp("fusion"))
+
+
+def _inputs(seed):
+    rng = np.random.default_rng(seed)
+    return {"x": rng.standard_normal((1, 4, 16)).astype(np.float16),
+            "h": (rng.standard_normal((1, 8)) * 0.5).astype(np.float16),
+            "c": (rng.standard_normal((1, 8)) * 0.5).astype(np.float16)}
+
+
+@pytest.mark.parametrize("precision", ["fp16", "fp32"])
+def test_fused_plan_is_bit_identical_to_the_unfused_plan(conv_lstm, precision):
+    model = load_model(conv_lstm)
+    fused, plain = model.plan(precision), model.plan(precision, fuse=False)
+    assert plain.step_count == plain.op_count - sum(1 for op in model.block().operations if op.type == "const")
+    assert fused.step_count <= 6 < plain.step_count  # conv+add+relu and the cell collapse
+    labels = [step.label[0] for step in fused._steps]
+    assert any(label.startswith("conv+add+relu") for label in labels), labels
+    for seed in range(8):
+        inputs = _inputs(seed)
+        a, b = fused.run(inputs), plain.run(inputs)
+        assert list(a) == list(b)
+        for name in a:
+            assert a[name].dtype == b[name].dtype and np.array_equal(a[name], b[name], equal_nan=True), name
+        if precision == "fp16":  # every fp16 value is an fp16 number: the emulation really rounded
+            for name in a:
+                assert np.array_equal(a[name].astype(np.float16).astype(a[name].dtype), a[name])
+
+
+def test_fp16_weights_stay_fp16_and_are_shared_by_every_plan(conv_lstm):
+    model = load_model(conv_lstm)
+    fp32, fp16 = model.plan("fp32"), model.plan("fp16")
+    big = [v for values in model.constants._values.values() for v in values
+           if isinstance(v, np.ndarray) and v.shape == W_BIG.shape]
+    assert len(big) == 1 and big[0].dtype == np.float16 and np.array_equal(big[0], W_BIG)
+    for plan in (fp32, fp16):  # the plans hold the pool's array itself, not a widened copy
+        assert any(value is big[0] for value in plan._template)
+    inputs = _inputs(0)
+    h2 = fp32.run(inputs)[fp32.outputs[1].name].astype(np.float32)
+    expected = np.concatenate([h2] * 8, axis=1) @ W_BIG.astype(np.float32).T
+    got = fp32.run(inputs)[fp32.outputs[3].name]
+    assert got.dtype == np.float16  # an fp16 output
+    np.testing.assert_allclose(got, expected.astype(np.float16), rtol=2e-3, atol=1e-4)
+
+
+def test_ops_are_prepared_and_checked_once_when_shapes_are_static(tmp_path):
+    from coremltools.converters.mil import Builder as mb
+
+    def build(x):
+        return mb.reshape(x=mb.mul(x=x, y=2.0), shape=[-1])
+
+    static = load_model(save_program(build, [("x", (2, 3), np.float32)], tmp_path)).plan("fp32")
+    assert static.check_once and static.prepared_count == 2
+    np.testing.assert_array_equal(static.run({"x": np.ones((2, 3), np.float32)})["reshape_0"], np.full(6, 2.0))
+
+
+def test_a_failing_fused_producer_names_its_own_node(tmp_path):
+    from coremltools.converters.mil import Builder as mb
+
+    def build(x, y):
+        return mb.relu(x=mb.matmul(x=x, y=y))
+
+    model = load_model(save_program(build, [("x", (2, 3), np.float32), ("y", (3, 4), np.float32)], tmp_path))
+    plan = model.plan("fp32")
+    assert [step.label[0] for step in plan._steps] == ["matmul+relu"]
+    with pytest.raises(OpExecutionError, match="op 'matmul' .*producing 'matmul_0'"):
+        plan._steps[0]([np.zeros((2, 5), np.float32), np.zeros((3, 4), np.float32), None, None])
+
+
+def test_long_single_use_chains_are_split_into_bounded_steps(tmp_path):
+    from coremltools.converters.mil import Builder as mb
+
+    from kiln.mil.plan import MAX_FUSED_DEPTH
+
+    def build(x):
+        for _ in range(3 * MAX_FUSED_DEPTH):
+            x = mb.add(x=x, y=1.0)
+        return x
+
+    plan = load_model(save_program(build, [("x", (4,), np.float32)], tmp_path)).plan("fp32")
+    assert plan.step_count == 3
+    np.testing.assert_array_equal(plan.run({"x": np.zeros(4, np.float32)})[plan.outputs[0].name],
+                                  np.full(4, 3.0 * MAX_FUSED_DEPTH, np.float32))
