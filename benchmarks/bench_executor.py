@@ -9,6 +9,7 @@ Goal (issue 10): kiln fp32 and fp16 each <= 1.2x torch eager with one thread, me
 
 from __future__ import annotations
 
+import statistics
 import sys
 import tempfile
 import time
@@ -23,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import REPO, emit  # noqa: E402
 
 CHUNKS = 1000
+ROUNDS = 10
 
 
 def _stream(predict, chunks: np.ndarray) -> float:
@@ -59,15 +61,25 @@ def run() -> dict:
         torch_predict = torch_backend(family.build_component(net, comp), comp).predict
         results = {}
         default_threads = torch.get_num_threads()
-        for threads in (1, default_threads):
-            torch.set_num_threads(threads)
+        if default_threads != 1:
+            torch.set_num_threads(default_threads)
             _stream(torch_predict, chunks[:50])  # warm-up
-            results[f"torch_eager_{threads}_threads_ms_per_chunk"] = round(_stream(torch_predict, chunks), 4)
+            results[f"torch_eager_{default_threads}_threads_ms_per_chunk"] = round(_stream(torch_predict, chunks), 4)
         torch.set_num_threads(1)
-        for precision in ("fp32", "fp16"):
-            predict = kiln_backend(package, precision).predict
-            _stream(predict, chunks[:50])
-            results[f"kiln_{precision}_ms_per_chunk"] = round(_stream(predict, chunks), 4)
+        # The three run interleaved, ROUNDS blocks of the stream each, so a change of machine load
+        # hits all of them; per backend the median block and the ratios of the median blocks.
+        backends = {"torch_eager_1_threads": torch_predict,
+                    "kiln_fp32": kiln_backend(package, "fp32").predict,
+                    "kiln_fp16": kiln_backend(package, "fp16").predict}
+        for predict in backends.values():
+            _stream(predict, chunks[:50])  # warm-up (kiln: builds the plan)
+        blocks = {name: [] for name in backends}
+        for block in np.array_split(chunks, ROUNDS):
+            for name, predict in backends.items():
+                blocks[name].append(_stream(predict, block))
+        for name, times in blocks.items():
+            results[f"{name}_ms_per_chunk"] = round(statistics.median(times), 4)
+            results[f"{name}_ms_per_chunk_blocks"] = [round(t, 4) for t in times]
         results["profile_one_call_us"] = _profile(package, chunks[0])
         torch.set_num_threads(default_threads)
     results["ratio_fp32_vs_torch_1_thread"] = round(

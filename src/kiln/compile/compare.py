@@ -7,6 +7,7 @@ order), and `metadata.json` (compared as parsed JSON, since its key order is has
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from kiln.coreml.coremldata import build_coremldata, parse_coremldata
@@ -78,12 +79,13 @@ def compare_bundles(a: str | Path, b: str | Path) -> list[str]:
     return problems
 
 
-def compare_bundle_to_package(package: str | Path, bundle: str | Path) -> list[str]:
+def compare_bundle_to_package(package: str | Path, bundle: str | Path, parsed=None) -> list[str]:
     """The compile round trip checked structurally: the bundle's ``model.mil`` parses back to the
     package's program (function inputs in the printed, sorted order; the compiler's own
     ``coremlc-*`` buildInfo entries on top of the package's), and every weight file the program
     references is byte-identical in the bundle (sha256). Differences, one message each; empty
-    when the bundle is the package's program."""
+    when the bundle is the package's program. ``parsed``: the bundle's program if already parsed
+    (e.g. by ``kiln.mil.load_model``), so the text is not parsed twice."""
     from coremltools.proto import MIL_pb2
 
     from kiln.coreml.manifest import check_blob_references, read_package
@@ -93,10 +95,15 @@ def compare_bundle_to_package(package: str | Path, bundle: str | Path) -> list[s
     package, bundle = Path(package), Path(bundle)
     source = read_package(package)
     mil_file = bundle / "model.mil"
-    try:
-        parsed = parse_program(mil_file.read_text(encoding="utf-8"), file=str(mil_file))
-    except (OSError, UnicodeDecodeError) as exc:
-        return [f"model.mil: unreadable ({exc})"]
+    if parsed is None:
+        try:
+            parsed = parse_program(mil_file.read_text(encoding="utf-8"), file=str(mil_file))
+        except (OSError, UnicodeDecodeError) as exc:
+            return [f"model.mil: unreadable ({exc})"]
+    else:
+        copy = MIL_pb2.Program()
+        copy.CopyFrom(parsed)
+        parsed = copy
     expected = MIL_pb2.Program()
     expected.CopyFrom(source.model.mlProgram)
     for function in expected.functions.values():  # printed sorted by name, as coremlc does
@@ -115,10 +122,16 @@ def compare_bundle_to_package(package: str | Path, bundle: str | Path) -> list[s
     if parsed != expected:
         problems.append(f"model.mil: does not parse back to the program of {package}")
     referenced = check_blob_references(source.model_dir, source.model.mlProgram, source.model_path)
+    pairs = []
     for relative in sorted(referenced):
-        ours_file, theirs_file = bundle / relative, source.model_dir / relative
-        if not ours_file.is_file():
+        if (bundle / relative).is_file():
+            pairs.append((relative, bundle / relative, source.model_dir / relative))
+        else:
             problems.append(f"{relative}: missing from the bundle")
-        elif sha256_file(ours_file) != sha256_file(theirs_file):
-            problems.append(f"{relative}: differs from {theirs_file} (sha256)")
+    # hashlib releases the GIL on large buffers: both sides hash at once
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        digests = list(pool.map(sha256_file, [p for _, ours, theirs in pairs for p in (ours, theirs)]))
+    for index, (relative, _, theirs) in enumerate(pairs):
+        if digests[2 * index] != digests[2 * index + 1]:
+            problems.append(f"{relative}: differs from {theirs} (sha256)")
     return problems

@@ -187,7 +187,20 @@ class BlobFile:
             values = dtypes.unpack_bits(data, _SUB_BYTE_BITS[rec.dtype], rec.count, rec.dtype == "int4")
         else:
             values = data.view(dtypes.RAW_NUMPY[rec.dtype]).copy()
+        self._release(rec.data_offset, rec.size_bytes)
         return rec, values
+
+    def _release(self, offset: int, size: int) -> None:
+        """Drop the mapped pages of a record just copied from this process's resident set (the
+        page cache keeps them), so reading a large model does not hold it twice in RSS."""
+        start = offset - offset % mmap.PAGESIZE
+        end = offset + size
+        end -= end % mmap.PAGESIZE  # never a page that also holds the next record's bytes
+        if end > start and hasattr(mmap, "MADV_DONTNEED"):
+            try:
+                self._map.madvise(mmap.MADV_DONTNEED, start, end - start)
+            except (OSError, ValueError):
+                pass  # only a memory optimisation
 
     def read(self, offset: int, expected_dtype: str | None = None) -> np.ndarray:
         """Decoded 1-D values of the blob at ``offset``.

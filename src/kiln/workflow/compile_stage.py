@@ -23,10 +23,10 @@ def round_trip(package: Path, bundle: Path, inputs: Mapping[str, np.ndarray]) ->
     from kiln.compile.compare import compare_bundle_to_package
     from kiln.mil import load_model
 
-    differences = compare_bundle_to_package(package, bundle)
+    model = load_model(bundle)  # parses model.mil once, for the check and the execution
+    differences = compare_bundle_to_package(package, bundle, parsed=model.program)
     if differences:
         raise CompileError(f"{bundle}: the bundle is not the package's program: " + "; ".join(differences))
-    model = load_model(bundle)
     outputs = model.predict(inputs, precision="fp32")
     declared = {spec.name for spec in model.outputs()}
     if set(outputs) != declared:

@@ -154,3 +154,42 @@ def erf(x: np.ndarray) -> np.ndarray:
         return x.astype(np.float32)
     work = x.astype(np.float64) if x.dtype != np.float64 else x
     return torch().erf(to_torch(work)).numpy().astype(x.dtype if x.dtype.kind == "f" else np.float32)
+
+
+# -- constant float operands of prepared products (conv, linear, matmul) --------------------------
+
+# fp16 weights up to this many elements are widened to float32 once, when the plan is built;
+# larger ones stay float16 (shared by every plan of the model) and are widened per call.
+WIDEN_ONCE_MAX = 1 << 18
+
+# Products of at least this many multiply-adds run on torch (MKL, its intra-op threads); smaller
+# ones on numpy, whose per-call overhead is lower.
+TORCH_PRODUCT_MIN = 1 << 20
+
+
+def float32_source(weight):
+    """A function returning ``weight`` as a float32 array: the array itself, a copy widened once,
+    or (a large float16 weight) a fresh widening per call."""
+    weight = np.asarray(weight)
+    if weight.dtype == np.float32:
+        return lambda: weight
+    if weight.dtype == np.float16 and weight.size > WIDEN_ONCE_MAX:
+        return lambda: weight.astype(np.float32)
+    wide = weight.astype(np.float32)
+    return lambda: wide
+
+
+def torch_float32_source(weight):
+    """As :func:`float32_source`, returning a torch tensor (widened by torch per call when large)."""
+    weight = np.asarray(weight)
+    if weight.dtype == np.float16 and weight.size > WIDEN_ONCE_MAX:
+        narrow = to_torch(weight)
+        return lambda: narrow.float()
+    wide = to_torch(weight.astype(np.float32, copy=False))
+    return lambda: wide
+
+
+def product_size(a_shape, b_shape) -> int:
+    """Multiply-adds of ``matmul(a, b)`` for shapes of rank >= 2 (batch dims broadcast)."""
+    batch = np.broadcast_shapes(tuple(a_shape[:-2]), tuple(b_shape[:-2]))
+    return int(np.prod(batch, dtype=np.int64)) * a_shape[-2] * a_shape[-1] * b_shape[-1]

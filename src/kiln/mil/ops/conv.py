@@ -8,7 +8,8 @@ import weakref
 import numpy as np
 
 from ..registry import prepares, register
-from ._util import as_int, as_ints, as_str, spatial_padding, to_torch, torch
+from ._util import (TORCH_PRODUCT_MIN, as_int, as_ints, as_str, float32_source, product_size, spatial_padding,
+                    to_torch, torch, torch_float32_source)
 
 
 def _spatial_params(x, kernel_sizes, strides, dilations, name):
@@ -240,23 +241,6 @@ def conv_transpose(x, weight, bias=None, pad=None, output_shape=None, pad_type="
 
 # -- prepared kernel (see kiln.mil.registry) ----------------------------------------------------
 
-# fp16 weights up to this many elements are widened to float32 once, when the plan is built;
-# larger ones stay float16 (shared by every plan of the model) and are widened per call.
-WIDEN_ONCE_MAX = 1 << 18
-
-
-def float32_source(weight):
-    """A function returning ``weight`` as float32: the array itself, a copy widened once, or (a
-    large float16 weight) a fresh widening per call."""
-    weight = np.asarray(weight)
-    if weight.dtype == np.float32:
-        return lambda: weight
-    if weight.dtype == np.float16 and weight.size > WIDEN_ONCE_MAX:
-        return lambda: weight.astype(np.float32)
-    wide = weight.astype(np.float32)
-    return lambda: wide
-
-
 def _im2col_index(in_shape, padding, kernel, strides, dilations, out_sizes, groups):
     """Indices into one batch item of ``x`` flattened (plus a trailing zero for padding) whose
     gather is the im2col matrix ``[G, C_in/G * prod(K), prod(out)]``."""
@@ -304,8 +288,14 @@ def prepare_conv(spec):
     if use_im2col:
         index, size = _im2col_index(shape, padding, list(weight.shape[2:]), strides, dilations, out_sizes, groups)
         padded = any(p != (0, 0) for p in padding)
-        wmat = float32_source(weight.reshape(groups, c_out // groups, -1))
+        wshape = (groups, c_out // groups, index.shape[1])
         out_shape = (batch, c_out) + tuple(out_sizes)
+        if product_size(wshape, (batch,) + index.shape) >= TORCH_PRODUCT_MIN:
+            wtorch = torch_float32_source(weight.reshape(wshape))
+            multiply = lambda cols: torch().matmul(wtorch(), torch().from_numpy(cols)).numpy()  # noqa: E731
+        else:
+            wmat = float32_source(weight.reshape(wshape))
+            multiply = lambda cols: np.matmul(wmat(), cols)  # noqa: E731
 
         def kernel(x):
             if padded:
@@ -314,7 +304,7 @@ def prepare_conv(spec):
                 src[:, size] = 0
             else:
                 src = x.reshape(batch, size)
-            y = np.matmul(wmat(), src[:, index]).reshape(out_shape)  # [N, G, C_out/G, out]
+            y = multiply(src[:, index]).reshape(out_shape)  # [N, G, C_out/G, out]
             if bias32 is not None:
                 y += bias32
             return y
@@ -328,12 +318,12 @@ def prepare_conv(spec):
         flat += [before, after]
     pad_fn = (lambda xt: t.nn.functional.pad(xt, flat)) if any(flat) else (lambda xt: xt)
     conv_fn = getattr(t.nn.functional, _CONV[n])
-    wsource = float32_source(weight)
+    wsource = torch_float32_source(weight)
     bt = None if bias is None else t.from_numpy(np.ascontiguousarray(bias, np.float32))
 
     def kernel(x):
         with t.no_grad():
-            y = conv_fn(pad_fn(to_torch(x)), to_torch(wsource()), bt, strides, 0, dilations, groups)
+            y = conv_fn(pad_fn(to_torch(x)), wsource(), bt, strides, 0, dilations, groups)
         return y.numpy()
 
     kernel.fresh = True

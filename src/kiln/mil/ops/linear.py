@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..registry import prepares, register
-from ._util import as_bool, as_str
-from .conv import float32_source
+from ._util import (TORCH_PRODUCT_MIN, as_bool, as_str, float32_source, product_size, to_torch, torch,
+                    torch_float32_source)
 
 
 @register("linear")
@@ -67,24 +67,33 @@ def einsum(values, equation):
 
 @prepares("linear", narrow=("weight",))
 def prepare_linear(spec):
-    """Constant weight (and bias): ``x @ W.T + b`` with ``W.T`` and ``b`` fixed; a large fp16
-    weight stays float16 and is widened per call."""
+    """Constant weight (and bias): ``x @ W.T + b``; a large fp16 weight stays float16 and is
+    widened per call; large products run on torch."""
     weight, bias = spec.consts.get("weight"), spec.consts.get("bias")
     shape = spec.static_shape("x")
-    if spec.dynamic != ("x",) or not isinstance(weight, np.ndarray) or shape is None:
+    if spec.dynamic != ("x",) or not isinstance(weight, np.ndarray) or shape is None or len(shape) < 1:
         return None
     if weight.ndim != 2 or tuple(shape[-1:]) != weight.shape[1:]:
         return None  # the plain function reports the mismatch at run time
-    wsource = float32_source(weight)
     b = None if bias is None else np.asarray(bias, np.float32)
-    if b is None:
+    rows = int(np.prod(shape[:-1], dtype=np.int64))
+    if product_size((rows, weight.shape[1]), weight.shape[::-1]) >= TORCH_PRODUCT_MIN:
+        t = torch()
+        wsource = torch_float32_source(weight)
+        bt = None if b is None else t.from_numpy(np.array(np.broadcast_to(b, weight.shape[:1]), np.float32))
+
         def kernel(x):
-            return np.matmul(x, wsource().T)
+            return t.nn.functional.linear(to_torch(x), wsource(), bt).numpy()
     else:
-        def kernel(x):
-            y = np.matmul(x, wsource().T)
-            y += b
-            return y
+        wsource = float32_source(weight)
+        if b is None:
+            def kernel(x):
+                return np.matmul(x, wsource().T)
+        else:
+            def kernel(x):
+                y = np.matmul(x, wsource().T)
+                y += b
+                return y
 
     kernel.fresh = True
     return kernel
@@ -92,27 +101,61 @@ def prepare_linear(spec):
 
 @prepares("matmul", narrow=("x", "y"))
 def prepare_matmul(spec):
-    """Transpose flags fixed; a constant operand (possibly a large fp16 weight) prepared once."""
+    """Transpose flags fixed; a constant operand (possibly a large fp16 weight) prepared once;
+    large products run on torch."""
     try:
         tx = as_bool(spec.consts.get("transpose_x", False), "transpose_x")
         ty = as_bool(spec.consts.get("transpose_y", False), "transpose_y")
     except ValueError:
         return None
-    types = [spec.input_types.get(name) for name in ("x", "y")]
-    consts = [spec.consts.get(name) for name in ("x", "y")]
-    dtypes_ = [t.dtype.storage if t is not None else np.asarray(c).dtype for t, c in zip(types, consts)]
-    if any(d.kind != "f" for d in dtypes_):
-        return None  # integer products keep the plain function's type rules
-    if spec.dynamic == ("x", "y"):
+    operands = {}
+    for name, flag in (("x", tx), ("y", ty)):
+        if name in spec.dynamic:
+            ttype, shape = spec.input_types.get(name), spec.static_shape(name)
+            if ttype is None or shape is None or ttype.dtype.storage != np.float32:
+                return None
+        else:
+            value = spec.consts.get(name)
+            if not isinstance(value, np.ndarray) or value.dtype.kind != "f":
+                return None
+            shape = value.shape
+        if len(shape) < 2:
+            return None  # vector products keep the plain function
+        operands[name] = (shape[:-2] + (shape[-1], shape[-2])) if flag else shape
+    try:
+        size = product_size(operands["x"], operands["y"])
+    except ValueError:
+        return None
+    if operands["x"][-1] != operands["y"][-2]:
+        return None
+    if size >= TORCH_PRODUCT_MIN:
+        t = torch()
+        tr = lambda a, flag: a.transpose(-1, -2) if flag else a  # noqa: E731
+        if spec.dynamic == ("x", "y"):
+            def kernel(x, y):
+                return t.matmul(tr(to_torch(x), tx), tr(to_torch(y), ty)).numpy()
+        elif spec.dynamic == ("x",):
+            ysource = torch_float32_source(spec.consts["y"])
+
+            def kernel(x):
+                return t.matmul(tr(to_torch(x), tx), tr(ysource(), ty)).numpy()
+        elif spec.dynamic == ("y",):
+            xsource = torch_float32_source(spec.consts["x"])
+
+            def kernel(y):
+                return t.matmul(tr(xsource(), tx), tr(to_torch(y), ty)).numpy()
+        else:
+            return None
+    elif spec.dynamic == ("x", "y"):
         def kernel(x, y):
             return np.matmul(_swap_last(x) if tx else x, _swap_last(y) if ty else y)
-    elif spec.dynamic == ("x",) and isinstance(consts[1], np.ndarray):
-        ysource = float32_source(consts[1])
+    elif spec.dynamic == ("x",):
+        ysource = float32_source(spec.consts["y"])
 
         def kernel(x):
             return np.matmul(_swap_last(x) if tx else x, _swap_last(ysource()) if ty else ysource())
-    elif spec.dynamic == ("y",) and isinstance(consts[0], np.ndarray):
-        xsource = float32_source(consts[0])
+    elif spec.dynamic == ("y",):
+        xsource = float32_source(spec.consts["x"])
 
         def kernel(y):
             return np.matmul(_swap_last(xsource()) if tx else xsource(), _swap_last(y) if ty else y)
