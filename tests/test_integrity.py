@@ -42,7 +42,7 @@ def results(tmp_path, monkeypatch):
 def test_an_intact_tree_passes(results, capsys):
     assert main(["check", str(results)]) == 0
     assert "3/3 recorded artifacts match" in capsys.readouterr().out
-    cache = json.loads((results.parents[1] / ".kiln" / "digest-cache.json").read_text())
+    cache = json.loads((results.parents[1] / ".kiln" / "cache" / "digests.json").read_text())["files"]
     assert len(cache) == 5  # every file hashed once, remembered by size/mtime/ctime/inode
 
 

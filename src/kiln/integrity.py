@@ -7,80 +7,25 @@ bundle is otherwise noticed only by ``dvc status``: Snakemake plans nothing and 
 answers. :func:`verify_artifact` checks one artifact (for stages, before they consume it);
 :func:`check_results` checks a model's whole results tree (``kiln check results/<model>``).
 
-Hashing a multi-GB tree on every read would be slow, so file digests are cached by (size, mtime,
-ctime, inode): a file rewritten in place, touched, or replaced by a pull is hashed again.
+Hashing a multi-GB tree on every read would be slow, so file digests come from
+:class:`kiln.digests.DigestCache` (by size, mtime, ctime, inode; shared with the staleness ledger): a
+file rewritten in place, touched, or replaced by a pull is hashed again.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from kiln.digests import DigestCache
 from kiln.errors import KilnError
-from kiln.fsutil import sha256_file, write_json
-
-#: where the digest cache lives (relative to the current directory: the checkout for jobs and CLI)
-DEFAULT_CACHE = Path(".kiln") / "digest-cache.json"
-CACHE_ENV = "KILN_DIGEST_CACHE"
 
 
 class IntegrityError(KilnError):
     """An artifact's bytes differ from what its producing job recorded. Names the file(s)."""
-
-
-class DigestCache:
-    """sha256 of files, remembered by (size, mtime_ns, ctime_ns, inode)."""
-
-    def __init__(self, path: str | os.PathLike | None = None):
-        self.path = Path(path) if path is not None else None
-        self._entries: dict[str, list] = {}
-        self._dirty = False
-        if self.path is not None and self.path.is_file():
-            try:
-                loaded = json.loads(self.path.read_text())
-                self._entries = loaded if isinstance(loaded, dict) else {}
-            except (OSError, ValueError):
-                self._entries = {}  # a damaged cache is only a slower check
-
-    @classmethod
-    def default(cls) -> "DigestCache":
-        return cls(os.environ.get(CACHE_ENV) or DEFAULT_CACHE)
-
-    def file_digest(self, path: Path) -> str:
-        info = os.stat(path)
-        key = str(Path(path).resolve())
-        stamp = [info.st_size, info.st_mtime_ns, info.st_ctime_ns, info.st_ino]
-        cached = self._entries.get(key)
-        if isinstance(cached, list) and cached[:4] == stamp and len(cached) == 5:
-            return cached[4]
-        digest = sha256_file(path)
-        self._entries[key] = [*stamp, digest]
-        self._dirty = True
-        return digest
-
-    def tree_digest(self, path: Path) -> str:
-        """Equal to :func:`kiln.fsutil.sha256_tree` (same files, same order), with cached file digests."""
-        path = Path(path)
-        if path.is_file():
-            return self.file_digest(path)
-        digest = hashlib.sha256()
-        for file in sorted(p for p in path.rglob("*") if p.is_file() and p.name != ".snakemake_timestamp"):
-            digest.update(file.relative_to(path).as_posix().encode() + b"\0")
-            digest.update(self.file_digest(file).encode() + b"\0")
-        return digest.hexdigest()
-
-    def save(self) -> None:
-        if self.path is None or not self._dirty:
-            return
-        try:
-            write_json(self.path, self._entries)
-        except (KilnError, OSError):
-            return  # read-only checkout: the cache is an optimisation, never a failure
-        self._dirty = False
 
 
 def verify_artifact(path: str | os.PathLike, recorded_sha256: str, cache: DigestCache | None = None) -> None:
@@ -91,7 +36,7 @@ def verify_artifact(path: str | os.PathLike, recorded_sha256: str, cache: Digest
     try:
         if not path.exists():
             raise IntegrityError(f"{path}: missing (its record expects sha256 {recorded_sha256[:16]}…)")
-        actual = cache.tree_digest(path)
+        actual = cache.digest(path)
     finally:
         if own:
             cache.save()

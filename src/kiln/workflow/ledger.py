@@ -24,28 +24,24 @@ files inside. Bundles (``.mlpackage``, ``.mlmodelc``) are therefore single entri
 covers every file inside (as :func:`kiln.fsutil.sha256_tree`), their mtime is the marker's or the
 directory's, and a restore sets both.
 
-Digests are cached in ``.kiln/cache/digests.json`` per file by (size, mtime, inode), so start-up
-hashes only files whose mtime moved.
+Digests come from :mod:`kiln.digests` (one cache, shared with ``kiln check``), so start-up
+hashes only files whose stamp moved.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from kiln.digests import MARKER, DigestCache, bundle_files
 from kiln.errors import KilnError
-from kiln.fsutil import sha256_file, write_json
+from kiln.fsutil import write_json
 
 LEDGER_VERSION = 1
-DIGEST_CACHE = Path(".kiln") / "cache" / "digests.json"
 #: directory outputs: Snakemake sees one mtime for the whole bundle
 BUNDLE_SUFFIXES = (".mlpackage", ".mlmodelc")
-#: Snakemake's directory-output marker (not content: excluded from digests, as by sha256_tree)
-MARKER = ".snakemake_timestamp"
 
 
 class LedgerError(KilnError):
@@ -93,88 +89,21 @@ def set_visible_mtime(path: str, mtime_ns: int) -> None:
     os.utime(path, ns=(mtime_ns, mtime_ns))
 
 
-def _bundle_files(bundle: str) -> list[str]:
-    """The content files of a bundle, in :func:`kiln.fsutil.sha256_tree`'s order."""
-    return [str(p) for p in sorted(Path(bundle).rglob("*")) if p.is_file() and p.name != MARKER]
-
-
 def newest_file_mtime_ns(bundle: str) -> int:
-    return max((os.stat(f).st_mtime_ns for f in _bundle_files(bundle)), default=0)
-
-
-@dataclass
-class DigestCache:
-    """sha256 per file, valid while its (size, mtime_ns, inode) is unchanged."""
-
-    path: Path = DIGEST_CACHE
-    entries: dict[str, list] = field(default_factory=dict)
-    dirty: bool = False
-
-    @classmethod
-    def load(cls, path: Path = DIGEST_CACHE) -> "DigestCache":
-        try:
-            data = json.loads(path.read_text())
-            entries = data["files"] if data.get("version") == LEDGER_VERSION else {}
-        except (OSError, ValueError, KeyError, AttributeError):
-            entries = {}  # no cache yet or unreadable: hash again
-        return cls(path, entries)
-
-    def file_digest(self, file: str) -> str:
-        stat = os.stat(file)
-        key = [stat.st_size, stat.st_mtime_ns, stat.st_ino]
-        entry = self.entries.get(file)
-        if entry and entry[:3] == key:
-            return entry[3]
-        digest = sha256_file(file)
-        self.entries[file] = key + [digest]
-        self.dirty = True
-        return digest
-
-    def stale_files(self, bundle: str) -> list[str]:
-        """Files inside ``bundle`` whose cached digest no longer applies (edited, added)."""
-        out = []
-        for file in _bundle_files(bundle):
-            stat = os.stat(file)
-            entry = self.entries.get(file)
-            if not entry or entry[:3] != [stat.st_size, stat.st_mtime_ns, stat.st_ino]:
-                out.append(file)
-        return out
-
-    def rekey(self, file: str, digest: str) -> None:
-        """Keep ``file``'s known digest valid after its mtime was set (no second hashing)."""
-        stat = os.stat(file)
-        self.entries[file] = [stat.st_size, stat.st_mtime_ns, stat.st_ino, digest]
-        self.dirty = True
-
-    def digest(self, path: str) -> str:
-        """A file's sha256, or a bundle's tree digest (equal to :func:`kiln.fsutil.sha256_tree`)."""
-        if not os.path.isdir(path):
-            return self.file_digest(path)
-        tree = hashlib.sha256()
-        for file in _bundle_files(path):
-            tree.update(Path(file).relative_to(path).as_posix().encode() + b"\0")
-            tree.update(self.file_digest(file).encode() + b"\0")
-        return tree.hexdigest()
-
-    def forget_missing(self) -> None:
-        for file in [f for f in self.entries if not os.path.exists(f)]:
-            del self.entries[file]
-            self.dirty = True
-
-    def save(self) -> None:
-        if self.dirty:
-            write_json(self.path, {"version": LEDGER_VERSION, "files": self.entries}, sort_keys=True)
-            self.dirty = False
+    return max((os.stat(f).st_mtime_ns for f in bundle_files(bundle)), default=0)
 
 
 class Ledger:
     """Recorded ``{path: {sha256, mtime_ns}}`` of the files under ``roots`` (see the module doc)."""
 
     def __init__(self, path: str | os.PathLike, roots: Iterable[str | os.PathLike],
-                 cache_path: str | os.PathLike = DIGEST_CACHE):
+                 cache_path: str | os.PathLike | None = None):
         self.path = Path(path)
         self.roots = tuple(str(r) for r in roots)
-        self.cache_path = Path(cache_path)
+        self.cache_path = cache_path
+
+    def _cache(self) -> DigestCache:
+        return DigestCache(self.cache_path) if self.cache_path is not None else DigestCache.default()
 
     def entries(self) -> dict[str, dict]:
         try:
@@ -194,7 +123,7 @@ class Ledger:
         A bundle edited in place (a file inside rewritten) keeps its directory mtime, so Snakemake
         would not see the edit; if its content differs from the record, its mtime is moved to its
         newest file's, as a new output's would be."""
-        cache = DigestCache.load(self.cache_path)
+        cache = self._cache()
         restored = []
         for path, entry in sorted(self.entries().items()):
             if not os.path.exists(path):
@@ -219,7 +148,7 @@ class Ledger:
     def record(self) -> int:
         """Record the digest and mtime of every file under the roots (the ledger is rewritten only
         if it changed); returns how many entries it holds."""
-        cache = DigestCache.load(self.cache_path)
+        cache = self._cache()
         entries = {path: {"sha256": cache.digest(path), "mtime_ns": visible_mtime_ns(path)}
                    for path in tracked_paths(self.roots)}
         cache.forget_missing()

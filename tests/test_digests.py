@@ -1,0 +1,73 @@
+"""The one digest cache shared by the staleness ledger and `kiln check`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from kiln import digests
+from kiln.fsutil import sha256_tree
+
+
+def _bundle(root):
+    bundle = root / "c.mlmodelc"
+    (bundle / "weights").mkdir(parents=True)
+    (bundle / "model.mil").write_bytes(b"program")
+    (bundle / "weights" / "weight.bin").write_bytes(b"w" * 4096)
+    (bundle / ".snakemake_timestamp").write_bytes(b"")
+    return bundle
+
+
+def test_bundle_digest_equals_sha256_tree_and_is_remembered_across_processes(tmp_path):
+    bundle = _bundle(tmp_path)
+    cache_path = tmp_path / "cache.json"
+    cache = digests.DigestCache(cache_path)
+    assert cache.digest(bundle) == sha256_tree(bundle)
+    cache.save()
+    # a second process reads the same cache and hashes nothing
+    code = ("import sys; from kiln import digests; hashed = [];"
+            "real = digests.sha256_file; digests.sha256_file = lambda p: hashed.append(p) or real(p);"
+            "print(digests.DigestCache(sys.argv[1]).digest(sys.argv[2]), len(hashed))")
+    out = subprocess.run([sys.executable, "-c", code, str(cache_path), str(bundle)], check=True,
+                         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    digest, hashed = out.stdout.split()
+    assert digest == sha256_tree(bundle) and hashed == "0"
+    stored = json.loads(cache_path.read_text())
+    assert stored["version"] == digests.CACHE_VERSION
+    assert sorted(stored["files"]) == [str(bundle / "model.mil"), str(bundle / "weights" / "weight.bin")]
+
+
+def test_an_edit_that_keeps_size_and_mtime_is_hashed_again(tmp_path):
+    bundle = _bundle(tmp_path)
+    weight = bundle / "weights" / "weight.bin"
+    cache = digests.DigestCache(tmp_path / "cache.json")
+    before = cache.digest(bundle)
+    stat = weight.stat()
+    weight.write_bytes(b"x" + b"w" * 4095)
+    os.utime(weight, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # size and mtime as before; ctime moved
+    assert cache.stale_files(bundle) == [str(weight)]
+    assert cache.digest(bundle) == sha256_tree(bundle) != before
+
+
+def test_a_damaged_or_unwritable_cache_only_costs_time(tmp_path):
+    bundle = _bundle(tmp_path)
+    damaged = tmp_path / "cache.json"
+    damaged.write_text("{not json")
+    assert digests.DigestCache(damaged).digest(bundle) == sha256_tree(bundle)
+    blocked = tmp_path / "file-not-dir"
+    blocked.write_text("")
+    cache = digests.DigestCache(blocked / "cache.json")
+    cache.digest(bundle)
+    cache.save()  # cannot write below a file: no error, still dirty
+    assert cache.dirty
+
+
+def test_forget_missing_drops_deleted_files(tmp_path):
+    bundle = _bundle(tmp_path)
+    cache = digests.DigestCache(None)
+    cache.digest(bundle)
+    (bundle / "model.mil").unlink()
+    cache.forget_missing()
+    assert list(cache.entries) == [str(bundle / "weights" / "weight.bin")]
