@@ -34,13 +34,22 @@ GOALS = {"fp32_vs_torch_max": 1.0, "fp16_vs_torch_max": 1.2, "rss_vs_weights_plu
 
 # Runs in a fresh process: import, load, (plan), run once; prints JSON with ru_maxrss.
 _CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 import numpy as np
 import torch
 torch.set_num_threads({threads})
 import coremltools, kiln.mil
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-out = {{"base_kib": base}}
+
+
+def peak_kib():
+    # VmHWM: this process image's own high-water mark (ru_maxrss would include the parent's RSS
+    # at fork, which Linux carries over exec)
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+
+
+out = {{"base_kib": peak_kib()}}
 if {run}:
     model = kiln.mil.load_model({package!r})
     inputs = dict(np.load({inputs!r}))
@@ -51,7 +60,7 @@ if {run}:
         times.append(time.perf_counter() - started)
     out["times_s"] = times
     out["pool_bytes"] = model.constants.nbytes()
-out["peak_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+out["peak_kib"] = peak_kib()
 print("RESULT", json.dumps(out))
 """
 

@@ -328,10 +328,7 @@ class _Compiler:
                 results = list(result) if isinstance(result, tuple) else [result]
                 if len(results) != len(op.outputs):
                     raise ValueError(f"produced {len(results)} values for {len(op.outputs)} outputs")
-                fixed = [
-                    _compact(_make_output_fixer(t, dtypes.FP16)(r), t) if not isinstance(r, str) else r
-                    for t, r in zip(output_types, results)
-                ]
+                fixed = [_pooled(r, t) for t, r in zip(output_types, results)]
             except KilnError:
                 raise
             except (ValueError, TypeError, IndexError, KeyError, ZeroDivisionError, OverflowError,
@@ -420,6 +417,18 @@ def _compact(value, ttype: TensorType | None):
             and value.dtype == np.float32 and value.size >= COMPACT_MIN_ELEMENTS):
         return value.astype(np.float16)
     return value
+
+
+def _pooled(value, ttype: TensorType | None):
+    """A const/constexpr result as the pool keeps it: fixed to its declared type (fp16 rounded
+    once, in every precision mode) and compacted; an fp16 blob read as float16 with the declared
+    shape is taken as it is (no float32 round trip of large weights)."""
+    if isinstance(value, str):
+        return value
+    if (ttype is not None and ttype.dtype.name == "fp16" and type(value) is np.ndarray
+            and value.dtype == np.float16 and value.shape == ttype.static_shape):
+        return value if value.size >= COMPACT_MIN_ELEMENTS else value.astype(np.float32)
+    return _compact(_make_output_fixer(ttype, dtypes.FP16)(value), ttype)
 
 
 def _widen(value):
@@ -772,8 +781,9 @@ class ExecutionPlan:
             ):
                 raise self._contract_error(f"input '{name}' has shape {list(value.shape)}")
             env[slot] = value.astype(storage) if value.dtype != storage else value
-        for step in self._steps:
-            step(env)
+        with np.errstate(over="ignore"):  # e^x overflowing to inf is what e.g. sigmoid relies on
+            for step in self._steps:
+                step(env)
         outputs = {}
         for name, slot, user_dtype in self._output_converters:
             value = env[slot]
@@ -799,10 +809,11 @@ class ExecutionPlan:
             for name, slot, _user, storage, _shape in self._converters:
                 value = np.asarray(inputs[name])
                 env[slot] = value.astype(storage) if value.dtype != storage else value
-            for index, step in enumerate(self._steps):
-                started = clock()
-                step(env)
-                totals[index] += clock() - started
+            with np.errstate(over="ignore"):
+                for index, step in enumerate(self._steps):
+                    started = clock()
+                    step(env)
+                    totals[index] += clock() - started
         return [{"op": step.label[0], "node": step.label[1], "us": round(total / repeats * 1e6, 2)}
                 for step, total in zip(self._steps, totals)]
 
