@@ -72,6 +72,7 @@ include: "rules/compile.smk"
 include: "rules/validate.smk"
 include: "rules/quantize.smk"
 include: "rules/contract.smk"
+include: "rules/publish.smk"
 
 
 rule all:

@@ -8,7 +8,7 @@ Download: ``HEAD``/``GET /<repo>/resolve/<revision>/<path>`` answer with ``X-Rep
 ``Accept-Ranges``; a ``Range: bytes=N-`` GET answers 206 with the rest. ``cut_after`` makes the next
 GET of a file stop after that many bytes (a dropped connection).
 
-Upload: ``POST /api/repos/create``, ``POST /api/models/<repo>/preupload/<rev>`` (binary or large
+Upload: ``POST /api/repos/create``, ``POST /api/validate-yaml`` (the model card's metadata), ``POST /api/models/<repo>/preupload/<rev>`` (binary or large
 files -> ``lfs``), ``POST /<repo>.git/info/lfs/objects/batch`` (basic transfer), ``PUT`` of the LFS
 object, ``POST /api/models/<repo>/commit/<rev>`` (NDJSON: header, file, lfsFile).
 """
@@ -22,6 +22,8 @@ import re
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import yaml
 
 
 def git_blob_sha1(data: bytes) -> str:
@@ -47,6 +49,7 @@ class FakeHub:
         self.requests: list[tuple[str, str, dict]] = []   # (method, path, selected headers)
         self.cut_after: dict[str, int] = {}                # path -> bytes before the next GET drops
         self.token = token
+        self.card_metadata: list[dict] = []                 # model card front matter validated
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
@@ -175,6 +178,17 @@ class FakeHub:
                         return self._error(409, "You already created this model repo")
                     hub.repos[repo_id] = Repo(private=bool(data.get("private")))
                     return self._json(200, {"url": f"{hub.url}/{repo_id}", "name": repo_id})
+                if path == "/api/validate-yaml":   # the model card's metadata (README.md front matter)
+                    content = json.loads(body)["content"]
+                    front = re.match(r"---\n(.*?)\n---\n", content, re.S)
+                    try:
+                        meta = yaml.safe_load(front.group(1)) if front else {}
+                    except yaml.YAMLError as exc:
+                        return self._json(400, {"errors": [{"message": f"invalid YAML: {exc}"}]})
+                    if not isinstance(meta, dict):
+                        return self._json(400, {"errors": [{"message": "metadata must be a mapping"}]})
+                    hub.card_metadata.append(meta)
+                    return self._json(200, {"warnings": []})
                 match = re.fullmatch(r"/api/models/([^/]+/[^/]+)/preupload/([^/]+)", path)
                 if match:
                     files = json.loads(body)["files"]

@@ -318,16 +318,51 @@ def refusal(*, token: str | None, state: dict) -> str | None:
     return None
 
 
-def publish(config, model: str, *, repo_id: str | None, dry_run: bool, out_dir: str | Path | None = None,
-            private: bool = False, checkout: str | Path = ".") -> dict:
-    """Stage ``model`` and, unless ``dry_run``, upload the folder to ``repo_id`` on the Hub."""
+def configured_repo(config, model: str) -> dict:
+    """The model's ``publish`` block of config.yaml (``repo_id``, ``private``), or {}."""
+    return dict((config.raw.get("models", {}).get(model) or {}).get("publish") or {})
+
+
+def upload_staged(folder: str | Path, repo_id: str | None, *, private: bool = False,
+                  checkout: str | Path = ".") -> dict:
+    """Upload a staged folder (refused without a token, from a dirty tree, or when the folder was
+    staged at another commit than the checkout's)."""
     from kiln import hub
 
-    token = hub.token_from_environment()
+    folder = Path(folder)
+    if not repo_id:
+        raise PublishError(f"no repo to publish {folder} to: pass --repo-id ORG/NAME or set "
+                           f"models.<model>.publish.repo_id in config.yaml")
+    state = checkout_state(Path(checkout))
+    reason = refusal(token=hub.token_from_environment(), state=state)
+    if reason:
+        raise PublishError(reason)
+    try:
+        provenance = json.loads((folder / KILN_DIR / "provenance.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise PublishError(f"{folder}: not a staged model repo ({KILN_DIR}/provenance.json: {exc})") from None
+    if provenance["kiln"]["checkout_commit"] != state["commit"] or provenance["kiln"]["checkout_dirty"]:
+        raise PublishError(f"{folder} was staged at {provenance['kiln']['checkout_commit']}"
+                           f"{' with uncommitted changes' if provenance['kiln']['checkout_dirty'] else ''}, the "
+                           f"checkout is at {state['commit']}: stage it again")
+    message = f"kiln {provenance['kiln']['version']}: {provenance['model']} built at {state['commit']}"
+    return hub.upload(folder, repo_id, token=hub.token_from_environment(), message=message, private=private)
+
+
+def publish(config, model: str, *, repo_id: str | None, dry_run: bool, out_dir: str | Path | None = None,
+            private: bool = False, checkout: str | Path = ".") -> dict:
+    """Stage ``model`` and, unless ``dry_run``, upload the folder to ``repo_id`` on the Hub (refusals
+    are checked before anything is staged)."""
+    from kiln import hub
+
+    configured = configured_repo(config, model)
+    repo_id = repo_id or configured.get("repo_id")
+    private = private or bool(configured.get("private"))
     if not dry_run:
         if not repo_id:
-            raise PublishError(f"no repo to publish {model} to: pass --repo-id ORG/NAME")
-        reason = refusal(token=token, state=checkout_state(Path(checkout)))
+            raise PublishError(f"no repo to publish {model} to: pass --repo-id ORG/NAME or set "
+                               f"models.{model}.publish.repo_id in config.yaml")
+        reason = refusal(token=hub.token_from_environment(), state=checkout_state(Path(checkout)))
         if reason:
             raise PublishError(reason)
     out = Path(out_dir) if out_dir else DEFAULT_OUT / model
@@ -335,7 +370,19 @@ def publish(config, model: str, *, repo_id: str | None, dry_run: bool, out_dir: 
     result = {"model": model, "folder": str(out), "repo_id": repo_id, "dry_run": dry_run,
               "artifacts": len(provenance["artifacts"]), "uploaded": None}
     if not dry_run:
-        message = (f"kiln {provenance['kiln']['version']}: {model} built at "
-                   f"{provenance['kiln']['checkout_commit']}")
-        result["uploaded"] = hub.upload(out, repo_id, token=token, message=message, private=private)
+        result["uploaded"] = upload_staged(out, repo_id, private=private, checkout=checkout)
+    return result
+
+
+# -- workflow jobs ---------------------------------------------------------------------------------
+
+def stage_job(config, model: str, out_dir: str | Path) -> dict:
+    provenance = stage(config, model, out_dir, repo_id=configured_repo(config, model).get("repo_id"))
+    return {"folder": str(out_dir), "artifacts": len(provenance["artifacts"])}
+
+
+def upload_job(config, model: str, folder: str | Path, out_record: str | Path) -> dict:
+    configured = configured_repo(config, model)
+    result = upload_staged(folder, configured.get("repo_id"), private=bool(configured.get("private")))
+    write_json(out_record, {"model": model, **result})
     return result

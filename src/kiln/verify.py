@@ -121,8 +121,8 @@ def read_results(folder: Path, checkout: Path) -> Recorded:
                           "kind": "bundle" if path.suffix == ".mlmodelc" else "package"})
     return Recorded(folder=folder, model=model, config_text=(checkout / "config.yaml").read_text(),
                     lock=checkout / TOOLCHAIN_LOCK, records=folder, artifacts=artifacts,
-                    checkout_commit=checkout_state(checkout)["commit"],
-                    kiln_commit=metadata["toolchain"]["kiln"]["git_commit"], results_dir=config.results_dir)
+                    checkout_commit=None, kiln_commit=metadata["toolchain"]["kiln"]["git_commit"],
+                    results_dir=config.results_dir)
 
 
 def read_recorded(target: str | Path, checkout: str | Path = ".") -> Recorded:
@@ -168,16 +168,25 @@ def _first_line_difference(a: Path, b: Path) -> str:
 
 # -- the rebuild -----------------------------------------------------------------------------------
 
+def _available(commit: str, checkout: Path) -> bool:
+    return bool(commit) and subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=checkout,
+                                           capture_output=True).returncode == 0
+
+
 def _populate(scratch: Path, recorded: Recorded, checkout: Path) -> str:
-    """The workflow files of the recorded commit into ``scratch``; returns where they came from."""
+    """The workflow files of the recorded commit into ``scratch``; returns where they came from. The
+    commit kiln recorded while building comes first, then the commit of the checkout that staged the
+    folder; when this repository has neither, this checkout's files are used and named."""
     scratch.mkdir(parents=True, exist_ok=True)
-    commit = (recorded.checkout_commit or "").removesuffix("-dirty")
-    if commit and subprocess.run(["git", "cat-file", "-e", f"{commit}^{{commit}}"], cwd=checkout,
-                                 capture_output=True).returncode == 0:
+    candidates = [(c or "").removesuffix("-dirty") for c in (recorded.kiln_commit, recorded.checkout_commit)]
+    commit = next((c for c in candidates if _available(c, checkout)), None)
+    if commit:
         archive = subprocess.run(["git", "archive", "--format=tar", commit], cwd=checkout, capture_output=True,
                                  check=True).stdout
         subprocess.run(["tar", "-x", "-C", str(scratch)], input=archive, check=True)
         origin = f"the recorded commit {commit}"
+        if any(str(c or "").endswith("-dirty") for c in (recorded.kiln_commit, recorded.checkout_commit)):
+            origin += " (the build had uncommitted changes, which no commit holds)"
     else:
         files = subprocess.run(["git", "ls-files"], cwd=checkout, capture_output=True, text=True,
                                check=True).stdout.split()
@@ -186,7 +195,8 @@ def _populate(scratch: Path, recorded: Recorded, checkout: Path) -> str:
                 (scratch / rel).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(checkout / rel, scratch / rel)
         here = checkout_state(checkout)["commit"]
-        origin = f"this checkout at {here} (the recorded commit {commit or 'unknown'} is not in this repository)"
+        origin = (f"this checkout at {here} (neither recorded commit, {', '.join(c or '?' for c in candidates)}, "
+                  f"is in this repository)")
     (scratch / "config.yaml").write_text(recorded.config_text)
     (scratch / ".kiln-verify-origin").write_text(origin + "\n")
     return origin
@@ -375,4 +385,17 @@ def verify(target: str | Path, *, workdir: str | Path | None = None, cores: int 
         f"{counts['not_reproducible']} not reproducible here")
     if report:
         write_json(report, result)
+    return result
+
+
+def verify_job(config, model: str, workdir: str | Path, out_report: str | Path, cores: int = 2) -> dict:
+    """The workflow's verify_<model>: results/<model> rebuilt in ``workdir``; fails when anything differs."""
+    import logging
+
+    logger = logging.getLogger("kiln.verify")
+    result = verify(Path(config.results_dir) / model, workdir=workdir, cores=cores, report=out_report,
+                    log=logger.info)
+    if not result["reproduced"]:
+        raise VerifyError(f"{model}: {result['counts']['differing']} item(s) differ from the rebuild "
+                          f"(report: {out_report})")
     return result
