@@ -113,7 +113,7 @@ def download(repo_id: str, filename: str, revision: str, dest_dir: str | os.Path
                      expected_size=meta.size, displayed_filename=filename)
         except (HfHubHTTPError, OSError) as exc:
             raise SourceError(f"download of {where} stopped after {handle.tell()} bytes "
-                              f"({type(exc).__name__}: {exc}); run the fetch again to resume from "
+                              f"({type(exc).__name__}: {_first_line(exc)}); run the fetch again to resume from "
                               f"{partial}") from None
     ok, sha256 = matches_etag(partial, etag)
     if not ok:
@@ -140,8 +140,9 @@ def upload(folder: str | os.PathLike, repo_id: str, *, token: str, message: str,
     api = HfApi(endpoint=endpoint, token=token)
     try:
         api.create_repo(repo_id, repo_type="model", private=private, exist_ok=True)
+        # Snakemake marks directory outputs with an empty .snakemake_timestamp: not part of the repo
         info = api.upload_folder(folder_path=str(folder), repo_id=repo_id, repo_type="model",
-                                 commit_message=message)
+                                 commit_message=message, ignore_patterns=[".snakemake_timestamp", "**/.snakemake_timestamp"])
     except (HfHubHTTPError, OSError, ValueError) as exc:
         raise HubError(f"upload of {folder} to {repo_id} failed: {type(exc).__name__}: {exc}") from None
     return {"repo_id": repo_id, "commit_url": str(getattr(info, "commit_url", info)),

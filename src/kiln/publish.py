@@ -88,6 +88,37 @@ def records_of(model_dir: Path) -> list[Path]:
     return out
 
 
+def _component_of(name: str, family_components) -> str | None:
+    """The family component a plot is named after (``<component>_…``; the longest name that fits, so
+    ``unified_256ms_parity.png`` is unified_256ms's, not unified's)."""
+    fits = [c for c in family_components if name.startswith(f"{c}_")]
+    return max(fits, key=len) if fits else None
+
+
+def plots_of(model_dir: Path, model_cfg) -> list[Path]:
+    """The model's plots, without those of family components this model no longer configures (a
+    results folder keeps the plots of an earlier configuration)."""
+    from kiln.models import get_family
+
+    family = get_family(model_cfg.family).component_names
+    plots = sorted(p for p in (model_dir / "plots").rglob("*") if p.is_file()) if (model_dir / "plots").is_dir() else []
+    return [p for p in plots if _component_of(p.name, family) in (None, *model_cfg.components)]
+
+
+def configured_records(model_dir: Path, model_cfg) -> list[Path]:
+    """The model's job records, without those of components or strategies it no longer configures."""
+    out = []
+    for record in records_of(model_dir):
+        parts = record.relative_to(model_dir).parts
+        if parts[0] in ("export", "compile", "parity", "ios18") and record.stem not in model_cfg.components:
+            continue
+        if parts[0] == "quantized" and (record.stem not in model_cfg.components or
+                                        parts[1] not in model_cfg.components[record.stem].quantize["strategies"]):
+            continue
+        out.append(record)
+    return out
+
+
 def _copy(src: Path, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     if src.is_dir():
@@ -160,10 +191,10 @@ def stage(config, model: str, out_dir: str | Path | None = None, *, repo_id: str
         for name in ("metadata.json", "quantization_summary.json", "contract.json", "end_to_end.json"):
             if (model_dir / name).is_file():
                 _copy(model_dir / name, tmp / name)
-        if (model_dir / "plots").is_dir():
-            _copy(model_dir / "plots", tmp / "plots")
+        for plot in plots_of(model_dir, model_cfg):
+            _copy(plot, tmp / plot.relative_to(model_dir))
         kiln_dir = tmp / KILN_DIR
-        for record in records_of(model_dir):
+        for record in configured_records(model_dir, model_cfg):
             _copy(record, kiln_dir / "records" / record.relative_to(model_dir))
         _copy(Path(config.path), kiln_dir / "config.yaml")
         _copy(lock, kiln_dir / "toolchain.lock")
@@ -229,7 +260,7 @@ def model_card(provenance: dict, metadata: dict, summary: dict, contract_report:
                   "nothing useful.", ""]
     where = f"`{source['id']}`" + (f" at revision `{source['revision']}`" if source.get("revision") else "") + \
         (f" (version {source['version']})" if source.get("version") else "")
-    lines += [f"Core ML builds of {where}, made by [kiln](https://github.com/) {provenance['kiln']['version']} "
+    lines += [f"Core ML builds of {where}, made by kiln {provenance['kiln']['version']} "
               f"(commit `{provenance['kiln']['checkout_commit']}`{' with uncommitted changes' if provenance['kiln']['checkout_dirty'] else ''}), "
               f"checked against the source model on kiln's ML Program executor"
               + (f" and against {provenance['consumer']}'s contract" if provenance['consumer'] else "") + ".", ""]

@@ -178,14 +178,16 @@ def _populate(scratch: Path, recorded: Recorded, checkout: Path) -> str:
     commit kiln recorded while building comes first, then the commit of the checkout that staged the
     folder; when this repository has neither, this checkout's files are used and named."""
     scratch.mkdir(parents=True, exist_ok=True)
-    candidates = [(c or "").removesuffix("-dirty") for c in (recorded.kiln_commit, recorded.checkout_commit)]
-    commit = next((c for c in candidates if _available(c, checkout)), None)
-    if commit:
+    recorded_commits = [c or "" for c in (recorded.kiln_commit, recorded.checkout_commit)]
+    candidates = [c.removesuffix("-dirty") for c in recorded_commits]
+    chosen = next((i for i, c in enumerate(candidates) if _available(c, checkout)), None)
+    if chosen is not None:
+        commit = candidates[chosen]
         archive = subprocess.run(["git", "archive", "--format=tar", commit], cwd=checkout, capture_output=True,
                                  check=True).stdout
         subprocess.run(["tar", "-x", "-C", str(scratch)], input=archive, check=True)
         origin = f"the recorded commit {commit}"
-        if any(str(c or "").endswith("-dirty") for c in (recorded.kiln_commit, recorded.checkout_commit)):
+        if recorded_commits[chosen].endswith("-dirty"):
             origin += " (the build had uncommitted changes, which no commit holds)"
     else:
         files = subprocess.run(["git", "ls-files"], cwd=checkout, capture_output=True, text=True,
