@@ -58,7 +58,8 @@ def checkout_state(root: Path) -> dict:
     git-ignored files such as results/ excluded)."""
     commit = _git("rev-parse", "HEAD", cwd=root)
     status = _git("status", "--porcelain", cwd=root)
-    changes = [line[3:] for line in (status or "").splitlines() if line.strip()]
+    # porcelain lines are "XY path"; X may be a space, which _git's strip() removed from the first line
+    changes = [line.split(None, 1)[1] for line in (status or "").splitlines() if line.strip()]
     return {"commit": commit, "dirty": bool(changes), "changes": changes}
 
 
