@@ -146,8 +146,9 @@ def ledger_path(config: Config) -> Path:
 
 def ledger_roots(config: Config) -> list[str]:
     """Everything Snakemake's mtime comparisons involve: results (outputs, checkpoints), settings
-    stamps, the kiln source (code inputs) and the job scripts (Snakemake's script trigger)."""
-    return [config.results_dir, str(STAMP_ROOT), "src/kiln", "scripts"]
+    stamps, the kiln source (code inputs), the job scripts (Snakemake's script trigger) and the
+    consumer contracts (the contract job's input)."""
+    return [config.results_dir, str(STAMP_ROOT), "src/kiln", "scripts", "contracts"]
 
 
 def end_to_end_record(config: Config, model: str) -> Path:
