@@ -440,3 +440,31 @@ def quantization_summary_job(config: Config, model: str, records: list, out_summ
     plot_summary(summary, Path(plots_dir))
     write_json(out_summary, summary)
     return summary
+
+
+# -- consumer contract -------------------------------------------------------------------------------
+
+def contract_job(config: Config, model: str, contract_file: str | Path, facts_path: str | Path,
+                 source_record: str | Path, packages: Mapping[str, str], bundles: Mapping[str, str],
+                 out_report: str | Path) -> dict:
+    """Check the model's packages and bundles (feature names, shapes, dtypes) and facts (the numbers
+    and control-token ids the consumer hard-codes) against its family's consumer contract; write the
+    report, or fail with the diff (:class:`kiln.contracts.ContractMismatch`)."""
+    from kiln import contracts
+
+    model_cfg = config.model(model)
+    contract = contracts.load_contract(contract_file)
+    if contract["family"] != model_cfg.family:
+        raise contracts.ContractSchemaError(f"{contract_file}: is the contract of family {contract['family']}, "
+                                            f"model {model} is {model_cfg.family}")
+    artifacts = {c: {Path(p).name: contracts.artifact_features(p)
+                     for p in (_verified(config, model, c, packages[c]), bundles[c])}
+                 for c in model_cfg.components if c in contract["components"]}
+    report = contracts.check_model(contract, model=model, components=list(model_cfg.components),
+                                   synthetic=model_cfg.synthetic, facts=read_facts(facts_path),
+                                   artifacts=artifacts, source_version=read_source_record(source_record).version,
+                                   contract_file=str(contract_file))
+    write_json(out_report, report)
+    log.info("%s matches %s's contract (%s): %s", model, contract["consumer"], contract_file,
+             ", ".join(f"{c} -> {n}" for c, n in report["published_names"].items()))
+    return report
