@@ -16,17 +16,9 @@ pytestmark = pytest.mark.slow
 MODEL = "kokoro_tiny"
 
 
-def _trim(config: dict) -> None:
-    # test time: the 5 s variant only (kokoro_15s is the same network at three times the window;
-    # tests/models/test_kokoro.py covers the clamp and masks at other sizes)
-    components = config["models"][MODEL]["components"]
-    del components["kokoro_15s"]
-
-
-def test_tiny_kokoro_metadata_with_waveform_parity_in_fp16(workspace):
-    workspace.edit_config(_trim)
-    results = workspace.root / "results" / MODEL
-    workspace.snakemake("--cores", "2", f"results/{MODEL}/metadata.json")
+def test_tiny_kokoro_metadata_with_waveform_parity_in_fp16(tiny_streaming_and_tts):
+    """Built by the shared fixture (tests/workflow/conftest.py): the 5 s variant."""
+    results = tiny_streaming_and_tts.root / "results" / MODEL
     metadata = json.loads((results / "metadata.json").read_text())
     from kiln.validate.metadata import validate_metadata
 

@@ -15,19 +15,9 @@ pytestmark = pytest.mark.slow
 MODEL = "parakeet_eou_tiny"
 
 
-def _trim(config: dict) -> None:
-    # test time: the 320 ms chunk only (the 160 ms pair is the same code path at another size,
-    # covered by tests/models/test_parakeet_eou.py) and one strategy on the streaming encoder
-    components = config["models"][MODEL]["components"]
-    for name in [n for n in components if n.endswith("_160ms")]:
-        del components[name]
-    components["streaming_encoder"]["quantize"] = {"strategies": ["int8_per_channel"]}
-
-
-def test_tiny_eou_metadata_records_streaming_parity_and_eou_timing(workspace):
-    workspace.edit_config(_trim)
-    results = workspace.root / "results" / MODEL
-    workspace.snakemake("--cores", "2", f"results/{MODEL}/metadata.json", f"results/{MODEL}/quantization_summary.json")
+def test_tiny_eou_metadata_records_streaming_parity_and_eou_timing(tiny_streaming_and_tts):
+    """Built by the shared fixture (tests/workflow/conftest.py): 320 ms components, one strategy."""
+    results = tiny_streaming_and_tts.root / "results" / MODEL
     metadata = json.loads((results / "metadata.json").read_text())
     from kiln.validate.metadata import validate_metadata
 
