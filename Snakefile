@@ -71,6 +71,8 @@ include: "rules/export.smk"
 include: "rules/compile.smk"
 include: "rules/validate.smk"
 include: "rules/quantize.smk"
+include: "rules/contract.smk"
+include: "rules/publish.smk"
 
 
 rule all:

@@ -117,7 +117,7 @@ def run(arch: str = "full", variants=("kokoro_5s", "kokoro_15s"), precisions=("f
                     try:
                         c = run_measured([py, "-c", COMPARE, config, bundle, model, name, precision, str(pkg),
                                           str(plots)])
-                    except RuntimeError as exc:   # e.g. fp16 compute producing NaN: record, go on
+                    except RuntimeError as exc:   # a comparison that fails (e.g. out of memory): record it, go on
                         out["compare_5s"][precision] = {"error": str(exc).strip().splitlines()[-1]}
                         continue
                     out["compare_5s"][precision] = {"peak_rss_mib": c["peak_rss_mib"], **_report(c["output"])}

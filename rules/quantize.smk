@@ -33,14 +33,25 @@ rule quantization_summary:
     input:
         records=lambda wildcards: [str(plan.quantize_record(KILN, wildcards.model, s, c))
                                    for s, c in plan.quantize_jobs(KILN, wildcards.model)],
+        # the family's task with each quantized component swapped in (e.g. EOU timing per strategy)
+        facts=f"{RESULTS}/{{model}}/prepared/facts.json",
+        task=f"{RESULTS}/{{model}}/reference/task.json",
+        task_inputs=f"{RESULTS}/{{model}}/reference/task.npz",
+        packages=lambda wildcards: [str(plan.package_path(KILN, wildcards.model, c))
+                                    for c in KILN.models[wildcards.model].components],
+        code=quantize_code,
     output:
         summary=f"{RESULTS}/{{model}}/quantization_summary.json",
         strategies_plot=f"{RESULTS}/{{model}}/plots/quantization/strategies.png",
     params:
         plots_dir=lambda wildcards: f"{RESULTS}/{wildcards.model}/plots/quantization",
+        packages=lambda wildcards: {c: str(plan.package_path(KILN, wildcards.model, c))
+                                    for c in KILN.models[wildcards.model].components},
     log:
         "logs/{model}/quantization_summary.log",
+    benchmark:
+        "logs/{model}/quantization_summary.benchmark.tsv"
     resources:
-        mem_mb=1000,
+        mem_mb=lambda wildcards: KILN_MEM_MB(wildcards.model, "validate"),
     script:
         "../scripts/quantization_summary.py"

@@ -39,6 +39,8 @@ rule end_to_end:
     params:
         packages=lambda wildcards: {c: str(plan.package_path(KILN, wildcards.model, c))
                                     for c in KILN.models[wildcards.model].components},
+        # the family's task plots (e.g. the token / EOU timeline), recorded in end_to_end.json
+        plots_dir=lambda wildcards: f"{RESULTS}/{wildcards.model}/plots",
     log:
         "logs/{model}/end_to_end.log",
     benchmark:

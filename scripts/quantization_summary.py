@@ -4,4 +4,5 @@ from kiln.workflow import jobs, logs
 
 logs.run_job(snakemake.log[0], jobs.quantization_summary_job, build_config(snakemake.config),
              snakemake.wildcards.model, list(snakemake.input.records), snakemake.output.summary,
-             snakemake.params.plots_dir)
+             snakemake.params.plots_dir, snakemake.input.facts, snakemake.input.task,
+             dict(snakemake.params.packages), mem_mb=snakemake.resources.mem_mb)

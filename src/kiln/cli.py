@@ -7,6 +7,8 @@
     kiln new-model {vad,stt,tts} NAME                                          scaffold a model family
     kiln check-config [config.yaml]                                            validate a config
     kiln check results/<model> [...]                                           artifacts match their job records
+    kiln publish MODEL [--repo-id ORG/NAME] [--dry-run]                        stage (and upload) a model repo
+    kiln verify FOLDER [--workdir DIR]                                         rebuild and compare byte for byte
 
 Each subsystem contributes its subcommands through an ``add_commands(subparsers)`` function; the
 table below lists them. Exit codes: 0 success; 2 a kiln error (bad model, config, input or output
@@ -56,6 +58,30 @@ def _check(args) -> int:
     return 0
 
 
+def _publish(args) -> int:
+    from kiln.config import load_config
+    from kiln.publish import publish
+
+    result = publish(load_config(args.config), args.model, repo_id=args.repo_id, dry_run=args.dry_run,
+                     out_dir=args.out, private=args.private)
+    print(f"staged {result['model']}: {result['artifacts']} artifacts in {result['folder']}")
+    if result["uploaded"]:
+        print(f"uploaded to {result['repo_id']}: {result['uploaded']['commit_url']}")
+    elif args.dry_run:
+        print("dry run: nothing uploaded")
+    return 0
+
+
+def _verify(args) -> int:
+    from kiln.verify import VerifyError, verify
+
+    result = verify(args.folder, workdir=args.workdir, cores=args.cores, report=args.report)
+    if not result["reproduced"]:
+        raise VerifyError(f"{args.folder}: {result['counts']['differing']} item(s) differ from the rebuild "
+                          f"(listed above)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kiln", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -68,6 +94,27 @@ def build_parser() -> argparse.ArgumentParser:
                                         "against the sha256 its job recorded (e.g. after dvc pull).")
     verify.add_argument("results", nargs="+", help="a results/<model> directory")
     verify.set_defaults(func=_check)
+    pub = sub.add_parser("publish", help="stage a built model as a Hugging Face model repo and upload it",
+                         description="Stage publish/<model>/ (bundles and packages under the consumer's file "
+                                     "names, quantized variants, reports, model card, records, locks) and upload "
+                                     "it with huggingface_hub (token: HF_TOKEN). Refused without a token or from a "
+                                     "working tree with uncommitted changes, unless --dry-run.")
+    pub.add_argument("model")
+    pub.add_argument("--repo-id", help="ORG/NAME on the Hub (HF_ENDPOINT selects another Hub)")
+    pub.add_argument("--dry-run", action="store_true", help="stage the folder only; upload nothing")
+    pub.add_argument("--out", help="the staging folder (default publish/<model>)")
+    pub.add_argument("--private", action="store_true", help="create the repo private")
+    pub.add_argument("--config", default="config.yaml")
+    pub.set_defaults(func=_publish)
+    ver = sub.add_parser("verify", help="rebuild a published folder or results/<model> and compare",
+                         description="Rebuild the recorded model from its recorded sources, settings and "
+                                     "toolchain in a scratch directory and compare packages and bundles byte "
+                                     "for byte, parity and quantization figures value for value.")
+    ver.add_argument("folder", help="a folder staged by kiln publish, or results/<model>")
+    ver.add_argument("--workdir", help="scratch directory (kept; reused by a later verify)")
+    ver.add_argument("--cores", type=int, default=2)
+    ver.add_argument("--report", help="write the JSON report here")
+    ver.set_defaults(func=_verify)
     for module in COMMAND_MODULES:
         importlib.import_module(module).add_commands(sub)
     return parser

@@ -55,7 +55,12 @@ class RecordedArtifact:
 
 def _located(model_dir: Path, recorded: str) -> Path:
     """Where a recorded path (written relative to the checkout that built it, e.g.
-    ``results/m/x.mlpackage``) lies in the tree being checked: below the model's directory."""
+    ``results/m/x.mlpackage``) lies in the tree being checked: below the model's directory. An
+    absolute path that exists is taken as it is: a source file outside the results, such as the
+    weights an installed package ships (``…/site-packages/silero_vad/data/silero_vad.jit``, whose
+    folder happens to bear the model's name)."""
+    if Path(recorded).is_absolute() and Path(recorded).exists():
+        return Path(recorded)
     parts = Path(recorded).parts
     if model_dir.name in parts:
         index = len(parts) - 1 - parts[::-1].index(model_dir.name)

@@ -229,7 +229,13 @@ def test_executor_parity(exported, source, facts, wrapper):
     assert metrics["max_log_mel_distance_db"] < 0.05, metrics
 
 
-def test_faithfulness_record(source, facts):
-    check = K.faithfulness(source, {}, facts)["wrapper_vs_kokoro_forward"]
+def test_faithfulness_record(source, facts, wrapper):
+    """The prepare job's check: each component's program against kokoro's own forward."""
+    from kiln.validate.backends import torch_backend
+
+    comp = component()
+    check = K.faithfulness(source, {"kokoro_5s": torch_backend(wrapper, comp).predict}, facts,
+                           {"kokoro_5s": comp})["traced_program_vs_kokoro_forward"]["kokoro_5s"]
     assert check["pred_dur_equal"] and check["clamped_equal"] and check["valid_samples_equal"]
+    assert check["tokens"] == TOKENS and check["samples"] == SAMPLES
     assert check["correlation"] > 0.9999 and check["log_mel_distance_db"] < 0.05, check

@@ -253,3 +253,6 @@ def test_quantization_summary_recommends_fp16_when_int8_moves_the_eou():
     assert summary["recommendation"].startswith("fp16 only: every int8 strategy moves")
     fine = eou.quantization_eou_summary(reference, {"int8_per_channel": result([4, 9])})
     assert fine["recommendation"].startswith("no measured strategy")
+    # a component shared by every chunk size (decoder, joint) is judged on the unsuffixed size
+    shared = eou.quantization_eou_summary(reference, {"int8_per_channel": result([5, 9])}, component="decoder")
+    assert shared["component"] == "decoder" and shared["strategies"]["int8_per_channel"]["eou_degraded"]

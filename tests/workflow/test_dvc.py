@@ -12,7 +12,7 @@ pytestmark = pytest.mark.slow
 DOWNSTREAM_OF_EXPORT = {("export", "unified_256ms"), ("compile", "unified_256ms"),
                         ("parity", "unified_256ms"), ("metadata", None),
                         ("quantize", "unified_256ms"), ("quantization_summary", None),
-                        ("end_to_end", None)}
+                        ("end_to_end", None), ("contract", None)}
 AGGREGATES = {"all"}
 
 

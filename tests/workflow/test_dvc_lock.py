@@ -69,5 +69,5 @@ def test_a_lock_from_an_older_dvc_yaml_is_caught():
     renamed = {"schema": "2.0", "stages": {"build": stale["stages"]["build@silero_vad"]}}
     problems = lock_mismatches(renamed, dvc_yaml)
     assert problems[0] == "build: cmd 'snakemake --cores all all_silero_vad' != 'snakemake --cores all all'"
-    assert any(p.startswith("build: deps ['Snakefile'] != ['Snakefile', 'rules'") for p in problems)
+    assert any(p.startswith("build: deps ['Snakefile'] != ['Snakefile', 'contracts', 'rules'") for p in problems)
     assert any(p.startswith("build: outs ['results/silero_vad'] != ['results']") for p in problems)

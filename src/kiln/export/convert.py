@@ -46,14 +46,26 @@ def trace_component(wrapper: torch.nn.Module, component: ComponentConfig,
             raise ExportError(f"{component.model}/{component.name}: torch.jit.trace failed: {exc}") from exc
 
 
-def convert_traced(traced, component: ComponentConfig, settings: ExportSettings):
+def compute_precision(settings: ExportSettings, report: dict | None = None):
+    """coremltools' compute precision for ``settings``: fp16 keeps phase accumulators in fp32
+    (:mod:`kiln.export.precision`), fp32 is fp32 throughout."""
+    ct = _ct()
+    if settings.compute_precision == "float32":
+        return ct.precision.FLOAT32
+    from kiln.export.precision import fp16_op_selector
+
+    return ct.transform.FP16ComputePrecision(op_selector=fp16_op_selector(report))
+
+
+def convert_traced(traced, component: ComponentConfig, settings: ExportSettings, report: dict | None = None):
+    """``report`` (optional) receives what the fp16 policy kept in fp32 (``fp32_op_types``)."""
     ct = _ct()
     torch_ops.register()
     inputs = [ct.TensorType(name=t.name, shape=t.shape, dtype=coreml_dtype(t.dtype))
               for t in component.inputs]
     # With fp16 compute precision at iOS16+, I/O silently becomes fp16 unless each type names it.
     outputs = [ct.TensorType(name=t.name, dtype=coreml_dtype(t.dtype)) for t in component.outputs]
-    precision = {"float16": ct.precision.FLOAT16, "float32": ct.precision.FLOAT32}[settings.compute_precision]
+    precision = compute_precision(settings, report)
     try:
         # coremltools prints progress bars on stdout; keep job logs readable
         with contextlib.redirect_stdout(io.StringIO()):
@@ -91,7 +103,8 @@ def export_traced(traced, component: ComponentConfig, out: str | Path, *,
     """Convert a traced program (from the prepare job's ``.pt`` file) and save ``out`` (an
     ``.mlpackage``, deterministic). Returns what was done (spec version, opset, timings)."""
     started = time.perf_counter()
-    mlmodel = convert_traced(traced, component, component.export)
+    policy: dict = {}
+    mlmodel = convert_traced(traced, component, component.export, policy)
     converted_at = time.perf_counter()
     mlmodel.short_description = component.description or f"{component.model} {component.name}"
     mlmodel.author = "kiln"
@@ -104,6 +117,8 @@ def export_traced(traced, component: ComponentConfig, out: str | Path, *,
         "specification_version": spec.specificationVersion,
         "opset": next(iter(spec.mlProgram.functions["main"].block_specializations), None),
         "seconds": {"convert": round(converted_at - started, 4), "save": round(saved_at - converted_at, 4)},
+        # ops the fp16 policy kept in fp32 (phase accumulators), by type; empty for fp32 compute
+        "fp32_op_types": dict(sorted(policy.get("fp32_op_types", {}).items())),
     }
 
 

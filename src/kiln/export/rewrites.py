@@ -95,15 +95,22 @@ def phase(real: torch.Tensor, imag: torch.Tensor) -> torch.Tensor:
     Not ``torch.atan2``: coremltools 9.0 lowers it with quadrant fixes for ``y > 0`` and ``y < 0``
     only, so ``atan2(0, x<0)`` becomes 0 instead of pi, which is every DC bin of a negative-mean frame
     (a real signal's DC imaginary part is exactly 0). Here ``y == 0, x < 0`` gives pi, as torch.
+
+    Range-safe for fp16 compute: the ``atan`` argument is the smaller magnitude over the larger
+    (within [-1, 1]); where ``|y| > |x|`` the angle is ``sign(y) pi/2 - atan(x/y)``. ``y / x`` itself
+    reaches ``inf`` in fp16 wherever ``|x| < |y| / 65504`` (seen in Kokoro's harmonic source).
+    Masks are multiplied in, not ``where``-selected, so no constant fills land in the program.
     """
-    x_negative = real < 0
-    x_zero = real == 0
-    safe_x = real + x_zero.to(real.dtype)                                 # 1 where x == 0
-    angle = torch.atan(imag / safe_x)
+    swap = (imag.abs() > real.abs()).to(real.dtype)                       # |y| > |x|
+    keep = 1.0 - swap
+    numerator = imag * keep + real * swap
+    denominator = real * keep + imag * swap
+    denominator = denominator + (denominator == 0).to(real.dtype)         # x == y == 0: atan(0) = 0
+    t = torch.atan(numerator / denominator)
     upper = (imag >= 0).to(real.dtype)
-    angle = angle + x_negative.to(real.dtype) * (2.0 * upper - 1.0) * math.pi
-    on_axis = torch.sign(imag) * (0.5 * math.pi)                          # x == 0: +-pi/2, or 0
-    return torch.where(x_zero, on_axis, angle)
+    direct = t + (real < 0).to(real.dtype) * (2.0 * upper - 1.0) * math.pi
+    swapped = torch.sign(imag) * (0.5 * math.pi) - t
+    return direct * keep + swapped * swap
 
 
 class ConvSTFT(nn.Module):
@@ -338,13 +345,23 @@ class LSTMStack(nn.Module):
 
 def masked_instance_norm(x: torch.Tensor, mask: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """``nn.InstanceNorm1d`` (no affine) of ``x [B, C, T]`` over the valid steps only
-    (``mask [B, T]``): what the source computes on the unpadded sequence. Padded steps are zero."""
+    (``mask [B, T]``): what the source computes on the unpadded sequence. Padded steps are zero.
+
+    Range-safe for fp16 compute (max 65504): no sum over time, no count of steps and no square
+    of an unscaled value. Means are ``mean`` over the whole axis divided by the valid fraction
+    (both bounded by the data), and the variance is taken of ``centered / s`` with ``s`` the
+    channel's largest deviation (at least ``sqrt(eps)``), which is exact:
+    ``c / sqrt(var + eps) = (c/s) / sqrt(var/s^2 + eps/s^2)``. The plain form overflowed in
+    Kokoro's vocoder (sums of squares over 24,001 steps reached 7.6e4)."""
     keep = mask.to(x.dtype).unsqueeze(1)                                  # [B, 1, T]
-    inv_count = 1.0 / torch.clamp(keep.sum(dim=2, keepdim=True), min=1.0)
-    mean = (x * keep).sum(dim=2, keepdim=True) * inv_count
+    valid = keep.mean(dim=2, keepdim=True)                                # fraction of valid steps
+    valid = valid + (valid <= 0).to(x.dtype)                              # no valid step: divide by 1
+    mean = (x * keep).mean(dim=2, keepdim=True) / valid
     centered = (x - mean) * keep
-    var = (centered * centered).sum(dim=2, keepdim=True) * inv_count     # biased, as InstanceNorm
-    return centered / torch.sqrt(var + eps)
+    scale = torch.clamp(centered.abs().amax(dim=2, keepdim=True), min=math.sqrt(eps))
+    unit = centered / scale
+    var = (unit * unit).mean(dim=2, keepdim=True) / valid                 # biased, as InstanceNorm
+    return unit / torch.sqrt(var + eps / (scale * scale))
 
 
 # -- durations -> alignment -------------------------------------------------------------------------

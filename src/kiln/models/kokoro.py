@@ -481,36 +481,45 @@ def write_audio_artifacts(out_dir: str | Path, label: str, facts_: Mapping[str, 
 
 def faithfulness(source: KokoroSource, predictors: Mapping[str, Any], facts_: Mapping[str, Any],
                  components: Mapping[str, Any] | None = None) -> dict:
-    """The fixed-shape network every component traces, against kokoro's own
-    ``KModel.forward_with_tokens`` on the unpadded ids of the shortest validation sentence, with
-    kokoro's random draws recorded and passed in as inputs. The buffer has 8 padding tokens and a
-    window one frame longer than the sentence needs, so the masks are exercised. (The hook is not
-    given the component contracts, so this checks the network at its own window; each traced
-    program equals this network by construction and is compared with the Core ML packages by the
-    parity stage.)"""
+    """Every traced program (as the later jobs run it) against kokoro's own
+    ``KModel.forward_with_tokens`` on identical inputs: the unpadded ids of the shortest validation
+    sentence, the same style row, and kokoro's random draws recorded and passed in as
+    ``random_phases`` / ``source_noise`` (zero-padded to the component's window). The program sees
+    the ids in its fixed token buffer with padding and a window longer than the sentence, so the
+    masks are exercised. Per component: pred_dur equality, waveform correlation, log-mel distance,
+    max abs error over kokoro's samples."""
     from kiln.export import rewrites as rw
 
+    if components is None:
+        raise ModelError("kokoro: faithfulness needs the model's component contracts")
     text = min(require_fact(facts_, "validation_phonemes", "kokoro"), key=len)
-    vocab, frame = facts_["vocab"], int(facts_["frame_samples"])
-    tokens = len(text) + 2 + 8
-    ids, mask = phonemes_to_ids(text, vocab, tokens)
-    length = int(mask.sum())
+    ids, _ = phonemes_to_ids(text, facts_["vocab"], len(text) + 2)
+    length = len(text) + 2
     ref_s = torch.from_numpy(voice_rows(facts_)[len(text) - 1].reshape(1, -1).copy())
     with rw.record_random() as draws, torch.no_grad():
-        audio, dur = source.model.forward_with_tokens(torch.from_numpy(ids[:, :length]).long(), ref_s, 1)
+        audio, dur = source.model.forward_with_tokens(torch.from_numpy(ids).long(), ref_s, 1)
     n = audio.numel()
-    samples = (n // frame + 1) * frame
-    net = FixedKokoro(source.model, tokens, samples)
-    noise = torch.zeros(1, samples, draws[1].values.shape[-1])
-    noise[:, :n] = draws[1].values
-    with torch.no_grad():
-        out = net(torch.from_numpy(ids), torch.from_numpy(mask), ref_s, draws[0].values, noise, torch.ones(1))
-    got = {"audio": out[0].numpy(), "audio_length": out[2].numpy(), "clamped": out[3].numpy(),
-           "pred_dur": out[1].numpy()[:, :length]}
     ref = {"audio": audio.numpy()[None], "audio_length": np.array([n]), "clamped": np.array([0]),
            "pred_dur": dur.numpy().astype(np.int32)}
-    case = waveform_metrics([ref], [got], facts_)["cases"][0]
-    return {"wrapper_vs_kokoro_forward": {"phonemes": text, "tokens": tokens, "samples": samples, **case}}
+    report = {}
+    for name in sorted(predictors):
+        component = components[name]
+        max_tokens, samples, _ = contract_lengths(component)
+        if n > samples or length > max_tokens:
+            raise ModelError(f"kokoro: the faithfulness sentence ({length} tokens, {n} samples) does not fit "
+                             f"{name} ({max_tokens} tokens, {samples} samples)")
+        feed = make_feed(facts_, component, text)
+        np.testing.assert_array_equal(feed["ref_s"], ref_s.numpy())   # make_feed picks the same row
+        feed["random_phases"] = draws[0].values.numpy().astype(np.float32)
+        noise = np.zeros_like(feed["source_noise"])
+        noise[:, :n] = draws[1].values.numpy()
+        feed["source_noise"] = noise
+        out = predictors[name](feed)
+        got = {"audio": out["audio"], "audio_length": out["audio_length"], "clamped": out["clamped"],
+               "pred_dur": np.asarray(out["pred_dur"])[:, :length]}
+        case = waveform_metrics([ref], [got], facts_)["cases"][0]
+        report[name] = {"phonemes": text, "tokens": max_tokens, "samples": samples, **case}
+    return {"traced_program_vs_kokoro_forward": report}
 
 
 def kokoro_component(name: str) -> ComponentSpec:
@@ -520,7 +529,7 @@ def kokoro_component(name: str) -> ComponentSpec:
         outputs=("audio", "pred_dur", "audio_length", "clamped"),
         wrapper=wrapper, feeds=sentence_feeds, example=example,
         metrics=(Metric("waveform", waveform_metrics),),
-        plot=PlotSeries("RMS of the valid audio per sentence", audio_rms),
+        plot=PlotSeries("RMS of the valid audio per sentence", audio_rms), artifacts=write_audio_artifacts,
         description="token ids + style vector + vocoder noise -> fixed window of 24 kHz audio")
 
 

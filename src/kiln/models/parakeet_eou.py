@@ -27,6 +27,7 @@ the chunk-independent ``decoder`` / ``joint_decision`` are shared by every chunk
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -50,6 +51,7 @@ PREPROCESSOR_IO = (("audio_signal", "audio_context"), ("mel", "new_audio_context
 ENCODER_CACHES = ("pre_cache", "cache_last_channel", "cache_last_time", "cache_last_channel_len")
 ENCODER_IO = (("audio_signal", "audio_length") + ENCODER_CACHES,
               ("encoded_output", "encoded_length") + tuple(f"new_{c}" for c in ENCODER_CACHES))
+ENCODER_FLOAT_OUTPUTS = ("encoded_output", "new_pre_cache", "new_cache_last_channel", "new_cache_last_time")
 DECODER_IO = (("targets", "target_length", "h_in", "c_in"), ("decoder", "h_out", "c_out"))
 JOINT_IO = (("encoder_step", "decoder_step"), ("token_id", "token_prob"))
 
@@ -303,10 +305,66 @@ def encoder_chunk_metric(reference, candidate, facts) -> dict:
     """Per chunk: the encoder output's max error and whether every cache length agrees."""
     lens = [int(np.ravel(r["new_cache_last_channel_len"])[0]) == int(np.ravel(c["new_cache_last_channel_len"])[0])
             for r, c in zip(reference, candidate)]
-    return {"chunks": len(reference),
-            "encoded_output_max_abs_per_chunk": _max_abs_per_step(reference, candidate, "encoded_output"),
-            "cache_last_channel_max_abs_per_chunk": _max_abs_per_step(reference, candidate, "new_cache_last_channel"),
+    per_chunk = {f"{name}_max_abs_per_chunk": _max_abs_per_step(reference, candidate, name)
+                 for name in ENCODER_FLOAT_OUTPUTS}
+    return {"chunks": len(reference), **per_chunk,
             "cache_last_channel_len_agreement": float(np.mean(lens)) if lens else None}
+
+
+def encoder_error_plot(out_dir, label: str, facts, reference: list, candidates: Mapping[str, list]) -> list:
+    """Per chunk, the max |error| of the encoder output and of every float cache, per backend."""
+    from kiln.validate.plots import _pyplot, _save
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(len(candidates), 1, figsize=(10, 2.6 * len(candidates) + 0.6), squeeze=False)
+    for ax, (backend, steps) in zip(axes[:, 0], candidates.items()):
+        for name in ENCODER_FLOAT_OUTPUTS:
+            errors = np.maximum(_max_abs_per_step(reference, steps, name), 1e-9)
+            ax.semilogy(np.arange(len(errors)), errors, marker=".", linewidth=0.9, label=name)
+        ax.set_title(f"{backend}: max |error| per chunk vs torch", fontsize=9)
+        ax.set_ylabel("max |error|")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7, loc="upper right")
+    axes[-1, 0].set_xlabel("chunk")
+    fig.suptitle(f"{label}: encoder output and caches, chunk by chunk" +
+                 (" [synthetic weights]" if facts.get("synthetic") else ""), fontsize=10)
+    path = Path(out_dir) / f"{label}_chunk_errors.png"
+    _save(fig, path)
+    plt.close(fig)
+    return [path]
+
+
+def token_timeline_plot(out_dir, title: str, reference: dict, candidates: Mapping[str, dict]) -> list:
+    """Per chunk size: tokens emitted per chunk and where <EOU> fires, torch vs each backend."""
+    from kiln.validate.plots import _pyplot, _save
+
+    plt = _pyplot()
+    sizes = sorted(reference["by_chunk_size"])
+    backends = {"torch_cpu": reference, **candidates}
+    fig, axes = plt.subplots(len(sizes), 1, figsize=(11, 2.2 + 0.5 * len(backends) * len(sizes)), squeeze=False)
+    for ax, size in zip(axes[:, 0], sizes):
+        for row, (backend, result) in enumerate(backends.items()):
+            entry = result["by_chunk_size"].get(size)
+            if entry is None:
+                continue
+            chunks = np.arange(entry["chunks"])
+            counts = np.asarray(entry["tokens_per_chunk"], float)
+            ax.scatter(chunks[counts > 0], np.full(int((counts > 0).sum()), row), s=8 + 10 * counts[counts > 0],
+                       color="#4c72b0", alpha=0.6, label="tokens (size = count)" if row == 0 else None)
+            eou = entry["eou_chunks"]
+            ax.scatter(eou, np.full(len(eou), row), marker="|", s=300, color="#c44e52", linewidths=2,
+                       label="<EOU>" if row == 0 else None)
+        ax.set_yticks(range(len(backends)), list(backends))
+        ax.set_ylim(-0.7, len(backends) - 0.3)
+        ax.set_title(f"{size} ({reference['by_chunk_size'][size]['chunk_ms']:g} ms chunks)", fontsize=9)
+        ax.grid(alpha=0.3, axis="x")
+        ax.legend(fontsize=7, loc="upper right")
+    axes[-1, 0].set_xlabel("chunk")
+    fig.suptitle(title, fontsize=10)
+    path = Path(out_dir) / "end_to_end_token_timeline.png"
+    _save(fig, path)
+    plt.close(fig)
+    return [path]
 
 
 def joint_metric(reference, candidate, facts) -> dict:
@@ -379,7 +437,10 @@ def quantization_eou_summary(reference: dict, results: Mapping[str, dict], compo
     converter's authors published for the real model)."""
     per_strategy = {}
     for strategy, result in results.items():
-        timing = task_compare(reference, result).get(component)
+        compared = task_compare(reference, result)
+        # a streaming encoder has its own chunk size's entry; a shared component (decoder, joint)
+        # is judged on the unsuffixed chunk size
+        timing = compared.get(component, compared.get(ENCODER_SPEC.name))
         if timing is None:
             continue
         degraded = timing["eou_chunk_agreement"] < min_agreement or not timing["first_eou_same_chunk"]
@@ -498,7 +559,7 @@ def _encoder_spec(name: str) -> ComponentSpec:
         name=name, inputs=ENCODER_IO[0], outputs=ENCODER_IO[1], wrapper=encoder_wrapper, feeds=encoder_feeds,
         state=tuple(StatePair(c, f"new_{c}") for c in ENCODER_CACHES), example=encoder_example,
         metrics=(Metric("chunks", encoder_chunk_metric),),
-        plot=PlotSeries("encoder output L2 norm per chunk", _plot_encoder),
+        plot=PlotSeries("encoder output L2 norm per chunk", _plot_encoder), artifacts=encoder_error_plot,
         description="cache-aware FastConformer, one chunk; every cache an explicit input and output")
 
 
@@ -531,7 +592,9 @@ TASK = Task(
     description="greedy RNNT on the host over the streamed chunks (decoder state kept across chunks): "
                 "token stream and the chunks where <EOU> fires, per chunk size",
     requires=(("preprocessor", "streaming_encoder", "decoder", "joint_decision"),),
-    inputs=task_inputs, run=task_run, compare=task_compare)
+    inputs=task_inputs, run=task_run, compare=task_compare,
+    quantization=lambda reference, results, component: quantization_eou_summary(reference, results, component),
+    plot=token_timeline_plot)
 
 FAMILY = FamilySpec(name=FAMILY_NAME, load=load, facts=facts, components=COMPONENTS,
                     build_random=build_random, task=TASK, faithfulness=faithfulness)

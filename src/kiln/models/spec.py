@@ -11,7 +11,9 @@ Like optimum's per-model export configs, a component says what it is, not how th
   encoder caches alike, on torch and on every Core ML backend;
 - ``feeds(ctx, component)``: the validation inputs by modality (streamed speech, token ids + style
   + noise, mel frames), one dict of the non-state inputs per step (computed once, by the reference job);
-- ``metrics``: task metrics (:class:`Metric`), ``plot``: a series over time (:class:`PlotSeries`).
+- ``metrics``: task metrics (:class:`Metric`), ``plot``: a series over time (:class:`PlotSeries`);
+  ``artifacts``: files the parity job writes beside the plots (e.g. WAVs + spectrograms, per-chunk
+  error of every cache).
 
 A :class:`FamilySpec` adds how to load the source (``load``), the facts later jobs need without the
 source (``facts``: blank id, vocabulary, cache shapes; a missing value is an error, never a default),
@@ -82,6 +84,8 @@ class ComponentSpec:
     example: Callable[[Any, Mapping[str, Any], np.random.Generator], dict] | None = None
     metrics: tuple[Metric, ...] = ()
     plot: PlotSeries | None = None
+    #: (out_dir, label, facts, reference_steps, {backend: steps}) -> written paths (parity job)
+    artifacts: Callable[[Path, str, Mapping[str, Any], list, Mapping[str, list]], list] | None = None
     description: str = ""
 
     @property
@@ -123,6 +127,9 @@ class Task:
     ``inputs(ctx)`` makes the task's inputs once (reference job); ``run(components, facts, inputs)``
     runs it on one backend given ``{component: predict}`` (must not need the source model);
     ``compare(reference_result, result)`` gives agreement figures.
+    ``quantization(float_result, {strategy: result}, component)`` (optional) judges the task run
+    with one component's quantized variants swapped in against the float run (the quantization
+    summary job calls it, e.g. EOU timing per strategy and a recommendation).
     """
 
     description: str
@@ -130,6 +137,9 @@ class Task:
     inputs: Callable[["Context"], dict[str, np.ndarray]]
     run: Callable[[Mapping[str, Predict], Mapping[str, Any], Arrays], dict]
     compare: Callable[[dict, dict], dict]
+    quantization: Callable[[dict, Mapping[str, dict], str], dict] | None = None
+    #: (out_dir, title, reference_result, {backend: result}) -> written paths (end_to_end job)
+    plot: Callable[[Path, str, dict, Mapping[str, dict]], list] | None = None
 
     def runnable_with(self, components) -> bool:
         return any(set(option) <= set(components) for option in self.requires)

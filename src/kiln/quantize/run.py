@@ -13,7 +13,7 @@ from kiln.errors import KilnError
 from kiln.export.convert import SPEC_VERSIONS
 from kiln.fsutil import remove_path, sha256_tree, tree_size
 from kiln.models.spec import ComponentSpec, stream
-from kiln.quantize.strategies import STRATEGIES, QuantizeContext, needs_target
+from kiln.quantize.strategies import STRATEGIES, QuantizeContext, floored_scales, needs_target
 from kiln.validate import backends as bk
 from kiln.validate.metrics import agreement, finite_or_none, max_abs, normalized_error, psnr_db, quality
 from kiln.validate.reference import Reference
@@ -67,7 +67,8 @@ def compress(strategy_name: str, base: Path, component: ComponentConfig, ctx: Qu
         private = Path(tmp) / "base" / source_package.name
         shutil.copytree(source_package, private)
         mlmodel = ct.models.MLModel(str(private), skip_model_load=True)
-        compressed = strategy.apply(mlmodel, ctx)
+        with floored_scales():   # no NaN from a constant (zero-range) weight slice
+            compressed = strategy.apply(mlmodel, ctx)
         spec = compressed.get_spec()
         found = program_op_types(spec)
         constexpr = sorted(t for t in found if t.startswith("constexpr_"))

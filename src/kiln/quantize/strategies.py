@@ -8,8 +8,11 @@ iOS18 and silently raises iOS15 models to iOS16), the ``constexpr_*`` ops its ou
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
+
+import numpy as np
 
 TARGET_ORDER = ("iOS15", "iOS16", "iOS17", "iOS18")
 
@@ -140,6 +143,52 @@ def int4_per_block(mlmodel, ctx):
 def palettize_4bit_grouped(mlmodel, ctx):
     return _palettize(mlmodel, ctx, nbits=4, granularity="per_grouped_channel",
                       group_size=int(ctx.params.get("group_size", 16)))
+
+
+def floor_scales(quantize: Callable) -> Callable:
+    """``quantize_weight_by_dtype`` with every scale at least the smallest positive value the weight
+    dtype stores.
+
+    coremltools 9.0 divides each slice by ``range / levels``: a slice whose range is 0 (an all-zero
+    row, e.g. an embedding's padding row) gets scale 0 and quantized values ``round(0 / 0)`` = NaN,
+    cast to int8 as whatever the platform gives; a tiny range stores a scale that flushes to 0 in
+    the weight's dtype. Such slices get the floor scale
+    and their values re-quantized with it, so a zero row dequantizes to exactly 0."""
+    def quantize_floored(weight, axes, dtype, quantization_mode):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            quantized, scale, zero_point = quantize(weight, axes, dtype, quantization_mode)
+        floor = float(np.finfo(weight.dtype).smallest_subnormal)
+        kept = np.amax(np.abs(weight), axis=axes, keepdims=True)      # the slices' shape
+        scale_full = np.asarray(scale, dtype=np.float64).reshape(kept.shape)
+        low = ~np.isfinite(scale_full) | (scale_full < floor)
+        if not low.any():
+            return quantized, scale, zero_point
+        from coremltools.optimize._utils import get_quant_range_by_dtype
+
+        q_min, q_max = get_quant_range_by_dtype(dtype, quantization_mode)
+        zp_full = np.zeros(kept.shape) if zero_point is None else \
+            np.asarray(zero_point, dtype=np.float64).reshape(kept.shape)
+        zp_full = np.where(low & ~np.isfinite(zp_full), np.clip(0, q_min, q_max), zp_full)
+        scale_full = np.where(low, floor, scale_full)
+        requantized = np.clip(np.round(weight / scale_full) + zp_full, q_min, q_max)
+        quantized = np.where(np.broadcast_to(low, weight.shape), requantized, quantized)
+        return (quantized, scale_full.astype(weight.dtype).squeeze(),
+                None if zero_point is None else zp_full.squeeze().astype(np.asarray(zero_point).dtype))
+    return quantize_floored
+
+
+@contextlib.contextmanager
+def floored_scales() -> Iterator[None]:
+    """Within the block, coremltools' linear quantization uses :func:`floor_scales` (every linear
+    strategy, the joint prune + int8 one included, goes through this one function)."""
+    from coremltools.optimize import _utils
+
+    original = _utils.quantize_weight_by_dtype
+    _utils.quantize_weight_by_dtype = floor_scales(original)
+    try:
+        yield
+    finally:
+        _utils.quantize_weight_by_dtype = original
 
 
 def needs_target(strategy_name: str, base_target: str) -> str:

@@ -30,7 +30,9 @@ def pareto_front(points: list[tuple[float, float, str]]) -> set[str]:
     return front
 
 
-def build_summary(model: str, synthetic: bool, records: list[dict]) -> dict:
+def build_summary(model: str, synthetic: bool, records: list[dict], task: dict | None = None) -> dict:
+    """``task``: the family's task run with each quantized component swapped in (see
+    :func:`kiln.workflow.jobs.quantized_task_check`), with the family's recommendation."""
     by_component: dict[str, list[dict]] = {}
     for record in records:
         by_component.setdefault(record["component"], []).append(record)
@@ -49,6 +51,7 @@ def build_summary(model: str, synthetic: bool, records: list[dict]) -> dict:
                               "normalized_error is ||y_q - y|| / ||y|| itself",
         "toolchain": toolchain(),
         "results": sorted(records, key=lambda r: (r["component"], r["strategy"])),
+        **({"task": task} if task is not None else {}),
     }
 
 

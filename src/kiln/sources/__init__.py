@@ -120,26 +120,25 @@ def fetch_pypi(model: str, spec: Mapping[str, Any], workdir: Path) -> SourceReco
 
 @source_kind("hf")
 def fetch_hf(model: str, spec: Mapping[str, Any], workdir: Path) -> SourceRecord:
-    """A file from the Hugging Face Hub at a pinned commit, cached under ``workdir``."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    """The checkpoint and any further files (``files``: role -> name) of a Hugging Face Hub repo at a
+    pinned commit, downloaded into ``workdir`` (resumable; each checked against the Hub's etag; see
+    :mod:`kiln.hub`). The token, if any, is ``HF_TOKEN``; ``HF_ENDPOINT`` selects another Hub."""
+    from kiln.hub import download
 
     workdir.mkdir(parents=True, exist_ok=True)
-    # the checkpoint, then any further files by role (e.g. a config and a voice pack)
     wanted = {"checkpoint": spec["filename"], **dict(spec.get("files") or {})}
-    files = []
+    files, hub = [], {}
     for role, filename in wanted.items():
-        try:
-            local = hf_hub_download(repo_id=spec["repo_id"], filename=filename,
-                                    revision=spec["revision"], local_dir=workdir)
-        except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as exc:
-            raise SourceError(f"model '{model}': cannot download {spec['repo_id']}/{filename} "
-                              f"@ {spec['revision']}: {exc}") from exc
-        files.append(describe_file(Path(local), role))
+        got = download(spec["repo_id"], filename, spec["revision"], workdir)
+        files.append(describe_file(got.path, role))
+        hub[role] = {"filename": filename, "etag": got.etag, "commit": got.commit,
+                     "resumed_from_bytes": got.resumed_from, "downloaded": got.downloaded}
     _check_expected_sha(spec, files[0])
+    details = {"filename": spec["filename"], "hub": hub}
+    if spec.get("files"):
+        details["files"] = dict(spec["files"])
     return SourceRecord(kind="hf", id=spec["repo_id"], revision=spec["revision"], version=None,
-                        synthetic=False, files=files,
-                        details={"filename": spec["filename"], **({"files": dict(spec["files"])} if spec.get("files") else {})})
+                        synthetic=False, files=files, details=details)
 
 
 @source_kind("path")

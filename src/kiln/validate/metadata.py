@@ -48,7 +48,8 @@ def build_metadata(config: Config, model: str, source_record, export_records, pa
         export, parity = exports[name], parities[name]
         components[name] = {
             "description": comp.description,
-            "export": comp.export.as_dict(),
+            # fp32_op_types: ops the fp16 compute policy kept in fp32 (kiln.export.precision)
+            "export": {**comp.export.as_dict(), "fp32_op_types": export.get("fp32_op_types", {})},
             "package": {**export["package"], "specification_version": export["specification_version"],
                         "opset": export["opset"]},
             "compiled": {k: v for k, v in compiles[name].items()

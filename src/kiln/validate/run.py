@@ -125,6 +125,10 @@ def validate_component(spec: ComponentSpec, model: ModelConfig, component: Compo
                               {n: spec.plot.fn(s) for n, s in steps.items() if n != name},
                               x_label="time (s)" if step_seconds else "step")
             plot_files.append(str(path))
+        if spec.artifacts is not None:
+            written = spec.artifacts(Path(plots_dir), component.name, facts, steps[name],
+                                     {n: s for n, s in steps.items() if n != name})
+            plot_files.extend(str(p) for p in written)
         path = Path(plots_dir) / f"{component.name}_latency.png"
         plots.latency_plot(path, f"{model.name}/{component.name}: latency per backend",
                            {k: (v["median_ms"] if v else None) for k, v in latency.items()},

@@ -42,6 +42,8 @@ STAGE_ROOTS: dict[str, tuple[str, ...]] = {
     "validate": ("kiln.models.{family}", "kiln.validate.run", "kiln.validate.backends",
                  "kiln.validate.reference"),
     "quantize": ("kiln.models.{family}", "kiln.quantize.run", "kiln.validate.reference"),
+    # built artifacts against the consumer's contract (names checked against the family's specs)
+    "contract": ("kiln.contracts", "kiln.models.{family}"),
 }
 
 

@@ -348,7 +348,7 @@ def parity_job(config: Config, model: str, component: str, facts_path: str | Pat
 
 
 def end_to_end_job(config: Config, model: str, facts_path: str | Path, task_record: str | Path,
-                   packages: dict[str, str], out_record: str | Path) -> dict:
+                   packages: dict[str, str], out_record: str | Path, plots_dir: str | Path | None = None) -> dict:
     """The family's cross-component task (e.g. greedy ASR decoding) through the exported packages on
     each executor mode, compared with the torch result of the reference job."""
     from kiln.validate.backends import kiln_backend
@@ -374,6 +374,10 @@ def end_to_end_job(config: Config, model: str, facts_path: str | Path, task_reco
             backends[f"kiln_{precision}"] = outcome
             log.info("  kiln_%s: %s", precision, {k: v for k, v in outcome.items() if not isinstance(v, list)})
         result = {"task": family.task.description, "synthetic": model_cfg.synthetic, "backends": backends}
+        if plots_dir is not None and family.task.plot is not None:
+            title = f"{model}: {family.task.description}" + (" [synthetic weights]" if model_cfg.synthetic else "")
+            result["plots"] = [str(p) for p in family.task.plot(
+                Path(plots_dir), title, backends["torch_cpu"], {k: v for k, v in backends.items() if k != "torch_cpu"})]
     data = {"schema_version": RECORD_SCHEMA_VERSION, "model": model, "synthetic": model_cfg.synthetic,
             "end_to_end": result}
     write_json(out_record, data)
@@ -424,8 +428,62 @@ def quantize_job(config: Config, model: str, component: str, strategy: str, fact
     return data
 
 
+def quantized_task_check(config: Config, model: str, records: list[dict], facts_path: str | Path,
+                         task_record: str | Path, packages: Mapping[str, str]) -> dict | None:
+    """The family's task with each quantized variant swapped in for its component (the other
+    components float), all on kiln's executor in fp32 mode, judged against the same task on the
+    float packages (so only the weights differ) by the family's ``task.quantization`` hook.
+    None when the family has no such hook or the model has no task reference."""
+    from kiln.integrity import verify_artifact
+    from kiln.validate.backends import kiln_backend
+    from kiln.validate.reference import read_npz
+
+    family = _family(config, model)
+    task = family.task
+    reference = _read_json(task_record, "task reference")
+    if task is None or task.quantization is None or reference["torch_cpu"] is None:
+        return None
+    facts = read_facts(facts_path)
+    inputs = read_npz(Path(task_record).with_suffix(".npz"))
+    floats = LazyPredictors(packages, lambda name: kiln_backend(
+        _verified(config, model, name, packages[name]), "fp32").predict)
+    started = time.perf_counter()
+    float_result = task.run(floats, facts, inputs)
+    by_component: dict[str, dict] = {}
+    for record in records:
+        if record["status"] != "ok" or record["component"] not in packages:
+            continue
+        quantized = Path(record["package"]["path"])
+        verify_artifact(quantized, record["package"]["sha256"])
+        swapped = _Swapped(floats, record["component"], kiln_backend(quantized, "fp32").predict)
+        by_component.setdefault(record["component"], {})[record["strategy"]] = task.run(swapped, facts, inputs)
+        log.info("  task with %s/%s swapped in: done", record["strategy"], record["component"])
+    checks = {component: task.quantization(float_result, results, component)
+              for component, results in sorted(by_component.items())}
+    return {"task": task.description, "backend": "kiln_fp32 (float packages vs one quantized component)",
+            "seconds": round(time.perf_counter() - started, 2), "components": checks}
+
+
+class _Swapped(Mapping):
+    """``predictors`` with one component replaced."""
+
+    def __init__(self, predictors: Mapping, component: str, predict):
+        self.predictors, self.component, self.predict = predictors, component, predict
+
+    def __getitem__(self, name: str):
+        return self.predict if name == self.component else self.predictors[name]
+
+    def __iter__(self):
+        return iter(self.predictors)
+
+    def __len__(self) -> int:
+        return len(self.predictors)
+
+
 def quantization_summary_job(config: Config, model: str, records: list, out_summary: str | Path,
-                             plots_dir: str | Path) -> dict:
+                             plots_dir: str | Path, facts_path: str | Path | None = None,
+                             task_record: str | Path | None = None,
+                             packages: Mapping[str, str] | None = None) -> dict:
     from kiln.quantize.summary import build_summary, plot_summary, validate_summary
 
     loaded = []
@@ -435,8 +493,39 @@ def quantization_summary_job(config: Config, model: str, records: list, out_summ
         record.pop("model", None)
         record.pop("settings_sha256", None)
         loaded.append(record)
-    summary = build_summary(model, config.model(model).synthetic, loaded)
+    task = None
+    if task_record is not None and facts_path is not None and packages:
+        task = quantized_task_check(config, model, loaded, facts_path, task_record, packages)
+    summary = build_summary(model, config.model(model).synthetic, loaded, task=task)
     validate_summary(summary, where=str(out_summary))
     plot_summary(summary, Path(plots_dir))
     write_json(out_summary, summary)
     return summary
+
+
+# -- consumer contract -------------------------------------------------------------------------------
+
+def contract_job(config: Config, model: str, contract_file: str | Path, facts_path: str | Path,
+                 source_record: str | Path, packages: Mapping[str, str], bundles: Mapping[str, str],
+                 out_report: str | Path) -> dict:
+    """Check the model's packages and bundles (feature names, shapes, dtypes) and facts (the numbers
+    and control-token ids the consumer hard-codes) against its family's consumer contract; write the
+    report, or fail with the diff (:class:`kiln.contracts.ContractMismatch`)."""
+    from kiln import contracts
+
+    model_cfg = config.model(model)
+    contract = contracts.load_contract(contract_file)
+    if contract["family"] != model_cfg.family:
+        raise contracts.ContractSchemaError(f"{contract_file}: is the contract of family {contract['family']}, "
+                                            f"model {model} is {model_cfg.family}")
+    artifacts = {c: {Path(p).name: contracts.artifact_features(p)
+                     for p in (_verified(config, model, c, packages[c]), bundles[c])}
+                 for c in model_cfg.components if c in contract["components"]}
+    report = contracts.check_model(contract, model=model, components=list(model_cfg.components),
+                                   synthetic=model_cfg.synthetic, facts=read_facts(facts_path),
+                                   artifacts=artifacts, source_version=read_source_record(source_record).version,
+                                   contract_file=str(contract_file))
+    write_json(out_report, report)
+    log.info("%s matches %s's contract (%s): %s", model, contract["consumer"], contract_file,
+             ", ".join(f"{c} -> {n}" for c, n in report["published_names"].items()))
+    return report

@@ -146,8 +146,9 @@ def ledger_path(config: Config) -> Path:
 
 def ledger_roots(config: Config) -> list[str]:
     """Everything Snakemake's mtime comparisons involve: results (outputs, checkpoints), settings
-    stamps, the kiln source (code inputs) and the job scripts (Snakemake's script trigger)."""
-    return [config.results_dir, str(STAMP_ROOT), "src/kiln", "scripts"]
+    stamps, the kiln source (code inputs), the job scripts (Snakemake's script trigger) and the
+    consumer contracts (the contract job's input)."""
+    return [config.results_dir, str(STAMP_ROOT), "src/kiln", "scripts", "contracts"]
 
 
 def end_to_end_record(config: Config, model: str) -> Path:
@@ -160,9 +161,36 @@ def export_targets(config: Config, model: str | None = None) -> list[str]:
 
 
 def model_targets(config: Config, model: str) -> list[str]:
-    """Everything the workflow builds for ``model``: metadata.json (export, compile, validate) and
-    the quantization sweep."""
-    return [str(metadata_path(config, model)), str(quantization_summary(config, model))]
+    """Everything the workflow builds for ``model``: metadata.json (export, compile, validate), the
+    quantization sweep, and the check against its consumer's contract (where one exists)."""
+    targets = [str(metadata_path(config, model)), str(quantization_summary(config, model))]
+    if contract_file(config, model).is_file():
+        targets.append(str(contract_report(config, model)))
+    return targets
+
+
+def contract_file(config: Config, model: str) -> Path:
+    """The consumer contract of the model's family (kiln.contracts)."""
+    from kiln.contracts import contract_path
+
+    return contract_path(config.models[model].family)
+
+
+def contract_report(config: Config, model: str) -> Path:
+    return Path(config.results_dir) / model / "contract.json"
+
+
+def contract_artifacts(config: Config, model: str) -> dict[str, dict[str, str]]:
+    """The packages and bundles the contract check reads: the model's components the contract names."""
+    import yaml
+
+    try:
+        named = set((yaml.safe_load(contract_file(config, model).read_text()) or {}).get("components") or {})
+    except (OSError, yaml.YAMLError, AttributeError):
+        named = set()   # the contract job reports the unreadable file by name
+    names = [c for c in config.models[model].components if c in named]
+    return {"packages": {c: str(package_path(config, model, c)) for c in names},
+            "bundles": {c: str(bundle_path(config, model, c)) for c in names}}
 
 
 def quantize_targets(config: Config) -> list[str]:

@@ -1,0 +1,24 @@
+# Consumer contract: each built model against what the runtime that loads it expects
+# (contracts/<family>.yaml: file names, feature names, shapes, dtypes, control-token ids). The
+# report is results/<model>/contract.json; a mismatch fails the build with a diff.
+
+
+rule contract:
+    input:
+        contract=lambda wildcards: str(plan.contract_file(KILN, wildcards.model)),
+        facts=f"{RESULTS}/{{model}}/prepared/facts.json",
+        source=f"{RESULTS}/{{model}}/source.json",
+        packages=lambda wildcards: list(plan.contract_artifacts(KILN, wildcards.model)["packages"].values()),
+        bundles=lambda wildcards: list(plan.contract_artifacts(KILN, wildcards.model)["bundles"].values()),
+        code=lambda wildcards: codedeps.stage_files("contract", KILN.models[wildcards.model].family),
+    output:
+        report=f"{RESULTS}/{{model}}/contract.json",
+    params:
+        packages=lambda wildcards: plan.contract_artifacts(KILN, wildcards.model)["packages"],
+        bundles=lambda wildcards: plan.contract_artifacts(KILN, wildcards.model)["bundles"],
+    log:
+        "logs/{model}/contract.log",
+    resources:
+        mem_mb=1000,
+    script:
+        "../scripts/contract.py"

@@ -1,0 +1,54 @@
+# From build to users. Per model:
+#   snakemake stage_<model>     publish/<model>/: the model repo folder (consumer file names from the
+#                               contract, quantized variants, reports, model card, records, locks)
+#   snakemake publish_<model>   uploads it with huggingface_hub (HF_TOKEN; repo from
+#                               models.<model>.publish.repo_id); refused without a token or from a
+#                               working tree with uncommitted changes
+#   snakemake verify_<model>    rebuilds results/<model> from its recorded sources, settings and
+#                               toolchain in verify/<model>/ and compares (verify/<model>.json)
+
+for _model in KILN.models:
+
+    rule:
+        name:
+            f"stage_{_model}"
+        input:
+            plan.model_targets(KILN, _model),
+        output:
+            folder=directory(f"publish/{_model}"),
+        params:
+            model=_model,
+        log:
+            f"logs/{_model}/stage.log",
+        script:
+            "../scripts/publish.py"
+
+    rule:
+        name:
+            f"publish_{_model}"
+        input:
+            folder=f"publish/{_model}",
+        output:
+            record=f"publish/{_model}.upload.json",
+        params:
+            model=_model,
+        log:
+            f"logs/{_model}/publish.log",
+        script:
+            "../scripts/publish.py"
+
+    rule:
+        name:
+            f"verify_{_model}"
+        input:
+            plan.model_targets(KILN, _model),
+        output:
+            report=f"verify/{_model}.json",
+        params:
+            model=_model,
+            workdir=f"verify/{_model}",
+        log:
+            f"logs/{_model}/verify.log",
+        threads: 2
+        script:
+            "../scripts/verify.py"

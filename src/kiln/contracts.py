@@ -1,0 +1,314 @@
+"""Consumer contracts: what the runtime that loads a family's models expects, checked against builds.
+
+``contracts/<family>.yaml`` (schema: ``schemas/contract.schema.json``) declares, per component, the
+file name the consumer loads (``Preprocessor``, ``320ms/streaming_encoder``, …), its feature names,
+shapes and dtypes, the numbers it hard-codes (``params``: sample rate, state sizes) and its
+control-token ids (``control_tokens``: blank, EOU, …), each bound to a fact of the build
+(``prepared/facts.json``). A real model's facts must equal the consumer's numbers; a synthetic model
+(random weights, smaller sizes) shares its family's contract with its own facts substituted, so
+names, dtypes and layout are still checked.
+
+:func:`check_model` compares a built model (its ``.mlpackage`` specs and compiled ``.mlmodelc``
+descriptions, its facts) with the contract and returns a JSON report; a mismatch raises
+:class:`ContractMismatch` whose message is a readable diff. The publish layout takes its file names
+from :func:`published_names`, never from a hand-written list.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from kiln.errors import ContractError, KilnError
+
+#: where the contracts live, relative to the checkout (one file per family)
+CONTRACT_DIR = Path("contracts")
+REPORT_SCHEMA_VERSION = 1
+
+
+class ContractSchemaError(KilnError):
+    """A contract file does not satisfy its schema, or names a component or feature its family does
+    not build. Names the file and the key."""
+
+
+class ContractMismatch(ContractError):
+    """A built model does not give its consumer what the contract says. The message is the diff."""
+
+
+def contract_path(family: str, root: str | Path = ".") -> Path:
+    return Path(root) / CONTRACT_DIR / f"{family}.yaml"
+
+
+def load_contract(path: str | Path, *, check_family: bool = True) -> dict:
+    """Read and validate a contract: its schema, then its component and feature names against the
+    family's component specs (an unknown component or feature is a :class:`ContractSchemaError`)."""
+    import yaml
+
+    from kiln import schemas, yamlio
+
+    path = Path(path)
+    try:
+        data = yamlio.load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ContractSchemaError(f"{path}: cannot read ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise ContractSchemaError(f"{path}: not valid YAML: {exc}") from None
+    schemas.check(data, "contract", ContractSchemaError, str(path))
+    for section in ("params", "control_tokens"):
+        for name in data.get(section) or {}:
+            if section == "params" and name in (data.get("control_tokens") or {}):
+                raise ContractSchemaError(f"{path}: at 'params.{name}': also a control token")
+    params = set(data.get("params") or {})
+    for cname, comp in data["components"].items():
+        for side in ("inputs", "outputs"):
+            for fname, feature in comp[side].items():
+                for dim in feature.get("shape") or []:
+                    if isinstance(dim, str) and dim not in params:
+                        raise ContractSchemaError(f"{path}: at 'components.{cname}.{side}.{fname}.shape': "
+                                                  f"'{dim}' is not a param (params: {', '.join(sorted(params))})")
+    if check_family:
+        _check_against_family(path, data)
+    return data
+
+
+def _check_against_family(path: Path, data: Mapping[str, Any]) -> None:
+    from kiln.models import get_family
+
+    family = get_family(data["family"])
+    for cname, comp in data["components"].items():
+        if cname not in family.component_names:
+            raise ContractSchemaError(f"{path}: at 'components.{cname}': the {family.name} family builds no "
+                                      f"component '{cname}' (it builds: {', '.join(family.component_names)})")
+        spec = family.component(cname)
+        for side, declared in (("inputs", spec.inputs), ("outputs", spec.outputs)):
+            for fname in comp[side]:
+                if fname not in declared:
+                    raise ContractSchemaError(f"{path}: at 'components.{cname}.{side}.{fname}': {cname} has no "
+                                              f"{side[:-1]} '{fname}' (it has: {', '.join(declared)})")
+        for fname in comp.get("extra_inputs") or {}:
+            if fname not in spec.inputs:
+                raise ContractSchemaError(f"{path}: at 'components.{cname}.extra_inputs.{fname}': {cname} has "
+                                          f"no input '{fname}' (it has: {', '.join(spec.inputs)})")
+
+
+# -- resolving a contract for one model ---------------------------------------------------------------
+
+def fact_value(facts: Mapping[str, Any], key: str):
+    """``facts[key]``, where ``key.N`` indexes a list fact (e.g. ``h_shape.0``); None when absent."""
+    name, _, index = key.partition(".")
+    value = facts.get(name)
+    if index and isinstance(value, list):
+        return value[int(index)] if int(index) < len(value) else None
+    return value
+
+
+@dataclass(frozen=True)
+class Binding:
+    section: str        # params | control_tokens
+    name: str
+    consumer: int
+    fact: str
+    built: Any          # the build's fact
+    synthetic: bool
+
+    @property
+    def value(self):
+        """What shapes use: the consumer's number for a real model, the fact for a synthetic one."""
+        return self.built if self.synthetic else self.consumer
+
+    @property
+    def ok(self) -> bool:
+        if self.built is None or isinstance(self.built, bool) or not isinstance(self.built, int):
+            return False
+        return self.synthetic or self.built == self.consumer
+
+
+def bindings(contract: Mapping[str, Any], facts: Mapping[str, Any], synthetic: bool) -> dict[str, Binding]:
+    out = {}
+    for section in ("params", "control_tokens"):
+        for name, spec in (contract.get(section) or {}).items():
+            out[name] = Binding(section, name, spec["consumer"], spec["fact"], fact_value(facts, spec["fact"]),
+                                synthetic)
+    return out
+
+
+def expected_shape(shape: list | None, values: Mapping[str, Binding]) -> list | None:
+    if shape is None:
+        return None
+    return [values[d].value if isinstance(d, str) else d for d in shape]
+
+
+def published_names(contract: Mapping[str, Any], components, source_version: str | None) -> dict[str, str]:
+    """``{component: name in the published repo}`` (no suffix): the contract's file name for the
+    components the consumer loads, the component's own name for the others."""
+    names = {}
+    for cname in components:
+        entry = contract["components"].get(cname)
+        if entry is None:
+            names[cname] = cname
+            continue
+        template = entry["file"]
+        if "{source_version}" in template and not source_version:
+            raise ContractError(f"contract file name {template!r} of {cname} needs the source's version, and "
+                                f"this source has none")
+        names[cname] = template.replace("{source_version}", source_version or "")
+    taken: dict[str, str] = {}
+    for cname, name in names.items():
+        if name in taken:
+            raise ContractError(f"components {taken[name]} and {cname} would both be published as {name}")
+        taken[name] = cname
+    return names
+
+
+# -- what a built artifact offers ---------------------------------------------------------------------
+
+def _features(description) -> dict[str, dict[str, dict]]:
+    """``{"inputs"|"outputs": {name: {shape, dtype}}}`` of a Core ML ModelDescription: what a consumer
+    sees when it loads the model (feature names, multi-array shapes and data types)."""
+    from coremltools.proto import FeatureTypes_pb2
+
+    def one(feature) -> dict:
+        kind = feature.type.WhichOneof("Type")
+        if kind != "multiArrayType":
+            return {"shape": None, "dtype": kind}
+        array = feature.type.multiArrayType
+        dtype = FeatureTypes_pb2.ArrayFeatureType.ArrayDataType.Name(array.dataType).lower()
+        return {"shape": [int(d) for d in array.shape], "dtype": dtype}
+
+    return {"inputs": {f.name: one(f) for f in description.input},
+            "outputs": {f.name: one(f) for f in description.output}}
+
+
+def artifact_features(path: str | Path) -> dict[str, dict[str, dict]]:
+    """The I/O features of an ``.mlpackage`` (its spec) or ``.mlmodelc`` (its coremldata.bin)."""
+    from kiln.mil.model import load_model
+
+    return _features(load_model(path).description)
+
+
+# -- the check --------------------------------------------------------------------------------------
+
+def _feature_problems(where: str, expected: Mapping[str, dict], built: Mapping[str, dict],
+                      values: Mapping[str, Binding]) -> list[dict]:
+    problems = []
+    for name, spec in expected.items():
+        want = {"shape": expected_shape(spec.get("shape"), values), "dtype": spec["dtype"]}
+        got = built.get(name)
+        if got is None:
+            problems.append({"where": f"{where}.{name}", "expected": want, "built": "missing",
+                             "available": sorted(built)})
+            continue
+        shape_ok = want["shape"] is None or (got["shape"] is not None and len(got["shape"]) == len(want["shape"])
+                                             and all(w is None or w == g for w, g in zip(want["shape"], got["shape"])))
+        if not shape_ok or got["dtype"] != want["dtype"]:
+            problems.append({"where": f"{where}.{name}", "expected": want, "built": got})
+    return problems
+
+
+def check_component(cname: str, entry: Mapping[str, Any], features_by_artifact: Mapping[str, dict],
+                    values: Mapping[str, Binding]) -> dict:
+    """One component's artifacts (``{label: features}``, see :func:`artifact_features`) against its
+    contract entry: every contract feature present with its shape and dtype, no input the consumer
+    does not feed (unless declared under ``extra_inputs``)."""
+    result = {"file": entry["file"], "artifacts": {}, "problems": []}
+    extra = dict(entry.get("extra_inputs") or {})
+    for label, features in features_by_artifact.items():
+        where = f"{cname} ({label})"
+        problems = _feature_problems(f"{where}.inputs", entry["inputs"], features["inputs"], values)
+        problems += _feature_problems(f"{where}.outputs", entry["outputs"], features["outputs"], values)
+        for name in features["inputs"]:
+            if name not in entry["inputs"] and name not in extra:
+                problems.append({"where": f"{where}.inputs.{name}", "expected": "not an input (the consumer "
+                                 "does not feed it; declare it under extra_inputs with the reason)",
+                                 "built": features["inputs"][name]})
+        result["artifacts"][label] = {"features": features}
+        result["problems"] += problems
+    result["extra_inputs"] = extra
+    return result
+
+
+def config_features(component) -> dict[str, dict[str, dict]]:
+    """The features config.yaml declares for a component (what its export will have)."""
+    return {side: {t.name: {"shape": list(t.shape), "dtype": t.dtype} for t in getattr(component, side)}
+            for side in ("inputs", "outputs")}
+
+
+def check_model(contract: Mapping[str, Any], *, model: str, components, synthetic: bool,
+                facts: Mapping[str, Any], artifacts: Mapping[str, Mapping[str, str | Path]],
+                source_version: str | None, contract_file: str = "") -> dict:
+    """The contract report of one model. ``artifacts``: ``{component: {label: features}}`` (labels such
+    as the package's and bundle's file names; features from :func:`artifact_features`, or
+    :func:`config_features` for a check before building). Raises :class:`ContractMismatch` (a diff)
+    when anything differs."""
+    values = bindings(contract, facts, synthetic)
+    problems = []
+    for binding in values.values():
+        if not binding.ok:
+            problems.append({"where": f"{binding.section}.{binding.name} (fact {binding.fact})",
+                             "expected": binding.consumer, "built": binding.built})
+    report_components = {}
+    for cname, entry in contract["components"].items():
+        if cname not in components:
+            if not entry.get("optional"):
+                problems.append({"where": f"components.{cname}", "expected": f"built (published as "
+                                 f"{entry['file']})", "built": "not configured for this model"})
+            continue
+        checked = check_component(cname, entry, artifacts[cname], values)
+        problems += checked.pop("problems")
+        report_components[cname] = checked
+    names = published_names(contract, components, source_version)
+    report = {
+        "schema_version": REPORT_SCHEMA_VERSION,
+        "model": model,
+        "consumer": contract["consumer"],
+        "contract": contract_file,
+        "synthetic": synthetic,
+        "bindings": {n: {"section": b.section, "consumer": b.consumer, "fact": b.fact, "built": b.built,
+                         "used": b.value, "ok": b.ok} for n, b in values.items()},
+        "published_names": names,
+        "components": report_components,
+        "problems": problems,
+        "passed": not problems,
+    }
+    if problems:
+        raise ContractMismatch(format_diff(model, contract["consumer"], contract_file, problems))
+    return report
+
+
+def format_diff(model: str, consumer: str, contract_file: str, problems: list[dict]) -> str:
+    lines = [f"{model} does not match {consumer}'s contract ({contract_file}): {len(problems)} difference(s)"]
+    for p in problems:
+        lines.append(f"  {p['where']}:")
+        lines.append(f"    - contract: {_show(p['expected'])}")
+        lines.append(f"    + built:    {_show(p['built'])}")
+        if "available" in p:
+            lines.append(f"      (the artifact has: {', '.join(p['available'])})")
+    return "\n".join(lines)
+
+
+def _show(value) -> str:
+    if isinstance(value, dict) and set(value) == {"shape", "dtype"}:
+        shape = "?" if value["shape"] is None else "[" + ", ".join("*" if d is None else str(d)
+                                                                    for d in value["shape"]) + "]"
+        return f"{shape} {value['dtype']}"
+    return json.dumps(value) if not isinstance(value, str) else value
+
+
+# -- files the consumer loads beside the bundles -------------------------------------------------------
+
+def write_side_files(contract: Mapping[str, Any], facts: Mapping[str, Any], out_dir: Path) -> list[str]:
+    """Write the contract's ``files`` (e.g. ``parakeet_vocab.json``) from the facts into ``out_dir``."""
+    from kiln.fsutil import write_json
+
+    written = []
+    for name, spec in (contract.get("files") or {}).items():
+        value = fact_value(facts, spec["fact"])
+        if value is None:
+            raise ContractError(f"contract file {name} needs the fact '{spec['fact']}', which this build lacks")
+        if spec["format"] == "id_to_token":
+            value = {str(i): token for i, token in enumerate(value)}
+        write_json(out_dir / name, value)
+        written.append(name)
+    return written

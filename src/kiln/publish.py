@@ -1,0 +1,420 @@
+"""Publishing a built model as a Hugging Face model repo: ``kiln publish <model>`` and the workflow's
+``stage_<model>`` / ``publish_<model>`` rules.
+
+:func:`stage` writes the repo folder (``publish/<model>/``, atomically):
+
+| path | what |
+|---|---|
+| ``<name>.mlmodelc``, ``<name>.mlpackage`` | compiled bundles and packages, named as the consumer loads them (``contracts/<family>.yaml``; components it does not load keep their own names) |
+| ``quantized/<strategy>/<name>.mlmodelc``, ``.mlpackage`` | the quantized variants |
+| side files (``parakeet_vocab.json``, ``vocab.json``) | the contract's ``files``, written from the build's facts |
+| ``metadata.json``, ``quantization_summary.json``, ``contract.json``, ``plots/`` | the build's reports |
+| ``README.md`` | the model card: what, files, usage, parity and quantization tables, plots, provenance |
+| ``kiln/records/`` | every job record of the build (sources, settings digests, parity and quantization figures) |
+| ``kiln/config.yaml``, ``kiln/toolchain.lock``, ``kiln/dvc.lock`` | the settings, the locked environment (constraints.txt) and the DVC lock of the checkout that built it |
+| ``kiln/provenance.json`` | kiln version and git commits, toolchain, component -> published name, sha256 of every artifact |
+
+:func:`publish` stages, then uploads with ``huggingface_hub`` (token: ``HF_TOKEN``); it refuses without
+a token or from a working tree with uncommitted changes (the published commit must name what built it).
+``kiln verify`` rebuilds such a folder and compares it (:mod:`kiln.verify`).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from kiln.errors import KilnError
+from kiln.fsutil import atomic_dir, sha256_file, sha256_tree, tree_size, write_json
+
+PROVENANCE_SCHEMA_VERSION = 1
+#: the folder (inside a published repo) holding what reproduces it
+KILN_DIR = "kiln"
+#: files of KILN_DIR that `kiln verify` needs
+REQUIRED_LOCK_FILES = ("provenance.json", "config.yaml", "toolchain.lock", "records/source.json")
+TOOLCHAIN_LOCK = "constraints.txt"
+DEFAULT_OUT = Path("publish")
+
+
+class PublishError(KilnError):
+    """A model cannot be staged or published. Names the file, target or what is missing."""
+
+
+# -- the checkout ----------------------------------------------------------------------------------
+
+def _git(*args: str, cwd: Path) -> str | None:
+    try:
+        result = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def checkout_state(root: Path) -> dict:
+    """HEAD commit of the checkout at ``root`` and its uncommitted changes (tracked and untracked,
+    git-ignored files such as results/ excluded)."""
+    commit = _git("rev-parse", "HEAD", cwd=root)
+    status = _git("status", "--porcelain", cwd=root)
+    # porcelain lines are "XY path"; X may be a space, which _git's strip() removed from the first line
+    changes = [line.split(None, 1)[1] for line in (status or "").splitlines() if line.strip()]
+    return {"commit": commit, "dirty": bool(changes), "changes": changes}
+
+
+# -- staging ---------------------------------------------------------------------------------------
+
+def _read(path: Path, what: str) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise PublishError(f"{path}: missing {what}; build it first (snakemake all_{path.parts[-2]})") from None
+    except (OSError, ValueError) as exc:
+        raise PublishError(f"{path}: unreadable {what} ({exc})") from None
+
+
+def _is_staged_folder(path: Path) -> bool:
+    return (path / KILN_DIR / "provenance.json").is_file()
+
+
+def records_of(model_dir: Path) -> list[Path]:
+    """Every job record (JSON) of a model's results, bundles' own files excluded."""
+    out = []
+    for record in sorted(model_dir.rglob("*.json")):
+        rel = record.relative_to(model_dir).as_posix()
+        if ".mlpackage/" in rel or ".mlmodelc/" in rel:
+            continue
+        out.append(record)
+    return out
+
+
+def _component_of(name: str, family_components) -> str | None:
+    """The family component a plot is named after (``<component>_…``; the longest name that fits, so
+    ``unified_256ms_parity.png`` is unified_256ms's, not unified's)."""
+    fits = [c for c in family_components if name.startswith(f"{c}_")]
+    return max(fits, key=len) if fits else None
+
+
+def plots_of(model_dir: Path, model_cfg) -> list[Path]:
+    """The model's plots, without those of family components this model no longer configures (a
+    results folder keeps the plots of an earlier configuration)."""
+    from kiln.models import get_family
+
+    family = get_family(model_cfg.family).component_names
+    plots = sorted(p for p in (model_dir / "plots").rglob("*") if p.is_file()) if (model_dir / "plots").is_dir() else []
+    return [p for p in plots if _component_of(p.name, family) in (None, *model_cfg.components)]
+
+
+def configured_records(model_dir: Path, model_cfg) -> list[Path]:
+    """The model's job records, without those of components or strategies it no longer configures."""
+    out = []
+    for record in records_of(model_dir):
+        parts = record.relative_to(model_dir).parts
+        if parts[0] in ("export", "compile", "parity", "ios18") and record.stem not in model_cfg.components:
+            continue
+        if parts[0] == "quantized" and (record.stem not in model_cfg.components or
+                                        parts[1] not in model_cfg.components[record.stem].quantize["strategies"]):
+            continue
+        out.append(record)
+    return out
+
+
+def _copy(src: Path, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if src.is_dir():
+        shutil.copytree(src, dest, ignore=shutil.ignore_patterns(".snakemake_timestamp"))
+    else:
+        shutil.copy2(src, dest)
+
+
+def published_layout(config, model: str, results_dir: Path, contract: dict | None,
+                     source_version: str | None) -> list[dict]:
+    """Every artifact to publish: ``{kind, component, strategy, source (path in results), path (in the
+    repo)}``, named from the consumer contract."""
+    from kiln.contracts import published_names
+
+    model_cfg = config.model(model)
+    names = (published_names(contract, model_cfg.components, source_version) if contract
+             else {c: c for c in model_cfg.components})
+    model_dir = results_dir / model
+    layout = []
+    for component, name in names.items():
+        for suffix, kind in ((".mlmodelc", "bundle"), (".mlpackage", "package")):
+            layout.append({"kind": kind, "component": component, "strategy": None,
+                           "source": str(model_dir / f"{component}{suffix}"), "path": f"{name}{suffix}"})
+        for strategy in model_cfg.components[component].quantize["strategies"]:
+            for suffix, kind in ((".mlmodelc", "bundle"), (".mlpackage", "package")):
+                src = model_dir / "quantized" / strategy / f"{component}{suffix}"
+                if src.exists():   # a skipped strategy has a record and no files
+                    layout.append({"kind": kind, "component": component, "strategy": strategy,
+                                   "source": str(src), "path": f"quantized/{strategy}/{name}{suffix}"})
+    return layout
+
+
+def stage(config, model: str, out_dir: str | Path | None = None, *, repo_id: str | None = None,
+          checkout: str | Path = ".") -> dict:
+    """Write the model repo folder of ``model`` (see the module doc); returns its provenance."""
+    from kiln import contracts
+    from kiln.integrity import check_results
+    from kiln.provenance import toolchain
+
+    checkout = Path(checkout)
+    model_cfg = config.model(model)
+    results_dir = Path(config.results_dir)
+    model_dir = results_dir / model
+    out_dir = Path(out_dir) if out_dir else DEFAULT_OUT / model
+    metadata = _read(model_dir / "metadata.json", "metadata.json")
+    summary = _read(model_dir / "quantization_summary.json", "quantization_summary.json")
+    contract_file = contracts.contract_path(model_cfg.family, checkout)
+    contract = report = None
+    if contract_file.is_file():
+        contract = contracts.load_contract(contract_file)
+        report = _read(model_dir / "contract.json", "contract report")
+    artifacts, problems = check_results(model_dir)
+    if problems:
+        raise PublishError(f"{model_dir}: {len(problems)} artifact(s) differ from their job records "
+                           f"(`kiln check {model_dir}` lists them); rebuild before publishing")
+    lock = checkout / TOOLCHAIN_LOCK
+    if not lock.is_file():
+        raise PublishError(f"{lock}: missing toolchain lock (the pinned environment a reproduction installs)")
+    source_version = metadata["source"].get("version")
+    layout = published_layout(config, model, results_dir, contract, source_version)
+    state = checkout_state(checkout)
+    facts = json.loads((model_dir / "prepared" / "facts.json").read_text())["facts"]
+    with atomic_dir(out_dir, replaceable=_is_staged_folder, kind="a staged model repo") as tmp:
+        for item in layout:
+            _copy(Path(item["source"]), tmp / item["path"])
+            item["sha256"] = sha256_tree(tmp / item["path"])
+            item["size_bytes"] = tree_size(tmp / item["path"])
+            item["source"] = Path(item["source"]).relative_to(results_dir).as_posix()
+        side_files = contracts.write_side_files(contract, facts, tmp) if contract else []
+        for name in ("metadata.json", "quantization_summary.json", "contract.json", "end_to_end.json"):
+            if (model_dir / name).is_file():
+                _copy(model_dir / name, tmp / name)
+        for plot in plots_of(model_dir, model_cfg):
+            _copy(plot, tmp / plot.relative_to(model_dir))
+        kiln_dir = tmp / KILN_DIR
+        for record in configured_records(model_dir, model_cfg):
+            _copy(record, kiln_dir / "records" / record.relative_to(model_dir))
+        _copy(Path(config.path), kiln_dir / "config.yaml")
+        _copy(lock, kiln_dir / "toolchain.lock")
+        dvc_lock = checkout / "dvc.lock"
+        if dvc_lock.is_file():
+            _copy(dvc_lock, kiln_dir / "dvc.lock")
+        provenance = {
+            "schema_version": PROVENANCE_SCHEMA_VERSION,
+            "model": model,
+            "family": model_cfg.family,
+            "synthetic": model_cfg.synthetic,
+            "repo_id": repo_id,
+            "results_dir": config.results_dir,
+            "consumer": contract["consumer"] if contract else None,
+            "names": report["published_names"] if report else {c: c for c in model_cfg.components},
+            "kiln": {"version": metadata["toolchain"]["kiln"]["version"],
+                     "git_commit": metadata["toolchain"]["kiln"]["git_commit"],
+                     "checkout_commit": state["commit"], "checkout_dirty": state["dirty"]},
+            "toolchain": metadata["toolchain"],
+            "staged_with": toolchain(),
+            "source": metadata["source"],
+            "locks": {"toolchain.lock": sha256_file(kiln_dir / "toolchain.lock"),
+                      "dvc.lock": sha256_file(kiln_dir / "dvc.lock") if dvc_lock.is_file() else None},
+            "artifacts": layout,
+            "side_files": side_files,
+        }
+        write_json(kiln_dir / "provenance.json", provenance)
+        (tmp / "README.md").write_text(model_card(provenance, metadata, summary, report, tmp))
+    return provenance
+
+
+# -- the model card --------------------------------------------------------------------------------
+
+def _num(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "**no**"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def model_card(provenance: dict, metadata: dict, summary: dict, contract_report: dict | None, folder: Path) -> str:
+    """The repo's README.md, generated from the build's records (nothing typed by hand)."""
+    model, source = provenance["model"], metadata["source"]
+    tags = ["coreml", "kiln", metadata.get("task") or "audio", provenance["family"]]
+    front = ["---", "library_name: coreml", "tags:"] + [f"- {t}" for t in tags]
+    if source.get("kind") == "hf":
+        front.append(f"base_model: {source['id']}")
+    front.append("---")
+    lines = front + ["", f"# {model} (Core ML)", ""]
+    if provenance["synthetic"]:
+        lines += ["> **Synthetic**: random-initialised weights, built for tests and benchmarks. It computes "
+                  "nothing useful.", ""]
+    where = f"`{source['id']}`" + (f" at revision `{source['revision']}`" if source.get("revision") else "") + \
+        (f" (version {source['version']})" if source.get("version") else "")
+    lines += [f"Core ML builds of {where}, made by kiln {provenance['kiln']['version']} "
+              f"(commit `{provenance['kiln']['checkout_commit']}`{' with uncommitted changes' if provenance['kiln']['checkout_dirty'] else ''}), "
+              f"checked against the source model on kiln's ML Program executor"
+              + (f" and against {provenance['consumer']}'s contract" if provenance['consumer'] else "") + ".", ""]
+    lines += ["## Files", "", "| file | component | variant | size | sha256 |", "|---|---|---|---|---|"]
+    for item in provenance["artifacts"]:
+        lines.append(f"| `{item['path']}` | {item['component']} | {item['strategy'] or 'float'} | "
+                     f"{_size(item['size_bytes'])} | `{item['sha256'][:16]}…` |")
+    for name in provenance["side_files"]:
+        lines.append(f"| `{name}` | – | from the build's facts | {_size((folder / name).stat().st_size)} | "
+                     f"`{sha256_file(folder / name)[:16]}…` |")
+    lines.append("")
+    if contract_report:
+        lines += [f"## Using it ({contract_report['consumer']})", "",
+                  f"File and feature names follow {contract_report['consumer']}'s loader "
+                  f"(`{contract_report['contract']}`); `contract.json` is the check of these files against it.", ""]
+        for component, entry in contract_report["components"].items():
+            first = next(iter(entry["artifacts"].values()))["features"]
+            ins = ", ".join(f"`{n}` {f['shape']} {f['dtype']}" for n, f in first["inputs"].items())
+            outs = ", ".join(f"`{n}` {f['shape']} {f['dtype']}" for n, f in first["outputs"].items())
+            lines.append(f"- `{contract_report['published_names'][component]}.mlmodelc`: {ins} → {outs}")
+            for name, why in entry.get("extra_inputs", {}).items():
+                lines.append(f"  - `{name}`: {why}")
+        ids = {n: b["built"] for n, b in contract_report["bindings"].items()}
+        lines += ["", "Values the loader relies on: " + ", ".join(f"{n} = {v}" for n, v in ids.items()), ""]
+    lines += ["## Parity with the source model", "",
+              "Per output and backend over the validation inputs "
+              "(max absolute / relative error, PSNR, quality = max(0, 1 − ‖y − ŷ‖/‖y‖), within tolerance):", "",
+              "| component | output | backend | max abs | max rel | PSNR dB | quality | match |",
+              "|---|---|---|---|---|---|---|---|"]
+    for component, entry in metadata["components"].items():
+        for row in entry.get("parity") or []:
+            lines.append(f"| {component} | {row['output']} | {row['backend']} | {_num(row.get('max_abs'))} | "
+                         f"{_num(row.get('max_rel'))} | {_num(row.get('psnr_db'), 3)} | {_num(row.get('quality'))} | "
+                         f"{_num(row.get('match'))} |")
+    metrics = [(c, b, m) for c, e in metadata["components"].items() for b, m in (e.get("task_metrics") or {}).items()]
+    if metrics:
+        lines += ["", "Task metrics:", ""]
+        for component, backend, values in metrics:
+            shown = ", ".join(f"{k} {_num(v)}" for k, v in values.items() if not isinstance(v, (list, dict)))
+            lines.append(f"- {component} on {backend}: {shown}")
+    absent = sorted({f"{b}: {why}" for e in metadata["components"].values()
+                     for b, why in (e.get("absent_backends") or {}).items()})
+    if absent:
+        lines += ["", "Not measured on the build machine: " + "; ".join(absent) + "."]
+    lines += ["", "## Quantization", "", "| strategy | component | size | ratio | quality | PSNR dB (worst) | status |",
+              "|---|---|---|---|---|---|---|"]
+    for row in summary.get("results") or []:
+        if row["status"] != "ok":
+            lines.append(f"| {row['strategy']} | {row['component']} | – | – | – | – | skipped: {row.get('skip_reason')} |")
+            continue
+        psnrs = [o.get("psnr_db") for o in row["outputs"].values() if o.get("psnr_db") is not None]
+        lines.append(f"| {row['strategy']} | {row['component']} | {_size(row['package']['size_bytes'])} | "
+                     f"{_num(row['size_ratio'], 3)} | {_num(row['quality'])} | {_num(min(psnrs) if psnrs else None, 3)} | "
+                     f"ok{' (Pareto)' if row.get('pareto_optimal') else ''} |")
+    plots = sorted(p.relative_to(folder).as_posix() for p in (folder / "plots").rglob("*.png")) \
+        if (folder / "plots").is_dir() else []
+    if plots:
+        lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
+    toolchain = provenance["toolchain"]
+    lines += ["", "## Provenance and reproduction", "",
+              f"- source: {source['kind']} `{source['id']}`" + (f" @ `{source['revision']}`" if source.get("revision") else ""),
+              ]
+    for f in source.get("files") or []:
+        lines.append(f"  - {f['role']}: sha256 `{f['sha256']}` ({f['size']} bytes)")
+    lines += [f"- toolchain: " + ", ".join(f"{k} {v}" for k, v in toolchain.items() if isinstance(v, str)),
+              f"- kiln {provenance['kiln']['version']}, git commit `{provenance['kiln']['git_commit']}`",
+              f"- `kiln/`: every job record, the settings (`config.yaml`), the locked environment "
+              f"(`toolchain.lock`){', the DVC lock' if provenance['locks']['dvc.lock'] else ''} and `provenance.json`.",
+              "", "Rebuild and compare byte for byte: `kiln verify <this folder>` in a kiln checkout.", ""]
+    return "\n".join(lines)
+
+
+# -- publishing ------------------------------------------------------------------------------------
+
+def refusal(*, token: str | None, state: dict) -> str | None:
+    """Why a real (non-dry-run) publish must not go ahead, or None."""
+    if not token:
+        return ("refusing to publish: no Hugging Face token in the environment (set HF_TOKEN); "
+                "--dry-run stages the folder without one")
+    if state["commit"] is None:
+        return "refusing to publish: the checkout is not a git repository (the card must name the commit that built it)"
+    if state["dirty"]:
+        shown = ", ".join(state["changes"][:5]) + (" …" if len(state["changes"]) > 5 else "")
+        return (f"refusing to publish from a working tree with uncommitted changes ({shown}): commit them so the "
+                f"published commit names what built it; --dry-run stages anyway")
+    return None
+
+
+def configured_repo(config, model: str) -> dict:
+    """The model's ``publish`` block of config.yaml (``repo_id``, ``private``), or {}."""
+    return dict((config.raw.get("models", {}).get(model) or {}).get("publish") or {})
+
+
+def upload_staged(folder: str | Path, repo_id: str | None, *, private: bool = False,
+                  checkout: str | Path = ".") -> dict:
+    """Upload a staged folder (refused without a token, from a dirty tree, or when the folder was
+    staged at another commit than the checkout's)."""
+    from kiln import hub
+
+    folder = Path(folder)
+    if not repo_id:
+        raise PublishError(f"no repo to publish {folder} to: pass --repo-id ORG/NAME or set "
+                           f"models.<model>.publish.repo_id in config.yaml")
+    state = checkout_state(Path(checkout))
+    reason = refusal(token=hub.token_from_environment(), state=state)
+    if reason:
+        raise PublishError(reason)
+    try:
+        provenance = json.loads((folder / KILN_DIR / "provenance.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise PublishError(f"{folder}: not a staged model repo ({KILN_DIR}/provenance.json: {exc})") from None
+    if provenance["kiln"]["checkout_commit"] != state["commit"] or provenance["kiln"]["checkout_dirty"]:
+        raise PublishError(f"{folder} was staged at {provenance['kiln']['checkout_commit']}"
+                           f"{' with uncommitted changes' if provenance['kiln']['checkout_dirty'] else ''}, the "
+                           f"checkout is at {state['commit']}: stage it again")
+    message = f"kiln {provenance['kiln']['version']}: {provenance['model']} built at {state['commit']}"
+    return hub.upload(folder, repo_id, token=hub.token_from_environment(), message=message, private=private)
+
+
+def publish(config, model: str, *, repo_id: str | None, dry_run: bool, out_dir: str | Path | None = None,
+            private: bool = False, checkout: str | Path = ".") -> dict:
+    """Stage ``model`` and, unless ``dry_run``, upload the folder to ``repo_id`` on the Hub (refusals
+    are checked before anything is staged)."""
+    from kiln import hub
+
+    configured = configured_repo(config, model)
+    repo_id = repo_id or configured.get("repo_id")
+    private = private or bool(configured.get("private"))
+    if not dry_run:
+        if not repo_id:
+            raise PublishError(f"no repo to publish {model} to: pass --repo-id ORG/NAME or set "
+                               f"models.{model}.publish.repo_id in config.yaml")
+        reason = refusal(token=hub.token_from_environment(), state=checkout_state(Path(checkout)))
+        if reason:
+            raise PublishError(reason)
+    out = Path(out_dir) if out_dir else DEFAULT_OUT / model
+    provenance = stage(config, model, out, repo_id=repo_id, checkout=checkout)
+    result = {"model": model, "folder": str(out), "repo_id": repo_id, "dry_run": dry_run,
+              "artifacts": len(provenance["artifacts"]), "uploaded": None}
+    if not dry_run:
+        result["uploaded"] = upload_staged(out, repo_id, private=private, checkout=checkout)
+    return result
+
+
+# -- workflow jobs ---------------------------------------------------------------------------------
+
+def stage_job(config, model: str, out_dir: str | Path) -> dict:
+    provenance = stage(config, model, out_dir, repo_id=configured_repo(config, model).get("repo_id"))
+    return {"folder": str(out_dir), "artifacts": len(provenance["artifacts"])}
+
+
+def upload_job(config, model: str, folder: str | Path, out_record: str | Path) -> dict:
+    configured = configured_repo(config, model)
+    result = upload_staged(folder, configured.get("repo_id"), private=bool(configured.get("private")))
+    write_json(out_record, {"model": model, **result})
+    return result

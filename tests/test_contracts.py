@@ -1,0 +1,148 @@
+"""Consumer contracts: the files are valid, the real models' configs match their consumer, a bad
+contract is a schema error naming the key, a mismatch is a readable diff, names come from the contract."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from kiln import contracts
+from kiln.contracts import ContractMismatch, ContractSchemaError
+from tests.conftest import REPO
+
+FAMILIES = ("silero_vad", "parakeet_tdt", "parakeet_eou", "kokoro")
+
+
+def _consumer_facts(contract: dict) -> dict:
+    """The facts a real model must have: the consumer's own numbers."""
+    facts: dict = {}
+    for section in ("params", "control_tokens"):
+        for binding in (contract.get(section) or {}).values():
+            name, _, index = binding["fact"].partition(".")
+            if index:
+                facts.setdefault(name, [0] * 4)[int(index)] = binding["consumer"]
+            else:
+                facts[name] = binding["consumer"]
+    return facts
+
+
+def _check_config(contract, model_cfg, facts, synthetic=False):
+    return contracts.check_model(
+        contract, model=model_cfg.name, components=list(model_cfg.components), synthetic=synthetic, facts=facts,
+        artifacts={c: {"config.yaml": contracts.config_features(comp)} for c, comp in model_cfg.components.items()
+                   if c in contract["components"]},
+        source_version="6.2.3", contract_file=f"contracts/{model_cfg.family}.yaml")
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_family_has_a_valid_contract(family):
+    contract = contracts.load_contract(REPO / "contracts" / f"{family}.yaml")
+    assert contract["family"] == family and contract["consumer"] == "FluidAudio"
+
+
+def test_the_real_models_configs_give_the_consumer_what_it_loads(kiln_config):
+    """Every non-synthetic model of config.yaml against its family's contract, with the consumer's
+    own numbers as facts: what export will build is what FluidAudio loads."""
+    checked = []
+    for name, model in kiln_config.models.items():
+        if model.synthetic:
+            continue
+        contract = contracts.load_contract(REPO / "contracts" / f"{model.family}.yaml")
+        report = _check_config(contract, model, _consumer_facts(contract))
+        assert report["passed"], name
+        checked.append(name)
+    assert sorted(checked) == ["kokoro", "parakeet_eou", "parakeet_tdt_v3", "silero_vad"]
+
+
+def test_a_synthetic_model_takes_its_sizes_from_its_facts(kiln_config):
+    model = kiln_config.models["parakeet_tdt_v3_tiny"]
+    contract = contracts.load_contract(REPO / "contracts" / "parakeet_tdt.yaml")
+    facts = {"sample_rate": 16000, "hop_length": 160, "n_mels": 80, "d_model": 64, "pred_hidden": 64,
+             "h_shape": [2, 1, 64], "blank_id": 53}
+    report = _check_config(contract, model, facts, synthetic=True)
+    assert report["bindings"]["n_mels"] == {"section": "params", "consumer": 128, "fact": "n_mels", "built": 80,
+                                            "used": 80, "ok": True}
+    # the same sizes on a model that claims to be the real one are the consumer's business
+    with pytest.raises(ContractMismatch) as err:
+        _check_config(contract, model, facts, synthetic=False)
+    text = str(err.value)
+    assert "params.n_mels (fact n_mels):\n    - contract: 128\n    + built:    80" in text
+    assert "control_tokens.blank (fact blank_id):\n    - contract: 8192\n    + built:    53" in text
+    assert "decoder (config.yaml).inputs.h_in:\n    - contract: [2, 1, 640] float32\n    + built:    [2, 1, 64] float32" in text
+
+
+def test_a_renamed_or_retyped_feature_fails_with_a_diff(kiln_config):
+    import dataclasses
+
+    model = kiln_config.models["silero_vad"]
+    comp = model.components["unified_256ms"]
+    renamed = dataclasses.replace(comp, outputs=tuple(dataclasses.replace(t, name="speech_prob")
+                                                      if t.name == "vad_output" else t for t in comp.outputs),
+                                  inputs=tuple(dataclasses.replace(t, dtype="float16") if t.name == "cell_state"
+                                               else t for t in comp.inputs))
+    bad = dataclasses.replace(model, components={**model.components, "unified_256ms": renamed})
+    contract = contracts.load_contract(REPO / "contracts" / "silero_vad.yaml")
+    with pytest.raises(ContractMismatch) as err:
+        _check_config(contract, bad, _consumer_facts(contract))
+    text = str(err.value)
+    assert text.startswith("silero_vad does not match FluidAudio's contract (contracts/silero_vad.yaml): 2 difference(s)")
+    assert ("unified_256ms (config.yaml).inputs.cell_state:\n    - contract: [1, 128] float32\n"
+            "    + built:    [1, 128] float16") in text
+    assert ("unified_256ms (config.yaml).outputs.vad_output:\n    - contract: [1, 1, 1] float32\n    + built:    missing\n"
+            "      (the artifact has: new_cell_state, new_hidden_state, speech_prob)") in text
+
+
+def test_an_input_the_consumer_does_not_feed_must_be_declared(kiln_config, tmp_path):
+    data = yaml.safe_load((REPO / "contracts" / "kokoro.yaml").read_text())
+    for comp in data["components"].values():
+        comp.pop("extra_inputs")
+    path = tmp_path / "kokoro.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ContractMismatch, match=r"kokoro_5s \(config.yaml\).inputs.speed:\n    - contract: not an input"):
+        _check_config(contracts.load_contract(path), kiln_config.models["kokoro"],
+                      {"sample_rate": 24000, "ref_s_dim": 256, "harmonics": 9})
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d["components"].__setitem__("joint_v4", d["components"]["decoder"]),
+     "at 'components.joint_v4': the parakeet_tdt family builds no component 'joint_v4'"),
+    (lambda d: d["components"]["decoder"]["inputs"].__setitem__("h_state", {"dtype": "float32"}),
+     "at 'components.decoder.inputs.h_state': decoder has no input 'h_state' (it has: targets, target_length, h_in, c_in)"),
+    (lambda d: d["components"]["decoder"].__setitem__("filename", "Decoder"),
+     "at 'components.decoder': Additional properties are not allowed ('filename' was unexpected)"),
+    (lambda d: d["params"]["d_model"].__setitem__("facts", "d_model"),
+     "at 'params.d_model': Additional properties are not allowed ('facts' was unexpected)"),
+    (lambda d: d["components"]["encoder"]["outputs"]["encoder"].__setitem__("shape", [1, "width", 188]),
+     "at 'components.encoder.outputs.encoder.shape': 'width' is not a param"),
+    (lambda d: d["components"]["encoder"]["outputs"]["encoder"].__setitem__("dtype", "float64"),
+     "at 'components.encoder.outputs.encoder.dtype': 'float64' is not one of"),
+])
+def test_a_bad_contract_is_a_schema_error_naming_the_key(tmp_path, edit, message):
+    data = yaml.safe_load((REPO / "contracts" / "parakeet_tdt.yaml").read_text())
+    edit(data)
+    path = tmp_path / "parakeet_tdt.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ContractSchemaError) as err:
+        contracts.load_contract(path)
+    assert str(path) in str(err.value) and message in str(err.value)
+
+
+def test_published_names_come_from_the_contract(kiln_config):
+    eou = contracts.load_contract(REPO / "contracts" / "parakeet_eou.yaml")
+    names = contracts.published_names(eou, kiln_config.models["parakeet_eou_tiny"].components, None)
+    assert names == {"preprocessor": "preprocessor", "streaming_encoder": "320ms/streaming_encoder",
+                     "preprocessor_160ms": "preprocessor_160ms", "streaming_encoder_160ms": "160ms/streaming_encoder",
+                     "decoder": "decoder", "joint_decision": "joint_decision"}
+    silero = contracts.load_contract(REPO / "contracts" / "silero_vad.yaml")
+    assert contracts.published_names(silero, ["unified_256ms"], "6.2.3") == {
+        "unified_256ms": "silero-vad-unified-256ms-v6.2.3"}
+    with pytest.raises(contracts.ContractError, match="needs the source's version"):
+        contracts.published_names(silero, ["unified_256ms"], None)
+
+
+def test_side_files_are_written_from_the_facts(tmp_path):
+    tdt = contracts.load_contract(REPO / "contracts" / "parakeet_tdt.yaml")
+    assert contracts.write_side_files(tdt, {"vocabulary": ["<unk>", "▁the", "s"]}, tmp_path) == ["parakeet_vocab.json"]
+    assert json.loads((tmp_path / "parakeet_vocab.json").read_text()) == {"0": "<unk>", "1": "▁the", "2": "s"}

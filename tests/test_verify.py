@@ -1,0 +1,70 @@
+"""kiln verify's comparisons without a build: first differing byte of a tree, value differences with
+timings excluded and Apple's measurements set aside on Linux, and what a folder must hold."""
+
+from __future__ import annotations
+
+import json
+import platform
+
+import pytest
+
+from kiln.verify import VerifyError, first_tree_difference, read_recorded, value_differences
+
+
+def _bundle(root, weights: bytes):
+    (root / "weights").mkdir(parents=True)
+    (root / "weights" / "weight.bin").write_bytes(weights)
+    (root / "model.mil").write_text("program(1.0)\n")
+    return root
+
+
+def test_first_tree_difference_names_the_file_and_byte(tmp_path):
+    a = _bundle(tmp_path / "a.mlmodelc", bytes(range(200)))
+    assert first_tree_difference(a, _bundle(tmp_path / "b.mlmodelc", bytes(range(200)))) is None
+    flipped = bytearray(range(200))
+    flipped[137] ^= 0xFF
+    c = _bundle(tmp_path / "c.mlmodelc", bytes(flipped))
+    assert first_tree_difference(a, c) == "weights/weight.bin: byte 137: recorded 0x89, rebuilt 0x76 (200 bytes)"
+    d = _bundle(tmp_path / "d.mlmodelc", bytes(range(150)))
+    assert first_tree_difference(a, d) == "weights/weight.bin: 200 bytes recorded, 150 rebuilt (equal up to there)"
+    (d / "extra.bin").write_bytes(b"x")
+    assert first_tree_difference(a, d) == "extra.bin: only in the rebuild"
+    assert first_tree_difference(a, tmp_path / "none") == "the rebuild did not produce it"
+
+
+def test_value_differences_skip_timings_and_name_the_path():
+    recorded = {"parity": [{"output": "vad_output", "backend": "kiln_fp32", "max_abs": 0.001, "psnr_db": 70.0}],
+                "latency": {"kiln_fp32": {"median_ms": 1.5}}, "seconds": {"export": 3.0},
+                "toolchain": {"torch": "2.13.0"}}
+    rebuilt = {"parity": [{"output": "vad_output", "backend": "kiln_fp32", "max_abs": 0.001, "psnr_db": 70.0}],
+               "latency": {"kiln_fp32": {"median_ms": 9.9}}, "seconds": {"export": 1.0},
+               "toolchain": {"torch": "2.12.0"}}
+    assert list(value_differences(recorded, rebuilt)) == []
+    rebuilt["parity"][0]["max_abs"] = 0.002
+    assert list(value_differences(recorded, rebuilt)) == [
+        ("differing", "parity[0].max_abs: recorded 0.001, rebuilt 0.002")]
+
+
+@pytest.mark.skipif(platform.system() == "Darwin", reason="Apple's runtime exists here")
+def test_values_measured_on_apples_runtime_are_not_reproducible_on_linux():
+    row = {"output": "vad_output", "max_abs": 0.001}
+    recorded = {"parity": [{**row, "backend": "kiln_fp32"}, {**row, "backend": "coreml_cpuAndNeuralEngine"}],
+                "task_metrics": {"coreml_all": {"decision_agreement": 1.0}, "kiln_fp32": {"decision_agreement": 1.0}},
+                "absent_backends": {"coreml_cpuAndGPU": "not measured"}}
+    rebuilt = {"parity": [{**row, "backend": "kiln_fp32"}],
+               "task_metrics": {"kiln_fp32": {"decision_agreement": 1.0}},
+               "absent_backends": {"coreml_cpuAndGPU": "Apple's Core ML runtime exists only on macOS"}}
+    assert list(value_differences(recorded, rebuilt)) == [
+        ("not_reproducible", "parity: measured on Apple's runtime (coreml_cpuAndNeuralEngine)"),
+        ("not_reproducible", "task_metrics.coreml_all: measured on Apple's runtime")]
+
+
+def test_a_folder_without_the_recorded_lock_is_refused_naming_what_is_missing(tmp_path):
+    (tmp_path / "pub" / "kiln").mkdir(parents=True)
+    (tmp_path / "pub" / "kiln" / "provenance.json").write_text(json.dumps({}))
+    (tmp_path / "pub" / "kiln" / "config.yaml").write_text("models: {}\n")
+    with pytest.raises(VerifyError, match=r"pub: cannot verify: missing kiln/toolchain.lock, kiln/records/source.json"):
+        read_recorded(tmp_path / "pub")
+    with pytest.raises(VerifyError, match=r"cannot verify: missing kiln/provenance.json \(a published folder\) and "
+                                          r"metadata.json \(a results folder\)"):
+        read_recorded(tmp_path)

@@ -1,0 +1,53 @@
+"""The synthetic Kokoro entry builds offline through the whole workflow in a separate Snakemake
+process, exported in fp16 compute: metadata.json records each traced program against kokoro's own
+forward, parity per executor mode (pred_dur equality, waveform correlation, log-mel distance, max
+abs error), the clamp flag of the sentence that overflows the 5 s window, and WAVs + waveform /
+spectrogram plots beside it."""
+
+from __future__ import annotations
+
+import json
+import wave
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+MODEL = "kokoro_tiny"
+
+
+def test_tiny_kokoro_metadata_with_waveform_parity_in_fp16(tiny_streaming_and_tts):
+    """Built by the shared fixture (tests/workflow/conftest.py): the 5 s variant."""
+    results = tiny_streaming_and_tts.root / "results" / MODEL
+    metadata = json.loads((results / "metadata.json").read_text())
+    from kiln.validate.metadata import validate_metadata
+
+    validate_metadata(metadata)
+    assert metadata["synthetic"] and set(metadata["components"]) == {"kokoro_5s"}
+    component = metadata["components"]["kokoro_5s"]
+    assert component["validation"]["passed"], component["validation"]["failures"]
+    # fp16 compute as shipped; the phase accumulator kept fp32 by kiln's policy
+    assert component["export"]["compute_precision"] == "float16"
+    assert component["export"]["fp32_op_types"]["cumsum"] >= 1 and component["export"]["fp32_op_types"]["sin"] >= 1
+    # each traced program against kokoro's own KModel forward on identical inputs
+    faithful = metadata["prepare"]["faithfulness"]["traced_program_vs_kokoro_forward"]["kokoro_5s"]
+    assert faithful["pred_dur_equal"] and faithful["correlation"] > 0.9999, faithful
+    for mode, min_correlation, max_distance in (("kiln_fp32", 0.995, 0.5), ("kiln_fp16", 0.98, 1.5)):
+        waveform = component["task_metrics"][mode]
+        assert waveform["pred_dur_equal"] and waveform["clamped_equal"], mode
+        assert waveform["min_correlation"] > min_correlation, (mode, waveform["min_correlation"])
+        assert waveform["max_log_mel_distance_db"] < max_distance, (mode, waveform["max_log_mel_distance_db"])
+        assert 0 < waveform["max_abs_error"] < 1.5
+        assert all(c["valid_samples_equal"] for c in waveform["cases"])
+    # the long sentence overflows the 5 s window: reported as clamped, not cut silently
+    cases = component["task_metrics"]["kiln_fp16"]["cases"]
+    assert [c["clamped"] for c in cases] == [1, 0, 1]
+    assert cases[0]["valid_samples"] == cases[2]["valid_samples"] == 120000 > cases[1]["valid_samples"]
+    # WAVs and waveform/spectrogram plots beside the metadata
+    plots = results / "plots"
+    for case in range(3):
+        assert (plots / f"kokoro_5s_case{case}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        for backend in ("torch", "kiln_fp32", "kiln_fp16"):
+            with wave.open(str(plots / f"kokoro_5s_case{case}_{backend}.wav")) as wav:
+                assert wav.getframerate() == 24000 and wav.getnframes() == cases[case]["valid_samples"]
+    assert any(p.endswith("plots/kokoro_5s_case1_kiln_fp16.wav") for p in component["plots"])
