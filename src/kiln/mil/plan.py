@@ -195,6 +195,7 @@ class _Compiler:
         self.prepared_count = 0
         self.fuse = fuse  # inline single-use producers into their consumer (see _Node)
         self.uses: dict[str, int] = {}  # value name -> times it is read (inputs, block outputs)
+        self.pinned: set[int] = set()  # slots read by steps liveness does not see into
         self.template: list = []
         self.is_const: list[bool] = []
         self.types: list[TensorType | None] = []
@@ -236,6 +237,7 @@ class _Compiler:
             if not isinstance(compiled, _Node):
                 compiled.label = (op.type, _node_name(op))
                 items.append(compiled)
+                self.pinned.update(_read_slots(op, scope))  # what it reads is opaque to liveness
                 continue
             if self.fuse:
                 for position, source in enumerate(compiled.inputs):
@@ -248,9 +250,12 @@ class _Compiler:
                 if len(compiled.out_slots) == 1 and self.uses.get(op.outputs[0].name, 0) == 1:
                     inlinable[compiled.out_slots[0]] = compiled
             items.append(compiled)
-        steps = [_node_step(item) if isinstance(item, _Node) else item
-                 for item in items if id(item) not in inlined]
+        items = [item for item in items if id(item) not in inlined]
         output_slots = [self.resolve(scope, name, "block output") for name in block.outputs]
+        if scope.parent is None:  # the function body: drop each value after its last read
+            items = _free_dead_values(items, self.pinned | set(output_slots) | set(input_slots),
+                                      self.is_const)
+        steps = [_node_step(item) if isinstance(item, (_Node, _Free)) else item for item in items]
         for slot in output_slots:  # a block returning a pooled fp16 constant returns it widened
             if self.is_const[slot]:
                 self.template[slot] = self.const_value(slot, narrow=False)
@@ -622,8 +627,73 @@ def _argument_reader(getters) -> Callable:
     return lambda env: [env[s] if f is None else f(env) for s, f in readers]
 
 
-def _node_step(node: _Node) -> Callable:
-    """The step storing ``node``'s output(s) in their slots."""
+def _node_reads(node: _Node) -> set[int]:
+    reads = set()
+    for source in node.inputs:
+        reads |= _node_reads(source) if isinstance(source, _Node) else {source}
+    return reads
+
+
+def _read_slots(op, scope: "_Scope") -> set[int]:
+    """Slots of the enclosing scopes that ``op`` (nested blocks included) reads by name."""
+    slots = set()
+
+    def walk(operation):
+        for argument in operation.inputs.values():
+            for binding in argument.arguments:
+                if binding.WhichOneof("binding") == "name":
+                    slot = scope.lookup(binding.name)
+                    if slot is not None:
+                        slots.add(slot)
+        for block in operation.blocks:
+            for name in block.outputs:
+                slot = scope.lookup(name)
+                if slot is not None:
+                    slots.add(slot)
+            for inner in block.operations:
+                walk(inner)
+
+    walk(op)
+    return slots
+
+
+class _Free:
+    """Marks a node whose step drops the given slots after it ran (their last read)."""
+
+    __slots__ = ("node", "slots")
+
+    def __init__(self, node: _Node, slots: list[int]):
+        self.node, self.slots = node, slots
+
+
+def _free_dead_values(items: list, keep: set[int], is_const: list[bool]) -> list:
+    """Attach to each node the values it reads last, so a run does not hold every intermediate
+    of a large network until its end (only values no opaque step reads; never outputs or inputs)."""
+    last: dict[int, int] = {}
+    for index, item in enumerate(items):
+        if isinstance(item, _Node):
+            for slot in _node_reads(item):
+                last[slot] = index
+    frees: dict[int, list[int]] = {}
+    for slot, index in last.items():
+        if slot not in keep and not is_const[slot]:
+            frees.setdefault(index, []).append(slot)
+    return [_Free(item, sorted(frees[index])) if index in frees else item for index, item in enumerate(items)]
+
+
+def _node_step(node) -> Callable:
+    """The step storing ``node``'s output(s) in their slots (then dropping dead values)."""
+    if isinstance(node, _Free):
+        step = _node_step(node.node)
+        dead = node.slots
+
+        def freeing(env):
+            step(env)
+            for slot in dead:
+                env[slot] = None
+
+        freeing.label = step.label
+        return freeing
     evaluate = _evaluator(node)
     if len(node.out_slots) == 1:
         (out,) = node.out_slots
