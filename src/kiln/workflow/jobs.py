@@ -328,10 +328,13 @@ def parity_job(config: Config, model: str, component: str, facts_path: str | Pat
 
     model_cfg = config.model(model)
     comp = config.component(model, component)
-    spec = _family(config, model).check_contract(comp)
+    family = _family(config, model)
+    spec = family.check_contract(comp)
     limits.check_fits(comp, [reference, _weight_file(_verified(config, model, component, package))])
-    result = validate_component(spec, model_cfg, comp, read_facts(facts_path), load_reference(reference, comp),
-                                Path(package), Path(plots_dir))
+    facts = read_facts(facts_path)
+    runtimes = (family.source_runtime(facts, comp),) if family.source_runtime is not None else ()
+    result = validate_component(spec, model_cfg, comp, facts, load_reference(reference, comp),
+                                Path(package), Path(plots_dir), source_runtimes=runtimes)
     data = {
         "schema_version": RECORD_SCHEMA_VERSION,
         "model": model,
