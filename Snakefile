@@ -14,6 +14,8 @@ from kiln.quantize.strategies import STRATEGIES
 from kiln.workflow import codedeps, ledger, plan, stamps
 
 configfile: "config.yaml"
+# `snakemake --report report.html`: every plot and summary table, grouped by model (report/*.rst)
+report: "report/workflow.rst"
 
 KILN = build_config(config, path=str(workflow.configfiles[0]) if workflow.configfiles else "config.yaml")
 RESULTS = KILN.results_dir

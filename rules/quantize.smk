@@ -35,12 +35,28 @@ rule quantization_summary:
                                    for s, c in plan.quantize_jobs(KILN, wildcards.model)],
     output:
         summary=f"{RESULTS}/{{model}}/quantization_summary.json",
-        strategies_plot=f"{RESULTS}/{{model}}/plots/quantization/strategies.png",
-    params:
-        plots_dir=lambda wildcards: f"{RESULTS}/{wildcards.model}/plots/quantization",
+        strategies_plot=report(f"{RESULTS}/{{model}}/plots/quantization/strategies.png",
+                               caption="../report/quantization_strategies.rst", category="{model}",
+                               subcategory="quantization"),
+        table=report(f"{RESULTS}/{{model}}/tables/quantization.html", caption="../report/quantization_table.rst",
+                     category="{model}", subcategory="quantization"),
     log:
         "logs/{model}/quantization_summary.log",
     resources:
         mem_mb=1000,
     script:
         "../scripts/quantization_summary.py"
+
+
+rule quantization_plot:
+    input:
+        summary=f"{RESULTS}/{{model}}/quantization_summary.json",
+    output:
+        plot=report(f"{RESULTS}/{{model}}/plots/quantization/size_vs_quality_{{component}}.png",
+                    caption="../report/quantization_plot.rst", category="{model}", subcategory="quantization"),
+    log:
+        "logs/{model}/quantization_plot/{component}.log",
+    resources:
+        mem_mb=1000,
+    script:
+        "../scripts/quantization_plot.py"

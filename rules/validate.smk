@@ -13,7 +13,11 @@ rule parity:
         code=validate_code,
     output:
         record=f"{RESULTS}/{{model}}/parity/{{component}}.json",
-        latency_plot=f"{RESULTS}/{{model}}/plots/{{component}}_latency.png",
+        # report(): shown by `snakemake --report report.html`, grouped by model, then component
+        parity_plot=report(f"{RESULTS}/{{model}}/plots/{{component}}_parity.png",
+                           caption="../report/parity_plot.rst", category="{model}", subcategory="{component}"),
+        latency_plot=report(f"{RESULTS}/{{model}}/plots/{{component}}_latency.png",
+                            caption="../report/latency_plot.rst", category="{model}", subcategory="{component}"),
     params:
         plots_dir=lambda wildcards: f"{RESULTS}/{wildcards.model}/plots",
     log:
@@ -63,7 +67,10 @@ rule metadata:
         end_to_end=f"{RESULTS}/{{model}}/end_to_end.json",
     output:
         metadata=f"{RESULTS}/{{model}}/metadata.json",
-        latency_plot=f"{RESULTS}/{{model}}/plots/latency.png",
+        latency_plot=report(f"{RESULTS}/{{model}}/plots/latency.png", caption="../report/latency_overview.rst",
+                            category="{model}", subcategory="summary"),
+        table=report(f"{RESULTS}/{{model}}/tables/parity.html", caption="../report/parity_table.rst",
+                     category="{model}", subcategory="summary"),
     params:
         plots_dir=lambda wildcards: f"{RESULTS}/{wildcards.model}/plots",
     log:

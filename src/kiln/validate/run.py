@@ -13,7 +13,7 @@ import numpy as np
 
 from kiln.config import ComponentConfig, ModelConfig
 from kiln.errors import ParityError
-from kiln.models.spec import ComponentSpec, stream
+from kiln.models.spec import ComponentSpec, PlotSeries, stream
 from kiln.validate import backends as bk
 from kiln.validate.metrics import Tolerance, compare
 from kiln.validate.reference import Reference
@@ -24,6 +24,13 @@ log = logging.getLogger("kiln.validate")
 
 def stack(steps: list[dict], output: str) -> np.ndarray:
     return np.stack([np.asarray(s[output]) for s in steps])
+
+
+def norm_series(output: str) -> PlotSeries:
+    """The L2 norm of ``output`` per step: what to plot for a component whose family names no series."""
+    return PlotSeries(f"L2 norm of '{output}' per step",
+                      lambda steps: np.array([float(np.linalg.norm(np.asarray(s[output], dtype=np.float64)))
+                                              for s in steps]))
 
 
 def coreml_backends(artifact: Path, component: ComponentConfig,
@@ -125,16 +132,18 @@ def validate_component(spec: ComponentSpec, model: ModelConfig, component: Compo
     failures = check_parity(model.name, component, entries)
     plot_files = []
     if plots_dir is not None:
-        if spec.plot is not None:
-            path = Path(plots_dir) / f"{component.name}_parity.png"
-            step_seconds = reference.meta.get("step_seconds")
-            versus = "".join(f"{r.name}, " for r in source_runtimes)
-            plots.parity_plot(path, f"{model.name}/{component.name}: torch vs {versus}Core ML (kiln executor)"
-                              + (" [synthetic weights]" if model.synthetic else ""), spec.plot.label,
-                              step_seconds or 1.0, spec.plot.fn(steps[name]),
-                              {n: spec.plot.fn(s) for n, s in steps.items() if n != name},
-                              x_label="time (s)" if step_seconds else "step")
-            plot_files.append(str(path))
+        # every component gets a parity plot (the report shows one per component): its family's
+        # series, else the first output's L2 norm per step
+        series = spec.plot or norm_series(component.outputs[0].name)
+        path = Path(plots_dir) / f"{component.name}_parity.png"
+        step_seconds = reference.meta.get("step_seconds")
+        versus = "".join(f"{r.name}, " for r in source_runtimes)
+        plots.parity_plot(path, f"{model.name}/{component.name}: torch vs {versus}Core ML (kiln executor)"
+                          + (" [synthetic weights]" if model.synthetic else ""), series.label,
+                          step_seconds or 1.0, series.fn(steps[name]),
+                          {n: series.fn(s) for n, s in steps.items() if n != name},
+                          x_label="time (s)" if step_seconds else "step")
+        plot_files.append(str(path))
         path = Path(plots_dir) / f"{component.name}_latency.png"
         plots.latency_plot(path, f"{model.name}/{component.name}: latency per backend",
                            {k: (v["median_ms"] if v else None) for k, v in latency.items()},

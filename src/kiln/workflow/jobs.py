@@ -385,7 +385,8 @@ def end_to_end_job(config: Config, model: str, facts_path: str | Path, task_reco
 
 def metadata_job(config: Config, model: str, source_record: str | Path, prepare_record: str | Path,
                  torch_latency: str | Path, export_records: list, parity_records: list, compile_records: list,
-                 end_to_end_record: str | Path, out_metadata: str | Path, plots_dir: str | Path) -> dict:
+                 end_to_end_record: str | Path, out_metadata: str | Path, plots_dir: str | Path,
+                 out_table: str | Path | None = None) -> dict:
     """Aggregate a model's records into metadata.json (validated against its schema) + summary plot."""
     from kiln.validate.metadata import build_metadata, latency_overview_plot, validate_metadata
 
@@ -400,6 +401,10 @@ def metadata_job(config: Config, model: str, source_record: str | Path, prepare_
     metadata["end_to_end"] = _read_json(end_to_end_record, "end-to-end record")["end_to_end"]
     validate_metadata(metadata, where=str(out_metadata))
     latency_overview_plot(metadata, Path(plots_dir) / "latency.png")
+    if out_table is not None:
+        from kiln.report import parity_page, write_page
+
+        write_page(out_table, parity_page(metadata))
     write_json(out_metadata, metadata)
     return metadata
 
@@ -428,8 +433,10 @@ def quantize_job(config: Config, model: str, component: str, strategy: str, fact
 
 
 def quantization_summary_job(config: Config, model: str, records: list, out_summary: str | Path,
-                             plots_dir: str | Path) -> dict:
-    from kiln.quantize.summary import build_summary, plot_summary, validate_summary
+                             out_strategies_plot: str | Path, out_table: str | Path) -> dict:
+    """A model's quantization_summary.json, its strategies overview plot and its report table."""
+    from kiln.quantize.summary import build_summary, plot_strategies, validate_summary
+    from kiln.report import quantization_page, write_page
 
     loaded = []
     for path in records:
@@ -440,6 +447,15 @@ def quantization_summary_job(config: Config, model: str, records: list, out_summ
         loaded.append(record)
     summary = build_summary(model, config.model(model).synthetic, loaded)
     validate_summary(summary, where=str(out_summary))
-    plot_summary(summary, Path(plots_dir))
+    plot_strategies(summary, Path(out_strategies_plot))
+    write_page(out_table, quantization_page(summary))
     write_json(out_summary, summary)
     return summary
+
+
+def quantization_plot_job(config: Config, model: str, component: str, summary_path: str | Path,
+                          out_plot: str | Path) -> str:
+    """Size vs quality of one component's strategies, from the model's quantization summary."""
+    from kiln.quantize.summary import plot_component
+
+    return plot_component(_read_json(summary_path, "quantization summary"), component, Path(out_plot))
