@@ -67,6 +67,9 @@ def validate_code(wildcards):
     return codedeps.stage_files("validate", KILN.models[wildcards.model].family)
 
 
+# Rules carry `group:` names (a model's source chain, each component's pipeline, a model's summaries):
+# inactive in local runs; on a cluster (profiles/slurm) each group is one scheduler job, so a small
+# model is a handful of jobs instead of dozens of seconds-long ones.
 include: "rules/fetch.smk"
 include: "rules/prepare.smk"
 include: "rules/export.smk"

@@ -25,6 +25,9 @@ rule quantize:
     threads: 1
     resources:
         mem_mb=lambda wildcards: KILN_MEM_MB(wildcards.model, "quantize"),
+        apple_runtime=1,   # uses Apple's compiler/runtime where the host has them (macOS); see profiles/slurm
+    group:
+        "component_{model}_{component}"
     script:
         "../scripts/quantize.py"
 
@@ -44,6 +47,8 @@ rule quantization_summary:
         "logs/{model}/quantization_summary.log",
     resources:
         mem_mb=1000,
+    group:
+        "summary_{model}"
     script:
         "../scripts/quantization_summary.py"
 
@@ -58,5 +63,7 @@ rule quantization_plot:
         "logs/{model}/quantization_plot/{component}.log",
     resources:
         mem_mb=1000,
+    group:
+        "summary_{model}"
     script:
         "../scripts/quantization_plot.py"

@@ -26,6 +26,9 @@ rule parity:
         "logs/{model}/parity/{component}.benchmark.tsv"
     resources:
         mem_mb=lambda wildcards: KILN_MEM_MB(wildcards.model, "validate"),
+        apple_runtime=1,   # uses Apple's compiler/runtime where the host has them (macOS); see profiles/slurm
+    group:
+        "component_{model}_{component}"
     script:
         "../scripts/parity.py"
 
@@ -49,6 +52,9 @@ rule end_to_end:
         "logs/{model}/end_to_end.benchmark.tsv"
     resources:
         mem_mb=lambda wildcards: KILN_MEM_MB(wildcards.model, "validate"),
+        apple_runtime=1,   # uses Apple's compiler/runtime where the host has them (macOS); see profiles/slurm
+    group:
+        "summary_{model}"
     script:
         "../scripts/end_to_end.py"
 
@@ -77,5 +83,7 @@ rule metadata:
         "logs/{model}/metadata.log",
     resources:
         mem_mb=1000,
+    group:
+        "summary_{model}"
     script:
         "../scripts/metadata.py"
