@@ -29,9 +29,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 # espeak-ng makes the real speech used by parity tests; git is needed by the DVC scenario tests;
-# chromium renders the Snakemake report for its screenshot test; slurm-wlm and munge run the one-node
-# cluster of the slurm executor test (tests/workflow/test_slurm.py). Command -> Debian package:
-SYSTEM_DEPS := espeak-ng:espeak-ng git:git chromium:chromium slurmctld:slurm-wlm munged:munge
+# chromium renders the Snakemake report for its screenshot test; slurm-wlm, slurmdbd, munge and
+# mariadb-server run the one-node cluster of the slurm executor test (tests/workflow/test_slurm.py;
+# no service is enabled: the test starts its own daemons). Command -> Debian package:
+SYSTEM_DEPS := espeak-ng:espeak-ng git:git chromium:chromium slurmctld:slurm-wlm slurmdbd:slurmdbd \
+  munged:munge mariadbd:mariadb-server
 
 system-deps:
 	@missing=""; for dep in $(SYSTEM_DEPS); do command -v $${dep%%:*} >/dev/null || [ -x /usr/sbin/$${dep%%:*} ] \
