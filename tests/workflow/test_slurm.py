@@ -18,7 +18,8 @@ MODEL = "silero_vad"
 #: outputs that are byte-reproducible by design (README "Packages are byte-reproducible"): checkpoints
 #: and their records, traced programs, reference data, packages, bundles, quantized variants, and
 #: plots of computed values
-REPRODUCIBLE = ("source.json", "checkpoint/**/*", "prepared/*", "reference/*.npz", "reference/task.json",
+REPRODUCIBLE = ("source.json", "checkpoint/**/*", "prepared/*.pt", "prepared/facts.json", "reference/*.npz",
+                "reference/task.json",
                 "*.mlpackage/**/*", "*.mlmodelc/**/*", "quantized/**/*.mlpackage/**/*",
                 "quantized/**/*.mlmodelc/**/*", "plots/*_parity.png")
 #: keys of job records that hold measurements of this run (wall times, latencies), not results

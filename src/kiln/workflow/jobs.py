@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -104,8 +105,7 @@ def prepare_job(config: Config, model: str, source_record: str | Path, programs:
     for name, component in model_cfg.components.items():
         t0 = time.perf_counter()
         program = trace(family, source, component, facts)
-        with atomic_path(programs[name]) as tmp:   # streamed to disk, not built in memory
-            torch.jit.save(program, str(tmp))
+        save_program(program, programs[name])
         del program                                 # one traced program in memory at a time
         seconds[name] = round(time.perf_counter() - t0, 3)
         log.info("  traced %s in %.1f s -> %s", name, seconds[name], programs[name])
@@ -132,6 +132,24 @@ def prepare_job(config: Config, model: str, source_record: str | Path, programs:
     log.info("source loads for %s in this build: 1 (%.1f s); prepared %d components", model,
              seconds["load"], len(programs))
     return data
+
+
+def save_program(program, path: str | Path) -> None:
+    """``torch.jit.save`` to ``path`` atomically and reproducibly: the archive's records are named
+    after the file it is saved as, so it is saved under its final name inside a private temporary
+    folder (not as a random temporary file), then renamed into place. Streamed to disk, not built
+    in memory."""
+    import tempfile
+
+    import torch
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with tempfile.TemporaryDirectory(prefix=f".{path.name}.", suffix=".dir.tmp",
+                                         dir=path.parent) as staging:
+            staged = Path(staging) / path.name
+            torch.jit.save(program, str(staged))
+            os.replace(staged, tmp)
 
 
 def _verified(config: Config, model: str, component: str, artifact: str | Path) -> Path:
