@@ -135,10 +135,11 @@ def prepare_job(config: Config, model: str, source_record: str | Path, programs:
 
 
 def save_program(program, path: str | Path) -> None:
-    """``torch.jit.save`` to ``path`` atomically and reproducibly: the archive's records are named
-    after the file it is saved as, so it is saved under its final name inside a private temporary
-    folder (not as a random temporary file), then renamed into place. Streamed to disk, not built
-    in memory."""
+    """``torch.jit.save`` to ``path`` atomically: the archive's records are named after the file it
+    is saved as, so it is saved under its final name inside a private temporary folder (not as a
+    random temporary file), then renamed into place; the records are then equal across builds,
+    except ``.data/serialization_id``, which torch draws at random per process. Streamed to disk,
+    not built in memory."""
     import tempfile
 
     import torch
