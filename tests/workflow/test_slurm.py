@@ -86,4 +86,6 @@ def test_slurm_build_equals_the_local_build(cluster, built_workspace, tmp_path):
     for name in sorted(set(slurm_files) - reproducible):
         if name.endswith(".json"):
             a, b = (json.loads(files[name].read_text()) for files in (slurm_files, local_files))
+            if name == "prepared/prepare.json":   # the traced programs' sha256s: compared above
+                a.pop("programs"), b.pop("programs")
             assert _without_measurements(a) == _without_measurements(b), name
