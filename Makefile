@@ -23,11 +23,21 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	  || { tail -n 40 $(VENV)/pip.log; exit 1; }
 	$(BIN)/pip install --disable-pip-version-check --no-deps --target $(SILERO_GOLDEN_DIR) silero-vad==6.0.0 \
 	  >> $(VENV)/pip.log 2>&1 || { tail -n 40 $(VENV)/pip.log; exit 1; }
+	# onnx2torch (the `onnx` extra) without its torchvision requirement: see pyproject.toml
+	$(BIN)/pip install --disable-pip-version-check --no-deps -c constraints.txt onnx2torch==1.5.15 \
+	  >> $(VENV)/pip.log 2>&1 || { tail -n 40 $(VENV)/pip.log; exit 1; }
 	touch $@
 
-# espeak-ng makes the real speech used by parity tests; git is needed by the DVC scenario tests.
+# espeak-ng makes the real speech used by parity tests; git is needed by the DVC scenario tests;
+# chromium renders the Snakemake report for its screenshot test; slurm-wlm, slurmdbd, munge and
+# mariadb-server run the one-node cluster of the slurm executor test (tests/workflow/test_slurm.py;
+# no service is enabled: the test starts its own daemons). Command -> Debian package:
+SYSTEM_DEPS := espeak-ng:espeak-ng git:git chromium:chromium slurmctld:slurm-wlm slurmdbd:slurmdbd \
+  munged:munge mariadbd:mariadb-server
+
 system-deps:
-	@missing=""; for t in espeak-ng git; do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	@missing=""; for dep in $(SYSTEM_DEPS); do command -v $${dep%%:*} >/dev/null || [ -x /usr/sbin/$${dep%%:*} ] \
+	  || missing="$$missing $${dep#*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \

@@ -14,6 +14,8 @@ from kiln.quantize.strategies import STRATEGIES
 from kiln.workflow import codedeps, ledger, plan, stamps
 
 configfile: "config.yaml"
+# `snakemake --report report.html`: every plot and summary table, grouped by model (report/*.rst)
+report: "report/workflow.rst"
 
 KILN = build_config(config, path=str(workflow.configfiles[0]) if workflow.configfiles else "config.yaml")
 RESULTS = KILN.results_dir
@@ -65,6 +67,9 @@ def validate_code(wildcards):
     return codedeps.stage_files("validate", KILN.models[wildcards.model].family)
 
 
+# Rules carry `group:` names (a model's source chain, each component's pipeline, a model's summaries):
+# inactive in local runs; on a cluster (profiles/slurm) each group is one scheduler job, so a small
+# model is a handful of jobs instead of dozens of seconds-long ones.
 include: "rules/fetch.smk"
 include: "rules/prepare.smk"
 include: "rules/export.smk"

@@ -18,5 +18,8 @@ rule compile:
         "logs/{model}/compile/{component}.benchmark.tsv"
     resources:
         mem_mb=lambda wildcards: KILN_MEM_MB(wildcards.model, "compile"),
+        apple_runtime=1,   # uses Apple's compiler/runtime where the host has them (macOS); see profiles/slurm
+    group:
+        "component_{model}_{component}"
     script:
         "../scripts/compile.py"

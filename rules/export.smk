@@ -18,6 +18,8 @@ rule export:
         "logs/{model}/export/{component}.benchmark.tsv"
     resources:
         mem_mb=lambda wildcards: KILN_MEM_MB(wildcards.model, "export"),
+    group:
+        "component_{model}_{component}"
     script:
         "../scripts/export.py"
 
@@ -39,5 +41,7 @@ rule export_ios18:
         "logs/{model}/export_ios18/{component}.benchmark.tsv"
     resources:
         mem_mb=lambda wildcards: KILN_MEM_MB(wildcards.model, "export"),
+    group:
+        "component_{model}_{component}"
     script:
         "../scripts/export.py"

@@ -15,5 +15,7 @@ rule fetch:
         checkpoint_dir=lambda wildcards: str(plan.checkpoint_dir(KILN, wildcards.model)),
     resources:
         mem_mb=2000,
+    group:
+        "source_{model}"
     script:
         "../scripts/fetch.py"

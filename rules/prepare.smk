@@ -27,6 +27,9 @@ for _model, _cfg in KILN.models.items():
         threads: 2   # nothing of the model can run before it; torch gets no more than this
         resources:
             mem_mb=KILN_MEM_MB(_model, "prepare"),
+            runtime=120,   # minutes, for cluster executors: loading and tracing a full-size checkpoint
+        group:
+            f"source_{_model}"
         script:
             "../scripts/prepare.py"
 
@@ -54,5 +57,8 @@ for _model, _cfg in KILN.models.items():
         threads: 2
         resources:
             mem_mb=KILN_MEM_MB(_model, "reference"),
+            runtime=120,
+        group:
+            f"source_{_model}"
         script:
             "../scripts/reference.py"

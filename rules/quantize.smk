@@ -25,6 +25,9 @@ rule quantize:
     threads: 1
     resources:
         mem_mb=lambda wildcards: KILN_MEM_MB(wildcards.model, "quantize"),
+        apple_runtime=1,   # uses Apple's compiler/runtime where the host has them (macOS); see profiles/slurm
+    group:
+        "component_{model}_{component}"
     script:
         "../scripts/quantize.py"
 
@@ -42,9 +45,12 @@ rule quantization_summary:
         code=quantize_code,
     output:
         summary=f"{RESULTS}/{{model}}/quantization_summary.json",
-        strategies_plot=f"{RESULTS}/{{model}}/plots/quantization/strategies.png",
+        strategies_plot=report(f"{RESULTS}/{{model}}/plots/quantization/strategies.png",
+                               caption="../report/quantization_strategies.rst", category="{model}",
+                               subcategory="quantization"),
+        table=report(f"{RESULTS}/{{model}}/tables/quantization.html", caption="../report/quantization_table.rst",
+                     category="{model}", subcategory="quantization"),
     params:
-        plots_dir=lambda wildcards: f"{RESULTS}/{wildcards.model}/plots/quantization",
         packages=lambda wildcards: {c: str(plan.package_path(KILN, wildcards.model, c))
                                     for c in KILN.models[wildcards.model].components},
     log:
@@ -53,5 +59,23 @@ rule quantization_summary:
         "logs/{model}/quantization_summary.benchmark.tsv"
     resources:
         mem_mb=lambda wildcards: KILN_MEM_MB(wildcards.model, "validate"),
+    group:
+        "summary_{model}"
     script:
         "../scripts/quantization_summary.py"
+
+
+rule quantization_plot:
+    input:
+        summary=f"{RESULTS}/{{model}}/quantization_summary.json",
+    output:
+        plot=report(f"{RESULTS}/{{model}}/plots/quantization/size_vs_quality_{{component}}.png",
+                    caption="../report/quantization_plot.rst", category="{model}", subcategory="quantization"),
+    log:
+        "logs/{model}/quantization_plot/{component}.log",
+    resources:
+        mem_mb=1000,
+    group:
+        "summary_{model}"
+    script:
+        "../scripts/quantization_plot.py"

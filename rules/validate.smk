@@ -13,7 +13,11 @@ rule parity:
         code=validate_code,
     output:
         record=f"{RESULTS}/{{model}}/parity/{{component}}.json",
-        latency_plot=f"{RESULTS}/{{model}}/plots/{{component}}_latency.png",
+        # report(): shown by `snakemake --report report.html`, grouped by model, then component
+        parity_plot=report(f"{RESULTS}/{{model}}/plots/{{component}}_parity.png",
+                           caption="../report/parity_plot.rst", category="{model}", subcategory="{component}"),
+        latency_plot=report(f"{RESULTS}/{{model}}/plots/{{component}}_latency.png",
+                            caption="../report/latency_plot.rst", category="{model}", subcategory="{component}"),
     params:
         plots_dir=lambda wildcards: f"{RESULTS}/{wildcards.model}/plots",
     log:
@@ -22,6 +26,9 @@ rule parity:
         "logs/{model}/parity/{component}.benchmark.tsv"
     resources:
         mem_mb=lambda wildcards: KILN_MEM_MB(wildcards.model, "validate"),
+        apple_runtime=1,   # uses Apple's compiler/runtime where the host has them (macOS); see profiles/slurm
+    group:
+        "component_{model}_{component}"
     script:
         "../scripts/parity.py"
 
@@ -47,6 +54,9 @@ rule end_to_end:
         "logs/{model}/end_to_end.benchmark.tsv"
     resources:
         mem_mb=lambda wildcards: KILN_MEM_MB(wildcards.model, "validate"),
+        apple_runtime=1,   # uses Apple's compiler/runtime where the host has them (macOS); see profiles/slurm
+    group:
+        "summary_{model}"
     script:
         "../scripts/end_to_end.py"
 
@@ -65,12 +75,17 @@ rule metadata:
         end_to_end=f"{RESULTS}/{{model}}/end_to_end.json",
     output:
         metadata=f"{RESULTS}/{{model}}/metadata.json",
-        latency_plot=f"{RESULTS}/{{model}}/plots/latency.png",
+        latency_plot=report(f"{RESULTS}/{{model}}/plots/latency.png", caption="../report/latency_overview.rst",
+                            category="{model}", subcategory="summary"),
+        table=report(f"{RESULTS}/{{model}}/tables/parity.html", caption="../report/parity_table.rst",
+                     category="{model}", subcategory="summary"),
     params:
         plots_dir=lambda wildcards: f"{RESULTS}/{wildcards.model}/plots",
     log:
         "logs/{model}/metadata.log",
     resources:
         mem_mb=1000,
+    group:
+        "summary_{model}"
     script:
         "../scripts/metadata.py"

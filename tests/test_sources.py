@@ -10,8 +10,8 @@ from kiln.errors import ModelError, SourceError
 from kiln.sources import SOURCE_KINDS, SourceFile, fetch, verify_file
 
 
-def test_registry_has_the_four_kinds():
-    assert set(SOURCE_KINDS) == {"pypi", "hf", "path", "random"}
+def test_registry_has_the_five_kinds():
+    assert set(SOURCE_KINDS) == {"pypi", "hf", "path", "random", "onnx"}
 
 
 def test_pypi_records_version_and_sha256(tmp_path):

@@ -27,6 +27,10 @@ class SourceError(KilnError):
     """A source checkpoint is missing, corrupt or cannot be fetched. Names the file or id."""
 
 
+class ConversionError(SourceError):
+    """An ONNX source graph cannot become a torch module. Names the op, its node and the file."""
+
+
 class ModelError(KilnError):
     """A model module is missing, or a component is not declared by it."""
 

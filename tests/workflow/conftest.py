@@ -90,13 +90,55 @@ def parse_dry_run(out: str) -> list[tuple[str, dict]]:
     return jobs
 
 
-def make_workspace(root: Path) -> Workspace:
-    """A copy of the workflow's files at ``root``, committed to a fresh git repository."""
+def copy_workflow(root: Path) -> Workspace:
     for rel in workflow_files():
         dest = root / rel
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / rel, dest)
-    ws = Workspace(root)
+    return Workspace(root)
+
+
+def commit_workspace(ws: Workspace) -> Workspace:
+    ws.git("init", "-q", "-b", "main")
+    ws.git("add", "-A")
+    ws.git("commit", "-q", "-m", "workspace")
+    return ws
+
+
+#: the models of the shared built workspace: the PyTorch and the ONNX source of Silero VAD
+BUILT_MODELS = ("silero_vad", "silero_vad_onnx")
+
+
+def small_workspace(root: Path) -> Workspace:
+    """Silero VAD from both sources, the `unified` component only, one quantization strategy: every
+    stage of the workflow for two models (and two source kinds) in about two minutes."""
+    ws = copy_workflow(root)
+
+    def trim(config):
+        config.setdefault("defaults", {})["quantize"] = {"strategies": ["int8_per_channel"]}
+        for name, model in config["models"].items():
+            if name in BUILT_MODELS:
+                model["components"] = {"unified": model["components"]["unified"]}
+                model.pop("quantize", None)
+            else:
+                model["enabled"] = False
+    ws.edit_config(trim)
+    return commit_workspace(ws)
+
+
+@pytest.fixture(scope="session")
+def built_workspace(tmp_path_factory) -> Workspace:
+    """:func:`small_workspace` after `snakemake --cores 2 all` (shared by the report, ONNX and slurm
+    tests, which only read it)."""
+    ws = small_workspace(tmp_path_factory.mktemp("built") / "kiln")
+    ws.snakemake("--cores", "2", "all")
+    return ws
+
+
+def make_workspace(root: Path) -> Workspace:
+    """A copy of the workflow's files at ``root``, committed to a fresh git repository, with `all`
+    trimmed to Silero VAD and one quantization strategy."""
+    ws = copy_workflow(root)
     # Keep end-to-end runs short: one quantization strategy (each is tested in tests/quantize), and
     # `all` is Silero VAD only (the synthetic Parakeet has its own workflow test, by target name).
     def trim(config):
@@ -105,10 +147,7 @@ def make_workspace(root: Path) -> Workspace:
             if name != "silero_vad":
                 model["enabled"] = False
     ws.edit_config(trim)
-    ws.git("init", "-q", "-b", "main")
-    ws.git("add", "-A")
-    ws.git("commit", "-q", "-m", "workspace")
-    return ws
+    return commit_workspace(ws)
 
 
 @pytest.fixture()

@@ -15,7 +15,8 @@ pytestmark = pytest.mark.slow
 AGGREGATES = {"all", "all_parakeet_tdt_v3_tiny"}
 DOWNSTREAM_OF_PACKAGE = {("compile", "unified"), ("parity", "unified"), ("quantize", "unified"),
                          ("end_to_end", None), ("metadata", None), ("quantization_summary", None),
-                         ("contract", None)}
+                         ("contract", None),
+                         ("quantization_plot", "unified"), ("quantization_plot", "unified_256ms")}
 
 
 def _work(jobs, model: str | None = None) -> set:
@@ -71,7 +72,7 @@ def test_code_edits_plan_exactly_the_jobs_that_run_the_code(workspace):
     # downstream is planned because a dry run cannot know the traced bytes will not change
     assert {r for r, _ in _work(jobs)} == {"prepare_parakeet_tdt_v3_tiny", "reference_parakeet_tdt_v3_tiny",
                                            "export", "compile", "parity", "quantize", "end_to_end", "metadata",
-                                           "quantization_summary", "contract"}
+                                           "quantization_summary", "contract", "quantization_plot"}
 
     # reverted, the frontend gets its recorded mtime back: nothing to do again
     frontend.write_text(original)
@@ -81,4 +82,4 @@ def test_code_edits_plan_exactly_the_jobs_that_run_the_code(workspace):
     with open(ws.root / "src/kiln/validate/metrics.py", "a") as handle:
         handle.write("\n# edited\n")
     rules = {r for r, _ in _work(ws.planned_jobs(*targets))}
-    assert rules == {"parity", "quantize", "end_to_end", "metadata", "quantization_summary"}
+    assert rules == {"parity", "quantize", "end_to_end", "metadata", "quantization_summary", "quantization_plot"}

@@ -12,6 +12,7 @@ pytestmark = pytest.mark.slow
 DOWNSTREAM_OF_EXPORT = {("export", "unified_256ms"), ("compile", "unified_256ms"),
                         ("parity", "unified_256ms"), ("metadata", None),
                         ("quantize", "unified_256ms"), ("quantization_summary", None),
+                        ("quantization_plot", "unified"), ("quantization_plot", "unified_256ms"),
                         ("end_to_end", None), ("contract", None)}
 AGGREGATES = {"all"}
 

@@ -66,8 +66,9 @@ def test_build_then_nothing_to_do_then_only_the_edited_component(workspace):
         {"export": {"compute_precision": "float32"}}))
     jobs = workspace.planned_jobs()
     work = sorted((rule, wc.get("component") or "") for rule, wc in jobs if rule not in {"all"})
-    assert work == [("compile", "unified"), ("contract", ""), ("end_to_end", ""), ("export", "unified"), ("metadata", ""),
-                    ("parity", "unified"), ("quantization_summary", ""), ("quantize", "unified")]
+    assert work == [("compile", "unified"), ("contract", ""), ("end_to_end", ""), ("export", "unified"),
+                    ("metadata", ""), ("parity", "unified"), ("quantization_plot", "unified"),
+                    ("quantization_plot", "unified_256ms"), ("quantization_summary", ""), ("quantize", "unified")]
     # Snakemake's directory markers are not left inside the shipped bundles
     assert not list((workspace.root / "results").glob("**/.snakemake_timestamp"))
     # and the metadata written by the workflow satisfies its schema

@@ -158,6 +158,10 @@ class FamilySpec:
     #: NeMo's own cache-aware streaming step)
     faithfulness: Callable[[Any, Mapping[str, Predict], Mapping[str, Any], Mapping[str, Any]], dict] | None = None
     sample_rate: int = 16_000
+    #: (facts, ComponentConfig) -> a validation Backend running the original source in its own
+    #: runtime (onnxruntime for an ONNX graph): the parity job compares it with torch and every
+    #: Core ML backend with it, so a converter's error cannot hide in both torch and Core ML
+    source_runtime: Callable[[Mapping[str, Any], Any], Any] | None = None
 
     @property
     def component_names(self) -> tuple[str, ...]:

@@ -55,43 +55,60 @@ def build_summary(model: str, synthetic: bool, records: list[dict], task: dict |
     }
 
 
+def quantized_components(summary: dict) -> list[str]:
+    return sorted({r["component"] for r in summary["results"]})
+
+
 def plot_summary(summary: dict, plots_dir: Path) -> list[str]:
+    """Every quantization plot of a model: size vs quality per component, strategies overview."""
+    plots_dir = Path(plots_dir)
+    written = [plot_component(summary, component, plots_dir / f"size_vs_quality_{component}.png")
+               for component in quantized_components(summary)]
+    written.append(plot_strategies(summary, plots_dir / "strategies.png"))
+    return written
+
+
+def plot_component(summary: dict, component: str, path: Path) -> str:
+    """Size vs quality of every strategy of ``component``, with the Pareto front."""
     from kiln.validate.plots import _pyplot, _save
 
     plt = _pyplot()
-    plots_dir = Path(plots_dir)
-    written = []
-    components = sorted({r["component"] for r in summary["results"]})
     tag = " [synthetic weights]" if summary["synthetic"] else ""
-    for component in components:
-        entries = [r for r in summary["results"] if r["component"] == component and r["status"] == "ok"]
-        skipped = [r["strategy"] for r in summary["results"] if r["component"] == component and r["status"] != "ok"]
-        fig, ax = plt.subplots(figsize=(8, 5))
-        front = sorted((e for e in entries if e.get("pareto_optimal")), key=lambda e: e["size_ratio"])
-        for i, e in enumerate(sorted(entries, key=lambda e: (e["size_ratio"], e["quality"]))):
-            ax.scatter(e["size_ratio"], e["quality"], s=60 if e.get("pareto_optimal") else 30,
-                       color="#c44e52" if e.get("pareto_optimal") else "#4c72b0", zorder=3)
-            # quality is clipped at 0: a variant that broke the model shows its raw error
-            broken = e["quality"] == 0.0 and e.get("normalized_error") is not None
-            label = e["strategy"] + (f" (normalised error {e['normalized_error']:.2f})" if broken else "")
-            ax.annotate(label, (e["size_ratio"], e["quality"]), fontsize=7, xytext=(4, 4 if i % 2 else -10),
-                        textcoords="offset points")
-        ax.set_ylim(-0.05, 1.05)
-        if front:
-            ax.plot([e["size_ratio"] for e in front], [e["quality"] for e in front], color="#c44e52",
-                    linewidth=1, linestyle="--", label="Pareto front")
-            ax.legend(fontsize=8, loc="lower right")
-        ax.axhline(1.0, color="grey", linewidth=0.8)
-        ax.set_xlabel("size relative to the float package")
-        ax.set_ylabel("quality, worst output (max(0, 1 - relative L2 error); 1 = identical)")
-        ax.set_title(f"{summary['model']}/{component}: size vs quality{tag}" +
-                     (f"\nskipped: {', '.join(skipped)}" if skipped else ""), fontsize=10)
-        ax.grid(alpha=0.3)
-        path = plots_dir / f"size_vs_quality_{component}.png"
-        _save(fig, path)
-        plt.close(fig)
-        written.append(str(path))
-    # per-strategy bars: size ratio and task agreement, one group per component
+    entries = [r for r in summary["results"] if r["component"] == component and r["status"] == "ok"]
+    skipped = [r["strategy"] for r in summary["results"] if r["component"] == component and r["status"] != "ok"]
+    fig, ax = plt.subplots(figsize=(8, 5))
+    front = sorted((e for e in entries if e.get("pareto_optimal")), key=lambda e: e["size_ratio"])
+    for i, e in enumerate(sorted(entries, key=lambda e: (e["size_ratio"], e["quality"]))):
+        ax.scatter(e["size_ratio"], e["quality"], s=60 if e.get("pareto_optimal") else 30,
+                   color="#c44e52" if e.get("pareto_optimal") else "#4c72b0", zorder=3)
+        # quality is clipped at 0: a variant that broke the model shows its raw error
+        broken = e["quality"] == 0.0 and e.get("normalized_error") is not None
+        label = e["strategy"] + (f" (normalised error {e['normalized_error']:.2f})" if broken else "")
+        ax.annotate(label, (e["size_ratio"], e["quality"]), fontsize=7, xytext=(4, 4 if i % 2 else -10),
+                    textcoords="offset points")
+    ax.set_ylim(-0.05, 1.05)
+    if front:
+        ax.plot([e["size_ratio"] for e in front], [e["quality"] for e in front], color="#c44e52",
+                linewidth=1, linestyle="--", label="Pareto front")
+        ax.legend(fontsize=8, loc="lower right")
+    ax.axhline(1.0, color="grey", linewidth=0.8)
+    ax.set_xlabel("size relative to the float package")
+    ax.set_ylabel("quality, worst output (max(0, 1 - relative L2 error); 1 = identical)")
+    ax.set_title(f"{summary['model']}/{component}: size vs quality{tag}" +
+                 (f"\nskipped: {', '.join(skipped)}" if skipped else ""), fontsize=10)
+    ax.grid(alpha=0.3)
+    _save(fig, Path(path))
+    plt.close(fig)
+    return str(path)
+
+
+def plot_strategies(summary: dict, path: Path) -> str:
+    """Per-strategy bars: size ratio and quality, one group per component."""
+    from kiln.validate.plots import _pyplot, _save
+
+    plt = _pyplot()
+    tag = " [synthetic weights]" if summary["synthetic"] else ""
+    components = quantized_components(summary)
     strategies = sorted({r["strategy"] for r in summary["results"]})
     fig, axes = plt.subplots(1, 2, sharey=True,
                              figsize=(12, 1.2 + 0.45 * len(strategies) * max(1, len(components))))
@@ -109,8 +126,6 @@ def plot_summary(summary: dict, plots_dir: Path) -> list[str]:
         ax.grid(alpha=0.3, axis="x")
         ax.legend(fontsize=8)
     fig.suptitle(f"{summary['model']}: quantization strategies{tag}", fontsize=10)
-    path = plots_dir / "strategies.png"
-    _save(fig, path)
+    _save(fig, Path(path))
     plt.close(fig)
-    written.append(str(path))
-    return written
+    return str(path)

@@ -1,6 +1,6 @@
 """Source kinds: where a model's checkpoint comes from.
 
-A registry of small functions, one per kind (``pypi``, ``hf``, ``path``, ``random``). Each takes the
+A registry of small functions, one per kind (``pypi``, ``hf``, ``path``, ``random``, ``onnx``). Each takes the
 model's ``source`` block from ``config.yaml`` and returns a :class:`SourceRecord`: what was fetched,
 from where, at which version or revision, and the sha256 of every file, so later stages can verify
 the bytes they load and ``metadata.json`` can record provenance.
@@ -165,6 +165,34 @@ def fetch_random(model: str, spec: Mapping[str, Any], workdir: Path) -> SourceRe
                         revision=None, version=None, synthetic=True, files=[file],
                         details={"architecture": spec["architecture"], "seed": spec["seed"],
                                  "overrides": dict(spec.get("overrides") or {})})
+
+
+@source_kind("onnx")
+def fetch_onnx(model: str, spec: Mapping[str, Any], workdir: Path) -> SourceRecord:
+    """An ``.onnx`` graph (inside an installed package, or a local path), specialised to static
+    shapes: its inputs bound (``source.inputs``), decidable ``If`` branches folded, dead nodes
+    pruned (:mod:`kiln.sources.onnx_graph`). The specialised graph is written beside the other
+    checkpoints (role ``static_graph``) after checking onnx2torch converts every op left, so an
+    unsupported op stops the fetch, naming the op and the file."""
+    from kiln.sources import onnx_graph
+
+    where = {k: spec[k] for k in ("package", "module", "resource") if k in spec}
+    located = (SOURCE_KINDS["pypi"](model, where, workdir) if where
+               else SOURCE_KINDS["path"](model, {"path": spec["path"]}, workdir))
+    original = located.files[0]
+    _check_expected_sha(spec, original)
+    path = Path(original.path)
+    graph = onnx_graph.load(path)
+    static, folded = onnx_graph.specialise(graph, spec["inputs"], path)
+    onnx_graph.check_convertible(static, path)
+    out = Path(workdir) / f"{path.stem}.static.onnx"
+    onnx_graph.save(static, out)
+    return SourceRecord(
+        kind="onnx", id=located.id, revision=located.revision, version=located.version, synthetic=False,
+        files=[original, describe_file(out, "static_graph")],
+        details={**located.details, "opset": onnx_graph.opset(graph),
+                 "inputs": {k: dict(v) for k, v in spec["inputs"].items()}, "folded": folded,
+                 "ops": onnx_graph.op_counts(graph.graph), "static_ops": onnx_graph.op_counts(static.graph)})
 
 
 def fetch(model: str, family: str, spec: Mapping[str, Any], workdir: Path) -> SourceRecord:

@@ -13,7 +13,7 @@ import numpy as np
 
 from kiln.config import ComponentConfig, ModelConfig
 from kiln.errors import ParityError
-from kiln.models.spec import ComponentSpec, stream
+from kiln.models.spec import ComponentSpec, PlotSeries, stream
 from kiln.validate import backends as bk
 from kiln.validate.metrics import Tolerance, compare
 from kiln.validate.reference import Reference
@@ -24,6 +24,13 @@ log = logging.getLogger("kiln.validate")
 
 def stack(steps: list[dict], output: str) -> np.ndarray:
     return np.stack([np.asarray(s[output]) for s in steps])
+
+
+def norm_series(output: str) -> PlotSeries:
+    """The L2 norm of ``output`` per step: what to plot for a component whose family names no series."""
+    return PlotSeries(f"L2 norm of '{output}' per step",
+                      lambda steps: np.array([float(np.linalg.norm(np.asarray(s[output], dtype=np.float64)))
+                                              for s in steps]))
 
 
 def coreml_backends(artifact: Path, component: ComponentConfig,
@@ -59,10 +66,12 @@ def stream_backends(spec: ComponentSpec, component: ComponentConfig, present: li
     return steps, latency
 
 
-def parity_entries(component: ComponentConfig, steps: dict[str, list[dict]], reference: str) -> list[dict]:
+def parity_entries(component: ComponentConfig, steps: dict[str, list[dict]], reference: str,
+                   only: tuple[str, ...] | None = None) -> list[dict]:
+    """Each backend's outputs (``only`` these, when given) against ``reference``'s."""
     entries = []
     for backend, backend_steps in steps.items():
-        if backend == reference:
+        if backend == reference or (only is not None and backend not in only):
             continue
         precision = backend.removeprefix("kiln_") if backend.startswith("kiln_") else None
         for spec in component.outputs:
@@ -70,7 +79,8 @@ def parity_entries(component: ComponentConfig, steps: dict[str, list[dict]], ref
             report_only = bool(settings.pop("report_only", False))
             tol = Tolerance(**settings)
             metrics = compare(stack(steps[reference], spec.name), stack(backend_steps, spec.name), tol)
-            entries.append({"output": spec.name, "backend": backend, "precision": precision, **metrics,
+            entries.append({"output": spec.name, "backend": backend, "reference": reference,
+                            "precision": precision, **metrics,
                             **({"report_only": True} if report_only else {})})
     return entries
 
@@ -101,30 +111,39 @@ def check_parity(model: str, component: ComponentConfig, entries: list[dict]) ->
 
 def validate_component(spec: ComponentSpec, model: ModelConfig, component: ComponentConfig,
                        facts: Mapping[str, Any], reference: Reference, artifact: Path,
-                       plots_dir: Path | None = None) -> dict:
-    """Everything metadata.json records about one component's parity, task metrics and latency."""
+                       plots_dir: Path | None = None, source_runtimes: tuple = ()) -> dict:
+    """Everything metadata.json records about one component's parity, task metrics and latency.
+
+    ``source_runtimes``: backends running the original source in its own runtime (onnxruntime for
+    an ONNX graph); each is compared with torch, and every Core ML backend also with each of them."""
     from kiln.validate import plots
 
     log.info("validating %s/%s: %s (%d steps)", model.name, component.name,
              reference.meta.get("description", "reference inputs"), reference.steps)
     present, absent = coreml_backends(artifact, component, component.validate.precisions)
-    steps, latency = stream_backends(spec, component, present, absent, reference)
+    coreml = tuple(b.name for b in present)
+    steps, latency = stream_backends(spec, component, [*source_runtimes, *present], absent, reference)
     name = "torch_cpu"
     steps = {name: reference.outputs, **steps}
     entries = parity_entries(component, steps, name)
+    for runtime in source_runtimes:
+        entries += parity_entries(component, steps, runtime.name, only=coreml)
     task = {backend: spec.task_metrics(steps[name], s, facts) for backend, s in steps.items() if backend != name}
     failures = check_parity(model.name, component, entries)
     plot_files = []
     if plots_dir is not None:
-        if spec.plot is not None:
-            path = Path(plots_dir) / f"{component.name}_parity.png"
-            step_seconds = reference.meta.get("step_seconds")
-            plots.parity_plot(path, f"{model.name}/{component.name}: torch vs Core ML (kiln executor)"
-                              + (" [synthetic weights]" if model.synthetic else ""), spec.plot.label,
-                              step_seconds or 1.0, spec.plot.fn(steps[name]),
-                              {n: spec.plot.fn(s) for n, s in steps.items() if n != name},
-                              x_label="time (s)" if step_seconds else "step")
-            plot_files.append(str(path))
+        # every component gets a parity plot (the report shows one per component): its family's
+        # series, else the first output's L2 norm per step
+        series = spec.plot or norm_series(component.outputs[0].name)
+        path = Path(plots_dir) / f"{component.name}_parity.png"
+        step_seconds = reference.meta.get("step_seconds")
+        versus = "".join(f"{r.name}, " for r in source_runtimes)
+        plots.parity_plot(path, f"{model.name}/{component.name}: torch vs {versus}Core ML (kiln executor)"
+                          + (" [synthetic weights]" if model.synthetic else ""), series.label,
+                          step_seconds or 1.0, series.fn(steps[name]),
+                          {n: series.fn(s) for n, s in steps.items() if n != name},
+                          x_label="time (s)" if step_seconds else "step")
+        plot_files.append(str(path))
         if spec.artifacts is not None:
             written = spec.artifacts(Path(plots_dir), component.name, facts, steps[name],
                                      {n: s for n, s in steps.items() if n != name})

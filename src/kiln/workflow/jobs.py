@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -104,8 +105,7 @@ def prepare_job(config: Config, model: str, source_record: str | Path, programs:
     for name, component in model_cfg.components.items():
         t0 = time.perf_counter()
         program = trace(family, source, component, facts)
-        with atomic_path(programs[name]) as tmp:   # streamed to disk, not built in memory
-            torch.jit.save(program, str(tmp))
+        save_program(program, programs[name])
         del program                                 # one traced program in memory at a time
         seconds[name] = round(time.perf_counter() - t0, 3)
         log.info("  traced %s in %.1f s -> %s", name, seconds[name], programs[name])
@@ -132,6 +132,25 @@ def prepare_job(config: Config, model: str, source_record: str | Path, programs:
     log.info("source loads for %s in this build: 1 (%.1f s); prepared %d components", model,
              seconds["load"], len(programs))
     return data
+
+
+def save_program(program, path: str | Path) -> None:
+    """``torch.jit.save`` to ``path`` atomically: the archive's records are named after the file it
+    is saved as, so it is saved under its final name inside a private temporary folder (not as a
+    random temporary file), then renamed into place; the records are then equal across builds,
+    except ``.data/serialization_id``, which torch draws at random per process. Streamed to disk,
+    not built in memory."""
+    import tempfile
+
+    import torch
+
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with tempfile.TemporaryDirectory(prefix=f".{path.name}.", suffix=".dir.tmp",
+                                         dir=path.parent) as staging:
+            staged = Path(staging) / path.name
+            torch.jit.save(program, str(staged))
+            os.replace(staged, tmp)
 
 
 def _verified(config: Config, model: str, component: str, artifact: str | Path) -> Path:
@@ -328,10 +347,13 @@ def parity_job(config: Config, model: str, component: str, facts_path: str | Pat
 
     model_cfg = config.model(model)
     comp = config.component(model, component)
-    spec = _family(config, model).check_contract(comp)
+    family = _family(config, model)
+    spec = family.check_contract(comp)
     limits.check_fits(comp, [reference, _weight_file(_verified(config, model, component, package))])
-    result = validate_component(spec, model_cfg, comp, read_facts(facts_path), load_reference(reference, comp),
-                                Path(package), Path(plots_dir))
+    facts = read_facts(facts_path)
+    runtimes = (family.source_runtime(facts, comp),) if family.source_runtime is not None else ()
+    result = validate_component(spec, model_cfg, comp, facts, load_reference(reference, comp),
+                                Path(package), Path(plots_dir), source_runtimes=runtimes)
     data = {
         "schema_version": RECORD_SCHEMA_VERSION,
         "model": model,
@@ -386,7 +408,8 @@ def end_to_end_job(config: Config, model: str, facts_path: str | Path, task_reco
 
 def metadata_job(config: Config, model: str, source_record: str | Path, prepare_record: str | Path,
                  torch_latency: str | Path, export_records: list, parity_records: list, compile_records: list,
-                 end_to_end_record: str | Path, out_metadata: str | Path, plots_dir: str | Path) -> dict:
+                 end_to_end_record: str | Path, out_metadata: str | Path, plots_dir: str | Path,
+                 out_table: str | Path | None = None) -> dict:
     """Aggregate a model's records into metadata.json (validated against its schema) + summary plot."""
     from kiln.validate.metadata import build_metadata, latency_overview_plot, validate_metadata
 
@@ -401,6 +424,10 @@ def metadata_job(config: Config, model: str, source_record: str | Path, prepare_
     metadata["end_to_end"] = _read_json(end_to_end_record, "end-to-end record")["end_to_end"]
     validate_metadata(metadata, where=str(out_metadata))
     latency_overview_plot(metadata, Path(plots_dir) / "latency.png")
+    if out_table is not None:
+        from kiln.report import parity_page, write_page
+
+        write_page(out_table, parity_page(metadata))
     write_json(out_metadata, metadata)
     return metadata
 
@@ -481,10 +508,13 @@ class _Swapped(Mapping):
 
 
 def quantization_summary_job(config: Config, model: str, records: list, out_summary: str | Path,
-                             plots_dir: str | Path, facts_path: str | Path | None = None,
-                             task_record: str | Path | None = None,
+                             out_strategies_plot: str | Path, out_table: str | Path,
+                             facts_path: str | Path | None = None, task_record: str | Path | None = None,
                              packages: Mapping[str, str] | None = None) -> dict:
-    from kiln.quantize.summary import build_summary, plot_summary, validate_summary
+    """A model's quantization_summary.json, its strategies overview plot and its report table; with
+    the family's task (facts, task record, float packages), each quantized variant judged on it."""
+    from kiln.quantize.summary import build_summary, plot_strategies, validate_summary
+    from kiln.report import quantization_page, write_page
 
     loaded = []
     for path in records:
@@ -498,9 +528,18 @@ def quantization_summary_job(config: Config, model: str, records: list, out_summ
         task = quantized_task_check(config, model, loaded, facts_path, task_record, packages)
     summary = build_summary(model, config.model(model).synthetic, loaded, task=task)
     validate_summary(summary, where=str(out_summary))
-    plot_summary(summary, Path(plots_dir))
+    plot_strategies(summary, Path(out_strategies_plot))
+    write_page(out_table, quantization_page(summary))
     write_json(out_summary, summary)
     return summary
+
+
+def quantization_plot_job(config: Config, model: str, component: str, summary_path: str | Path,
+                          out_plot: str | Path) -> str:
+    """Size vs quality of one component's strategies, from the model's quantization summary."""
+    from kiln.quantize.summary import plot_component
+
+    return plot_component(_read_json(summary_path, "quantization summary"), component, Path(out_plot))
 
 
 # -- consumer contract -------------------------------------------------------------------------------

@@ -162,11 +162,20 @@ def export_targets(config: Config, model: str | None = None) -> list[str]:
 
 def model_targets(config: Config, model: str) -> list[str]:
     """Everything the workflow builds for ``model``: metadata.json (export, compile, validate), the
-    quantization sweep, and the check against its consumer's contract (where one exists)."""
-    targets = [str(metadata_path(config, model)), str(quantization_summary(config, model))]
+    quantization sweep with its plots, and the check against its consumer's contract (where one
+    exists)."""
+    targets = [str(metadata_path(config, model)), str(quantization_summary(config, model)),
+               *quantization_plots(config, model)]
     if contract_file(config, model).is_file():
         targets.append(str(contract_report(config, model)))
     return targets
+
+
+def quantization_plots(config: Config, model: str) -> list[str]:
+    """The size-vs-quality plot of every component with a quantization strategy."""
+    components = sorted({c for _, c in quantize_jobs(config, model)})
+    return [str(Path(config.results_dir) / model / "plots" / "quantization" / f"size_vs_quality_{c}.png")
+            for c in components]
 
 
 def contract_file(config: Config, model: str) -> Path:
@@ -194,7 +203,8 @@ def contract_artifacts(config: Config, model: str) -> dict[str, dict[str, str]]:
 
 
 def quantize_targets(config: Config) -> list[str]:
-    return [str(quantization_summary(config, m)) for m in config.enabled_models]
+    return [t for m in config.enabled_models for t in (str(quantization_summary(config, m)),
+                                                       *quantization_plots(config, m))]
 
 
 def compile_targets(config: Config) -> list[str]:
