@@ -100,10 +100,15 @@ def copy_workflow(root: Path) -> Workspace:
     return Workspace(root)
 
 
+#: a fixed commit date: two workspaces of the same files get the same commit, so the kiln commit
+#: their records carry (provenance.toolchain) is equal too (compared by the slurm test)
+FIXED_DATE = {"GIT_AUTHOR_DATE": "2026-01-01T00:00:00+00:00", "GIT_COMMITTER_DATE": "2026-01-01T00:00:00+00:00"}
+
+
 def commit_workspace(ws: Workspace) -> Workspace:
     ws.git("init", "-q", "-b", "main")
     ws.git("add", "-A")
-    ws.git("commit", "-q", "-m", "workspace")
+    ws.run("git", "commit", "-q", "-m", "workspace", env=FIXED_DATE)
     return ws
 
 
