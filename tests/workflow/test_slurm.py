@@ -22,7 +22,8 @@ REPRODUCIBLE = ("source.json", "checkpoint/**/*", "prepared/facts.json", "refere
                 "*.mlpackage/**/*", "*.mlmodelc/**/*", "quantized/**/*.mlpackage/**/*",
                 "quantized/**/*.mlmodelc/**/*", "plots/*_parity.png")
 #: keys of job records that hold measurements of this run (wall times, latencies), not results
-MEASURED = {"seconds", "export_seconds", "latency", "torch_latency", "timings", "wall_seconds"}
+MEASURED = {"seconds", "export_seconds", "latency", "torch_latency", "timings", "wall_seconds",
+            "median_ms", "mean_ms", "p90_ms"}  # timing statistics of a run (reference/torch_latency.json)
 
 
 def _archive_members(path: Path) -> dict[str, bytes]:
