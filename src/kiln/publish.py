@@ -29,6 +29,7 @@ from typing import Any
 
 from kiln.errors import KilnError
 from kiln.fsutil import atomic_dir, sha256_file, sha256_tree, tree_size, write_json
+from kiln.report import format_value
 
 PROVENANCE_SCHEMA_VERSION = 1
 #: the folder (inside a published repo) holding what reproduces it
@@ -230,13 +231,7 @@ def stage(config, model: str, out_dir: str | Path | None = None, *, repo_id: str
 # -- the model card --------------------------------------------------------------------------------
 
 def _num(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, bool):
-        return "yes" if value else "**no**"
-    if isinstance(value, float):
-        return f"{value:.{digits}g}"
-    return str(value)
+    return format_value(value, digits, false="**no**")  # a failed check stands out in markdown
 
 
 def _size(n: int) -> str:

@@ -22,14 +22,21 @@ STYLE = ("body{font-family:sans-serif;font-size:13px;margin:8px}table{border-col
          "p.note{color:#555}")
 
 
-def _cell(value: Any, digits: int = 4) -> str:
+def format_value(value: Any, digits: int = 4, *, false: str = "NO") -> str:
+    """A table cell's text, shared by the report's HTML tables and the model card's markdown:
+    "–" for an absent figure (never a number), yes/``false`` for a check, ``digits`` significant
+    digits for a float."""
     if value is None:
         return "–"
     if isinstance(value, bool):
-        return "yes" if value else "NO"
+        return "yes" if value else false
     if isinstance(value, float):
         return f"{value:.{digits}g}"
-    return html.escape(str(value))
+    return str(value)
+
+
+def _cell(value: Any, digits: int = 4) -> str:
+    return html.escape(format_value(value, digits))
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]], left: int = 1,
