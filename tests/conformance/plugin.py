@@ -18,6 +18,7 @@ Every case's outcome (passed, failed, skipped/xfailed with the reason) and what 
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import random
@@ -322,12 +323,18 @@ def _apply_after_compare_erratum(report, call, case):
 
 # -- controller side: collect every case's outcome into the summary --------------------------------
 class _Collector:
-    def __init__(self):
+    """Every case's outcome; with a progress path, each finished case is also appended there as a
+    JSON line at once, so a long run's failures can be read (and a stopped run's kept) before the
+    summary is written."""
+
+    def __init__(self, progress_path: str | None = None):
         self.cases: dict[str, dict] = {}
+        self.progress = open(progress_path, "w", encoding="utf-8", buffering=1) if progress_path else None
 
     def record(self, report):
         props = dict(report.user_properties)
-        entry = self.cases.setdefault(props.get("kiln_case_id", report.nodeid), {"outcome": None})
+        key = props.get("kiln_case_id", report.nodeid)
+        entry = self.cases.setdefault(key, {"outcome": None})
         if "kiln_precision" in props:
             entry["precision"] = props["kiln_precision"]
         if "kiln_runs" in props and props["kiln_runs"]:
@@ -342,6 +349,8 @@ class _Collector:
                 entry["reason"] = reason
         elif report.when == "teardown" and report.failed and entry["outcome"] != "failed":
             entry["outcome"], entry["reason"] = "failed", _first_line(report)
+        if report.when == "teardown" and self.progress is not None:
+            self.progress.write(json.dumps({"case": key, **entry}) + "\n")
 
 
 def _first_line(report) -> str:
@@ -399,9 +408,17 @@ def summarize(cases: dict[str, dict]) -> dict:
     }
 
 
+def progress_path(summary_path: str) -> str:
+    """Where a run writing ``summary_path`` logs each finished case as it goes (JSON lines)."""
+    return os.path.splitext(summary_path)[0] + ".progress.jsonl"
+
+
 def pytest_configure(config):
     if not hasattr(config, "workerinput"):  # the controller (or a run without xdist)
-        config._kiln_collector = _Collector()
+        summary = config.getoption("--kiln-summary")
+        if summary:
+            os.makedirs(os.path.dirname(os.path.abspath(summary)), exist_ok=True)
+        config._kiln_collector = _Collector(progress_path(summary) if summary else None)
 
 
 def pytest_runtest_logreport(report):
@@ -439,5 +456,6 @@ def pytest_sessionfinish(session, exitstatus):
         **summarize(collector.cases),
         "cases": dict(sorted(collector.cases.items())),
     }
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     write_json(path, summary)
+    collector.progress.close()
+    os.unlink(progress_path(path))  # the summary holds every case now
