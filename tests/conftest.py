@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 
@@ -13,6 +14,13 @@ SHARED = REPO.parent / "shared"
 GOLDEN = SHARED / "golden" / "silero-vad-coreml-v6.0.0"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a model hub
+
+
+def pytest_collection_finish(session):
+    # ct.convert ends with a full gc.collect() over every live object (torch, NeMo, the collected
+    # tests): frozen, what exists now is left out of those collections
+    gc.collect()
+    gc.freeze()
 
 
 @pytest.fixture(scope="session")
