@@ -110,3 +110,13 @@ class DigestCache:
         except (KilnError, OSError):
             return  # read-only checkout: the cache is an optimisation, never a failure
         self.dirty = False
+
+
+def cached_digest(path: str | os.PathLike) -> str:
+    """``path``'s digest (file or bundle) through the checkout's cache, which keeps it for every
+    later reader (the next job's integrity check, the ledger): a job hashes what it wrote once."""
+    cache = DigestCache.default()
+    try:
+        return cache.digest(path)
+    finally:
+        cache.save()

@@ -79,13 +79,15 @@ def compare_bundles(a: str | Path, b: str | Path) -> list[str]:
     return problems
 
 
-def compare_bundle_to_package(package: str | Path, bundle: str | Path, parsed=None) -> list[str]:
+def compare_bundle_to_package(package: str | Path, bundle: str | Path, parsed=None, digests=None) -> list[str]:
     """The compile round trip checked structurally: the bundle's ``model.mil`` parses back to the
     package's program (function inputs in the printed, sorted order; the compiler's own
     ``coremlc-*`` buildInfo entries on top of the package's), and every weight file the program
     references is byte-identical in the bundle (sha256). Differences, one message each; empty
     when the bundle is the package's program. ``parsed``: the bundle's program if already parsed
-    (e.g. by ``kiln.mil.load_model``), so the text is not parsed twice."""
+    (e.g. by ``kiln.mil.load_model``), so the text is not parsed twice. ``digests``: a
+    :class:`kiln.digests.DigestCache` to take known digests from and keep the new ones in (a package
+    the ledger has hashed is not hashed again; the bundle's digests serve its tree digest)."""
     from coremltools.proto import MIL_pb2
 
     from kiln.coreml.manifest import check_blob_references, read_package
@@ -129,9 +131,10 @@ def compare_bundle_to_package(package: str | Path, bundle: str | Path, parsed=No
         else:
             problems.append(f"{relative}: missing from the bundle")
     # hashlib releases the GIL on large buffers: both sides hash at once
+    digest_of = digests.file_digest if digests is not None else sha256_file
     with ThreadPoolExecutor(max_workers=2) as pool:
-        digests = list(pool.map(sha256_file, [p for _, ours, theirs in pairs for p in (ours, theirs)]))
+        found = list(pool.map(digest_of, [p for _, ours, theirs in pairs for p in (ours, theirs)]))
     for index, (relative, _, theirs) in enumerate(pairs):
-        if digests[2 * index] != digests[2 * index + 1]:
+        if found[2 * index] != found[2 * index + 1]:
             problems.append(f"{relative}: differs from {theirs} (sha256)")
     return problems

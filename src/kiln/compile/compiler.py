@@ -78,7 +78,21 @@ def _copy_checked(source: Path, target: Path) -> None:
     except OSError as exc:
         raise CompileError(f"{source}: cannot read weight file: {exc.strerror}") from None
     with os.fdopen(fd, "rb") as reader, open(target, "wb") as writer:
-        shutil.copyfileobj(reader, writer, 1 << 20)
+        size = os.fstat(reader.fileno()).st_size
+        copied = 0
+        try:  # in the kernel (no round trip of a GB-size weight file through user space)
+            while copied < size:
+                sent = os.sendfile(writer.fileno(), reader.fileno(), copied, size - copied)
+                if sent == 0:
+                    break
+                copied += sent
+        except OSError:
+            if copied:
+                raise
+        if copied < size:  # a file system without sendfile, or a file that shrank
+            reader.seek(copied)
+            writer.seek(copied)
+            shutil.copyfileobj(reader, writer, 1 << 20)
 
 
 def compile_package(package: str | Path, output: str | Path, *, dialect: str = "1.0",

@@ -327,7 +327,7 @@ class _Compiler:
         if impl.constexpr:
             if dynamic or tuples:
                 raise ModelFormatError(f"{where}: a constant op with non-constant inputs")
-            const_kwargs = {k: _widen(v) for k, v in const_kwargs.items()}
+            const_kwargs = {k: v if k in impl.narrow_params else _widen(v) for k, v in const_kwargs.items()}
             try:
                 result = impl.fn(**const_kwargs)
                 results = list(result) if isinstance(result, tuple) else [result]

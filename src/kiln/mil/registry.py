@@ -113,8 +113,10 @@ def register(
     context: bool = False,
     constexpr: bool = False,
     exact: bool = False,
+    narrow: tuple[str, ...] = (),
 ):
-    """Register the decorated function as the implementation of ``op_type`` from opset ``since``."""
+    """Register the decorated function as the implementation of ``op_type`` from opset ``since``.
+    ``narrow``: parameters whose fp16 constants it takes as float16 arrays (see :func:`prepares`)."""
 
     def decorate(fn: Callable) -> Callable:
         module = fn.__module__.rsplit(".", 1)[-1]
@@ -127,6 +129,7 @@ def register(
             context,
             constexpr,
             exact,
+            narrow_params=frozenset(narrow),
         )
         variants = _REGISTRY.setdefault(op_type, [])
         if any(v.since == impl.since for v in variants):
@@ -151,7 +154,7 @@ def prepares(op_type: str, *, since: str = "iOS15", narrow: tuple[str, ...] = ()
             if impl.since == number:
                 if impl.prepare is not None:
                     raise ValueError(f"op {op_type} ({since}) already has a prepare function")
-                variants[index] = replace(impl, prepare=prepare, narrow_params=frozenset(narrow))
+                variants[index] = replace(impl, prepare=prepare, narrow_params=impl.narrow_params | frozenset(narrow))
                 return prepare
         raise ValueError(f"op {op_type} has no implementation registered for {since}")
 

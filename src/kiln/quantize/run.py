@@ -11,7 +11,8 @@ from typing import Any, Mapping
 from kiln.config import ComponentConfig, ModelConfig
 from kiln.errors import KilnError
 from kiln.export.convert import SPEC_VERSIONS
-from kiln.fsutil import remove_path, sha256_tree, tree_size
+from kiln.digests import cached_digest
+from kiln.fsutil import remove_path, tree_size
 from kiln.models.spec import ComponentSpec, stream
 from kiln.quantize.strategies import STRATEGIES, QuantizeContext, floored_scales, needs_target
 from kiln.validate import backends as bk
@@ -152,7 +153,7 @@ def quantize_component(spec: ComponentSpec, model: ModelConfig, component: Compo
         **record,
         "status": "ok",
         **details,
-        "package": {"path": str(out_package), "sha256": sha256_tree(out_package), "size_bytes": size},
+        "package": {"path": str(out_package), "sha256": cached_digest(out_package), "size_bytes": size},
         "bundle": compiled["bundle"],
         "compiler": compiled["compiler"],
         "size_ratio": size / base_bytes,

@@ -11,12 +11,12 @@ from typing import Mapping
 import numpy as np
 
 from kiln.compile.errors import CompileError
-from kiln.fsutil import sha256_tree, tree_size
+from kiln.fsutil import tree_size
 
 log = logging.getLogger("kiln.compile")
 
 
-def round_trip(package: Path, bundle: Path, inputs: Mapping[str, np.ndarray]) -> dict:
+def round_trip(package: Path, bundle: Path, inputs: Mapping[str, np.ndarray], digests=None) -> dict:
     """The bundle is the package, checked structurally: its ``model.mil`` parses back to the
     package's program and its weight files are the package's (sha256); then kiln's executor runs
     the bundle once, on the validation inputs, and must give every declared output."""
@@ -24,7 +24,7 @@ def round_trip(package: Path, bundle: Path, inputs: Mapping[str, np.ndarray]) ->
     from kiln.mil import load_model
 
     model = load_model(bundle)  # parses model.mil once, for the check and the execution
-    differences = compare_bundle_to_package(package, bundle, parsed=model.program)
+    differences = compare_bundle_to_package(package, bundle, parsed=model.program, digests=digests)
     if differences:
         raise CompileError(f"{bundle}: the bundle is not the package's program: " + "; ".join(differences))
     outputs = model.predict(inputs, precision="fp32")
@@ -36,9 +36,15 @@ def round_trip(package: Path, bundle: Path, inputs: Mapping[str, np.ndarray]) ->
 
 
 def compile_component(package: Path, bundle: Path, settings: Mapping[str, str],
-                      check_inputs: Mapping[str, np.ndarray] | None = None) -> dict:
+                      check_inputs: Mapping[str, np.ndarray] | None = None, digests=None) -> dict:
+    """Compile ``package`` into ``bundle`` and record how. ``digests``: the sha256 cache (default
+    the checkout's, shared with the staleness ledger): each weight file is hashed once, for the
+    round trip and the bundle's digest alike."""
     from kiln.compile import compare_bundles, compile_package, find_coremlcompiler
     from kiln.compile.apple import compile_with_apple
+    from kiln.digests import DigestCache
+
+    digests = digests if digests is not None else DigestCache.default()
 
     choice = settings.get("compiler", "auto")
     dialect = settings.get("dialect", "1.0")
@@ -67,9 +73,11 @@ def compile_component(package: Path, bundle: Path, settings: Mapping[str, str],
         "dialect": None if use_apple else dialect,
         "apple_compiler_available": apple is not None,
         "kiln_vs_apple_differences": differences,
-        "bundle": {"path": str(bundle), "sha256": sha256_tree(bundle), "size_bytes": tree_size(bundle)},
+        "bundle": None,
         "seconds": round(seconds, 4),
     }
     if check_inputs is not None:
-        result["round_trip"] = round_trip(package, bundle, check_inputs)
+        result["round_trip"] = round_trip(package, bundle, check_inputs, digests)
+    result["bundle"] = {"path": str(bundle), "sha256": digests.digest(bundle), "size_bytes": tree_size(bundle)}
+    digests.save()
     return result

@@ -18,8 +18,9 @@ from pathlib import Path
 
 from kiln.config import (Config, compile_settings, export_settings, prepare_settings, quantize_settings,
                          settings_digest, source_settings, validate_settings)
+from kiln.digests import cached_digest
 from kiln.errors import SourceError
-from kiln.fsutil import atomic_path, sha256_file, sha256_tree, tree_size, write_json
+from kiln.fsutil import atomic_path, sha256_file, tree_size, write_json
 from kiln.workflow import limits
 from kiln.provenance import toolchain
 from kiln.sources import SourceRecord, fetch
@@ -300,7 +301,7 @@ def export_job(config: Config, model: str, component: str, source_record: str | 
         "settings": settings,
         "package": {
             "path": str(out_package),
-            "sha256": sha256_tree(out_package),
+            "sha256": cached_digest(out_package),
             "size_bytes": tree_size(out_package),
         },
         **report,
@@ -360,7 +361,7 @@ def parity_job(config: Config, model: str, component: str, facts_path: str | Pat
         "component": component,
         "synthetic": model_cfg.synthetic,
         "settings_sha256": settings_digest(validate_settings(model_cfg, comp)),
-        "package_sha256": sha256_tree(package),
+        "package_sha256": cached_digest(package),
         **result,
     }
     write_json(out_record, data)

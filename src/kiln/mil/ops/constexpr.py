@@ -15,13 +15,14 @@ from ..registry import register
 from ._util import as_int, as_ints, as_str, norm_axis
 
 
-@register("const", constexpr=True)
+@register("const", constexpr=True, narrow=("val",))
 def const(val):
-    """MIL ``const`` (iOS15+): the value of its ``val`` attribute."""
+    """MIL ``const`` (iOS15+): the value of its ``val`` attribute (an fp16 weight stays float16:
+    the constant pool keeps it as read)."""
     return val
 
 
-@register("_const_symbolic", constexpr=True)
+@register("_const_symbolic", constexpr=True, narrow=("val",))
 def const_symbolic(val):
     """MIL ``_const_symbolic`` (iOS15+, internal to coremltools): a ``const``."""
     return val
