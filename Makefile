@@ -62,14 +62,14 @@ bench: setup
 CONFORMANCE_SUITE := coremltools.converters.mil.mil.ops.tests
 CONFORMANCE_RESULTS := tests/conformance/results
 # ~690 cases compute their expected values with TensorFlow (non_max_suppression, scatter,
-# layer_norm against Keras). It lives in its own folder, on the path of conformance runs only:
+# layer_norm against Keras). It lives in its own folder, on the path of `make conformance` only:
 # coremltools imports TensorFlow whenever it can, which would slow every other kiln process.
 # tensorflow-cpu and the dependencies the main environment lacks, pinned (resolved against
 # constraints.txt: nothing there changes).
 CONFORMANCE_TF_DIR := $(VENV)/extra/tensorflow
 CONFORMANCE_TF := tensorflow-cpu==2.21.0 keras==3.15.1 h5py==3.14.0 astunparse==1.6.3 gast==0.7.0 \
   google-pasta==0.2.0 libclang==18.1.1 namex==0.1.0 opt_einsum==3.4.0 optree==0.20.0
-CONFORMANCE_PYTEST := PYMIL_TEST_TARGETS=mlprogram INCLUDE_MIL_FP32_UNIT_TESTS=1 PYTHONPATH=$(CONFORMANCE_TF_DIR) \
+CONFORMANCE_PYTEST := PYMIL_TEST_TARGETS=mlprogram INCLUDE_MIL_FP32_UNIT_TESTS=1 \
   $(BIN)/python -m pytest -q -p tests.conformance.plugin -p no:cacheprovider --pyargs $(CONFORMANCE_SUITE)
 
 $(CONFORMANCE_TF_DIR)/.installed: $(VENV)/.installed
@@ -79,13 +79,14 @@ $(CONFORMANCE_TF_DIR)/.installed: $(VENV)/.installed
 	touch $@
 
 conformance: setup $(CONFORMANCE_TF_DIR)/.installed
-	$(CONFORMANCE_PYTEST) -n $(CORES) --kiln-summary $(CONFORMANCE_RESULTS)/summary.json
+	PYTHONPATH=$(CONFORMANCE_TF_DIR) $(CONFORMANCE_PYTEST) -n $(CORES) --kiln-summary $(CONFORMANCE_RESULTS)/summary.json
 
 # Regenerate the fast slice `make test` runs (tests/conformance/fast_slice.txt) and the op coverage
 # `kiln ops --coverage` reports (src/kiln/mil/conformance_coverage.json): run the first case of every
 # test function per opset, keep a set of passing cases covering every (opset, op) pair they executed,
 # run that slice and record what it executed.
-conformance-slice: setup $(CONFORMANCE_TF_DIR)/.installed
+# (without TensorFlow: the slice runs in `make test`, whose environment has none)
+conformance-slice: setup
 	-$(CONFORMANCE_PYTEST) -n $(CORES) --kiln-candidates --kiln-summary $(CONFORMANCE_RESULTS)/candidates.json
 	$(BIN)/python -m tests.conformance.slice select $(CONFORMANCE_RESULTS)/candidates.json --out tests/conformance/fast_slice.txt
 	$(CONFORMANCE_PYTEST) -n $(CORES) --kiln-slice tests/conformance/fast_slice.txt --kiln-summary $(CONFORMANCE_RESULTS)/fast_slice.json
