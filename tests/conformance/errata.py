@@ -22,7 +22,7 @@ from fnmatch import fnmatchcase
 
 @dataclass(frozen=True)
 class Erratum:
-    pattern: str  # fnmatch pattern over the case id (``iOS14/test_x.py::TestX::test_y[...]``)
+    pattern: str  # over the case id (``iOS14/test_x.py::TestX::test_y[...]``): ``*`` any text, ``[`` itself
     reason: str
     # None: the erratum is about the expected values (applies when kiln's outputs do not match).
     # A text: about a check the test makes after kiln's outputs matched; applies only when the
@@ -77,6 +77,8 @@ ERRATA = (
 
 def erratum_for(case_id: str, after_compare: bool = False) -> Erratum | None:
     for erratum in ERRATA:
-        if (erratum.after_compare is not None) == after_compare and fnmatchcase(case_id, erratum.pattern):
+        # case ids hold brackets: a ``[`` in a pattern is the character, never an fnmatch class
+        if (erratum.after_compare is not None) == after_compare and \
+                fnmatchcase(case_id, erratum.pattern.replace("[", "[[]")):
             return erratum
     return None

@@ -58,3 +58,12 @@ def test_every_erratum_has_a_reason_and_matches_suite_case_ids():
     assert erratum_for("iOS16/test_image_resizing.py::TestCropResize::test_builder_to_backend_ios16["
                        "precision='fp16'") is None
 
+
+
+def test_a_bracket_in_a_pattern_is_the_character():
+    # the iOS17 crop_resize pattern ends in "-N=3]": as an fnmatch class it matched no case id
+    ios17 = ("iOS17/test_image_resizing.py::TestCropResize::test_builder_to_backend_ios17[compute_unit="
+             "ComputeUnit.CPU_ONLY-backend=BackendConfig(backend='mlprogram', precision='fp32', "
+             "opset_version=<AvailableTarget.iOS17: 8>)-N={}]")
+    assert erratum_for(ios17.format(3)) is not None
+    assert erratum_for(ios17.format(1)) is None
