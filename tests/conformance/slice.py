@@ -5,6 +5,9 @@
     (opset, op type) pair the run executed in a passing case: greedy set cover, cheapest case first
     on ties, so ``make test`` stays fast.
 
+``python -m tests.conformance.slice merge RUN.json [RERUN.json ...] --out merged.json``
+    one summary of several runs (summaries or ``.progress.jsonl`` files); a case's last outcome wins.
+
 ``python -m tests.conformance.slice coverage SUMMARY.json --out src/kiln/mil/conformance_coverage.json``
     writes, from the fast slice's own run, the op types each opset's passing cases executed on kiln,
     with one case that executed each. ``kiln ops --coverage`` reads it; ``test_fast_slice.py`` checks
@@ -19,9 +22,28 @@ import sys
 from pathlib import Path
 
 def load_cases(path: Path) -> dict[str, dict]:
+    """The cases of a summary, or of a run's progress file (``*.progress.jsonl``, one case a line)."""
     with open(path, encoding="utf-8") as handle:
-        cases = json.load(handle)["cases"]
+        if path.suffix == ".jsonl":
+            cases = {}
+            for line in handle:
+                if line.strip():
+                    entry = json.loads(line)
+                    cases[entry.pop("case")] = entry
+        else:
+            cases = json.load(handle)["cases"]
     return {" ".join(case_id.split()): case for case_id, case in cases.items()}
+
+
+def merge(paths: list[Path]) -> dict:
+    """One summary of several runs: a case's last outcome wins (a re-run of some cases, a run of
+    the cases another environment could not run), totals recomputed by the plugin's own rule."""
+    from .plugin import summarize
+
+    cases: dict[str, dict] = {}
+    for path in paths:
+        cases.update(load_cases(path))
+    return {"merged_from": [str(p) for p in paths], **summarize(cases), "cases": dict(sorted(cases.items()))}
 
 
 def passing_pairs(case: dict) -> set[tuple[str, str]]:
@@ -61,7 +83,7 @@ def coverage(cases: dict[str, dict]) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.conformance.slice", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("select", "coverage"):
+    for name in ("select", "coverage", "merge"):
         cmd = sub.add_parser(name)
         cmd.add_argument("summaries", nargs="+", type=Path, help="conformance summary JSON file(s)")
         cmd.add_argument("--out", type=Path, required=True)
@@ -72,6 +94,12 @@ def main(argv=None) -> int:
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
     from kiln.fsutil import atomic_file, write_json
+
+    if args.command == "merge":
+        merged = merge(args.summaries)
+        write_json(args.out, merged)
+        print(f"{args.out}: {json.dumps(merged['totals'])}")
+        return 0
 
     if args.command == "select":
         chosen = select(cases)

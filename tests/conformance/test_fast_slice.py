@@ -65,3 +65,19 @@ def test_slice_selection_covers_every_passing_op_pair_with_few_cases():
     assert fast_slice.select(cases) == ["a", "c"]
     cov = fast_slice.coverage(cases)["tested"]
     assert cov == {"iOS15": {"add": "a", "const": "a", "mul": "a"}, "iOS17": {"add": "c", "relu": "c"}}
+
+
+def test_merge_lets_a_rerun_override_and_reads_a_stopped_runs_progress_file(tmp_path):
+    first = {"cases": {
+        "x": {"outcome": "failed", "executed": True, "opset": "iOS17", "ops": ["crop_resize"], "precision": "fp32"},
+        "y": {"outcome": "skipped", "reason": "TensorFlow 2.x not found.", "precision": "fp32"},
+        "z": {"outcome": "passed", "executed": True, "opset": "iOS15", "ops": ["add"], "precision": "fp16"}}}
+    (tmp_path / "run.json").write_text(json.dumps(first))
+    progress = [{"case": "x", "outcome": "xfailed", "reason": "suite erratum: ...", "precision": "fp32"},
+                {"case": "y", "outcome": "passed", "executed": True, "opset": "iOS15", "ops": ["scatter"],
+                 "precision": "fp32"}]
+    (tmp_path / "rerun.progress.jsonl").write_text("".join(json.dumps(p) + "\n" for p in progress))
+    merged = fast_slice.merge([tmp_path / "run.json", tmp_path / "rerun.progress.jsonl"])
+    assert merged["totals"] == {"cases": 3, "executed": 2, "executed_passed": 2, "passed": 2, "xfailed": 1}
+    assert merged["failed_by_op"] == {} and merged["skipped_by_reason"] == {}
+    assert merged["xfailed_by_reason"] == {"suite erratum: ...": 1}
