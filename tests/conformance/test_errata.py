@@ -67,3 +67,15 @@ def test_a_bracket_in_a_pattern_is_the_character():
              "opset_version=<AvailableTarget.iOS17: 8>)-N={}]")
     assert erratum_for(ios17.format(3)) is not None
     assert erratum_for(ios17.format(1)) is None
+
+
+def test_fp16_overflow_erratum_needs_same_signed_infinity_and_every_other_element_matching():
+    from .errata import beyond_fp16_range_only
+
+    want = {"y": np.array([1181.474, 67293.13, -4.46e5, 260.23], np.float32)}
+    kiln = np.array([1181.0, np.inf, -np.inf, 260.25], np.float32)  # kiln's fp16 result
+    assert beyond_fp16_range_only({"y": kiln}, want, atol=0.5, rtol=0.05)
+    assert not beyond_fp16_range_only({"y": kiln * np.array([1, 1, -1, 1], np.float32)}, want, 0.5, 0.05)
+    assert not beyond_fp16_range_only({"y": np.array([1181.0, np.inf, -np.inf, 300.0], np.float32)}, want, 0.5, 0.05)
+    in_range = {"y": np.array([1.0, 2.0], np.float32)}
+    assert not beyond_fp16_range_only({"y": np.array([1.0, 3.0], np.float32)}, in_range, 0.5, 0.05)

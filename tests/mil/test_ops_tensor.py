@@ -1,6 +1,7 @@
 """Conformance of tensor operation / transformation, gather-scatter, resizing and control flow ops."""
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 from coremltools.converters.mil import Builder as mb
@@ -203,3 +204,23 @@ def test_list_ops_directly():
     np.testing.assert_array_equal(cf.list_read(ls, np.int32(0)), np.zeros(3))
     ls = cf.list_scatter(ls, np.array([0, 1], np.int32), np.full((2, 3), 2.0, np.float32))
     np.testing.assert_array_equal(cf.list_gather(ls, np.array([1, 3], np.int32)), [[2, 2, 2], [1, 1, 1]])
+
+
+def test_scatter_takes_indices_of_any_rank_as_their_flattening():
+    """MIL scatter: updates has data's shape with the axis dimension replaced by indices' whole
+    shape (coremltools' type inference); each index, in order, combines its slice (found by
+    coremltools' suite: TestScatter programmatic, indices of rank 2 and 3)."""
+    from kiln.mil.ops.scatter_gather import scatter
+
+    data = RNG.standard_normal((3, 4, 2)).astype(np.float32)
+    indices = np.array([[1, 3, 1], [0, 1, 2]], np.int32)  # duplicates: 1 three times
+    updates = RNG.standard_normal((3, 2, 3, 2)).astype(np.float32)
+    for mode, combine in (("add", np.add), ("mul", np.multiply), ("max", np.maximum), ("update", None)):
+        want = data.copy()
+        for i in range(2):
+            for j in range(3):
+                target = want[:, indices[i, j], :]
+                want[:, indices[i, j], :] = updates[:, i, j, :] if combine is None else combine(target, updates[:, i, j, :])
+        np.testing.assert_allclose(scatter(data, indices, updates, axis=1, mode=mode), want, rtol=1e-6, err_msg=mode)
+    with pytest.raises(ValueError, match=r"updates shape \[3, 6, 2\], expected \[3, 2, 3, 2\]"):
+        scatter(data, indices, updates.reshape(3, 6, 2), axis=1, mode="add")

@@ -175,19 +175,24 @@ def _apply(out, index, updates, mode):
 
 
 def _scatter(data, indices, updates, axis, mode, allow_negative, lenient=False):
+    """``updates`` has ``data``'s shape with the ``axis`` dimension replaced by ``indices``' whole
+    shape (coremltools' type inference): indices of any rank >= 1 act as their flattening, in order."""
     axis = norm_axis(as_int(axis, "axis"), data.ndim)
-    if np.ndim(indices) != 1:
-        raise ValueError("scatter indices must be 1-D")
+    indices = np.asarray(indices)
+    if indices.ndim == 0:
+        raise ValueError("scatter indices must have rank 1 or more")
+    expected = data.shape[:axis] + indices.shape + data.shape[axis + 1:]
+    if np.shape(updates) != expected:
+        raise ValueError(f"updates shape {list(np.shape(updates))}, expected {list(expected)}")
+    indices = indices.reshape(-1)
+    updates = np.asarray(updates, data.dtype).reshape(data.shape[:axis] + (indices.size,) + data.shape[axis + 1:])
     if lenient:
         idx, valid = _lenient_indices(indices, data.shape[axis])
     else:
         idx = _check_indices(indices, data.shape[axis], allow_negative)
         valid = np.ones(idx.shape, bool)
-    expected = data.shape[:axis] + (idx.size,) + data.shape[axis + 1:]
-    if np.shape(updates) != expected:
-        raise ValueError(f"updates shape {list(np.shape(updates))}, expected {list(expected)}")
     out = np.moveaxis(data.copy(), axis, 0)
-    moved = np.moveaxis(np.asarray(updates, data.dtype), axis, 0)
+    moved = np.moveaxis(updates, axis, 0)
     _apply(out, idx[valid], moved[valid], mode)
     return np.moveaxis(out, 0, axis)
 
