@@ -47,6 +47,7 @@ class CaseRecord:
     precision: str = "fp32"
     case_id: str = ""
     runs: list[dict] = field(default_factory=list)
+    suite_xfails: list[str] = field(default_factory=list)  # radar xfails run through (--kiln-run-radar-xfails)
 
 
 # The case being executed (set by the plugin around each test call).
