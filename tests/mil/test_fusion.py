@@ -121,3 +121,27 @@ def test_long_single_use_chains_are_split_into_bounded_steps(tmp_path):
     assert plan.step_count == 3
     np.testing.assert_array_equal(plan.run({"x": np.zeros(4, np.float32)})[plan.outputs[0].name],
                                   np.full(4, 3.0 * MAX_FUSED_DEPTH, np.float32))
+
+
+def test_every_process_prepares_the_same_kernels(tmp_path):
+    """The dynamic inputs' order (the prepared kernel's argument order) comes from the op's
+    signature, not from the protobuf map, whose order changes with the process's hash seed: a
+    matmul of two computed operands missed its prepared kernel in about half the processes."""
+    import os
+    import subprocess
+    import sys
+
+    from coremltools.converters.mil import Builder as mb
+
+    def build(a, b):
+        return mb.matmul(x=mb.mul(x=a, y=2.0), y=mb.mul(x=b, y=3.0), transpose_y=True)
+
+    package = save_program(build, [("a", (2, 4, 8), np.float32), ("b", (2, 5, 8), np.float32)], tmp_path)
+    script = ("import sys; from kiln.mil import load_model; "
+              "print(load_model(sys.argv[1]).plan('fp32', fuse=False).prepared_count)")
+    runs = [subprocess.Popen([sys.executable, "-c", script, str(package)], text=True,
+                             env={**os.environ, "PYTHONHASHSEED": str(seed)},
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            for seed in range(4)]  # seeds 0-3 give both map orders with the pinned protobuf
+    counts = [int(run.communicate()[0].split()[-1]) for run in runs]
+    assert counts == [3] * 4  # both muls and the matmul, in every process

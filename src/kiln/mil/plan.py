@@ -114,7 +114,7 @@ def _make_output_fixer(ttype: TensorType | None, precision: str, *, round_fp16: 
                         raise ValueError(f"non-finite values cannot be stored as {name}")
                 value = value.astype(storage)
         if round_fp16:
-            value = value.astype(np.float16).astype(np.float32)
+            value = dtypes.round_to_fp16(value)
         elif round_bf16:
             value = dtypes.round_to_bf16(value)
         if expected_shape is not None and value.shape != expected_shape:
@@ -130,8 +130,7 @@ def _identity(value):
     return value
 
 
-def _round_fp16(value):
-    return value.astype(np.float16).astype(np.float32)
+_round_fp16 = dtypes.round_to_fp16
 
 
 class _OutputCheck:
@@ -180,6 +179,21 @@ class _Scope:
 
 
 _NO_CONST = object()
+
+
+@functools.lru_cache(maxsize=None)
+def _parameter_positions(fn: Callable) -> dict[str, int]:
+    return {name: index for index, name in enumerate(inspect.signature(fn).parameters)}
+
+
+def _in_signature_order(inputs, fn: Callable) -> list:
+    """An op's ``(parameter, argument)`` pairs in the order ``fn`` declares its parameters.
+
+    A protobuf map iterates in an order that changes from process to process, and the dynamic
+    inputs' order is the kernel's argument order a prepare function matches on (``("x", "y")``):
+    without this, a process-dependent share of ops missed their prepared kernel."""
+    positions = _parameter_positions(fn)
+    return sorted(inputs.items(), key=lambda item: (positions.get(item[0], len(positions)), item[0]))
 
 
 class _Compiler:
@@ -296,7 +310,7 @@ class _Compiler:
                                              keep_fp16=impl.constexpr)
         dynamic: list[tuple[str, int]] = []
         tuples: list[tuple[str, list]] = []
-        for param, argument in op.inputs.items():
+        for param, argument in _in_signature_order(op.inputs, impl.fn):
             items = []  # (slot or None, constant value)
             for binding in argument.arguments:
                 kind = binding.WhichOneof("binding")
