@@ -28,7 +28,8 @@ from common import emit  # noqa: E402
 
 SAMPLES = 240_000  # 15 s at 16 kHz
 THREADS = 2
-REPEATS = 3
+REPEATS = 3  # kiln runs of the memory children, copies of the package
+ROUNDS = 5  # interleaved speed rounds
 GOALS = {"fp32_vs_torch_max": 1.0, "fp16_vs_torch_max": 1.2, "rss_vs_weights_plus_io_max": 1.3,
          "compile_job_vs_copy_max": 2.0}
 
@@ -105,10 +106,8 @@ def _build(architecture: str, work: Path):
 
 def run(architecture: str = "full", workdir: str | None = None) -> dict:
     import numpy as np
-    import torch
 
     from kiln.fsutil import tree_size
-    from kiln.validate.backends import torch_backend
 
     work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="kiln-bench-encoder-"))
     (work / "src").mkdir(parents=True, exist_ok=True)
@@ -119,32 +118,30 @@ def run(architecture: str = "full", workdir: str | None = None) -> dict:
               "mel_length": np.array([frames], np.int32)}
     np.savez(work / "inputs.npz", **inputs)
 
-    torch.set_num_threads(THREADS)
-    predict = torch_backend(family.build_component(source, component), component).predict
-    predict(inputs)  # warm-up
-    torch_times = []
-    for _ in range(REPEATS):
-        started = time.perf_counter()
-        outputs = predict(inputs)
-        torch_times.append(time.perf_counter() - started)
-    io_bytes = sum(a.nbytes for a in inputs.values()) + sum(np.asarray(a).nbytes for a in outputs.values())
-    del predict
+    # Speed: torch eager and both kiln precisions timed in one process, round after round, so a
+    # change in the machine's speed (shared hosts drift by 20% within minutes) hits all three alike.
+    speed = _interleaved(architecture, work)
     weights = tree_size(package / "Data" / "com.apple.CoreML" / "weights")
+    io_bytes = speed["io_bytes"]
+    # Memory: a fresh process per precision that loads the package and runs it (nothing else held).
     base = _child(run=False, package=str(package), inputs=str(work / "inputs.npz"), precision="fp32")
     kiln = {p: _child(run=True, package=str(package), inputs=str(work / "inputs.npz"), precision=p)
             for p in ("fp32", "fp16")}
-    torch_s = statistics.median(torch_times)
-    result = {"architecture": architecture, "samples": SAMPLES, "threads": THREADS, "repeats": REPEATS,
+    torch_s = statistics.median(speed["torch_s"])
+    result = {"architecture": architecture, "samples": SAMPLES, "threads": THREADS, "rounds": ROUNDS,
               "package_weight_bytes": weights, "io_bytes": io_bytes,
-              "torch_eager_s": round(torch_s, 3), "torch_eager_runs_s": [round(t, 3) for t in torch_times],
+              "torch_eager_s": round(torch_s, 3), "torch_eager_runs_s": [round(t, 3) for t in speed["torch_s"]],
               "base_rss_mib": round(base["peak_kib"] / 1024, 1)}
     for precision, measured in kiln.items():
-        # the first run builds the plan (reads and pools the constants): reported apart
-        steady = statistics.median(measured["times_s"][1:]) if len(measured["times_s"]) > 1 else measured["times_s"][0]
+        runs = speed[f"kiln_{precision}_s"]
+        ratios = [k / t for k, t in zip(runs, speed["torch_s"])]
         growth = (measured["peak_kib"] - base["peak_kib"]) * 1024
         result[f"kiln_{precision}"] = {
-            "first_call_s": round(measured["times_s"][0], 3), "s": round(steady, 3),
-            "runs_s": [round(t, 3) for t in measured["times_s"]], "vs_torch": round(steady / torch_s, 3),
+            # the first call builds the plan (reads and pools the constants): reported apart
+            "first_call_s": round(speed[f"kiln_{precision}_first_s"], 3), "s": round(statistics.median(runs), 3),
+            "runs_s": [round(t, 3) for t in runs],
+            "vs_torch": round(statistics.median(ratios), 3),  # median of the per-round ratios
+            "vs_torch_per_round": [round(r, 3) for r in ratios],
             "peak_rss_mib": round(measured["peak_kib"] / 1024, 1), "pool_bytes": measured["pool_bytes"],
             "rss_growth_vs_weights_plus_io": round(growth / (weights + io_bytes), 3)}
     result["compile_job"] = _compile_job(package, work, inputs)
@@ -156,6 +153,52 @@ def run(architecture: str = "full", workdir: str | None = None) -> dict:
         <= GOALS["rss_vs_weights_plus_io_max"],
         "compile_job": result["compile_job"]["vs_copy"] <= GOALS["compile_job_vs_copy_max"]}
     return result
+
+
+def _interleaved(architecture: str, work: Path) -> dict:
+    """Per-call wall times of torch eager, kiln fp32 and kiln fp16, measured in turn for ROUNDS
+    rounds in one child process (after one warm-up call each, which for kiln builds the plan)."""
+    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import bench_encoder, json; "
+            f"print('RESULT', json.dumps(bench_encoder._interleaved_in_process({architecture!r}, {str(work)!r})))")
+    env = {**os.environ, "OMP_NUM_THREADS": str(THREADS), "OPENBLAS_NUM_THREADS": str(THREADS),
+           "MKL_NUM_THREADS": str(THREADS)}
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    if run.returncode != 0:
+        raise RuntimeError(f"benchmark child failed ({run.returncode}):\n{run.stderr[-3000:]}")
+    line = next(l for l in run.stdout.splitlines() if l.startswith("RESULT "))
+    return json.loads(line[len("RESULT "):])
+
+
+def _interleaved_in_process(architecture: str, workdir: str) -> dict:
+    import numpy as np
+    import torch
+
+    import kiln.mil
+    from kiln.validate.backends import torch_backend
+
+    torch.set_num_threads(THREADS)
+    work = Path(workdir)
+    family, source, component, package = _build(architecture, work)
+    inputs = dict(np.load(work / "inputs.npz"))
+    predict = torch_backend(family.build_component(source, component), component).predict
+    model = kiln.mil.load_model(str(package))
+    calls = {"torch": lambda: predict(inputs)}
+    for precision in ("fp32", "fp16"):
+        calls[f"kiln_{precision}"] = lambda p=precision: model.predict(inputs, precision=p)
+    out = {}
+    for name, call in calls.items():
+        started = time.perf_counter()
+        result = call()
+        out[f"{name}_first_s"] = time.perf_counter() - started
+        if name == "torch":
+            out["io_bytes"] = (sum(a.nbytes for a in inputs.values())
+                               + sum(np.asarray(a).nbytes for a in result.values()))
+    for _ in range(ROUNDS):
+        for name, call in calls.items():
+            started = time.perf_counter()
+            call()
+            out.setdefault(f"{name}_s", []).append(time.perf_counter() - started)
+    return out
 
 
 def _compile_job(package: Path, work: Path, inputs: dict) -> dict:

@@ -61,6 +61,28 @@ def round_to_fp16(a: np.ndarray) -> np.ndarray:
     return np.asarray(a).astype(np.float16).astype(np.float32)
 
 
+# In-place rounding converts this many elements at a time: a bounded float16 temporary (2 MB)
+# instead of one as large as the tensor.
+ROUND_IN_PLACE_CHUNK = 1 << 20
+
+
+def round_to_fp16_in_place(a: np.ndarray) -> np.ndarray:
+    """:func:`round_to_fp16` overwriting ``a`` when it is a C-contiguous, writeable float32 array
+    (the caller must own it); other inputs are rounded into a new array."""
+    if not (type(a) is np.ndarray and a.dtype == np.float32 and a.flags.c_contiguous and a.flags.writeable):
+        return round_to_fp16(a)
+    if a.size < TORCH_ROUND_MIN:
+        a[...] = a.astype(np.float16)
+        return a
+    import torch
+
+    flat = torch.from_numpy(a).view(-1)
+    for start in range(0, flat.numel(), ROUND_IN_PLACE_CHUNK):
+        part = flat[start:start + ROUND_IN_PLACE_CHUNK]
+        part.copy_(part.half())
+    return a
+
+
 def round_to_bf16(a: np.ndarray) -> np.ndarray:
     """Round float32 values to bfloat16 (round-to-nearest-even) and widen back to float32."""
     bits = np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)

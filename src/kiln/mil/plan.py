@@ -21,6 +21,7 @@ from kiln.errors import KilnError
 
 from . import dtypes
 from .errors import InputContractError, ModelFormatError, OpExecutionError, UnsupportedOpError
+from .ops._util import WideningScratch
 from .registry import OpContext, OpImpl, OpSpec, lookup, opset_name
 from .values import BlobStore, TensorType, decode_value, tensor_type_from_proto
 
@@ -131,6 +132,7 @@ def _identity(value):
 
 
 _round_fp16 = dtypes.round_to_fp16
+_round_fp16_in_place = dtypes.round_to_fp16_in_place
 
 
 class _OutputCheck:
@@ -206,6 +208,7 @@ class _Compiler:
         self.pool = pool
         self.check_once = check_once  # output checks on the first run only (static shapes)
         self.widened: dict[int, np.ndarray] = {}
+        self.scratch = WideningScratch()  # shared by the plan's kernels (nested blocks included)
         self.prepared_count = 0
         self.fuse = fuse  # inline single-use producers into their consumer (see _Node)
         self.uses: dict[str, int] = {}  # value name -> times it is read (inputs, block outputs)
@@ -388,7 +391,8 @@ class _Compiler:
         if impl.prepare is not None and context is None and not tuples:
             spec = OpSpec(op.type, opset_name(self.opset), self.precision, const_kwargs,
                           tuple(param for param, _ in dynamic),
-                          {param: self.types[slot] for param, slot in dynamic}, output_types)
+                          {param: self.types[slot] for param, slot in dynamic}, output_types,
+                          scratch=self.scratch)
             kernel = impl.prepare(spec)
         if kernel is not None:
             self.prepared_count += 1
@@ -526,9 +530,10 @@ def _fresh(node: "_Node") -> bool:
     return getattr(node.kernel, "fresh", False) or check.fast is _round_fp16
 
 
-def _fixer(check: _OutputCheck, check_once: bool) -> Callable:
+def _fixer(check: _OutputCheck, check_once: bool, owned: bool = False) -> Callable:
     """The output fix of one output: the full check on the first run; when that run showed the
-    op already produces the declared dtype and shape (and ``check_once``), only rounding later."""
+    op already produces the declared dtype and shape (and ``check_once``), only rounding later,
+    in place when the kernel's result is ``owned`` (a new array each call: no copy, no peak)."""
     fix = None
 
     def first(value):
@@ -536,7 +541,7 @@ def _fixer(check: _OutputCheck, check_once: bool) -> Callable:
         conforms = check.conforms(value)
         value = check.full(value)
         if conforms and check_once:
-            fix = check.fast
+            fix = _round_fp16_in_place if owned and check.fast is _round_fp16 else check.fast
         return value
 
     fix = first
@@ -630,7 +635,7 @@ def _evaluator(node: _Node) -> Callable:
 
 
 def _single_fix(node: _Node) -> Callable:
-    return _fixer(node.checks[0], node.check_once)
+    return _fixer(node.checks[0], node.check_once, owned=getattr(node.kernel, "fresh", False))
 
 
 def _argument_reader(getters) -> Callable:

@@ -76,6 +76,7 @@ class OpSpec:
     dynamic: tuple[str, ...]  # parameter names of the kernel's positional arguments
     input_types: dict  # parameter name -> TensorType (None when unknown / not a tensor)
     output_types: list  # TensorType per output (None for non-tensors)
+    scratch: object = None  # the plan's ops._util.WideningScratch, for large fp16 weights widened per call
 
     def const(self, name: str, default=None):
         return self.consts.get(name, default)

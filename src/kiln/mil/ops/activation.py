@@ -8,7 +8,8 @@ import math
 import numpy as np
 
 from ..registry import prepares, register
-from ._util import as_str, erf as _erf, sigmoid as _sigmoid
+from ._util import as_str, erf as _erf, sigmoid as _sigmoid, sigmoid_in_place as _sigmoid_in_place, torch
+from ._util import torch_elementwise
 
 
 def _channel(param, x, name):
@@ -41,6 +42,9 @@ def sigmoid(x):
 @register("silu")
 def silu(x):
     """MIL ``silu`` (iOS15+): ``x * sigmoid(x)``."""
+    if torch_elementwise(x):
+        t = torch()
+        return t.nn.functional.silu(t.from_numpy(x)).numpy()
     with np.errstate(over="ignore"):
         return x * _sigmoid(x)
 
@@ -166,14 +170,6 @@ def prepare_relu(spec):
 
 # The plan runs every step with overflow warnings off (ExecutionPlan.run), so the prepared
 # sigmoid needs no errstate of its own (it costs more than the arithmetic on small tensors).
-
-
-def _sigmoid_in_place(x):
-    """``1 / (1 + e^-x)`` as _util.sigmoid computes it, overwriting ``x``."""
-    np.negative(x, out=x)
-    np.exp(x, out=x)
-    np.add(x, 1.0, out=x)
-    return np.divide(1.0, x, out=x)
 
 
 @prepares("sigmoid")

@@ -291,10 +291,10 @@ def prepare_conv(spec):
         wshape = (groups, c_out // groups, index.shape[1])
         out_shape = (batch, c_out) + tuple(out_sizes)
         if product_size(wshape, (batch,) + index.shape) >= TORCH_PRODUCT_MIN:
-            wtorch = torch_float32_source(weight.reshape(wshape))
+            wtorch = torch_float32_source(weight.reshape(wshape), spec.scratch)
             multiply = lambda cols: torch().matmul(wtorch(), torch().from_numpy(cols)).numpy()  # noqa: E731
         else:
-            wmat = float32_source(weight.reshape(wshape))
+            wmat = float32_source(weight.reshape(wshape), spec.scratch)
             multiply = lambda cols: np.matmul(wmat(), cols)  # noqa: E731
 
         def kernel(x):
@@ -316,14 +316,18 @@ def prepare_conv(spec):
     flat = []
     for before, after in reversed(padding):
         flat += [before, after]
-    pad_fn = (lambda xt: t.nn.functional.pad(xt, flat)) if any(flat) else (lambda xt: xt)
+    # Symmetric padding is the conv's own (no padded copy of the input: 49 MB on the first
+    # subsampling conv of a 15 s Parakeet encoder); asymmetric padding pads first.
+    symmetric = all(before == after for before, after in padding)
+    inner_padding = [before for before, _ in padding] if symmetric else 0
+    pad_fn = (lambda xt: t.nn.functional.pad(xt, flat)) if any(flat) and not symmetric else (lambda xt: xt)
     conv_fn = getattr(t.nn.functional, _CONV[n])
-    wsource = torch_float32_source(weight)
+    wsource = torch_float32_source(weight, spec.scratch)
     bt = None if bias is None else t.from_numpy(np.ascontiguousarray(bias, np.float32))
 
     def kernel(x):
         with t.no_grad():
-            y = conv_fn(pad_fn(to_torch(x)), wsource(), bt, strides, 0, dilations, groups)
+            y = conv_fn(pad_fn(to_torch(x)), wsource(), bt, strides, inner_padding, dilations, groups)
         return y.numpy()
 
     kernel.fresh = True

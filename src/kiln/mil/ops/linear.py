@@ -79,13 +79,13 @@ def prepare_linear(spec):
     rows = int(np.prod(shape[:-1], dtype=np.int64))
     if product_size((rows, weight.shape[1]), weight.shape[::-1]) >= TORCH_PRODUCT_MIN:
         t = torch()
-        wsource = torch_float32_source(weight)
+        wsource = torch_float32_source(weight, spec.scratch)
         bt = None if b is None else t.from_numpy(np.array(np.broadcast_to(b, weight.shape[:1]), np.float32))
 
         def kernel(x):
             return t.nn.functional.linear(to_torch(x), wsource(), bt).numpy()
     else:
-        wsource = float32_source(weight)
+        wsource = float32_source(weight, spec.scratch)
         if b is None:
             def kernel(x):
                 return np.matmul(x, wsource().T)
@@ -135,12 +135,12 @@ def prepare_matmul(spec):
             def kernel(x, y):
                 return t.matmul(tr(to_torch(x), tx), tr(to_torch(y), ty)).numpy()
         elif spec.dynamic == ("x",):
-            ysource = torch_float32_source(spec.consts["y"])
+            ysource = torch_float32_source(spec.consts["y"], spec.scratch)
 
             def kernel(x):
                 return t.matmul(tr(to_torch(x), tx), tr(ysource(), ty)).numpy()
         elif spec.dynamic == ("y",):
-            xsource = torch_float32_source(spec.consts["x"])
+            xsource = torch_float32_source(spec.consts["x"], spec.scratch)
 
             def kernel(y):
                 return t.matmul(tr(xsource(), tx), tr(to_torch(y), ty)).numpy()
@@ -150,12 +150,12 @@ def prepare_matmul(spec):
         def kernel(x, y):
             return np.matmul(_swap_last(x) if tx else x, _swap_last(y) if ty else y)
     elif spec.dynamic == ("x",):
-        ysource = float32_source(spec.consts["y"])
+        ysource = float32_source(spec.consts["y"], spec.scratch)
 
         def kernel(x):
             return np.matmul(_swap_last(x) if tx else x, _swap_last(ysource()) if ty else ysource())
     elif spec.dynamic == ("y",):
-        xsource = float32_source(spec.consts["x"])
+        xsource = float32_source(spec.consts["x"], spec.scratch)
 
         def kernel(y):
             return np.matmul(_swap_last(xsource()) if tx else xsource(), _swap_last(y) if ty else y)
