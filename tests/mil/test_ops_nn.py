@@ -59,6 +59,40 @@ def test_large_conv_uses_same_semantics(mil_dir):
     np.testing.assert_allclose(got, F.conv2d(t(x), t(w), padding=1).numpy(), rtol=1e-4, atol=1e-4)
 
 
+def test_convs_above_the_im2col_limit_pad_as_the_spec_says(mil_dir):
+    """Above conv's im2col limit kiln runs torch's conv: symmetric padding is the conv's own,
+    asymmetric padding (same with an even kernel or stride 2, custom) pads the input first."""
+    from kiln.mil.ops import conv as conv_ops
+
+    x = rand(1, 32, 96, 64)
+    assert 32 * 96 * 64 * 9 > conv_ops._IM2COL_LIMIT
+    w = rand(32, 32, 3, 3, scale=0.1)
+    wd = rand(32, 1, 3, 3, scale=0.3)  # depthwise, as in Parakeet's subsampling
+    w2 = rand(32, 32, 2, 2, scale=0.1)
+    b = rand(32)
+
+    def build(x):
+        return [
+            mb.conv(x=x, weight=w, bias=b, pad_type="custom", pad=[1, 1, 1, 1]),
+            mb.conv(x=x, weight=wd, groups=32, pad_type="custom", pad=[1, 1, 1, 1], strides=[2, 2]),
+            mb.conv(x=x, weight=w, pad_type="custom", pad=[2, 0, 1, 3]),
+            mb.conv(x=x, weight=w2, pad_type="same"),
+            mb.conv(x=x, weight=w, pad_type="same", strides=[2, 2]),
+        ]
+
+    outs = run_program(build, {"x": x}, mil_dir)
+    refs = [
+        F.conv2d(F.pad(t(x), (1, 1, 1, 1)), t(w), t(b)),
+        F.conv2d(F.pad(t(x), (1, 1, 1, 1)), t(wd), None, stride=2, groups=32),
+        F.conv2d(F.pad(t(x), (1, 3, 2, 0)), t(w), None),
+        F.conv2d(F.pad(t(x), (0, 1, 0, 1)), t(w2), None),
+        F.conv2d(F.pad(t(x), (0, 1, 0, 1)), t(w), None, stride=2),
+    ]
+    for i, (got, want) in enumerate(zip(outs, refs)):
+        assert got.shape == tuple(want.shape), i
+        np.testing.assert_allclose(got, want.numpy(), rtol=1e-4, atol=1e-4, err_msg=str(i))
+
+
 def test_conv_transpose(mil_dir):
     x1 = rand(1, 4, 7)
     w1 = rand(4, 3, 5)

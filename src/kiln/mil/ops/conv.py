@@ -57,7 +57,9 @@ class _WeightCache:
 _CONV_CACHE = _WeightCache()
 
 
-def _conv_geometry(x, weight, strides, pad_type, pad, dilations, groups):
+def _conv_geometry(x, weight, strides, pad_type, pad, dilations, groups, *, weight_matrix=True):
+    """Spatial geometry of a conv, whether it runs as im2col, and (``weight_matrix``) the im2col
+    weight matrix (prepare_conv makes its own: it passes a broadcast probe for ``weight``)."""
     kernel = list(weight.shape[2:])
     n, strides, dilations = _spatial_params(x, kernel, strides, dilations, "conv")
     groups = as_int(groups, "groups")
@@ -75,7 +77,7 @@ def _conv_geometry(x, weight, strides, pad_type, pad, dilations, groups):
     window_elems = x.shape[0] * x.shape[1] * int(np.prod(out_sizes)) * int(np.prod(kernel))
     use_im2col = window_elems <= _IM2COL_LIMIT
     wmat = None
-    if use_im2col:
+    if use_im2col and weight_matrix:
         cg, cog = x.shape[1] // groups, weight.shape[0] // groups
         wmat = np.ascontiguousarray(
             weight.astype(x.dtype).reshape(groups, cog, cg * int(np.prod(kernel))).transpose(0, 2, 1)
@@ -280,7 +282,7 @@ def prepare_conv(spec):
     probe = np.broadcast_to(np.zeros((), np.float32), shape)
     try:
         n, strides, dilations, groups, padding, out_sizes, use_im2col, _ = _conv_geometry(
-            probe, np.broadcast_to(np.zeros((), np.float32), weight.shape), **consts)
+            probe, np.broadcast_to(np.zeros((), np.float32), weight.shape), **consts, weight_matrix=False)
     except (ValueError, TypeError):
         return None
     batch, c_out = shape[0], weight.shape[0]
