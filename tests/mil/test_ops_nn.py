@@ -355,3 +355,24 @@ def test_matmul_vector_rules():
     np.testing.assert_allclose(matmul(x, v), x @ v, rtol=1e-5)
     np.testing.assert_allclose(matmul(v, y), v @ y, rtol=1e-5)
     np.testing.assert_allclose(matmul(v, v), v @ v, rtol=1e-5)
+
+
+@pytest.mark.parametrize("axes", [[-1], [-2, -1], [1]], ids=["last", "last-two", "middle"])
+def test_large_layer_norm_matches_the_definition(mil_dir, axes):
+    """Large inputs normalised over trailing axes run torch's layer norm (prepared kernel),
+    others the numpy definition: both match a float64 reference."""
+    x = rand(2, 64, 300) * 3 + 1
+    shape = tuple(x.shape[a] for a in axes)
+    gamma, beta = rand(*shape), rand(*shape)
+    (got, got_plain) = run_program(
+        lambda x: [mb.layer_norm(x=x, axes=axes, gamma=gamma, beta=beta, epsilon=1e-5),
+                   mb.layer_norm(x=x, axes=axes, epsilon=1e-3)], {"x": x}, mil_dir)
+    x64 = x.astype(np.float64)
+    mean = x64.mean(axis=tuple(axes), keepdims=True)
+    var = x64.var(axis=tuple(axes), keepdims=True)
+    norm = (x64 - mean) / np.sqrt(var + 1e-5)
+    shape_b = [1] * 3
+    for a in axes:
+        shape_b[a] = x.shape[a]
+    np.testing.assert_allclose(got, norm * gamma.reshape(shape_b) + beta.reshape(shape_b), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(got_plain, (x64 - mean) / np.sqrt(var + 1e-3), rtol=1e-4, atol=1e-4)
