@@ -5,8 +5,12 @@
     (opset, op type) pair the run executed in a passing case: greedy set cover, cheapest case first
     on ties, so ``make test`` stays fast.
 
-``python -m tests.conformance.slice merge RUN.json [RERUN.json ...] --out merged.json``
+``python -m tests.conformance.slice merge RUN.json [RERUN.json ...] --out merged.json [--by-test]``
     one summary of several runs (summaries or ``.progress.jsonl`` files); a case's last outcome wins.
+    Some tests draw parameters when pytest collects them (unseeded: e.g. ``TestNormalizationLayerNorm``'s
+    ``rank_and_axes``), so their case ids differ from one collection to the next. With ``--by-test`` a
+    later input replaces every earlier case of each test function it holds (use it when the later
+    runs ran those test functions whole, e.g. a re-run of whole files).
 
 ``python -m tests.conformance.slice coverage SUMMARY.json --out src/kiln/mil/conformance_coverage.json``
     writes, from the fast slice's own run, the op types each opset's passing cases executed on kiln,
@@ -35,15 +39,26 @@ def load_cases(path: Path) -> dict[str, dict]:
     return {" ".join(case_id.split()): case for case_id, case in cases.items()}
 
 
-def merge(paths: list[Path]) -> dict:
+def test_function(case_id: str) -> str:
+    """``file::Class::test_name`` of a case id (its parameters dropped)."""
+    return case_id.split("[", 1)[0]
+
+
+def merge(paths: list[Path], by_test: bool = False) -> dict:
     """One summary of several runs: a case's last outcome wins (a re-run of some cases, a run of
-    the cases another environment could not run), totals recomputed by the plugin's own rule."""
+    the cases another environment could not run), totals recomputed by the plugin's own rule.
+    ``by_test``: a later run's cases replace all earlier cases of their test functions."""
     from .plugin import summarize
 
     cases: dict[str, dict] = {}
     for path in paths:
-        cases.update(load_cases(path))
-    return {"merged_from": [str(p) for p in paths], **summarize(cases), "cases": dict(sorted(cases.items()))}
+        later = load_cases(path)
+        if by_test:
+            replaced = {test_function(case_id) for case_id in later}
+            cases = {k: v for k, v in cases.items() if test_function(k) not in replaced}
+        cases.update(later)
+    return {"merged_from": [str(p) for p in paths], "by_test": by_test, **summarize(cases),
+            "cases": dict(sorted(cases.items()))}
 
 
 def passing_pairs(case: dict) -> set[tuple[str, str]]:
@@ -87,6 +102,9 @@ def main(argv=None) -> int:
         cmd = sub.add_parser(name)
         cmd.add_argument("summaries", nargs="+", type=Path, help="conformance summary JSON file(s)")
         cmd.add_argument("--out", type=Path, required=True)
+        if name == "merge":
+            cmd.add_argument("--by-test", action="store_true",
+                             help="a later input replaces every earlier case of each test function it holds")
     args = parser.parse_args(argv)
     cases: dict[str, dict] = {}
     for path in args.summaries:
@@ -96,7 +114,7 @@ def main(argv=None) -> int:
     from kiln.fsutil import atomic_file, write_json
 
     if args.command == "merge":
-        merged = merge(args.summaries)
+        merged = merge(args.summaries, by_test=args.by_test)
         write_json(args.out, merged)
         print(f"{args.out}: {json.dumps(merged['totals'])}")
         return 0

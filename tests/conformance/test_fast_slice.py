@@ -81,3 +81,23 @@ def test_merge_lets_a_rerun_override_and_reads_a_stopped_runs_progress_file(tmp_
     assert merged["totals"] == {"cases": 3, "executed": 2, "executed_passed": 2, "passed": 2, "xfailed": 1}
     assert merged["failed_by_op"] == {} and merged["skipped_by_reason"] == {}
     assert merged["xfailed_by_reason"] == {"suite erratum: ...": 1}
+
+
+def test_merge_by_test_replaces_a_test_functions_cases_drawn_at_another_collection(tmp_path):
+    """Parameters drawn at collection give a re-run other case ids: --by-test drops the first
+    run's cases of every test function the re-run holds, and keeps the others."""
+    first = {"cases": {
+        "a.py::T::test_norm[axes=[0, 2]]": {"outcome": "failed", "executed": True, "opset": "iOS17",
+                                            "ops": ["layer_norm"], "precision": "fp32"},
+        "a.py::T::test_other[x=1]": {"outcome": "passed", "executed": True, "opset": "iOS17", "ops": ["add"],
+                                     "precision": "fp32"}}}
+    rerun = {"cases": {
+        "a.py::T::test_norm[axes=[1]]": {"outcome": "passed", "executed": True, "opset": "iOS17",
+                                         "ops": ["layer_norm"], "precision": "fp32"}}}
+    (tmp_path / "run.json").write_text(json.dumps(first))
+    (tmp_path / "rerun.json").write_text(json.dumps(rerun))
+    by_id = fast_slice.merge([tmp_path / "run.json", tmp_path / "rerun.json"])
+    assert by_id["totals"]["cases"] == 3 and by_id["failed_by_op"] == {"layer_norm": 1}
+    by_test = fast_slice.merge([tmp_path / "run.json", tmp_path / "rerun.json"], by_test=True)
+    assert sorted(by_test["cases"]) == ["a.py::T::test_norm[axes=[1]]", "a.py::T::test_other[x=1]"]
+    assert by_test["totals"]["cases"] == 2 and by_test["failed_by_op"] == {}
