@@ -51,10 +51,16 @@ def check_precision(precision: str) -> str:
 TORCH_ROUND_MIN = 4096
 
 
+def torch_can_share(a, min_size: int = 0) -> bool:
+    """Whether ``a`` is a float32 array of at least ``min_size`` elements that torch can wrap
+    without a copy (C-contiguous, writeable)."""
+    return (type(a) is np.ndarray and a.dtype == np.float32 and a.size >= min_size
+            and a.flags.c_contiguous and a.flags.writeable)
+
+
 def round_to_fp16(a: np.ndarray) -> np.ndarray:
     """Round float values to the nearest IEEE half and widen back to float32 (a new array)."""
-    if (type(a) is np.ndarray and a.dtype == np.float32 and a.size >= TORCH_ROUND_MIN
-            and a.flags.c_contiguous and a.flags.writeable):
+    if torch_can_share(a, TORCH_ROUND_MIN):
         import torch
 
         return torch.from_numpy(a).half().float().numpy()
@@ -69,7 +75,7 @@ ROUND_IN_PLACE_CHUNK = 1 << 20
 def round_to_fp16_in_place(a: np.ndarray) -> np.ndarray:
     """:func:`round_to_fp16` overwriting ``a`` when it is a C-contiguous, writeable float32 array
     (the caller must own it); other inputs are rounded into a new array."""
-    if not (type(a) is np.ndarray and a.dtype == np.float32 and a.flags.c_contiguous and a.flags.writeable):
+    if not torch_can_share(a):
         return round_to_fp16(a)
     if a.size < TORCH_ROUND_MIN:
         a[...] = a.astype(np.float16)

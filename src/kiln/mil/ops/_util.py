@@ -7,6 +7,8 @@ import threading
 
 import numpy as np
 
+from ..dtypes import torch_can_share
+
 
 def as_int(value, name: str = "value") -> int:
     """A Python int from a 0-d/1-element array or a Python number."""
@@ -94,8 +96,7 @@ TORCH_ELEMENTWISE_MIN = 1 << 14
 def torch_elementwise(x) -> bool:
     """Whether ``x`` is a float32 array big enough for torch's element-wise kernels, which it can
     share without a copy (C-contiguous, writeable)."""
-    return (type(x) is np.ndarray and x.dtype == np.float32 and x.size >= TORCH_ELEMENTWISE_MIN
-            and x.flags.c_contiguous and x.flags.writeable)
+    return torch_can_share(x, TORCH_ELEMENTWISE_MIN)
 
 
 def sigmoid(x):

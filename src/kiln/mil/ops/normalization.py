@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..registry import prepares, register
-from ._util import TORCH_ELEMENTWISE_MIN, as_float, as_int, norm_axes, torch
+from ._util import TORCH_ELEMENTWISE_MIN, as_float, as_int, norm_axes, to_torch, torch
 
 
 def _per_channel(param, x, default):
@@ -98,13 +98,12 @@ def prepare_layer_norm(spec):
         value = spec.consts.get(name)
         if value is not None and (not isinstance(value, np.ndarray) or value.shape != normalized):
             return None  # the plain function reports the mismatch
-        params.append(None if value is None else torch().from_numpy(np.array(value, np.float32)))
-    t = torch()
+        params.append(None if value is None else to_torch(np.array(value, np.float32)))
+    layer_norm_fn = torch().nn.functional.layer_norm
     gamma, beta = params
 
     def kernel(x):
-        xt = t.from_numpy(x if x.flags.c_contiguous and x.flags.writeable else np.ascontiguousarray(x).copy())
-        return t.nn.functional.layer_norm(xt, normalized, gamma, beta, epsilon).numpy()
+        return layer_norm_fn(to_torch(x), normalized, gamma, beta, epsilon).numpy()
 
     kernel.fresh = True
     return kernel
