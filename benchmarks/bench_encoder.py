@@ -67,9 +67,13 @@ print("RESULT", json.dumps(out))
 
 
 def _child(**params) -> dict:
+    return _run_child(_CHILD.format(threads=THREADS, repeats=REPEATS, **params))
+
+
+def _run_child(code: str) -> dict:
+    """Run ``code`` in a fresh Python with THREADS math threads; the JSON it prints after RESULT."""
     env = {**os.environ, "OMP_NUM_THREADS": str(THREADS), "OPENBLAS_NUM_THREADS": str(THREADS),
            "MKL_NUM_THREADS": str(THREADS)}
-    code = _CHILD.format(threads=THREADS, repeats=REPEATS, **params)
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     if run.returncode != 0:
         raise RuntimeError(f"benchmark child failed ({run.returncode}):\n{run.stderr[-3000:]}")
@@ -160,13 +164,7 @@ def _interleaved(architecture: str, work: Path) -> dict:
     rounds in one child process (after one warm-up call each, which for kiln builds the plan)."""
     code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import bench_encoder, json; "
             f"print('RESULT', json.dumps(bench_encoder._interleaved_in_process({architecture!r}, {str(work)!r})))")
-    env = {**os.environ, "OMP_NUM_THREADS": str(THREADS), "OPENBLAS_NUM_THREADS": str(THREADS),
-           "MKL_NUM_THREADS": str(THREADS)}
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    if run.returncode != 0:
-        raise RuntimeError(f"benchmark child failed ({run.returncode}):\n{run.stderr[-3000:]}")
-    line = next(l for l in run.stdout.splitlines() if l.startswith("RESULT "))
-    return json.loads(line[len("RESULT "):])
+    return _run_child(code)
 
 
 def _interleaved_in_process(architecture: str, workdir: str) -> dict:
