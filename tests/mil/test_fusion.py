@@ -145,3 +145,96 @@ def test_every_process_prepares_the_same_kernels(tmp_path):
             for seed in range(4)]  # seeds 0-3 give both map orders with the pinned protobuf
     counts = [int(run.communicate()[0].split()[-1]) for run in runs]
     assert counts == [3] * 4  # both muls and the matmul, in every process
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_a_tile_of_size_one_axes_runs_as_a_broadcast_view(tmp_path, precision):
+    """NeMo's subsampling tiles a [1, 1, T, F] mask to [1, C, T, F] before a mul: the prepared tile
+    returns a broadcasting view (no copy), the mul broadcasts it, the results are the tiled ones;
+    a tile that repeats a longer axis keeps the copying kernel."""
+    from coremltools.converters.mil import Builder as mb
+
+    def build(x, mask):
+        broadcast = mb.tile(x=mask, reps=[1, 4, 1, 1])
+        repeated = mb.tile(x=mask, reps=[1, 1, 2, 1])
+        return mb.mul(x=mb.relu(x=x), y=broadcast), repeated, broadcast
+
+    rng = np.random.default_rng(5)
+    inputs = {"x": rng.standard_normal((1, 4, 6, 3)).astype(np.float32),
+              "mask": (rng.random((1, 1, 6, 3)) > 0.5).astype(np.float32)}
+    model = load_model(save_program(build, [("x", (1, 4, 6, 3), np.float32), ("mask", (1, 1, 6, 3), np.float32)],
+                                    tmp_path))
+    fused, plain = model.plan(precision), model.plan(precision, fuse=False)
+    masked, repeated, broadcast = (np.tile(inputs["mask"], (1, 4, 1, 1)), np.tile(inputs["mask"], (1, 1, 2, 1)),
+                                   np.tile(inputs["mask"], (1, 4, 1, 1)))
+    expected = [np.maximum(inputs["x"], 0) * masked, repeated, broadcast]
+    for plan in (fused, plain):
+        outputs = plan.run(inputs)
+        for spec, want in zip(plan.outputs, expected):
+            got = outputs[spec.name]
+            assert got.flags.writeable and got.flags.c_contiguous  # outputs are the caller's arrays
+            np.testing.assert_array_equal(got, want.astype(got.dtype))
+
+
+def _prepared(op_type, consts, input_types, output_types=()):
+    from kiln.mil.registry import OpSpec, lookup
+
+    impl = lookup(op_type, "iOS17")
+    spec = OpSpec(op_type=op_type, opset="iOS17", precision="fp32", consts=consts,
+                  dynamic=tuple(input_types), input_types=input_types, output_types=list(output_types))
+    return impl.prepare(spec)
+
+
+def test_the_prepared_tile_is_a_view_only_for_size_one_axes():
+    from kiln.coreml.dtypes import BY_NAME
+    from kiln.mil.values import TensorType
+
+    mask = np.arange(6, dtype=np.float32).reshape(1, 1, 2, 3)
+    fp32 = BY_NAME["fp32"]
+    view = _prepared("tile", {"reps": np.array([2, 4, 1, 1])}, {"x": TensorType(fp32, (1, 1, 2, 3))})
+    got = view(mask)
+    assert np.shares_memory(got, mask) and not got.flags.writeable
+    np.testing.assert_array_equal(got, np.tile(mask, (2, 4, 1, 1)))
+    copying = _prepared("tile", {"reps": np.array([1, 1, 2, 1])}, {"x": TensorType(fp32, (1, 1, 2, 3))})
+    assert copying is None  # repeats a size-2 axis: the plain np.tile
+
+
+def test_fill_like_of_a_static_shape_is_computed_once(tmp_path):
+    from coremltools.converters.mil import Builder as mb
+
+    def build(x):
+        filled = mb.fill_like(ref_tensor=x, value=-1e4)
+        return mb.select(cond=mb.greater(x=x, y=0.0), a=x, b=filled), mb.add(x=filled, y=1.0)
+
+    model = load_model(save_program(build, [("x", (3, 5), np.float32)], tmp_path))
+    plan = model.plan("fp32")
+    x = np.random.default_rng(1).standard_normal((3, 5)).astype(np.float32)
+    for _ in range(2):  # a consumer never writes into the shared constant: the second run agrees
+        selected, shifted = (plan.run({"x": x})[spec.name] for spec in plan.outputs)
+        np.testing.assert_array_equal(selected, np.where(x > 0, x, np.float32(-1e4)))
+        np.testing.assert_array_equal(shifted, np.full((3, 5), -1e4 + 1, np.float32))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_a_pointwise_conv_multiplies_without_gathering(tmp_path, precision):
+    """A 1x1 conv (stride 1, no padding): x is its own im2col matrix, reshaped, not gathered;
+    same values as torch's conv2d (fp32) and as the unfused plan."""
+    import torch
+    from coremltools.converters.mil import Builder as mb
+
+    rng = np.random.default_rng(7)
+    weight = (rng.standard_normal((8, 6, 1, 1)) * 0.3).astype(np.float32)
+    bias = rng.standard_normal(8).astype(np.float32)
+
+    def build(x):
+        return mb.conv(x=mb.relu(x=x), weight=weight, bias=bias, pad_type="valid")
+
+    x = rng.standard_normal((2, 6, 5, 7)).astype(np.float32)
+    model = load_model(save_program(build, [("x", x.shape, np.float32)], tmp_path))
+    fused, plain = model.plan(precision), model.plan(precision, fuse=False)
+    a, b = fused.run({"x": x}), plain.run({"x": x})
+    name = fused.outputs[0].name
+    np.testing.assert_array_equal(a[name], b[name])
+    expected = torch.nn.functional.conv2d(torch.from_numpy(np.maximum(x, 0)), torch.from_numpy(weight),
+                                          torch.from_numpy(bias)).numpy()
+    np.testing.assert_allclose(a[name], expected, rtol=1e-5 if precision == "fp32" else 2e-3, atol=1e-5)

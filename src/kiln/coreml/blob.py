@@ -89,6 +89,7 @@ class BlobFile:
             reason = "is a symlink (kiln never follows links in a model)" if exc.errno == 40 else exc.strerror
             raise BlobFormatError(f"cannot open weight file: {reason}", self.path) from None
         self._file = os.fdopen(fd, "rb")
+        self._private = None  # the copy-on-write mapping :meth:`raw` shares data from
         try:
             self.size = os.fstat(self._file.fileno()).st_size
             if self.size < HEADER_SIZE:
@@ -107,6 +108,9 @@ class BlobFile:
 
     # -- lifecycle ---------------------------------------------------------------------------
     def close(self) -> None:
+        # Arrays shared from the private mapping keep it alive (and unmap it when they go):
+        # the file's handle is dropped, never closed under them.
+        self._private = None
         if getattr(self, "_map", None) is not None:
             self._map.close()
             self._map = None
@@ -176,12 +180,20 @@ class BlobFile:
         return found
 
     # -- data --------------------------------------------------------------------------------
-    def raw(self, offset: int) -> tuple[BlobRecord, np.ndarray]:
+    def raw(self, offset: int, *, shared: bool = False) -> tuple[BlobRecord, np.ndarray]:
         """The record at ``offset`` and a copy of its undecoded elements.
 
         Byte-sized types come back in their little-endian numpy type (bf16 and fp8 as their bit
-        patterns, uint16/uint8); sub-byte types unpacked to int8/uint8."""
+        patterns, uint16/uint8); sub-byte types unpacked to int8/uint8. ``shared``: byte-sized
+        elements are a writeable view of a private, copy-on-write mapping of the file instead of
+        a copy (no copy, no page of it allocated until written; a write never reaches the
+        file): how the executor holds a GB of weights without reading them twice."""
         rec = self.record(offset)
+        if shared and rec.dtype not in _SUB_BYTE_BITS:
+            if self._private is None:
+                self._private = mmap.mmap(self._file.fileno(), 0, access=mmap.ACCESS_COPY)
+            return rec, np.frombuffer(self._private, dtype=dtypes.RAW_NUMPY[rec.dtype], count=rec.count,
+                                      offset=rec.data_offset)
         data = np.frombuffer(self._map, dtype=np.uint8, count=rec.size_bytes, offset=rec.data_offset)
         if rec.dtype in _SUB_BYTE_BITS:
             values = dtypes.unpack_bits(data, _SUB_BYTE_BITS[rec.dtype], rec.count, rec.dtype == "int4")
@@ -202,12 +214,13 @@ class BlobFile:
             except (OSError, ValueError):
                 pass  # only a memory optimisation
 
-    def read(self, offset: int, expected_dtype: str | None = None) -> np.ndarray:
+    def read(self, offset: int, expected_dtype: str | None = None, *, shared: bool = False) -> np.ndarray:
         """Decoded 1-D values of the blob at ``offset``.
 
         fp16 comes back as float16, bf16 and fp8 decoded to float32, everything else in its numpy
-        type. ``expected_dtype`` (a MIL dtype name) must match the blob's own dtype code."""
-        rec, values = self.raw(offset)
+        type. ``expected_dtype`` (a MIL dtype name) must match the blob's own dtype code.
+        ``shared``: see :meth:`raw`."""
+        rec, values = self.raw(offset, shared=shared)
         if expected_dtype is not None and expected_dtype != rec.dtype:
             raise BlobFormatError(
                 f"program declares {expected_dtype} but the blob holds {rec.dtype}", self.path, offset)

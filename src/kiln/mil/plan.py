@@ -877,11 +877,11 @@ class ExecutionPlan:
         for name, slot, user_dtype in self._output_converters:
             value = env[slot]
             if isinstance(value, np.ndarray) and user_dtype is not None:
-                value = value.astype(user_dtype)  # always a fresh array the caller owns
+                value = value.astype(user_dtype, order="C")  # a fresh C-ordered array the caller owns
             outputs[name] = value
         prediction = Prediction(outputs, self.precision)
         for name, slot in self._state_slots:
-            prediction.states[name] = env[slot].astype(self._state_dtypes[name])
+            prediction.states[name] = env[slot].astype(self._state_dtypes[name], order="C")
         return prediction
 
     __call__ = run

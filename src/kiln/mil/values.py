@@ -170,7 +170,7 @@ def decode_value(value, blobs: BlobStore | None, where: str, *, keep_fp16: bool 
             if shape is None:
                 raise ModelFormatError(f"{where}: blob constant with unknown shape {ttype.describe()}")
             ref = value.blobFileValue
-            data = blobs.file(ref.fileName).read(int(ref.offset), ttype.dtype.name)
+            data = blobs.file(ref.fileName).read(int(ref.offset), ttype.dtype.name, shared=True)
             count = _element_count(shape)
             if data.size != count:
                 raise ModelFormatError(

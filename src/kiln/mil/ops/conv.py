@@ -294,19 +294,27 @@ def prepare_conv(spec):
         out_shape = (batch, c_out) + tuple(out_sizes)
         if product_size(wshape, (batch,) + index.shape) >= TORCH_PRODUCT_MIN:
             wtorch = torch_float32_source(weight.reshape(wshape), spec.scratch)
-            multiply = lambda cols: torch().matmul(wtorch(), torch().from_numpy(cols)).numpy()  # noqa: E731
+            multiply = lambda cols: torch().matmul(wtorch(), to_torch(cols)).numpy()  # noqa: E731
         else:
             wmat = float32_source(weight.reshape(wshape), spec.scratch)
             multiply = lambda cols: np.matmul(wmat(), cols)  # noqa: E731
 
+        # A gather that reads every element in place (a 1x1 conv, stride 1, no padding) is a
+        # reshape: x is already its im2col matrix.
+        in_place = not padded and index.size == size and np.array_equal(index.reshape(-1), np.arange(size))
+        cols_shape = (batch,) + index.shape
+
         def kernel(x):
-            if padded:
+            if in_place:
+                cols = x.reshape(cols_shape)
+            elif padded:
                 src = np.empty((batch, size + 1), np.float32)
                 src[:, :size] = x.reshape(batch, size)
                 src[:, size] = 0
+                cols = src[:, index]
             else:
-                src = x.reshape(batch, size)
-            y = multiply(src[:, index]).reshape(out_shape)  # [N, G, C_out/G, out]
+                cols = x.reshape(batch, size)[:, index]
+            y = multiply(cols).reshape(out_shape)  # [N, G, C_out/G, out]
             if bias32 is not None:
                 y += bias32
             return y

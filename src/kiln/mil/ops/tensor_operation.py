@@ -365,6 +365,41 @@ def prepare_pad(spec):
     return kernel
 
 
+@prepares("fill_like", since="iOS16")
+def prepare_fill_like(spec):
+    """The reference's shape is static and the value constant: the result is computed once and
+    returned, read-only, on every call (attention masks fill [heads, T, T] per layer otherwise)."""
+    shape = spec.static_shape("ref_tensor")
+    if shape is None or spec.dynamic != ("ref_tensor",):
+        return None
+    value = np.asarray(spec.consts.get("value", 0.0))
+    out_type = spec.output_types[0] if spec.output_types else None
+    dtype = out_type.dtype.storage if out_type is not None else value.dtype  # fp16 is held as float32
+    filled = np.full(shape, value, dtype=dtype)
+    filled.setflags(write=False)
+    return lambda ref_tensor: filled
+
+
+@prepares("tile")
+def prepare_tile(spec):
+    """A tile that only repeats size-1 axes is a broadcast: the kernel returns a read-only
+    broadcasting view (no copy; a consumer like ``mul`` broadcasts it as the tiled array). The
+    masks of NeMo's conv subsampling are tiled this way to 49 MB per 15 s, every call."""
+    shape = spec.static_shape("x")
+    if shape is None or spec.dynamic != ("x",) or "reps" not in spec.consts:
+        return None
+    try:
+        reps = as_ints(spec.consts["reps"], "reps")
+    except (ValueError, TypeError):
+        return None
+    if len(reps) != len(shape) or any(r < 0 for r in reps):
+        return None
+    if any(r != 1 and size != 1 for r, size in zip(reps, shape)):
+        return None  # a real repetition: the plain kernel
+    out_shape = tuple(size * r for size, r in zip(shape, reps))
+    return lambda x: np.broadcast_to(x, out_shape)
+
+
 @prepares("split")
 def prepare_split(spec):
     """Split points fixed: the parts are basic-slicing views of ``x``."""
