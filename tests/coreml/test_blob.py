@@ -188,3 +188,28 @@ def test_a_symlinked_weight_file_is_refused_not_followed(weight_file, tmp_path):
     link.symlink_to(path)
     with pytest.raises(BlobFormatError, match="symlink"):
         BlobFile(link)
+
+
+def test_shared_reads_are_copy_on_write_views_that_outlive_the_file_handle(tmp_path):
+    """The executor's reads: a view of a private mapping (no copy), writeable, a write never
+    reaching the file; closing the BlobFile leaves the arrays valid."""
+    import hashlib
+
+    path = tmp_path / "weight.bin"
+    values = np.arange(4096, dtype=np.float16) / 7
+    with BlobWriter(path) as writer:
+        offset = writer.write("fp16", values)
+        small = writer.write("int4", np.array([1, -2, 3], np.int8))
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    blob = BlobFile(path)
+    shared = blob.read(offset, "fp16", shared=True)
+    copied = blob.read(offset, "fp16")
+    np.testing.assert_array_equal(shared, values)
+    assert not shared.flags.owndata and copied.flags.owndata
+    assert shared.flags.writeable
+    np.testing.assert_array_equal(blob.read(small, "int4", shared=True), [1, -2, 3])  # sub-byte: unpacked
+    blob.close()
+    shared[:10] = 0  # private page: the file keeps its bytes
+    np.testing.assert_array_equal(shared[10:], values[10:])
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+    assert np.array_equal(BlobFile(path).read(offset, "fp16"), values)
