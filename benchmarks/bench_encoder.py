@@ -29,7 +29,7 @@ from common import emit  # noqa: E402
 SAMPLES = 240_000  # 15 s at 16 kHz
 THREADS = 2
 REPEATS = 3  # kiln runs of the memory children, copies of the package
-ROUNDS = 5  # interleaved speed rounds
+ROUNDS = 9  # interleaved speed rounds (a shared host drifts; the ratio is the median of per-round ratios)
 GOALS = {"fp32_vs_torch_max": 1.0, "fp16_vs_torch_max": 1.2, "rss_vs_weights_plus_io_max": 1.3,
          "compile_job_vs_copy_max": 2.0}
 
@@ -108,7 +108,7 @@ def _build(architecture: str, work: Path):
     return FAMILY, source, component, package
 
 
-def run(architecture: str = "full", workdir: str | None = None) -> dict:
+def run(architecture: str = "full", workdir: str | None = None, rounds: int = ROUNDS) -> dict:
     import numpy as np
 
     from kiln.fsutil import tree_size
@@ -124,7 +124,7 @@ def run(architecture: str = "full", workdir: str | None = None) -> dict:
 
     # Speed: torch eager and both kiln precisions timed in one process, round after round, so a
     # change in the machine's speed (shared hosts drift by 20% within minutes) hits all three alike.
-    speed = _interleaved(architecture, work)
+    speed = _interleaved(architecture, work, rounds)
     weights = tree_size(package / "Data" / "com.apple.CoreML" / "weights")
     io_bytes = speed["io_bytes"]
     # Memory: a fresh process per precision that loads the package and runs it (nothing else held).
@@ -132,7 +132,7 @@ def run(architecture: str = "full", workdir: str | None = None) -> dict:
     kiln = {p: _child(run=True, package=str(package), inputs=str(work / "inputs.npz"), precision=p)
             for p in ("fp32", "fp16")}
     torch_s = statistics.median(speed["torch_s"])
-    result = {"architecture": architecture, "samples": SAMPLES, "threads": THREADS, "rounds": ROUNDS,
+    result = {"architecture": architecture, "samples": SAMPLES, "threads": THREADS, "rounds": rounds,
               "package_weight_bytes": weights, "io_bytes": io_bytes,
               "torch_eager_s": round(torch_s, 3), "torch_eager_runs_s": [round(t, 3) for t in speed["torch_s"]],
               "base_rss_mib": round(base["peak_kib"] / 1024, 1)}
@@ -159,15 +159,16 @@ def run(architecture: str = "full", workdir: str | None = None) -> dict:
     return result
 
 
-def _interleaved(architecture: str, work: Path) -> dict:
-    """Per-call wall times of torch eager, kiln fp32 and kiln fp16, measured in turn for ROUNDS
+def _interleaved(architecture: str, work: Path, rounds: int = ROUNDS) -> dict:
+    """Per-call wall times of torch eager, kiln fp32 and kiln fp16, measured in turn for ``rounds``
     rounds in one child process (after one warm-up call each, which for kiln builds the plan)."""
     code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import bench_encoder, json; "
-            f"print('RESULT', json.dumps(bench_encoder._interleaved_in_process({architecture!r}, {str(work)!r})))")
+            f"print('RESULT', json.dumps(bench_encoder._interleaved_in_process({architecture!r}, {str(work)!r}, "
+            f"{rounds})))")
     return _run_child(code)
 
 
-def _interleaved_in_process(architecture: str, workdir: str) -> dict:
+def _interleaved_in_process(architecture: str, workdir: str, rounds: int = ROUNDS) -> dict:
     import numpy as np
     import torch
 
@@ -191,8 +192,11 @@ def _interleaved_in_process(architecture: str, workdir: str) -> dict:
         if name == "torch":
             out["io_bytes"] = (sum(a.nbytes for a in inputs.values())
                                + sum(np.asarray(a).nbytes for a in result.values()))
-    for _ in range(ROUNDS):
-        for name, call in calls.items():
+    order = list(calls)
+    for index in range(rounds):
+        # each round starts with another contender, so none always runs after the same one
+        for name in order[index % len(order):] + order[:index % len(order)]:
+            call = calls[name]
             started = time.perf_counter()
             call()
             out.setdefault(f"{name}_s", []).append(time.perf_counter() - started)
@@ -233,9 +237,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--architecture", default="full", choices=["full", "tiny"])
     parser.add_argument("--workdir", default=None)
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help="interleaved speed rounds (default %(default)s)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
-    return emit(run(args.architecture, args.workdir), args.out)
+    return emit(run(args.architecture, args.workdir, args.rounds), args.out)
 
 
 if __name__ == "__main__":

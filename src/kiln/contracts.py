@@ -167,7 +167,7 @@ def published_names(contract: Mapping[str, Any], components, source_version: str
 def _features(description) -> dict[str, dict[str, dict]]:
     """``{"inputs"|"outputs": {name: {shape, dtype}}}`` of a Core ML ModelDescription: what a consumer
     sees when it loads the model (feature names, multi-array shapes and data types)."""
-    from coremltools.proto import FeatureTypes_pb2
+    from kiln.coreml.proto import FeatureTypes_pb2
 
     def one(feature) -> dict:
         kind = feature.type.WhichOneof("Type")

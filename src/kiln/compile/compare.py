@@ -88,7 +88,7 @@ def compare_bundle_to_package(package: str | Path, bundle: str | Path, parsed=No
     (e.g. by ``kiln.mil.load_model``), so the text is not parsed twice. ``digests``: a
     :class:`kiln.digests.DigestCache` to take known digests from and keep the new ones in (a package
     the ledger has hashed is not hashed again; the bundle's digests serve its tree digest)."""
-    from coremltools.proto import MIL_pb2
+    from kiln.coreml.proto import MIL_pb2
 
     from kiln.coreml.manifest import check_blob_references, read_package
     from kiln.coreml.mil_text import build_info_entries, parse_program

@@ -10,7 +10,7 @@ import os
 import shutil
 from pathlib import Path
 
-from coremltools.proto import Model_pb2
+from kiln.coreml.proto import Model_pb2
 
 from kiln.compile.errors import CompileError
 from kiln.compile.metadata import build_metadata, class_name, metadata_json_text

@@ -25,7 +25,7 @@ import math
 import re
 from collections import Counter
 
-from coremltools.proto import FeatureTypes_pb2, MIL_pb2, Model_pb2
+from kiln.coreml.proto import FeatureTypes_pb2, MIL_pb2, Model_pb2
 
 from kiln.coreml.ops import walk_operations
 

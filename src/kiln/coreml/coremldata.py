@@ -25,7 +25,7 @@ import hashlib
 import struct
 from pathlib import Path
 
-from coremltools.proto import Model_pb2
+from kiln.coreml.proto import Model_pb2
 
 from kiln.coreml.errors import CoremlDataError
 

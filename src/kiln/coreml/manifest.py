@@ -93,7 +93,7 @@ class Package:
 
 def parse_model_spec(model_path: Path, data: bytes):
     """A ``Model_pb2.Model`` from ``data``, which must hold an ML Program."""
-    from coremltools.proto import Model_pb2
+    from kiln.coreml.proto import Model_pb2
 
     model = Model_pb2.Model()
     try:

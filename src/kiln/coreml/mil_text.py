@@ -33,7 +33,7 @@ import re
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from coremltools.proto import MIL_pb2
+from kiln.coreml.proto import MIL_pb2
 
 from kiln.coreml.dtypes import (
     DTYPE_FROM_TEXT,

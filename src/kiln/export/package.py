@@ -55,7 +55,7 @@ def root_model_path(package: Path, manifest: dict) -> Path:
 def canonicalise_spec(spec_path: Path) -> None:
     """Rewrite a serialised Core ML spec with protobuf's deterministic serialisation (map entries
     in key order), which the default serialiser does not promise across processes."""
-    from coremltools.proto import Model_pb2
+    from kiln.coreml.proto import Model_pb2
 
     spec = Model_pb2.Model()
     try:
