@@ -238,3 +238,51 @@ def test_a_pointwise_conv_multiplies_without_gathering(tmp_path, precision):
     expected = torch.nn.functional.conv2d(torch.from_numpy(np.maximum(x, 0)), torch.from_numpy(weight),
                                           torch.from_numpy(bias)).numpy()
     np.testing.assert_allclose(a[name], expected, rtol=1e-5 if precision == "fp32" else 2e-3, atol=1e-5)
+
+
+def test_to_torch_shares_strided_views_and_copies_what_torch_cannot_share():
+    from kiln.mil.ops._util import to_torch
+
+    base = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    transposed = base.transpose(0, 2, 1)
+    shared = to_torch(transposed)
+    assert shared.data_ptr() == base.ctypes.data and np.array_equal(shared.numpy(), transposed)
+    reversed_ = base[:, ::-1]  # a negative stride: torch cannot wrap it
+    readonly = np.broadcast_to(base[:1], base.shape)
+    for view in (reversed_, readonly):
+        copied = to_torch(view)
+        assert copied.is_contiguous() and np.array_equal(copied.numpy(), view)
+        assert not np.shares_memory(copied.numpy(), base)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_large_softmax_and_a_transposed_linear_run_on_torch_and_match_float64(tmp_path, precision):
+    """Attention-sized softmax (>= 16K elements, torch's kernel) over the last and a middle axis,
+    and a large linear reading a transposed view without a copy: fused equals unfused, and both
+    match a float64 reference to fp32 (fp16: rounding) accuracy."""
+    from coremltools.converters.mil import Builder as mb
+
+    rng = np.random.default_rng(11)
+    weight = (rng.standard_normal((96, 64)) * 0.1).astype(np.float32)
+
+    def build(x):
+        last = mb.softmax(x=x, axis=-1)
+        middle = mb.softmax(x=x, axis=1)
+        projected = mb.linear(x=mb.transpose(x=x, perm=[0, 2, 1]), weight=weight)  # [8, 128, 96]
+        return last, middle, projected
+
+    x = (rng.standard_normal((8, 64, 128)) * 3).astype(np.float32)
+    model = load_model(save_program(build, [("x", x.shape, np.float32)], tmp_path))
+    fused, plain = model.plan(precision), model.plan(precision, fuse=False)
+    a, b = fused.run({"x": x}), plain.run({"x": x})
+    wide = x.astype(np.float64)
+
+    def softmax(v, axis):
+        e = np.exp(v - v.max(axis=axis, keepdims=True))
+        return e / e.sum(axis=axis, keepdims=True)
+
+    expected = [softmax(wide, -1), softmax(wide, 1), wide.transpose(0, 2, 1) @ weight.T.astype(np.float64)]
+    tolerance = {"fp32": dict(rtol=1e-5, atol=1e-5), "fp16": dict(rtol=4e-3, atol=2e-2)}[precision]
+    for spec, want in zip(fused.outputs, expected):
+        assert np.array_equal(a[spec.name], b[spec.name])
+        np.testing.assert_allclose(a[spec.name], want, **tolerance)

@@ -143,12 +143,17 @@ def torch():
 
 
 def to_torch(x: np.ndarray):
+    """``x`` as a torch tensor sharing its memory where torch can (a writeable array with
+    non-negative strides, e.g. a transposed view: torch's kernels read strided inputs, so no copy
+    is made first); else a contiguous copy (read-only arrays, reversed views)."""
     t = torch()
     x = np.asarray(x)
-    if not x.flags.c_contiguous or not x.flags.writeable:
-        x = np.ascontiguousarray(x)
-        if not x.flags.writeable:
-            x = x.copy()
+    if x.flags.writeable and (x.flags.c_contiguous or all(
+            stride >= 0 and stride % x.itemsize == 0 for stride in x.strides)):
+        return t.from_numpy(x)
+    x = np.ascontiguousarray(x)
+    if not x.flags.writeable:
+        x = x.copy()
     return t.from_numpy(x)
 
 

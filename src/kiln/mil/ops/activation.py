@@ -9,7 +9,7 @@ import numpy as np
 
 from ..registry import prepares, register
 from ._util import as_str, erf as _erf, sigmoid as _sigmoid, sigmoid_in_place as _sigmoid_in_place, torch
-from ._util import torch_elementwise
+from ._util import TORCH_ELEMENTWISE_MIN, as_int, norm_axis, to_torch, torch_elementwise
 
 
 def _channel(param, x, name):
@@ -165,6 +165,28 @@ def prepare_relu(spec):
 
     kernel.fresh = True
     kernel.inplace = lambda x: np.maximum(x, zero, out=x)
+    return kernel
+
+
+@prepares("softmax")
+def prepare_softmax(spec):
+    """Softmax of a large float32 input on torch (one fused pass, its threads: attention scores of
+    a 15 s Parakeet encoder are [8, 188, 188] per layer); small inputs keep numpy's."""
+    shape = spec.static_shape("x")
+    if not _float_input(spec) or shape is None:
+        return None
+    try:
+        axis = norm_axis(as_int(spec.consts.get("axis", -1), "axis"), len(shape))
+    except (ValueError, TypeError):
+        return None
+    if int(np.prod(shape, dtype=np.int64)) < TORCH_ELEMENTWISE_MIN:
+        return None
+    t = torch()
+
+    def kernel(x):
+        return t.softmax(to_torch(x), dim=axis).numpy()
+
+    kernel.fresh = True
     return kernel
 
 
