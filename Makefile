@@ -28,6 +28,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	  >> $(VENV)/pip.log 2>&1 || { tail -n 40 $(VENV)/pip.log; exit 1; }
 	touch $@
 
+# another apt (e.g. a second checkout's setup) holding the lock is waited for, not a failure
+APT_WAIT := -o DPkg::Lock::Timeout=600
 # espeak-ng makes the real speech used by parity tests; git is needed by the DVC scenario tests;
 # chromium renders the Snakemake report for its screenshot test; slurm-wlm, slurmdbd, munge and
 # mariadb-server run the one-node cluster of the slurm executor test (tests/workflow/test_slurm.py;
@@ -40,8 +42,8 @@ system-deps:
 	  || missing="$$missing $${dep#*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $$missing >/dev/null; \
-	  else sudo apt-get update -qq && sudo apt-get install -y -qq $$missing >/dev/null; fi; \
+	  if [ "$$(id -u)" = 0 ]; then sudo=; else sudo=sudo; fi; \
+	  $$sudo apt-get $(APT_WAIT) update -qq && $$sudo apt-get $(APT_WAIT) install -y -qq $$missing >/dev/null; \
 	fi
 
 run: setup
