@@ -71,3 +71,23 @@ def test_forget_missing_drops_deleted_files(tmp_path):
     (bundle / "model.mil").unlink()
     cache.forget_missing()
     assert list(cache.entries) == [str(bundle / "weights" / "weight.bin")]
+
+
+def test_sha256_file_hashes_large_files_through_a_mapping_and_small_ones_by_reading(tmp_path, monkeypatch):
+    import hashlib
+    import mmap
+
+    from kiln import fsutil
+
+    monkeypatch.setattr(fsutil, "MAP_HASH_MIN_BYTES", 4096)
+    mapped = []
+    real_mmap = mmap.mmap
+    monkeypatch.setattr(fsutil.mmap, "mmap", lambda *a, **k: mapped.append(a) or real_mmap(*a, **k))
+    rng = __import__("random").Random(0)
+    for size in (0, 1, 4095, 4096, 3 * (1 << 20) + 7):
+        data = rng.randbytes(size)
+        file = tmp_path / f"f{size}"
+        file.write_bytes(data)
+        assert fsutil.sha256_file(file) == hashlib.sha256(data).hexdigest(), size
+        assert fsutil.sha256_file(file, chunk=1000) == hashlib.sha256(data).hexdigest(), size
+    assert len(mapped) == 4  # the two files at or above the threshold, twice each

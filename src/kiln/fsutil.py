@@ -10,6 +10,7 @@ import contextlib
 import glob
 import hashlib
 import json
+import mmap
 import os
 import shutil
 import tempfile
@@ -135,9 +136,29 @@ def write_json(path: str | os.PathLike, data, *, sort_keys: bool = False) -> Non
         handle.write("\n")
 
 
+#: files at least this big are hashed through a read-only mapping (below: reads, 1 MiB at a time)
+MAP_HASH_MIN_BYTES = 16 << 20
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """A file's sha256. A large file is hashed in one call over a read-only mapping: hashlib drops
+    the GIL for the whole call, so a hashing thread keeps its speed beside busy Python code (in 1 MiB
+    reads it waits up to the 5 ms switch interval for the GIL after every chunk: a GB-size weight
+    file took 12 s instead of 0.8 s). Like every mapped reader, it assumes the file is replaced by
+    rename, not truncated in place while hashed (kiln's writers rename)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
+        size = os.fstat(handle.fileno()).st_size
+        if size >= MAP_HASH_MIN_BYTES:
+            try:
+                mapping = mmap.mmap(handle.fileno(), 0, flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0),
+                                    prot=mmap.PROT_READ)
+            except (OSError, ValueError):
+                mapping = None  # not mappable (a pipe, a special file system): read it
+            if mapping is not None:
+                with mapping:
+                    digest.update(mapping)
+                return digest.hexdigest()
         while block := handle.read(chunk):
             digest.update(block)
     return digest.hexdigest()

@@ -81,21 +81,27 @@ def compare_bundles(a: str | Path, b: str | Path) -> list[str]:
 
 def compare_bundle_to_package(package: str | Path, bundle: str | Path, parsed=None, digests=None) -> list[str]:
     """The compile round trip checked structurally: the bundle's ``model.mil`` parses back to the
-    package's program (function inputs in the printed, sorted order; the compiler's own
-    ``coremlc-*`` buildInfo entries on top of the package's), and every weight file the program
-    references is byte-identical in the bundle (sha256). Differences, one message each; empty
+    package's program (:func:`program_differences`) and every weight file the program references is
+    byte-identical in the bundle (:func:`weight_differences`). Differences, one message each; empty
     when the bundle is the package's program. ``parsed``: the bundle's program if already parsed
     (e.g. by ``kiln.mil.load_model``), so the text is not parsed twice. ``digests``: a
     :class:`kiln.digests.DigestCache` to take known digests from and keep the new ones in (a package
     the ledger has hashed is not hashed again; the bundle's digests serve its tree digest)."""
+    from kiln.coreml.manifest import read_package
+
+    source = read_package(package)
+    return program_differences(source, bundle, parsed) + weight_differences(source, bundle, digests)
+
+
+def program_differences(source, bundle: str | Path, parsed=None) -> list[str]:
+    """``source`` (a :func:`kiln.coreml.manifest.read_package` result) against the bundle's
+    ``model.mil``: the text parses back to the package's program, function inputs in the printed,
+    sorted order, the compiler's own ``coremlc-*`` buildInfo entries on top of the package's."""
     from kiln.coreml.proto import MIL_pb2
 
-    from kiln.coreml.manifest import check_blob_references, read_package
     from kiln.coreml.mil_text import build_info_entries, parse_program
-    from kiln.fsutil import sha256_file
 
-    package, bundle = Path(package), Path(bundle)
-    source = read_package(package)
+    bundle = Path(bundle)
     mil_file = bundle / "model.mil"
     if parsed is None:
         try:
@@ -122,12 +128,26 @@ def compare_bundle_to_package(package: str | Path, bundle: str | Path, parsed=No
         if "buildInfo" in program.attributes:
             del program.attributes["buildInfo"]
     if parsed != expected:
-        problems.append(f"model.mil: does not parse back to the program of {package}")
+        problems.append(f"model.mil: does not parse back to the program of {source.root}")
+    return problems
+
+
+def weight_files(source, bundle: str | Path) -> list[tuple[str, Path, Path]]:
+    """(relative path, bundle file, package file) for every weight file the program references."""
+    from kiln.coreml.manifest import check_blob_references
+
     referenced = check_blob_references(source.model_dir, source.model.mlProgram, source.model_path)
-    pairs = []
-    for relative in sorted(referenced):
-        if (bundle / relative).is_file():
-            pairs.append((relative, bundle / relative, source.model_dir / relative))
+    return [(relative, Path(bundle) / relative, source.model_dir / relative) for relative in sorted(referenced)]
+
+
+def weight_differences(source, bundle: str | Path, digests=None) -> list[str]:
+    """Every weight file the package's program references is in the bundle with the same sha256."""
+    from kiln.fsutil import sha256_file
+
+    problems, pairs = [], []
+    for relative, ours, theirs in weight_files(source, bundle):
+        if ours.is_file():
+            pairs.append((relative, ours, theirs))
         else:
             problems.append(f"{relative}: missing from the bundle")
     # hashlib releases the GIL on large buffers: both sides hash at once

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Mapping
 
@@ -19,15 +20,32 @@ log = logging.getLogger("kiln.compile")
 def round_trip(package: Path, bundle: Path, inputs: Mapping[str, np.ndarray], digests=None) -> dict:
     """The bundle is the package, checked structurally: its ``model.mil`` parses back to the
     package's program and its weight files are the package's (sha256); then kiln's executor runs
-    the bundle once, on the validation inputs, and must give every declared output."""
-    from kiln.compile.compare import compare_bundle_to_package
+    the bundle once, on the validation inputs, and must give every declared output.
+
+    The weight files hash on a second thread (hashlib releases the GIL) while ``model.mil`` is parsed
+    and the bundle runs: on a GB-size encoder the hashing is as long as the execution. A bundle whose
+    weights differ is still refused, only after its (harmless) execution."""
+    from kiln.compile.compare import program_differences, weight_differences, weight_files
+    from kiln.coreml.manifest import read_package
+    from kiln.digests import DigestCache
     from kiln.mil import load_model
 
-    model = load_model(bundle)  # parses model.mil once, for the check and the execution
-    differences = compare_bundle_to_package(package, bundle, parsed=model.program, digests=digests)
+    digests = digests if digests is not None else DigestCache(None)
+    source = read_package(package)
+    files = [path for _, ours, theirs in weight_files(source, bundle) for path in (ours, theirs) if path.is_file()]
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        hashing = pool.submit(lambda: [digests.file_digest(path) for path in files])
+        try:
+            model = load_model(bundle)  # parses model.mil once, for the check and the execution
+            differences = program_differences(source, bundle, parsed=model.program)
+            if differences:
+                raise CompileError(f"{bundle}: the bundle is not the package's program: " + "; ".join(differences))
+            outputs = model.predict(inputs, precision="fp32")
+        finally:
+            hashing.result()
+    differences = weight_differences(source, bundle, digests)  # digests known by now
     if differences:
         raise CompileError(f"{bundle}: the bundle is not the package's program: " + "; ".join(differences))
-    outputs = model.predict(inputs, precision="fp32")
     declared = {spec.name for spec in model.outputs()}
     if set(outputs) != declared:
         raise CompileError(f"{bundle}: executing the bundle gave outputs {sorted(outputs)}, it declares "
