@@ -57,10 +57,10 @@ def facts(source):
     return K.facts(source)
 
 
-def component(tokens=TOKENS, samples=SAMPLES, harmonics=9, name="kokoro_5s"):
+def component(tokens=TOKENS, samples=SAMPLES, harmonics=9, name="kokoro_5s", precision="float32"):
     raw = {"models": {MODEL: {"family": "kokoro", "task": "tts", "synthetic": True,
                               "source": {"kind": "random", "architecture": "tiny", "seed": 0},
-                              "export": {"compute_precision": "float32"},
+                              "export": {"compute_precision": precision},
                               "components": {name: contract(tokens, samples, harmonics)}}}}
     return build_config(raw).component(MODEL, name)
 
@@ -239,3 +239,35 @@ def test_faithfulness_record(source, facts, wrapper):
     assert check["pred_dur_equal"] and check["clamped_equal"] and check["valid_samples_equal"]
     assert check["tokens"] == TOKENS and check["samples"] == SAMPLES
     assert check["correlation"] > 0.9999 and check["log_mel_distance_db"] < 0.05, check
+
+
+def test_an_fp16_package_keeps_sample_and_frame_counts_in_int32(source, facts, tmp_path):
+    """A 13.75 s window filled to its end (slow speed: the durations are clamped): the vocoder's STFT
+    has 330,000 / 5 + 1 = 66,001 frames, past fp16's 65,504. The fp16 package must count them in
+    int32 (it once added the 1 in fp16: inf, and a failed cast to int32 on kiln's fp16 mode)."""
+    from kiln.export.convert import convert_traced, trace_component
+    from kiln.export.package import save_mlpackage
+    from kiln.mil import load_model
+
+    samples = 330_000
+    comp = component(samples=samples, precision="float16")
+    net = K.FAMILY.build_component(source, comp)
+    traced = trace_component(net, comp, K.FAMILY.component("kokoro_5s").example_inputs(comp, facts))
+    mlmodel = convert_traced(traced, comp, comp.export)
+    model = load_model(save_mlpackage(mlmodel, tmp_path / "k.mlpackage"))
+    # no integer becomes fp16, and the only fp16 value cast to an integer is the rounded, clamped
+    # duration of each token
+    program = model.program.functions["main"]
+    block = program.block_specializations[program.opset]
+    dtype = {out.name: out.type.tensorType.dataType for op in block.operations for out in op.outputs}
+    kind = {out.name: op.type for op in block.operations for out in op.outputs}
+    integer, fp16 = (22, 23), 10  # MIL_pb2.DataType INT16, INT32, FLOAT16
+    casts = [(op.inputs["x"].arguments[0].name, op.outputs[0].name) for op in block.operations if op.type == "cast"]
+    assert [kind[x] for x, y in casts if dtype.get(x) == fp16 and dtype[y] in integer] == ["clip"]
+    assert [x for x, y in casts if dtype.get(x) in integer and dtype[y] == fp16] == []
+    feed = feed_for(facts, source, PHONEMES, seed=3, comp=comp)
+    feed["speed"] = np.array([0.05], np.float32)
+    out = model.predict(feed, precision="fp16")
+    reference = run_torch(net, comp, feed)
+    assert int(out["clamped"][0]) == int(reference["clamped"][0]) == 1
+    assert int(out["audio_length"][0]) == int(reference["audio_length"][0]) == samples

@@ -242,7 +242,12 @@ class FixedKokoro(nn.Module):
         har = self.harmonic_source(f0, f0_mask, random_phases, source_noise)
         har = reflect_at_valid_end(har, samples_valid, self.n_fft // 2)
         mag, angle = self.stft.magnitude_phase(har)                       # [1, bins, 1 + N/hop]
-        stft_frames = rw.length_mask(samples_valid // self.hop + 1, mag.shape[-1])
+        # frame - 1 < valid // hop, not frame < valid // hop + 1: coremltools lowers an int32 `+ 1`
+        # (and `<=`, and torch.div(rounding_mode="floor")) through float ops, which an fp16 package
+        # computes in fp16 (a 15 s window's 72,001 frames overflow it to inf; 5 s's 24,001 rounds to
+        # 24,000); `//` and `<` of int32 stay int32
+        frame_minus_one = torch.arange(-1, mag.shape[-1] - 1, dtype=torch.int32).unsqueeze(0)
+        stft_frames = frame_minus_one < (samples_valid // self.hop).to(torch.int32).unsqueeze(1)
         har = torch.cat([mag, angle], dim=1) * _keep(stft_frames)
         return self.vocode(x, s, har, f0_mask)
 
