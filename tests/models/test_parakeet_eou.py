@@ -43,6 +43,28 @@ def source(tiny_nemo):
     return _eou.load(tiny_nemo)
 
 
+def test_the_random_checkpoint_is_the_same_bytes_from_another_process_and_folder(tiny_nemo, tmp_path):
+    """Same seed, same bytes: NeMo's random artifact names and save times are not in the archive, and
+    no absolute path is (tokenizer.dir is relative), so two checkouts build one source digest."""
+    import subprocess
+    import sys
+    import tarfile
+
+    other = tmp_path / "second" / "checkout"
+    # one thread, as here: the decision calibration runs the model, and float sums follow the threads
+    code = ("import sys, torch; torch.set_num_threads(1); from kiln.models import parakeet_eou as e; "
+            "print(e.build_random('tiny', seed=0, overrides={}, out_dir=sys.argv[1]))")
+    run = subprocess.run([sys.executable, "-c", code, str(other)], capture_output=True, text=True, check=True)
+    rebuilt = Path(run.stdout.strip().splitlines()[-1])
+    assert rebuilt.parent == other and rebuilt.read_bytes() == tiny_nemo.read_bytes()
+    with tarfile.open(tiny_nemo) as archive:
+        members = archive.getmembers()
+        config = archive.extractfile("./model_config.yaml").read().decode()
+    assert all(m.mtime == 0 and m.uname == "" for m in members)
+    assert [m.name for m in members] == sorted(m.name for m in members)
+    assert str(tiny_nemo.parent) not in config and "dir: tokenizer_eou_tiny" in config
+
+
 @pytest.fixture(scope="module")
 def facts(source):
     return eou.facts(source)

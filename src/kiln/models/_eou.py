@@ -142,11 +142,7 @@ def build_random(architecture: str, *, seed: int, overrides: Mapping[str, Any], 
         model.eval()
         if config_edit is None:
             calibrate_decisions(model, seed=int(seed))
-        out = out_dir / f"parakeet_eou_{architecture}_seed{seed}.nemo"
-        tmp = out.with_name(out.name + ".tmp")
-        model.save_to(str(tmp))
-        tmp.replace(out)
-    return out
+        return _nemo.save_reproducibly(model, out_dir / f"parakeet_eou_{architecture}_seed{seed}.nemo")
 
 
 #: share of calibration frames where a random model's greedy step picks blank / <EOU>

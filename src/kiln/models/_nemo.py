@@ -22,9 +22,13 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import logging
 import os
+import re
+import tarfile
+import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
@@ -34,7 +38,7 @@ from torch import nn
 
 from kiln.errors import ModelError, SourceError
 from kiln.export.rewrites import ConvSTFT
-from kiln.sources.nemo_archive import check_nemo_archive  # noqa: F401  (re-export; restore_nemo uses it)
+from kiln.sources.nemo_archive import CONFIG_MEMBER, check_nemo_archive  # noqa: F401  (re-export; restore_nemo uses it)
 
 #: what NeMo adds to the log magnitude before ``log`` when ``log_zero_guard_type == "add"``
 NEMO_NORMALIZE_EPS = 1e-5
@@ -137,6 +141,57 @@ def transducer_heads(arch) -> dict:
             "jointnet": {"joint_hidden": arch["joint_hidden"], "activation": "relu", "dropout": 0.2},
         },
     }
+
+
+# -- reproducible archives --------------------------------------------------------------------------
+
+#: NeMo names each artifact it packs ``<uuid4 hex>_<file name>`` (``register_artifact``)
+_ARTIFACT_NAME = re.compile(r"^(\./)?[0-9a-f]{32}_(.+)$")
+
+
+def save_reproducibly(model, out: Path) -> Path:
+    """``model.save_to(out)``, made byte-for-byte reproducible: NeMo names each packed artifact
+    (tokenizer files) by a random uuid, referenced from ``model_config.yaml``, and stamps every member
+    with the time of saving, so two builds of one seed in two checkouts differed, and with them the
+    source digest every downstream artifact records. Here the artifacts are renamed by the sha256 of
+    their bytes (the config follows), paths inside ``out``'s folder are recorded relative to it, and
+    the tar is rewritten in name order with zeroed times and owners. Written to a temporary sibling
+    and renamed."""
+    out = Path(out)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        raw = Path(tmp) / "raw.nemo"
+        model.save_to(str(raw))
+        with tarfile.open(raw, "r:") as archive:
+            members = [(m, archive.extractfile(m).read() if m.isfile() else None) for m in archive.getmembers()]
+        renamed = {}
+        for member, data in members:
+            match = _ARTIFACT_NAME.match(member.name)
+            if match and data is not None:
+                old = member.name.removeprefix("./")
+                renamed[old] = f"{hashlib.sha256(data).hexdigest()[:32]}_{match.group(2)}"
+        entries = []
+        for member, data in members:
+            name = member.name.removeprefix("./")
+            if data is not None and name == CONFIG_MEMBER:
+                text = data.decode("utf-8")
+                for old, new in renamed.items():
+                    text = text.replace(f"nemo:{old}", f"nemo:{new}")
+                for folder in {str(out.parent.resolve()), str(out.parent)} - {"."}:
+                    text = text.replace(folder + os.sep, "")  # e.g. tokenizer.dir (unused on restore)
+                data = text.encode("utf-8")
+            prefix = "./" if member.name.startswith("./") and name else ""
+            entries.append((prefix + renamed.get(name, name) if name else member.name, member, data))
+        staged = Path(tmp) / "staged.nemo"
+        with tarfile.open(staged, "w:", format=tarfile.PAX_FORMAT) as archive:
+            for name, member, data in sorted(entries, key=lambda entry: entry[0]):  # the new names' order
+                info = tarfile.TarInfo(name)
+                info.type, info.mtime, info.uid, info.gid, info.uname, info.gname = member.type, 0, 0, 0, "", ""
+                info.mode = 0o755 if member.isdir() else 0o644
+                if data is not None:
+                    info.size = len(data)
+                archive.addfile(info, io.BytesIO(data) if data is not None else None)
+        os.replace(staged, out)
+    return out
 
 
 # -- tokenizers -------------------------------------------------------------------------------------

@@ -94,6 +94,4 @@ def build_random(architecture: str, *, seed: int, overrides: Mapping[str, Any], 
         torch.manual_seed(int(seed))
         model = EncDecRNNTBPEModel(cfg=OmegaConf.create(nemo_config(arch, tok_dir)))
         model.eval()
-        out = out_dir / f"parakeet_tdt_{architecture}_seed{seed}.nemo"
-        model.save_to(str(out))
-    return out
+        return _nemo.save_reproducibly(model, out_dir / f"parakeet_tdt_{architecture}_seed{seed}.nemo")
