@@ -47,6 +47,13 @@ def family_code(model):
     return codedeps.stage_files("prepare", KILN.models[model].family)
 
 
+def fetch_code(model):
+    """A random source runs its family's builder: an edit to it rebuilds the checkpoint (same bytes
+    give the old mtime back through the ledger, so nothing downstream reruns)."""
+    cfg = KILN.models[model]
+    return codedeps.stage_files("fetch_random", cfg.family) if cfg.source.get("kind") == "random" else []
+
+
 EXPORT_CODE = codedeps.stage_files("export")
 COMPILER_CODE = codedeps.stage_files("compile")
 

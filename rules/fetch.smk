@@ -5,6 +5,7 @@
 rule fetch:
     input:
         stamp=".kiln/stamps/{model}/source.json",
+        code=lambda wildcards: fetch_code(wildcards.model),
     output:
         record=f"{RESULTS}/{{model}}/source.json",
     log:

@@ -78,3 +78,6 @@ def test_stages_of_the_real_workflow(tmp_path, monkeypatch):
     assert "src/kiln/validate/metrics.py" in validate and "src/kiln/export/convert.py" not in validate
     assert "src/kiln/compile/compiler.py" in stage("compile")
     assert parakeet == sorted(parakeet) and all((REPO / f).is_file() for f in quantize)
+    # a random source's checkpoint is built by its family: an edit to the builder refetches it
+    fetch = stage("fetch_random", "parakeet_eou")
+    assert {"src/kiln/models/_nemo.py", "src/kiln/models/_eou.py", "src/kiln/sources/__init__.py"} <= set(fetch)

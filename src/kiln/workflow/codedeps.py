@@ -32,6 +32,9 @@ _MODULE_NAME = re.compile(rf"^{PACKAGE}(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 #: what each workflow stage runs, as root modules (``{family}`` is the model's family module); a
 #: stage's code dependencies are these modules' transitive kiln imports
 STAGE_ROOTS: dict[str, tuple[str, ...]] = {
+    # a random-initialised source is built by its family's builder (hub, package and path sources
+    # run no kiln code whose edit could change the fetched bytes: they have no code inputs)
+    "fetch_random": ("kiln.sources", "kiln.models.{family}"),
     # the only stage that runs the family's wrappers on the checkpoint (and traces them)
     "prepare": ("kiln.models.{family}", "kiln.export.convert"),
     # the family's validation feeds run through the traced programs
