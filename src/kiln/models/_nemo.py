@@ -159,37 +159,39 @@ def save_reproducibly(model, out: Path) -> Path:
     and renamed."""
     out = Path(out)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        raw = Path(tmp) / "raw.nemo"
+        raw, staged = Path(tmp) / "raw.nemo", Path(tmp) / "staged.nemo"
         model.save_to(str(raw))
-        with tarfile.open(raw, "r:") as archive:
-            members = [(m, archive.extractfile(m).read() if m.isfile() else None) for m in archive.getmembers()]
-        renamed = {}
-        for member, data in members:
-            match = _ARTIFACT_NAME.match(member.name)
-            if match and data is not None:
-                old = member.name.removeprefix("./")
-                renamed[old] = f"{hashlib.sha256(data).hexdigest()[:32]}_{match.group(2)}"
-        entries = []
-        for member, data in members:
-            name = member.name.removeprefix("./")
-            if data is not None and name == CONFIG_MEMBER:
-                text = data.decode("utf-8")
-                for old, new in renamed.items():
-                    text = text.replace(f"nemo:{old}", f"nemo:{new}")
-                for folder in {str(out.parent.resolve()), str(out.parent)} - {"."}:
-                    text = text.replace(folder + os.sep, "")  # e.g. tokenizer.dir (unused on restore)
-                data = text.encode("utf-8")
-            prefix = "./" if member.name.startswith("./") and name else ""
-            entries.append((prefix + renamed.get(name, name) if name else member.name, member, data))
-        staged = Path(tmp) / "staged.nemo"
-        with tarfile.open(staged, "w:", format=tarfile.PAX_FORMAT) as archive:
-            for name, member, data in sorted(entries, key=lambda entry: entry[0]):  # the new names' order
-                info = tarfile.TarInfo(name)
+        with tarfile.open(raw, "r:") as source, tarfile.open(staged, "w:", format=tarfile.PAX_FORMAT) as archive:
+            members = source.getmembers()
+            renamed = {}
+            for member in members:
+                match = _ARTIFACT_NAME.match(member.name)
+                if match and member.isfile():
+                    digest = hashlib.file_digest(source.extractfile(member), "sha256").hexdigest()
+                    renamed[member.name.removeprefix("./")] = f"{digest[:32]}_{match.group(2)}"
+
+            def new_name(member) -> str:
+                name = member.name.removeprefix("./")
+                if not name:  # the root directory entry
+                    return member.name
+                return ("./" if member.name.startswith("./") else "") + renamed.get(name, name)
+
+            for member in sorted(members, key=new_name):  # in the new names' order
+                info = tarfile.TarInfo(new_name(member))
                 info.type, info.mtime, info.uid, info.gid, info.uname, info.gname = member.type, 0, 0, 0, "", ""
                 info.mode = 0o755 if member.isdir() else 0o644
-                if data is not None:
-                    info.size = len(data)
-                archive.addfile(info, io.BytesIO(data) if data is not None else None)
+                data = source.extractfile(member) if member.isfile() else None
+                if data is not None and member.name.removeprefix("./") == CONFIG_MEMBER:
+                    text = data.read().decode("utf-8")
+                    for old, new in renamed.items():
+                        text = text.replace(f"nemo:{old}", f"nemo:{new}")
+                    for folder in {str(out.parent.resolve()), str(out.parent)} - {"."}:
+                        text = text.replace(folder + os.sep, "")  # e.g. tokenizer.dir (unused on restore)
+                    data = io.BytesIO(text.encode("utf-8"))
+                    info.size = len(data.getvalue())
+                elif data is not None:
+                    info.size = member.size  # streamed: the weights of a full-size model are GBs
+                archive.addfile(info, data)
         os.replace(staged, out)
     return out
 
