@@ -48,8 +48,9 @@ def family_code(model):
 
 
 def fetch_code(model):
-    """A random source runs its family's builder: an edit to it rebuilds the checkpoint (same bytes
-    give the old mtime back through the ledger, so nothing downstream reruns)."""
+    """A random source runs its family's builder: an edit to it rebuilds the checkpoint (what is
+    downstream runs in that build too; a rebuild with the same bytes is undone by the ledger for
+    later builds)."""
     cfg = KILN.models[model]
     return codedeps.stage_files("fetch_random", cfg.family) if cfg.source.get("kind") == "random" else []
 

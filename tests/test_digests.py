@@ -76,6 +76,7 @@ def test_forget_missing_drops_deleted_files(tmp_path):
 def test_sha256_file_hashes_large_files_through_a_mapping_and_small_ones_by_reading(tmp_path, monkeypatch):
     import hashlib
     import mmap
+    import random
 
     from kiln import fsutil
 
@@ -83,7 +84,7 @@ def test_sha256_file_hashes_large_files_through_a_mapping_and_small_ones_by_read
     mapped = []
     real_mmap = mmap.mmap
     monkeypatch.setattr(fsutil.mmap, "mmap", lambda *a, **k: mapped.append(a) or real_mmap(*a, **k))
-    rng = __import__("random").Random(0)
+    rng = random.Random(0)
     for size in (0, 1, 4095, 4096, 3 * (1 << 20) + 7):
         data = rng.randbytes(size)
         file = tmp_path / f"f{size}"

@@ -65,6 +65,17 @@ def test_the_random_checkpoint_is_the_same_bytes_from_another_process_and_folder
     assert str(tiny_nemo.parent) not in config and "dir: tokenizer_eou_tiny" in config
 
 
+def test_a_failed_save_leaves_nothing_behind(tmp_path):
+    class Failing:
+        def save_to(self, path):
+            Path(path).write_bytes(b"half an archive")
+            raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        _nemo.save_reproducibly(Failing(), tmp_path / "m.nemo")
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.fixture(scope="module")
 def facts(source):
     return eou.facts(source)

@@ -90,7 +90,7 @@ def compare_bundle_to_package(package: str | Path, bundle: str | Path, parsed=No
     from kiln.coreml.manifest import read_package
 
     source = read_package(package)
-    return program_differences(source, bundle, parsed) + weight_differences(source, bundle, digests)
+    return program_differences(source, bundle, parsed) + weight_differences(weight_files(source, bundle), digests)
 
 
 def program_differences(source, bundle: str | Path, parsed=None) -> list[str]:
@@ -140,12 +140,13 @@ def weight_files(source, bundle: str | Path) -> list[tuple[str, Path, Path]]:
     return [(relative, Path(bundle) / relative, source.model_dir / relative) for relative in sorted(referenced)]
 
 
-def weight_differences(source, bundle: str | Path, digests=None) -> list[str]:
-    """Every weight file the package's program references is in the bundle with the same sha256."""
+def weight_differences(files: list[tuple[str, Path, Path]], digests=None) -> list[str]:
+    """Every weight file the package's program references (``files``, from :func:`weight_files`) is
+    in the bundle with the same sha256."""
     from kiln.fsutil import sha256_file
 
     problems, pairs = [], []
-    for relative, ours, theirs in weight_files(source, bundle):
+    for relative, ours, theirs in files:
         if ours.is_file():
             pairs.append((relative, ours, theirs))
         else:

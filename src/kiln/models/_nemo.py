@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kiln.errors import ModelError, SourceError
+from kiln.fsutil import atomic_path
 from kiln.export.rewrites import ConvSTFT
 from kiln.sources.nemo_archive import CONFIG_MEMBER, check_nemo_archive  # noqa: F401  (re-export; restore_nemo uses it)
 
@@ -156,10 +157,12 @@ def save_reproducibly(model, out: Path) -> Path:
     source digest every downstream artifact records. Here the artifacts are renamed by the sha256 of
     their bytes (the config follows), paths inside ``out``'s folder are recorded relative to it, and
     the tar is rewritten in name order with zeroed times and owners. Written to a temporary sibling
-    and renamed."""
+    and renamed; NeMo's own archive goes to a temporary folder beside it, named so that a killed
+    build's leftovers are recognised as temporaries (removed by the next write, never published)."""
     out = Path(out)
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        raw, staged = Path(tmp) / "raw.nemo", Path(tmp) / "staged.nemo"
+    with atomic_path(out) as staged, tempfile.TemporaryDirectory(prefix=f".{out.name}.", suffix=".dir.tmp",
+                                                                  dir=out.parent) as tmp:
+        raw = Path(tmp) / "raw.nemo"
         model.save_to(str(raw))
         with tarfile.open(raw, "r:") as source, tarfile.open(staged, "w:", format=tarfile.PAX_FORMAT) as archive:
             members = source.getmembers()
@@ -192,7 +195,6 @@ def save_reproducibly(model, out: Path) -> Path:
                 elif data is not None:
                     info.size = member.size  # streamed: the weights of a full-size model are GBs
                 archive.addfile(info, data)
-        os.replace(staged, out)
     return out
 
 

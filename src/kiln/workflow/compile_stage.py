@@ -32,7 +32,8 @@ def round_trip(package: Path, bundle: Path, inputs: Mapping[str, np.ndarray], di
 
     digests = digests if digests is not None else DigestCache(None)
     source = read_package(package)
-    files = [path for _, ours, theirs in weight_files(source, bundle) for path in (ours, theirs) if path.is_file()]
+    weights = weight_files(source, bundle)  # validates the package's blob records once
+    files = [path for _, ours, theirs in weights for path in (ours, theirs) if path.is_file()]
     with ThreadPoolExecutor(max_workers=1) as pool:
         hashing = pool.submit(lambda: [digests.file_digest(path) for path in files])
         try:
@@ -43,7 +44,7 @@ def round_trip(package: Path, bundle: Path, inputs: Mapping[str, np.ndarray], di
             outputs = model.predict(inputs, precision="fp32")
         finally:
             hashing.result()
-    differences = weight_differences(source, bundle, digests)  # digests known by now
+    differences = weight_differences(weights, digests)  # digests known by now
     if differences:
         raise CompileError(f"{bundle}: the bundle is not the package's program: " + "; ".join(differences))
     declared = {spec.name for spec in model.outputs()}
