@@ -79,6 +79,15 @@ ERRATA = (
         "expectation records what Apple's runtime happened to read out of range; kiln reads 0",
     ),
     Erratum(
+        "iOS14/test_image_resizing.py::TestUpsampleBilinear::test_builder_to_backend_stress[*"
+        "-scale_factor=(0.5, 0.75)-align_corners=False-recompute_scale_factor=False]",
+        "suite erratum: MIL's upsample_bilinear is documented as torch's recompute_scale_factor=True "
+        "mode (the scale recomputed from the output size: width 22 * 0.75 = 16.5 -> 16, sampled at "
+        "22/16 per pixel); the expectation is torch's recompute_scale_factor=False, sampling at the "
+        "given 1/0.75, a mode MIL does not have (the suite's own xfail, rdar://81124053 'Support "
+        "recompute_scale_factor', is a feature request, not a runtime defect)",
+    ),
+    Erratum(
         "iOS15/test_image_resizing.py::TestResample::test_builder_to_backend_smoke[*precision='fp32'*",
         "suite erratum: after kiln's outputs matched, the test counts 2 cast ops, the fp16 casts the "
         "converter inserts for the fp16 backend; the fp32 backend inserts none (a converter check "

@@ -47,7 +47,9 @@ class CaseRecord:
     precision: str = "fp32"
     case_id: str = ""
     runs: list[dict] = field(default_factory=list)
-    suite_xfails: list[str] = field(default_factory=list)  # radar xfails run through (--kiln-run-radar-xfails)
+    # the suite's radar skips/xfails the case went past, [kind, reason] each (plugin._radar_noted)
+    radar_stops: list[list[str]] = field(default_factory=list)
+    reached_runtime: bool = False  # predict was called: the case built a program for a runtime
 
 
 # The case being executed (set by the plugin around each test call).
@@ -171,6 +173,8 @@ def kiln_precision(suite_precision: str, loaded) -> str:
 def predict(mlmodel, data, state: KilnState | None = None) -> dict:
     """``MLModel.predict`` on kiln's executor; records the run in the current case."""
     case = CURRENT_CASE.get()
+    if case is not None:
+        case.reached_runtime = True
     loaded = loaded_model(mlmodel)
     precision = kiln_precision(case.precision if case is not None else "fp32", loaded)
     plan = loaded.plan(precision=precision)

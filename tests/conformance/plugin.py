@@ -57,9 +57,11 @@ def pytest_addoption(parser):
     )
     group.addoption("--kiln-list", default=None, help="write the selected case ids to this file")
     group.addoption(
-        "--kiln-run-radar-xfails", action="store_true",
-        help="a test body's pytest.xfail citing an Apple radar (rdar://) does not stop the case: "
-             "those are defects of Apple's runtime, and the case runs on kiln",
+        "--kiln-keep-radar-stops", action="store_true",
+        help="let a test body's pytest.skip / pytest.xfail citing an Apple radar (rdar://) stop the case, "
+             "as on Apple's runtime (by default the case goes on and runs on kiln: those radars are "
+             "defects of Apple's runtime; a case that then fails before reaching a runtime gets the "
+             "suite's own outcome back)",
     )
     group.addoption(
         "--kiln-candidates", action="store_true",
@@ -79,7 +81,29 @@ def _candidate_keys(item) -> set[tuple]:
     return keys
 
 
+def _is_radar_xfail(mark) -> bool:
+    reason = str(mark.kwargs.get("reason", mark.args[0] if mark.args else ""))
+    return mark.name == "xfail" and "rdar://" in reason
+
+
+def _pass_over_radar_xfail_marks(items) -> None:
+    """Take the ``@pytest.mark.xfail(reason="rdar://...")`` marks (Apple-runtime defects, passed over
+    like the test bodies' radar stops) off every case, and off the classes and modules holding them,
+    noting on each case the reasons it passes over."""
+    nodes = {}
+    for item in items:
+        item._kiln_radar_marks = []
+        for node in item.listchain():
+            nodes[id(node)] = node
+            item._kiln_radar_marks += [mark.kwargs.get("reason", mark.args[0] if mark.args else "")
+                                       for mark in node.own_markers if _is_radar_xfail(mark)]
+    for node in nodes.values():
+        node.own_markers[:] = [mark for mark in node.own_markers if not _is_radar_xfail(mark)]
+
+
 def pytest_collection_modifyitems(config, items):
+    if not config.getoption("--kiln-keep-radar-stops"):
+        _pass_over_radar_xfail_marks(items)
     if config.getoption("--kiln-candidates"):
         seen, kept = set(), []
         for item in items:
@@ -291,29 +315,49 @@ def pytest_runtest_call(item):
     token = CURRENT_CASE.set(case)
     machine = platform.machine
     platform.machine = lambda: STAND_IN_MACHINE
-    if item.config.getoption("--kiln-run-radar-xfails"):
-        pytest.xfail = _radar_xfail_noted(case)
+    if not item.config.getoption("--kiln-keep-radar-stops"):
+        case.radar_stops.extend(["xfail", reason] for reason in getattr(item, "_kiln_radar_marks", ()))
+        pytest.xfail = _radar_noted(case, "xfail", _XFAIL)
+        pytest.skip = _radar_noted(case, "skip", _SKIP)
     try:
         yield
     finally:
         pytest.xfail = _XFAIL
+        pytest.skip = _SKIP
         platform.machine = machine
         CURRENT_CASE.reset(token)
 
 
 _XFAIL = pytest.xfail  # the plugin's own xfails (errata) always stop the case
+_SKIP = pytest.skip
 
 
-def _radar_xfail_noted(case: CaseRecord):
-    """``pytest.xfail`` for a test body under ``--kiln-run-radar-xfails``: a reason citing an Apple
-    radar is noted on the case and the test goes on; any other reason xfails as usual."""
+def _radar_noted(case: CaseRecord, kind: str, stop):
+    """``pytest.xfail`` / ``pytest.skip`` for a test body: a reason citing an Apple radar (a defect
+    of Apple's runtime, which kiln stands in for) is noted on the case and the test goes on; any
+    other reason stops it as usual."""
 
-    def xfail(reason: str = "") -> None:
+    def noted(reason: str = "", **kwargs) -> None:
         if "rdar://" not in reason:
-            _XFAIL(reason)
-        case.suite_xfails.append(reason)
+            stop(reason, **kwargs)
+        case.radar_stops.append([kind, reason])
 
-    return xfail
+    return noted
+
+
+def _restore_radar_stop(report, case: CaseRecord) -> None:
+    """A case whose radar stop was passed over and which then failed before reaching a runtime (the
+    builder or converter refused the program: e.g. prelu's rank-5 alpha check) built no ML Program
+    for kiln to run; it gets the outcome the suite gave it, with the suite's reason."""
+    if not (report.failed and case.radar_stops and not case.reached_runtime):
+        return
+    kind, reason = case.radar_stops[-1]
+    report.outcome = "skipped"
+    if kind == "xfail":
+        report.wasxfail = reason
+        report.longrepr = None
+    else:
+        report.longrepr = (str(report.location[0]), report.location[1] or 0, f"Skipped: {reason}")
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -324,9 +368,10 @@ def pytest_runtest_makereport(item, call):
     case = getattr(item, "_kiln_case", None)
     if call.when == "call" and case is not None:
         report.user_properties.append(("kiln_runs", case.runs))
-        if case.suite_xfails:
-            report.user_properties.append(("kiln_suite_xfails", case.suite_xfails))
+        if case.radar_stops:
+            report.user_properties.append(("kiln_radar_stops", case.radar_stops))
         report.user_properties.append(("kiln_precision", case.precision))
+        _restore_radar_stop(report, case)
         _apply_after_compare_erratum(report, call, case)
     if call.when == "setup":
         report.user_properties.append(("kiln_precision", _case_precision(item)))
@@ -378,8 +423,9 @@ class _Collector:
             entry["executed"] = True
             entry["opset"] = runs[0]["opset"]
             entry["ops"] = sorted({op for run in runs for op in run["ops"]})
-        if props.get("kiln_suite_xfails"):
-            entry["suite_xfail_overridden"] = props["kiln_suite_xfails"]
+        if props.get("kiln_radar_stops"):
+            # the suite's radar skips/xfails this case went past ([kind, reason] each)
+            entry["radar_stops_passed"] = props["kiln_radar_stops"]
         entry["duration"] = round(entry.get("duration", 0.0) + report.duration, 4)
         if report.when == "call" or (report.when == "setup" and not report.passed):
             entry["outcome"], reason = _outcome(report)
@@ -410,12 +456,15 @@ def _outcome(report) -> tuple[str, str]:
 
 
 def summarize(cases: dict[str, dict]) -> dict:
-    """Totals per precision, failures per op type and per test, skips and xfails by reason."""
+    """Totals per precision, failures per op type and per test, skips and xfails by reason (xfails
+    also by op), and what became of the cases whose radar stops were passed over."""
     per_precision: dict[str, Counter] = defaultdict(Counter)
     failed_by_op: Counter = Counter()
     failed_by_test: Counter = Counter()
     skipped_by_reason: Counter = Counter()
     xfailed_by_reason: Counter = Counter()
+    xfailed_by_op: dict[str, Counter] = defaultdict(Counter)
+    radar_stops_passed: dict[str, Counter] = defaultdict(Counter)
     tested: dict[str, set] = defaultdict(set)
     for nodeid, case in cases.items():
         counts = per_precision[case.get("precision", "fp32")]
@@ -434,6 +483,10 @@ def summarize(cases: dict[str, dict]) -> dict:
             skipped_by_reason[case.get("reason", "")] += 1
         elif case["outcome"] == "xfailed":
             xfailed_by_reason[case.get("reason", "")] += 1
+            for op in set(case.get("ops", ())) - PLUMBING_OPS:
+                xfailed_by_op[case.get("reason", "")][op] += 1
+        for _, reason in case.get("radar_stops_passed", ()):
+            radar_stops_passed[reason][case["outcome"]] += 1
     totals = sum(per_precision.values(), Counter())
     return {
         "totals": dict(sorted(totals.items())),
@@ -442,6 +495,10 @@ def summarize(cases: dict[str, dict]) -> dict:
         "failed_by_test": dict(failed_by_test.most_common()),
         "skipped_by_reason": dict(skipped_by_reason.most_common()),
         "xfailed_by_reason": dict(xfailed_by_reason.most_common()),
+        # per reason, the op types the executed xfailed cases ran (besides const/cast)
+        "xfailed_by_op": {r: dict(c.most_common()) for r, c in xfailed_by_op.items()},
+        # the suite's radar skips/xfails (defects of Apple's runtime) passed over: outcome on kiln
+        "radar_stops_passed": {r: dict(sorted(c.items())) for r, c in sorted(radar_stops_passed.items())},
         "tested_ops": {opset: sorted(ops) for opset, ops in sorted(tested.items())},
     }
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kiln.mil.ops.image_resizing import crop_resize_ios16
+from kiln.mil.ops.image_resizing import crop_resize_ios16, upsample_bilinear
 from kiln.mil.ops.normalization import local_response_norm
 
 from .errata import ERRATA, erratum_for
@@ -44,6 +44,23 @@ def test_crop_resize_expectation_7_899_is_7_9_rounded():
     # row 0.5*3 = 1.5 (first sample), column 0.3*3 = 0.9 (last sample); the ramp is 4*row + col + 1
     assert out[0, 0, 0, 0, 1] == pytest.approx(4 * 1.5 + 0.9 + 1, abs=1e-6)
     assert abs(out[0, 0, 0, 0, 1] - 7.899) > 1e-4 + 1e-5 * 7.899
+
+
+def test_upsample_bilinear_is_recompute_scale_factor_true_not_the_given_fractional_scale():
+    torch = pytest.importorskip("torch")
+    x = np.random.default_rng(0).uniform(-100, 100, (2, 5, 10, 22)).astype(np.float32)
+
+    def torch_upsample(recompute):
+        return torch.nn.functional.interpolate(
+            torch.from_numpy(x), scale_factor=(0.5, 0.75), mode="bilinear", align_corners=False,
+            recompute_scale_factor=recompute).numpy()
+
+    kiln = upsample_bilinear(x, 0.5, 0.75, False)
+    assert kiln.shape == (2, 5, 5, 16)
+    # what the MIL spec documents (the scale recomputed from the output size) ...
+    np.testing.assert_allclose(kiln, torch_upsample(True), atol=1e-4, rtol=1e-5)
+    # ... is not the suite's expectation, even at the fp16 backend's tolerance and its rtol=0.5
+    assert not np.allclose(kiln, torch_upsample(False), atol=0.5, rtol=0.5)
 
 
 def test_every_erratum_has_a_reason_and_matches_suite_case_ids():
