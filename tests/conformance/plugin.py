@@ -81,9 +81,17 @@ def _candidate_keys(item) -> set[tuple]:
     return keys
 
 
+def _cites_radar(reason: str) -> bool:
+    """Whether a skip/xfail reason cites an Apple radar (a defect of Apple's runtime)."""
+    return "rdar://" in reason
+
+
+def _mark_reason(mark) -> str:
+    return str(mark.kwargs.get("reason", mark.args[0] if mark.args else ""))
+
+
 def _is_radar_xfail(mark) -> bool:
-    reason = str(mark.kwargs.get("reason", mark.args[0] if mark.args else ""))
-    return mark.name == "xfail" and "rdar://" in reason
+    return mark.name == "xfail" and _cites_radar(_mark_reason(mark))
 
 
 def _pass_over_radar_xfail_marks(items) -> None:
@@ -95,8 +103,7 @@ def _pass_over_radar_xfail_marks(items) -> None:
         item._kiln_radar_marks = []
         for node in item.listchain():
             nodes[id(node)] = node
-            item._kiln_radar_marks += [mark.kwargs.get("reason", mark.args[0] if mark.args else "")
-                                       for mark in node.own_markers if _is_radar_xfail(mark)]
+            item._kiln_radar_marks += [_mark_reason(mark) for mark in node.own_markers if _is_radar_xfail(mark)]
     for node in nodes.values():
         node.own_markers[:] = [mark for mark in node.own_markers if not _is_radar_xfail(mark)]
 
@@ -338,7 +345,7 @@ def _radar_noted(case: CaseRecord, kind: str, stop):
     other reason stops it as usual."""
 
     def noted(reason: str = "", **kwargs) -> None:
-        if "rdar://" not in reason:
+        if not _cites_radar(reason):
             stop(reason, **kwargs)
         case.radar_stops.append([kind, reason])
 
@@ -347,7 +354,7 @@ def _radar_noted(case: CaseRecord, kind: str, stop):
 
 def _restore_radar_stop(report, case: CaseRecord) -> None:
     """A case whose radar stop was passed over and which then failed before reaching a runtime (the
-    builder or converter refused the program: e.g. prelu's rank-5 alpha check) built no ML Program
+    builder or converter refused the program: e.g. prelu's rank-3/5 alpha check) built no ML Program
     for kiln to run; it gets the outcome the suite gave it, with the suite's reason."""
     if not (report.failed and case.radar_stops and not case.reached_runtime):
         return
