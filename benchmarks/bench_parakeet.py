@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -26,7 +27,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import VENV_BIN, copy_workflow, emit, run_measured  # noqa: E402
+from common import VENV_BIN, copy_workflow, emit, run_measured, snakemake_failures  # noqa: E402
 
 MODEL = "parakeet_tdt_v3"
 STRATEGIES = ["int8_per_channel", "int8_per_tensor", "palettize_6bit"]
@@ -75,22 +76,28 @@ def source_loads(root: Path) -> dict:
 
 
 def run(architecture: str = "full", workdir: str | None = None) -> dict:
-    """``workdir`` (kept afterwards, for its logs) or a temporary directory."""
-    with tempfile.TemporaryDirectory(prefix=f"kiln-bench-parakeet-{architecture}-") as tmp:
-        root = copy_workflow(Path(workdir) if workdir else Path(tmp))
-        configure(root, architecture)
-        started = time.perf_counter()
-        # --keep-going: a failed job (e.g. a parity bound) must not hide the other stages' timings
-        measured = run_measured([str(VENV_BIN / "snakemake"), "--cores", "2", "--keep-going", f"all_{MODEL}"],
-                                cwd=root)
-        total = time.perf_counter() - started
-        rows = job_table(root)
-        stages: dict[str, float] = defaultdict(float)
-        for row in rows:
-            stages[row["stage"]] += row["s"]
-        loads = source_loads(root)
-        metadata = json.loads((root / "results" / MODEL / "metadata.json").read_text())
-        summary = json.loads((root / "results" / MODEL / "quantization_summary.json").read_text())
+    """``workdir`` (kept afterwards, for its logs) or a temporary directory, kept when a job fails."""
+    root = copy_workflow(Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix=f"kiln-bench-parakeet-"
+                                                                                     f"{architecture}-")))
+    configure(root, architecture)
+    started = time.perf_counter()
+    # --keep-going: one run names every job that fails, not only the first
+    measured = run_measured([str(VENV_BIN / "snakemake"), "--cores", "2", "--keep-going", f"all_{MODEL}"],
+                            cwd=root, check=False)
+    total = time.perf_counter() - started
+    if measured["returncode"] != 0:
+        failures = snakemake_failures(root, measured["output"]) or [measured["output"][-3000:]]
+        raise RuntimeError(f"snakemake all_{MODEL} failed after {total:.0f} s; workspace kept in {root}\n"
+                           + "\n".join(failures))
+    rows = job_table(root)
+    stages: dict[str, float] = defaultdict(float)
+    for row in rows:
+        stages[row["stage"]] += row["s"]
+    loads = source_loads(root)
+    metadata = json.loads((root / "results" / MODEL / "metadata.json").read_text())
+    summary = json.loads((root / "results" / MODEL / "quantization_summary.json").read_text())
+    if not workdir:
+        shutil.rmtree(root)
     export_total = stages.get("export", 0.0) + stages.get("prepare", 0.0)
     peak = max((r["max_rss_mib"] or 0.0) for r in rows)
     return {

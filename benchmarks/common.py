@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -14,8 +15,9 @@ REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 
 
-def run_measured(args: list[str], cwd: Path | None = None, env: dict | None = None) -> dict:
-    """Run a child process; return its wall time and peak RSS (from wait4's rusage)."""
+def run_measured(args: list[str], cwd: Path | None = None, env: dict | None = None, check: bool = True) -> dict:
+    """Run a child process; return its wall time, peak RSS (from wait4's rusage), exit code and output.
+    ``check``: raise when it fails (with the end of its output)."""
     started = time.perf_counter()
     proc = subprocess.Popen(args, cwd=cwd, env={**os.environ, **(env or {})},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -23,10 +25,24 @@ def run_measured(args: list[str], cwd: Path | None = None, env: dict | None = No
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - started
     code = os.waitstatus_to_exitcode(status)
-    if code != 0:
+    if code != 0 and check:
         raise RuntimeError(f"{' '.join(args)} failed ({code}):\n{output.decode(errors='replace')[-3000:]}")
-    return {"wall_s": round(wall, 3), "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
+    return {"wall_s": round(wall, 3), "peak_rss_mib": round(usage.ru_maxrss / 1024, 1), "returncode": code,
             "output": output.decode(errors="replace")}
+
+
+def snakemake_failures(root: Path, output: str, tail: int = 6) -> list[str]:
+    """Each failed job of a Snakemake run (its output ``output``, in workspace ``root``): the rule, its
+    log file and the log's last ``tail`` lines, where the job's own error message is."""
+    failures = []
+    for block in re.findall(r"^Error in rule (\S+?):\n(.*?)(?=^\S|\Z)", output, re.M | re.S):
+        rule, body = block
+        log = re.search(r"^\s+log: (\S+)", body, re.M)
+        lines = []
+        if log and (root / log.group(1)).is_file():
+            lines = (root / log.group(1)).read_text(errors="replace").splitlines()[-tail:]
+        failures.append(f"rule {rule} (log {log.group(1) if log else 'none'}):\n" + "\n".join(lines))
+    return failures
 
 
 def median_time(args: list[str], cwd: Path, repeats: int) -> dict:

@@ -52,14 +52,29 @@ def main() -> int:
     names = args.only.split(",") if args.only else list(BENCHMARKS)
     results = {"schema_version": 1, "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "machine": machine(), "benchmarks": {}}
+    unknown = [name for name in names if name not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark(s) {', '.join(unknown)}; choose from {', '.join(BENCHMARKS)}")
+    failed = []
     for name in names:
         print(f"[bench] {name} …", file=sys.stderr, flush=True)
         started = time.perf_counter()
-        results["benchmarks"][name] = BENCHMARKS[name]()
+        try:
+            results["benchmarks"][name] = BENCHMARKS[name]()
+        except Exception as exc:  # one broken benchmark must not lose the others' figures
+            failed.append(name)
+            results["benchmarks"][name] = {"failed": True, "error": f"{type(exc).__name__}: {exc}"[-6000:]}
+            print(f"[bench] {name} FAILED after {time.perf_counter() - started:.1f} s: {type(exc).__name__}: "
+                  f"{str(exc)[-2000:]}", file=sys.stderr, flush=True)
+            continue
         print(f"[bench] {name} done in {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results["benchmarks"], indent=2))
+    if failed:
+        print(f"[bench] {len(failed)} of {len(names)} failed: {', '.join(failed)} (see their \"error\" in "
+              f"{args.out})", file=sys.stderr)
+        return 1
     return 0
 
 

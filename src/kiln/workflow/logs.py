@@ -43,6 +43,7 @@ def run_job(log_file: str | None, job: Callable[..., Any], *args: Any, threads: 
     setup(log_file)
     logging.getLogger("coremltools").setLevel(logging.WARNING)  # its INFO logs every graph pass
     try:
+        limits.pin_mmap_threshold()  # a job's memory then follows what it holds (see there)
         limit = limits.apply_memory_limit(mem_mb)
         if limit:
             log.info("memory limit: %d MB (address space)", limit // limits.MIB)
