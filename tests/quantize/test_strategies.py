@@ -96,3 +96,25 @@ def test_summary_schema_requires_a_reason_for_skips():
     del summary["results"][0]["skip_reason"]
     with pytest.raises(SummaryError, match="skip_reason"):
         validate_summary(summary)
+
+
+def test_a_variant_with_nan_outputs_is_recorded_and_never_pareto_optimal():
+    """A palettized Parakeet preprocessor gave NaN (its log-mel filterbank): the record is valid
+    (errors null, problem named, quality 0) and the variant, though the smallest, is not offered."""
+    def ok(strategy, size_ratio, quality, output):
+        return {"strategy": strategy, "description": "d", "component": "preprocessor", "baseline_bytes": 100,
+                "status": "ok", "deployment_target": "iOS17", "specification_version": 8,
+                "constexpr_ops": ["constexpr_lut_to_dense"],
+                "package": {"path": "p", "sha256": "0" * 64, "size_bytes": 10},
+                "bundle": {"path": "b", "sha256": "0" * 64, "size_bytes": 10},
+                "size_ratio": size_ratio, "quality": quality, "normalized_error": output["normalized_error"],
+                "outputs": {"mel": output}, "task_metrics": {}, "latency": {}}
+
+    broken = ok("palettize_6bit", 0.25, 0.0, {"quality": 0.0, "normalized_error": None, "psnr_db": None,
+                                              "max_abs": None, "problem": "non-finite values (NaN or inf)"})
+    fine = ok("int8_per_channel", 0.5, 0.99, {"quality": 0.99, "normalized_error": 0.01, "psnr_db": 50.0,
+                                              "max_abs": 0.02})
+    summary = build_summary("m", True, [broken, fine])
+    validate_summary(summary)
+    assert {r["strategy"]: r["pareto_optimal"] for r in summary["results"]} == {
+        "palettize_6bit": False, "int8_per_channel": True}

@@ -41,3 +41,25 @@ def test_nan_and_shape_mismatch_never_match():
     assert not result["match"] and "NaN" in result["problem"]
     result = compare(ref, np.zeros(4), Tolerance(1.0, 1.0))
     assert not result["match"] and "shape [4]" in result["problem"]
+
+
+def test_a_nan_or_inf_output_is_recorded_as_json_not_a_crash():
+    """A quantized preprocessor (palettized log-mel filterbank) gave NaN; its record must still be
+    written: JSON has no NaN, so the errors are null beside the named problem and quality is 0."""
+    import json
+
+    ref = np.array([1.0, 2.0, 3.0])
+    for bad in (np.nan, np.inf):
+        out = np.array([1.0, bad, 3.0])
+        assert quality(ref, out) == 0.0
+        result = compare(ref, out, Tolerance(1.0, 1.0))
+        assert result["max_abs"] is None and result["max_rel"] is None and result["quality"] == 0.0
+        assert not result["match"] and "NaN or inf" in result["problem"]
+        json.dumps(result, allow_nan=False)  # what write_json does
+
+
+def test_task_metrics_with_nan_become_null():
+    from kiln.validate.metrics import finite_tree
+
+    metrics = {"cosine_similarity": float("nan"), "per_step": [0.5, float("inf")], "steps": 3, "ok": True}
+    assert finite_tree(metrics) == {"cosine_similarity": None, "per_step": [0.5, None], "steps": 3, "ok": True}

@@ -8,6 +8,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
+
 from kiln.config import ComponentConfig, ModelConfig
 from kiln.errors import KilnError
 from kiln.export.convert import SPEC_VERSIONS
@@ -16,7 +18,8 @@ from kiln.fsutil import remove_path, tree_size
 from kiln.models.spec import ComponentSpec, stream
 from kiln.quantize.strategies import STRATEGIES, QuantizeContext, floored_scales, needs_target
 from kiln.validate import backends as bk
-from kiln.validate.metrics import agreement, finite_or_none, max_abs, normalized_error, psnr_db, quality
+from kiln.validate.metrics import (NON_FINITE, agreement, finite_or_none, finite_tree, max_abs, normalized_error,
+                                   psnr_db, quality)
 from kiln.validate.reference import Reference
 from kiln.validate.run import coreml_backends, stack, stream_backends
 
@@ -105,8 +108,12 @@ def score(spec: ComponentSpec, component: ComponentConfig, facts: Mapping[str, A
     outputs = {}
     for out in component.outputs:
         ref, got = stack(baseline, out.name), stack(steps["kiln_fp32"], out.name)
-        outputs[out.name] = {"quality": quality(ref, got), "normalized_error": finite_or_none(normalized_error(ref, got)),
-                             "psnr_db": finite_or_none(psnr_db(ref, got)), "max_abs": max_abs(ref, got)}
+        outputs[out.name] = {"quality": quality(ref, got),
+                             "normalized_error": finite_or_none(normalized_error(ref, got)),
+                             "psnr_db": finite_or_none(psnr_db(ref, got)),
+                             "max_abs": finite_or_none(max_abs(ref, got))}
+        if not np.all(np.isfinite(got)):   # e.g. a palettized log-mel filterbank: scored 0, not a crash
+            outputs[out.name]["problem"] = NON_FINITE
         if out.dtype == "int32":   # ids and durations: the L2 of id differences means nothing
             outputs[out.name]["agreement"] = agreement(ref, got)
     # quality is the worst float output's; integer outputs are judged by their agreement
@@ -117,7 +124,7 @@ def score(spec: ComponentSpec, component: ComponentConfig, facts: Mapping[str, A
         "outputs": outputs,
         "quality": worst["quality"],
         "normalized_error": worst["normalized_error"],
-        "task_metrics": spec.task_metrics(baseline, steps["kiln_fp32"], facts),
+        "task_metrics": finite_tree(spec.task_metrics(baseline, steps["kiln_fp32"], facts)),
         "latency": latency,
     }
 

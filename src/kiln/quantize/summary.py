@@ -37,7 +37,9 @@ def build_summary(model: str, synthetic: bool, records: list[dict], task: dict |
     for record in records:
         by_component.setdefault(record["component"], []).append(record)
     for component, entries in by_component.items():
-        ok = [(e["size_ratio"], e["quality"], e["strategy"]) for e in entries if e["status"] == "ok"]
+        # a variant no better than zeros (quality 0, e.g. NaN outputs) is never a trade-off worth offering
+        ok = [(e["size_ratio"], e["quality"], e["strategy"]) for e in entries
+              if e["status"] == "ok" and e["quality"] > 0]
         front = pareto_front(ok)
         for e in entries:
             if e["status"] == "ok":

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -48,7 +49,7 @@ def psnr_db(ref, out) -> float:
     peak = float(np.max(np.abs(r))) if r.size else 0.0
     if rmse == 0.0:
         return math.inf
-    if peak == 0.0:
+    if peak == 0.0 or not math.isfinite(rmse):   # no signal left (NaN or inf in the output)
         return -math.inf
     return 20.0 * math.log10(peak / rmse)
 
@@ -64,7 +65,9 @@ def normalized_error(ref, out) -> float:
 
 
 def quality(ref, out) -> float:
-    return max(0.0, 1.0 - normalized_error(ref, out))
+    """1 - normalized error, floored at 0; 0 for an output with NaN or inf (no usable signal)."""
+    error = normalized_error(ref, out)
+    return max(0.0, 1.0 - error) if math.isfinite(error) else 0.0
 
 
 def agreement(ref, out) -> float:
@@ -73,8 +76,24 @@ def agreement(ref, out) -> float:
 
 
 def finite_or_none(value: float) -> float | None:
-    """JSON has no infinities: identical outputs have PSNR +inf, recorded as null."""
+    """JSON has no infinities or NaN: identical outputs have PSNR +inf, an output holding NaN has a
+    NaN error; both are recorded as null (beside a ``problem`` naming why, where it is a fault)."""
     return value if math.isfinite(value) else None
+
+
+NON_FINITE = "non-finite values (NaN or inf) in the output"
+
+
+def finite_tree(value: Any) -> Any:
+    """``value`` (nested dicts/lists of a family's task metrics) with every NaN or infinite float
+    as None, so a candidate that produced NaN is recorded, not a JSON error that loses the job."""
+    if isinstance(value, float):
+        return finite_or_none(value)
+    if isinstance(value, dict):
+        return {k: finite_tree(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_tree(v) for v in value]
+    return value
 
 
 def compare(ref, out, tolerance: Tolerance) -> dict:
@@ -94,8 +113,8 @@ def compare(ref, out, tolerance: Tolerance) -> dict:
     close = finite and bool(np.allclose(_as64(out), _as64(ref), atol=tolerance.atol, rtol=tolerance.rtol))
     psnr_ok = tolerance.min_psnr_db is None or psnr >= tolerance.min_psnr_db
     result = {
-        "max_abs": max_abs(ref, out),
-        "max_rel": max_rel(ref, out),
+        "max_abs": finite_or_none(max_abs(ref, out)),
+        "max_rel": finite_or_none(max_rel(ref, out)),
         "psnr_db": finite_or_none(psnr),
         "quality": quality(ref, out),
         "normalized_error": finite_or_none(normalized_error(ref, out)),
@@ -105,5 +124,5 @@ def compare(ref, out, tolerance: Tolerance) -> dict:
         "match": close and psnr_ok,
     }
     if not finite:
-        result["problem"] = "non-finite values (NaN or inf) in the output"
+        result["problem"] = NON_FINITE
     return result

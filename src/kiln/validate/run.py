@@ -15,7 +15,7 @@ from kiln.config import ComponentConfig, ModelConfig
 from kiln.errors import ParityError
 from kiln.models.spec import ComponentSpec, PlotSeries, stream
 from kiln.validate import backends as bk
-from kiln.validate.metrics import Tolerance, compare
+from kiln.validate.metrics import Tolerance, compare, finite_tree
 from kiln.validate.reference import Reference
 from kiln.validate.timing import latency_summary, timed
 
@@ -128,7 +128,8 @@ def validate_component(spec: ComponentSpec, model: ModelConfig, component: Compo
     entries = parity_entries(component, steps, name)
     for runtime in source_runtimes:
         entries += parity_entries(component, steps, runtime.name, only=coreml)
-    task = {backend: spec.task_metrics(steps[name], s, facts) for backend, s in steps.items() if backend != name}
+    task = {backend: finite_tree(spec.task_metrics(steps[name], s, facts))
+            for backend, s in steps.items() if backend != name}
     failures = check_parity(model.name, component, entries)
     plot_files = []
     if plots_dir is not None:
