@@ -37,8 +37,6 @@ export_job(config, model, component, plan.source_record(config, model),
 
 
 def run(model: str = "silero_vad") -> dict:
-    from kiln.config import load_config
-
     import dataclasses
 
     from kiln.config import load_config

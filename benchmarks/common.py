@@ -35,8 +35,7 @@ def snakemake_failures(root: Path, output: str, tail: int = 6) -> list[str]:
     """Each failed job of a Snakemake run (its output ``output``, in workspace ``root``): the rule, its
     log file and the log's last ``tail`` lines, where the job's own error message is."""
     failures = []
-    for block in re.findall(r"^Error in rule (\S+?):\n(.*?)(?=^\S|\Z)", output, re.M | re.S):
-        rule, body = block
+    for rule, body in re.findall(r"^Error in rule (\S+?):\n(.*?)(?=^\S|\Z)", output, re.M | re.S):
         log = re.search(r"^\s+log: (\S+)", body, re.M)
         lines = []
         if log and (root / log.group(1)).is_file():

@@ -8,8 +8,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
-
 from kiln.config import ComponentConfig, ModelConfig
 from kiln.errors import KilnError
 from kiln.export.convert import SPEC_VERSIONS
@@ -18,8 +16,8 @@ from kiln.fsutil import remove_path, tree_size
 from kiln.models.spec import ComponentSpec, stream
 from kiln.quantize.strategies import STRATEGIES, QuantizeContext, floored_scales, needs_target
 from kiln.validate import backends as bk
-from kiln.validate.metrics import (NON_FINITE, agreement, finite_or_none, finite_tree, max_abs, normalized_error,
-                                   psnr_db, quality)
+from kiln.validate.metrics import (agreement, finite_or_none, finite_tree, max_abs, non_finite_problem,
+                                   normalized_error, psnr_db, quality)
 from kiln.validate.reference import Reference
 from kiln.validate.run import coreml_backends, stack, stream_backends
 
@@ -112,8 +110,9 @@ def score(spec: ComponentSpec, component: ComponentConfig, facts: Mapping[str, A
                              "normalized_error": finite_or_none(normalized_error(ref, got)),
                              "psnr_db": finite_or_none(psnr_db(ref, got)),
                              "max_abs": finite_or_none(max_abs(ref, got))}
-        if not np.all(np.isfinite(got)):   # e.g. a palettized log-mel filterbank: scored 0, not a crash
-            outputs[out.name]["problem"] = NON_FINITE
+        problem = non_finite_problem(got)   # e.g. a palettized log-mel filterbank: scored 0, not a crash
+        if problem:
+            outputs[out.name]["problem"] = problem
         if out.dtype == "int32":   # ids and durations: the L2 of id differences means nothing
             outputs[out.name]["agreement"] = agreement(ref, got)
     # quality is the worst float output's; integer outputs are judged by their agreement

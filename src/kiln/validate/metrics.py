@@ -81,7 +81,9 @@ def finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-NON_FINITE = "non-finite values (NaN or inf) in the output"
+def non_finite_problem(out) -> str | None:
+    """The problem to record beside an output holding NaN or inf (its errors are then null), else None."""
+    return None if np.all(np.isfinite(out)) else "non-finite values (NaN or inf) in the output"
 
 
 def finite_tree(value: Any) -> Any:
@@ -108,7 +110,8 @@ def compare(ref, out, tolerance: Tolerance) -> dict:
         return {"max_abs": max_abs(ref, out), "max_rel": max_rel(ref, out), "psnr_db": None, "quality": None,
                 **bounds, "agreement": agreed, "min_agreement": tolerance.min_agreement,
                 "match": agreed >= tolerance.min_agreement}
-    finite = bool(np.all(np.isfinite(out)))
+    problem = non_finite_problem(out)
+    finite = problem is None
     psnr = psnr_db(ref, out)
     close = finite and bool(np.allclose(_as64(out), _as64(ref), atol=tolerance.atol, rtol=tolerance.rtol))
     psnr_ok = tolerance.min_psnr_db is None or psnr >= tolerance.min_psnr_db
@@ -123,6 +126,6 @@ def compare(ref, out, tolerance: Tolerance) -> dict:
         "min_psnr_db": tolerance.min_psnr_db,
         "match": close and psnr_ok,
     }
-    if not finite:
-        result["problem"] = NON_FINITE
+    if problem:
+        result["problem"] = problem
     return result
