@@ -9,11 +9,57 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.golden import golden_missing
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 GOLDEN = SHARED / "golden" / "silero-vad-coreml-v6.0.0"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a model hub
+
+
+#: session fixtures that build a whole workflow (minutes each): every test that uses one runs in the
+#: same xdist worker, so `make test`'s parallel run builds each once, as a serial run does
+SHARED_WORKSPACES = ("built_workspace", "tiny_streaming_and_tts")
+
+
+@pytest.hookimpl(tryfirst=True)   # before xdist's own hook turns the marks into work-unit names
+def pytest_collection_modifyitems(config, items):
+    """Work units for `pytest -n N --dist loadgroup` (``make test``). The tests sharing a workspace
+    fixture form one unit across modules; a test that uses a module-scoped fixture (or a
+    session-scoped one its own module defines) is in its module's unit, so the fixture is built once;
+    every other test is a unit of its own. Workspace units are queued first, then the rest of the
+    slow (workflow) tests, so the longest work starts at once and quick tests fill the other worker."""
+    units: dict[str, list] = {}
+    for item in items:
+        shared = [name for name in SHARED_WORKSPACES if name in item.fixturenames]
+        if shared:
+            unit = shared[0]
+        elif _uses_module_fixture(item):
+            unit = item.nodeid.split("::")[0]
+        else:
+            unit = item.nodeid
+        if not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(unit))
+        units.setdefault(unit, []).append(item)
+
+    def rank(unit: str) -> int:
+        if unit in SHARED_WORKSPACES:
+            return 0
+        return 1 if any(item.get_closest_marker("slow") for item in units[unit]) else 2
+    items[:] = [item for unit in sorted(units, key=rank) for item in units[unit]]   # stable sort
+
+
+def _uses_module_fixture(item) -> bool:
+    module = getattr(item, "module", None)
+    for defs in getattr(item, "_fixtureinfo").name2fixturedefs.values():
+        fixturedef = defs[-1]
+        if fixturedef.scope in ("module", "class", "package"):
+            return True
+        if fixturedef.scope == "session" and module is not None \
+                and getattr(fixturedef.func, "__module__", None) == module.__name__:
+            return True
+    return False
 
 
 def pytest_collection_finish(session):
@@ -31,7 +77,7 @@ def repo() -> Path:
 @pytest.fixture(scope="session")
 def golden() -> Path:
     if not GOLDEN.is_dir():
-        pytest.skip(f"golden fixtures not found at {GOLDEN} (they live in ../shared beside the checkout)")
+        golden_missing(f"golden fixtures not found at {GOLDEN} (they live in ../shared beside the checkout)")
     return GOLDEN
 
 

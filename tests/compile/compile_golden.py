@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.golden import golden_missing
+
 GOLDEN_ROOT = Path(__file__).resolve().parents[2].parent / "shared" / "golden"
 GOLDEN_MODEL_DIR = GOLDEN_ROOT / "silero-vad-coreml-v6.0.0"
 GOLDEN_VARIANTS = ("unified", "unified_int8", "unified_palette_6bit")
@@ -23,5 +25,5 @@ ORIGINAL_PACKAGE_NAMES = {
 
 def require_golden() -> Path:
     if not GOLDEN_MODEL_DIR.is_dir():
-        pytest.skip(f"golden Apple bundles not found at {GOLDEN_MODEL_DIR} (the shared/ folder beside the repo)")
+        golden_missing(f"golden Apple bundles not found at {GOLDEN_MODEL_DIR} (the shared/ folder beside the repo)")
     return GOLDEN_MODEL_DIR

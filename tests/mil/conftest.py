@@ -3,6 +3,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.golden import golden_missing
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # shared/ sits beside the repository root: <root>/../shared/golden
@@ -17,5 +19,5 @@ def mil_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def golden_dir():
     if not GOLDEN_DIR.is_dir():
-        pytest.skip(f"golden fixtures not present at {GOLDEN_DIR.resolve()} (shared/ beside the repo)")
+        golden_missing(f"golden fixtures not present at {GOLDEN_DIR.resolve()} (shared/ beside the repo)")
     return GOLDEN_DIR

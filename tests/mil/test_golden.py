@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.golden import golden_missing
+
 from kiln.audio import speech_mix
 
 SILERO_JIT = Path(__file__).resolve().parents[2] / ".venv" / "extra" / "silero-vad-6.0.0" / "silero_vad" / "data" / "silero_vad.jit"
@@ -25,7 +27,7 @@ def _reference_probs():
     if "ref" in _cache:
         return _cache["ref"]
     if not SILERO_JIT.is_file():
-        pytest.skip(f"silero-vad 6.0.0 reference not installed at {SILERO_JIT} (make setup)")
+        golden_missing(f"silero-vad 6.0.0 reference not installed at {SILERO_JIT} (make setup)")
     import torch
 
     net = torch.jit.load(str(SILERO_JIT))._model
