@@ -7,8 +7,10 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 CORES ?= 2
-# silero-vad 6.0.0 is the release the golden Core ML fixtures were made from; it is installed beside
-# the default pin (in its own folder, without dependencies) for the golden parity tests.
+# silero-vad 6.0.0 is the release FluidAudio loads (contracts/silero_vad.yaml source_version) and the
+# one the golden Core ML fixtures were made from: config.yaml's silero_vad takes its weights from here
+# (source.version). It is installed beside the environment's 6.2.3 (in its own folder, without
+# dependencies: 6.0.0 requires torchaudio, whose PyPI build needs CUDA), where kiln.sources finds it.
 SILERO_GOLDEN_DIR := $(VENV)/extra/silero-vad-6.0.0
 
 .PHONY: run test test-fast bench setup system-deps clean conformance conformance-slice
