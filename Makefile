@@ -88,13 +88,15 @@ conformance: setup $(CONFORMANCE_TF_DIR)/.installed
 # Regenerate the fast slice `make test` runs (tests/conformance/fast_slice.txt) and the op coverage
 # `kiln ops --coverage` reports (src/kiln/mil/conformance_coverage.json): run the first case of every
 # test function per opset, keep a set of passing cases covering every (opset, op) pair they executed,
-# run that slice and record what it executed.
+# run that slice and record what it executed; then kiln's own op cases (tests/mil/op_cases.py, the ops
+# no conformance case executes) and what they executed (src/kiln/mil/kiln_op_cases.json).
 # (without TensorFlow: the slice runs in `make test`, whose environment has none)
 conformance-slice: setup
 	-$(CONFORMANCE_PYTEST) -n $(CORES) --kiln-candidates --kiln-summary $(CONFORMANCE_RESULTS)/candidates.json
 	$(BIN)/python -m tests.conformance.slice select $(CONFORMANCE_RESULTS)/candidates.json --out tests/conformance/fast_slice.txt
 	$(CONFORMANCE_PYTEST) -n $(CORES) --kiln-slice tests/conformance/fast_slice.txt --kiln-summary $(CONFORMANCE_RESULTS)/fast_slice.json
 	$(BIN)/python -m tests.conformance.slice coverage $(CONFORMANCE_RESULTS)/fast_slice.json --out src/kiln/mil/conformance_coverage.json
+	$(BIN)/python -m tests.mil.op_cases --out src/kiln/mil/kiln_op_cases.json
 
 clean:
 	rm -rf results logs .kiln .snakemake
