@@ -8,9 +8,8 @@ the bytes they load and ``metadata.json`` can record provenance.
 
 from __future__ import annotations
 
-import importlib
-import importlib.metadata
-import importlib.util
+import importlib.metadata as md
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -109,8 +108,6 @@ SOURCE_RELEASES_DIR = "extra"
 
 def source_release_dirs(package: str, version: str) -> list[Path]:
     """The folders searched for ``package==version`` besides ``sys.path``."""
-    import sys
-
     return [Path(sys.prefix) / SOURCE_RELEASES_DIR / f"{package}-{version}"]
 
 
@@ -119,19 +116,13 @@ def locate_distribution(model: str, package: str, version: str | None):
     environment's, or, when ``version`` is pinned, the one of exactly that version, on ``sys.path``
     or in :func:`source_release_dirs`. A missing or different version is a :class:`SourceError`
     naming the model, the pinned and the found versions."""
-    import importlib.metadata as md
-
-    def canonical(name: str) -> str:
-        return name.lower().replace("_", "-")
-
-    found = [d for d in md.distributions() if canonical(d.metadata["Name"] or "") == canonical(package)]
+    found = list(md.distributions(name=package))       # in sys.path order, as imports find them
     if version is None:
         if not found:
             raise SourceError(f"model '{model}': package '{package}' is not installed")
         return found[0]
     dirs = source_release_dirs(package, version)
-    found += [d for folder in dirs if folder.is_dir() for d in md.distributions(path=[str(folder)])
-              if canonical(d.metadata["Name"] or "") == canonical(package)]
+    found += [d for folder in dirs if folder.is_dir() for d in md.distributions(name=package, path=[str(folder)])]
     for dist in found:
         if dist.version == version:
             return dist
