@@ -81,7 +81,9 @@ def test_path_source_checks_the_configured_sha(tmp_path):
     ckpt.write_bytes(b"weights")
     digest = hashlib.sha256(b"weights").hexdigest()
     record = fetch("m", "silero_vad", {"kind": "path", "path": str(ckpt), "sha256": digest}, tmp_path)
-    assert record.files[0].sha256 == digest
+    assert record.files[0].sha256 == digest and record.version is None
+    # the release a local file comes from, as configured (a contract's source_version is checked against it)
+    assert fetch("m", "silero_vad", {"kind": "path", "path": str(ckpt), "version": "6.0.0"}, tmp_path).version == "6.0.0"
     with pytest.raises(SourceError, match="model.pth: sha256 .* does not match"):
         fetch("m", "silero_vad", {"kind": "path", "path": str(ckpt), "sha256": "0" * 64}, tmp_path)
     with pytest.raises(SourceError, match="not found: .*absent.nemo"):

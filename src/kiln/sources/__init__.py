@@ -172,11 +172,12 @@ def fetch_hf(model: str, spec: Mapping[str, Any], workdir: Path) -> SourceRecord
 
 @source_kind("path")
 def fetch_path(model: str, spec: Mapping[str, Any], workdir: Path) -> SourceRecord:
-    """A checkpoint already on disk (``.nemo``, ``.pth``, ``.onnx``, ``.jit``)."""
+    """A checkpoint already on disk (``.nemo``, ``.pth``, ``.onnx``, ``.jit``), of the release
+    ``source.version`` names when it does (the user's word: pin the bytes with ``sha256``)."""
     path = Path(spec["path"]).expanduser().resolve()
     file = describe_file(path)
     _check_expected_sha(spec, file)
-    return SourceRecord(kind="path", id=str(path), revision=None, version=None, synthetic=False,
+    return SourceRecord(kind="path", id=str(path), revision=None, version=spec.get("version"), synthetic=False,
                         files=[file])
 
 
@@ -207,7 +208,7 @@ def fetch_onnx(model: str, spec: Mapping[str, Any], workdir: Path) -> SourceReco
 
     where = {k: spec[k] for k in ("package", "module", "resource", "version") if k in spec}
     located = (SOURCE_KINDS["pypi"](model, where, workdir) if where
-               else SOURCE_KINDS["path"](model, {"path": spec["path"]}, workdir))
+               else SOURCE_KINDS["path"](model, {k: spec[k] for k in ("path", "version") if k in spec}, workdir))
     original = located.files[0]
     _check_expected_sha(spec, original)
     path = Path(original.path)
