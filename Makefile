@@ -7,8 +7,10 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 CORES ?= 2
-# silero-vad 6.0.0 is the release the golden Core ML fixtures were made from; it is installed beside
-# the default pin (in its own folder, without dependencies) for the golden parity tests.
+# silero-vad 6.0.0 is the release FluidAudio loads (contracts/silero_vad.yaml source_version) and the
+# one the golden Core ML fixtures were made from: config.yaml's silero_vad takes its weights from here
+# (source.version). It is installed beside the environment's 6.2.3 (in its own folder, without
+# dependencies: 6.0.0 requires torchaudio, whose PyPI build needs CUDA), where kiln.sources finds it.
 SILERO_GOLDEN_DIR := $(VENV)/extra/silero-vad-6.0.0
 
 .PHONY: run test test-fast bench setup system-deps clean conformance conformance-slice
@@ -86,13 +88,15 @@ conformance: setup $(CONFORMANCE_TF_DIR)/.installed
 # Regenerate the fast slice `make test` runs (tests/conformance/fast_slice.txt) and the op coverage
 # `kiln ops --coverage` reports (src/kiln/mil/conformance_coverage.json): run the first case of every
 # test function per opset, keep a set of passing cases covering every (opset, op) pair they executed,
-# run that slice and record what it executed.
+# run that slice and record what it executed; then kiln's own op cases (tests/mil/op_cases.py, the ops
+# no conformance case executes) and what they executed (src/kiln/mil/kiln_op_cases.json).
 # (without TensorFlow: the slice runs in `make test`, whose environment has none)
 conformance-slice: setup
 	-$(CONFORMANCE_PYTEST) -n $(CORES) --kiln-candidates --kiln-summary $(CONFORMANCE_RESULTS)/candidates.json
 	$(BIN)/python -m tests.conformance.slice select $(CONFORMANCE_RESULTS)/candidates.json --out tests/conformance/fast_slice.txt
 	$(CONFORMANCE_PYTEST) -n $(CORES) --kiln-slice tests/conformance/fast_slice.txt --kiln-summary $(CONFORMANCE_RESULTS)/fast_slice.json
 	$(BIN)/python -m tests.conformance.slice coverage $(CONFORMANCE_RESULTS)/fast_slice.json --out src/kiln/mil/conformance_coverage.json
+	$(BIN)/python -m tests.mil.op_cases --out src/kiln/mil/kiln_op_cases.json
 
 clean:
 	rm -rf results logs .kiln .snakemake

@@ -28,12 +28,13 @@ def _consumer_facts(contract: dict) -> dict:
     return facts
 
 
-def _check_config(contract, model_cfg, facts, synthetic=False):
+def _check_config(contract, model_cfg, facts, synthetic=False, source_version=None):
     return contracts.check_model(
         contract, model=model_cfg.name, components=list(model_cfg.components), synthetic=synthetic, facts=facts,
         artifacts={c: {"config.yaml": contracts.config_features(comp)} for c, comp in model_cfg.components.items()
                    if c in contract["components"]},
-        source_version="6.2.3", contract_file=f"contracts/{model_cfg.family}.yaml")
+        source_version=source_version or model_cfg.source.get("version") or "6.0.0",
+        contract_file=f"contracts/{model_cfg.family}.yaml")
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -137,8 +138,8 @@ def test_published_names_come_from_the_contract(kiln_config):
                      "preprocessor_160ms": "preprocessor_160ms", "streaming_encoder_160ms": "160ms/streaming_encoder",
                      "decoder": "decoder", "joint_decision": "joint_decision"}
     silero = contracts.load_contract(REPO / "contracts" / "silero_vad.yaml")
-    assert contracts.published_names(silero, ["unified_256ms"], "6.2.3") == {
-        "unified_256ms": "silero-vad-unified-256ms-v6.2.3"}
+    assert contracts.published_names(silero, ["unified_256ms"], "6.0.0") == {
+        "unified_256ms": "silero-vad-unified-256ms-v6.0.0"}
     with pytest.raises(contracts.ContractError, match="needs the source's version"):
         contracts.published_names(silero, ["unified_256ms"], None)
 
@@ -147,3 +148,39 @@ def test_side_files_are_written_from_the_facts(tmp_path):
     tdt = contracts.load_contract(REPO / "contracts" / "parakeet_tdt.yaml")
     assert contracts.write_side_files(tdt, {"vocabulary": ["<unk>", "▁the", "s"]}, tmp_path) == ["parakeet_vocab.json"]
     assert json.loads((tmp_path / "parakeet_vocab.json").read_text()) == {"0": "<unk>", "1": "▁the", "2": "s"}
+
+
+def test_silero_build_publish_name_and_contract_agree_on_the_release(kiln_config, repo):
+    """FluidAudio's bundles are named v6.0.0: the contract says so, config.yaml's source takes that
+    release, the published name carries it, and `make setup` installs it."""
+    import tomllib
+
+    silero = contracts.load_contract(REPO / "contracts" / "silero_vad.yaml")
+    model = kiln_config.model("silero_vad")
+    assert silero["source_version"] == model.source["version"] == "6.0.0"
+    report = _check_config(silero, model, _consumer_facts(silero))
+    assert report["source_version"] == {"contract": "6.0.0", "built": "6.0.0"}
+    assert report["published_names"]["unified_256ms"] == "silero-vad-unified-256ms-v6.0.0"
+    # every pinned package source is the environment's pin or a release the Makefile installs beside it
+    pins = dict(d.split("==") for d in tomllib.loads((repo / "pyproject.toml").read_text())["project"]["dependencies"])
+    makefile = (repo / "Makefile").read_text()
+    for name, cfg in kiln_config.models.items():
+        package, version = cfg.source.get("package"), cfg.source.get("version")
+        if version:
+            assert pins.get(package) == version or f"{package}=={version}" in makefile, name
+
+
+def test_a_real_model_from_another_release_is_a_mismatch_naming_both_versions(kiln_config):
+    silero = contracts.load_contract(REPO / "contracts" / "silero_vad.yaml")
+    model = kiln_config.model("silero_vad")
+    with pytest.raises(ContractMismatch) as err:
+        _check_config(silero, model, _consumer_facts(silero), source_version="6.2.3")
+    assert "source_version:\n    - contract: 6.0.0\n    + built:    6.2.3" in str(err.value)
+    with pytest.raises(contracts.SourceVersionMismatch) as err:
+        contracts.check_source_version(silero, model="silero_vad", source_version="6.2.3", synthetic=False,
+                                       contract_file="contracts/silero_vad.yaml")
+    assert str(err.value).startswith("contracts/silero_vad.yaml: FluidAudio loads source release 6.0.0, but "
+                                     "model 'silero_vad' is built from 6.2.3")
+    # random weights come from no release: a synthetic model is not held to it
+    contracts.check_source_version(silero, model="tiny", source_version=None, synthetic=True,
+                                   contract_file="contracts/silero_vad.yaml")

@@ -35,12 +35,55 @@ def test_pypi_missing_package_and_resource(tmp_path):
                                     "resource": "data/missing.jit"}, tmp_path)
 
 
+def _fake_distribution(root, version):
+    """An installed distribution ``fakepkg==version`` under ``root`` with a weights file."""
+    info = root / f"fakepkg-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: fakepkg\nVersion: {version}\n")
+    (root / "fakepkg" / "data").mkdir(parents=True)
+    (root / "fakepkg" / "data" / "w.bin").write_bytes(f"weights {version}".encode())
+
+
+def test_pypi_pinned_version_comes_from_the_environment_or_beside_it(tmp_path, monkeypatch):
+    """``source.version`` takes that release: on sys.path, else in <prefix>/extra/<package>-<version>
+    (where the Makefile installs a release the environment does not import); another version is an
+    error naming the pin and what is installed."""
+    import sys
+
+    _fake_distribution(tmp_path / "site", "1.0")
+    _fake_distribution(tmp_path / "prefix" / "extra" / "fakepkg-2.0", "2.0")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setattr(sys, "prefix", str(tmp_path / "prefix"))
+    spec = {"kind": "pypi", "package": "fakepkg", "module": "fakepkg", "resource": "data/w.bin"}
+    for version in ("1.0", "2.0"):
+        record = fetch("vad", "silero_vad", {**spec, "version": version}, tmp_path / "ckpt")
+        assert (record.id, record.version) == (f"fakepkg=={version}", version)
+        assert open(record.files[0].path, "rb").read() == f"weights {version}".encode()
+    assert fetch("vad", "silero_vad", spec, tmp_path / "ckpt").version == "1.0"  # unpinned: the environment's
+    with pytest.raises(SourceError) as err:
+        fetch("vad", "silero_vad", {**spec, "version": "3.0"}, tmp_path / "ckpt")
+    assert "model 'vad': source.version pins fakepkg==3.0" in str(err.value)
+    assert "installed versions are: 1.0" in str(err.value) and "fakepkg-3.0" in str(err.value)
+
+
+def test_silero_source_is_the_release_fluidaudio_loads(kiln_config, tmp_path):
+    """config.yaml's silero_vad takes silero-vad 6.0.0 (not the environment's 6.2.3): its weights are
+    another network's (the two releases' .jit files differ)."""
+    record = fetch("silero_vad", "silero_vad", kiln_config.model("silero_vad").source, tmp_path)
+    assert record.id == "silero-vad==6.0.0"
+    assert record.files[0].sha256 == "b178b4bc39467ecd5e9eb0bc6f2fcc291c1cc1cc55a68fea8c0c2c0d5fbbe66c"
+    onnx_source = kiln_config.model("silero_vad_onnx").source
+    assert fetch("silero_vad", "silero_vad", {**onnx_source, "kind": "pypi"}, tmp_path).version == "6.2.3"
+
+
 def test_path_source_checks_the_configured_sha(tmp_path):
     ckpt = tmp_path / "model.pth"
     ckpt.write_bytes(b"weights")
     digest = hashlib.sha256(b"weights").hexdigest()
     record = fetch("m", "silero_vad", {"kind": "path", "path": str(ckpt), "sha256": digest}, tmp_path)
-    assert record.files[0].sha256 == digest
+    assert record.files[0].sha256 == digest and record.version is None
+    # the release a local file comes from, as configured (a contract's source_version is checked against it)
+    assert fetch("m", "silero_vad", {"kind": "path", "path": str(ckpt), "version": "6.0.0"}, tmp_path).version == "6.0.0"
     with pytest.raises(SourceError, match="model.pth: sha256 .* does not match"):
         fetch("m", "silero_vad", {"kind": "path", "path": str(ckpt), "sha256": "0" * 64}, tmp_path)
     with pytest.raises(SourceError, match="not found: .*absent.nemo"):

@@ -140,6 +140,33 @@ def expected_shape(shape: list | None, values: Mapping[str, Binding]) -> list | 
     return [values[d].value if isinstance(d, str) else d for d in shape]
 
 
+class SourceVersionMismatch(ContractError):
+    """A real model's source release is not the one its consumer's contract expects."""
+
+
+def source_version_problem(contract: Mapping[str, Any], source_version: str | None,
+                           synthetic: bool) -> dict | None:
+    """The contract's ``source_version`` against the build's source release (None when they agree,
+    the contract pins none, or the model is synthetic: random weights come from no release)."""
+    expected = contract.get("source_version")
+    if expected is None or synthetic or source_version == expected:
+        return None
+    return {"where": "source_version", "expected": expected, "built": source_version or "none"}
+
+
+def check_source_version(contract: Mapping[str, Any], *, model: str, source_version: str | None,
+                         synthetic: bool, contract_file: str | Path) -> None:
+    """Raise :class:`SourceVersionMismatch`, naming the contract, the expected and the found release,
+    when a real model is built from another release than its consumer loads (the fetch job's check,
+    before any build step)."""
+    problem = source_version_problem(contract, source_version, synthetic)
+    if problem:
+        raise SourceVersionMismatch(
+            f"{contract_file}: {contract['consumer']} loads source release {problem['expected']}, but model "
+            f"'{model}' is built from {problem['built']} (set its source.version in config.yaml to "
+            f"{problem['expected']}, or change the contract's source_version)")
+
+
 def published_names(contract: Mapping[str, Any], components, source_version: str | None) -> dict[str, str]:
     """``{component: name in the published repo}`` (no suffix): the contract's file name for the
     components the consumer loads, the component's own name for the others."""
@@ -244,6 +271,9 @@ def check_model(contract: Mapping[str, Any], *, model: str, components, syntheti
     when anything differs."""
     values = bindings(contract, facts, synthetic)
     problems = []
+    version_problem = source_version_problem(contract, source_version, synthetic)
+    if version_problem:
+        problems.append(version_problem)
     for binding in values.values():
         if not binding.ok:
             problems.append({"where": f"{binding.section}.{binding.name} (fact {binding.fact})",
@@ -267,6 +297,7 @@ def check_model(contract: Mapping[str, Any], *, model: str, components, syntheti
         "synthetic": synthetic,
         "bindings": {n: {"section": b.section, "consumer": b.consumer, "fact": b.fact, "built": b.built,
                          "used": b.value, "ok": b.ok} for n, b in values.items()},
+        "source_version": {"contract": contract.get("source_version"), "built": source_version},
         "published_names": names,
         "components": report_components,
         "problems": problems,

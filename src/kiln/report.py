@@ -78,9 +78,12 @@ def parity_page(metadata: dict) -> str:
             sections.append(table(["backend", *keys], [(b, *(m.get(k) for k in keys)) for b, m in metrics.items()]))
         latency = comp.get("latency") or {}
         absent = comp.get("absent_backends") or {}
+        errors = comp.get("backend_errors") or {}
+        unmeasured = {**{b: f"absent: {why}" for b, why in absent.items()},
+                      **{b: f"executor error: op {e['op']}: {e['message']}" for b, e in errors.items()}}
         sections.append(table(["backend", "median ms", "p90 ms", "calls"],
                               [(b, *((v["median_ms"], v["p90_ms"], v["calls"]) if v else
-                                     (f"absent: {absent.get(b, 'not measured')}", None, None)))
+                                     (unmeasured.get(b, "absent: not measured"), None, None)))
                                for b, v in latency.items()]))
         package = comp.get("package") or {}
         sections.append(f"<p class=\"note\">package {html.escape(str(package.get('path')))}: "

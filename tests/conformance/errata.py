@@ -73,12 +73,6 @@ ERRATA = (
         CROP_RESIZE_7_899,
     ),
     Erratum(
-        "iOS15/test_image_resizing.py::TestCropResize::test_builder_to_backend_smoke*",
-        "undefined by the MIL spec: the normalized box [2, 2, 1, 1] is outside [0, 1], where "
-        "crop_resize documents normalized coordinates must lie, and iOS15 has no pad_value; the "
-        "expectation records what Apple's runtime happened to read out of range; kiln reads 0",
-    ),
-    Erratum(
         "iOS14/test_image_resizing.py::TestUpsampleBilinear::test_builder_to_backend_stress[*"
         "-scale_factor=(0.5, 0.75)-align_corners=False-recompute_scale_factor=False]",
         "suite erratum: MIL's upsample_bilinear is documented as torch's recompute_scale_factor=True "

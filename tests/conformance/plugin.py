@@ -34,6 +34,8 @@ import pytest
 os.environ.setdefault("PYMIL_TEST_TARGETS", "mlprogram")
 os.environ.setdefault("INCLUDE_MIL_FP32_UNIT_TESTS", "1")
 
+from kiln.mil.coverage import APPLE_DISAGREEMENT, apple_disagreement_for  # noqa: E402
+
 from . import errata, kiln_backend  # noqa: E402
 from .kiln_backend import CURRENT_CASE, CaseRecord  # noqa: E402
 
@@ -173,6 +175,10 @@ def _suite_compare_backend(
         erratum = errata.erratum_for(case.case_id) if case is not None else None
         if erratum is not None:
             pytest.fail(f"kiln now matches the suite; remove the erratum {erratum.pattern!r}")
+        disagreement = apple_disagreement_for(case.case_id) if case is not None else None
+        if disagreement is not None:
+            pytest.fail(f"kiln now matches Apple's runtime; remove the known disagreement {disagreement.case!r} "
+                        f"(kiln.mil.coverage.APPLE_DISAGREEMENTS)")
     return pred
 
 
@@ -202,6 +208,11 @@ def _judge_mismatch(case, mismatch, pred, expected_outputs, atol, rtol, allow_mi
     """A failed comparison is a failure unless an erratum (errata.py) names the suite as wrong."""
     if case is None:
         raise mismatch
+    # kiln's own shortfall against Apple's runtime (the suite's expectation is right): xfailed with
+    # that reason, and counted apart from the suite's errata in the summary
+    disagreement = apple_disagreement_for(case.case_id)
+    if disagreement is not None:
+        _XFAIL(disagreement.reason)
     erratum = errata.erratum_for(case.case_id)
     if erratum is not None:
         _XFAIL(erratum.reason)
@@ -471,6 +482,7 @@ def summarize(cases: dict[str, dict]) -> dict:
     skipped_by_reason: Counter = Counter()
     xfailed_by_reason: Counter = Counter()
     xfailed_by_op: dict[str, Counter] = defaultdict(Counter)
+    apple_disagreements: dict[str, list] = defaultdict(list)
     radar_stops_passed: dict[str, Counter] = defaultdict(Counter)
     tested: dict[str, set] = defaultdict(set)
     for nodeid, case in cases.items():
@@ -488,6 +500,10 @@ def summarize(cases: dict[str, dict]) -> dict:
                 failed_by_op[op] += 1
         elif case["outcome"] == "skipped":
             skipped_by_reason[case.get("reason", "")] += 1
+        elif case["outcome"] == "xfailed" and case.get("reason", "").startswith(APPLE_DISAGREEMENT):
+            # not an erratum of the suite: a case where kiln differs from Apple's runtime
+            counts["disagrees_with_apple"] += 1
+            apple_disagreements[case["reason"]].append(nodeid)
         elif case["outcome"] == "xfailed":
             xfailed_by_reason[case.get("reason", "")] += 1
             for op in set(case.get("ops", ())) - PLUMBING_OPS:
@@ -504,6 +520,9 @@ def summarize(cases: dict[str, dict]) -> dict:
         "xfailed_by_reason": dict(xfailed_by_reason.most_common()),
         # per reason, the op types the executed xfailed cases ran (besides const/cast)
         "xfailed_by_op": {r: dict(c.most_common()) for r, c in xfailed_by_op.items()},
+        # cases where kiln is known to differ from Apple's runtime (kiln.mil.coverage.APPLE_DISAGREEMENTS):
+        # counted against kiln (their outcome is xfailed, never passed), per reason with the cases
+        "apple_disagreements": {r: sorted(c) for r, c in sorted(apple_disagreements.items())},
         # the suite's radar skips/xfails (defects of Apple's runtime) passed over: outcome on kiln
         "radar_stops_passed": {r: dict(sorted(c.items())) for r, c in sorted(radar_stops_passed.items())},
         "tested_ops": {opset: sorted(ops) for opset, ops in sorted(tested.items())},

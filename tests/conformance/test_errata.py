@@ -96,3 +96,34 @@ def test_fp16_overflow_erratum_needs_same_signed_infinity_and_every_other_elemen
     assert not beyond_fp16_range_only({"y": np.array([1181.0, np.inf, -np.inf, 300.0], np.float32)}, want, 0.5, 0.05)
     in_range = {"y": np.array([1.0, 2.0], np.float32)}
     assert not beyond_fp16_range_only({"y": np.array([1.0, 3.0], np.float32)}, in_range, 0.5, 0.05)
+
+
+def test_the_crop_resize_box_outside_the_image_is_a_known_disagreement_with_apple_not_an_erratum():
+    """coremltools' suite records Apple's runtime returning the full image's crop for the normalized
+    box [2, 2, 1, 1]; kiln samples outside the image (0). Counted against kiln as a disagreement with
+    Apple's runtime, in the summary and in `kiln ops --coverage`, never as a suite erratum."""
+    from kiln.mil.coverage import APPLE_DISAGREEMENT, apple_disagreement_for, coverage
+    from kiln.mil.ops.image_resizing import crop_resize
+
+    from .plugin import summarize
+
+    x = np.arange(1, 17, dtype=np.float32).reshape(1, 1, 4, 4)
+    args = (2, 2, True, 1.0, "CORNERS_HEIGHT_FIRST", "UNALIGN_CORNERS")
+    suite = np.array([3.5, 5.5, 11.5, 13.5], np.float32).reshape(1, 1, 1, 2, 2)
+    full = crop_resize(x, np.array([0, 0, 1, 1], np.float32).reshape(1, 1, 4, 1, 1), *args)
+    np.testing.assert_array_equal(full, suite)                       # what Apple gives: the full image
+    outside = crop_resize(x, np.array([2, 2, 1, 1], np.float32).reshape(1, 1, 4, 1, 1), *args)
+    np.testing.assert_array_equal(outside, np.zeros_like(suite))     # what kiln gives
+    case_id = ("iOS15/test_image_resizing.py::TestCropResize::test_builder_to_backend_smoke[compute_unit="
+               "ComputeUnit.CPU_ONLY-backend=BackendConfig(backend='mlprogram', precision='fp16', "
+               "opset_version=<AvailableTarget.iOS15: 6>)-is_symbolic=False]")
+    disagreement = apple_disagreement_for(case_id)
+    assert disagreement is not None and erratum_for(case_id) is None
+    assert disagreement.reason.startswith(APPLE_DISAGREEMENT + ": crop_resize (iOS15)")
+    assert coverage()["iOS15"].disagreements == ("crop_resize",)
+    summary = summarize({case_id: {"outcome": "xfailed", "reason": disagreement.reason, "precision": "fp16",
+                                   "executed": True, "opset": "iOS15", "ops": ["crop_resize"]},
+                         "other": {"outcome": "xfailed", "reason": "suite erratum: x", "precision": "fp16"}})
+    assert summary["apple_disagreements"] == {disagreement.reason: [case_id]}
+    assert summary["xfailed_by_reason"] == {"suite erratum: x": 1}
+    assert summary["per_precision"]["fp16"]["disagrees_with_apple"] == 1

@@ -109,3 +109,60 @@ def test_integer_outputs_are_judged_by_agreement(kiln_config):
         check_parity("m", strict, parity_entries(strict, {"torch_cpu": [{**step, "token_id": ids}],
                                                           "kiln_fp16": [{**step, "token_id": flipped}]},
                                                  "torch_cpu"))
+
+
+def _with_broken_conv(package, out):
+    """A copy of ``package`` whose first conv has groups=7 (its input has 1 channel): a program kiln's
+    executor loads and fails to run, naming the op."""
+    import shutil
+
+    from kiln.coreml.proto import Model_pb2
+
+    shutil.copytree(package, out)
+    spec_file = out / "Data" / "com.apple.CoreML" / "model.mlmodel"
+    model = Model_pb2.Model()
+    model.ParseFromString(spec_file.read_bytes())
+    main = model.mlProgram.functions["main"]
+    ops = main.block_specializations[main.opset].operations
+    conv = next(op for op in ops if op.type == "conv")
+    groups = next(op for op in ops if op.type == "const" and op.outputs[0].name == conv.inputs["groups"].arguments[0].name)
+    groups.attributes["val"].immediateValue.tensor.ints.values[0] = 7
+    spec_file.write_bytes(model.SerializeToString())
+    return out, conv.outputs[0].name
+
+
+def test_an_executor_error_is_a_failed_row_naming_the_op_and_the_other_backends_still_run(
+        kiln_config, unified_reference, unified_package, tmp_path):
+    from kiln.validate.run import stream_backends
+
+    broken, node = _with_broken_conv(unified_package, tmp_path / "broken.mlpackage")
+    model = kiln_config.model("silero_vad")
+    comp = kiln_config.component("silero_vad", "unified")
+    spec = get_family("silero_vad").check_contract(comp)
+    # one backend on the broken program, the next on the sound one: the first's error is recorded
+    # and the second streams all 625 steps
+    errors = {}
+    present = [bk.kiln_backend(broken, "fp32"), bk.kiln_backend(unified_package, "fp16")]
+    steps, latency = stream_backends(spec, comp, present, {}, unified_reference, errors)
+    assert errors["kiln_fp32"]["op"] == "conv" and errors["kiln_fp32"]["node"] == node
+    assert errors["kiln_fp32"]["step"] == 0 and errors["kiln_fp32"]["error"] == "OpExecutionError"
+    assert latency["kiln_fp32"] is None and latency["kiln_fp16"]["calls"] == 625
+    entries = parity_entries(comp, {"torch_cpu": unified_reference.outputs, **steps}, "torch_cpu", errors=errors)
+    failed = [e for e in entries if e["backend"] == "kiln_fp32"]
+    assert [e["output"] for e in failed] == [t.name for t in comp.outputs]
+    assert all(not e["match"] and e["op"] == "conv" and e["max_abs"] is None for e in failed)
+    assert failed[0]["problem"].startswith(f"executor error at step 0: op 'conv' (opset iOS17) producing '{node}'")
+    assert all(e["match"] for e in entries if e["backend"] == "kiln_fp16")
+
+    # the whole component: both precisions fail on the broken program, each recorded, one ParityError
+    with pytest.raises(ParityError) as info:
+        validate_component(spec, model, comp, {}, unified_reference, broken, tmp_path / "plots")
+    message = str(info.value)
+    for backend in ("kiln_fp32", "kiln_fp16"):
+        assert f"output 'vad_output' on {backend}: executor error at step 0: op 'conv'" in message
+    relaxed = dataclasses.replace(comp, validate=dataclasses.replace(comp.validate, report_only=True))
+    result = validate_component(spec, model, relaxed, {}, unified_reference, broken, tmp_path / "plots")
+    assert set(result["backend_errors"]) == {"kiln_fp32", "kiln_fp16"}
+    assert not result["validation"]["passed"] and len(result["validation"]["failures"]) == 6
+    assert result["latency"]["kiln_fp16"] is None and result["task_metrics"] == {}
+    assert {e["op"] for e in result["parity"]} == {"conv"}

@@ -17,7 +17,7 @@ from tests.workflow.conftest import REPO, VENV_BIN, Workspace, workflow_files
 
 pytestmark = pytest.mark.slow
 
-NAME = "silero-vad-unified-256ms-v"   # + the silero-vad package version
+NAME = "silero-vad-unified-256ms-v6.0.0"   # the silero-vad release FluidAudio loads
 
 
 def _trim(config):
@@ -66,7 +66,7 @@ def _tree(folder) -> dict[str, bytes]:
 def test_the_build_meets_the_consumer_contract(built):
     report = json.loads((built.root / "results/silero_vad/contract.json").read_text())
     assert report["passed"] and report["consumer"] == "FluidAudio"
-    assert report["published_names"]["unified_256ms"].startswith(NAME)
+    assert report["published_names"]["unified_256ms"] == NAME
     bundle = report["components"]["unified_256ms"]["artifacts"]["unified_256ms.mlmodelc"]["features"]
     assert bundle["inputs"]["audio_input"] == {"shape": [1, 4160], "dtype": "float32"}
     assert bundle["outputs"]["vad_output"] == {"shape": [1, 1, 1], "dtype": "float32"}

@@ -43,7 +43,7 @@ def test_corrupt_checkpoint_fails_naming_the_file(workspace, silero_record):
     shutil.copy(silero_record.files[0].path, ckpt)
     digest = hashlib.sha256(ckpt.read_bytes()).hexdigest()
     workspace.edit_config(lambda c: c["models"]["silero_vad"].update(
-        {"source": {"kind": "path", "path": "weights/silero_vad.jit", "sha256": digest}}))
+        {"source": {"kind": "path", "path": "weights/silero_vad.jit", "sha256": digest, "version": "6.0.0"}}))
     workspace.snakemake("--cores", "1", "results/silero_vad/source.json")
     ckpt.write_bytes(ckpt.read_bytes()[:-100] + b"\0" * 100)
     result = workspace.snakemake("--cores", "1", "results/silero_vad/unified.mlpackage", check=False)

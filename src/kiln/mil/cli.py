@@ -124,12 +124,13 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_ops(args) -> int:
-    from .coverage import coverage
+    from .coverage import APPLE_DISAGREEMENTS, coverage
 
     for opset, cov in coverage().items():
         print(
             f"{opset}: {len(cov.implemented)}/{len(cov.defined)} op types implemented, "
-            f"{len(cov.tested)} tested (executed on kiln by a conformance case)"
+            f"{len(cov.tested)} tested (executed on kiln by a conformance case or a kiln op case), "
+            f"{len(cov.disagreements)} with a known disagreement with Apple's runtime"
         )
         if args.coverage:
             print(f"  missing: {', '.join(cov.missing) if cov.missing else '(none)'}")
@@ -137,6 +138,9 @@ def cmd_ops(args) -> int:
             print(f"  untested: {', '.join(untested) if untested else '(none)'}")
             if cov.extra:
                 print(f"  kiln-only: {', '.join(cov.extra)}")
+            for disagreement in APPLE_DISAGREEMENTS:
+                if opset in disagreement.opsets:
+                    print(f"  {disagreement.reason}")
     if not args.coverage:
         from .registry import OPSETS, implemented_op_types
 

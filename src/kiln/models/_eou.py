@@ -35,7 +35,7 @@ from torch import nn
 
 from kiln.errors import ModelError
 from kiln.export.rewrites import ConvSTFT
-from kiln.models import _nemo
+from kiln.models import _nemo, records
 
 SAMPLE_RATE = 16_000
 EOU_STRING = "<EOU>"   # NeMo's asr_eou_models / audio_to_eou_label_lhotse constants
@@ -50,14 +50,14 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
     "tiny": {"n_mels": 80, "d_model": 64, "n_layers": 2, "n_heads": 4, "subsampling_factor": 8,
              "subsampling_conv_channels": 32, "ff_expansion_factor": 4, "conv_kernel_size": 9,
              "att_context_size": [16, 1], "vocab_size": 40, "pred_hidden": 64, "pred_rnn_layers": 1,
-             "joint_hidden": 64, "max_symbols": 5},
-    # the published parakeet_realtime_eou_120m-v1 geometry: 17 layers of 512, left context 70
-    # (cache_last_channel [17,1,70,512]), causal conv kernel 9 (cache_last_time [17,1,512,8]),
-    # 1024 BPE pieces + <EOU> + <EOB> (blank 1026); for the benchmark
-    "full": {"n_mels": 128, "d_model": 512, "n_layers": 17, "n_heads": 8, "subsampling_factor": 8,
-             "subsampling_conv_channels": 256, "ff_expansion_factor": 4, "conv_kernel_size": 9,
-             "att_context_size": [70, 1], "vocab_size": 1026, "pred_hidden": 640, "pred_rnn_layers": 1,
-             "joint_hidden": 640, "max_symbols": 5},
+             "joint_hidden": 64, "max_symbols": 5, "xscaling": True, "conv_norm_type": "layer_norm"},
+    # the published parakeet_realtime_eou_120m-v1 geometry, for the benchmark: 17 layers of 512, left
+    # context 70 (cache_last_channel [17,1,70,512]), causal conv kernel 9 (cache_last_time
+    # [17,1,512,8]), 1024 BPE pieces + <EOU> + <EOB> (blank 1026), from the public record
+    # (records/parakeet_realtime_eou_120m_v1.yaml); the keys no record shows are assumed there
+    "full": records.standin("parakeet_realtime_eou_120m_v1", {
+        "n_heads": 8, "ff_expansion_factor": 4, "subsampling_conv_channels": 256, "joint_hidden": 640,
+        "xscaling": True, "conv_norm_type": "layer_norm", "max_symbols": 5}),
 }
 
 TOKENIZER_TEXT = (
@@ -104,9 +104,9 @@ def nemo_config(arch: Mapping[str, Any], tokenizer_dir: Path) -> dict:
             "subsampling_conv_channels": arch["subsampling_conv_channels"], "causal_downsampling": True,
             "ff_expansion_factor": arch["ff_expansion_factor"], "self_attention_model": "rel_pos",
             "n_heads": arch["n_heads"], "att_context_size": list(arch["att_context_size"]),
-            "att_context_style": "chunked_limited", "xscaling": True, "untie_biases": True,
+            "att_context_style": "chunked_limited", "xscaling": arch["xscaling"], "untie_biases": True,
             "pos_emb_max_len": 5000, "conv_kernel_size": arch["conv_kernel_size"],
-            "conv_norm_type": "layer_norm", "conv_context_size": "causal", "dropout": 0.1,
+            "conv_norm_type": arch["conv_norm_type"], "conv_context_size": "causal", "dropout": 0.1,
             "dropout_pre_encoder": 0.1, "dropout_emb": 0.0, "dropout_att": 0.1,
         },
         **_nemo.transducer_heads(arch),

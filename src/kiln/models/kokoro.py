@@ -20,6 +20,7 @@ Contract (every length read from the component's config and checked against the 
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import json
 import tempfile
@@ -34,17 +35,13 @@ from torch import nn
 
 from kiln.config import ComponentConfig
 from kiln.errors import ContractError, ModelError, SourceError
+from kiln.models import records
 from kiln.models._kokoro_net import SAMPLE_RATE, FixedKokoro, FixedKokoroComponent
 from kiln.models.spec import ComponentSpec, Context, FamilySpec, Feeds, Metric, PlotSeries, require_fact
 from kiln.sources import SourceRecord
 
-#: Kokoro / StyleTTS2's symbol table: 178 symbols; id 0 ("$") is the boundary/pad token
+#: id 0 ("$") is the boundary/pad token (Kokoro's config.json vocabulary starts at 1)
 PAD = "$"
-PUNCTUATION = ';:,.!?¡¿—…"«»“” '
-LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-LETTERS_IPA = ("ɑɐɒæɓʙβɔɕçɗɖðʤəɘɚɛɜɝɞɟʄɡɠɢʛɦɧħɥʜɨɪʝɭɬɫɮʟɱɯɰŋɳɲɴøɵɸθœɶʘɹɺɾɻʀʁɽʂʃʈʧʉʊʋⱱʌɣɤʍχʎʏʑʐʒʔʡʕʢ"
-               "ǀǁǂǃˈˌːˑʼʴʰʱʲʷˠˤ˞↓↑→↗↘'̩'ᵻ")
-SYMBOLS = PAD + PUNCTUATION + LETTERS + LETTERS_IPA
 #: the tiny model's small vocabulary: what espeak-ng / misaki produce for English
 TINY_SYMBOLS = PAD + ";:,.!?— " + "AIOQWY" + "abdefhijklmnpstuvwz" + "ɑɐæðʤəɚɛɜɪŋɔɹɾʃʊʌʒθʧɡʔᵊˈˌː"
 
@@ -63,17 +60,9 @@ ARCHITECTURES: dict[str, dict[str, Any]] = {
         # kokoro's Decoder hard-codes widths 1024 / 512 (= upsample_initial_channel) / 64
         "kiln_decoder": {"width": 32, "asr_res": 8},
     },
-    # the published Kokoro-82M configuration (81.8M parameters)
-    "full": {
-        "symbols": SYMBOLS, "hidden_dim": 512, "style_dim": 128, "n_layer": 3, "max_dur": 50,
-        "dropout": 0.2, "text_encoder_kernel_size": 5, "n_mels": 80,
-        "plbert": {"hidden_size": 768, "num_attention_heads": 12, "intermediate_size": 2048,
-                   "max_position_embeddings": 512, "num_hidden_layers": 12, "dropout": 0.1},
-        "istftnet": {"upsample_kernel_sizes": [20, 12], "upsample_rates": [10, 6],
-                     "gen_istft_hop_size": 5, "gen_istft_n_fft": 20,
-                     "resblock_dilation_sizes": [[1, 3, 5], [1, 3, 5], [1, 3, 5]],
-                     "resblock_kernel_sizes": [3, 7, 11], "upsample_initial_channel": 512},
-    },
+    # the published Kokoro-82M configuration (81.8M parameters): its config.json as public material
+    # records it (records/kokoro_82m.yaml), vocabulary included, key for key
+    "full": records.standin("kokoro_82m", {}),
 }
 
 #: voice-pack rows: kokoro packs hold one style vector per phoneme count (1..510)
@@ -92,7 +81,10 @@ VALIDATION_TEXT = (
 # -- checkpoint config and building the KModel ----------------------------------------------------
 
 def kmodel_config(arch: Mapping[str, Any]) -> dict:
-    """A kokoro ``config.json`` dict for ``arch`` (vocabulary from its symbol table)."""
+    """A kokoro ``config.json`` dict for ``arch``: the architecture itself when it carries its
+    ``vocab`` (the recorded real config), else with the vocabulary of its symbol table."""
+    if "symbols" not in arch:
+        return copy.deepcopy(dict(arch))
     symbols = arch["symbols"]
     cfg = {k: v for k, v in arch.items() if k != "symbols"}
     cfg["vocab"] = {s: i for i, s in enumerate(symbols) if s != PAD}

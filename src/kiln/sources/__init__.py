@@ -8,9 +8,8 @@ the bytes they load and ``metadata.json`` can record provenance.
 
 from __future__ import annotations
 
-import importlib
-import importlib.metadata
-import importlib.util
+import importlib.metadata as md
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -101,20 +100,50 @@ def source_kind(name: str):
     return register
 
 
+#: where the Makefile installs a source release that is not the environment's own version of its
+#: package (``pip install --no-deps --target <prefix>/extra/<package>-<version>``): a build's
+#: weights can come from one release while the environment imports another
+SOURCE_RELEASES_DIR = "extra"
+
+
+def source_release_dirs(package: str, version: str) -> list[Path]:
+    """The folders searched for ``package==version`` besides ``sys.path``."""
+    return [Path(sys.prefix) / SOURCE_RELEASES_DIR / f"{package}-{version}"]
+
+
+def locate_distribution(model: str, package: str, version: str | None):
+    """The installed distribution of ``package`` (``importlib.metadata.Distribution``): the
+    environment's, or, when ``version`` is pinned, the one of exactly that version, on ``sys.path``
+    or in :func:`source_release_dirs`. A missing or different version is a :class:`SourceError`
+    naming the model, the pinned and the found versions."""
+    found = list(md.distributions(name=package))       # in sys.path order, as imports find them
+    if version is None:
+        if not found:
+            raise SourceError(f"model '{model}': package '{package}' is not installed")
+        return found[0]
+    dirs = source_release_dirs(package, version)
+    found += [d for folder in dirs if folder.is_dir() for d in md.distributions(name=package, path=[str(folder)])]
+    for dist in found:
+        if dist.version == version:
+            return dist
+    have = ", ".join(sorted({d.version for d in found})) or "none"
+    raise SourceError(f"model '{model}': source.version pins {package}=={version}, but the installed "
+                      f"versions are: {have} (searched sys.path and {', '.join(map(str, dirs))}; "
+                      f"`make setup` installs the pinned release)")
+
+
 @source_kind("pypi")
 def fetch_pypi(model: str, spec: Mapping[str, Any], workdir: Path) -> SourceRecord:
-    """Weights shipped inside an installed package (e.g. ``silero-vad``'s ``data/silero_vad.jit``)."""
-    try:
-        version = importlib.metadata.version(spec["package"])
-    except importlib.metadata.PackageNotFoundError:
-        raise SourceError(f"model '{model}': package '{spec['package']}' is not installed") from None
-    module = importlib.util.find_spec(spec["module"])
-    if module is None or not module.submodule_search_locations:
-        raise SourceError(f"model '{model}': module '{spec['module']}' not found in the environment")
-    path = Path(list(module.submodule_search_locations)[0]) / spec["resource"]
-    file = describe_file(path)
-    return SourceRecord(kind="pypi", id=f"{spec['package']}=={version}", revision=None,
-                        version=version, synthetic=False, files=[file],
+    """Weights shipped inside an installed package (e.g. ``silero-vad``'s ``data/silero_vad.jit``), of
+    the release ``source.version`` pins when it does (see :func:`locate_distribution`)."""
+    dist = locate_distribution(model, spec["package"], spec.get("version"))
+    module_dir = Path(dist.locate_file(spec["module"]))
+    if not module_dir.is_dir():
+        raise SourceError(f"model '{model}': module '{spec['module']}' not found in {spec['package']}=="
+                          f"{dist.version} ({module_dir})")
+    file = describe_file(module_dir / spec["resource"])
+    return SourceRecord(kind="pypi", id=f"{spec['package']}=={dist.version}", revision=None,
+                        version=dist.version, synthetic=False, files=[file],
                         details={"package": spec["package"], "resource": spec["resource"]})
 
 
@@ -143,11 +172,12 @@ def fetch_hf(model: str, spec: Mapping[str, Any], workdir: Path) -> SourceRecord
 
 @source_kind("path")
 def fetch_path(model: str, spec: Mapping[str, Any], workdir: Path) -> SourceRecord:
-    """A checkpoint already on disk (``.nemo``, ``.pth``, ``.onnx``, ``.jit``)."""
+    """A checkpoint already on disk (``.nemo``, ``.pth``, ``.onnx``, ``.jit``), of the release
+    ``source.version`` names when it does (the user's word: pin the bytes with ``sha256``)."""
     path = Path(spec["path"]).expanduser().resolve()
     file = describe_file(path)
     _check_expected_sha(spec, file)
-    return SourceRecord(kind="path", id=str(path), revision=None, version=None, synthetic=False,
+    return SourceRecord(kind="path", id=str(path), revision=None, version=spec.get("version"), synthetic=False,
                         files=[file])
 
 
@@ -176,9 +206,9 @@ def fetch_onnx(model: str, spec: Mapping[str, Any], workdir: Path) -> SourceReco
     unsupported op stops the fetch, naming the op and the file."""
     from kiln.sources import onnx_graph
 
-    where = {k: spec[k] for k in ("package", "module", "resource") if k in spec}
+    where = {k: spec[k] for k in ("package", "module", "resource", "version") if k in spec}
     located = (SOURCE_KINDS["pypi"](model, where, workdir) if where
-               else SOURCE_KINDS["path"](model, {"path": spec["path"]}, workdir))
+               else SOURCE_KINDS["path"](model, {k: spec[k] for k in ("path", "version") if k in spec}, workdir))
     original = located.files[0]
     _check_expected_sha(spec, original)
     path = Path(original.path)

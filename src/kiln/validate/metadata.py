@@ -63,6 +63,7 @@ def build_metadata(config: Config, model: str, source_record, export_records, pa
             "task_metrics": parity["task_metrics"],
             "latency": parity["latency"],
             "absent_backends": parity["absent_backends"],
+            "backend_errors": parity.get("backend_errors", {}),
             "plots": parity["plots"],
         }
     apple_reason = apple_available()

@@ -13,6 +13,7 @@ import numpy as np
 
 from kiln.config import ComponentConfig, ModelConfig
 from kiln.errors import ParityError
+from kiln.mil.errors import MilError
 from kiln.models.spec import ComponentSpec, PlotSeries, stream
 from kiln.validate import backends as bk
 from kiln.validate.metrics import Tolerance, compare, finite_tree
@@ -33,11 +34,28 @@ def norm_series(output: str) -> PlotSeries:
                                               for s in steps]))
 
 
-def coreml_backends(artifact: Path, component: ComponentConfig,
-                    precisions) -> tuple[list[bk.Backend], dict[str, str]]:
+def executor_error(exc: MilError, step: int | None) -> dict:
+    """What a parity record keeps of an executor error: its type, the op (type, opset, node) when the
+    error names one, the step of the stream it happened at (None: while building the plan)."""
+    return {"error": type(exc).__name__, "op": getattr(exc, "op_type", None), "opset": getattr(exc, "opset", None),
+            "node": getattr(exc, "node", None), "step": step, "message": str(exc)}
+
+
+def coreml_backends(artifact: Path, component: ComponentConfig, precisions,
+                    errors: dict[str, dict] | None = None) -> tuple[list[bk.Backend], dict[str, str]]:
     """kiln's executor in ``precisions`` and Apple's runtime per configured compute unit on
-    ``artifact``; returns (present backends, absent backend -> reason)."""
-    present: list[bk.Backend] = [bk.kiln_backend(artifact, p) for p in precisions]
+    ``artifact``; returns (present backends, absent backend -> reason). A precision whose plan cannot
+    be built (e.g. an op kiln does not implement) goes into ``errors`` (backend -> :func:`executor_error`)
+    when given, so the other backends still run; without ``errors`` it raises."""
+    present: list[bk.Backend] = []
+    for precision in precisions:
+        try:
+            present.append(bk.kiln_backend(artifact, precision))
+        except MilError as exc:
+            if errors is None:
+                raise
+            errors[f"kiln_{precision}"] = executor_error(exc, None)
+            log.error("  kiln_%s: %s", precision, exc)
     absent: dict[str, str] = {}
     for unit in component.export.runtime_compute_units:
         backend = bk.apple_backend(artifact, unit)
@@ -49,15 +67,26 @@ def coreml_backends(artifact: Path, component: ComponentConfig,
 
 
 def stream_backends(spec: ComponentSpec, component: ComponentConfig, present: list[bk.Backend],
-                    absent: dict[str, str], reference: Reference) -> tuple[dict, dict]:
+                    absent: dict[str, str], reference: Reference,
+                    errors: dict[str, dict] | None = None) -> tuple[dict, dict]:
     """Stream the reference feeds through each present backend (state carried from the backend's
     own outputs), timing every call. Returns (steps per backend, latency per backend); absent
-    backends get null latency, never a number."""
+    backends get null latency, never a number. A backend whose executor fails (an op raises) goes
+    into ``errors`` with null latency and the next backend runs; without ``errors`` it raises."""
     steps, latency = {}, {}
     for backend in present:
         predict, times = timed(backend.predict)
         started = time.perf_counter()
-        steps[backend.name] = stream(predict, spec, reference.feeds, reference.initial, component)
+        try:
+            steps[backend.name] = stream(predict, spec, reference.feeds, reference.initial, component)
+        except MilError as exc:
+            if errors is None:
+                raise
+            # the failed call appended no time: len(times) is the index of the step that failed
+            errors[backend.name] = executor_error(exc, len(times))
+            latency[backend.name] = None
+            log.error("  %-28s failed at step %d: %s", backend.name, len(times), exc)
+            continue
         latency[backend.name] = latency_summary(times)
         log.info("  %-28s %4d steps, median %.3f ms/step (%.1f s)", backend.name, len(times),
                  latency[backend.name]["median_ms"], time.perf_counter() - started)
@@ -66,11 +95,21 @@ def stream_backends(spec: ComponentSpec, component: ComponentConfig, present: li
     return steps, latency
 
 
+def _failed_metrics(error: dict, tol: Tolerance) -> dict:
+    """The metrics of an output its backend never produced: none, unmatched, the error named."""
+    where = "building the plan" if error["step"] is None else f"step {error['step']}"
+    return {"max_abs": None, "max_rel": None, "psnr_db": None, "quality": None, "atol": tol.atol,
+            "rtol": tol.rtol, "min_psnr_db": tol.min_psnr_db, "match": False, "op": error["op"],
+            "error": error["error"], "problem": f"executor error at {where}: {error['message']}"}
+
+
 def parity_entries(component: ComponentConfig, steps: dict[str, list[dict]], reference: str,
-                   only: tuple[str, ...] | None = None) -> list[dict]:
-    """Each backend's outputs (``only`` these, when given) against ``reference``'s."""
+                   only: tuple[str, ...] | None = None, errors: Mapping[str, dict] | None = None) -> list[dict]:
+    """Each backend's outputs (``only`` these, when given) against ``reference``'s; a backend in
+    ``errors`` (its executor failed) gets one failed row per output naming the op."""
     entries = []
-    for backend, backend_steps in steps.items():
+    failed = dict(errors or {})
+    for backend in [*steps, *(b for b in failed if b not in steps)]:
         if backend == reference or (only is not None and backend not in only):
             continue
         precision = backend.removeprefix("kiln_") if backend.startswith("kiln_") else None
@@ -78,7 +117,10 @@ def parity_entries(component: ComponentConfig, steps: dict[str, list[dict]], ref
             settings = dict(component.validate.tolerance(spec.name))
             report_only = bool(settings.pop("report_only", False))
             tol = Tolerance(**settings)
-            metrics = compare(stack(steps[reference], spec.name), stack(backend_steps, spec.name), tol)
+            if backend in failed:
+                metrics = _failed_metrics(failed[backend], tol)
+            else:
+                metrics = compare(stack(steps[reference], spec.name), stack(steps[backend], spec.name), tol)
             entries.append({"output": spec.name, "backend": backend, "reference": reference,
                             "precision": precision, **metrics,
                             **({"report_only": True} if report_only else {})})
@@ -120,14 +162,17 @@ def validate_component(spec: ComponentSpec, model: ModelConfig, component: Compo
 
     log.info("validating %s/%s: %s (%d steps)", model.name, component.name,
              reference.meta.get("description", "reference inputs"), reference.steps)
-    present, absent = coreml_backends(artifact, component, component.validate.precisions)
-    coreml = tuple(b.name for b in present)
-    steps, latency = stream_backends(spec, component, [*source_runtimes, *present], absent, reference)
+    errors: dict[str, dict] = {}
+    present, absent = coreml_backends(artifact, component, component.validate.precisions, errors)
+    coreml = tuple(b.name for b in present) + tuple(errors)
+    steps, latency = stream_backends(spec, component, [*source_runtimes, *present], absent, reference, errors)
+    for backend in errors:
+        latency.setdefault(backend, None)
     name = "torch_cpu"
     steps = {name: reference.outputs, **steps}
-    entries = parity_entries(component, steps, name)
+    entries = parity_entries(component, steps, name, errors=errors)
     for runtime in source_runtimes:
-        entries += parity_entries(component, steps, runtime.name, only=coreml)
+        entries += parity_entries(component, steps, runtime.name, only=coreml, errors=errors)
     task = {backend: finite_tree(spec.task_metrics(steps[name], s, facts))
             for backend, s in steps.items() if backend != name}
     failures = check_parity(model.name, component, entries)
@@ -168,5 +213,6 @@ def validate_component(spec: ComponentSpec, model: ModelConfig, component: Compo
         "task_metrics": task,
         "latency": latency,
         "absent_backends": absent,
+        "backend_errors": errors,
         "plots": plot_files,
     }

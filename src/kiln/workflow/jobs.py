@@ -56,6 +56,7 @@ def fetch_job(config: Config, model: str, out_record: str | Path, checkpoint_dir
     model_cfg = config.model(model)
     log.info("fetching %s source (%s)", model, model_cfg.source["kind"])
     record = fetch(model, model_cfg.family, model_cfg.source, Path(checkpoint_dir))
+    _check_contract_source_version(model, model_cfg, record)
     for entry in record.files:
         entry.path = _relative(entry.path)
         log.info("  %s %s sha256=%s (%d bytes)", entry.role, entry.path, entry.sha256, entry.size)
@@ -67,6 +68,19 @@ def fetch_job(config: Config, model: str, out_record: str | Path, checkpoint_dir
     }
     write_json(out_record, data)
     return data
+
+
+def _check_contract_source_version(model: str, model_cfg, record: SourceRecord) -> None:
+    """A real model built from another source release than its consumer loads stops at fetch, before
+    any build step (the contract job checks it again beside the features)."""
+    from kiln import contracts
+
+    contract_file = contracts.contract_path(model_cfg.family)
+    if contract_file.is_file():
+        contracts.check_source_version(contracts.load_contract(contract_file), model=model,
+                                       source_version=record.version,
+                                       synthetic=model_cfg.synthetic or record.synthetic,
+                                       contract_file=contract_file)
 
 
 def read_source_record(path: str | Path) -> SourceRecord:

@@ -23,8 +23,12 @@ def const(val):
 
 
 @register("_const_symbolic", constexpr=True, narrow=("val",))
-def const_symbolic(val):
-    """MIL ``_const_symbolic`` (iOS15+, internal to coremltools): a ``const``."""
+def const_symbolic(val=None):
+    """MIL ``_const_symbolic`` (iOS15+, internal to coremltools): a ``const``. coremltools 9.0 writes
+    it with no value at all (its serializer handles only ``const``), which no runtime can execute."""
+    if val is None:
+        raise ValueError("no 'val' attribute: the op carries no value (coremltools writes _const_symbolic "
+                         "without one; a const needs its 'val')")
     return val
 
 
