@@ -97,7 +97,7 @@ CRAFTED = {
     "duplicate-key-hides-target": (
         lambda: _with(b"target: nemo.collections.asr.models.rnnt_bpe_models.EncDecRNNTBPEModel\n"
                       b"target: os.system\n"),
-        ["model_config.yaml", "duplicate key 'target'"]),
+        ["model_config.yaml", "key 'target' is given twice"]),
     "no-root-config": (
         lambda: (_regular("sub/model_config.yaml", _config()),),
         ["no model_config.yaml at its root"]),
