@@ -60,6 +60,21 @@ def _git_blob_sha1(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _is_transport_error(exc: BaseException) -> bool:
+    """httpx's errors (connection refused or dropped, protocol errors, timeouts), which
+    ``huggingface_hub`` lets through; httpx may be installed as ``httpx`` or ``httpx2``."""
+    return type(exc).__module__.split(".")[0].startswith("httpx")
+
+
+def check_etag(etag: str, where: str) -> None:
+    """Refuse an ETag that names no content kiln can check (a sha256 or a git blob sha1) before it
+    is used in a file name: the server chooses it."""
+    if not (SHA256_RE.fullmatch(etag) or GIT_SHA1_RE.fullmatch(etag)):
+        shown = etag if len(etag) <= 80 else etag[:77] + "..."
+        raise SourceError(f"{where}: the Hub's ETag {shown!r} is neither a sha256 nor a git blob sha1; "
+                          f"cannot check the download, refusing it")
+
+
 def matches_etag(path: Path, etag: str) -> tuple[bool, str]:
     """(whether ``path`` has the content the Hub's ``etag`` names, the file's sha256)."""
     sha256 = sha256_file(path)
@@ -87,7 +102,7 @@ def download(repo_id: str, filename: str, revision: str, dest_dir: str | os.Path
     except (HfHubHTTPError, OSError) as exc:
         raise SourceError(f"cannot reach {where} ({url}): {type(exc).__name__}: {_first_line(exc)}") from None
     except Exception as exc:   # httpx transport errors (connection refused, timeouts)
-        if type(exc).__module__.split(".")[0].startswith("httpx"):
+        if _is_transport_error(exc):
             raise SourceError(f"cannot reach {where} ({url}): {type(exc).__name__}: {_first_line(exc)}") from None
         raise
     if not meta.etag or not meta.commit_hash:
@@ -96,11 +111,13 @@ def download(repo_id: str, filename: str, revision: str, dest_dir: str | os.Path
         raise SourceError(f"{where}: the Hub resolved the pinned revision to commit {meta.commit_hash}; "
                           f"pin a full commit sha (source.revision)")
     etag = meta.etag
+    check_etag(etag, where)
     if dest.is_file():
         ok, sha256 = matches_etag(dest, etag)
         if ok:
             return HubFile(dest, sha256, dest.stat().st_size, etag, meta.commit_hash, 0, False)
     partial = dest.with_name(f"{dest.name}.{etag[:16]}{INCOMPLETE_SUFFIX}")
+    created = [d for d in (partial.parent, *partial.parent.parents) if not d.exists()]
     partial.parent.mkdir(parents=True, exist_ok=True)
     resume = partial.stat().st_size if partial.is_file() else 0
     if meta.size is not None and resume > meta.size:
@@ -111,10 +128,28 @@ def download(repo_id: str, filename: str, revision: str, dest_dir: str | os.Path
         try:
             http_get(meta.location, handle, resume_size=resume, headers=build_hf_headers(token=token),
                      expected_size=meta.size, displayed_filename=filename)
+            failure = None
         except (HfHubHTTPError, OSError) as exc:
-            raise SourceError(f"download of {where} stopped after {handle.tell()} bytes "
-                              f"({type(exc).__name__}: {_first_line(exc)}); run the fetch again to resume from "
-                              f"{partial}") from None
+            failure = exc
+        except Exception as exc:
+            if not _is_transport_error(exc):
+                raise
+            failure = exc
+        received = handle.tell()
+    if failure is not None:
+        # bytes received are kept for the next run to resume; an empty partial file (and the
+        # directories made for it) would only be litter
+        kept = f"run the fetch again to resume from {partial}"
+        if received == 0:
+            partial.unlink(missing_ok=True)
+            for directory in created:
+                try:
+                    directory.rmdir()
+                except OSError:
+                    break
+            kept = "nothing was kept; run the fetch again"
+        raise SourceError(f"download of {where} stopped after {received} bytes "
+                          f"({type(failure).__name__}: {_first_line(failure)}); {kept}")
     ok, sha256 = matches_etag(partial, etag)
     if not ok:
         partial.unlink()

@@ -35,6 +35,9 @@ from kiln.errors import ConversionError, SourceError
 TORCHVISION_OPS = ("NonMaxSuppression", "RoiAlign")
 #: folding evaluates nodes with all-constant inputs; larger results stay in the graph
 MAX_FOLDED_ELEMENTS = 1 << 16
+#: the most one folded constant may take: a node whose output would be larger is refused by name
+#: before it runs (a ``ConstantOfShape`` of two int64s can ask for terabytes)
+FOLD_BUDGET_BYTES = 64 << 20
 
 
 def load(path: str | Path):
@@ -117,16 +120,19 @@ def bind_inputs(model, bindings: Mapping[str, Mapping[str, Any]], path) -> None:
 
 # -- 2. fold -----------------------------------------------------------------------------------------
 
-def _static_shapes(model) -> dict[str, tuple[int, ...]]:
+def _static_shapes(model) -> tuple[dict[str, tuple[int, ...]], dict[str, int]]:
+    """(static shape, ONNX element type) of every tensor whose shape inference fixes (data_prop:
+    shapes computed from constants too)."""
     import onnx
 
     inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
-    shapes = {}
+    shapes, elem_types = {}, {}
     for info in (*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output):
         tensor = info.type.tensor_type
         if tensor.HasField("shape") and all(d.HasField("dim_value") for d in tensor.shape.dim):
             shapes[info.name] = tuple(d.dim_value for d in tensor.shape.dim)
-    return shapes
+            elem_types[info.name] = tensor.elem_type
+    return shapes, elem_types
 
 
 def _evaluate(node, values: Mapping[str, np.ndarray], model) -> list[np.ndarray]:
@@ -141,9 +147,72 @@ def _evaluate(node, values: Mapping[str, np.ndarray], model) -> list[np.ndarray]
     return ReferenceEvaluator(single).run(None, {n: values[n] for n in node.input if n})
 
 
-def _known_values(model, shapes) -> dict[str, np.ndarray]:
+def _output_sizes(node, values: Mapping[str, np.ndarray], shapes, elem_types, model) -> list[tuple[tuple[int, ...], int] | None]:
+    """(shape, bytes) of each output of ``node``, known before it runs, or None where ONNX's shape
+    inference cannot tell: from the whole graph's inference, else from inferring ``node`` alone with
+    its constant inputs as initializers (``ConstantOfShape``, ``Expand``, ``Range`` read their
+    values)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    types = {}
+    missing = [n for n in node.output if n and n not in shapes]
+    if missing:
+        inputs = [numpy_helper.from_array(np.asarray(values[n]), n) for n in dict.fromkeys(node.input) if n]
+        outputs = [helper.make_empty_tensor_value_info(n) for n in node.output if n]
+        graph = helper.make_graph([node], "size", [], outputs, initializer=inputs)
+        single = helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
+        try:
+            inferred = onnx.shape_inference.infer_shapes(single, data_prop=True)
+        except Exception:  # onnx raises InferenceError, ValidationError, RuntimeError ...
+            inferred = None
+        for info in (*inferred.graph.output, *inferred.graph.value_info) if inferred else ():
+            tensor = info.type.tensor_type
+            if tensor.HasField("shape") and all(d.HasField("dim_value") for d in tensor.shape.dim):
+                types[info.name] = (tuple(d.dim_value for d in tensor.shape.dim), tensor.elem_type)
+    sizes = []
+    for name in node.output:
+        if not name:
+            continue
+        shape, elem_type = ((shapes[name], elem_types.get(name, 0)) if name in shapes
+                            else types.get(name, (None, 0)))
+        if shape is None:
+            sizes.append(None)
+            continue
+        try:
+            itemsize = helper.tensor_dtype_to_np_dtype(elem_type).itemsize if elem_type else 8
+        except (KeyError, TypeError, ValueError):
+            itemsize = 8
+        sizes.append((shape, int(np.prod([max(d, 0) for d in shape], dtype=object)) * itemsize))
+    return sizes
+
+
+def _check_budget(node, sizes, path) -> bool:
+    """Whether ``node`` may be folded: every output's size known and within the budget. A known size
+    over the budget is refused (:class:`ConversionError` naming the node), before anything runs."""
+    for name, size in zip([n for n in node.output if n], sizes):
+        if size is None:
+            return False   # unknown before it runs: stays in the graph
+        shape, nbytes = size
+        if nbytes > FOLD_BUDGET_BYTES:
+            raise ConversionError(f"{path}: {node.op_type} node '{node.name}' would fold to a constant "
+                                  f"'{name}' of shape {list(shape)} ({_bytes(nbytes)}), more than the folding "
+                                  f"budget of {_bytes(FOLD_BUDGET_BYTES)} per constant; refusing the graph")
+    return True
+
+
+def _bytes(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _known_values(model, shapes, elem_types, path=None) -> dict[str, np.ndarray]:
     """Every value computable before the graph runs: initializers, constants, shapes of static
-    tensors and what follows from them (small results only)."""
+    tensors and what follows from them (small results only; a result over the folding budget is
+    refused before it is computed, see :func:`_check_budget`)."""
     from onnx import numpy_helper
 
     known = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
@@ -159,6 +228,8 @@ def _known_values(model, shapes) -> dict[str, np.ndarray]:
         if not all(n in known for n in node.input if n):
             continue
         if sum(known[n].size for n in node.input if n) > MAX_FOLDED_ELEMENTS:
+            continue
+        if not _check_budget(node, _output_sizes(node, known, shapes, elem_types, model), path):
             continue
         for name, value in zip(node.output, _evaluate(node, known, model)):
             known[name] = np.asarray(value)
@@ -191,8 +262,8 @@ def fold_branches(model, path) -> list[dict]:
     folded (node, branch taken), outermost first."""
     folded = []
     while True:
-        shapes = _static_shapes(model)
-        known = _known_values(model, shapes)
+        shapes, elem_types = _static_shapes(model)
+        known = _known_values(model, shapes, elem_types, path)
         for index, node in enumerate(model.graph.node):
             if node.op_type == "If" and node.input[0] in known:
                 condition = bool(np.asarray(known[node.input[0]]).reshape(-1)[0])
