@@ -251,3 +251,26 @@ def test_the_fetch_job_refuses_a_graph_folding_to_a_huge_constant_under_its_memo
     peak_mb = int(result.stdout.split("peak_kb")[-1]) / 1024
     assert peak_mb < 700, peak_mb   # the job's imports; the constant is never allocated
     assert not list((ws.root / "results").rglob("source.json")) and not list(ws.root.rglob("*.static.onnx"))
+
+
+def test_a_constant_expanded_past_the_budget_is_refused_before_data_propagation(tmp_path):
+    """Expand of initializers to 2^28 elements: ONNX's data propagation (which runs before folding)
+    held it element by element and died of std::bad_alloc at 3.8 GB; now named from the plain shape
+    inference in a fraction of a second."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    vi = helper.make_tensor_value_info
+    nodes = [helper.make_node("Expand", ["one", "shape"], ["big"], name="expand_one"),
+             helper.make_node("Cast", ["big"], ["bigf"], to=TensorProto.FLOAT),
+             helper.make_node("ReduceSum", ["bigf"], ["total"], keepdims=0),
+             helper.make_node("Add", ["x", "total"], ["y"])]
+    graph = helper.make_graph(nodes, "expand", [vi("x", TensorProto.FLOAT, [1, "n"])], [vi("y", TensorProto.FLOAT, [1, 8])],
+                              initializer=[numpy_helper.from_array(np.array([1.0], np.float32), "one"),
+                                           numpy_helper.from_array(np.array([1 << 28], np.int64), "shape")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8)
+    path = tmp_path / "expand.onnx"
+    onnx.save(model, path)
+    with pytest.raises(ConversionError, match=r"Expand node 'expand_one' would fold to a constant 'big' of shape "
+                                              r"\[268435456\] \(1.0 GiB\), more than the folding budget"):
+        onnx_graph.specialise(onnx_graph.load(path), {"x": {"shape": [1, 8]}}, path)

@@ -120,12 +120,21 @@ def bind_inputs(model, bindings: Mapping[str, Mapping[str, Any]], path) -> None:
 
 # -- 2. fold -----------------------------------------------------------------------------------------
 
-def _static_shapes(model) -> tuple[dict[str, tuple[int, ...]], dict[str, int]]:
+def _static_shapes(model, path=None) -> tuple[dict[str, tuple[int, ...]], dict[str, int]]:
     """(static shape, ONNX element type) of every tensor whose shape inference fixes (data_prop:
-    shapes computed from constants too)."""
+    shapes computed from constants too).
+
+    ONNX's data propagation holds a shape-like tensor as one object per element: a graph that
+    expands a constant to 2^28 elements and casts it takes it past 3.8 GB (``std::bad_alloc``), which
+    the job's memory limit turns into a :class:`MemoryError`, named here."""
     import onnx
 
-    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except MemoryError as exc:
+        raise ConversionError(f"{path}: ONNX shape inference ran out of memory propagating the graph's "
+                              f"constant shapes ({type(exc).__name__}: {exc}): the graph computes a shape-like "
+                              f"tensor too large to fold; refusing the graph") from None
     shapes, elem_types = {}, {}
     for info in (*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output):
         tensor = info.type.tensor_type
@@ -179,11 +188,7 @@ def _output_sizes(node, values: Mapping[str, np.ndarray], shapes, elem_types, mo
         if shape is None:
             sizes.append(None)
             continue
-        try:
-            itemsize = helper.tensor_dtype_to_np_dtype(elem_type).itemsize if elem_type else 8
-        except (KeyError, TypeError, ValueError):
-            itemsize = 8
-        sizes.append((shape, int(np.prod([max(d, 0) for d in shape], dtype=object)) * itemsize))
+        sizes.append((shape, int(np.prod([max(d, 0) for d in shape], dtype=object)) * _itemsize(elem_type)))
     return sizes
 
 
@@ -257,12 +262,46 @@ def _inline_if(model, index: int, condition: bool, path) -> str:
     return branch_name
 
 
+def _check_constant_sizes(model, path) -> None:
+    """Refuse by name, before ONNX's data propagation runs, a node computed from constants alone
+    whose output the plain shape inference already sizes over the folding budget (``Expand``,
+    ``Tile``, ``Range`` of initializers): data propagation would materialise it first."""
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    shapes, elem_types = {}, {}
+    for info in (*inferred.graph.value_info, *inferred.graph.output):
+        tensor = info.type.tensor_type
+        if tensor.HasField("shape") and all(d.HasField("dim_value") for d in tensor.shape.dim):
+            shapes[info.name] = tuple(d.dim_value for d in tensor.shape.dim)
+            elem_types[info.name] = tensor.elem_type
+    constant = {init.name for init in model.graph.initializer}
+    for node in model.graph.node:
+        if any(True for _ in _subgraphs(node)) or not all(n in constant for n in node.input if n):
+            continue
+        sizes = [(shapes[n], 0) if n in shapes else None for n in node.output if n]
+        _check_budget(node, [None if s is None else (s[0], int(np.prod(s[0], dtype=object)) *
+                                                     _itemsize(elem_types.get(name, 0)))
+                             for name, s in zip([n for n in node.output if n], sizes)], path)
+        constant.update(n for n in node.output if n)
+
+
+def _itemsize(elem_type: int) -> int:
+    from onnx import helper
+
+    try:
+        return helper.tensor_dtype_to_np_dtype(elem_type).itemsize if elem_type else 8
+    except (KeyError, TypeError, ValueError):
+        return 8
+
+
 def fold_branches(model, path) -> list[dict]:
     """Inline every ``If`` whose condition is known once the inputs are bound; returns what was
     folded (node, branch taken), outermost first."""
     folded = []
     while True:
-        shapes, elem_types = _static_shapes(model)
+        _check_constant_sizes(model, path)
+        shapes, elem_types = _static_shapes(model, path)
         known = _known_values(model, shapes, elem_types, path)
         for index, node in enumerate(model.graph.node):
             if node.op_type == "If" and node.input[0] in known:
