@@ -56,8 +56,8 @@ def test_predict_refuses_an_output_that_is_one_of_its_inputs(tmp_path):
     before = snapshot(tmp_path)
     for name, out in cases.items():
         result = kiln("predict", str(package), "--inputs", "in.npz", "--out", out, cwd=work, timeout=120)
-        which = "the model" if name == "inside the model" else "--inputs in.npz"
-        assert_one_line_error(result, "OutputError", f"--out {out}: ", f"is {which}", "choose another path")
+        which = "lies inside the model" if name == "inside the model" else "is --inputs in.npz"
+        assert_one_line_error(result, "OutputError", f"--out {out}: ", which, "choose another path")
         assert snapshot(tmp_path) == before, name
     written = kiln("predict", str(package), "--inputs", "in.npz", "--out", "out", cwd=work, timeout=120)
     assert written.returncode == 0, written.stderr

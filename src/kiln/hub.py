@@ -45,7 +45,7 @@ class HubFile:
     downloaded: bool       # False: the file on disk already had the Hub's etag
 
 
-def _safe_relative(filename: str) -> PurePosixPath:
+def safe_relative(filename: str) -> PurePosixPath:
     rel = PurePosixPath(filename)
     if rel.is_absolute() or ".." in rel.parts or not rel.parts:
         raise SourceError(f"Hub file name {filename!r} must be a relative path inside the repo")
@@ -95,7 +95,7 @@ def download(repo_id: str, filename: str, revision: str, dest_dir: str | os.Path
     from huggingface_hub.utils import build_hf_headers
 
     where = f"{repo_id}/{filename} @ {revision}"
-    dest = Path(dest_dir).joinpath(*_safe_relative(filename).parts)
+    dest = Path(dest_dir).joinpath(*safe_relative(filename).parts)
     url = hf_hub_url(repo_id, filename, revision=revision, endpoint=endpoint)
     try:
         meta = get_hf_file_metadata(url, token=token, endpoint=endpoint)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import numpy as np
@@ -66,25 +67,27 @@ def output_npz(path: str, inputs: dict[str, str] | None = None) -> Path:
     if not out.parent.is_dir():
         raise OutputError(f"--out {path}: directory {out.parent} does not exist")
     for option, given in (inputs or {}).items():
-        if _same_or_inside(out, Path(given)):
-            raise OutputError(f"--out {path}: {out} is {option} {given} (or inside it); writing the outputs there "
-                              f"would replace what the command reads, choose another path")
+        relation = _relation(out, Path(given))
+        if relation:
+            raise OutputError(f"--out {path}: {out} {relation} {option} {given}; writing the outputs there would "
+                              f"replace what the command reads, choose another path")
     if out.is_dir():
         raise OutputError(f"--out {path}: {out} is a directory")
     return out
 
 
-def _same_or_inside(out: Path, given: Path) -> bool:
-    """Whether ``out`` is the file ``given`` or lies inside the directory ``given``."""
-    import os
-
+def _relation(out: Path, given: Path) -> str | None:
+    """``"is"`` when ``out`` names the file ``given`` (through symlinks, ``..`` or a hard link),
+    ``"lies inside"`` when it is below the directory ``given``, else None."""
     target, source = out.resolve(), given.resolve()
-    if target == source or source in target.parents:
-        return True
+    if target == source:
+        return "is"
+    if source in target.parents:
+        return "lies inside"
     try:
-        return os.path.samefile(out, given)   # hard links: another name of the same file
+        return "is" if os.path.samefile(out, given) else None   # a hard link: another name of the file
     except OSError:   # either does not exist
-        return False
+        return None
 
 
 def cmd_predict(args) -> int:
