@@ -135,13 +135,23 @@ def _static_shapes(model, path=None) -> tuple[dict[str, tuple[int, ...]], dict[s
         raise ConversionError(f"{path}: ONNX shape inference ran out of memory propagating the graph's "
                               f"constant shapes ({type(exc).__name__}: {exc}): the graph computes a shape-like "
                               f"tensor too large to fold; refusing the graph") from None
+    return _static_tensors(inferred.graph.input, inferred.graph.value_info, inferred.graph.output)
+
+
+def _static_tensors(*infos) -> tuple[dict[str, tuple[int, ...]], dict[str, int]]:
+    """(shape, element type) of each value info (of each list given) whose shape is fully static."""
     shapes, elem_types = {}, {}
-    for info in (*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output):
+    for info in (i for group in infos for i in group):
         tensor = info.type.tensor_type
         if tensor.HasField("shape") and all(d.HasField("dim_value") for d in tensor.shape.dim):
             shapes[info.name] = tuple(d.dim_value for d in tensor.shape.dim)
             elem_types[info.name] = tensor.elem_type
     return shapes, elem_types
+
+
+def _size(shape: tuple[int, ...], elem_type: int) -> tuple[tuple[int, ...], int]:
+    """(shape, bytes) of a tensor (an unknown element type counts 8 bytes per element)."""
+    return shape, int(np.prod([max(d, 0) for d in shape], dtype=object)) * _itemsize(elem_type)
 
 
 def _evaluate(node, values: Mapping[str, np.ndarray], model) -> list[np.ndarray]:
@@ -164,31 +174,25 @@ def _output_sizes(node, values: Mapping[str, np.ndarray], shapes, elem_types, mo
     import onnx
     from onnx import helper, numpy_helper
 
-    types = {}
-    missing = [n for n in node.output if n and n not in shapes]
-    if missing:
+    types: tuple[dict, dict] = ({}, {})
+    if any(n and n not in shapes for n in node.output):
         inputs = [numpy_helper.from_array(np.asarray(values[n]), n) for n in dict.fromkeys(node.input) if n]
         outputs = [helper.make_empty_tensor_value_info(n) for n in node.output if n]
         graph = helper.make_graph([node], "size", [], outputs, initializer=inputs)
         single = helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
         try:
             inferred = onnx.shape_inference.infer_shapes(single, data_prop=True)
+            types = _static_tensors(inferred.graph.output, inferred.graph.value_info)
         except Exception:  # onnx raises InferenceError, ValidationError, RuntimeError ...
-            inferred = None
-        for info in (*inferred.graph.output, *inferred.graph.value_info) if inferred else ():
-            tensor = info.type.tensor_type
-            if tensor.HasField("shape") and all(d.HasField("dim_value") for d in tensor.shape.dim):
-                types[info.name] = (tuple(d.dim_value for d in tensor.shape.dim), tensor.elem_type)
+            pass
     sizes = []
-    for name in node.output:
-        if not name:
-            continue
-        shape, elem_type = ((shapes[name], elem_types.get(name, 0)) if name in shapes
-                            else types.get(name, (None, 0)))
-        if shape is None:
+    for name in (n for n in node.output if n):
+        if name in shapes:
+            sizes.append(_size(shapes[name], elem_types.get(name, 0)))
+        elif name in types[0]:
+            sizes.append(_size(types[0][name], types[1].get(name, 0)))
+        else:
             sizes.append(None)
-            continue
-        sizes.append((shape, int(np.prod([max(d, 0) for d in shape], dtype=object)) * _itemsize(elem_type)))
     return sizes
 
 
@@ -269,21 +273,14 @@ def _check_constant_sizes(model, path) -> None:
     import onnx
 
     inferred = onnx.shape_inference.infer_shapes(model)
-    shapes, elem_types = {}, {}
-    for info in (*inferred.graph.value_info, *inferred.graph.output):
-        tensor = info.type.tensor_type
-        if tensor.HasField("shape") and all(d.HasField("dim_value") for d in tensor.shape.dim):
-            shapes[info.name] = tuple(d.dim_value for d in tensor.shape.dim)
-            elem_types[info.name] = tensor.elem_type
+    shapes, elem_types = _static_tensors(inferred.graph.value_info, inferred.graph.output)
     constant = {init.name for init in model.graph.initializer}
     for node in model.graph.node:
         if any(True for _ in _subgraphs(node)) or not all(n in constant for n in node.input if n):
             continue
-        sizes = [(shapes[n], 0) if n in shapes else None for n in node.output if n]
-        _check_budget(node, [None if s is None else (s[0], int(np.prod(s[0], dtype=object)) *
-                                                     _itemsize(elem_types.get(name, 0)))
-                             for name, s in zip([n for n in node.output if n], sizes)], path)
-        constant.update(n for n in node.output if n)
+        outputs = [n for n in node.output if n]
+        _check_budget(node, [_size(shapes[n], elem_types.get(n, 0)) if n in shapes else None for n in outputs], path)
+        constant.update(outputs)
 
 
 def _itemsize(elem_type: int) -> int:
