@@ -9,10 +9,11 @@
 # Per-job settings become stamp files (.kiln/stamps/), so edits to config.yaml rebuild exactly the
 # affected jobs, also in a fresh clone after `dvc pull` (see src/kiln/workflow/stamps.py).
 
-from kiln.config import build_config
+from kiln.config import build_config, check_config_file
 from kiln.quantize.strategies import STRATEGIES
 from kiln.workflow import codedeps, ledger, plan, stamps
 
+check_config_file("config.yaml")   # bounded (kiln.yamlio) before Snakemake's loader walks it
 configfile: "config.yaml"
 # `snakemake --report report.html`: every plot and summary table, grouped by model (report/*.rst)
 report: "report/workflow.rst"

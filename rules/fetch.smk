@@ -15,7 +15,9 @@ rule fetch:
     params:
         checkpoint_dir=lambda wildcards: str(plan.checkpoint_dir(KILN, wildcards.model)),
     resources:
-        mem_mb=2000,
+        # the model's reservation, enforced as the job's memory limit (kiln.workflow.limits): a
+        # random source builds the model, an ONNX source is folded, a Hub download streams
+        mem_mb=lambda wildcards: KILN_MEM_MB(wildcards.model, "fetch"),
     group:
         "source_{model}"
     script:

@@ -6,7 +6,9 @@ download and upload code runs against it.
 Download: ``HEAD``/``GET /<repo>/resolve/<revision>/<path>`` answer with ``X-Repo-Commit``, ``ETag``
 (sha256 for LFS files, the git blob sha1 for regular ones, as the Hub does), ``Content-Length`` and
 ``Accept-Ranges``; a ``Range: bytes=N-`` GET answers 206 with the rest. ``cut_after`` makes the next
-GET of a file stop after that many bytes (a dropped connection).
+GET of a file stop after that many bytes (a dropped connection); ``drop`` names the requests (``HEAD``,
+``GET``) whose connection is closed before any answer (a server that drops every connection);
+``etags`` replaces the ETag the server answers for a path (a hostile or broken server).
 
 Upload: ``POST /api/repos/create``, ``POST /api/validate-yaml`` (the model card's metadata), ``POST /api/models/<repo>/preupload/<rev>`` (binary or large
 files -> ``lfs``), ``POST /<repo>.git/info/lfs/objects/batch`` (basic transfer), ``PUT`` of the LFS
@@ -48,6 +50,8 @@ class FakeHub:
         self.lfs_objects: dict[str, bytes] = {}
         self.requests: list[tuple[str, str, dict]] = []   # (method, path, selected headers)
         self.cut_after: dict[str, int] = {}                # path -> bytes before the next GET drops
+        self.drop: set[str] = set()                         # methods whose connections close unanswered
+        self.etags: dict[str, str] = {}                     # path -> the ETag answered instead
         self.token = token
         self.card_metadata: list[dict] = []                 # model card front matter validated
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -123,6 +127,9 @@ class FakeHub:
             # download -----------------------------------------------------------------------
             def _resolve(self, head: bool) -> None:
                 self._record()
+                if self.command in hub.drop:
+                    self.close_connection = True   # no status line, no headers: the peer sees EOF
+                    return
                 match = re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", self.path.split("?")[0])
                 if not match:
                     return self._error(404, "not found")
@@ -137,6 +144,7 @@ class FakeHub:
                 if data is None:
                     return self._error(404, "Entry not found", "EntryNotFound")
                 etag = hashlib.sha256(data).hexdigest() if is_lfs(path, data) else git_blob_sha1(data)
+                etag = hub.etags.get(path, etag)
                 headers = {"X-Repo-Commit": commit, "ETag": f'"{etag}"', "Accept-Ranges": "bytes",
                            "Content-Type": "application/octet-stream"}
                 start, status = 0, 200

@@ -30,3 +30,36 @@ def test_check_config_names_the_bad_key(tmp_path, repo, capsys):
 def test_console_script_runs():
     result = subprocess.run([sys.executable, "-m", "kiln.cli", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "compile" in result.stdout
+
+
+# --- predict never writes over what it reads (issue 27, item 6) ---------------------------------------
+
+def test_predict_refuses_an_output_that_is_one_of_its_inputs(tmp_path):
+    """`kiln predict m.mlpackage --inputs in.npz --out in.npz` replaced the inputs with the outputs.
+    Every spelling of an input (the same path, without the .npz numpy appends, another path through
+    `..` or a symlink, a hard link, a file inside the model bundle) is refused: exit 2, one line, the
+    files untouched."""
+    import numpy as np
+    from coremltools.converters.mil import Builder as mb
+
+    from tests.clirun import assert_one_line_error, kiln, snapshot
+    from tests.mil.milprog import save_program
+
+    package = save_program(lambda x: [mb.relu(x=x)], [("x", (2, 3), np.float32)], tmp_path / "model", "iOS17")
+    work = tmp_path / "work"
+    (work / "sub").mkdir(parents=True)
+    np.savez(work / "in.npz", x=np.arange(-3, 3, dtype=np.float32).reshape(2, 3))
+    (work / "link.npz").symlink_to(work / "in.npz")
+    (work / "hard.npz").hardlink_to(work / "in.npz")
+    cases = {"same path": "in.npz", ".npz appended": "in", "through ..": "sub/../in.npz",
+             "symlink": "link.npz", "hard link": "hard.npz", "inside the model": str(package / "out.npz")}
+    before = snapshot(tmp_path)
+    for name, out in cases.items():
+        result = kiln("predict", str(package), "--inputs", "in.npz", "--out", out, cwd=work, timeout=120)
+        which = "lies inside the model" if name == "inside the model" else "is --inputs in.npz"
+        assert_one_line_error(result, "OutputError", f"--out {out}: ", which, "choose another path")
+        assert snapshot(tmp_path) == before, name
+    written = kiln("predict", str(package), "--inputs", "in.npz", "--out", "out", cwd=work, timeout=120)
+    assert written.returncode == 0, written.stderr
+    with np.load(work / "out.npz") as out, np.load(work / "in.npz") as inputs:
+        assert list(inputs.files) == ["x"] and np.array_equal(list(out.values())[0], np.maximum(inputs["x"], 0))

@@ -200,3 +200,84 @@ def test_check_config_on_a_directory_or_unreadable_path_is_a_clean_error(tmp_pat
     (tmp_path / "binary.yaml").write_bytes(b"\xff\xfe models")
     assert main(["check-config", str(tmp_path / "binary.yaml")]) == 2
     assert "not UTF-8" in capsys.readouterr().err
+
+
+# --- hostile YAML is bounded (issue 27, items 5 and 6) -----------------------------------------------
+
+def _list_bomb() -> str:
+    """'Billion laughs': nine anchors, each nine aliases of the one before (9^9 list items)."""
+    lines = ['l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, 9)]
+    return "\n".join(lines) + "\n"
+
+
+def _mapping_bomb(indent: str = "") -> str:
+    """The same with mappings: Snakemake's config merge walks every key of the expansion."""
+    lines = [f"{indent}m0: &m0 {{a: 1, b: 1, c: 1, d: 1, e: 1, f: 1, g: 1, h: 1, i: 1}}"]
+    lines += [f"{indent}m{i}: &m{i} {{{', '.join(f'{k}: *m{i - 1}' for k in 'abcdefghi')}}}" for i in range(1, 9)]
+    return "\n".join(lines) + "\n"
+
+
+HOSTILE_YAML = {
+    # name: (bytes appended to the real config, words the one-line error holds)
+    "list-alias-bomb": (("bomb:\n" + "".join(f"  {line}\n" for line in _list_bomb().splitlines())).encode(),
+                        ["expands to more than 1,000,000 nodes", "alias bomb"]),
+    "mapping-alias-bomb": (("bomb:\n" + _mapping_bomb("  ")).encode(), ["expands to more than 1,000,000 nodes"]),
+    "nested-20000-sequences": (("deep: " + "[" * 20_000 + "]" * 20_000 + "\n").encode(), ["nested deeper than 64 levels"]),
+    "nested-20000-mappings": (("deep: " + "{a: " * 20_000 + "1" + "}" * 20_000 + "\n").encode(),
+                              ["nested deeper than 64 levels"]),
+    "alias-cycle": (b"cycle: &c [1, *c]\n", ["alias *c refers to the node it is inside"]),
+    "not-utf8": (b"bad: \"\xff\xfe\"\n", ["not UTF-8 text (byte 0xff"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_YAML))
+def test_check_config_refuses_hostile_yaml_in_one_line(repo, tmp_path, case):
+    """`kiln check-config` in a separate process: exit 2, one line naming the file, well within the
+    time bound (before: the alias bombs spun past 120 s, deep nesting died of RecursionError)."""
+    from tests.clirun import assert_one_line_error, kiln, snapshot
+
+    appended, words = HOSTILE_YAML[case]
+    path = tmp_path / "config.yaml"
+    path.write_bytes((repo / "config.yaml").read_bytes() + appended)
+    before = snapshot(tmp_path)
+    result = kiln("check-config", str(path), cwd=tmp_path, timeout=60)
+    assert_one_line_error(result, "ConfigError", str(path), *words)
+    assert snapshot(tmp_path) == before
+
+
+def test_yaml_bounds_hold_exactly_at_the_caps():
+    from kiln import yamlio
+
+    assert yamlio.load("[" * yamlio.MAX_DEPTH + "]" * yamlio.MAX_DEPTH) is not None
+    with pytest.raises(yamlio.YamlLimitError, match="nested deeper than 64 levels"):
+        yamlio.load("[" * (yamlio.MAX_DEPTH + 1) + "]" * (yamlio.MAX_DEPTH + 1))
+    # aliases and merge keys within the bounds stay allowed (the Kokoro contract shares blocks so)
+    assert yamlio.load("a: &a {x: 1}\nb: *a\nc: {<<: *a, y: 2}\n") == {"a": {"x": 1}, "b": {"x": 1},
+                                                                      "c": {"x": 1, "y": 2}}
+    # an alias counts as what it expands to: a row of 1 + 999 nodes, and n aliases of it, count
+    # 4 (mapping, two keys, the list) + 1,000 + 1,000 n: n = 998 fits, 999 does not
+    def document(n):
+        return f"r: &r [{', '.join(['0'] * 999)}]\nall: [{', '.join(['*r'] * n)}]\n"
+
+    fits = (yamlio.MAX_NODES - 1004) // 1000
+    assert len(yamlio.load(document(fits))["all"]) == fits
+    with pytest.raises(yamlio.YamlLimitError, match="expands to more than 1,000,000 nodes"):
+        yamlio.load(document(fits + 1))
+
+
+def test_snakemake_refuses_an_alias_bomb_before_its_own_loader_walks_it(tmp_path):
+    """`snakemake -n` on a config.yaml holding a mapping bomb: Snakemake's own config merge walked
+    its 387 million keys (still busy after 30 s); kiln reads the file bounded first."""
+    import time
+
+    from tests.workflow.conftest import copy_workflow
+
+    ws = copy_workflow(tmp_path / "ws")
+    config = ws.root / "config.yaml"
+    config.write_text(config.read_text() + "bomb:\n" + _mapping_bomb("  "))
+    start = time.monotonic()
+    result = ws.snakemake("-n", "all", check=False)
+    assert result.returncode != 0 and time.monotonic() - start < 60
+    assert "config.yaml: line" in result.stderr + result.stdout and "expands to more than 1,000,000 nodes" in \
+        result.stderr + result.stdout

@@ -184,3 +184,37 @@ def test_a_real_model_from_another_release_is_a_mismatch_naming_both_versions(ki
     # random weights come from no release: a synthetic model is not held to it
     contracts.check_source_version(silero, model="tiny", source_version=None, synthetic=True,
                                    contract_file="contracts/silero_vad.yaml")
+
+
+# --- hostile contract files are bounded (issue 27, items 5 and 6) ------------------------------------
+
+HOSTILE_CONTRACTS = {
+    "nested-20000-sequences": (b"family: silero_vad\nx: " + b"[" * 20_000 + b"]" * 20_000 + b"\n",
+                               "line 2: nested deeper than 64 levels"),
+    "nested-20000-mappings": (b"family: silero_vad\nx: " + b"{a: " * 20_000 + b"1" + b"}" * 20_000 + b"\n",
+                              "line 2: nested deeper than 64 levels"),
+    "not-utf8": (b"family: silero_vad\nconsumer: \"Fluid\xe9Audio\"\n", "not UTF-8 text (byte 0xe9 at offset 35, line 2)"),
+    "alias-bomb": (("family: silero_vad\n" + "".join(
+        f"l{i}: &l{i} [{', '.join([f'*l{i - 1}' if i else '1'] * 9)}]\n" for i in range(9))).encode(),
+        "expands to more than 1,000,000 nodes"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_CONTRACTS))
+def test_publish_refuses_a_hostile_contract_in_one_line(tmp_path, case):
+    """`kiln publish --dry-run` reads contracts/<family>.yaml: exit 2, one line naming the file,
+    nothing staged (before: RecursionError and UnicodeDecodeError tracebacks)."""
+    from tests.clirun import assert_one_line_error, kiln, snapshot
+
+    content, words = HOSTILE_CONTRACTS[case]
+    (tmp_path / "contracts").mkdir()
+    (tmp_path / "contracts" / "silero_vad.yaml").write_bytes(content)
+    (tmp_path / "config.yaml").write_bytes((REPO / "config.yaml").read_bytes())
+    results = tmp_path / "results" / "silero_vad"
+    results.mkdir(parents=True)
+    for name in ("metadata.json", "quantization_summary.json"):
+        (results / name).write_text("{}\n")
+    before = snapshot(tmp_path)
+    result = kiln("publish", "silero_vad", "--dry-run", cwd=tmp_path, timeout=60)
+    assert_one_line_error(result, "ContractSchemaError", "contracts/silero_vad.yaml: ", words)
+    assert snapshot(tmp_path) == before   # no publish/ folder, no temporaries

@@ -135,3 +135,100 @@ def test_publishing_is_refused_without_a_token_or_from_a_dirty_tree():
     dirty = {"commit": "a" * 40, "dirty": True, "changes": ["config.yaml", "contracts/kokoro.yaml"]}
     assert refusal(token="hf_x", state=dirty).startswith(
         "refusing to publish from a working tree with uncommitted changes (config.yaml, contracts/kokoro.yaml)")
+
+
+# --- a hostile or broken Hub, through the workflow's fetch job (issue 27, item 6) ---------------------
+
+JIT = os.urandom(50_000)   # what the fake Hub serves as silero_vad.jit (an LFS file: sha256 ETag)
+
+
+@pytest.fixture(scope="module")
+def hub_workspace(tmp_path_factory):
+    """A workflow checkout whose silero_vad comes from a local fake Hub; the other models disabled."""
+    from tests.workflow.conftest import copy_workflow
+
+    with FakeHub() as hub:
+        commit = hub.commit("kiln-test/silero", {"silero_vad.jit": JIT, "config.json": b"{}"})
+        ws = copy_workflow(tmp_path_factory.mktemp("hubws") / "kiln")
+        ws.env.update({"HF_ENDPOINT": hub.url, "HF_HUB_OFFLINE": "0", "HF_HUB_DISABLE_XET": "1",
+                       "HF_HUB_DISABLE_PROGRESS_BARS": "1"})
+        ws.env.pop("HF_TOKEN", None)
+        yield ws, hub, commit
+
+
+def _hf_source(commit, **extra) -> dict:
+    return {"kind": "hf", "repo_id": "kiln-test/silero", "revision": commit, "filename": "silero_vad.jit", **extra}
+
+
+def _use_source(ws, source) -> None:
+    def edit(config):
+        for name, model in config["models"].items():
+            model["enabled"] = name == "silero_vad"
+        config["models"]["silero_vad"]["source"] = source
+    ws.edit_config(edit)
+
+
+FETCH_CASES = {
+    # name: (fake Hub setup, extra source keys, words of the job's one error line)
+    "etag-holding-a-slash": (lambda hub: hub.etags.__setitem__("silero_vad.jit", '"ab/../../../../etc/x"'), {},
+                             ["the Hub's ETag 'ab/../../../../etc/x' is neither a sha256 nor a git blob sha1"]),
+    "server-drops-every-download": (lambda hub: hub.drop.update({"GET"}), {},
+                                    ["download of kiln-test/silero/silero_vad.jit", "stopped after 0 bytes",
+                                     "RemoteProtocolError", "nothing was kept"]),
+    "server-drops-every-connection": (lambda hub: hub.drop.update({"GET", "HEAD"}), {},
+                                      ["cannot reach kiln-test/silero/silero_vad.jit", "RemoteProtocolError"]),
+    "side-file-named-dotdot": (lambda hub: None, {"files": {"config": ".."}},
+                               ["Hub file name '..' must be a relative path inside the repo"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FETCH_CASES))
+def test_a_hostile_hub_fails_the_fetch_job_in_one_line_leaving_nothing(hub_workspace, case):
+    """`snakemake results/silero_vad/source.json` against a Hub that answers a path-like ETag, drops
+    every connection, or a side file named `..`: the fetch job logs one error line naming the file
+    and the value (before: ValueError and httpx tracebacks), and leaves no `.incomplete` file, no
+    record and no directory of its own behind."""
+
+    ws, hub, commit = hub_workspace
+    setup, extra, words = FETCH_CASES[case]
+    _use_source(ws, _hf_source(commit, **extra))
+    hub.drop.clear()
+    hub.etags.clear()
+    setup(hub)
+    try:
+        result = ws.snakemake("--cores", "1", "results/silero_vad/source.json", check=False)
+    finally:
+        hub.drop.clear()
+        hub.etags.clear()
+    assert result.returncode != 0
+    log = (ws.root / "logs/silero_vad/fetch.log").read_text()
+    errors = [line for line in log.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "Traceback" not in log, log
+    assert "SourceError: " in errors[0] and all(word in errors[0] for word in words), errors[0]
+    # Snakemake makes the output's folder; the job leaves nothing in it: no record, no checkpoint
+    # folder, no partial download (the refused side file is checked before anything is fetched)
+    assert not list((ws.root / "results/silero_vad").rglob("*"))
+    assert not list(ws.root.rglob("*.incomplete"))
+
+
+def test_a_side_file_role_named_dotdot_is_refused_by_check_config(hub_workspace):
+    from tests.clirun import assert_one_line_error, kiln
+
+    ws, _, commit = hub_workspace
+    _use_source(ws, _hf_source(commit, files={"..": "config.json"}))
+    result = kiln("check-config", cwd=ws.root, timeout=60)
+    assert_one_line_error(result, "ConfigError", "config.yaml: at 'models.silero_vad.source", "'..'")
+
+
+def test_the_fetch_job_downloads_from_the_hub_under_the_models_memory_limit(hub_workspace):
+    ws, _, commit = hub_workspace
+    _use_source(ws, _hf_source(commit))
+    ws.snakemake("--cores", "1", "results/silero_vad/source.json")
+    record = json.loads((ws.root / "results/silero_vad/source.json").read_text())
+    assert record["files"][0]["sha256"] == hashlib.sha256(JIT).hexdigest()
+    from kiln.config import load_config
+
+    reserved = load_config(ws.root / "config.yaml").model("silero_vad").mem_mb   # the model's, not a fixed 2000
+    log = (ws.root / "logs/silero_vad/fetch.log").read_text()
+    assert f"memory limit: {reserved} MB (address space)" in log, log
+    (ws.root / "results/silero_vad/source.json").unlink()

@@ -97,10 +97,21 @@ CRAFTED = {
     "duplicate-key-hides-target": (
         lambda: _with(b"target: nemo.collections.asr.models.rnnt_bpe_models.EncDecRNNTBPEModel\n"
                       b"target: os.system\n"),
-        ["model_config.yaml", "duplicate key 'target'"]),
+        ["model_config.yaml", "key 'target' is given twice"]),
     "no-root-config": (
         lambda: (_regular("sub/model_config.yaml", _config()),),
         ["no model_config.yaml at its root"]),
+    # hostile YAML is bounded like every YAML kiln reads (kiln.yamlio)
+    "alias-bomb-config": (
+        lambda: _with("".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}' if i else '1'] * 9)}]\n"
+                              for i in range(9)).encode()),
+        ["model_config.yaml: line 7: the document expands to more than 1,000,000 nodes"]),
+    "nested-20000-config": (
+        lambda: _with(b"model: " + b"[" * 20_000 + b"]" * 20_000 + b"\n"),
+        ["model_config.yaml: line 1: nested deeper than 64 levels"]),
+    "non-utf8-config": (
+        lambda: _with(b"target: \"\xff\"\n"),
+        ["model_config.yaml: not UTF-8 text (byte 0xff at offset 9, line 1)"]),
 }
 
 

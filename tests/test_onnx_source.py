@@ -4,6 +4,7 @@ against onnxruntime on the original files; unconvertible ops named; kiln's opset
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -175,3 +176,105 @@ def test_opset18_converters_match_onnxruntime(case, tmp_path):
     assert [tuple(g.shape) for g in got] == [e.shape for e in expected]
     for g, e in zip(got, expected):
         np.testing.assert_allclose(g.numpy(), e, rtol=1e-6, atol=1e-6)
+
+
+# --- folding has a size budget (issue 27, item 5) -----------------------------------------------------
+
+def _fold_graph(path, shape) -> Path:
+    """y = x if sum(ones(shape)) > 0 else -x: the If folds only after the ConstantOfShape is evaluated,
+    so the constant's size is the folding's memory."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    vi = helper.make_tensor_value_info
+    then_branch = helper.make_graph([helper.make_node("Identity", ["x"], ["t"])], "then", [],
+                                    [vi("t", TensorProto.FLOAT, [1, 8])])
+    else_branch = helper.make_graph([helper.make_node("Neg", ["x"], ["e"])], "else", [],
+                                    [vi("e", TensorProto.FLOAT, [1, 8])])
+    nodes = [helper.make_node("ConstantOfShape", ["shape"], ["ones"], name="make_ones",
+                              value=helper.make_tensor("one", TensorProto.FLOAT, [1], [1.0])),
+             helper.make_node("ReduceSum", ["ones"], ["total"], name="sum_ones", keepdims=0),
+             helper.make_node("Greater", ["total", "zero"], ["positive"], name="is_positive"),
+             helper.make_node("If", ["positive"], ["y"], name="choose", then_branch=then_branch,
+                              else_branch=else_branch)]
+    graph = helper.make_graph(nodes, "fold", [vi("x", TensorProto.FLOAT, [1, "n"])],
+                              [vi("y", TensorProto.FLOAT, [1, 8])],
+                              initializer=[numpy_helper.from_array(np.array(shape, np.int64), "shape"),
+                                           numpy_helper.from_array(np.array(0.0, np.float32), "zero")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8)
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    return Path(path)
+
+
+def test_a_small_constant_still_folds_and_a_huge_one_is_refused_by_node_name(tmp_path):
+    small = _fold_graph(tmp_path / "small.onnx", [16, 4])
+    static, folded = onnx_graph.specialise(onnx_graph.load(small), {"x": {"shape": [1, 8]}}, small)
+    assert folded == [{"node": "choose", "branch": "then_branch"}]
+    assert [n.op_type for n in static.graph.node] == ["Identity", "Identity"]
+    for shape, size in (([67108864, 4], "1.0 GiB"), ([1 << 40, 4], "16.0 TiB")):
+        huge = _fold_graph(tmp_path / "huge.onnx", shape)
+        with pytest.raises(ConversionError) as caught:
+            onnx_graph.specialise(onnx_graph.load(huge), {"x": {"shape": [1, 8]}}, huge)
+        assert str(caught.value) == (
+            f"{huge}: ConstantOfShape node 'make_ones' would fold to a constant 'ones' of shape {shape} ({size}), "
+            f"more than the folding budget of 64.0 MiB per constant; refusing the graph")
+
+
+@pytest.mark.parametrize("shape, size", [([67108864, 4], "1.0 GiB"), ([1 << 40, 4], "16.0 TiB")])
+def test_the_fetch_job_refuses_a_graph_folding_to_a_huge_constant_under_its_memory_limit(tmp_path, shape, size):
+    """`snakemake results/<m>/source.json` on an ONNX source whose folding would allocate 1 GiB
+    (measured before: 1,083 MB peak) or ask for 16 TiB (a MemoryError traceback): the fetch job runs
+    under the model's memory limit, logs one line naming the node and the size, peaks far below the
+    constant's size, and writes no record or specialised graph."""
+    from kiln.config import load_config
+    from tests.workflow.conftest import VENV_BIN, copy_workflow
+
+    graph = _fold_graph(tmp_path / "huge.onnx", shape)
+    ws = copy_workflow(tmp_path / "ws")
+
+    def edit(config):
+        for name, model in config["models"].items():
+            model["enabled"] = name == "silero_vad_onnx"
+        config["models"]["silero_vad_onnx"]["source"] = {"kind": "onnx", "path": str(graph),
+                                                         "inputs": {"x": {"shape": [1, 8]}}}
+    ws.edit_config(edit)
+    # the largest resident size of any process of the run (Snakemake, the job), as wait4 reports it
+    peak = "import resource, subprocess, sys; code = subprocess.run(sys.argv[1:]).returncode; " \
+           "print('peak_kb', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(code)"
+    result = ws.run(sys.executable, "-c", peak, str(VENV_BIN / "snakemake"), "--cores", "1",
+                    "results/silero_vad_onnx/source.json", check=False, timeout=300)
+    assert result.returncode != 0
+    log = (ws.root / "logs/silero_vad_onnx/fetch.log").read_text()
+    reserved = load_config(ws.root / "config.yaml").model("silero_vad_onnx").mem_mb
+    assert f"memory limit: {reserved} MB (address space)" in log, log
+    errors = [line for line in log.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "Traceback" not in log, log
+    assert f"ConversionError: {graph}: ConstantOfShape node 'make_ones' would fold to a constant 'ones' of " \
+           f"shape {shape} ({size})" in errors[0]
+    peak_mb = int(result.stdout.split("peak_kb")[-1]) / 1024
+    assert peak_mb < 700, peak_mb   # the job's imports; the constant is never allocated
+    assert not list((ws.root / "results").rglob("source.json")) and not list(ws.root.rglob("*.static.onnx"))
+
+
+def test_a_constant_expanded_past_the_budget_is_refused_before_data_propagation(tmp_path):
+    """Expand of initializers to 2^28 elements: ONNX's data propagation (which runs before folding)
+    held it element by element and died of std::bad_alloc at 3.8 GB; now named from the plain shape
+    inference in a fraction of a second."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    vi = helper.make_tensor_value_info
+    nodes = [helper.make_node("Expand", ["one", "shape"], ["big"], name="expand_one"),
+             helper.make_node("Cast", ["big"], ["bigf"], to=TensorProto.FLOAT),
+             helper.make_node("ReduceSum", ["bigf"], ["total"], keepdims=0),
+             helper.make_node("Add", ["x", "total"], ["y"])]
+    graph = helper.make_graph(nodes, "expand", [vi("x", TensorProto.FLOAT, [1, "n"])], [vi("y", TensorProto.FLOAT, [1, 8])],
+                              initializer=[numpy_helper.from_array(np.array([1.0], np.float32), "one"),
+                                           numpy_helper.from_array(np.array([1 << 28], np.int64), "shape")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8)
+    path = tmp_path / "expand.onnx"
+    onnx.save(model, path)
+    with pytest.raises(ConversionError, match=r"Expand node 'expand_one' would fold to a constant 'big' of shape "
+                                              r"\[268435456\] \(1.0 GiB\), more than the folding budget"):
+        onnx_graph.specialise(onnx_graph.load(path), {"x": {"shape": [1, 8]}}, path)

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import jsonschema
-import yaml
 
 from kiln import yamlio
 from kiln.errors import ConfigError
@@ -302,24 +301,20 @@ def check_results_dir(results_dir: str, path: str) -> None:
 
 
 def _read_yaml(path: Path) -> Any:
-    """``path`` parsed strictly (duplicate keys refused), every failure a :class:`ConfigError`."""
+    """``path`` parsed strictly and within bounds (:mod:`kiln.yamlio`: duplicate keys, alias bombs,
+    deep nesting, non-UTF-8 bytes refused), every failure a :class:`ConfigError` naming the file."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError("file not found", file=str(path)) from None
-    except IsADirectoryError:
-        raise ConfigError("is a directory, not a config file", file=str(path)) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read: {exc.strerror}", file=str(path)) from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"not UTF-8 text: {exc}", file=str(path)) from None
-    try:
-        return yamlio.load(text)
-    except yamlio.DuplicateKeyError as exc:
-        raise ConfigError(f"key {exc.key!r} is given twice (lines {exc.first_line} and {exc.line}); the second "
-                          f"would silently replace the first", key=str(exc.key), file=str(path)) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"not valid YAML: {exc}", file=str(path)) from None
+        return yamlio.read(path)
+    except yamlio.YamlFileError as exc:
+        raise ConfigError(exc.reason, key=None if exc.key is None else str(exc.key), file=str(path)) from None
+
+
+def check_config_file(path: str | Path = "config.yaml") -> None:
+    """Read ``path`` (when it exists) within bounds before Snakemake's own loader does: Snakemake
+    merges a config into its defaults key by key and would walk an alias bomb's expansion for
+    minutes, or die of a ``RecursionError`` on deep nesting, before kiln sees the file."""
+    if Path(path).is_file():
+        _read_yaml(Path(path))
 
 
 def build_config(raw: Mapping[str, Any], path: str = "config.yaml") -> Config:

@@ -44,17 +44,13 @@ def contract_path(family: str, root: str | Path = ".") -> Path:
 def load_contract(path: str | Path, *, check_family: bool = True) -> dict:
     """Read and validate a contract: its schema, then its component and feature names against the
     family's component specs (an unknown component or feature is a :class:`ContractSchemaError`)."""
-    import yaml
-
     from kiln import schemas, yamlio
 
     path = Path(path)
     try:
-        data = yamlio.load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ContractSchemaError(f"{path}: cannot read ({exc.strerror})") from None
-    except yaml.YAMLError as exc:
-        raise ContractSchemaError(f"{path}: not valid YAML: {exc}") from None
+        data = yamlio.read(path)
+    except yamlio.YamlFileError as exc:
+        raise ContractSchemaError(str(exc)) from None
     schemas.check(data, "contract", ContractSchemaError, str(path))
     for section in ("params", "control_tokens"):
         for name in data.get(section) or {}:

@@ -45,7 +45,7 @@ class HubFile:
     downloaded: bool       # False: the file on disk already had the Hub's etag
 
 
-def _safe_relative(filename: str) -> PurePosixPath:
+def safe_relative(filename: str) -> PurePosixPath:
     rel = PurePosixPath(filename)
     if rel.is_absolute() or ".." in rel.parts or not rel.parts:
         raise SourceError(f"Hub file name {filename!r} must be a relative path inside the repo")
@@ -58,6 +58,21 @@ def _git_blob_sha1(path: Path) -> str:
         while block := handle.read(1 << 20):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _is_transport_error(exc: BaseException) -> bool:
+    """httpx's errors (connection refused or dropped, protocol errors, timeouts), which
+    ``huggingface_hub`` lets through; httpx may be installed as ``httpx`` or ``httpx2``."""
+    return type(exc).__module__.split(".")[0].startswith("httpx")
+
+
+def check_etag(etag: str, where: str) -> None:
+    """Refuse an ETag that names no content kiln can check (a sha256 or a git blob sha1) before it
+    is used in a file name: the server chooses it."""
+    if not (SHA256_RE.fullmatch(etag) or GIT_SHA1_RE.fullmatch(etag)):
+        shown = etag if len(etag) <= 80 else etag[:77] + "..."
+        raise SourceError(f"{where}: the Hub's ETag {shown!r} is neither a sha256 nor a git blob sha1; "
+                          f"cannot check the download, refusing it")
 
 
 def matches_etag(path: Path, etag: str) -> tuple[bool, str]:
@@ -80,14 +95,14 @@ def download(repo_id: str, filename: str, revision: str, dest_dir: str | os.Path
     from huggingface_hub.utils import build_hf_headers
 
     where = f"{repo_id}/{filename} @ {revision}"
-    dest = Path(dest_dir).joinpath(*_safe_relative(filename).parts)
+    dest = Path(dest_dir).joinpath(*safe_relative(filename).parts)
     url = hf_hub_url(repo_id, filename, revision=revision, endpoint=endpoint)
     try:
         meta = get_hf_file_metadata(url, token=token, endpoint=endpoint)
     except (HfHubHTTPError, OSError) as exc:
         raise SourceError(f"cannot reach {where} ({url}): {type(exc).__name__}: {_first_line(exc)}") from None
     except Exception as exc:   # httpx transport errors (connection refused, timeouts)
-        if type(exc).__module__.split(".")[0].startswith("httpx"):
+        if _is_transport_error(exc):
             raise SourceError(f"cannot reach {where} ({url}): {type(exc).__name__}: {_first_line(exc)}") from None
         raise
     if not meta.etag or not meta.commit_hash:
@@ -95,12 +110,14 @@ def download(repo_id: str, filename: str, revision: str, dest_dir: str | os.Path
     if meta.commit_hash != revision:
         raise SourceError(f"{where}: the Hub resolved the pinned revision to commit {meta.commit_hash}; "
                           f"pin a full commit sha (source.revision)")
-    etag = meta.etag
+    etag = meta.etag.removeprefix("W/").strip('"')   # a weak validator names the same content
+    check_etag(etag, where)
     if dest.is_file():
         ok, sha256 = matches_etag(dest, etag)
         if ok:
             return HubFile(dest, sha256, dest.stat().st_size, etag, meta.commit_hash, 0, False)
     partial = dest.with_name(f"{dest.name}.{etag[:16]}{INCOMPLETE_SUFFIX}")
+    created = [d for d in (partial.parent, *partial.parent.parents) if not d.exists()]
     partial.parent.mkdir(parents=True, exist_ok=True)
     resume = partial.stat().st_size if partial.is_file() else 0
     if meta.size is not None and resume > meta.size:
@@ -111,10 +128,28 @@ def download(repo_id: str, filename: str, revision: str, dest_dir: str | os.Path
         try:
             http_get(meta.location, handle, resume_size=resume, headers=build_hf_headers(token=token),
                      expected_size=meta.size, displayed_filename=filename)
+            failure = None
         except (HfHubHTTPError, OSError) as exc:
-            raise SourceError(f"download of {where} stopped after {handle.tell()} bytes "
-                              f"({type(exc).__name__}: {_first_line(exc)}); run the fetch again to resume from "
-                              f"{partial}") from None
+            failure = exc
+        except Exception as exc:
+            if not _is_transport_error(exc):
+                raise
+            failure = exc
+        received = handle.tell()
+    if failure is not None:
+        # bytes received are kept for the next run to resume; an empty partial file (and the
+        # directories made for it) would only be litter
+        kept = f"run the fetch again to resume from {partial}"
+        if received == 0:
+            partial.unlink(missing_ok=True)
+            for directory in created:
+                try:
+                    directory.rmdir()
+                except OSError:
+                    break
+            kept = "nothing was kept; run the fetch again"
+        raise SourceError(f"download of {where} stopped after {received} bytes "
+                          f"({type(failure).__name__}: {_first_line(failure)}); {kept}")
     ok, sha256 = matches_etag(partial, etag)
     if not ok:
         partial.unlink()

@@ -14,12 +14,12 @@ file rewritten in place, touched, or replaced by a pull is hashed again.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from kiln import jsonio
 from kiln.digests import DigestCache
 from kiln.errors import KilnError
 
@@ -91,9 +91,9 @@ def recorded_artifacts(model_dir: str | os.PathLike) -> list[RecordedArtifact]:
         if ".mlpackage" in record.as_posix() or ".mlmodelc" in record.as_posix():
             continue  # files inside bundles are artifacts, not records
         try:
-            data = json.loads(record.read_text())
-        except (OSError, ValueError) as exc:
-            raise IntegrityError(f"{record}: unreadable job record ({exc})") from None
+            data = jsonio.read(record)
+        except jsonio.JsonFileError as exc:
+            raise IntegrityError(f"{record}: unreadable job record ({exc.reason})") from None
         for artifact in _entries(data, record, model_dir):
             found.setdefault(artifact.path, artifact)
     return sorted(found.values(), key=lambda a: str(a.path))

@@ -67,12 +67,14 @@ def checkout_state(root: Path) -> dict:
 # -- staging ---------------------------------------------------------------------------------------
 
 def _read(path: Path, what: str) -> dict:
+    from kiln import jsonio
+
+    if not path.exists():
+        raise PublishError(f"{path}: missing {what}; build it first (snakemake all_{path.parts[-2]})")
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise PublishError(f"{path}: missing {what}; build it first (snakemake all_{path.parts[-2]})") from None
-    except (OSError, ValueError) as exc:
-        raise PublishError(f"{path}: unreadable {what} ({exc})") from None
+        return jsonio.read(path)
+    except jsonio.JsonFileError as exc:
+        raise PublishError(f"{path}: unreadable {what} ({exc.reason})") from None
 
 
 def _is_staged_folder(path: Path) -> bool:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from kiln import yamlio
 from kiln.errors import KilnError
 
 
@@ -245,9 +246,11 @@ def new_model(task: str, name: str, root: Path, config_path: Path) -> tuple[Path
     if module.exists():
         raise ScaffoldError(f"{module} already exists")
     try:
-        config = yaml.safe_load(config_path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ScaffoldError(f"{config_path}: cannot read the config: {exc}") from exc
+        config = yamlio.read(config_path) or {}
+    except yamlio.YamlFileError as exc:
+        raise ScaffoldError(f"{config_path}: cannot read the config: {exc.reason}") from None
+    if not isinstance(config, dict):
+        raise ScaffoldError(f"{config_path}: cannot read the config: not a mapping")
     if name in (config.get("models") or {}):
         raise ScaffoldError(f"{config_path}: models.{name} already exists")
     spec = NETWORKS[task]

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from kiln import schemas
 from kiln.errors import KilnError
 from kiln.fsutil import sha256_file, write_json
 from kiln.publish import KILN_DIR, REQUIRED_LOCK_FILES, TOOLCHAIN_LOCK, checkout_state
@@ -76,7 +77,18 @@ class Recorded:
     components: tuple[str, ...] = ()   # the model's configured components (records of others are leftovers)
 
     def record(self, rel: str) -> dict:
-        return json.loads((self.records / rel).read_text())
+        return read_json(self.records / rel)
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file of the folder or the rebuild, within bounds (:mod:`kiln.jsonio`: size, UTF-8,
+    nesting); a bad one is a :class:`VerifyError` naming it."""
+    from kiln import jsonio
+
+    try:
+        return jsonio.read(path)
+    except jsonio.JsonFileError as exc:
+        raise VerifyError(str(exc)) from None
 
 
 # -- reading what was recorded ---------------------------------------------------------------------
@@ -91,14 +103,28 @@ def read_published(folder: Path) -> Recorded:
     if missing:
         raise VerifyError(f"{folder}: cannot verify: missing {', '.join(f'{KILN_DIR}/{m}' for m in missing)} "
                           f"(a folder staged by `kiln publish` records them)")
-    provenance = json.loads((kiln_dir / "provenance.json").read_text())
-    return Recorded(folder=folder, model=provenance["model"], config_text=(kiln_dir / "config.yaml").read_text(),
+    provenance = read_json(kiln_dir / "provenance.json")
+    schemas.check(provenance, "provenance", VerifyError, str(kiln_dir / "provenance.json"))
+    return Recorded(folder=folder, model=provenance["model"], config_text=_config_text(kiln_dir / "config.yaml"),
                     lock=kiln_dir / "toolchain.lock", records=kiln_dir / "records",
                     artifacts=[{k: a[k] for k in ("path", "source", "kind", "component", "strategy")}
                                for a in provenance["artifacts"]],
                     checkout_commit=provenance["kiln"]["checkout_commit"],
                     kiln_commit=provenance["kiln"]["git_commit"], results_dir=provenance["results_dir"],
                     components=tuple(provenance["names"]))
+
+
+def _config_text(path: Path) -> str:
+    """The recorded config's text, after reading it within bounds (:mod:`kiln.yamlio`): the rebuild
+    hands it to Snakemake, whose own loader would walk an alias bomb's expansion with no end."""
+    from kiln import yamlio
+
+    try:
+        text = yamlio.read_text(path)
+        yamlio.parse(path, text)
+    except yamlio.YamlFileError as exc:
+        raise VerifyError(str(exc)) from None
+    return text
 
 
 def read_results(folder: Path, checkout: Path) -> Recorded:
@@ -113,7 +139,7 @@ def read_results(folder: Path, checkout: Path) -> Recorded:
     config = load_config(checkout / "config.yaml")
     model = folder.resolve().name
     config.model(model)
-    metadata = json.loads((folder / "metadata.json").read_text())
+    metadata = read_json(folder / "metadata.json")
     artifacts = []
     for component, comp in config.model(model).components.items():   # what the config builds, not leftovers
         variants = [(None, "")] + [(s, f"quantized/{s}/") for s in comp.quantize["strategies"]]
@@ -123,7 +149,7 @@ def read_results(folder: Path, checkout: Path) -> Recorded:
                 if strategy is None or (folder / rel).exists():   # a skipped strategy has no files
                     artifacts.append({"path": rel, "source": f"{model}/{rel}", "component": component,
                                       "strategy": strategy, "kind": kind})
-    return Recorded(folder=folder, model=model, config_text=(checkout / "config.yaml").read_text(),
+    return Recorded(folder=folder, model=model, config_text=_config_text(checkout / "config.yaml"),
                     lock=checkout / TOOLCHAIN_LOCK, records=folder, artifacts=artifacts,
                     checkout_commit=None, kiln_commit=metadata["toolchain"]["kiln"]["git_commit"],
                     results_dir=config.results_dir, components=tuple(config.model(model).components))
@@ -148,7 +174,7 @@ def toolchain_differences(recorded: Recorded, checkout: Path) -> list[str]:
 
     current = toolchain()
     metadata = recorded.record("metadata.json") if (recorded.records / "metadata.json").is_file() else \
-        json.loads((recorded.folder / "metadata.json").read_text())
+        read_json(recorded.folder / "metadata.json")
     then = metadata["toolchain"]
     out = [f"{key} {current.get(key)} (recorded {then.get(key)})" for key in TOOLCHAIN_KEYS
            if then.get(key) != current.get(key)]
@@ -322,7 +348,7 @@ def _compiled_by_apple(recorded: Recorded, item: dict) -> bool:
     path = recorded.records / rel
     if not path.is_file():
         return False
-    record = json.loads(path.read_text())
+    record = read_json(path)
     compiler = record.get("compiler") or (record.get("bundle") or {}).get("compiler")
     from kiln.compile.apple import find_coremlcompiler
 
@@ -334,7 +360,7 @@ def compare(recorded: Recorded, scratch: Path) -> list[Item]:
     items: list[Item] = []
     then = recorded.record("source.json")
     now_path = rebuilt_dir / recorded.model / "source.json"
-    now = json.loads(now_path.read_text()) if now_path.is_file() else {"files": []}
+    now = read_json(now_path) if now_path.is_file() else {"files": []}
     now_files = {f["role"]: f for f in now["files"]}
     for entry in then["files"]:
         got = now_files.get(entry["role"])
@@ -362,7 +388,7 @@ def compare(recorded: Recorded, scratch: Path) -> list[Item]:
             if not mine.is_file():
                 items.append(Item(rel, "record", "differing", "the rebuild wrote no such record"))
                 continue
-            found = list(value_differences(json.loads(path.read_text()), json.loads(mine.read_text())))
+            found = list(value_differences(read_json(path), read_json(mine)))
             differing = [text for kind, text in found if kind == "differing"]
             apple = [text for kind, text in found if kind == "not_reproducible"]
             if differing:

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import numpy as np
@@ -55,17 +56,38 @@ def read_inputs(path: str) -> dict[str, np.ndarray]:
         raise InputFileError(f"--inputs {path}: not a readable .npz archive ({type(exc).__name__}: {exc})") from None
 
 
-def output_npz(path: str) -> Path:
+def output_npz(path: str, inputs: dict[str, str] | None = None) -> Path:
     """Where ``--out`` really writes: the path with ``.npz`` appended when it lacks it (as numpy
-    does), in a directory that must exist."""
+    does), in a directory that must exist, and neither one of the command's ``inputs`` (option ->
+    path) nor inside one (a model bundle is a directory), however spelled: symlinks, ``..``, a
+    hard link."""
     out = Path(path)
     if out.suffix != ".npz":
         out = out.with_name(out.name + ".npz")
     if not out.parent.is_dir():
         raise OutputError(f"--out {path}: directory {out.parent} does not exist")
+    for option, given in (inputs or {}).items():
+        relation = _relation(out, Path(given))
+        if relation:
+            raise OutputError(f"--out {path}: {out} {relation} {option} {given}; writing the outputs there would "
+                              f"replace what the command reads, choose another path")
     if out.is_dir():
         raise OutputError(f"--out {path}: {out} is a directory")
     return out
+
+
+def _relation(out: Path, given: Path) -> str | None:
+    """``"is"`` when ``out`` names the file ``given`` (through symlinks, ``..`` or a hard link),
+    ``"lies inside"`` when it is below the directory ``given``, else None."""
+    target, source = out.resolve(), given.resolve()
+    if target == source:
+        return "is"
+    if source in target.parents:
+        return "lies inside"
+    try:
+        return "is" if os.path.samefile(out, given) else None   # a hard link: another name of the file
+    except OSError:   # either does not exist
+        return None
 
 
 def cmd_predict(args) -> int:
@@ -73,7 +95,7 @@ def cmd_predict(args) -> int:
 
     model = load_model(args.model)
     inputs = read_inputs(args.inputs)
-    out = output_npz(args.out)
+    out = output_npz(args.out, {"--inputs": args.inputs, "the model": args.model})
     result = model.predict(inputs, precision=args.precision, function=args.function)
     arrays = {name: np.asarray(value) for name, value in result.items() if isinstance(value, np.ndarray)}
     arrays.update({f"state:{name}": value for name, value in result.states.items()})

@@ -152,10 +152,11 @@ def fetch_hf(model: str, spec: Mapping[str, Any], workdir: Path) -> SourceRecord
     """The checkpoint and any further files (``files``: role -> name) of a Hugging Face Hub repo at a
     pinned commit, downloaded into ``workdir`` (resumable; each checked against the Hub's etag; see
     :mod:`kiln.hub`). The token, if any, is ``HF_TOKEN``; ``HF_ENDPOINT`` selects another Hub."""
-    from kiln.hub import download
+    from kiln.hub import download, safe_relative
 
-    workdir.mkdir(parents=True, exist_ok=True)
     wanted = {"checkpoint": spec["filename"], **dict(spec.get("files") or {})}
+    for filename in wanted.values():
+        safe_relative(filename)   # every name checked before anything is downloaded
     files, hub = [], {}
     for role, filename in wanted.items():
         got = download(spec["repo_id"], filename, spec["revision"], workdir)

@@ -27,8 +27,6 @@ import tarfile
 from pathlib import Path
 from typing import Any, Iterator
 
-import yaml
-
 from kiln import yamlio
 from kiln.errors import SourceError
 
@@ -107,12 +105,13 @@ def class_references(node: Any, key_path: str = "") -> Iterator[tuple[str, Any]]
 
 
 def _parse_yaml(path: Path, member: str, data: bytes) -> Any:
+    """A YAML member read strictly and within bounds (:mod:`kiln.yamlio`: duplicate keys, alias bombs,
+    deep nesting, oversized or non-UTF-8 members refused)."""
+    where = f"{path}: {member}"
     try:
-        return yamlio.load(data.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise SourceError(f"{path}: {member} is not UTF-8 text: {exc}") from None
-    except yaml.YAMLError as exc:
-        raise SourceError(f"{path}: {member} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        return yamlio.parse(where, yamlio.decode(where, data))
+    except yamlio.YamlFileError as exc:
+        raise SourceError(str(exc)) from None
 
 
 def _check_classes(path: Path, member: str, config: Any) -> None:
@@ -149,6 +148,9 @@ def check_nemo_archive(path: str | Path) -> dict:
             seen[target] = member.name
         for member in members:
             if member.isfile() and member.name.lower().endswith((".yaml", ".yml")):
+                if member.size > yamlio.MAX_BYTES:
+                    raise SourceError(f"{path}: {member.name}: {member.size:,} bytes; kiln reads YAML files of "
+                                      f"at most {yamlio.MAX_BYTES:,}")
                 try:
                     yaml_members[_member_path(member)] = tar.extractfile(member).read()
                 except (tarfile.TarError, EOFError, OSError) as exc:

@@ -35,6 +35,9 @@ from kiln.errors import ConversionError, SourceError
 TORCHVISION_OPS = ("NonMaxSuppression", "RoiAlign")
 #: folding evaluates nodes with all-constant inputs; larger results stay in the graph
 MAX_FOLDED_ELEMENTS = 1 << 16
+#: the most one folded constant may take: a node whose output would be larger is refused by name
+#: before it runs (a ``ConstantOfShape`` of two int64s can ask for terabytes)
+FOLD_BUDGET_BYTES = 64 << 20
 
 
 def load(path: str | Path):
@@ -117,16 +120,38 @@ def bind_inputs(model, bindings: Mapping[str, Mapping[str, Any]], path) -> None:
 
 # -- 2. fold -----------------------------------------------------------------------------------------
 
-def _static_shapes(model) -> dict[str, tuple[int, ...]]:
+def _static_shapes(model, path=None) -> tuple[dict[str, tuple[int, ...]], dict[str, int]]:
+    """(static shape, ONNX element type) of every tensor whose shape inference fixes (data_prop:
+    shapes computed from constants too).
+
+    ONNX's data propagation holds a shape-like tensor as one object per element: a graph that
+    expands a constant to 2^28 elements and casts it takes it past 3.8 GB (``std::bad_alloc``), which
+    the job's memory limit turns into a :class:`MemoryError`, named here."""
     import onnx
 
-    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
-    shapes = {}
-    for info in (*inferred.graph.input, *inferred.graph.value_info, *inferred.graph.output):
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except MemoryError as exc:
+        raise ConversionError(f"{path}: ONNX shape inference ran out of memory propagating the graph's "
+                              f"constant shapes ({type(exc).__name__}: {exc}): the graph computes a shape-like "
+                              f"tensor too large to fold; refusing the graph") from None
+    return _static_tensors(inferred.graph.input, inferred.graph.value_info, inferred.graph.output)
+
+
+def _static_tensors(*infos) -> tuple[dict[str, tuple[int, ...]], dict[str, int]]:
+    """(shape, element type) of each value info (of each list given) whose shape is fully static."""
+    shapes, elem_types = {}, {}
+    for info in (i for group in infos for i in group):
         tensor = info.type.tensor_type
         if tensor.HasField("shape") and all(d.HasField("dim_value") for d in tensor.shape.dim):
             shapes[info.name] = tuple(d.dim_value for d in tensor.shape.dim)
-    return shapes
+            elem_types[info.name] = tensor.elem_type
+    return shapes, elem_types
+
+
+def _size(shape: tuple[int, ...], elem_type: int) -> tuple[tuple[int, ...], int]:
+    """(shape, bytes) of a tensor (an unknown element type counts 8 bytes per element)."""
+    return shape, int(np.prod([max(d, 0) for d in shape], dtype=object)) * _itemsize(elem_type)
 
 
 def _evaluate(node, values: Mapping[str, np.ndarray], model) -> list[np.ndarray]:
@@ -141,9 +166,62 @@ def _evaluate(node, values: Mapping[str, np.ndarray], model) -> list[np.ndarray]
     return ReferenceEvaluator(single).run(None, {n: values[n] for n in node.input if n})
 
 
-def _known_values(model, shapes) -> dict[str, np.ndarray]:
+def _output_sizes(node, values: Mapping[str, np.ndarray], shapes, elem_types, model) -> list[tuple[tuple[int, ...], int] | None]:
+    """(shape, bytes) of each output of ``node``, known before it runs, or None where ONNX's shape
+    inference cannot tell: from the whole graph's inference, else from inferring ``node`` alone with
+    its constant inputs as initializers (``ConstantOfShape``, ``Expand``, ``Range`` read their
+    values)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    types: tuple[dict, dict] = ({}, {})
+    if any(n and n not in shapes for n in node.output):
+        inputs = [numpy_helper.from_array(np.asarray(values[n]), n) for n in dict.fromkeys(node.input) if n]
+        outputs = [helper.make_empty_tensor_value_info(n) for n in node.output if n]
+        graph = helper.make_graph([node], "size", [], outputs, initializer=inputs)
+        single = helper.make_model(graph, opset_imports=list(model.opset_import), ir_version=model.ir_version)
+        try:
+            inferred = onnx.shape_inference.infer_shapes(single, data_prop=True)
+            types = _static_tensors(inferred.graph.output, inferred.graph.value_info)
+        except Exception:  # onnx raises InferenceError, ValidationError, RuntimeError ...
+            pass
+    sizes = []
+    for name in (n for n in node.output if n):
+        if name in shapes:
+            sizes.append(_size(shapes[name], elem_types.get(name, 0)))
+        elif name in types[0]:
+            sizes.append(_size(types[0][name], types[1].get(name, 0)))
+        else:
+            sizes.append(None)
+    return sizes
+
+
+def _check_budget(node, sizes, path) -> bool:
+    """Whether ``node`` may be folded: every output's size known and within the budget. A known size
+    over the budget is refused (:class:`ConversionError` naming the node), before anything runs."""
+    for name, size in zip([n for n in node.output if n], sizes):
+        if size is None:
+            return False   # unknown before it runs: stays in the graph
+        shape, nbytes = size
+        if nbytes > FOLD_BUDGET_BYTES:
+            raise ConversionError(f"{path}: {node.op_type} node '{node.name}' would fold to a constant "
+                                  f"'{name}' of shape {list(shape)} ({_bytes(nbytes)}), more than the folding "
+                                  f"budget of {_bytes(FOLD_BUDGET_BYTES)} per constant; refusing the graph")
+    return True
+
+
+def _bytes(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if n < 1024 or unit == "PiB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _known_values(model, shapes, elem_types, path=None) -> dict[str, np.ndarray]:
     """Every value computable before the graph runs: initializers, constants, shapes of static
-    tensors and what follows from them (small results only)."""
+    tensors and what follows from them (small results only; a result over the folding budget is
+    refused before it is computed, see :func:`_check_budget`)."""
     from onnx import numpy_helper
 
     known = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
@@ -159,6 +237,8 @@ def _known_values(model, shapes) -> dict[str, np.ndarray]:
         if not all(n in known for n in node.input if n):
             continue
         if sum(known[n].size for n in node.input if n) > MAX_FOLDED_ELEMENTS:
+            continue
+        if not _check_budget(node, _output_sizes(node, known, shapes, elem_types, model), path):
             continue
         for name, value in zip(node.output, _evaluate(node, known, model)):
             known[name] = np.asarray(value)
@@ -186,13 +266,40 @@ def _inline_if(model, index: int, condition: bool, path) -> str:
     return branch_name
 
 
+def _check_constant_sizes(model, path) -> None:
+    """Refuse by name, before ONNX's data propagation runs, a node computed from constants alone
+    whose output the plain shape inference already sizes over the folding budget (``Expand``,
+    ``Tile``, ``Range`` of initializers): data propagation would materialise it first."""
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model)
+    shapes, elem_types = _static_tensors(inferred.graph.value_info, inferred.graph.output)
+    constant = {init.name for init in model.graph.initializer}
+    for node in model.graph.node:
+        if any(True for _ in _subgraphs(node)) or not all(n in constant for n in node.input if n):
+            continue
+        outputs = [n for n in node.output if n]
+        _check_budget(node, [_size(shapes[n], elem_types.get(n, 0)) if n in shapes else None for n in outputs], path)
+        constant.update(outputs)
+
+
+def _itemsize(elem_type: int) -> int:
+    from onnx import helper
+
+    try:
+        return helper.tensor_dtype_to_np_dtype(elem_type).itemsize if elem_type else 8
+    except (KeyError, TypeError, ValueError):
+        return 8
+
+
 def fold_branches(model, path) -> list[dict]:
     """Inline every ``If`` whose condition is known once the inputs are bound; returns what was
     folded (node, branch taken), outermost first."""
     folded = []
     while True:
-        shapes = _static_shapes(model)
-        known = _known_values(model, shapes)
+        _check_constant_sizes(model, path)
+        shapes, elem_types = _static_shapes(model, path)
+        known = _known_values(model, shapes, elem_types, path)
         for index, node in enumerate(model.graph.node):
             if node.op_type == "If" and node.input[0] in known:
                 condition = bool(np.asarray(known[node.input[0]]).reshape(-1)[0])

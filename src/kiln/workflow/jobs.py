@@ -39,10 +39,12 @@ def _relative(path: str) -> str:
 
 
 def _read_json(path: str | Path, what: str) -> dict:
+    from kiln import jsonio
+
     try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise SourceError(f"{path}: unreadable {what} ({exc}); re-run the job that writes it") from exc
+        return jsonio.read(path)
+    except jsonio.JsonFileError as exc:
+        raise SourceError(f"{path}: unreadable {what} ({exc.reason}); re-run the job that writes it") from None
 
 
 def _family(config: Config, model: str):

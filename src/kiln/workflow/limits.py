@@ -17,9 +17,11 @@ on. ``setrlimit(RLIMIT_AS)`` works for every process everywhere on Linux and mac
 It bounds *virtual* size, which exceeds resident size by what libraries reserve: a process that
 imported torch and coremltools measured VmSize 1,169 MB for VmRSS 451 MB, with NeMo's ASR collection
 2,598 MB for 713 MB; the model reservations in config.yaml (4,000 MB and more) leave room for that,
-which is why only the jobs that reserve a model's ``mem_mb`` (export, compile, parity, end_to_end,
-quantize) get the limit, not the small fixed reservations of fetch (which may build a NeMo model)
-and the summaries.
+which is why only the jobs that reserve a model's ``mem_mb`` (fetch, prepare, reference, export,
+compile, parity, end_to_end, quantize) get the limit, not the small fixed reservations of the
+summaries. Fetch is among them because what it runs depends on the source: a random source builds
+the model (NeMo), and an ONNX source's folding evaluates nodes (whose outputs it also budgets,
+:data:`kiln.sources.onnx_graph.FOLD_BUDGET_BYTES`).
 """
 
 from __future__ import annotations

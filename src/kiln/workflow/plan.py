@@ -191,11 +191,11 @@ def contract_report(config: Config, model: str) -> Path:
 
 def contract_artifacts(config: Config, model: str) -> dict[str, dict[str, str]]:
     """The packages and bundles the contract check reads: the model's components the contract names."""
-    import yaml
+    from kiln import yamlio
 
     try:
-        named = set((yaml.safe_load(contract_file(config, model).read_text()) or {}).get("components") or {})
-    except (OSError, yaml.YAMLError, AttributeError):
+        named = set((yamlio.read(contract_file(config, model)) or {}).get("components") or {})
+    except (yamlio.YamlFileError, AttributeError, TypeError):
         named = set()   # the contract job reports the unreadable file by name
     names = [c for c in config.models[model].components if c in named]
     return {"packages": {c: str(package_path(config, model, c)) for c in names},
