@@ -46,9 +46,9 @@ def _read_json(path: str | Path, what: str) -> dict:
 
 
 def _family(config: Config, model: str):
-    from kiln.models import get_family
+    from kiln.models import family_of
 
-    return get_family(config.model(model).family)
+    return family_of(config.model(model))
 
 
 def fetch_job(config: Config, model: str, out_record: str | Path, checkpoint_dir: str | Path) -> dict:
