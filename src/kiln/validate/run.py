@@ -16,6 +16,7 @@ from kiln.errors import ParityError
 from kiln.models.spec import ComponentSpec, PlotSeries, stream
 from kiln.validate import backends as bk
 from kiln.validate.metrics import Tolerance, compare, finite_tree
+from kiln.validate.kinds import kind_metrics
 from kiln.validate.reference import Reference
 from kiln.validate.timing import latency_summary, timed
 
@@ -78,7 +79,10 @@ def parity_entries(component: ComponentConfig, steps: dict[str, list[dict]], ref
             settings = dict(component.validate.tolerance(spec.name))
             report_only = bool(settings.pop("report_only", False))
             tol = Tolerance(**settings)
-            metrics = compare(stack(steps[reference], spec.name), stack(backend_steps, spec.name), tol)
+            ref, got = stack(steps[reference], spec.name), stack(backend_steps, spec.name)
+            metrics = compare(ref, got, tol)
+            if spec.kind is not None and ref.shape == got.shape:   # what the output is judges it too
+                metrics["by_kind"] = finite_tree(kind_metrics(spec.kind, ref, got))
             entries.append({"output": spec.name, "backend": backend, "reference": reference,
                             "precision": precision, **metrics,
                             **({"report_only": True} if report_only else {})})
