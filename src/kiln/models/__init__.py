@@ -60,9 +60,10 @@ def check_models(config) -> None:
     from kiln.errors import ConfigError
     from kiln.tasks import check_task
 
-    for name, model in config.models.items():
+    for name, model in config.models.items():   # labels first: cheap, and what a user edits most
         check_task(name, model.task, config_tasks=config.tasks, family_tasks=family_tasks(model.family),
                    file=config.path)
+    for name, model in config.models.items():
         try:
             family = family_of(model)
         except ModelError as exc:
