@@ -10,7 +10,7 @@ import textwrap
 import pytest
 import yaml
 
-from tests.workflow.conftest import REPO, commit_workspace, copy_workflow, parse_dry_run
+from tests.workflow.conftest import REPO, VENV_BIN, commit_workspace, copy_workflow, parse_dry_run
 
 pytestmark = pytest.mark.slow
 
@@ -119,6 +119,29 @@ def test_silero_files_build_from_config_alone(plain_workspace, model):
     assert result["quality"] > 0.9
 
 
-def test_nothing_left_to_do(plain_workspace):
-    assert parse_dry_run(plain_workspace.snakemake("-n", "all").stdout) == []
-    print(f"plain workflow (3 models): {plain_workspace.seconds:.1f} s")
+def test_nothing_left_to_do_and_the_report_lists_them(plain_workspace):
+    ws = plain_workspace
+    assert parse_dry_run(ws.snakemake("-n", "all").stdout) == []
+    print(f"plain workflow (3 models): {ws.seconds:.1f} s")
+    ws.snakemake("--report", "report.html", "all")
+    html = (ws.root / "report.html").read_text(errors="replace")
+    assert all(m in html for m in ("tiny_encoder", *SILERO_PLAIN))
+
+
+def test_publish_and_verify_a_plain_model(plain_workspace, tmp_path_factory):
+    """A plain model is published and rebuilt byte for byte like any family's."""
+    ws = plain_workspace
+    ws.dvc("commit", "-f")
+    ws.git("add", "dvc.lock")
+    ws.git("commit", "-q", "-m", "built")
+    kiln = str(VENV_BIN / "kiln")
+    out = ws.run(kiln, "publish", "tiny_encoder", "--dry-run")
+    assert "dry run: nothing uploaded" in out.stdout
+    staged = ws.root / "publish" / "tiny_encoder"
+    provenance = json.loads((staged / "kiln" / "provenance.json").read_text())
+    assert provenance["family"] == "plain"
+    scratch = tmp_path_factory.mktemp("verify") / "scratch"
+    report = scratch.parent / "report.json"
+    ws.run(kiln, "verify", str(staged), "--workdir", str(scratch), "--report", str(report))
+    result = json.loads(report.read_text())
+    assert result["reproduced"] and result["counts"]["differing"] == 0, result["counts"]
