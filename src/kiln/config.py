@@ -516,13 +516,26 @@ def prepare_settings(model: ModelConfig) -> dict:
         if c.state:
             entry["state"] = dict(c.state)
         if c.feeds:
-            entry["feeds"] = {k: dict(v) for k, v in c.feeds.items()}
+            entry["feeds"] = {k: _feed_settings(model, v) for k, v in c.feeds.items()}
         return entry
 
     out = {"source": source_settings(model),
            "components": {name: component(c) for name, c in model.components.items()}}
     if model.network is not None:
         out["network"] = dict(model.network)
+    return out
+
+
+def _feed_settings(model: ModelConfig, feed: Mapping[str, Any]) -> dict:
+    """A feed's settings; a recorded ``.npz`` also by its content, so new recordings re-run the
+    reference job (a missing file is the reference job's error to name)."""
+    out = dict(feed)
+    if feed.get("modality") == "npz":
+        path = Path(feed["path"]) if Path(feed["path"]).is_absolute() else Path(model.config_dir) / feed["path"]
+        try:
+            out["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError:
+            out["sha256"] = None
     return out
 
 

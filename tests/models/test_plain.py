@@ -205,3 +205,15 @@ def test_feed_errors_are_named(tmp_path, checkpoint):
     with pytest.raises(ModelError, match=r"'x' in .*bad.npz is \[2, 5\]; expected \[steps, 1, 4\]"):
         _feeds(tmp_path, checkpoint, {"feeds": {"x": {"modality": "npz", "path": "bad.npz"}}},
                {"x": {"shape": [1, 4], "dtype": "float32"}})
+
+
+def test_recorded_feeds_are_part_of_the_reference_stamp(tmp_path, checkpoint):
+    from kiln.config import prepare_settings, settings_digest
+
+    np.savez(tmp_path / "rec.npz", mels=np.zeros((2, 1, 40, 50)))
+    block = _block(checkpoint, lambda b: b["components"]["encoder"].update(
+        feeds={"mels": {"modality": "npz", "path": "rec.npz"}}))
+    before = settings_digest(prepare_settings(_config(block, tmp_path).model("tiny")))
+    np.savez(tmp_path / "rec.npz", mels=np.ones((2, 1, 40, 50)))
+    after = settings_digest(prepare_settings(_config(block, tmp_path).model("tiny")))
+    assert before != after     # new recordings: the reference job runs again
