@@ -217,3 +217,18 @@ def test_recorded_feeds_are_part_of_the_reference_stamp(tmp_path, checkpoint):
     np.savez(tmp_path / "rec.npz", mels=np.ones((2, 1, 40, 50)))
     after = settings_digest(prepare_settings(_config(block, tmp_path).model("tiny")))
     assert before != after     # new recordings: the reference job runs again
+
+
+def test_log_mel_frames_from_a_named_frontend(tmp_path, checkpoint):
+    from kiln.validate.audio import log_mel
+
+    feeds = _feeds(tmp_path, checkpoint, {"feeds": {"mels": {"modality": "log_mel", "seconds": 2}}},
+                   {"mels": {"shape": [1, 40, 50], "dtype": "float32"}})
+    assert len(feeds.steps) == 3                # 2 s at a 10 ms hop: 198 frames, three whole windows of 50
+    first = feeds.steps[0]["mels"]
+    assert first.shape == (1, 40, 50) and first.dtype == np.float32
+    from kiln.audio import speech_mix
+
+    expected = log_mel(speech_mix(2.0, rate=16000, seed=0), 16000, n_fft=400, hop=160, n_mels=40)
+    assert np.allclose(first[0], expected[:, :50].astype(np.float32))
+    assert np.allclose(feeds.steps[1]["mels"][0], expected[:, 50:100].astype(np.float32))

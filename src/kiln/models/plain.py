@@ -19,8 +19,9 @@ dtypes, output ``kind``), ``state`` pairs and ``feeds`` say the rest::
   inputs by position (and its outputs the contract's outputs); parity is then three-way (onnxruntime runs the original file);
 - ``state: {hidden_in: hidden_out}``: the output fed back to the input on the next step (zeros first),
   carried by the generic streaming driver on torch and every Core ML backend;
-- ``feeds: {input: {modality: speech | random | token_ids | npz, ...}}``: validation inputs (default:
-  uniform in [-1, 1], 8 steps).
+- ``feeds: {input: {modality: speech | log_mel | random | token_ids | npz, ...}}``: validation
+  inputs (default: uniform in [-1, 1], 8 steps); ``log_mel`` computes frames of speech with a named
+  frontend (:data:`FRONTENDS`).
 
 Judgement comes from the outputs' ``kind`` (:mod:`kiln.validate.kinds`), recorded by the parity and
 quantize jobs for any family. The spec is built per model by :func:`family_for`.
@@ -237,6 +238,39 @@ def _speech(ctx: Context, tensor, spec: Mapping[str, Any], where: str) -> list[n
     return steps
 
 
+def _kiln_log_mel(audio: np.ndarray, rate: int, bands: int, n_fft: int, hop: int) -> np.ndarray:
+    """kiln's stock frontend: 10 log10 of HTK mel power, Hann window (kiln.validate.audio.log_mel)."""
+    from kiln.validate.audio import log_mel
+
+    return log_mel(audio, rate, n_fft=n_fft, hop=hop, n_mels=bands)
+
+
+#: named frontends a ``log_mel`` feed computes frames with: (audio, rate, bands, n_fft, hop) -> [bands, frames]
+FRONTENDS = {"kiln_log_mel_db": _kiln_log_mel}
+
+
+def _log_mel(ctx: Context, tensor, spec: Mapping[str, Any], where: str) -> list[np.ndarray]:
+    """Mel frames of speech from a named frontend, cut into the input's ``[..., bands, frames]``
+    windows one after the other."""
+    if len(tensor.shape) < 2:
+        raise ModelError(f"{where}: a log_mel feed needs an input [..., bands, frames], not {list(tensor.shape)}")
+    bands, frames = tensor.shape[-2:]
+    name = spec.get("frontend", "kiln_log_mel_db")
+    if name not in FRONTENDS:
+        raise ModelError(f"{where}.frontend: unknown frontend '{name}' (known: {', '.join(FRONTENDS)})")
+    rate = int(spec.get("sample_rate", DEFAULT_SAMPLE_RATE))
+    seconds = float(spec.get("seconds", DEFAULT_SPEECH_SECONDS))
+    n_fft, hop = int(spec.get("n_fft", 400)), int(spec.get("hop", 160))
+    audio = ctx.memo(f"speech:{seconds}:{rate}:0", lambda: ctx.speech(seconds, rate=rate, seed=0))
+    mel = FRONTENDS[name](audio, rate, bands, n_fft, hop)
+    steps = [mel[:, i:i + frames].reshape(tensor.shape).astype(NUMPY_DTYPES[tensor.dtype])
+             for i in range(0, mel.shape[1] - frames + 1, frames)]
+    if not steps:
+        raise ModelError(f"{where}: {seconds} s of speech gives {mel.shape[1]} frames, fewer than the "
+                         f"input's {frames}")
+    return steps
+
+
 def _random(tensor, spec: Mapping[str, Any], steps: int, integers: bool, where: str) -> list[np.ndarray]:
     rng = np.random.default_rng(int(spec.get("seed", 0)))
     if integers:
@@ -288,6 +322,11 @@ def feeds(ctx: Context, component) -> Feeds:
             step_seconds = int(spec.get("hop", int(np.prod(tensor.shape)))) / rate
             described.append(f"{tensor.name}: espeak-ng speech mixed with silence and noise, "
                              f"{float(spec.get('seconds', DEFAULT_SPEECH_SECONDS)):.1f} s at {rate} Hz")
+        elif spec["modality"] == "log_mel":
+            columns[tensor.name] = _log_mel(ctx, tensor, spec, at)
+            step_seconds = tensor.shape[-1] * int(spec.get("hop", 160)) / int(spec.get("sample_rate", DEFAULT_SAMPLE_RATE))
+            described.append(f"{tensor.name}: {spec.get('frontend', 'kiln_log_mel_db')} frames of espeak-ng "
+                             f"speech, {float(spec.get('seconds', DEFAULT_SPEECH_SECONDS)):.1f} s")
         elif spec["modality"] == "npz":
             columns[tensor.name] = _npz(ctx.model, tensor, spec, at)
             described.append(f"{tensor.name}: recorded inputs from {spec['path']}")
