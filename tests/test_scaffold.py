@@ -13,7 +13,7 @@ from kiln.config import load_config
 from kiln.scaffold import ScaffoldError, new_model
 
 
-@pytest.mark.parametrize("task", ["vad", "stt", "tts"])
+@pytest.mark.parametrize("task", ["vad", "stt", "tts", "generic"])
 def test_scaffolded_model_exports(task, tmp_path, repo, monkeypatch):
     (tmp_path / "src" / "kiln" / "models").mkdir(parents=True)
     config_path = tmp_path / "config.yaml"
@@ -54,5 +54,46 @@ def test_refuses_bad_names_and_duplicates(tmp_path, repo):
         new_model("stt", "My-Model", tmp_path, config_path)
     with pytest.raises(ScaffoldError, match="models.silero_vad already exists"):
         new_model("vad", "silero_vad", tmp_path, config_path)
-    with pytest.raises(ScaffoldError, match="unknown task 'ocr'"):
+    with pytest.raises(ScaffoldError, match="unknown template 'ocr'"):
         new_model("ocr", "x", tmp_path, config_path)
+    with pytest.raises(ScaffoldError, match="task label 'Pitch!'"):
+        new_model("generic", "x", tmp_path, config_path, label="Pitch!")
+
+
+def test_generic_template_takes_any_task_label(tmp_path, repo, monkeypatch):
+    (tmp_path / "src" / "kiln" / "models").mkdir(parents=True)
+    config_path = tmp_path / "config.yaml"
+    shutil.copy(repo / "config.yaml", config_path)
+    assert main(["new-model", "generic", "my_pitch", "--task", "pitch", "--root", str(tmp_path),
+                 "--config", str(config_path)]) == 0
+    monkeypatch.setattr("kiln.config.family_exists", lambda family: True)
+    model = load_config(config_path).model("my_pitch")
+    assert model.task == "pitch" and model.components["model"].kinds == {"output": "features"}
+
+
+def test_plain_template_is_a_config_block_alone(tmp_path, repo, monkeypatch):
+    """`kiln new-model plain NAME`: no module, a block of family plain and a traced network to start
+    from; the block builds (export + validation feeds) as written."""
+    config_path = tmp_path / "config.yaml"
+    shutil.copy(repo / "config.yaml", config_path)
+    assert main(["new-model", "plain", "my_plain", "--root", str(tmp_path), "--config", str(config_path)]) == 0
+    assert not (tmp_path / "src").exists()
+    assert (tmp_path / "weights" / "my_plain.jit").is_file()
+    monkeypatch.chdir(tmp_path)      # the block's source path is relative to the checkout
+    config = load_config(config_path)
+    model = config.model("my_plain")
+    assert model.family == "plain" and model.network == {"kind": "torchscript"}
+
+    from kiln.export.convert import export_component
+    from kiln.models import check_models, family_of
+    from kiln.sources import fetch
+    from kiln.validate.reference import make_reference, torch_context
+
+    check_models(config)
+    family = family_of(model)
+    source = family.load(fetch("my_plain", "plain", model.source, tmp_path / "ckpt"))
+    component = model.components["model"]
+    report = export_component(family, source, component, tmp_path / "model.mlpackage")
+    assert report["specification_version"] == 8
+    reference = make_reference(torch_context(family, source, model), component)
+    assert reference.steps == 8

@@ -41,8 +41,12 @@ class TensorSpec:
     name: str
     shape: tuple[int, ...]
     dtype: str
+    #: what an output is (``kiln.validate.kinds``: probability, embedding, ...); None: not declared
+    kind: str | None = None
 
     def as_dict(self) -> dict:
+        # no ``kind``: it judges the output, it does not build it (the parity and quantize stamps
+        # carry it, so a package is not re-exported when a kind changes)
         return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
 
 
@@ -119,6 +123,14 @@ class ComponentConfig:
     quantize: Mapping[str, Any]
     options: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
+    #: family ``plain``: state pairs (input -> the output fed back to it) and validation feeds
+    state: Mapping[str, str] = field(default_factory=dict)
+    feeds: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    @property
+    def kinds(self) -> dict[str, str]:
+        """Declared output kinds, by output name."""
+        return {t.name: t.kind for t in self.outputs if t.kind is not None}
 
     def contract(self) -> dict:
         return {
@@ -138,6 +150,10 @@ class ModelConfig:
     compile: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_COMPILE))
     mem_mb: int = 4000
     enabled: bool = True
+    #: family ``plain``: what the source file is and how it becomes a network
+    network: Mapping[str, Any] | None = None
+    #: where the config file is (family ``plain`` resolves an ``npz`` feed's path against it)
+    config_dir: str = "."
 
 
 @dataclass(frozen=True)
@@ -146,6 +162,8 @@ class Config:
     results_dir: str
     models: Mapping[str, ModelConfig]
     raw: Mapping[str, Any]
+    #: task labels this file adds to the registry (``kiln.tasks``)
+    tasks: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def enabled_models(self) -> list[str]:
@@ -270,7 +288,7 @@ def _merge_quantize(*layers: Mapping[str, Any] | None) -> dict:
 
 
 def _tensors(spec: Mapping[str, Mapping[str, Any]]) -> tuple[TensorSpec, ...]:
-    return tuple(TensorSpec(name, tuple(t["shape"]), t["dtype"]) for name, t in spec.items())
+    return tuple(TensorSpec(name, tuple(t["shape"]), t["dtype"], t.get("kind")) for name, t in spec.items())
 
 
 def family_exists(family: str) -> bool:
@@ -347,6 +365,8 @@ def _build(raw: Mapping[str, Any], path: str) -> Config:
                                           f"(outputs: {', '.join(declared)})",
                                           key=f"models.{name}.components.{cname}.validate.outputs.{output}",
                                           file=path)
+        _check_feature_names(name, model, path)
+        _check_plain(name, model, path)
         if is_random and model.get("synthetic") is False:
             raise ConfigError("a random-initialised source is synthetic; remove 'synthetic: false'",
                               key=f"models.{name}.synthetic", file=path)
@@ -362,6 +382,8 @@ def _build(raw: Mapping[str, Any], path: str) -> Config:
                                          comp.get("quantize")),
                 options=dict(comp.get("options") or {}),
                 description=comp.get("description", ""),
+                state=dict(comp.get("state") or {}),
+                feeds={k: dict(v) for k, v in (comp.get("feeds") or {}).items()},
             )
             for cname, comp in model["components"].items()
         }
@@ -376,9 +398,89 @@ def _build(raw: Mapping[str, Any], path: str) -> Config:
                      **(model.get("compile") or {})},
             mem_mb=int((model.get("resources") or {}).get("mem_mb", 4000)),
             enabled=bool(model.get("enabled", True)),
+            network=dict(model["network"]) if model.get("network") else None,
+            config_dir=str(Path(path).parent),
         )
     return Config(path=str(path), results_dir=raw.get("results_dir", "results"), models=models,
-                  raw=copy.deepcopy(dict(raw)))
+                  raw=copy.deepcopy(dict(raw)), tasks=dict(raw.get("tasks") or {}))
+
+
+#: the generic family built from a config block alone (``kiln.models.plain``)
+PLAIN_FAMILY = "plain"
+#: what each network kind needs (besides ``kind``) and allows
+_NETWORK_KEYS = {"torchscript": ((), ("submodule",)),
+                 "module": (("factory",), ("kwargs", "weights_kwarg", "state_dict")),
+                 "onnx": ((), ())}
+
+
+#: names coremltools silently renames (its MIL keywords get ``_workaround`` appended, a leading ``_``
+#: becomes ``var_``): a contract using one would not be the package's interface
+RESERVED_FEATURE_NAMES = frozenset({
+    "any", "bool", "program", "func", "tensor", "list", "dict", "tuple", "true", "false", "string", "bf16",
+    "fp16", "fp32", "fp64", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "state"})
+
+
+def _check_feature_names(name: str, model: Mapping[str, Any], path: str) -> None:
+    for cname, comp in model["components"].items():
+        for side in ("inputs", "outputs"):
+            for tensor in comp[side]:
+                if tensor in RESERVED_FEATURE_NAMES or tensor.startswith("_"):
+                    raise ConfigError(f"'{tensor}' is a name coremltools renames in the package (a MIL "
+                                      f"keyword or a leading underscore); choose another",
+                                      key=f"models.{name}.components.{cname}.{side}.{tensor}", file=path)
+
+
+def _check_plain(name: str, model: Mapping[str, Any], path: str) -> None:
+    """``network``, ``state`` and ``feeds`` belong to family ``plain`` (which needs ``network``);
+    each network kind takes its own keys."""
+    where = f"models.{name}"
+    network = model.get("network")
+    if model["family"] != PLAIN_FAMILY:
+        if network is not None:
+            raise ConfigError(f"only family '{PLAIN_FAMILY}' is built from a network block (family "
+                              f"{model['family']} builds its own)", key=f"{where}.network", file=path)
+        for cname, comp in model["components"].items():
+            for key in ("state", "feeds"):
+                if key in comp:
+                    raise ConfigError(f"only family '{PLAIN_FAMILY}' takes '{key}' from config.yaml (family "
+                                      f"{model['family']} declares its own)",
+                                      key=f"{where}.components.{cname}.{key}", file=path)
+        return
+    if network is None:
+        raise ConfigError("family 'plain' needs a network block (kind: torchscript | module | onnx)",
+                          key=f"{where}.network", file=path)
+    required, optional = _NETWORK_KEYS[network["kind"]]
+    for key in required:
+        if key not in network:
+            raise ConfigError(f"a {network['kind']} network needs '{key}'", key=f"{where}.network.{key}", file=path)
+    for key in network:
+        if key != "kind" and key not in required + optional:
+            raise ConfigError(f"not a key of a {network['kind']} network (it takes: "
+                              f"{', '.join(required + optional) or 'nothing but kind'})",
+                              key=f"{where}.network.{key}", file=path)
+    if network.get("weights_kwarg") and network.get("state_dict"):
+        raise ConfigError("give the checkpoint either to the factory (weights_kwarg) or to load_state_dict "
+                          "(state_dict: true), not both", key=f"{where}.network.state_dict", file=path)
+    if (network["kind"] == "onnx") != (model["source"]["kind"] == "onnx"):
+        raise ConfigError(f"a network of kind {network['kind']} needs "
+                          f"{'an onnx' if network['kind'] == 'onnx' else 'a non-onnx'} source",
+                          key=f"{where}.network.kind", file=path)
+    for cname, comp in model["components"].items():
+        at = f"{where}.components.{cname}"
+        for inp, out in (comp.get("state") or {}).items():
+            if inp not in comp["inputs"]:
+                raise ConfigError(f"state input '{inp}' is not an input of the component (inputs: "
+                                  f"{', '.join(comp['inputs'])})", key=f"{at}.state.{inp}", file=path)
+            if out not in comp["outputs"]:
+                raise ConfigError(f"state output '{out}' is not an output of the component (outputs: "
+                                  f"{', '.join(comp['outputs'])})", key=f"{at}.state.{inp}", file=path)
+            if comp["inputs"][inp]["shape"] != comp["outputs"][out]["shape"]:
+                raise ConfigError(f"state pair {inp} -> {out}: shapes {comp['inputs'][inp]['shape']} and "
+                                  f"{comp['outputs'][out]['shape']} differ", key=f"{at}.state.{inp}", file=path)
+        for inp in comp.get("feeds") or {}:
+            if inp not in comp["inputs"] or inp in (comp.get("state") or {}):
+                raise ConfigError(f"'{inp}' is not a non-state input of the component",
+                                  key=f"{at}.feeds.{inp}", file=path)
 
 
 def load_config(path: str | Path = "config.yaml") -> Config:
@@ -402,12 +504,34 @@ def source_settings(model: ModelConfig) -> dict:
 
 def prepare_settings(model: ModelConfig) -> dict:
     """Everything that determines the traced programs and the reference files of a model (the
-    prepare and reference jobs' stamp): the source and each component's contract and options."""
-    return {
-        "source": source_settings(model),
-        "components": {name: {"contract": c.contract(), "options": dict(c.options)}
-                       for name, c in model.components.items()},
-    }
+    prepare and reference jobs' stamp): the source and each component's contract and options (and,
+    for family ``plain``, its network, state pairs and feeds; absent keys keep other digests)."""
+    def component(c: ComponentConfig) -> dict:
+        entry = {"contract": c.contract(), "options": dict(c.options)}
+        if c.state:
+            entry["state"] = dict(c.state)
+        if c.feeds:
+            entry["feeds"] = {k: _feed_settings(model, v) for k, v in c.feeds.items()}
+        return entry
+
+    out = {"source": source_settings(model),
+           "components": {name: component(c) for name, c in model.components.items()}}
+    if model.network is not None:
+        out["network"] = dict(model.network)
+    return out
+
+
+def _feed_settings(model: ModelConfig, feed: Mapping[str, Any]) -> dict:
+    """A feed's settings; a recorded ``.npz`` also by its content, so new recordings re-run the
+    reference job (a missing file is the reference job's error to name)."""
+    out = dict(feed)
+    if feed.get("modality") == "npz":
+        path = Path(feed["path"]) if Path(feed["path"]).is_absolute() else Path(model.config_dir) / feed["path"]
+        try:
+            out["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError:
+            out["sha256"] = None
+    return out
 
 
 def export_settings(model: ModelConfig, component: ComponentConfig) -> dict:
@@ -424,11 +548,14 @@ def export_settings(model: ModelConfig, component: ComponentConfig) -> dict:
 
 def validate_settings(model: ModelConfig, component: ComponentConfig) -> dict:
     """Everything that determines one component's parity report (the parity job's stamp)."""
-    return {
+    out = {
         "component": component.name,
         "validate": component.validate.as_dict(),
         "runtime_compute_units": list(component.export.runtime_compute_units),
     }
+    if component.kinds:   # what judges each output
+        out["kinds"] = component.kinds
+    return out
 
 
 def compile_settings(model: ModelConfig, component: ComponentConfig) -> dict:
@@ -446,4 +573,5 @@ def quantize_settings(model: ModelConfig, component: ComponentConfig, strategy: 
         "skip_ops": list(q["skip_ops"]),
         "params": dict(q["params"].get(strategy, {})),
         "compile": dict(model.compile),
+        **({"kinds": component.kinds} if component.kinds else {}),
     }

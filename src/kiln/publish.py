@@ -102,9 +102,9 @@ def _component_of(name: str, family_components) -> str | None:
 def plots_of(model_dir: Path, model_cfg) -> list[Path]:
     """The model's plots, without those of family components this model no longer configures (a
     results folder keeps the plots of an earlier configuration)."""
-    from kiln.models import get_family
+    from kiln.models import family_of
 
-    family = get_family(model_cfg.family).component_names
+    family = family_of(model_cfg).component_names
     plots = sorted(p for p in (model_dir / "plots").rglob("*") if p.is_file()) if (model_dir / "plots").is_dir() else []
     return [p for p in plots if _component_of(p.name, family) in (None, *model_cfg.components)]
 

@@ -58,6 +58,10 @@ def page(title: str, sections: Sequence[str]) -> str:
             f"{''.join(sections)}</body></html>\n")
 
 
+def _short(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def parity_page(metadata: dict) -> str:
     """Parity, task metrics and latency of every component of one model."""
     tag = " [synthetic weights]" if metadata.get("synthetic") else ""
@@ -72,6 +76,12 @@ def parity_page(metadata: dict) -> str:
         sections.append(table(["output", "backend", "compared with", "max |err|", "max rel", "PSNR dB",
                                "quality", "agreement", "match"], rows, left=3,
                               bad=[i for i, e in enumerate(entries) if not e["match"]]))
+        kinded = [e for e in entries if e.get("by_kind")]
+        if kinded:   # outputs that declare a kind: the metrics it picks (kiln.validate.kinds)
+            sections.append(table(["output", "backend", "kind", "judged by its kind"], [
+                (e["output"], e["backend"], e["by_kind"]["kind"],
+                 ", ".join(f"{k} {_short(v)}" for k, v in e["by_kind"].items() if k != "kind")) for e in kinded],
+                left=4))
         metrics = comp.get("task_metrics") or {}
         keys = sorted({k for m in metrics.values() for k, v in m.items() if not isinstance(v, (list, dict))})
         if keys:

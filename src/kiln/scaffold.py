@@ -1,7 +1,9 @@
-"""``kiln new-model TASK NAME``: scaffold a model family module and its config block.
+"""``kiln new-model TEMPLATE NAME``: scaffold a model family module and its config block.
 
-Adding a model to kiln means one module in ``src/kiln/models/`` and one block in ``config.yaml``.
-The scaffold writes both, as a small but working model of the task's usual shape (random-initialised,
+Adding a model to kiln means one module in ``src/kiln/models/`` and one block in ``config.yaml`` --
+or, for a plain model (one network, a fixed contract), the block alone (template ``plain``: family
+``plain``, a traced random network as its source). The family templates are ``vad``, ``stt``, ``tts``
+and ``generic`` (any task; ``--task`` names it). The scaffold writes both, as a small but working model of the task's usual shape (random-initialised,
 labelled synthetic) with validation feeds of its modality (streamed speech, mel frames, token ids),
 so ``snakemake all_<name>`` builds it through every stage at once; then replace the network and the
 source with the real ones.
@@ -212,37 +214,127 @@ def waveform_correlation(reference, candidate, facts) -> dict:
     out = np.concatenate([np.ravel(s["audio"]) for s in candidate]).astype(np.float64)
     return {{"waveform_correlation": float(np.corrcoef(ref, out)[0, 1])}}''',
     ),
+    "generic": dict(
+        title="A model of any task",
+        component="model",
+        architecture='{"channels": 16, "hidden": 64}',
+        network='''class {cls}Net(nn.Module):
+    """features [1, channels, 100] -> features [1, hidden, 100]."""
+
+    def __init__(self, channels: int, hidden: int):
+        super().__init__()
+        self.mix = nn.Conv1d(channels, hidden, 3, padding=1)
+        self.out = nn.Conv1d(hidden, hidden, 1)
+
+    def forward(self, features):
+        return (self.out(torch.relu(self.mix(features))),)''',
+        inputs={"features": [1, 16, 100]},
+        outputs={"output": [1, 64, 100]},
+        feeds="random_features",
+        state="()",
+        metric="cosine",
+        plot="None",
+        validation='''def random_features(ctx, component) -> Feeds:
+    """Eight seeded random inputs in [-1, 1]; replace with what the model really sees."""
+    rng = np.random.default_rng(0)
+    steps = [{{"features": rng.uniform(-1, 1, size=component.inputs[0].shape).astype(np.float32)}}
+             for _ in range(8)]
+    return Feeds(steps, "8 seeded uniform random inputs in [-1, 1]")
+
+
+def cosine(reference, candidate, facts) -> dict:
+    """A task metric of your own (the output's declared kind in config.yaml adds kiln's stock ones)."""
+    ref = np.concatenate([np.ravel(s["output"]) for s in reference]).astype(np.float64)
+    out = np.concatenate([np.ravel(s["output"]) for s in candidate]).astype(np.float64)
+    return {{"cosine": float(ref @ out / (np.linalg.norm(ref) * np.linalg.norm(out) + 1e-30))}}''',
+    ),
 }
+
+#: what each template's model does (the config block's ``task`` label; ``--task`` overrides it)
+TASK_LABELS = {"vad": "vad", "stt": "stt", "tts": "tts", "generic": "feature_extraction",
+               "plain": "feature_extraction"}
+#: every template: the family-module ones, and ``plain`` (a config block alone, no Python)
+TEMPLATES = (*NETWORKS, "plain")
+
+#: family ``plain``: the network file the scaffold writes so the block builds at once (a traced
+#: random two-layer network); replace ``source`` and the contract with your model's
+PLAIN_CONTRACT = {"inputs": {"features": [1, 16, 100]}, "outputs": {"output": [1, 64, 100]}}
+
+
+class _PlainNet:
+    """Built lazily (torch is heavy): features [1, 16, 100] -> [1, 64, 100]."""
+
+    @staticmethod
+    def write(path: Path, seed: int = 0) -> None:
+        import torch
+        from torch import nn
+
+        torch.manual_seed(seed)
+        net = nn.Sequential(nn.Conv1d(16, 64, 3, padding=1), nn.ReLU(), nn.Conv1d(64, 64, 1)).eval()
+        traced = torch.jit.trace(net, torch.zeros(*PLAIN_CONTRACT["inputs"]["features"]))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.jit.save(traced, str(path))
+
+
+def plain_block(name: str, label: str, weights: str) -> dict:
+    return {name: {
+        "family": "plain",
+        "task": label,
+        "synthetic": True,
+        "source": {"kind": "path", "path": weights},
+        "network": {"kind": "torchscript"},
+        "quantize": {"strategies": ["int8_per_channel"]},
+        "components": {"model": {
+            "description": "scaffolded plain model: replace source, network and this contract with yours",
+            "inputs": {k: {"shape": v, "dtype": "float32"} for k, v in PLAIN_CONTRACT["inputs"].items()},
+            "outputs": {k: {"shape": v, "dtype": "float32", "kind": "features"}
+                        for k, v in PLAIN_CONTRACT["outputs"].items()},
+            "feeds": {"features": {"modality": "random", "low": -1, "high": 1, "steps": 8}},
+        }},
+    }}
 
 
 def _class_name(name: str) -> str:
     return "".join(part.capitalize() for part in name.split("_"))
 
 
-def config_block(task: str, name: str) -> dict:
+def config_block(task: str, name: str, label: str | None = None) -> dict:
     spec = NETWORKS[task]
     dtype_in = "int32" if task == "tts" else "float32"
     return {name: {
         "family": name,
-        "task": task,
+        "task": label or TASK_LABELS[task],
         "synthetic": True,
         "source": {"kind": "random", "architecture": "default", "seed": 0},
         "components": {spec["component"]: {
             "description": f"scaffolded {spec['title'].lower()} component",
             "inputs": {k: {"shape": v, "dtype": dtype_in if i == 0 else "float32"}
                        for i, (k, v) in enumerate(spec["inputs"].items())},
-            "outputs": {k: {"shape": v, "dtype": "float32"} for k, v in spec["outputs"].items()},
+            "outputs": {k: {"shape": v, "dtype": "float32", **({"kind": OUTPUT_KINDS[task][k]}
+                                                                if k in OUTPUT_KINDS[task] else {})}
+                        for k, v in spec["outputs"].items()},
         }},
     }}
 
 
-def new_model(task: str, name: str, root: Path, config_path: Path) -> tuple[Path, str]:
-    """Write ``src/kiln/models/<name>.py`` under ``root`` and append the model's block to the config."""
-    if task not in NETWORKS:
-        raise ScaffoldError(f"unknown task '{task}' (one of: {', '.join(NETWORKS)})")
-    if not re.fullmatch(r"[a-z][a-z0-9_]*", name) or keyword.iskeyword(name) or name == "spec":
+#: what each template's outputs are (kiln.validate.kinds picks their parity metrics and quantization score)
+OUTPUT_KINDS = {"vad": {"probability": "probability", "new_hidden_state": "state", "new_cell_state": "state"},
+                "stt": {"logits": "logits"}, "tts": {"audio": "audio"}, "generic": {"output": "features"}}
+
+
+def new_model(task: str, name: str, root: Path, config_path: Path, label: str | None = None) -> tuple[Path, str]:
+    """Write ``src/kiln/models/<name>.py`` under ``root`` and append the model's block to the config
+    (template ``plain``: no module; a traced random network under ``weights/`` and a block of family
+    ``plain``). ``label`` is the block's ``task`` (default: the template's, see :data:`TASK_LABELS`)."""
+    if task not in TEMPLATES:
+        raise ScaffoldError(f"unknown template '{task}' (one of: {', '.join(TEMPLATES)})")
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", name) or keyword.iskeyword(name) or name in ("spec", "plain"):
         raise ScaffoldError(f"model name '{name}' must be a lower-case identifier (a-z, 0-9, _)")
+    if label is not None and not re.fullmatch(r"[a-z][a-z0-9_]*", label):
+        raise ScaffoldError(f"task label '{label}' must be a lower-case identifier (a-z, 0-9, _)")
     module = root / "src" / "kiln" / "models" / f"{name}.py"
+    if task == "plain":
+        module = root / "weights" / f"{name}.jit"
     if module.exists():
         raise ScaffoldError(f"{module} already exists")
     try:
@@ -253,6 +345,10 @@ def new_model(task: str, name: str, root: Path, config_path: Path) -> tuple[Path
         raise ScaffoldError(f"{config_path}: cannot read the config: not a mapping")
     if name in (config.get("models") or {}):
         raise ScaffoldError(f"{config_path}: models.{name} already exists")
+    if task == "plain":
+        _PlainNet.write(module)
+        return module, _append_block(config_path, plain_block(name, label or TASK_LABELS[task],
+                                                              str(module.relative_to(root))))
     spec = NETWORKS[task]
     cls = _class_name(name)
     text = MODULE.format(title=spec["title"], task=task, name=name, cls=cls, component=spec["component"],
@@ -261,20 +357,26 @@ def new_model(task: str, name: str, root: Path, config_path: Path) -> tuple[Path
                          state=spec["state"], metric=spec["metric"], plot=spec["plot"],
                          validation=spec["validation"].format())
     module.write_text(text)
-    block = yaml.safe_dump(config_block(task, name), sort_keys=False, default_flow_style=None)
+    return module, _append_block(config_path, config_block(task, name, label))
+
+
+def _append_block(config_path: Path, data: dict) -> str:
+    """Append ``data`` under ``models:`` (the config's last top-level key); else return it as text
+    for the user to paste."""
+    block = yaml.safe_dump(data, sort_keys=False, default_flow_style=None)
     indented = "".join(f"  {line}\n" for line in block.splitlines())
     existing = config_path.read_text()
     lines = existing.rstrip("\n").splitlines()
     # append under `models:`, which is the config's last top-level key
     last_top = [line for line in lines if line and not line[0].isspace() and not line.startswith("#")]
     if not last_top or not last_top[-1].startswith("models:"):
-        return module, indented  # caller prints the block for the user to paste
+        return indented  # caller prints the block for the user to paste
     config_path.write_text(existing.rstrip("\n") + "\n" + indented)
-    return module, ""
+    return ""
 
 
 def _command(args) -> int:
-    module, manual = new_model(args.task, args.name, Path(args.root), Path(args.config))
+    module, manual = new_model(args.task, args.name, Path(args.root), Path(args.config), label=args.label)
     print(f"wrote {module}")
     if manual:
         print(f"add this block under `models:` in {args.config}:\n{manual}")
@@ -286,7 +388,12 @@ def _command(args) -> int:
 
 def add_commands(subparsers) -> None:
     parser = subparsers.add_parser("new-model", help="scaffold a model family module and config block")
-    parser.add_argument("task", choices=sorted(NETWORKS))
+    parser.add_argument("task", choices=sorted(TEMPLATES), metavar="TEMPLATE",
+                        help="vad, stt, tts: a family module of that task's shape; generic: a family "
+                             "module of any task; plain: a config block alone (no Python)")
+    parser.add_argument("--task", dest="label", default=None,
+                        help="the model's task label (default: the template's; any label of kiln.tasks, "
+                             "or add one under `tasks:` in the config)")
     parser.add_argument("name")
     parser.add_argument("--root", default=".", help="the kiln checkout (default: .)")
     parser.add_argument("--config", default="config.yaml")

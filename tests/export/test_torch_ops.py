@@ -52,7 +52,7 @@ def test_register_is_idempotent():
     torch_ops.register()
     torch_ops.register()
     assert _TORCH_OPS_REGISTRY.get_func("unsafe_chunk") is not None
-    assert set(torch_ops.CONVERTERS) == {"unsafe_chunk", "new_ones"}
+    assert set(torch_ops.CONVERTERS) == {"unsafe_chunk", "unsafe_split", "new_ones"}
     assert _TORCH_OPS_REGISTRY.get_func("new_ones") is not None
 
 
@@ -86,3 +86,34 @@ def test_new_ones_converts_and_runs(tmp_path):
     expected = NewOnes()(x, ids)
     for i, e in enumerate(expected):
         np.testing.assert_allclose(np.asarray(got[f"out{i}"]).reshape(e.shape), e.numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("shape,size,dim,sizes", [
+    ((1, 512), 128, 1, [128, 128, 128, 128]),   # a scripted LSTMCell's gates under make_fx
+    ((2, 10), 4, -1, [4, 4, 2]),                 # uneven: last piece smaller, negative axis
+])
+def test_unsafe_split_lowers_to_split(shape, size, dim, sizes):
+    import coremltools as ct
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    def pieces(x):
+        return tuple(p * (i + 1) for i, p in enumerate(torch.ops.aten.unsafe_split.Tensor(x, size, dim)))
+
+    graph = make_fx(pieces)(torch.zeros(shape))
+
+    class Wrapped(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fx = graph
+
+        def forward(self, x):
+            return tuple(self.fx(x))
+
+    torch_ops.register()
+    traced = torch.jit.trace(Wrapped(), torch.zeros(shape))
+    assert any(n.kind() == "aten::unsafe_split" for n in traced.inlined_graph.nodes())
+    mlmodel = ct.convert(traced, inputs=[ct.TensorType(name="x", shape=shape, dtype=np.float32)],
+                         convert_to="mlprogram", minimum_deployment_target=ct.target.iOS17,
+                         compute_precision=ct.precision.FLOAT32, skip_model_load=True)
+    split = [op for op in mlmodel._mil_program.functions["main"].operations if op.op_type == "split"]
+    assert len(split) == 1 and list(split[0].split_sizes.val) == sizes

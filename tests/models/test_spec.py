@@ -105,3 +105,20 @@ def test_initial_state_defaults_to_zeros_of_the_contract(kiln_config):
 def test_feeds_are_data_not_callbacks():
     feeds = Feeds([{"x": np.zeros(2)}], "two zeros", step_seconds=0.5)
     assert feeds.steps[0]["x"].shape == (2,) and feeds.step_seconds == 0.5
+
+
+def test_task_quantization_result_is_checked_naming_the_field():
+    from kiln.errors import ModelError
+    from kiln.models.spec import check_quantization_result
+
+    good = {"strategies": {"int8_per_channel": {"eou_delay_ms": 80}}, "recommendation": "int8", "extra": 1}
+    assert check_quantization_result(good, "fam", "encoder") == good
+    with pytest.raises(ModelError, match=r"family fam: task.quantization\(\.\.\., component='encoder'\) "
+                                         r"returned no 'strategies' \(strategy -> "):
+        check_quantization_result({"recommendation": "x"}, "fam", "encoder")
+    with pytest.raises(ModelError, match="'recommendation' is int, expected str"):
+        check_quantization_result({"strategies": {}, "recommendation": 3}, "fam", "encoder")
+    with pytest.raises(ModelError, match="'strategies.int8' is float"):
+        check_quantization_result({"strategies": {"int8": 0.9}, "recommendation": "x"}, "fam", "encoder")
+    with pytest.raises(ModelError, match="returned list, not a dict"):
+        check_quantization_result([], "fam", "encoder")

@@ -58,3 +58,19 @@ def test_schema_rejects(mutate, where):
     mutate(doc)
     with pytest.raises(MetadataError, match=f"at '{where}"):
         validate_metadata(doc)
+
+
+def test_an_open_task_label_and_kind_metrics_are_accepted_and_shown():
+    from kiln.report import parity_page
+
+    data = _minimal()
+    data["task"] = "speaker_embedding"
+    data["components"]["c"]["parity"][0]["by_kind"] = {"kind": "embedding", "mean_cosine": 0.99912,
+                                                        "min_cosine": 0.998, "similarity_matrix_error": 0.0021}
+    validate_metadata(data)
+    page = parity_page(data)
+    assert "judged by its kind" in page and "mean_cosine 0.9991" in page
+    assert "judged by its kind" not in parity_page(_minimal())   # no kinds: the page as before
+    data["task"] = "Not A Label"
+    with pytest.raises(MetadataError):
+        validate_metadata(data)

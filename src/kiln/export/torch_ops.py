@@ -51,6 +51,33 @@ def unsafe_chunk(context, node):
     context.add(pieces, torch_name=node.name)
 
 
+@_converter("unsafe_split", "split into pieces of split_size (last smaller), as aten::split")
+def unsafe_split(context, node):
+    """``aten::unsafe_split(Tensor self, SymInt split_size, int dim=0) -> Tensor[]``.
+
+    Emitted when a scripted ``nn.LSTMCell`` runs under ``make_fx`` (kiln.models.plain specialises a
+    TorchScript file that way): its gates are split with ``unsafe_split``, which coremltools 9.0 lacks.
+    """
+    from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil.frontend.torch.ops import _get_inputs
+
+    inputs = _get_inputs(context, node, min_expected=2)
+    x = inputs[0]
+    size = int(inputs[1].val)
+    dim = int(inputs[2].val) if len(inputs) > 2 else 0
+    if dim < 0:
+        dim += x.rank
+    total = x.shape[dim]
+    split_sizes = [size] * (total // size)
+    if total % size:
+        split_sizes.append(total % size)
+    if len(split_sizes) == 1:   # MIL's split needs two pieces or more: one piece is the tensor itself
+        context.add([mb.identity(x=x, name=node.name)], torch_name=node.name)
+        return
+    pieces = mb.split(x=x, split_sizes=split_sizes, axis=dim, name=node.name)
+    context.add(pieces, torch_name=node.name)
+
+
 @_converter("new_ones", "fill with 1, cast to the requested dtype (or self's)")
 def new_ones(context, node):
     """``aten::new_ones(Tensor self, SymInt[] size, ScalarType? dtype, ...)``.
@@ -88,7 +115,7 @@ def register() -> None:
         return
     from coremltools.converters.mil.frontend.torch.torch_op_registry import _TORCH_OPS_REGISTRY
 
-    for fn in (unsafe_chunk, new_ones):
+    for fn in (unsafe_chunk, unsafe_split, new_ones):
         # a newer coremltools may ship its own converter: prefer it
         if _TORCH_OPS_REGISTRY.get_func(fn.torch_name) is None:
             _TORCH_OPS_REGISTRY.set_func_by_name(fn, fn.torch_name)

@@ -1,7 +1,10 @@
 """Model families: one module per family (``kiln/models/<family>.py``), each exposing ``FAMILY``, a
 :class:`kiln.models.spec.FamilySpec` that reads as the list of its components (traceable wrappers,
 validation feeds, state pairs, metrics). Adding a model means adding one such module and one config
-block. Modules whose names start with ``_`` are shared helpers, not families.
+block -- or, for a plain model (one network, a fixed contract), only a config block of family
+``plain``: that module exposes ``family_for(model_config)`` instead of ``FAMILY``, a spec built from
+the block (:func:`family_of` serves both). Modules whose names start with ``_`` are shared helpers,
+not families. A family module may add task labels with a ``TASKS`` mapping (label -> description).
 
 Families are looked up by module name, so this package stays cheap to import (no torch here).
 """
@@ -18,15 +21,35 @@ def family_names() -> list[str]:
     return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_") and m.name != "spec")
 
 
-def get_family(name: str):
-    """Import ``kiln.models.<name>`` and return its ``FAMILY``."""
+def _module(name: str):
     if name not in family_names():
         raise ModelError(f"unknown model family '{name}' (known: {', '.join(family_names())})")
-    module = importlib.import_module(f"kiln.models.{name}")
+    return importlib.import_module(f"kiln.models.{name}")
+
+
+def get_family(name: str):
+    """Import ``kiln.models.<name>`` and return its ``FAMILY``."""
+    module = _module(name)
     family = getattr(module, "FAMILY", None)
     if family is None:
+        if hasattr(module, "family_for"):
+            raise ModelError(f"model family '{name}' is built from each model's config block: use "
+                             f"kiln.models.family_of(model_config)")
         raise ModelError(f"kiln.models.{name} does not define FAMILY")
     return family
+
+
+def family_of(model):
+    """The :class:`~kiln.models.spec.FamilySpec` that builds ``model`` (a ModelConfig): its
+    family's ``FAMILY``, or the spec ``family_for(model)`` makes from the config block."""
+    module = _module(model.family)
+    build = getattr(module, "family_for", None)
+    return build(model) if build is not None else get_family(model.family)
+
+
+def family_tasks(name: str) -> dict:
+    """The task labels family ``name`` adds (its module's ``TASKS``)."""
+    return dict(getattr(_module(name), "TASKS", None) or {})
 
 
 def check_models(config) -> None:
@@ -35,9 +58,16 @@ def check_models(config) -> None:
     declares (same count, same order), and a random source names a family that can make one.
     Raises :class:`kiln.errors.ConfigError` naming the key."""
     from kiln.errors import ConfigError
+    from kiln.tasks import check_task
 
+    for name, model in config.models.items():   # labels first: cheap, and what a user edits most
+        check_task(name, model.task, config_tasks=config.tasks, family_tasks=family_tasks(model.family),
+                   file=config.path)
     for name, model in config.models.items():
-        family = get_family(model.family)
+        try:
+            family = family_of(model)
+        except ModelError as exc:
+            raise ConfigError(str(exc), key=f"models.{name}.network", file=config.path) from None
         if model.source.get("kind") == "random" and family.build_random is None:
             raise ConfigError(f"family '{model.family}' cannot build a random-initialised model",
                               key=f"models.{name}.source.kind", file=config.path)

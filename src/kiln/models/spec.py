@@ -129,7 +129,10 @@ class Task:
     ``compare(reference_result, result)`` gives agreement figures.
     ``quantization(float_result, {strategy: result}, component)`` (optional) judges the task run
     with one component's quantized variants swapped in against the float run (the quantization
-    summary job calls it, e.g. EOU timing per strategy and a recommendation).
+    summary job calls it, e.g. EOU timing per strategy and a recommendation). It returns
+    ``{"strategies": {strategy: {...JSON figures...}}, "recommendation": "<one line>", ...}`` (more
+    keys are kept); :func:`check_quantization_result` checks that the moment it returns, naming
+    the missing or mistyped field, before the summary is written.
     """
 
     description: str
@@ -143,6 +146,32 @@ class Task:
 
     def runnable_with(self, components) -> bool:
         return any(set(option) <= set(components) for option in self.requires)
+
+
+#: the fields ``Task.quantization`` must return: name -> (type, what it holds)
+QUANTIZATION_RESULT_FIELDS = {
+    "strategies": (dict, "strategy -> that strategy's task figures (a dict)"),
+    "recommendation": (str, "one line: which strategy to ship for this component, and why"),
+}
+
+
+def check_quantization_result(result: Any, family: str, component: str) -> dict:
+    """``result`` of a family's ``Task.quantization`` hook for ``component``, after checking its shape
+    (:data:`QUANTIZATION_RESULT_FIELDS`); raises :class:`ModelError` naming the field."""
+    where = f"family {family}: task.quantization(..., component={component!r})"
+    if not isinstance(result, Mapping):
+        raise ModelError(f"{where} returned {type(result).__name__}, not a dict with "
+                         f"{', '.join(QUANTIZATION_RESULT_FIELDS)}")
+    for name, (kind, what) in QUANTIZATION_RESULT_FIELDS.items():
+        if name not in result:
+            raise ModelError(f"{where} returned no '{name}' ({what}); it returned keys {sorted(result)}")
+        if not isinstance(result[name], kind):
+            raise ModelError(f"{where}: '{name}' is {type(result[name]).__name__}, expected {kind.__name__} ({what})")
+    for strategy, figures in result["strategies"].items():
+        if not isinstance(figures, Mapping):
+            raise ModelError(f"{where}: 'strategies.{strategy}' is {type(figures).__name__}, expected a dict "
+                             f"of that strategy's task figures")
+    return dict(result)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from kiln.quantize.strategies import STRATEGIES, QuantizeContext, floored_scales
 from kiln.validate import backends as bk
 from kiln.validate.metrics import (agreement, finite_or_none, finite_tree, max_abs, non_finite_problem,
                                    normalized_error, psnr_db, quality)
+from kiln.validate.kinds import kind_metrics, kind_score
 from kiln.validate.reference import Reference
 from kiln.validate.run import coreml_backends, stack, stream_backends
 
@@ -115,9 +116,14 @@ def score(spec: ComponentSpec, component: ComponentConfig, facts: Mapping[str, A
             outputs[out.name]["problem"] = problem
         if out.dtype == "int32":   # ids and durations: the L2 of id differences means nothing
             outputs[out.name]["agreement"] = agreement(ref, got)
-    # quality is the worst float output's; integer outputs are judged by their agreement
-    graded = [o for spec, o in zip(component.outputs, outputs.values()) if spec.dtype != "int32"] or \
-        list(outputs.values())
+        if out.kind is not None:   # a declared kind scores the output its own way (kiln.validate.kinds)
+            outputs[out.name].update({"kind": out.kind, "generic_quality": outputs[out.name]["quality"],
+                                      "quality": kind_score(out.kind, ref, got),
+                                      "by_kind": finite_tree(kind_metrics(out.kind, ref, got))})
+    # quality is the worst graded output's: float outputs without a kind by 1 - normalised error,
+    # outputs with a kind by its score; integer outputs without a kind are judged by their agreement
+    graded = [o for spec, o in zip(component.outputs, outputs.values())
+              if spec.dtype != "int32" or spec.kind is not None] or list(outputs.values())
     worst = min(graded, key=lambda o: o["quality"])
     return {
         "outputs": outputs,

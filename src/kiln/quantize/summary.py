@@ -30,6 +30,17 @@ def pareto_front(points: list[tuple[float, float, str]]) -> set[str]:
     return front
 
 
+def _kinds_note(records: list[dict]) -> str:
+    """How outputs with a declared kind were scored, where any was (kiln.validate.kinds)."""
+    from kiln.validate.kinds import OUTPUT_KINDS
+
+    kinds = sorted({o["kind"] for r in records for o in (r.get("outputs") or {}).values() if "kind" in o})
+    if not kinds:
+        return ""
+    return "; an output with a declared kind is scored by it instead (" + ", ".join(
+        f"{k}: {OUTPUT_KINDS[k].score_name}" for k in kinds) + ")"
+
+
 def build_summary(model: str, synthetic: bool, records: list[dict], task: dict | None = None) -> dict:
     """``task``: the family's task run with each quantized component swapped in (see
     :func:`kiln.workflow.jobs.quantized_task_check`), with the family's recommendation."""
@@ -50,7 +61,7 @@ def build_summary(model: str, synthetic: bool, records: list[dict], task: dict |
         "synthetic": synthetic,
         "quality_definition": "max(0, 1 - ||y_q - y|| / ||y||) against the float Core ML baseline on kiln's "
                               "executor (fp32 mode), worst float output (integer outputs: agreement); 1.0 = identical, 0 = no better than zeros; "
-                              "normalized_error is ||y_q - y|| / ||y|| itself",
+                              "normalized_error is ||y_q - y|| / ||y|| itself" + _kinds_note(records),
         "toolchain": toolchain(),
         "results": sorted(records, key=lambda r: (r["component"], r["strategy"])),
         **({"task": task} if task is not None else {}),

@@ -1,6 +1,8 @@
 """Parity metrics between a reference output and a candidate output.
 
-- ``max_abs``: max |y - r|; ``max_rel``: max |y - r| / max(|r|, tiny)
+- ``max_abs``: max |y - r|; ``max_rel``: max |y - r| / max(|r|, 1e-3 · max |r|): relative to each
+  element, but never to less than a thousandth of the output's peak, so the exact zeros a ReLU leaves
+  do not divide a rounding error into 1e7 (an all-zero reference divides by ``tiny``)
 - ``psnr_db``: 20 log10(max |r| / rmse) — the peers' metric (Apple and argmax require >= 35 dB); +inf
   (recorded as null) when the outputs are identical
 - ``normalized_error``: ||y - r|| / ||r|| (0 = identical; unbounded)
@@ -20,6 +22,8 @@ from typing import Any
 import numpy as np
 
 TINY = 1e-12
+#: ``max_rel``'s denominator is at least this fraction of the reference's peak |r|
+REL_FLOOR = 1e-3
 
 
 @dataclass(frozen=True)
@@ -40,7 +44,10 @@ def max_abs(ref, out) -> float:
 
 def max_rel(ref, out) -> float:
     r, y = _as64(ref), _as64(out)
-    return float(np.max(np.abs(y - r) / np.maximum(np.abs(r), TINY))) if r.size else 0.0
+    if not r.size:
+        return 0.0
+    floor = max(REL_FLOOR * float(np.max(np.abs(r))), TINY)
+    return float(np.max(np.abs(y - r) / np.maximum(np.abs(r), floor)))
 
 
 def psnr_db(ref, out) -> float:

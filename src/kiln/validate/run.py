@@ -17,6 +17,7 @@ from kiln.mil.errors import MilError
 from kiln.models.spec import ComponentSpec, PlotSeries, stream
 from kiln.validate import backends as bk
 from kiln.validate.metrics import Tolerance, compare, finite_tree
+from kiln.validate.kinds import kind_metrics
 from kiln.validate.reference import Reference
 from kiln.validate.timing import latency_summary, timed
 
@@ -120,7 +121,10 @@ def parity_entries(component: ComponentConfig, steps: dict[str, list[dict]], ref
             if backend in failed:
                 metrics = _failed_metrics(failed[backend], tol)
             else:
-                metrics = compare(stack(steps[reference], spec.name), stack(steps[backend], spec.name), tol)
+                ref, got = stack(steps[reference], spec.name), stack(steps[backend], spec.name)
+                metrics = compare(ref, got, tol)
+                if spec.kind is not None and ref.shape == got.shape:   # what the output is judges it too
+                    metrics["by_kind"] = finite_tree(kind_metrics(spec.kind, ref, got))
             entries.append({"output": spec.name, "backend": backend, "reference": reference,
                             "precision": precision, **metrics,
                             **({"report_only": True} if report_only else {})})

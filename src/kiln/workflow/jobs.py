@@ -48,9 +48,9 @@ def _read_json(path: str | Path, what: str) -> dict:
 
 
 def _family(config: Config, model: str):
-    from kiln.models import get_family
+    from kiln.models import family_of
 
-    return get_family(config.model(model).family)
+    return family_of(config.model(model))
 
 
 def fetch_job(config: Config, model: str, out_record: str | Path, checkpoint_dir: str | Path) -> dict:
@@ -502,7 +502,10 @@ def quantized_task_check(config: Config, model: str, records: list[dict], facts_
         swapped = _Swapped(floats, record["component"], kiln_backend(quantized, "fp32").predict)
         by_component.setdefault(record["component"], {})[record["strategy"]] = task.run(swapped, facts, inputs)
         log.info("  task with %s/%s swapped in: done", record["strategy"], record["component"])
-    checks = {component: task.quantization(float_result, results, component)
+    from kiln.models.spec import check_quantization_result
+
+    checks = {component: check_quantization_result(task.quantization(float_result, results, component),
+                                                   family.name, component)
               for component, results in sorted(by_component.items())}
     return {"task": task.description, "backend": "kiln_fp32 (float packages vs one quantized component)",
             "seconds": round(time.perf_counter() - started, 2), "components": checks}

@@ -225,7 +225,10 @@ def check_models(config: Config, cache: Path = Path(".kiln") / "models_checked.j
     from kiln.config import canonical_json
 
     digest = hashlib.sha256(canonical_json(config.raw).encode())
-    for module in sorted(Path(kiln.models.__path__[0]).glob("*.py")):
+    import kiln.tasks
+
+    # the family modules and the task registry (a label dropped from it must fail the next start)
+    for module in [*sorted(Path(kiln.models.__path__[0]).glob("*.py")), Path(kiln.tasks.__file__)]:
         digest.update(module.name.encode() + b"\0" + module.read_bytes())
     key = digest.hexdigest()
     try:
