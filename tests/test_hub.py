@@ -157,7 +157,9 @@ def hub_workspace(tmp_path_factory):
 
 
 def _hf_source(commit, **extra) -> dict:
-    return {"kind": "hf", "repo_id": "kiln-test/silero", "revision": commit, "filename": "silero_vad.jit", **extra}
+    # the fake repo stands in for the release FluidAudio's contract names (contracts/silero_vad.yaml)
+    return {"kind": "hf", "repo_id": "kiln-test/silero", "revision": commit, "filename": "silero_vad.jit",
+            "version": "6.0.0", **extra}
 
 
 def _use_source(ws, source) -> None:

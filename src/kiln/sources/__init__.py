@@ -167,7 +167,7 @@ def fetch_hf(model: str, spec: Mapping[str, Any], workdir: Path) -> SourceRecord
     details = {"filename": spec["filename"], "hub": hub}
     if spec.get("files"):
         details["files"] = dict(spec["files"])
-    return SourceRecord(kind="hf", id=spec["repo_id"], revision=spec["revision"], version=None,
+    return SourceRecord(kind="hf", id=spec["repo_id"], revision=spec["revision"], version=spec.get("version"),
                         synthetic=False, files=files, details=details)
 
 
