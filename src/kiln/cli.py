@@ -8,7 +8,7 @@
     kiln check-config [config.yaml]                                            validate a config
     kiln check results/<model> [...]                                           artifacts match their job records
     kiln publish MODEL [--repo-id ORG/NAME] [--dry-run]                        stage (and upload) a model repo
-    kiln verify FOLDER [--workdir DIR]                                         rebuild and compare byte for byte
+    kiln verify FOLDER [--workdir DIR] [--timeout S]                            rebuild, account for every file
 
 Each subsystem contributes its subcommands through an ``add_commands(subparsers)`` function; the
 table below lists them. Exit codes: 0 success; 2 a kiln error (bad model, config, input or output

@@ -42,13 +42,13 @@ def name_problem(name: str, *, folders: int = 0) -> str | None:
     (or ``folders`` folders and a plain name, ``/``-separated), no part empty, ``.``, ``..`` or hidden,
     no backslash, so whatever writes it stays inside the repo folder."""
     parts = name.split("/")
-    if len(parts) > folders + 1:
-        return "holds a path separator" if not folders else f"has more than {folders} folder(s)"
     for part in parts:
         if part in ("", ".", ".."):
             return f"has the part {part!r}"
         if part.startswith(".") or "\\" in part or "\0" in part:
             return f"has the part {part!r} (hidden, or a backslash or NUL)"
+    if len(parts) > folders + 1:
+        return "holds a path separator" if not folders else f"has more than {folders} folder(s)"
     return None
 
 

@@ -671,7 +671,7 @@ def verify(target: str | Path, *, workdir: str | Path | None = None, cores: int 
         raise VerifyError(f"--timeout {timeout}: the rebuild's time limit must be a positive number of seconds")
     recorded = read_recorded(target, checkout)
     scratch = prepare_workdir(workdir, recorded.model,
-                              protect={"the folder verified": Path(target), "the checkout": checkout})
+                              protect={"the checkout": checkout, "the folder verified": Path(target)})
     differences = toolchain_differences(recorded, checkout)
     if differences:
         log("toolchain differs from the recorded one (the rebuild may differ because of it):")
