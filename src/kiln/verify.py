@@ -554,6 +554,19 @@ def _provenance_item(published: Path, rebuilt: dict, unreproducible: set[str]) -
         return out
 
     found = list(_exact_differences(comparable(mine), comparable(rebuilt), "provenance"))
+    # the staging environment is not rebuilt, but it must be the one the folder's records name (the
+    # toolchain the card shows is the one compared with this machine's before the rebuild)
+    for rel_metadata in ("metadata.json", f"{KILN_DIR}/records/metadata.json"):
+        metadata, _ = _json_or_problem(published / rel_metadata)
+        toolchain = metadata.get("toolchain") if isinstance(metadata, dict) else None
+        if mine.get("toolchain") != toolchain:
+            found.append(f"provenance.toolchain: differs from {rel_metadata}'s toolchain")
+        elif isinstance(toolchain, dict) and isinstance(toolchain.get("kiln"), dict) and isinstance(mine.get("kiln"), dict):
+            for key, value in (("version", toolchain["kiln"].get("version")),
+                               ("git_commit", toolchain["kiln"].get("git_commit"))):
+                if mine["kiln"].get(key) != value:
+                    found.append(f"provenance.kiln.{key}: recorded {_short(mine['kiln'].get(key))}, "
+                                 f"{rel_metadata} has {_short(value)}")
     locks = mine.get("locks") if isinstance(mine.get("locks"), dict) else {}
     for name in ("toolchain.lock", "dvc.lock"):
         path = published / KILN_DIR / name
@@ -635,7 +648,11 @@ def compare_folders(published: Path, rebuilt: Path) -> list[Item]:
                 del listing[rel]
     side_files = set(provenance.get("side_files") or [])
     for rel in sorted(set(mine) | set(theirs)):
-        if rel not in mine:
+        if rel == f"{KILN_DIR}/dvc.lock" and (rel not in mine or rel not in theirs):
+            items.append(Item(rel, "file", "not_reproducible", "the DVC lock of the checkout that staged it (present "
+                              f"{'in the folder' if rel in mine else 'in the rebuild'} only; provenance.json's lock "
+                              f"digest is checked against the folder)"))
+        elif rel not in mine:
             items.append(Item(rel, "file", "differing", "missing from the folder (the rebuild stages it)"))
         elif rel not in theirs:
             items.append(Item(rel, "file", "differing", "not produced by the rebuild (the build makes no such file)"))
