@@ -330,7 +330,10 @@ def rebuild(recorded: Recorded, scratch: Path, checkout: Path, cores: int, log,
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(scratch / "src"), os.environ.get("PYTHONPATH", "")])}
     log_path = scratch / "verify-snakemake.log"
     with open(log_path, "w") as out:
-        process = subprocess.Popen([_snakemake(), "--cores", str(cores), f"stage_{recorded.model}"], cwd=scratch,
+        # the staging always runs again: it copies files (the config, the lock) that no job's output
+        # depends on, so an edit of them alone would leave an earlier staging in place
+        process = subprocess.Popen([_snakemake(), "--cores", str(cores), "--forcerun", f"stage_{recorded.model}",
+                                    f"stage_{recorded.model}"], cwd=scratch,
                                    env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             code = process.wait(timeout=timeout)
@@ -596,9 +599,13 @@ def _card_item(published: Path, rebuilt: Path, rebuilt_provenance: dict) -> Item
     except (OSError, ValueError, RecursionError, KeyError, TypeError, AttributeError, IndexError) as exc:
         return Item("README.md", "card", "differing", f"cannot be regenerated from the folder's records "
                                                        f"({type(exc).__name__}: {exc})")
-    actual = (published / "README.md").read_text(encoding="utf-8", errors="replace")
-    if actual == expected:
+    raw = (published / "README.md").read_bytes()
+    if raw == expected.encode("utf-8"):
         return Item("README.md", "card", "reproduced")
+    actual = raw.decode("utf-8", errors="replace")
+    if actual.replace("\r\n", "\n") == expected:
+        return Item("README.md", "card", "differing", "differs from the card regenerated from the records "
+                                                       "(its line ends are CRLF)")
     left, right = actual.splitlines(), expected.splitlines()
     line = next((i for i, (a, b) in enumerate(zip(left, right)) if a != b), min(len(left), len(right)))
     shown = (f"line {line + 1}: {_short(left[line]) if line < len(left) else 'absent'}, regenerated "
