@@ -225,6 +225,9 @@ TAMPERING = {
                         r"rebuild"]),
     "figure edited in the card": (
         _card_figure, [r"differing +card +README\.md: differs from the card regenerated from the records \(line \d+"]),
+    "card with CRLF line ends": (
+        lambda f: (f / "README.md").write_bytes((f / "README.md").read_bytes().replace(b"\n", b"\r\n")),
+        [r"differing +card +README\.md: differs from the card regenerated from the records \(its line ends are CRLF\)"]),
     "figure edited in metadata.json": (
         _metadata_figure, [r"differing +record +metadata\.json: components\.unified_256ms\.parity\[0\]\.max_abs: "
                            r"recorded"]),
