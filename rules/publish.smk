@@ -14,6 +14,9 @@ for _model in KILN.models:
             f"stage_{_model}"
         input:
             plan.model_targets(KILN, _model),
+            # the folder carries the settings and the lock (kiln/): an edit of them alone stages again
+            KILN.path,
+            "constraints.txt",
         output:
             folder=directory(f"publish/{_model}"),
         params:

@@ -218,3 +218,47 @@ def test_publish_refuses_a_hostile_contract_in_one_line(tmp_path, case):
     result = kiln("publish", "silero_vad", "--dry-run", cwd=tmp_path, timeout=60)
     assert_one_line_error(result, "ContractSchemaError", "contracts/silero_vad.yaml: ", words)
     assert snapshot(tmp_path) == before   # no publish/ folder, no temporaries
+
+
+@pytest.mark.parametrize("where, name, problem", [
+    ("file", "../../../../x", "has the part '..'"),
+    ("file", "320ms/../../x", "has the part '..'"),
+    ("file", "/etc/x", "has the part ''"),
+    ("file", "a/b/c", "has more than 1 folder(s)"),
+    ("file", ".hidden", "has the part '.hidden' (hidden, or a backslash or NUL)"),
+    ("file", "a\\b", "has the part 'a\\\\b' (hidden, or a backslash or NUL)"),
+    ("files", "..", "has the part '..'"),
+    ("files", "sub/vocab.json", "holds a path separator"),
+])
+def test_a_published_name_that_is_not_a_plain_name_is_refused(tmp_path, where, name, problem):
+    data = yaml.safe_load((REPO / "contracts" / "parakeet_tdt.yaml").read_text())
+    if where == "file":
+        data["components"]["decoder"]["file"] = name
+        key = "components.decoder.file"
+    else:
+        data["files"] = {name: data["files"]["parakeet_vocab.json"]}
+        key = f"files.{name}"
+    path = tmp_path / "parakeet_tdt.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ContractSchemaError) as err:
+        contracts.load_contract(path)
+    assert str(err.value) == (f"{path}: at '{key}': {name!r} is not a plain file name ({problem}); published files "
+                              f"stay inside the model repo")
+
+
+def test_the_schema_alone_refuses_names_leaving_the_folder():
+    from kiln import schemas
+
+    data = yaml.safe_load((REPO / "contracts" / "parakeet_eou.yaml").read_text())
+    schemas.check(data, "contract", ContractSchemaError, "eou")   # 320ms/streaming_encoder: one folder
+    for bad in ("../x", "a/../b", "./x", "a/b/c", ".x"):
+        data["components"]["decoder"]["file"] = bad
+        with pytest.raises(ContractSchemaError, match="at 'components.decoder.file'"):
+            schemas.check(data, "contract", ContractSchemaError, "eou")
+
+
+def test_a_substituted_version_cannot_make_a_name_leave_the_folder():
+    silero = contracts.load_contract(REPO / "contracts" / "silero_vad.yaml")
+    with pytest.raises(contracts.ContractError, match=r"gives 'silero-vad-unified-256ms-v/../../x', not a plain file "
+                                                      r"name \(has the part '..'\)"):
+        contracts.published_names(silero, ["unified_256ms"], "/../../x")

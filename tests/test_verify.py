@@ -68,3 +68,31 @@ def test_a_folder_without_the_recorded_lock_is_refused_naming_what_is_missing(tm
     with pytest.raises(VerifyError, match=r"cannot verify: missing kiln/provenance.json \(a published folder\) and "
                                           r"metadata.json \(a results folder\)"):
         read_recorded(tmp_path)
+
+
+def test_a_workdir_is_new_empty_or_one_verify_made(tmp_path):
+    from kiln.verify import WORKDIR_MARKER, prepare_workdir
+
+    protect = {"the checkout": tmp_path / "checkout", "the folder verified": tmp_path / "pub"}
+    new = prepare_workdir(tmp_path / "new" / "scratch", "m", protect=protect)
+    assert (new / WORKDIR_MARKER).is_file()
+    (new / "config.yaml").write_text("rebuilt\n")
+    assert prepare_workdir(new, "m", protect=protect) == new            # verify made it: reused
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert (prepare_workdir(empty, "m", protect=protect) / WORKDIR_MARKER).is_file()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine\n")
+    (mine / WORKDIR_MARKER).symlink_to(new / WORKDIR_MARKER)          # a linked marker is no marker
+    with pytest.raises(VerifyError, match=r"it is not empty and kiln verify did not make it"):
+        prepare_workdir(mine, "m", protect=protect)
+    assert sorted(p.name for p in mine.iterdir()) == [WORKDIR_MARKER, "notes.txt"]
+    (tmp_path / "link").symlink_to(new)
+    with pytest.raises(VerifyError, match=r"it exists and is not a directory \(a symbolic link or a file\)"):
+        prepare_workdir(tmp_path / "link", "m", protect=protect)
+
+
+def test_equal_values_of_apple_keys_are_not_reported():
+    recorded = {"compiled": {"apple_compiler_available": False, "compiler": "kiln"}}
+    assert list(value_differences(recorded, json.loads(json.dumps(recorded)))) == []

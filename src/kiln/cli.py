@@ -8,7 +8,7 @@
     kiln check-config [config.yaml]                                            validate a config
     kiln check results/<model> [...]                                           artifacts match their job records
     kiln publish MODEL [--repo-id ORG/NAME] [--dry-run]                        stage (and upload) a model repo
-    kiln verify FOLDER [--workdir DIR]                                         rebuild and compare byte for byte
+    kiln verify FOLDER [--workdir DIR] [--timeout S]                            rebuild, account for every file
 
 Each subsystem contributes its subcommands through an ``add_commands(subparsers)`` function; the
 table below lists them. Exit codes: 0 success; 2 a kiln error (bad model, config, input or output
@@ -75,7 +75,7 @@ def _publish(args) -> int:
 def _verify(args) -> int:
     from kiln.verify import VerifyError, verify
 
-    result = verify(args.folder, workdir=args.workdir, cores=args.cores, report=args.report)
+    result = verify(args.folder, workdir=args.workdir, cores=args.cores, report=args.report, timeout=args.timeout)
     if not result["reproduced"]:
         raise VerifyError(f"{args.folder}: {result['counts']['differing']} item(s) differ from the rebuild "
                           f"(listed above)")
@@ -108,11 +108,16 @@ def build_parser() -> argparse.ArgumentParser:
     pub.set_defaults(func=_publish)
     ver = sub.add_parser("verify", help="rebuild a published folder or results/<model> and compare",
                          description="Rebuild the recorded model from its recorded sources, settings and "
-                                     "toolchain in a scratch directory and compare packages and bundles byte "
-                                     "for byte, parity and quantization figures value for value.")
+                                     "toolchain in a scratch directory, stage it, and account for every file of "
+                                     "the folder: packages, bundles, side files and plots byte for byte, records "
+                                     "value for value, the model card regenerated; a missing or extra file "
+                                     "differs.")
     ver.add_argument("folder", help="a folder staged by kiln publish, or results/<model>")
-    ver.add_argument("--workdir", help="scratch directory (kept; reused by a later verify)")
+    ver.add_argument("--workdir", help="scratch directory: new, empty, or one an earlier verify made (kept; "
+                                       "reused by a later verify); any other directory is refused")
     ver.add_argument("--cores", type=int, default=2)
+    ver.add_argument("--timeout", type=float, default=None,
+                     help="stop the rebuild after this many seconds (default: 4 hours)")
     ver.add_argument("--report", help="write the JSON report here")
     ver.set_defaults(func=_verify)
     for module in COMMAND_MODULES:

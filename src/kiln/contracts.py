@@ -37,6 +37,21 @@ class ContractMismatch(ContractError):
     """A built model does not give its consumer what the contract says. The message is the diff."""
 
 
+def name_problem(name: str, *, folders: int = 0) -> str | None:
+    """Why ``name`` cannot be a file name inside a published repo, or None: it must be a plain name
+    (or ``folders`` folders and a plain name, ``/``-separated), no part empty, ``.``, ``..`` or hidden,
+    no backslash, so whatever writes it stays inside the repo folder."""
+    parts = name.split("/")
+    for part in parts:
+        if part in ("", ".", ".."):
+            return f"has the part {part!r}"
+        if part.startswith(".") or "\\" in part or "\0" in part:
+            return f"has the part {part!r} (hidden, or a backslash or NUL)"
+    if len(parts) > folders + 1:
+        return "holds a path separator" if not folders else f"has more than {folders} folder(s)"
+    return None
+
+
 def contract_path(family: str, root: str | Path = ".") -> Path:
     return Path(root) / CONTRACT_DIR / f"{family}.yaml"
 
@@ -51,6 +66,7 @@ def load_contract(path: str | Path, *, check_family: bool = True) -> dict:
         data = yamlio.read(path)
     except yamlio.YamlFileError as exc:
         raise ContractSchemaError(str(exc)) from None
+    _check_file_names(path, data)
     schemas.check(data, "contract", ContractSchemaError, str(path))
     for section in ("params", "control_tokens"):
         for name in data.get(section) or {}:
@@ -67,6 +83,26 @@ def load_contract(path: str | Path, *, check_family: bool = True) -> dict:
     if check_family:
         _check_against_family(path, data)
     return data
+
+
+#: folders a component's published name may hold (FluidAudio loads ``320ms/streaming_encoder``)
+FILE_FOLDERS = 1
+
+
+def _check_file_names(path: Path, data: Any) -> None:
+    """Every published name (component ``file``, side-file key) is a plain name: staging writes them
+    inside the repo folder and nowhere else (the schema's patterns say the same; this names why)."""
+    if not isinstance(data, dict):
+        return
+    named = [(f"components.{c}.file", comp.get("file"), FILE_FOLDERS)
+             for c, comp in (data.get("components") or {}).items() if isinstance(comp, dict)] \
+        if isinstance(data.get("components"), dict) else []
+    named += [(f"files.{n}", n, 0) for n in (data.get("files") or {})] if isinstance(data.get("files"), dict) else []
+    for where, name, folders in named:
+        problem = name_problem(name, folders=folders) if isinstance(name, str) else None
+        if problem:
+            raise ContractSchemaError(f"{path}: at '{where}': {name!r} is not a plain file name ({problem}); "
+                                      f"published files stay inside the model repo")
 
 
 def _check_against_family(path: Path, data: Mapping[str, Any]) -> None:
@@ -177,6 +213,10 @@ def published_names(contract: Mapping[str, Any], components, source_version: str
             raise ContractError(f"contract file name {template!r} of {cname} needs the source's version, and "
                                 f"this source has none")
         names[cname] = template.replace("{source_version}", source_version or "")
+        problem = name_problem(names[cname], folders=FILE_FOLDERS)
+        if problem:
+            raise ContractError(f"contract file name {template!r} of {cname} gives {names[cname]!r}, not a plain "
+                                f"file name ({problem})")
     taken: dict[str, str] = {}
     for cname, name in names.items():
         if name in taken:

@@ -13,6 +13,7 @@ import json
 import mmap
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -174,6 +175,23 @@ def sha256_tree(path: str | os.PathLike) -> str:
         digest.update(file.relative_to(path).as_posix().encode() + b"\0")
         digest.update(sha256_file(file).encode() + b"\0")
     return digest.hexdigest()
+
+
+def irregular_entries(root: str | os.PathLike) -> list[str]:
+    """``"<relative path> (<what it is>)"`` for every entry below ``root`` that is neither a regular
+    file nor a real directory: symbolic links (never followed: a linked folder is not entered), FIFOs,
+    sockets, devices. What kiln ships or compares must hold none (a link would carry a host file)."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):   # os.walk does not follow links
+        for name in dirnames + filenames:
+            full = os.path.join(dirpath, name)
+            mode = os.lstat(full).st_mode
+            rel = os.path.relpath(full, root)
+            if stat.S_ISLNK(mode):
+                out.append(f"{rel} (a symbolic link to {os.readlink(full)})")
+            elif not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                out.append(f"{rel} (not a regular file)")
+    return sorted(out)
 
 
 def tree_size(path: str | os.PathLike) -> int:

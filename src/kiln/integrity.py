@@ -53,39 +53,66 @@ class RecordedArtifact:
     record: Path  # the JSON record that names it
 
 
-def _located(model_dir: Path, recorded: str) -> Path:
-    """Where a recorded path (written relative to the checkout that built it, e.g.
-    ``results/m/x.mlpackage``) lies in the tree being checked: below the model's directory. An
-    absolute path that exists is taken as it is: a source file outside the results, such as the
-    weights an installed package ships (``…/site-packages/silero_vad/data/silero_vad.jit``, whose
-    folder happens to bear the model's name)."""
-    if Path(recorded).is_absolute() and Path(recorded).exists():
-        return Path(recorded)
+def _model_prefixes(recorded: str, model: str) -> Iterator[tuple[str, ...]]:
+    """The leading parts of a relative recorded path that end with the model's name (``results/m``
+    of ``results/m/x.mlpackage``; also ``.venv/…/silero_vad`` of an installed package's weights)."""
     parts = Path(recorded).parts
-    if model_dir.name in parts:
-        index = len(parts) - 1 - parts[::-1].index(model_dir.name)
-        return model_dir.joinpath(*parts[index + 1:])
-    return Path(recorded)
+    for index, part in enumerate(parts[:-1]):
+        if part == model:
+            yield parts[:index + 1]
 
 
-def _entries(node, record: Path, model_dir: Path) -> Iterator[RecordedArtifact]:
-    """Every ``{"path": ..., "sha256": ...}`` object in a record (packages, bundles, source files)."""
+def checkout_root(model_dir: Path, recorded: list[str]) -> Path | None:
+    """The checkout the records' relative paths were written against (the working directory of the
+    build): ``model_dir`` without the recorded results prefix (``results/<model>``), which must be the
+    end of ``model_dir``'s own path. None when no recorded path fits (a results folder copied out of
+    its checkout)."""
+    for where in (Path(os.path.abspath(model_dir)), model_dir.resolve()):   # as named, then with links resolved
+        fits = [prefix for path in recorded if not Path(path).is_absolute()
+                for prefix in _model_prefixes(path, model_dir.name)
+                if len(prefix) < len(where.parts) and where.parts[-len(prefix):] == prefix]
+        if fits:
+            return Path(*where.parts[:-len(max(fits, key=len))])
+    return None
+
+
+def _located(model_dir: Path, recorded: str, root: Path | None, results_prefix: tuple[str, ...] | None) -> Path:
+    """Where a recorded path (written relative to the checkout that built it, e.g.
+    ``results/m/x.mlpackage``, or absolute) lies in the tree being checked. A relative path is taken
+    against the checkout holding ``model_dir`` (whatever the current directory), so the weights an
+    installed package ships (``.venv/…/site-packages/silero_vad/data/silero_vad.jit``, whose folder
+    bears the model's name) stay where they are. A results folder copied out of its checkout: paths
+    below the results prefix are found below ``model_dir``, others against the current directory."""
+    path = Path(recorded)
+    if path.is_absolute():
+        return path
+    if root is not None:
+        return root / path
+    if results_prefix and path.parts[:len(results_prefix)] == results_prefix:
+        return model_dir.joinpath(*path.parts[len(results_prefix):])
+    return path
+
+
+def _entries(node, record: Path) -> Iterator[tuple[str, str, Path]]:
+    """(path, sha256, record) of every ``{"path": ..., "sha256": ...}`` object in a record (packages,
+    bundles, source files)."""
     if isinstance(node, dict):
         if isinstance(node.get("path"), str) and isinstance(node.get("sha256"), str):
-            yield RecordedArtifact(_located(model_dir, node["path"]), node["sha256"], record)
+            yield node["path"], node["sha256"], record
         for value in node.values():
-            yield from _entries(value, record, model_dir)
+            yield from _entries(value, record)
     elif isinstance(node, list):
         for value in node:
-            yield from _entries(value, record, model_dir)
+            yield from _entries(value, record)
 
 
 def recorded_artifacts(model_dir: str | os.PathLike) -> list[RecordedArtifact]:
-    """Every artifact the job records under ``model_dir`` name with a digest."""
+    """Every artifact the job records under ``model_dir`` name with a digest. A recorded relative path
+    holding ``..`` is kept as written (it names a place outside the checkout, reported as such)."""
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise IntegrityError(f"{model_dir}: not a directory (expected results/<model>)")
-    found: dict[Path, RecordedArtifact] = {}
+    entries = []
     records = sorted(model_dir.glob("*.json")) + sorted(model_dir.glob("*/**/*.json"))
     for record in records:
         if ".mlpackage" in record.as_posix() or ".mlmodelc" in record.as_posix():
@@ -94,8 +121,15 @@ def recorded_artifacts(model_dir: str | os.PathLike) -> list[RecordedArtifact]:
             data = jsonio.read(record)
         except jsonio.JsonFileError as exc:
             raise IntegrityError(f"{record}: unreadable job record ({exc.reason})") from None
-        for artifact in _entries(data, record, model_dir):
-            found.setdefault(artifact.path, artifact)
+        entries += _entries(data, record)
+    paths = [path for path, _, _ in entries]
+    root = checkout_root(model_dir, paths)
+    prefixes = [p for path in paths if not Path(path).is_absolute() for p in _model_prefixes(path, model_dir.name)]
+    results_prefix = min(prefixes, key=len) if prefixes else None
+    found: dict[Path, RecordedArtifact] = {}
+    for path, sha256, record in entries:
+        located = Path(path) if ".." in Path(path).parts else _located(model_dir, path, root, results_prefix)
+        found.setdefault(located, RecordedArtifact(located, sha256, record))
     return sorted(found.values(), key=lambda a: str(a.path))
 
 
@@ -107,6 +141,10 @@ def check_results(model_dir: str | os.PathLike, cache: DigestCache | None = None
     problems = []
     try:
         for artifact in artifacts:
+            if ".." in artifact.path.parts:
+                problems.append(f"{artifact.path}: a recorded path leaving the checkout (not read) "
+                                f"[record: {artifact.record}]")
+                continue
             try:
                 verify_artifact(artifact.path, artifact.sha256, cache)
             except IntegrityError as exc:

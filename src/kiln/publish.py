@@ -22,13 +22,14 @@ a token or from a working tree with uncommitted changes (the published commit mu
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
 from kiln.errors import KilnError
-from kiln.fsutil import atomic_dir, sha256_file, sha256_tree, tree_size, write_json
+from kiln.fsutil import atomic_dir, irregular_entries, sha256_file, sha256_tree, tree_size, write_json
 from kiln.report import format_value
 
 PROVENANCE_SCHEMA_VERSION = 1
@@ -123,12 +124,27 @@ def configured_records(model_dir: Path, model_cfg) -> list[Path]:
     return out
 
 
-def _copy(src: Path, dest: Path) -> None:
+def refuse_irregular(root: Path, what: str) -> None:
+    """Refuse, naming them, links and special files anywhere below ``root`` (the model's results, a
+    staged folder): staging and uploading carry regular files only, never what a link points at."""
+    found = irregular_entries(root) if root.is_dir() else []
+    if found:
+        shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+        raise PublishError(f"{root}: refusing to {what}: {shown}; kiln ships only the regular files its jobs "
+                           f"wrote (remove these)")
+
+
+def _copy(src: Path, dest: Path, root: Path) -> None:
+    """Copy a regular file or a tree of them to ``dest``, which must lie inside ``root``."""
+    if Path(os.path.abspath(root)) not in Path(os.path.abspath(dest)).parents:
+        raise PublishError(f"{dest}: outside the staging folder {root}; refusing to write it")
     dest.parent.mkdir(parents=True, exist_ok=True)
+    if src.is_symlink():
+        raise PublishError(f"{src}: a symbolic link; kiln ships only the regular files its jobs wrote")
     if src.is_dir():
-        shutil.copytree(src, dest, ignore=shutil.ignore_patterns(".snakemake_timestamp"))
+        shutil.copytree(src, dest, symlinks=True, ignore=shutil.ignore_patterns(".snakemake_timestamp"))
     else:
-        shutil.copy2(src, dest)
+        shutil.copy2(src, dest, follow_symlinks=False)
 
 
 def published_layout(config, model: str, results_dir: Path, contract: dict | None,
@@ -167,6 +183,7 @@ def stage(config, model: str, out_dir: str | Path | None = None, *, repo_id: str
     results_dir = Path(config.results_dir)
     model_dir = results_dir / model
     out_dir = Path(out_dir) if out_dir else DEFAULT_OUT / model
+    refuse_irregular(model_dir, "stage it")
     metadata = _read(model_dir / "metadata.json", "metadata.json")
     summary = _read(model_dir / "quantization_summary.json", "quantization_summary.json")
     contract_file = contracts.contract_path(model_cfg.family, checkout)
@@ -187,24 +204,24 @@ def stage(config, model: str, out_dir: str | Path | None = None, *, repo_id: str
     facts = json.loads((model_dir / "prepared" / "facts.json").read_text())["facts"]
     with atomic_dir(out_dir, replaceable=_is_staged_folder, kind="a staged model repo") as tmp:
         for item in layout:
-            _copy(Path(item["source"]), tmp / item["path"])
+            _copy(Path(item["source"]), tmp / item["path"], tmp)
             item["sha256"] = sha256_tree(tmp / item["path"])
             item["size_bytes"] = tree_size(tmp / item["path"])
             item["source"] = Path(item["source"]).relative_to(results_dir).as_posix()
         side_files = contracts.write_side_files(contract, facts, tmp) if contract else []
         for name in ("metadata.json", "quantization_summary.json", "contract.json", "end_to_end.json"):
             if (model_dir / name).is_file():
-                _copy(model_dir / name, tmp / name)
+                _copy(model_dir / name, tmp / name, tmp)
         for plot in plots_of(model_dir, model_cfg):
-            _copy(plot, tmp / plot.relative_to(model_dir))
+            _copy(plot, tmp / plot.relative_to(model_dir), tmp)
         kiln_dir = tmp / KILN_DIR
         for record in configured_records(model_dir, model_cfg):
-            _copy(record, kiln_dir / "records" / record.relative_to(model_dir))
-        _copy(Path(config.path), kiln_dir / "config.yaml")
-        _copy(lock, kiln_dir / "toolchain.lock")
+            _copy(record, kiln_dir / "records" / record.relative_to(model_dir), tmp)
+        _copy(Path(config.path), kiln_dir / "config.yaml", tmp)
+        _copy(lock, kiln_dir / "toolchain.lock", tmp)
         dvc_lock = checkout / "dvc.lock"
         if dvc_lock.is_file():
-            _copy(dvc_lock, kiln_dir / "dvc.lock")
+            _copy(dvc_lock, kiln_dir / "dvc.lock", tmp)
         provenance = {
             "schema_version": PROVENANCE_SCHEMA_VERSION,
             "model": model,
@@ -227,6 +244,7 @@ def stage(config, model: str, out_dir: str | Path | None = None, *, repo_id: str
         }
         write_json(kiln_dir / "provenance.json", provenance)
         (tmp / "README.md").write_text(model_card(provenance, metadata, summary, report, tmp))
+        refuse_irregular(tmp, "stage it")
     return provenance
 
 
@@ -366,6 +384,7 @@ def upload_staged(folder: str | Path, repo_id: str | None, *, private: bool = Fa
     reason = refusal(token=hub.token_from_environment(), state=state)
     if reason:
         raise PublishError(reason)
+    refuse_irregular(folder, "upload it")
     try:
         provenance = json.loads((folder / KILN_DIR / "provenance.json").read_text())
     except (OSError, ValueError) as exc:
