@@ -9,16 +9,17 @@
 # Per-job settings become stamp files (.kiln/stamps/), so edits to config.yaml rebuild exactly the
 # affected jobs, also in a fresh clone after `dvc pull` (see src/kiln/workflow/stamps.py).
 
-from kiln.config import build_config, check_config_file
+from kiln.config import STRICT_READS_CACHE, build_config, check_config_file
 from kiln.quantize.strategies import STRATEGIES
 from kiln.workflow import codedeps, ledger, plan, stamps
 
-check_config_file("config.yaml")   # bounded (kiln.yamlio) before Snakemake's loader walks it
+check_config_file("config.yaml", cache=STRICT_READS_CACHE)   # bounded (kiln.yamlio) before Snakemake's loader
 configfile: "config.yaml"
 # `snakemake --report report.html`: every plot and summary table, grouped by model (report/*.rst)
 report: "report/workflow.rst"
 
-KILN = build_config(config, path=str(workflow.configfiles[0]) if workflow.configfiles else "config.yaml")
+KILN = build_config(config, path=str(workflow.configfiles[0]) if workflow.configfiles else "config.yaml",
+                    cache=STRICT_READS_CACHE)
 RESULTS = KILN.results_dir
 plan.check_models(KILN)   # contracts against the families' component specs (cached by content)
 STAMP_REPORT = stamps.sync(plan.stamps(KILN))
@@ -27,12 +28,14 @@ for _kind in ("changed", "created", "adopted"):
         logger.info(f"kiln: {len(STAMP_REPORT[_kind])} stamp(s) {_kind}: {', '.join(STAMP_REPORT[_kind])}")
 # Staleness follows content (src/kiln/workflow/ledger.py): a file whose bytes equal what the last run
 # recorded gets that run's mtime back, so byte-identical rewrites and reverted edits plan nothing.
+CODE_STAMPS = codedeps.sync_code_stamps(plan.code_stages(KILN))   # before the ledger: see code_stamp below
 LEDGER = ledger.Ledger(plan.ledger_path(KILN), plan.ledger_roots(KILN))
 if workflow.is_main_process:
     _restored = LEDGER.restore()
     if _restored:
         logger.info(f"kiln: {len(_restored)} unchanged file(s) given their recorded mtime back: "
                     f"{', '.join(_restored[:5])}{' …' if len(_restored) > 5 else ''}")
+    codedeps.date_created_stamps([s for s in CODE_STAMPS["created"] if s not in _restored])
 
 
 wildcard_constraints:
@@ -41,28 +44,44 @@ wildcard_constraints:
     strategy="|".join(STRATEGIES),
 
 
-# Code dependencies are derived from imports (kiln.workflow.codedeps): a job depends on every kiln
-# module its stage runs, so an edit rebuilds exactly the jobs that execute the edited code.
+# Code dependencies are derived from imports (kiln.workflow.codedeps): a job depends on the code stamp
+# of its stage, the sha256 of every kiln module the stage runs, so an edit rebuilds exactly the jobs
+# that execute the edited code, and a rewrite with the same bytes rebuilds nothing. The stamps are
+# brought up to date before the ledger restores mtimes (an edit reverted before a build plans nothing).
+
+
+def code_stamp(stage, model=None):
+    return codedeps.code_stamp_path(stage, KILN.models[model].family if model else None)
+
+
 def family_code(model):
-    """Prepare and reference run the family's code (wrappers, feeds) and the tracing code."""
-    return codedeps.stage_files("prepare", KILN.models[model].family)
+    """Prepare runs the family's code (wrappers) and the tracing code."""
+    return code_stamp("prepare", model)
 
 
 def fetch_code(model):
     """A random source runs its family's builder: an edit to it rebuilds the checkpoint (what is
     downstream runs in that build too; a rebuild with the same bytes is undone by the ledger for
     later builds)."""
-    cfg = KILN.models[model]
-    return codedeps.stage_files("fetch_random", cfg.family) if cfg.source.get("kind") == "random" else []
+    return [code_stamp("fetch_random", model)] if KILN.models[model].source.get("kind") == "random" else []
 
 
-EXPORT_CODE = codedeps.stage_files("export")
-COMPILER_CODE = codedeps.stage_files("compile")
+EXPORT_CODE = code_stamp("export")
+COMPILER_CODE = code_stamp("compile")
 
 
 def quantize_code(wildcards):
     """Quantize code: it runs the family's metrics, the validation, the compiler and the executor."""
-    return codedeps.stage_files("quantize", KILN.models[wildcards.model].family)
+    return code_stamp("quantize", wildcards.model)
+
+
+def derived(value):
+    """A param fixed by the rule's outputs (kiln's path layout). Snakemake counts a param function
+    that takes ``output`` as derived from the outputs and neither records nor compares it: kiln's
+    settings reach jobs through stamps (content, not Snakemake's local metadata), and a no-op start
+    does not import pandas to serialize params (0.3 s of `snakemake -n` on a built tree).
+    Every param of every rule is either this or a ``lambda wildcards, output: ...``."""
+    return lambda wildcards, output: value
 
 
 def KILN_MEM_MB(model, stage):
@@ -73,7 +92,7 @@ def KILN_MEM_MB(model, stage):
 
 def validate_code(wildcards):
     """Validation code (family, validation, executor): edits to it re-validate, not re-export."""
-    return codedeps.stage_files("validate", KILN.models[wildcards.model].family)
+    return code_stamp("validate", wildcards.model)
 
 
 # Rules carry `group:` names (a model's source chain, each component's pipeline, a model's summaries):

@@ -10,12 +10,12 @@ rule contract:
         source=f"{RESULTS}/{{model}}/source.json",
         packages=lambda wildcards: list(plan.contract_artifacts(KILN, wildcards.model)["packages"].values()),
         bundles=lambda wildcards: list(plan.contract_artifacts(KILN, wildcards.model)["bundles"].values()),
-        code=lambda wildcards: codedeps.stage_files("contract", KILN.models[wildcards.model].family),
+        code=lambda wildcards: code_stamp("contract", wildcards.model),
     output:
         report=f"{RESULTS}/{{model}}/contract.json",
     params:
-        packages=lambda wildcards: plan.contract_artifacts(KILN, wildcards.model)["packages"],
-        bundles=lambda wildcards: plan.contract_artifacts(KILN, wildcards.model)["bundles"],
+        packages=lambda wildcards, output: plan.contract_artifacts(KILN, wildcards.model)["packages"],
+        bundles=lambda wildcards, output: plan.contract_artifacts(KILN, wildcards.model)["bundles"],
     log:
         "logs/{model}/contract.log",
     resources:

@@ -34,7 +34,7 @@ rule export_ios18:
         package=directory(f"{RESULTS}/{{model}}/ios18/{{component}}.mlpackage"),
         record=f"{RESULTS}/{{model}}/ios18/{{component}}.json",
     params:
-        deployment_target="iOS18",
+        deployment_target=derived("iOS18"),
     log:
         "logs/{model}/export_ios18/{component}.log",
     benchmark:

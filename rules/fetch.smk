@@ -13,7 +13,7 @@ rule fetch:
     benchmark:
         "logs/{model}/fetch.benchmark.tsv"
     params:
-        checkpoint_dir=lambda wildcards: str(plan.checkpoint_dir(KILN, wildcards.model)),
+        checkpoint_dir=lambda wildcards, output: str(plan.checkpoint_dir(KILN, wildcards.model)),
     resources:
         # the model's reservation, enforced as the job's memory limit (kiln.workflow.limits): a
         # random source builds the model, an ONNX source is folded, a Hub download streams

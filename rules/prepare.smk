@@ -18,8 +18,8 @@ for _model, _cfg in KILN.models.items():
             facts=str(plan.facts_path(KILN, _model)),
             record=str(plan.prepare_record(KILN, _model)),
         params:
-            model=_model,
-            programs={c: str(plan.prepared_program(KILN, _model, c)) for c in _cfg.components},
+            model=derived(_model),
+            programs=derived({c: str(plan.prepared_program(KILN, _model, c)) for c in _cfg.components}),
         log:
             f"logs/{_model}/prepare.log",
         benchmark:
@@ -40,16 +40,16 @@ for _model, _cfg in KILN.models.items():
             facts=str(plan.facts_path(KILN, _model)),
             programs=[str(plan.prepared_program(KILN, _model, c)) for c in _cfg.components],
             stamp=f".kiln/stamps/{_model}/prepare.json",
-            code=codedeps.stage_files("reference", _cfg.family),
+            code=code_stamp("reference", _model),
         output:
             references=[str(plan.reference_path(KILN, _model, c)) for c in _cfg.components],
             task=str(plan.task_reference(KILN, _model)),
             task_inputs=str(plan.task_reference(KILN, _model).with_suffix(".npz")),
             torch_latency=str(plan.torch_latency(KILN, _model)),
         params:
-            model=_model,
-            programs={c: str(plan.prepared_program(KILN, _model, c)) for c in _cfg.components},
-            references={c: str(plan.reference_path(KILN, _model, c)) for c in _cfg.components},
+            model=derived(_model),
+            programs=derived({c: str(plan.prepared_program(KILN, _model, c)) for c in _cfg.components}),
+            references=derived({c: str(plan.reference_path(KILN, _model, c)) for c in _cfg.components}),
         log:
             f"logs/{_model}/reference.log",
         benchmark:

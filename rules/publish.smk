@@ -20,7 +20,7 @@ for _model in KILN.models:
         output:
             folder=directory(f"publish/{_model}"),
         params:
-            model=_model,
+            model=derived(_model),
         log:
             f"logs/{_model}/stage.log",
         script:
@@ -34,7 +34,7 @@ for _model in KILN.models:
         output:
             record=f"publish/{_model}.upload.json",
         params:
-            model=_model,
+            model=derived(_model),
         log:
             f"logs/{_model}/publish.log",
         script:
@@ -48,8 +48,8 @@ for _model in KILN.models:
         output:
             report=f"verify/{_model}.json",
         params:
-            model=_model,
-            workdir=f"verify/{_model}",
+            model=derived(_model),
+            workdir=derived(f"verify/{_model}"),
         log:
             f"logs/{_model}/verify.log",
         threads: 2

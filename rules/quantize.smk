@@ -17,7 +17,7 @@ rule quantize:
         # the variant's .mlpackage/.mlmodelc are written beside the record, atomically, unless skipped
         record=f"{RESULTS}/{{model}}/quantized/{{strategy}}/{{component}}.json",
     params:
-        out_dir=lambda wildcards: f"{RESULTS}/{wildcards.model}/quantized/{wildcards.strategy}",
+        out_dir=lambda wildcards, output: f"{RESULTS}/{wildcards.model}/quantized/{wildcards.strategy}",
     log:
         "logs/{model}/quantize/{strategy}/{component}.log",
     benchmark:
@@ -51,7 +51,7 @@ rule quantization_summary:
         table=report(f"{RESULTS}/{{model}}/tables/quantization.html", caption="../report/quantization_table.rst",
                      category="{model}", subcategory="quantization"),
     params:
-        packages=lambda wildcards: {c: str(plan.package_path(KILN, wildcards.model, c))
+        packages=lambda wildcards, output: {c: str(plan.package_path(KILN, wildcards.model, c))
                                     for c in KILN.models[wildcards.model].components},
     log:
         "logs/{model}/quantization_summary.log",

@@ -19,7 +19,7 @@ rule parity:
         latency_plot=report(f"{RESULTS}/{{model}}/plots/{{component}}_latency.png",
                             caption="../report/latency_plot.rst", category="{model}", subcategory="{component}"),
     params:
-        plots_dir=lambda wildcards: f"{RESULTS}/{wildcards.model}/plots",
+        plots_dir=lambda wildcards, output: f"{RESULTS}/{wildcards.model}/plots",
     log:
         "logs/{model}/parity/{component}.log",
     benchmark:
@@ -44,10 +44,10 @@ rule end_to_end:
     output:
         record=f"{RESULTS}/{{model}}/end_to_end.json",
     params:
-        packages=lambda wildcards: {c: str(plan.package_path(KILN, wildcards.model, c))
+        packages=lambda wildcards, output: {c: str(plan.package_path(KILN, wildcards.model, c))
                                     for c in KILN.models[wildcards.model].components},
         # the family's task plots (e.g. the token / EOU timeline), recorded in end_to_end.json
-        plots_dir=lambda wildcards: f"{RESULTS}/{wildcards.model}/plots",
+        plots_dir=lambda wildcards, output: f"{RESULTS}/{wildcards.model}/plots",
     log:
         "logs/{model}/end_to_end.log",
     benchmark:
@@ -80,7 +80,7 @@ rule metadata:
         table=report(f"{RESULTS}/{{model}}/tables/parity.html", caption="../report/parity_table.rst",
                      category="{model}", subcategory="summary"),
     params:
-        plots_dir=lambda wildcards: f"{RESULTS}/{wildcards.model}/plots",
+        plots_dir=lambda wildcards, output: f"{RESULTS}/{wildcards.model}/plots",
     log:
         "logs/{model}/metadata.log",
     resources:

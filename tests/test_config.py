@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import yaml
@@ -281,3 +282,25 @@ def test_snakemake_refuses_an_alias_bomb_before_its_own_loader_walks_it(tmp_path
     assert result.returncode != 0 and time.monotonic() - start < 60
     assert "config.yaml: line" in result.stderr + result.stdout and "expands to more than 1,000,000 nodes" in \
         result.stderr + result.stdout
+
+
+def test_strict_reads_are_remembered_by_content_only(tmp_path):
+    """The Snakefile's two strict reads of config.yaml per start are skipped for a text that passed
+    before; an edited text (here: a key given twice) is read again and refused."""
+    from kiln.config import check_config_file
+    from kiln.errors import ConfigError
+
+    cache = tmp_path / ".kiln" / "cache" / "strict.json"
+    path = tmp_path / "config.yaml"
+    path.write_text("results_dir: results\nmodels: {}\n")
+    check_config_file(path, cache=cache)
+    remembered = json.loads(cache.read_text())
+    assert len(remembered) == 1
+    check_config_file(path, cache=cache)
+    assert json.loads(cache.read_text()) == remembered
+    path.write_text("results_dir: results\nresults_dir: elsewhere\nmodels: {}\n")
+    with pytest.raises(ConfigError, match="'results_dir' is given twice"):
+        check_config_file(path, cache=cache)
+    cache.write_text("not json")   # a damaged cache is read past, not trusted
+    with pytest.raises(ConfigError, match="given twice"):
+        check_config_file(path, cache=cache)

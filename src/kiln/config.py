@@ -327,21 +327,55 @@ def _read_yaml(path: Path) -> Any:
         raise ConfigError(exc.reason, key=None if exc.key is None else str(exc.key), file=str(path)) from None
 
 
-def check_config_file(path: str | Path = "config.yaml") -> None:
+#: the sha256 of config texts that passed the strict, bounded read, kept by the Snakefile (every
+#: `snakemake` call reads config.yaml strictly twice: before Snakemake's loader, and in build_config)
+STRICT_READS_CACHE = Path(".kiln") / "cache" / "strict_config_reads.json"
+_STRICT_READS_KEPT = 16
+
+
+def _read_strictly(path: Path, cache: Path | None) -> None:
+    """:func:`_read_yaml` of ``path``, skipped when ``cache`` records that the same text already
+    passed (the outcome of a strict read depends on the bytes alone)."""
+    try:
+        text = yamlio.read_text(path)
+    except yamlio.YamlFileError as exc:
+        raise ConfigError(exc.reason, file=str(path)) from None
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    passed: list[str] = []
+    if cache is not None:
+        try:
+            passed = [d for d in json.loads(cache.read_text()) if isinstance(d, str)]
+        except (OSError, ValueError, TypeError):
+            passed = []   # no cache yet, or unreadable: read strictly
+        if digest in passed:
+            return
+    try:
+        yamlio.parse(path, text)
+    except yamlio.YamlFileError as exc:
+        raise ConfigError(exc.reason, key=None if exc.key is None else str(exc.key), file=str(path)) from None
+    if cache is not None:
+        from kiln.fsutil import write_json
+
+        write_json(cache, [*passed, digest][-_STRICT_READS_KEPT:])
+
+
+def check_config_file(path: str | Path = "config.yaml", cache: Path | None = None) -> None:
     """Read ``path`` (when it exists) within bounds before Snakemake's own loader does: Snakemake
     merges a config into its defaults key by key and would walk an alias bomb's expansion for
-    minutes, or die of a ``RecursionError`` on deep nesting, before kiln sees the file."""
+    minutes, or die of a ``RecursionError`` on deep nesting, before kiln sees the file. With
+    ``cache`` (:data:`STRICT_READS_CACHE`), a text that passed before is not parsed again."""
     if Path(path).is_file():
-        _read_yaml(Path(path))
+        _read_strictly(Path(path), cache)
 
 
-def build_config(raw: Mapping[str, Any], path: str = "config.yaml") -> Config:
+def build_config(raw: Mapping[str, Any], path: str = "config.yaml", cache: Path | None = None) -> Config:
     """A checked :class:`Config` from ``raw``, the parsed content of the file ``path``.
 
     When ``raw`` was parsed by someone else (Snakemake's ``configfile:`` loader keeps the last of
-    two equal keys), the file is read again strictly so that a duplicate key is still refused."""
+    two equal keys), the file is read again strictly so that a duplicate key is still refused
+    (``cache``: as for :func:`check_config_file`)."""
     if Path(path).is_file():
-        _read_yaml(Path(path))
+        _read_strictly(Path(path), cache)
     return _build(raw, path)
 
 

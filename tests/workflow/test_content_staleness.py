@@ -5,6 +5,7 @@ the jobs downstream of them."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -84,3 +85,47 @@ def test_code_edits_plan_exactly_the_jobs_that_run_the_code(workspace):
         handle.write("\n# edited\n")
     rules = {r for r, _ in _work(ws.planned_jobs(*targets))}
     assert rules == {"parity", "quantize", "end_to_end", "metadata", "quantization_summary", "quantization_plot"}
+
+
+def test_code_is_judged_by_content_and_a_noop_start_stays_light(workspace):
+    """Jobs depend on their stage's code stamp (the sha256 of every module the stage runs), not on
+    the files' mtimes: a source file rewritten with the same bytes plans nothing, as does a checkout
+    that never had the stamps (they take the newest listed file's mtime); and a no-op `snakemake -n`
+    does not import pandas (every param is derived from the outputs, so Snakemake serializes none)."""
+    import os
+    import shutil
+    import time
+
+    ws = workspace
+    fake_build(ws, "all")
+    assert ws.planned_jobs("all") == []
+    stamp = ws.root / ".kiln/stamps/code/prepare-silero_vad.json"
+    listed = __import__("json").loads(stamp.read_text())["files"]
+    assert "src/kiln/models/silero_vad.py" in listed and len(listed) > 10
+
+    # (a) every source file touched (same bytes, new mtime): nothing to do, the stamps keep their mtime
+    stamp_mtime = stamp.stat().st_mtime_ns
+    now = time.time() + 5
+    for path in (ws.root / "src/kiln").rglob("*.py"):
+        os.utime(path, (now, now))
+    assert ws.planned_jobs("all") == []
+    assert stamp.stat().st_mtime_ns == stamp_mtime
+
+    # (b) a checkout without code stamps (made before they existed): adopted, nothing to do
+    shutil.rmtree(ws.root / ".kiln/stamps/code")
+    assert ws.planned_jobs("all") == []
+    assert stamp.is_file()
+
+    # (c) a real edit still plans the jobs that run the file (content changed: the stamp is rewritten)
+    with open(ws.root / "src/kiln/models/silero_vad.py", "a") as handle:
+        handle.write("\n# edited\n")
+    rules = {r for r, _ in ws.planned_jobs("all")}
+    assert {"prepare_silero_vad", "reference_silero_vad", "parity"} <= rules
+
+    # (d) a no-op start imports no pandas (-X importtime lists every module a process imports)
+    (ws.root / "src/kiln/models/silero_vad.py").write_text(
+        (ws.root / "src/kiln/models/silero_vad.py").read_text().removesuffix("\n# edited\n"))
+    assert ws.planned_jobs("all") == []
+    result = ws.run(sys.executable, "-X", "importtime", str(Path(sys.executable).parent / "snakemake"), "-n", "all")
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    assert "snakemake.dag" in imported and "pandas" not in imported

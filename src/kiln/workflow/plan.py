@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import json
 from pathlib import Path
 
@@ -144,6 +146,17 @@ def ledger_path(config: Config) -> Path:
     return Path(config.results_dir) / ".kiln-ledger.json"
 
 
+def code_stages(config: Config) -> list[tuple[str, str | None]]:
+    """Every ``(stage, family)`` whose code stamp a job of this config depends on
+    (:func:`kiln.workflow.codedeps.sync_code_stamps`)."""
+    out: list[tuple[str, str | None]] = [("export", None), ("compile", None)]
+    for model in config.models.values():
+        if model.source.get("kind") == "random":
+            out.append(("fetch_random", model.family))
+        out.extend((stage, model.family) for stage in ("prepare", "reference", "validate", "quantize", "contract"))
+    return out
+
+
 def ledger_roots(config: Config) -> list[str]:
     """Everything Snakemake's mtime comparisons involve: results (outputs, checkpoints), settings
     stamps, the kiln source (code inputs), the job scripts (Snakemake's script trigger) and the
@@ -189,14 +202,30 @@ def contract_report(config: Config, model: str) -> Path:
     return Path(config.results_dir) / model / "contract.json"
 
 
-def contract_artifacts(config: Config, model: str) -> dict[str, dict[str, str]]:
-    """The packages and bundles the contract check reads: the model's components the contract names."""
+def _contract_components(path: Path) -> frozenset[str]:
+    """The component names a consumer contract file lists (none when it cannot be read: the contract
+    job reports the unreadable file by name). Remembered per (size, mtime) in this process: the rules
+    ask twice per model."""
+    try:
+        info = path.stat()
+    except OSError:
+        return frozenset()
+    return _contract_components_of(str(path), info.st_size, info.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _contract_components_of(path: str, size: int, mtime_ns: int) -> frozenset[str]:
     from kiln import yamlio
 
     try:
-        named = set((yamlio.read(contract_file(config, model)) or {}).get("components") or {})
+        return frozenset((yamlio.read(path) or {}).get("components") or {})
     except (yamlio.YamlFileError, AttributeError, TypeError):
-        named = set()   # the contract job reports the unreadable file by name
+        return frozenset()
+
+
+def contract_artifacts(config: Config, model: str) -> dict[str, dict[str, str]]:
+    """The packages and bundles the contract check reads: the model's components the contract names."""
+    named = _contract_components(contract_file(config, model))
     names = [c for c in config.models[model].components if c in named]
     return {"packages": {c: str(package_path(config, model, c)) for c in names},
             "bundles": {c: str(bundle_path(config, model, c)) for c in names}}
