@@ -9,17 +9,16 @@
 # Per-job settings become stamp files (.kiln/stamps/), so edits to config.yaml rebuild exactly the
 # affected jobs, also in a fresh clone after `dvc pull` (see src/kiln/workflow/stamps.py).
 
-from kiln.config import STRICT_READS_CACHE, build_config, check_config_file
-from kiln.quantize.strategies import STRATEGIES
+from kiln.config import CHECKS_CACHE, build_config, check_config_file, strategy_names
 from kiln.workflow import codedeps, ledger, plan, stamps
 
-check_config_file("config.yaml", cache=STRICT_READS_CACHE)   # bounded (kiln.yamlio) before Snakemake's loader
+check_config_file("config.yaml", cache=CHECKS_CACHE)   # bounded (kiln.yamlio) before Snakemake's loader
 configfile: "config.yaml"
 # `snakemake --report report.html`: every plot and summary table, grouped by model (report/*.rst)
 report: "report/workflow.rst"
 
 KILN = build_config(config, path=str(workflow.configfiles[0]) if workflow.configfiles else "config.yaml",
-                    cache=STRICT_READS_CACHE)
+                    cache=CHECKS_CACHE)
 RESULTS = KILN.results_dir
 plan.check_models(KILN)   # contracts against the families' component specs (cached by content)
 STAMP_REPORT = stamps.sync(plan.stamps(KILN))
@@ -41,7 +40,7 @@ if workflow.is_main_process:
 wildcard_constraints:
     model="|".join(KILN.models),
     component="[a-z][a-z0-9_]*",
-    strategy="|".join(STRATEGIES),
+    strategy="|".join(strategy_names()),
 
 
 # Code dependencies are derived from imports (kiln.workflow.codedeps): a job depends on the code stamp

@@ -295,7 +295,7 @@ def test_strict_reads_are_remembered_by_content_only(tmp_path):
     path.write_text("results_dir: results\nmodels: {}\n")
     check_config_file(path, cache=cache)
     remembered = json.loads(cache.read_text())
-    assert len(remembered) == 1
+    assert len(remembered["strict_reads"]) == 1
     check_config_file(path, cache=cache)
     assert json.loads(cache.read_text()) == remembered
     path.write_text("results_dir: results\nresults_dir: elsewhere\nmodels: {}\n")

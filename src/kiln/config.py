@@ -20,8 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-import jsonschema
-
 from kiln import yamlio
 from kiln.errors import ConfigError
 
@@ -193,7 +191,13 @@ def _schema() -> dict:
     return schemas.load("config")
 
 
-def _key_path(error: jsonschema.ValidationError) -> str:
+def strategy_names() -> tuple[str, ...]:
+    """The quantization strategies a config may name (the schema's enum, equal to the registry
+    ``kiln.quantize.strategies.STRATEGIES``, tested), without importing the registry (numpy)."""
+    return tuple(_schema()["$defs"]["strategy_name"]["enum"])
+
+
+def _key_path(error: "jsonschema.ValidationError") -> str:
     parts = [str(p) for p in error.absolute_path]
     # For unexpected keys jsonschema points at the parent object; name the offending key itself.
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
@@ -208,7 +212,7 @@ def _key_path(error: jsonschema.ValidationError) -> str:
     return ".".join(parts) or "<root>"
 
 
-def _describe(error: jsonschema.ValidationError) -> str:
+def _describe(error: "jsonschema.ValidationError") -> str:
     if error.validator == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
         hint = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
@@ -237,6 +241,8 @@ def validate_raw(raw: Any, path: str = "config.yaml") -> None:
     for key in _non_finite(raw):
         raise ConfigError("numbers must be finite (NaN and infinity are not tolerances or sizes)", key=key,
                           file=path)
+    import jsonschema   # here, not at import: a start-up whose config validated before skips it (74 ms)
+
     validator = jsonschema.Draft202012Validator(_schema())
     errors = list(validator.iter_errors(raw))
     if not errors:
@@ -327,10 +333,34 @@ def _read_yaml(path: Path) -> Any:
         raise ConfigError(exc.reason, key=None if exc.key is None else str(exc.key), file=str(path)) from None
 
 
-#: the sha256 of config texts that passed the strict, bounded read, kept by the Snakefile (every
-#: `snakemake` call reads config.yaml strictly twice: before Snakemake's loader, and in build_config)
-STRICT_READS_CACHE = Path(".kiln") / "cache" / "strict_config_reads.json"
-_STRICT_READS_KEPT = 16
+#: what the Snakefile's start-up checked before, by content: the sha256 of config texts that passed
+#: the strict, bounded read (every `snakemake` call reads config.yaml strictly twice: before
+#: Snakemake's loader, and in build_config) and of parsed configs that passed the schema
+CHECKS_CACHE = Path(".kiln") / "cache" / "config_checks.json"
+_CHECKS_KEPT = 16
+
+
+def _checked(cache: Path | None, kind: str, digest: str) -> bool:
+    if cache is None:
+        return False
+    try:
+        return digest in json.loads(cache.read_text())[kind]
+    except (OSError, ValueError, TypeError, KeyError):
+        return False   # no cache yet, or unreadable: check again
+
+
+def _remember_check(cache: Path | None, kind: str, digest: str) -> None:
+    if cache is None:
+        return
+    from kiln.fsutil import write_json
+
+    try:
+        known = json.loads(cache.read_text())
+        known = {k: [d for d in v if isinstance(d, str)] for k, v in known.items() if isinstance(v, list)}
+    except (OSError, ValueError, TypeError, AttributeError):
+        known = {}
+    known[kind] = [*known.get(kind, []), digest][-_CHECKS_KEPT:]
+    write_json(cache, known, sort_keys=True)
 
 
 def _read_strictly(path: Path, cache: Path | None) -> None:
@@ -341,29 +371,20 @@ def _read_strictly(path: Path, cache: Path | None) -> None:
     except yamlio.YamlFileError as exc:
         raise ConfigError(exc.reason, file=str(path)) from None
     digest = hashlib.sha256(text.encode()).hexdigest()
-    passed: list[str] = []
-    if cache is not None:
-        try:
-            passed = [d for d in json.loads(cache.read_text()) if isinstance(d, str)]
-        except (OSError, ValueError, TypeError):
-            passed = []   # no cache yet, or unreadable: read strictly
-        if digest in passed:
-            return
+    if _checked(cache, "strict_reads", digest):
+        return
     try:
         yamlio.parse(path, text)
     except yamlio.YamlFileError as exc:
         raise ConfigError(exc.reason, key=None if exc.key is None else str(exc.key), file=str(path)) from None
-    if cache is not None:
-        from kiln.fsutil import write_json
-
-        write_json(cache, [*passed, digest][-_STRICT_READS_KEPT:])
+    _remember_check(cache, "strict_reads", digest)
 
 
 def check_config_file(path: str | Path = "config.yaml", cache: Path | None = None) -> None:
     """Read ``path`` (when it exists) within bounds before Snakemake's own loader does: Snakemake
     merges a config into its defaults key by key and would walk an alias bomb's expansion for
     minutes, or die of a ``RecursionError`` on deep nesting, before kiln sees the file. With
-    ``cache`` (:data:`STRICT_READS_CACHE`), a text that passed before is not parsed again."""
+    ``cache`` (:data:`CHECKS_CACHE`), a text that passed before is not parsed again."""
     if Path(path).is_file():
         _read_strictly(Path(path), cache)
 
@@ -376,11 +397,15 @@ def build_config(raw: Mapping[str, Any], path: str = "config.yaml", cache: Path 
     (``cache``: as for :func:`check_config_file`)."""
     if Path(path).is_file():
         _read_strictly(Path(path), cache)
-    return _build(raw, path)
+    return _build(raw, path, cache)
 
 
-def _build(raw: Mapping[str, Any], path: str) -> Config:
-    validate_raw(raw, path)
+def _build(raw: Mapping[str, Any], path: str, cache: Path | None = None) -> Config:
+    # the schema's verdict on the same parsed config under the same schema is the same
+    digest = hashlib.sha256((canonical_json(raw) + canonical_json(_schema())).encode()).hexdigest()
+    if not _checked(cache, "validated", digest):
+        validate_raw(raw, path)
+        _remember_check(cache, "validated", digest)
     check_results_dir(raw.get("results_dir", "results"), path)
     defaults = (raw.get("defaults") or {}).get("export")
     validate_defaults = (raw.get("defaults") or {}).get("validate")

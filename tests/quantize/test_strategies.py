@@ -35,6 +35,9 @@ def unified_ios18(tmp_path_factory, kiln_config, silero_net):
 def test_schema_enum_is_the_registry(repo):
     schema = json.loads((repo / "src/kiln/schemas/config.schema.json").read_text())
     assert set(schema["$defs"]["strategy_name"]["enum"]) == set(STRATEGIES)
+    from kiln.config import strategy_names
+
+    assert set(strategy_names()) == set(STRATEGIES)   # what the Snakefile constrains {strategy} to
 
 
 @pytest.mark.parametrize("name", sorted(STRATEGIES))

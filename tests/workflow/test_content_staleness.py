@@ -129,3 +129,5 @@ def test_code_is_judged_by_content_and_a_noop_start_stays_light(workspace):
     result = ws.run(sys.executable, "-X", "importtime", str(Path(sys.executable).parent / "snakemake"), "-n", "all")
     imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
     assert "snakemake.dag" in imported and "pandas" not in imported
+    # nor the schema validator: the config's verdict is remembered by content (.kiln/cache/config_checks.json)
+    assert "kiln.config" in imported and "jsonschema" not in imported

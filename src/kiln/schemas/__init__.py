@@ -6,8 +6,6 @@ import json
 from functools import cache
 from pathlib import Path
 
-import jsonschema
-
 SCHEMA_DIR = Path(__file__).parent
 
 
@@ -20,6 +18,8 @@ def load(name: str) -> dict:
 def check(document, name: str, error: type[Exception], where: str) -> None:
     """Raise ``error`` naming ``where`` and the first failing path when ``document`` does not satisfy
     the schema ``name``."""
+    import jsonschema   # here, not at import: the Snakefile's start-up reads schemas without validating
+
     errors = sorted(jsonschema.Draft202012Validator(load(name)).iter_errors(document),
                     key=lambda e: list(e.absolute_path))
     if errors:

@@ -246,7 +246,11 @@ def sync_code_stamps(stages: list[tuple[str, str | None]], src: str | Path = "sr
     from kiln.fsutil import atomic_file
 
     report: dict[str, list[str]] = {"changed": [], "created": []}
-    for stage, family in dict.fromkeys(stages):
+    stages = list(dict.fromkeys(stages))
+    key = _stamps_key(stages, Path(src))
+    if _stamps_unchanged(key):
+        return report
+    for stage, family in stages:
         path = Path(code_stamp_path(stage, family))
         content = code_stamp_content(stage, family, src)
         try:
@@ -258,7 +262,40 @@ def sync_code_stamps(stages: list[tuple[str, str | None]], src: str | Path = "sr
         with atomic_file(path) as handle:
             handle.write(content)
         report["changed" if current is not None else "created"].append(str(path))
+    _remember_stamps(key, [code_stamp_path(stage, family) for stage, family in stages])
     return report
+
+
+#: the code stamps' digests, valid while no source file's (path, size, mtime) changed: an unchanged
+#: tree skips the closures and the hashing (a no-op `snakemake -n` computes nothing)
+STAMPS_CACHE_PATH = Path(".kiln") / "cache" / "code_stamps.json"
+
+
+def _stamps_key(stages: list[tuple[str, str | None]], src: Path) -> str:
+    listing = []
+    for dirpath, dirnames, filenames in os.walk(src / PACKAGE):
+        dirnames.sort()
+        for name in sorted(filenames):
+            if name.endswith(".py"):
+                stat = os.stat(os.path.join(dirpath, name))
+                listing.append((os.path.join(dirpath, name), stat.st_size, stat.st_mtime_ns))
+    return hashlib.sha256(json.dumps([CACHE_VERSION, str(src), stages, listing]).encode()).hexdigest()
+
+
+def _stamps_unchanged(key: str) -> bool:
+    try:
+        cached = json.loads(STAMPS_CACHE_PATH.read_text())
+        if cached["key"] != key:
+            return False
+        return all(hashlib.sha256(Path(path).read_bytes()).hexdigest() == digest
+                   for path, digest in cached["stamps"].items())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
+def _remember_stamps(key: str, paths: list[str]) -> None:
+    write_json(STAMPS_CACHE_PATH, {"key": key, "stamps": {
+        path: hashlib.sha256(Path(path).read_bytes()).hexdigest() for path in paths}})
 
 
 def date_created_stamps(created: list[str], src: str | Path = "src") -> None:
