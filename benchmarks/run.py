@@ -20,6 +20,7 @@ import bench_encoder  # noqa: E402
 import bench_executor  # noqa: E402
 import bench_export  # noqa: E402
 import bench_kokoro  # noqa: E402
+import bench_noop  # noqa: E402
 import bench_parakeet  # noqa: E402
 import bench_parakeet_eou  # noqa: E402
 import bench_quantize  # noqa: E402
@@ -31,6 +32,8 @@ BENCHMARKS = {
     "executor_encoder_vs_torch": bench_encoder.run,
     "compile_vs_copy": bench_compile.run,
     "quantize_all_cores_and_noop_overhead": bench_quantize.run,
+    # `snakemake -n all` on the default config's built DAG vs a one-rule Snakefile (issue 29: <= 1.3x)
+    "noop": bench_noop.run,
     # the whole workflow of the full-size random Parakeet TDT v3 (issue 9's goals)
     "parakeet_tdt_v3_synthetic": bench_parakeet.run,
     "parakeet_eou_synthetic": bench_parakeet_eou.run,   # tiny + full-size random weights

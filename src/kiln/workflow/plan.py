@@ -202,6 +202,11 @@ def contract_report(config: Config, model: str) -> Path:
     return Path(config.results_dir) / model / "contract.json"
 
 
+#: the component names of contract texts parsed before, by the text's sha256 (the rules ask at every
+#: start; the bounded YAML reader is pure Python)
+CONTRACT_NAMES_CACHE = Path(".kiln") / "cache" / "contract_components.json"
+
+
 def _contract_components(path: Path) -> frozenset[str]:
     """The component names a consumer contract file lists (none when it cannot be read: the contract
     job reports the unreadable file by name). Remembered per (size, mtime) in this process: the rules
@@ -215,12 +220,30 @@ def _contract_components(path: Path) -> frozenset[str]:
 
 @functools.lru_cache(maxsize=64)
 def _contract_components_of(path: str, size: int, mtime_ns: int) -> frozenset[str]:
+    import hashlib
+
     from kiln import yamlio
+    from kiln.fsutil import write_json
 
     try:
-        return frozenset((yamlio.read(path) or {}).get("components") or {})
+        text = yamlio.read_text(path)
+    except yamlio.YamlFileError:
+        return frozenset()
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    try:
+        known = json.loads(CONTRACT_NAMES_CACHE.read_text())
+        known = {k: v for k, v in known.items() if isinstance(v, list)}
+    except (OSError, ValueError, AttributeError):
+        known = {}
+    if digest in known:
+        return frozenset(known[digest])
+    try:
+        names = frozenset((yamlio.parse(path, text) or {}).get("components") or {})
     except (yamlio.YamlFileError, AttributeError, TypeError):
         return frozenset()
+    known[digest] = sorted(names)
+    write_json(CONTRACT_NAMES_CACHE, dict(list(known.items())[-64:]))
+    return names
 
 
 def contract_artifacts(config: Config, model: str) -> dict[str, dict[str, str]]:
