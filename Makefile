@@ -51,11 +51,16 @@ system-deps:
 run: setup
 	$(BIN)/snakemake --cores $(CORES) all
 
+# Tests run in $(CORES) xdist workers: tests/conftest.py makes the work units (a shared workspace's
+# tests together, a module with module-scoped fixtures together, every other test alone) and queues
+# the workflow builds first; --durations prints the 15 slowest.
+PYTEST_PARALLEL := -n $(CORES) --dist loadgroup --durations=15
+
 test: setup
-	$(BIN)/python -m pytest -q -ra tests
+	$(BIN)/python -m pytest -q -ra $(PYTEST_PARALLEL) tests
 
 test-fast: setup
-	$(BIN)/python -m pytest -q -ra -m "not slow" tests
+	$(BIN)/python -m pytest -q -ra $(PYTEST_PARALLEL) -m "not slow" tests
 
 bench: setup
 	$(BIN)/python benchmarks/run.py --out benchmarks/results.json
