@@ -162,7 +162,10 @@ def missing_from_remote(root: Path, lock_outs: dict[str, str], targets: list[str
                 if local.exists(oid):
                     listing = json.loads(Path(local.oid_to_path(oid)).read_text())
                 elif odb.fs.exists(odb.oid_to_path(oid)):
-                    listing = json.loads(odb.fs.cat_file(odb.oid_to_path(oid)))
+                    # the listing alone goes into the local cache: `dvc data status` then compares the
+                    # workspace with the recorded build file by file (results/ is not touched)
+                    local.add(odb.oid_to_path(oid), odb.fs, oid)
+                    listing = json.loads(Path(local.oid_to_path(oid)).read_text())
                 else:
                     wanted.setdefault(oid, out)   # not even its listing was pushed
                     continue
@@ -193,17 +196,17 @@ def pull(root: Path | str = ".", targets: list[str] | None = None, remote: str |
         if not any(target == out or target.startswith(out + "/") for out in outs):
             raise PullError(f"{target}: not a recorded output or a path under one (dvc.lock records "
                             f"{', '.join(outs)})")
+    description, missing = missing_from_remote(root, outs, targets, remote)
+    if missing:
+        raise PullError(f"remote {description} lacks {len(missing)} file(s) of the build recorded in dvc.lock "
+                        f"({_sample(missing)}): it was recorded but not pushed; run `dvc push` where it was "
+                        f"built, or build here with `make run`")
     unsaved = unsaved_files(root, targets)
     if unsaved:
         raise PullError(f"{len(unsaved)} file(s) under {', '.join(targets)} differ from the build recorded in "
                         f"dvc.lock ({_sample(unsaved)}); pulling would overwrite them, so nothing was pulled: "
                         f"move your build aside (`mv results results.mine`) and pull again, or keep it and "
                         f"record it (`dvc commit -f`)")
-    description, missing = missing_from_remote(root, outs, targets, remote)
-    if missing:
-        raise PullError(f"remote {description} lacks {len(missing)} file(s) of the build recorded in dvc.lock "
-                        f"({_sample(missing)}): it was recorded but not pushed; run `dvc push` where it was "
-                        f"built, or build here with `make run`")
     result = _run_dvc(root, "pull", *(["--remote", remote] if remote else []), *targets)
     if result.returncode != 0:
         raise _remote_failure(description, "pulling the recorded build (results/ left as it was)",
