@@ -11,7 +11,7 @@ CORES ?= 2
 # the default pin (in its own folder, without dependencies) for the golden parity tests.
 SILERO_GOLDEN_DIR := $(VENV)/extra/silero-vad-6.0.0
 
-.PHONY: run test test-fast bench setup system-deps clean conformance conformance-slice
+.PHONY: run test test-fast bench setup system-deps clean conformance conformance-slice pull
 
 setup: $(VENV)/.installed system-deps
 
@@ -48,6 +48,11 @@ system-deps:
 
 run: setup
 	$(BIN)/snakemake --cores $(CORES) all
+
+# the build recorded in dvc.lock, from the default DVC remote, after kiln's checks: a recorded build,
+# every object on the remote, no local file overwritten (PULL=results/<model> fetches one model)
+pull: setup
+	$(BIN)/kiln pull $(PULL)
 
 test: setup
 	$(BIN)/python -m pytest -q -ra tests
