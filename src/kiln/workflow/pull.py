@@ -3,17 +3,19 @@ checking that there is one to fetch and that fetching it destroys nothing.
 
 A bare ``dvc pull`` in a checkout without a recorded build fails with "Checkout failed ... Is your cache
 up to date?", and after a local build it offers ``--force``, which deletes that build. ``kiln pull``
-checks first, each check a separate ``dvc`` process, and stops with one line saying what to do:
+checks first and stops with one line saying what to do:
 
 1. ``dvc.lock`` records the ``build`` stage's outputs (else nothing was recorded: build, or check out a
    commit whose lock records a pushed build);
-2. no file under the targets differs from the recorded build (``dvc data status``): a local build is
-   never overwritten; move it aside or record it instead;
-3. the remote holds every recorded object the local cache lacks (``dvc status --cloud``): a lock
-   committed without ``dvc push`` is named as such, an unreachable server or a rejected key too;
+2. the remote answers (a refused connection fails at once, not after boto's retries) and accepts the
+   credentials, and it holds every recorded object the local cache lacks (else the lock was committed
+   without ``dvc push``). This asks DVC's object database in-process: ``dvc status --cloud`` says "in
+   sync" when the server cannot be reached. Only the recorded ``.dir`` listing is fetched here;
+3. no file under the targets differs from the recorded build (``dvc data status --granular``, which
+   needs that listing): a local build is never overwritten; move it aside or record it instead;
 
-then runs ``dvc pull``. DVC downloads each object to a temporary file, checks its digest and renames
-it into the cache, so an interrupted pull leaves no partial object counted as pulled.
+then runs ``dvc pull``. DVC downloads each object under a temporary name and renames it into the cache
+when complete (``dvc_objects``' ``as_atomic``), so a failed pull leaves no partial object in the cache.
 """
 
 from __future__ import annotations
