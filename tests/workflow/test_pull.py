@@ -39,3 +39,12 @@ def test_the_cli_reports_one_line_and_exit_2(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith("kiln: error: PullError: nothing to pull: ")
     assert main(["pull", "--root", str(tmp_path / "elsewhere")]) == 2
     assert "no dvc.yaml here" in capsys.readouterr().err
+
+
+def test_a_lock_outside_a_dvc_repository_is_one_line(tmp_path, capsys):
+    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
+    (tmp_path / "dvc.lock").write_text("schema: '2.0'\nstages:\n  build:\n    outs:\n    - path: results\n"
+                                       "      md5: 0123456789abcdef0123456789abcdef.dir\n")
+    assert main(["pull", "--root", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not inside of a DVC repository" in err[0]

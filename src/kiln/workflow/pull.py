@@ -147,9 +147,14 @@ def missing_from_remote(root: Path, lock_outs: dict[str, str], targets: list[str
     """(the remote's description, recorded files under ``targets`` that neither the local cache nor the
     remote holds). Asks the remote through DVC's own object database, in this process: ``dvc status
     --cloud`` reports "in sync" when the server cannot be reached, this raises."""
+    from dvc.exceptions import DvcException
     from dvc.repo import Repo
 
-    with Repo(str(root)) as repo:
+    try:
+        repo = Repo(str(root))
+    except DvcException as exc:
+        raise PullError(f"{root}: {exc}".replace("\n", " ")) from None
+    with repo:
         name = _remote_name(repo, remote)
         description = remote_description(repo, name)
         _check_endpoint_reachable(repo.config["remote"][name].get("endpointurl"), description)
@@ -201,8 +206,8 @@ def pull(root: Path | str = ".", targets: list[str] | None = None, remote: str |
     description, missing = missing_from_remote(root, outs, targets, remote)
     if missing:
         raise PullError(f"remote {description} lacks {len(missing)} file(s) of the build recorded in dvc.lock "
-                        f"({_sample(missing)}): it was recorded but not pushed; run `dvc push` where it was "
-                        f"built, or build here with `make run`")
+                        f"({_sample(missing)}): it was recorded but not pushed there; run `dvc push` where it was "
+                        f"built (or pick the remote it went to with --remote), or build here with `make run`")
     unsaved = unsaved_files(root, targets)
     if unsaved:
         raise PullError(f"{len(unsaved)} file(s) under {', '.join(targets)} differ from the build recorded in "
