@@ -13,7 +13,7 @@ CORES ?= 2
 # dependencies: 6.0.0 requires torchaudio, whose PyPI build needs CUDA), where kiln.sources finds it.
 SILERO_GOLDEN_DIR := $(VENV)/extra/silero-vad-6.0.0
 
-.PHONY: run test test-fast bench setup system-deps clean conformance conformance-slice
+.PHONY: run test test-fast bench setup system-deps clean conformance conformance-slice pull
 
 setup: $(VENV)/.installed system-deps
 
@@ -50,6 +50,11 @@ system-deps:
 
 run: setup
 	$(BIN)/snakemake --cores $(CORES) all
+
+# the build recorded in dvc.lock, from the default DVC remote, after kiln's checks: a recorded build,
+# every object on the remote, no local file overwritten (PULL=results/<model> fetches one model)
+pull: setup
+	$(BIN)/kiln pull $(PULL)
 
 # Tests run in $(CORES) xdist workers: tests/conftest.py makes the work units (a shared workspace's
 # tests together, a module with module-scoped fixtures together, every other test alone) and queues

@@ -13,7 +13,7 @@ from kiln.cli import build_parser, main
 def test_every_subcommand_is_registered():
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices
-    assert {"predict", "inspect", "ops", "compile", "new-model", "check-config"} <= set(commands)
+    assert {"predict", "inspect", "ops", "compile", "new-model", "check-config", "pull"} <= set(commands)
 
 
 def test_check_config_names_the_bad_key(tmp_path, repo, capsys):

@@ -9,6 +9,7 @@
     kiln check results/<model> [...]                                           artifacts match their job records
     kiln publish MODEL [--repo-id ORG/NAME] [--dry-run]                        stage (and upload) a model repo
     kiln verify FOLDER [--workdir DIR] [--timeout S]                            rebuild, account for every file
+    kiln pull [results/<model> ...] [--remote NAME]                            fetch the recorded build, safely
 
 Each subsystem contributes its subcommands through an ``add_commands(subparsers)`` function; the
 table below lists them. Exit codes: 0 success; 2 a kiln error (bad model, config, input or output
@@ -26,7 +27,7 @@ import sys
 from kiln.errors import KilnError
 
 #: modules contributing subcommands (each defines ``add_commands(subparsers)``)
-COMMAND_MODULES = ("kiln.mil.cli", "kiln.compile.cli", "kiln.scaffold")
+COMMAND_MODULES = ("kiln.mil.cli", "kiln.compile.cli", "kiln.scaffold", "kiln.workflow.pull")
 
 
 def _check_config(args) -> int:
