@@ -121,7 +121,7 @@ def preprocessor_wrapper(source, component, facts):
 def encoder_wrapper(source, component, facts):
     check_contract(component, facts, "streaming_encoder")
     frames = _eou.chunk_geometry(facts, chunk_samples_of(component, facts))["encoder_frames"]
-    return _eou.StreamingEncoderStep(source.encoder, frames).eval()
+    return _eou.StreamingEncoderStep(source.encoder, frames, facts["mel_lag_frames"]).eval()
 
 
 def decoder_wrapper(source, component, facts):
