@@ -626,23 +626,25 @@ def eou_chunks(tokens: list[int], token_chunks: list[int], eou_id: int | None) -
 # -- NeMo's own cache-aware streaming (faithfulness reference, prepare job only) ---------------------
 
 def nemo_streaming(source: EOUSource, mel: np.ndarray, chunk_frames: int) -> list[dict[str, np.ndarray]]:
-    """Stream ``mel [1, n_mels, T]`` (T a multiple of the chunk's mel frames) through NeMo's
-    ``CacheAwareStreamingAudioBuffer(pad_and_drop_preencoded=True)`` and
-    ``encoder.cache_aware_stream_step``; per chunk the encoder output and every cache."""
+    """Stream ``mel [1, n_mels, T]`` (offline mel frames from frame 0: kiln's streamed mel without
+    its ``mel_lag`` leading frames) through NeMo's ``CacheAwareStreamingAudioBuffer`` (its default
+    session: a first step of ``chunk_size[0]`` frames with no pre-encode cache, then ``pre_cache``
+    + chunk) and ``encoder.cache_aware_stream_step`` with ``drop_extra_pre_encoded`` 0 on the first
+    step (NeMo's ``calc_drop_extra_pre_encoded``); per step the encoder output and every cache."""
     from nemo.collections.asr.parts.utils.streaming_utils import CacheAwareStreamingAudioBuffer
 
     enc = source.encoder
     with _nemo.quiet_nemo(), _nemo.typecheck_disabled(), torch.no_grad():
         enc.setup_streaming_params(chunk_size=chunk_frames, shift_size=chunk_frames)
-        buffer = CacheAwareStreamingAudioBuffer(model=source.model, pad_and_drop_preencoded=True)
+        buffer = CacheAwareStreamingAudioBuffer(model=source.model)
         buffer.append_processed_signal(torch.from_numpy(np.ascontiguousarray(mel, np.float32)))
         channel, time, channel_len = enc.get_initial_cache_state(batch_size=1)
         steps = []
-        for chunk, length in buffer:
+        for step, (chunk, length) in enumerate(buffer):
             encoded, encoded_len, channel, time, channel_len = enc.cache_aware_stream_step(
                 processed_signal=chunk, processed_signal_length=length, cache_last_channel=channel,
                 cache_last_time=time, cache_last_channel_len=channel_len, keep_all_outputs=False,
-                drop_extra_pre_encoded=enc.streaming_cfg.drop_extra_pre_encoded)
+                drop_extra_pre_encoded=0 if step == 0 else enc.streaming_cfg.drop_extra_pre_encoded)
             steps.append({"chunk": chunk.numpy().copy(), "encoded_output": encoded.numpy().copy(),
                           "encoded_length": encoded_len.numpy().astype(np.int32),
                           "new_cache_last_channel": channel.numpy().copy(),
