@@ -282,9 +282,14 @@ def test_eou_fires_in_the_same_chunks_on_kiln(torch_predicts, kiln_predicts, fac
     if mode == "kiln_fp32":
         assert compared["tokens"]["exact_match"] and compared["eou_chunk_agreement"] == 1.0
     else:
-        # fp16 flips near-ties of the random joint (measured: one extra token at a 3-vs-<EOU> tie,
-        # after which the stream shifts; EOU chunks 10 of 11 shared, the first one identical)
-        assert compared["eou_chunk_agreement"] >= 0.8
+        # the fp16 encoder alone (its session start included) gives the fp32 tokens exactly
+        encoder_only = eou.task_run({**torch_predicts, "streaming_encoder": kiln_predicts[mode]["streaming_encoder"]},
+                                    facts, inputs)
+        assert eou.task_compare(reference, encoder_only)["streaming_encoder"]["tokens"]["exact_match"]
+        # fp16 decoder and joint flip near-ties of the random joint, after which the stream shifts
+        # (measured: every reference <EOU> chunk kept, 3 extra of 12, the first one identical)
+        assert set(compared["eou_chunks_reference"]) <= set(compared["eou_chunks"])
+        assert compared["eou_chunk_agreement"] >= 0.7
 
 
 # -- bad input ---------------------------------------------------------------------------------------------

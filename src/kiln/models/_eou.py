@@ -12,14 +12,17 @@ Streaming geometry (all read from the checkpoint, see :func:`facts`):
   ``mel_lag`` is the larger of what the STFT needs (``ceil((n_fft - pad) / hop) - 1``, one frame
   for n_fft 512 / hop 160) and what puts fixed chunk boundaries on the causal subsampling grid
   (``sub - 1`` = 7 frames): with it, chunked streaming reproduces NeMo's offline encoder once past
-  a start transient (measured; see ``faithfulness``); with a lag of 1 every chunk is shifted by
+  from the first frame (measured; see ``faithfulness``); with a lag of 1 every chunk is shifted by
   one mel frame against the grid and the outputs differ everywhere. The first ``mel_lag`` streamed
-  frames see the zero initial context, so the first chunks differ from offline.
+  frames precede the audio (offline frames -7..-1): they are not part of NeMo's stream.
 - the encoder gets the chunk's mel frames plus ``pre_cache`` (the last ``pre_encode_cache_size``
-  mel frames of the stream, zeros at the start), drops ``drop_extra_pre_encoded`` subsampled frames
-  and carries per-layer attention (``cache_last_channel``) and causal-convolution
-  (``cache_last_time``) caches: NeMo's ``CacheAwareStreamingAudioBuffer(pad_and_drop_preencoded=
-  True)`` + ``encoder.cache_aware_stream_step``, the fixed-shape form every chunk can share.
+  mel frames of the stream), drops ``drop_extra_pre_encoded`` subsampled frames and carries
+  per-layer attention (``cache_last_channel``) and causal-convolution (``cache_last_time``) caches:
+  NeMo's ``CacheAwareStreamingAudioBuffer`` + ``encoder.cache_aware_stream_step`` after its first
+  step, the fixed-shape form every chunk can share. The first step of a session (caches zero,
+  ``cache_last_channel_len`` 0) is NeMo's short first step: the pre-encode cache and the ``mel_lag``
+  frames are masked as NeMo's causal padding (:class:`SessionStartSubsampling`), so a session's
+  tokens and ``<EOU>`` chunks are NeMo's from chunk 0.
 """
 
 from __future__ import annotations

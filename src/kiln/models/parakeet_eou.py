@@ -11,7 +11,10 @@ the contract's chunk, see :func:`kiln.models._eou.contracts`):
                        ``cache_last_channel``, ``cache_last_time``, ``cache_last_channel_len`` ->
                        ``encoded_output [1, d, T/8]``, ``encoded_length``, ``new_pre_cache``,
                        ``new_cache_last_channel``, ``new_cache_last_time``, ``new_cache_last_channel_len``
-                       (the four caches are state pairs).
+                       (the four caches are state pairs). A session starts from zero caches:
+                       ``cache_last_channel_len`` 0 makes the step NeMo's first streaming step
+                       (``pre_cache`` and the first ``mel_lag_frames`` of the chunk precede the
+                       stream and are ignored).
 ``decoder``            RNNT prediction net, one step, explicit LSTM state (``h_in``/``c_in`` pairs).
 ``joint_decision``     ``encoder_step [1, d, 1]``, ``decoder_step [1, H, 1]`` -> ``token_id``,
                        ``token_prob`` ([1,1,1]; RNNT: no durations).
