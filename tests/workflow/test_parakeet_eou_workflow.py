@@ -47,13 +47,16 @@ def test_tiny_eou_metadata_records_streaming_parity_and_eou_timing(tiny_streamin
     assert torch_run["tokens"] and torch_run["eou_chunks"], "the calibrated tiny model must emit <EOU>"
     assert torch_run["chunks"] == chunks and len(torch_run["tokens_per_chunk"]) == chunks
     # the packages hold fp16 weights: random weights put logits within fp16 rounding of each other,
-    # so a few tokens flip and shift the stream (measured: edit distance 10 of 58 tokens in both
-    # modes); where <EOU> fires must not move
+    # so a few tokens flip and shift the stream (measured: edit distance 10 of 115 tokens in fp32
+    # mode, every <EOU> chunk identical; 24 in fp16 mode, where the fp16 decoder and joint add three
+    # <EOU> chunks, 24, 25 and 29, to the nine of the reference); no reference <EOU> may move
     for mode in ("kiln_fp32", "kiln_fp16"):
         timing = e2e["backends"][mode]["streaming_encoder"]
         assert timing["eou_chunks_reference"] == sorted(set(torch_run["eou_chunks"])), mode
-        assert timing["first_eou_same_chunk"] and timing["eou_chunk_agreement"] >= 0.8, (mode, timing)
+        assert set(timing["eou_chunks_reference"]) <= set(timing["eou_chunks"]), (mode, timing)
+        assert timing["first_eou_same_chunk"] and timing["eou_chunk_agreement"] >= 0.7, (mode, timing)
         assert timing["tokens"]["edit_distance"] <= 0.25 * len(torch_run["tokens"]), (mode, timing["tokens"])
+    assert e2e["backends"]["kiln_fp32"]["streaming_encoder"]["eou_chunk_agreement"] == 1.0
     assert [p.split("/")[-1] for p in e2e["plots"]] == ["end_to_end_token_timeline.png"]
     for plot in (results / "plots" / "end_to_end_token_timeline.png", results / "plots" / "streaming_encoder_chunk_errors.png"):
         assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
