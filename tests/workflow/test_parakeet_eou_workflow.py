@@ -1,7 +1,7 @@
 """The synthetic Parakeet EOU entry builds offline through the whole workflow in a separate
 Snakemake process: metadata.json records the encoder output and every cache chunk by chunk, the
 greedy token stream and where <EOU> fires on torch and kiln's executor, the per-chunk error and
-token/EOU timeline plots, NeMo's streaming-vs-offline check; the quantization summary holds the
+token/EOU timeline plots, NeMo's streaming-vs-offline check and NeMo's own session from chunk 0; the quantization summary holds the
 EOU timing per strategy and its recommendation."""
 
 from __future__ import annotations
@@ -47,20 +47,27 @@ def test_tiny_eou_metadata_records_streaming_parity_and_eou_timing(tiny_streamin
     assert torch_run["tokens"] and torch_run["eou_chunks"], "the calibrated tiny model must emit <EOU>"
     assert torch_run["chunks"] == chunks and len(torch_run["tokens_per_chunk"]) == chunks
     # the packages hold fp16 weights: random weights put logits within fp16 rounding of each other,
-    # so a few tokens flip and shift the stream (measured: edit distance 10 of 58 tokens in both
-    # modes); where <EOU> fires must not move
+    # so a few tokens flip and shift the stream (measured: edit distance 10 of 115 tokens in fp32
+    # mode, every <EOU> chunk identical; 24 in fp16 mode, where the fp16 decoder and joint add three
+    # <EOU> chunks, 24, 25 and 29, to the nine of the reference); no reference <EOU> may move
     for mode in ("kiln_fp32", "kiln_fp16"):
         timing = e2e["backends"][mode]["streaming_encoder"]
         assert timing["eou_chunks_reference"] == sorted(set(torch_run["eou_chunks"])), mode
-        assert timing["first_eou_same_chunk"] and timing["eou_chunk_agreement"] >= 0.8, (mode, timing)
+        assert set(timing["eou_chunks_reference"]) <= set(timing["eou_chunks"]), (mode, timing)
+        assert timing["first_eou_same_chunk"] and timing["eou_chunk_agreement"] >= 0.7, (mode, timing)
         assert timing["tokens"]["edit_distance"] <= 0.25 * len(torch_run["tokens"]), (mode, timing["tokens"])
+    assert e2e["backends"]["kiln_fp32"]["streaming_encoder"]["eou_chunk_agreement"] == 1.0
     assert [p.split("/")[-1] for p in e2e["plots"]] == ["end_to_end_token_timeline.png"]
     for plot in (results / "plots" / "end_to_end_token_timeline.png", results / "plots" / "streaming_encoder_chunk_errors.png"):
         assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    # streaming equals NeMo's own cache-aware step, and its offline encoder past the start
+    # streaming equals NeMo's own cache-aware step, its offline encoder and a session as NeMo runs
+    # it (tokens and <EOU> of every chunk), from the first chunk on
     faithful = metadata["prepare"]["faithfulness"]["streaming_encoder"]
     assert faithful["vs_nemo_streaming_match"] and max(faithful["vs_nemo_streaming_max_abs"].values()) <= 1e-4
-    assert faithful["offline"]["match"] and faithful["offline"]["greedy_tokens_after_transient"] > 0
+    assert faithful["offline"]["match"] and faithful["offline"]["greedy_tokens"] > 0
+    session = faithful["session"]
+    assert session["match"] and session["first_differing_chunk"] is None and session["eou_chunks"]
+    assert session["eou_chunks"] == session["eou_chunks_nemo"] and session["encoder_max_abs"] <= 1e-4
     # quantization: EOU timing per strategy, judged against the float packages
     summary = json.loads((results / "quantization_summary.json").read_text())
     timing = summary["task"]["components"]["streaming_encoder"]

@@ -12,14 +12,17 @@ Streaming geometry (all read from the checkpoint, see :func:`facts`):
   ``mel_lag`` is the larger of what the STFT needs (``ceil((n_fft - pad) / hop) - 1``, one frame
   for n_fft 512 / hop 160) and what puts fixed chunk boundaries on the causal subsampling grid
   (``sub - 1`` = 7 frames): with it, chunked streaming reproduces NeMo's offline encoder once past
-  a start transient (measured; see ``faithfulness``); with a lag of 1 every chunk is shifted by
+  from the first frame (measured; see ``faithfulness``); with a lag of 1 every chunk is shifted by
   one mel frame against the grid and the outputs differ everywhere. The first ``mel_lag`` streamed
-  frames see the zero initial context, so the first chunks differ from offline.
+  frames precede the audio (offline frames -7..-1): they are not part of NeMo's stream.
 - the encoder gets the chunk's mel frames plus ``pre_cache`` (the last ``pre_encode_cache_size``
-  mel frames of the stream, zeros at the start), drops ``drop_extra_pre_encoded`` subsampled frames
-  and carries per-layer attention (``cache_last_channel``) and causal-convolution
-  (``cache_last_time``) caches: NeMo's ``CacheAwareStreamingAudioBuffer(pad_and_drop_preencoded=
-  True)`` + ``encoder.cache_aware_stream_step``, the fixed-shape form every chunk can share.
+  mel frames of the stream), drops ``drop_extra_pre_encoded`` subsampled frames and carries
+  per-layer attention (``cache_last_channel``) and causal-convolution (``cache_last_time``) caches:
+  NeMo's ``CacheAwareStreamingAudioBuffer`` + ``encoder.cache_aware_stream_step`` after its first
+  step, the fixed-shape form every chunk can share. The first step of a session (caches zero,
+  ``cache_last_channel_len`` 0) is NeMo's short first step: the pre-encode cache and the ``mel_lag``
+  frames are masked as NeMo's causal padding (:class:`SessionStartSubsampling`), so a session's
+  tokens and ``<EOU>`` chunks are NeMo's from chunk 0.
 """
 
 from __future__ import annotations
@@ -439,6 +442,65 @@ class StreamingMel(nn.Module):
         return mel, new_context
 
 
+class SessionStartSubsampling(nn.Module):
+    """NeMo's causal convolutional subsampling (``ConvSubsampling`` with its length-masked
+    ``MaskedConvSequential``) over ``[pre_cache, chunk]``, where the first ``start`` frames may be
+    declared *before the stream*: they are zeroed before every strided convolution, exactly as
+    NeMo's causal left padding zeroes what precedes its first streaming step.
+
+    NeMo's session starts with a short step (``chunk_size[0]`` mel frames, no pre-encode cache,
+    nothing dropped after subsampling); every later step is ``pre_cache + chunk`` frames with
+    ``drop_extra_pre_encoded`` subsampled frames dropped. kiln's fixed-shape step covers both: at
+    the start the ``pre_cache`` frames and the preprocessor's ``mel_lag`` frames (offline frames
+    before frame 0) are masked, which is ``drop_extra_pre_encoded * subsampling`` frames, so after
+    each stride-2 level the masked prefix is still whole frames and the dropped frames are exactly
+    the masked ones. ``start = 0`` is NeMo's own ``pre_encode`` op for op.
+    """
+
+    def __init__(self, pre_encode, start_frames: int, drop: int):
+        super().__init__()
+        from nemo.collections.asr.parts.submodules.subsampling import ConvSubsampling
+
+        if not isinstance(pre_encode, ConvSubsampling) or not pre_encode.conv2d_subsampling:
+            raise ModelError(f"streaming encoder: the session start is exported for 2-D convolutional "
+                             f"subsampling only, not {type(pre_encode).__name__}")
+        self.pre_encode = pre_encode
+        self.start_frames = int(start_frames)
+        strides = [int(layer.stride[0]) for layer in pre_encode.conv if getattr(layer, "stride", (1, 1)) != (1, 1)]
+        total = int(np.prod(strides)) if strides else 1
+        if self.start_frames % total or self.start_frames // total != int(drop):
+            raise ModelError(f"streaming encoder: {start_frames} pre-stream mel frames at the session start "
+                             f"(pre-encode cache + preprocessor lag) are not the {drop} dropped subsampled "
+                             f"frames x {total}; the first chunk cannot be made NeMo's first step")
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor, start: torch.Tensor):
+        """``x [1, T, n_mels]``, ``lengths [1]`` (valid frames from the left), ``start [1]`` (frames
+        before the stream, 0 or ``start_frames``) -> ``(features [1, T', d], lengths [1])``."""
+        from nemo.collections.asr.parts.submodules.subsampling import calculate_conv_output_size
+
+        x = x.unsqueeze(1)                                                      # [1, 1, T, F]
+        current = lengths.clone().float()
+        begin = start.clone().float()
+
+        def mask_of(tensor):
+            steps = torch.arange(tensor.shape[2], device=tensor.device).unsqueeze(0).float()
+            keep = (steps < current.unsqueeze(1)).float() * (steps >= begin.unsqueeze(1)).float()
+            return keep[:, None, :, None]                                       # [1, 1, T, 1]
+
+        mask = mask_of(x)
+        for layer in self.pre_encode.conv:
+            x = layer(x * mask)
+            if getattr(layer, "stride", (1, 1)) != (1, 1):
+                padding = (layer._left_padding, layer._right_padding) if hasattr(layer, "_left_padding") \
+                    else layer.padding
+                current = calculate_conv_output_size(current, layer.kernel_size[0], layer.stride[0], padding)
+                begin = torch.div(begin, layer.stride[0], rounding_mode="floor")
+                mask = mask_of(x)
+        x = x * mask
+        b, c, t, f = x.size()
+        return self.pre_encode.out(x.transpose(1, 2).reshape(b, t, -1)), current.long()
+
+
 class StreamingEncoderStep(nn.Module):
     """One chunk of NeMo's cache-aware streaming step with every cache explicit.
 
@@ -447,11 +509,17 @@ class StreamingEncoderStep(nn.Module):
     [1]`` int32 -> ``encoded_output [1, d, T/sub]``, ``encoded_length [1]`` int32, and the four
     ``new_*`` caches. The body is NeMo's own ``ConformerEncoder.forward_internal`` +
     ``streaming_post_process`` (no re-implementation), called directly so ``@typecheck`` stays out
-    of the trace, with the pre-encode cache concatenated in front of the chunk as
-    ``CacheAwareStreamingAudioBuffer(pad_and_drop_preencoded=True)`` does.
+    of the trace, on ``pre_cache`` + chunk as ``CacheAwareStreamingAudioBuffer`` builds every step
+    after the first.
+
+    The session start is NeMo's: ``cache_last_channel_len == 0`` (nothing streamed yet, the state
+    every session starts from) makes this step NeMo's first one, whose input is the chunk's frames
+    from the preprocessor's ``mel_lag`` on (offline frame 0) with no pre-encode cache
+    (:class:`SessionStartSubsampling`); ``pre_cache`` and the first ``mel_lag`` frames are then
+    ignored whatever they hold.
     """
 
-    def __init__(self, encoder, chunk_frames: int):
+    def __init__(self, encoder, chunk_frames: int, mel_lag: int):
         super().__init__()
         self.encoder = encoder
         self.chunk_frames = int(chunk_frames)
@@ -459,6 +527,11 @@ class StreamingEncoderStep(nn.Module):
         cfg = encoder.streaming_cfg
         pre = cfg.pre_encode_cache_size
         self.pre_cache = int(pre[1] if isinstance(pre, (list, tuple)) else pre)
+        self.drop = int(cfg.drop_extra_pre_encoded)
+        if int(cfg.last_channel_cache_size) < 1:
+            raise ModelError("streaming encoder: no left attention context, so cache_last_channel_len "
+                             "cannot mark the session start")
+        self.subsampling = SessionStartSubsampling(encoder.pre_encode, self.pre_cache + int(mel_lag), self.drop)
         # positional encodings long enough for cache + chunk, made once here (forward must not resize)
         encoder.set_max_audio_length(max(encoder.max_audio_length, cfg.last_channel_cache_size + 4 * chunk_frames + 16))
 
@@ -477,9 +550,14 @@ class StreamingEncoderStep(nn.Module):
         x = torch.cat([pre_cache, audio_signal], dim=2)
         new_pre_cache = x[:, :, x.shape[2] - self.pre_cache:]
         length = audio_length.to(torch.int64) + self.pre_cache
+        channel_len = cache_last_channel_len.to(torch.int64)
+        start = (channel_len == 0).to(torch.int64) * self.subsampling.start_frames
+        features, length = self.subsampling(x.transpose(1, 2), length, start)
+        features = features[:, self.drop:, :]
+        length = (length - self.drop).clamp(min=0)
         rets = self.encoder.forward_internal(
-            x, length, cache_last_channel=cache_last_channel, cache_last_time=cache_last_time,
-            cache_last_channel_len=cache_last_channel_len.to(torch.int64))
+            features, length, cache_last_channel=cache_last_channel, cache_last_time=cache_last_time,
+            cache_last_channel_len=channel_len, bypass_pre_encode=True)
         encoded, encoded_len, channel, time, channel_len = self.encoder.streaming_post_process(
             rets, keep_all_outputs=False)
         return (encoded, encoded_len.to(torch.int32), new_pre_cache, channel, time,
@@ -551,29 +629,68 @@ def eou_chunks(tokens: list[int], token_chunks: list[int], eou_id: int | None) -
 # -- NeMo's own cache-aware streaming (faithfulness reference, prepare job only) ---------------------
 
 def nemo_streaming(source: EOUSource, mel: np.ndarray, chunk_frames: int) -> list[dict[str, np.ndarray]]:
-    """Stream ``mel [1, n_mels, T]`` (T a multiple of the chunk's mel frames) through NeMo's
-    ``CacheAwareStreamingAudioBuffer(pad_and_drop_preencoded=True)`` and
-    ``encoder.cache_aware_stream_step``; per chunk the encoder output and every cache."""
+    """Stream ``mel [1, n_mels, T]`` (offline mel frames from frame 0: kiln's streamed mel without
+    its ``mel_lag`` leading frames) through NeMo's ``CacheAwareStreamingAudioBuffer`` (its default
+    session: a first step of ``chunk_size[0]`` frames with no pre-encode cache, then ``pre_cache``
+    + chunk) and ``encoder.cache_aware_stream_step`` with ``drop_extra_pre_encoded`` 0 on the first
+    step (NeMo's ``calc_drop_extra_pre_encoded``); per step the encoder output and every cache."""
     from nemo.collections.asr.parts.utils.streaming_utils import CacheAwareStreamingAudioBuffer
 
     enc = source.encoder
     with _nemo.quiet_nemo(), _nemo.typecheck_disabled(), torch.no_grad():
         enc.setup_streaming_params(chunk_size=chunk_frames, shift_size=chunk_frames)
-        buffer = CacheAwareStreamingAudioBuffer(model=source.model, pad_and_drop_preencoded=True)
+        buffer = CacheAwareStreamingAudioBuffer(model=source.model)
         buffer.append_processed_signal(torch.from_numpy(np.ascontiguousarray(mel, np.float32)))
         channel, time, channel_len = enc.get_initial_cache_state(batch_size=1)
         steps = []
-        for chunk, length in buffer:
+        for step, (chunk, length) in enumerate(buffer):
             encoded, encoded_len, channel, time, channel_len = enc.cache_aware_stream_step(
                 processed_signal=chunk, processed_signal_length=length, cache_last_channel=channel,
                 cache_last_time=time, cache_last_channel_len=channel_len, keep_all_outputs=False,
-                drop_extra_pre_encoded=enc.streaming_cfg.drop_extra_pre_encoded)
+                drop_extra_pre_encoded=0 if step == 0 else enc.streaming_cfg.drop_extra_pre_encoded)
             steps.append({"chunk": chunk.numpy().copy(), "encoded_output": encoded.numpy().copy(),
                           "encoded_length": encoded_len.numpy().astype(np.int32),
                           "new_cache_last_channel": channel.numpy().copy(),
                           "new_cache_last_time": time.numpy().copy(),
                           "new_cache_last_channel_len": channel_len.numpy().astype(np.int32)})
     return steps
+
+
+def nemo_session(source: EOUSource, audio: np.ndarray, chunk_frames: int) -> dict:
+    """A live session as NeMo runs it, end to end: ``CacheAwareStreamingAudioBuffer`` (its own
+    preprocessor, dither off; its default first step of ``chunk_size[0]`` mel frames with no
+    pre-encode cache) and ``model.conformer_stream_step`` with NeMo's greedy RNNT decoding,
+    hypotheses carried across steps and ``drop_extra_pre_encoded`` 0 on the first step, as NeMo's
+    ``speech_to_text_cache_aware_streaming_infer.py`` does. Per step: the encoder output and the
+    tokens NeMo emitted in that step."""
+    from nemo.collections.asr.parts.utils.streaming_utils import CacheAwareStreamingAudioBuffer
+
+    model, enc = source.model, source.encoder
+    with _nemo.quiet_nemo(), torch.no_grad():
+        enc.setup_streaming_params(chunk_size=chunk_frames, shift_size=chunk_frames)
+        buffer = CacheAwareStreamingAudioBuffer(model=model)
+        buffer.append_audio(np.ascontiguousarray(audio, np.float32))
+        channel, time, channel_len = enc.get_initial_cache_state(batch_size=1)
+        hypotheses, predictions, emitted = None, None, 0
+        encoded_steps, tokens_per_step = [], []
+        with _nemo.typecheck_disabled():
+            for step, (chunk, length) in enumerate(buffer):
+                # the encoder alone first (the same call conformer_stream_step makes), to keep its output
+                drop = 0 if step == 0 else enc.streaming_cfg.drop_extra_pre_encoded
+                encoded, _, _, _, _ = enc.cache_aware_stream_step(
+                    processed_signal=chunk, processed_signal_length=length, cache_last_channel=channel,
+                    cache_last_time=time, cache_last_channel_len=channel_len,
+                    keep_all_outputs=buffer.is_buffer_empty(), drop_extra_pre_encoded=drop)
+                (predictions, _, channel, time, channel_len, hypotheses) = model.conformer_stream_step(
+                    processed_signal=chunk, processed_signal_length=length, cache_last_channel=channel,
+                    cache_last_time=time, cache_last_channel_len=channel_len,
+                    keep_all_outputs=buffer.is_buffer_empty(), previous_hypotheses=hypotheses,
+                    previous_pred_out=predictions, drop_extra_pre_encoded=drop, return_transcription=True)
+                sequence = [int(t) for t in hypotheses[0].y_sequence]
+                tokens_per_step.append(sequence[emitted:])
+                emitted = len(sequence)
+                encoded_steps.append(encoded.numpy().copy())
+    return {"encoded": encoded_steps, "tokens_per_chunk": tokens_per_step}
 
 
 def nemo_offline(source: EOUSource, mel: np.ndarray) -> np.ndarray:

@@ -11,7 +11,10 @@ the contract's chunk, see :func:`kiln.models._eou.contracts`):
                        ``cache_last_channel``, ``cache_last_time``, ``cache_last_channel_len`` ->
                        ``encoded_output [1, d, T/8]``, ``encoded_length``, ``new_pre_cache``,
                        ``new_cache_last_channel``, ``new_cache_last_time``, ``new_cache_last_channel_len``
-                       (the four caches are state pairs).
+                       (the four caches are state pairs). A session starts from zero caches:
+                       ``cache_last_channel_len`` 0 makes the step NeMo's first streaming step
+                       (``pre_cache`` and the first ``mel_lag_frames`` of the chunk precede the
+                       stream and are ignored).
 ``decoder``            RNNT prediction net, one step, explicit LSTM state (``h_in``/``c_in`` pairs).
 ``joint_decision``     ``encoder_step [1, d, 1]``, ``decoder_step [1, H, 1]`` -> ``token_id``,
                        ``token_prob`` ([1,1,1]; RNNT: no durations).
@@ -121,7 +124,7 @@ def preprocessor_wrapper(source, component, facts):
 def encoder_wrapper(source, component, facts):
     check_contract(component, facts, "streaming_encoder")
     frames = _eou.chunk_geometry(facts, chunk_samples_of(component, facts))["encoder_frames"]
-    return _eou.StreamingEncoderStep(source.encoder, frames).eval()
+    return _eou.StreamingEncoderStep(source.encoder, frames, facts["mel_lag_frames"]).eval()
 
 
 def decoder_wrapper(source, component, facts):
@@ -467,11 +470,38 @@ def quantization_eou_summary(reference: dict, results: Mapping[str, dict], compo
 OFFLINE_TOKEN_DIFFERENCES_ALLOWED = 0
 
 
+def session_comparison(source, pipeline: Mapping[str, Any], facts: Mapping[str, Any], audio: np.ndarray,
+                       encoder_frames: int) -> dict:
+    """kiln's pipeline (:func:`run_pipeline` on ``audio``) against the same audio streamed by NeMo
+    end to end (:func:`kiln.models._eou.nemo_session`: NeMo's preprocessor, streaming buffer,
+    encoder and greedy RNNT): the tokens of every chunk, the chunks where ``<EOU>`` fires and the
+    encoder output, chunk by chunk from chunk 0."""
+    nemo = _eou.nemo_session(source, audio, encoder_frames)
+    chunks = pipeline["chunks"]
+    ours: list[list[int]] = [[] for _ in range(chunks)]
+    for token, chunk in zip(pipeline["tokens"], pipeline["token_chunks"]):
+        ours[chunk].append(int(token))
+    theirs = [list(t) for t in nemo["tokens_per_chunk"][:chunks]]
+    differing = [i for i in range(min(chunks, len(theirs))) if ours[i] != theirs[i]]
+    eou = facts["eou_id"]
+    encoder = [_eou.max_abs(np.asarray(s["encoded_output"], np.float32), e)
+               for s, e in zip(pipeline["encoded"], nemo["encoded"][:chunks])]
+    return {"chunks": chunks, "nemo_steps": len(nemo["tokens_per_chunk"]),
+            "tokens_per_chunk": ours, "tokens_per_chunk_nemo": theirs,
+            "first_differing_chunk": differing[0] if differing else None,
+            "differing_chunks": len(differing),
+            "eou_chunks": [i for i, t in enumerate(ours) if eou in t],
+            "eou_chunks_nemo": [i for i, t in enumerate(theirs) if eou in t],
+            "encoder_max_abs": max(encoder) if encoder else None,
+            "match": not differing and len(theirs) >= chunks}
+
+
 def faithfulness(source, predicts: Mapping[str, Callable], facts: Mapping[str, Any], components=None) -> dict:
     """For every streaming encoder: the traced programs streamed chunk by chunk vs NeMo's own
     ``cache_aware_stream_step`` (encoder output and every cache after every chunk), the streamed
-    mel vs NeMo's offline preprocessor, and streaming vs NeMo's offline encoder (greedy tokens, as
-    NeMo's compare_vs_offline; encoder error after the start transient)."""
+    mel vs NeMo's offline preprocessor, streaming vs NeMo's offline encoder (greedy tokens, as
+    NeMo's compare_vs_offline; encoder error), and the whole pipeline vs a session as NeMo runs it
+    (:func:`session_comparison`), every one from the first chunk on."""
     if components is None:
         raise ModelError("parakeet_eou: faithfulness needs the model's component contracts (chunk sizes)")
     sizes = [chunk_samples_of(c, facts) for n, c in components.items() if n.startswith("preprocessor")]
@@ -487,7 +517,7 @@ def faithfulness(source, predicts: Mapping[str, Callable], facts: Mapping[str, A
         geometry = _eou.chunk_geometry(facts, chunk)
         pipeline = run_pipeline({**predicts}, facts, audio, chunk, suffix)
         mel = np.concatenate([np.asarray(m["mel"], np.float32) for m in pipeline["mels"]], axis=2)
-        nemo = _eou.nemo_streaming(source, mel, geometry["encoder_frames"])
+        nemo = _eou.nemo_streaming(source, mel[:, :, lag:], geometry["encoder_frames"])
         if len(nemo) != len(pipeline["encoded"]):
             raise ModelError(f"{source.path}: NeMo streamed {len(nemo)} chunks, the wrapper {len(pipeline['encoded'])}")
         errors = {key: max(_eou.max_abs(w[key], n[key]) for w, n in zip(pipeline["encoded"], nemo))
@@ -500,42 +530,33 @@ def faithfulness(source, predicts: Mapping[str, Callable], facts: Mapping[str, A
         mel_error = _eou.max_abs(mel[:, :, lag:lag + frames], offline_mel[:, :, :frames])
         # offline: NeMo's full-utterance encoder on NeMo's own mel. The streamed mel trails it by
         # `lag` frames, which puts fixed chunks on the subsampling grid: output frame i of both
-        # covers the same audio
+        # covers the same audio, from the first frame on (the session starts as NeMo's does)
         offline = _eou.nemo_offline(source, offline_mel[:, :, :mel.shape[2] - lag])
         streamed = np.concatenate([np.asarray(s["encoded_output"], np.float32) for s in pipeline["encoded"]], axis=2)
         n = min(offline.shape[2], streamed.shape[2])
-        # the start reaches every frame up to one left context (+ the chunk) per layer away;
-        # numerically it has decayed well before that (measured: encoder_max_abs_after_transient)
-        transient = min(n, facts["last_channel_cache_size"] + geometry["encoder_frames"])
-        per_frame = np.max(np.abs(offline[:, :, :n].astype(np.float64) - streamed[:, :, :n]), axis=1)[0]
-        # NeMo's criterion applied where fixed chunks can reproduce offline: past the start transient
-        # (the first chunk sees pre-stream context, zeros and the preprocessor's lag frames, where
-        # NeMo's own first chunk has causal padding), both decoded from a fresh decoder state
+
         def frames_as_steps(encoded: np.ndarray) -> list[dict]:
             size = geometry["encoder_frames"]
             return [{"encoded_output": encoded[:, :, i:i + size],
                      "encoded_length": np.array([encoded[:, :, i:i + size].shape[2]], np.int32)}
                     for i in range(0, encoded.shape[2], size)]
 
-        steady_offline = greedy_decode(predicts["decoder"], predicts["joint_decision"], facts,
-                                       frames_as_steps(offline[:, :, transient:n])).tokens
-        steady_streamed = greedy_decode(predicts["decoder"], predicts["joint_decision"], facts,
-                                        frames_as_steps(streamed[:, :, transient:n])).tokens
-        token_diff = agreement(steady_offline, steady_streamed)
+        offline_tokens = greedy_decode(predicts["decoder"], predicts["joint_decision"], facts,
+                                       frames_as_steps(offline[:, :, :n])).tokens
+        streamed_tokens = greedy_decode(predicts["decoder"], predicts["joint_decision"], facts,
+                                        frames_as_steps(streamed[:, :, :n])).tokens
+        token_diff = agreement(offline_tokens, streamed_tokens)
         report[name] = {
             "chunk_ms": geometry["chunk_ms"], "chunks": len(nemo),
             "vs_nemo_streaming_max_abs": errors,
             "vs_nemo_streaming_match": all(v <= 1e-4 for v in errors.values()),
             "mel_vs_nemo_offline_max_abs": mel_error,
-            "offline": {"encoder_max_abs_all_frames": float(per_frame.max()),
-                        "encoder_max_abs_after_transient":
-                            float(per_frame[transient:].max()) if n > transient else None,
-                        "transient_frames": transient,
-                        "greedy_tokens_after_transient": len(steady_offline),
-                        "greedy_token_differences_after_transient": token_diff["edit_distance"],
-                        "criterion": "NeMo compare_vs_offline: 0 differing greedy predictions "
-                                     "(applied after the fixed-chunk start transient)",
+            "offline": {"encoder_max_abs": _eou.max_abs(offline[:, :, :n], streamed[:, :, :n]),
+                        "frames": n, "greedy_tokens": len(offline_tokens),
+                        "greedy_token_differences": token_diff["edit_distance"],
+                        "criterion": "NeMo compare_vs_offline: 0 differing greedy predictions",
                         "match": token_diff["edit_distance"] <= OFFLINE_TOKEN_DIFFERENCES_ALLOWED},
+            "session": session_comparison(source, pipeline, facts, audio, geometry["encoder_frames"]),
             "tokens": pipeline["tokens"], "eou_chunks": pipeline["eou_chunks"]}
     return report
 
