@@ -124,7 +124,7 @@ def substitute(module, pairs: Sequence[dict]) -> tuple[list[str], list[str]]:
             new = pair["dequantized"].astype(np.float32)
             new = new.T if how == "transposed" else new.reshape(value.shape)
             with torch.no_grad():
-                tensors[name].copy_(torch.from_numpy(np.ascontiguousarray(new)))
+                tensors[name].copy_(torch.tensor(new))   # (ascontiguousarray would make a 0-d value 1-d)
             replaced.append(name)
             found = True
         if not found and pair["compressed"]:
