@@ -131,7 +131,12 @@ def score(spec: ComponentSpec, component: ComponentConfig, facts: Mapping[str, A
     worst = min(graded, key=lambda o: o["quality"])
     checked = {}
     if program is not None:
+        import gc
+
         from kiln.quantize.dequantized import check, describe
+
+        del present   # the variant's execution plans: their weights are freed before torch loads its own
+        gc.collect()
 
         checked["dequantized_torch"] = check(spec, component, reference, Path(program),
                                              Path(compressed_from or base), quantized, steps["kiln_fp32"])
