@@ -9,6 +9,8 @@ rule quantize:
         facts=f"{RESULTS}/{{model}}/prepared/facts.json",
         reference=f"{RESULTS}/{{model}}/reference/{{component}}.npz",
         package=f"{RESULTS}/{{model}}/{{component}}.mlpackage",
+        # the traced program: torch runs it with the variant's dequantized weights (kiln.quantize.dequantized)
+        program=f"{RESULTS}/{{model}}/prepared/{{component}}.pt",
         base=lambda wildcards: str(plan.quantize_base(KILN, wildcards.model, wildcards.strategy,
                                                       wildcards.component)),
         stamp=".kiln/stamps/{model}/quantize/{strategy}/{component}.json",

@@ -321,15 +321,21 @@ def model_card(provenance: dict, metadata: dict, summary: dict, contract_report:
                      for b, why in (e.get("absent_backends") or {}).items()})
     if absent:
         lines += ["", "Not measured on the build machine: " + "; ".join(absent) + "."]
-    lines += ["", "## Quantization", "", "| strategy | component | size | ratio | quality | PSNR dB (worst) | status |",
-              "|---|---|---|---|---|---|---|"]
+    lines += ["", "## Quantization", "", "Ranked per component by the family's task metric where it has one, else by "
+              "quality; *kiln = torch* is kiln's execution of the variant against torch running its dequantized weights.", "",
+              "| strategy | component | rank | task metric | size | ratio | quality | PSNR dB (worst) | kiln = torch | status |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for row in summary.get("results") or []:
         if row["status"] != "ok":
-            lines.append(f"| {row['strategy']} | {row['component']} | – | – | – | – | skipped: {row.get('skip_reason')} |")
+            lines.append(f"| {row['strategy']} | {row['component']} | – | – | – | – | – | – | – | "
+                         f"skipped: {row.get('skip_reason')} |")
             continue
         psnrs = [o.get("psnr_db") for o in row["outputs"].values() if o.get("psnr_db") is not None]
-        lines.append(f"| {row['strategy']} | {row['component']} | {_size(row['package']['size_bytes'])} | "
+        task = row.get("task_score")
+        lines.append(f"| {row['strategy']} | {row['component']} | {row.get('rank', '–')} | "
+                     f"{(task['metric'] + ' ' + _num(task['value'])) if task else '–'} | {_size(row['package']['size_bytes'])} | "
                      f"{_num(row['size_ratio'], 3)} | {_num(row['quality'])} | {_num(min(psnrs) if psnrs else None, 3)} | "
+                     f"{(row.get('dequantized_torch') or {}).get('verdict', '–')} | "
                      f"ok{' (Pareto)' if row.get('pareto_optimal') else ''} |")
     plots = sorted(p.relative_to(folder).as_posix() for p in (folder / "plots").rglob("*.png")) \
         if (folder / "plots").is_dir() else []

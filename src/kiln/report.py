@@ -108,17 +108,32 @@ def quantization_page(summary: dict) -> str:
         ok = r.get("status") == "ok"
         psnrs = [o.get("psnr_db") for o in (r.get("outputs") or {}).values() if o.get("psnr_db") is not None]
         latency = (r.get("latency") or {}).get("kiln_fp32") or {}
+        task = r.get("task_score")
         rows.append((r["component"], r["strategy"], "ok" if ok else f"{r.get('status')}: {r.get('skip_reason', '')}",
+                     r.get("rank"), f"{task['metric']} {task['value']:.4f}" if task else None,
                      (r.get("package") or {}).get("size_bytes"), r.get("size_ratio"), r.get("quality"),
                      r.get("normalized_error"), min(psnrs) if psnrs else None, r.get("pareto_optimal"),
-                     latency.get("median_ms")))
-        if not ok:
+                     _dequantized_cell(r.get("dequantized_torch")), latency.get("median_ms")))
+        if not ok or (r.get("dequantized_torch") or {}).get("verdict") == "different":
             bad.append(i)
     tag = " [synthetic weights]" if summary.get("synthetic") else ""
+    rankings = "; ".join(f"{c}: by {k['by']}: {', '.join(k['order'])}" for c, k in (summary.get("rankings") or {}).items())
     return page(f"{summary['model']}: quantization{tag}", [
         f"<p class=\"note\">{html.escape(summary.get('quality_definition', ''))}</p>",
-        table(["component", "strategy", "status", "package bytes", "size ratio", "quality", "normalised error",
-               "worst PSNR dB", "Pareto", "kiln fp32 median ms"], rows, left=3, bad=bad)])
+        *([f"<p class=\"note\">ranking, best first: {html.escape(rankings)}</p>"] if rankings else []),
+        table(["component", "strategy", "status", "rank", "task metric", "package bytes", "size ratio", "quality",
+               "normalised error", "worst PSNR dB", "Pareto", "kiln vs dequantized torch (max |diff|)",
+               "kiln fp32 median ms"], rows, left=3, bad=bad)])
+
+
+def _dequantized_cell(check: dict | None) -> str | None:
+    """The quantize job's check of kiln vs torch on the variant's dequantized weights, in a cell."""
+    if not check:
+        return None
+    if check["verdict"] == "not_checked":
+        return f"not checked: {check.get('reason', '')}"
+    worst = max((o["max_abs"] for o in check["outputs"].values() if o.get("max_abs") is not None), default=None)
+    return check["verdict"] + ("" if worst is None else f" ({worst:.2g})")
 
 
 def write_page(path: str | Path, text: str) -> None:

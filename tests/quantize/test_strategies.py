@@ -121,3 +121,56 @@ def test_a_variant_with_nan_outputs_is_recorded_and_never_pareto_optimal():
     validate_summary(summary)
     assert {r["strategy"]: r["pareto_optimal"] for r in summary["results"]} == {
         "palettize_6bit": False, "int8_per_channel": True}
+
+
+def _scored(strategy, size_ratio, quality, task=None, check=None):
+    record = {"strategy": strategy, "description": "d", "component": "unified", "baseline_bytes": 100,
+              "status": "ok", "deployment_target": "iOS17", "specification_version": 8,
+              "constexpr_ops": ["constexpr_affine_dequantize"],
+              "package": {"path": "p", "sha256": "0" * 64, "size_bytes": 10},
+              "bundle": {"path": "b", "sha256": "0" * 64, "size_bytes": 10},
+              "size_ratio": size_ratio, "quality": quality, "normalized_error": 1 - quality,
+              "outputs": {"vad_output": {"quality": quality, "normalized_error": 1 - quality, "psnr_db": 30.0,
+                                         "max_abs": 0.1}},
+              "task_metrics": {} if task is None else {"decision_agreement": task}, "latency": {}}
+    if task is not None:
+        record["task_score"] = {"metric": "decision_agreement", "value": task}
+    if check is not None:
+        record["dequantized_torch"] = check
+    return record
+
+
+def test_variants_rank_by_the_task_metric_where_the_family_has_one():
+    """Silero's figures (silero-vad 6.2.3 ONNX graph): by quality palettize_4bit would rank last,
+    by what an app sees (decision agreement) it is the best; int8_per_tensor is last either way."""
+    from kiln.report import quantization_page
+
+    equal = {"verdict": "equal", "compressed_weights": 7, "torch_tensors_replaced": ["w"], "seconds": 1.0,
+             "outputs": {"vad_output": {"max_abs": 3e-6, "match": True, "atol": 0.02, "rtol": 0.0}}}
+    records = [_scored("int8_per_tensor", 0.52, 0.0, 0.2576, equal), _scored("prune_50_int8", 0.49, 0.77, 0.9808, equal),
+               _scored("palettize_4bit", 0.29, 0.30, 0.9856, equal),
+               {"strategy": "int4_per_block", "description": "d", "component": "unified", "baseline_bytes": 100,
+                "status": "skipped", "skip_reason": "no weight above the threshold"}]
+    summary = build_summary("silero_vad_onnx", False, records)
+    validate_summary(summary)
+    assert summary["rankings"] == {"unified": {"by": "decision_agreement",
+                                               "order": ["palettize_4bit", "prune_50_int8", "int8_per_tensor"]}}
+    assert [(r["strategy"], r.get("rank")) for r in summary["results"]] == [
+        ("palettize_4bit", 1), ("prune_50_int8", 2), ("int8_per_tensor", 3), ("int4_per_block", None)]
+    page = quantization_page(summary)
+    assert "by decision_agreement: palettize_4bit, prune_50_int8, int8_per_tensor" in page
+    assert "decision_agreement 0.2576" in page and "equal (3e-06)" in page
+    # a variant without the task metric: the component ranks by quality
+    summary = build_summary("m", False, [_scored("a", 0.5, 0.9, 0.9), _scored("b", 0.5, 0.95)])
+    assert summary["rankings"]["unified"] == {"by": "quality", "order": ["b", "a"]}
+
+
+def test_summary_schema_checks_the_dequantized_torch_record():
+    different = {"verdict": "different", "compressed_weights": 7, "torch_tensors_replaced": ["w"], "seconds": 1.0}
+    summary = build_summary("m", False, [_scored("a", 0.5, 0.9, 0.9, different)])
+    with pytest.raises(SummaryError, match="outputs"):   # a verdict from comparing nothing
+        validate_summary(summary)
+    unchecked = {**different, "verdict": "not_checked", "reason": "no tensor equals w"}
+    validate_summary(build_summary("m", False, [_scored("a", 0.5, 0.9, 0.9, unchecked)]))
+    with pytest.raises(SummaryError, match="dequantized_torch"):   # an unknown verdict
+        validate_summary(build_summary("m", False, [_scored("a", 0.5, 0.9, 0.9, {**unchecked, "verdict": "ok"})]))

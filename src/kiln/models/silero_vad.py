@@ -195,7 +195,7 @@ def vad_component(name: str) -> ComponentSpec:
         outputs=("vad_output", "new_hidden_state", "new_cell_state"),
         wrapper=window, feeds=speech_windows,
         state=(StatePair("hidden_state", "new_hidden_state"), StatePair("cell_state", "new_cell_state")),
-        metrics=(Metric("decisions", decisions),),
+        metrics=(Metric("decisions", decisions, rank_by="decision_agreement"),),
         plot=PlotSeries("speech probability", _probabilities))
 
 

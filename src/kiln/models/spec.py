@@ -50,10 +50,13 @@ class StatePair:
 
 @dataclass(frozen=True)
 class Metric:
-    """A task metric: ``fn(reference_steps, candidate_steps, facts) -> dict`` (JSON-able)."""
+    """A task metric: ``fn(reference_steps, candidate_steps, facts) -> dict`` (JSON-able).
+    ``rank_by``: the key of that dict (a fraction, higher is better, e.g. decision agreement) by
+    which the quantization summary ranks a component's variants; without one they rank by quality."""
 
     name: str
     fn: Callable[[list, list, Mapping[str, Any]], dict]
+    rank_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -112,6 +115,11 @@ class ComponentSpec:
             value = pair.initial(component, facts) if pair.initial else np.zeros(spec.shape)
             out[pair.input] = np.asarray(value, dtype=NUMPY_DTYPES[spec.dtype]).reshape(spec.shape)
         return out
+
+    @property
+    def rank_by(self) -> str | None:
+        """The task metric key the component's quantized variants rank by (the first declared)."""
+        return next((m.rank_by for m in self.metrics if m.rank_by), None)
 
     def task_metrics(self, reference: list, candidate: list, facts: Mapping[str, Any]) -> dict:
         result = {}

@@ -98,9 +98,13 @@ def compress(strategy_name: str, base: Path, component: ComponentConfig, ctx: Qu
 
 
 def score(spec: ComponentSpec, component: ComponentConfig, facts: Mapping[str, Any], reference: Reference,
-          base: Path, quantized: Path, precisions=("fp32", "fp16")) -> dict:
+          base: Path, quantized: Path, precisions=("fp32", "fp16"), *, program: Path | None = None,
+          compressed_from: Path | None = None) -> dict:
     """Quality of the quantized package vs the float baseline (both on kiln's executor, fp32 mode,
-    so only the weights differ) over the reference feeds, task agreement, latency per backend."""
+    so only the weights differ) over the reference feeds, task agreement, latency per backend.
+    With the component's traced ``program`` and the package the variant was ``compressed_from``:
+    also kiln's execution vs torch running the variant's dequantized weights
+    (:mod:`kiln.quantize.dequantized`), so a low score is shown to be the quantization's."""
     baseline = stream(bk.kiln_backend(base, "fp32").predict, spec, reference.feeds, reference.initial, component)
     present, absent = coreml_backends(quantized, component, precisions)
     steps, latency = stream_backends(spec, component, present, absent, reference)
@@ -125,20 +129,38 @@ def score(spec: ComponentSpec, component: ComponentConfig, facts: Mapping[str, A
     graded = [o for spec, o in zip(component.outputs, outputs.values())
               if spec.dtype != "int32" or spec.kind is not None] or list(outputs.values())
     worst = min(graded, key=lambda o: o["quality"])
+    checked = {}
+    if program is not None:
+        import gc
+
+        from kiln.quantize.dequantized import check, describe
+
+        del present   # the variant's execution plans: their weights are freed before torch loads its own
+        gc.collect()
+
+        checked["dequantized_torch"] = check(spec, component, reference, Path(program),
+                                             Path(compressed_from or base), quantized, steps["kiln_fp32"])
+        log.info("  kiln vs torch on the dequantized weights: %s", describe(checked["dequantized_torch"]))
+    task_metrics = finite_tree(spec.task_metrics(baseline, steps["kiln_fp32"], facts))
+    if spec.rank_by is not None and isinstance(task_metrics.get(spec.rank_by), (int, float)):
+        # what the summary ranks this component's variants by (kiln.quantize.summary.rank)
+        checked["task_score"] = {"metric": spec.rank_by, "value": float(task_metrics[spec.rank_by])}
     return {
+        **checked,
         "outputs": outputs,
         "quality": worst["quality"],
         "normalized_error": worst["normalized_error"],
-        "task_metrics": finite_tree(spec.task_metrics(baseline, steps["kiln_fp32"], facts)),
+        "task_metrics": task_metrics,
         "latency": latency,
     }
 
 
 def quantize_component(spec: ComponentSpec, model: ModelConfig, component: ComponentConfig,
                        facts: Mapping[str, Any], reference: Reference, strategy_name: str, base_package: Path,
-                       float_package: Path, out_dir: Path, workers: int = 1) -> dict:
+                       float_package: Path, out_dir: Path, workers: int = 1, program: Path | None = None) -> dict:
     """Compress ``base_package`` with ``strategy_name``, compile the variant and score it against
-    ``float_package`` (the component's float export) on the reference inputs."""
+    ``float_package`` (the component's float export) on the reference inputs; with the component's
+    traced ``program``, check kiln's execution of the variant against torch on its dequantized weights."""
     from kiln.workflow.compile_stage import compile_component
 
     q = component.quantize
@@ -159,7 +181,8 @@ def quantize_component(spec: ComponentSpec, model: ModelConfig, component: Compo
         return {**record, "status": "skipped", "skip_reason": str(skip)}
     compiled = compile_component(out_package, out_bundle, model.compile, check_inputs=reference.first_inputs())
     size = tree_size(out_package)
-    scores = score(spec, component, facts, reference, float_package, out_package)
+    scores = score(spec, component, facts, reference, float_package, out_package, program=program,
+                   compressed_from=base_package)
     log.info("  %d -> %d bytes (%.3f), quality %.5f", base_bytes, size, size / base_bytes, scores["quality"])
     return {
         **record,

@@ -41,13 +41,28 @@ def _kinds_note(records: list[dict]) -> str:
         f"{k}: {OUTPUT_KINDS[k].score_name}" for k in kinds) + ")"
 
 
+def rank(entries: list[dict]) -> dict:
+    """Order one component's scored variants best first: by the family's task metric where every
+    variant has it (``task_score``, e.g. Silero's decision agreement: what an app sees), else by
+    quality; ties by quality, then by the smaller package. Sets each entry's ``rank`` (1 = best)."""
+    ok = [e for e in entries if e["status"] == "ok"]
+    metrics = {(e.get("task_score") or {}).get("metric") for e in ok}
+    by = next(iter(metrics)) if len(metrics) == 1 and None not in metrics else None
+    ordered = sorted(ok, key=lambda e: (-(e["task_score"]["value"] if by else e["quality"]), -e["quality"],
+                                        e["size_ratio"], e["strategy"]))
+    for position, e in enumerate(ordered, 1):
+        e["rank"] = position
+    return {"by": by or "quality", "order": [e["strategy"] for e in ordered]}
+
+
 def build_summary(model: str, synthetic: bool, records: list[dict], task: dict | None = None) -> dict:
     """``task``: the family's task run with each quantized component swapped in (see
     :func:`kiln.workflow.jobs.quantized_task_check`), with the family's recommendation."""
     by_component: dict[str, list[dict]] = {}
     for record in records:
         by_component.setdefault(record["component"], []).append(record)
-    for component, entries in by_component.items():
+    rankings = {}
+    for component, entries in sorted(by_component.items()):
         # a variant no better than zeros (quality 0, e.g. NaN outputs) is never a trade-off worth offering
         ok = [(e["size_ratio"], e["quality"], e["strategy"]) for e in entries
               if e["status"] == "ok" and e["quality"] > 0]
@@ -55,15 +70,21 @@ def build_summary(model: str, synthetic: bool, records: list[dict], task: dict |
         for e in entries:
             if e["status"] == "ok":
                 e["pareto_optimal"] = e["strategy"] in front
+        rankings[component] = rank(entries)
     return {
         "schema_version": SCHEMA_VERSION,
         "model": model,
         "synthetic": synthetic,
         "quality_definition": "max(0, 1 - ||y_q - y|| / ||y||) against the float Core ML baseline on kiln's "
                               "executor (fp32 mode), worst float output (integer outputs: agreement); 1.0 = identical, 0 = no better than zeros; "
-                              "normalized_error is ||y_q - y|| / ||y|| itself" + _kinds_note(records),
+                              "normalized_error is ||y_q - y|| / ||y|| itself" + _kinds_note(records) +
+                              "; variants rank by the family's task metric where it has one (rankings), else by quality; "
+                              "dequantized_torch: kiln's execution of the variant vs torch running the traced program "
+                              "with the variant's dequantized weights (equal = the score is the quantization's)",
         "toolchain": toolchain(),
-        "results": sorted(records, key=lambda r: (r["component"], r["strategy"])),
+        # per component best first (see rank), skipped strategies last
+        "results": sorted(records, key=lambda r: (r["component"], r.get("rank", len(records) + 1), r["strategy"])),
+        "rankings": rankings,
         **({"task": task} if task is not None else {}),
     }
 

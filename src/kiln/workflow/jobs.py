@@ -453,8 +453,11 @@ def metadata_job(config: Config, model: str, source_record: str | Path, prepare_
 
 def quantize_job(config: Config, model: str, component: str, strategy: str, facts_path: str | Path,
                  reference: str | Path, base_package: str | Path, float_package: str | Path,
-                 out_record: str | Path, out_dir: str | Path, threads: int = 1) -> dict:
-    """Build, compile and score one quantized variant (or record a named skip)."""
+                 out_record: str | Path, out_dir: str | Path, threads: int = 1,
+                 program: str | Path | None = None) -> dict:
+    """Build, compile and score one quantized variant (or record a named skip); with the
+    component's traced ``program``, check kiln's execution of it against torch on its dequantized
+    weights (recorded as ``dequantized_torch``)."""
     from kiln.quantize.run import quantize_component
     from kiln.validate.reference import load_reference
 
@@ -462,10 +465,11 @@ def quantize_job(config: Config, model: str, component: str, strategy: str, fact
     comp = config.component(model, component)
     spec = _family(config, model).check_contract(comp)
     limits.check_fits(comp, [reference, _weight_file(_verified(config, model, component, base_package)),
-                             _weight_file(_verified(config, model, component, float_package))])
+                             _weight_file(_verified(config, model, component, float_package)),
+                             *([_verified(config, model, component, program)] if program is not None else [])])
     result = quantize_component(spec, model_cfg, comp, read_facts(facts_path), load_reference(reference, comp),
                                 strategy, Path(base_package), Path(float_package), Path(out_dir),
-                                workers=threads)
+                                workers=threads, program=None if program is None else Path(program))
     data = {"schema_version": RECORD_SCHEMA_VERSION, "model": model,
             "settings_sha256": settings_digest(quantize_settings(model_cfg, comp, strategy)), **result}
     write_json(out_record, data)

@@ -1,0 +1,111 @@
+"""kiln's execution of a quantized variant vs torch running the traced program with the variant's
+dequantized weights (kiln.quantize.dequantized): equal for one strategy per family, and the check
+fails when the executor runs other weights or when the weights cannot be mapped to torch."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from kiln.export.convert import export_traced, trace
+from kiln.models import get_family
+from kiln.models.spec import Context, stream
+from kiln.quantize import dequantized
+from kiln.quantize.run import compress
+from kiln.quantize.strategies import QuantizeContext, needs_target
+from kiln.validate.backends import kiln_backend, torch_backend
+from kiln.validate.reference import make_reference
+from kiln.workflow.plan import ios18_component
+
+#: one strategy per family of the registry: linear, palettized, pruned (jointly with int8)
+FAMILIES = ("int8_per_tensor", "palettize_4bit", "prune_50_int8")
+
+
+@pytest.fixture(scope="module")
+def silero(tmp_path_factory, kiln_config, silero_net):
+    """The traced `unified` program (as the prepare job writes it), its float packages at iOS17
+    and iOS18, and the validation reference (625 streamed windows)."""
+    family = get_family("silero_vad")
+    comp = kiln_config.component("silero_vad", "unified")
+    facts = family.facts(silero_net)
+    root = tmp_path_factory.mktemp("dequantized")
+    traced = trace(family, silero_net, comp, facts)
+    program = root / "unified.pt"
+    torch.jit.save(traced, str(program))
+    export_traced(traced, comp, root / "iOS17" / "unified.mlpackage")
+    export_traced(traced, ios18_component(comp), root / "iOS18" / "unified.mlpackage")
+    module = torch.jit.load(str(program)).eval()
+    ctx = Context(family=family, model=kiln_config.model("silero_vad"), facts=facts,
+                  predictors={"unified": torch_backend(module, comp).predict})
+    return {"comp": comp, "spec": family.check_contract(comp), "program": program, "root": root,
+            "reference": make_reference(ctx, comp)}
+
+
+def _variant(silero, strategy: str) -> tuple[Path, Path]:
+    base = silero["root"] / needs_target(strategy, "iOS17") / "unified.mlpackage"
+    out = silero["root"] / strategy / "unified.mlpackage"
+    if not out.exists():
+        compress(strategy, base, silero["comp"], QuantizeContext(), out)
+    return base, out
+
+
+def _kiln_steps(silero, package: Path) -> list:
+    ref = silero["reference"]
+    return stream(kiln_backend(package, "fp32").predict, silero["spec"], ref.feeds, ref.initial, silero["comp"])
+
+
+@pytest.mark.parametrize("strategy", FAMILIES)
+def test_kiln_equals_torch_on_the_dequantized_weights(silero, strategy):
+    base, variant = _variant(silero, strategy)
+    record = dequantized.check(silero["spec"], silero["comp"], silero["reference"], silero["program"], base,
+                               variant, _kiln_steps(silero, variant))
+    assert record["verdict"] == dequantized.EQUAL, record
+    # the STFT basis, four encoder convs and both LSTM matrices are compressed and replaced
+    assert record["compressed_weights"] == 7
+    assert {"net.stft.basis", "net.encoder_weights.3", "net.weight_hh", "net.weight_ih"} <= set(
+        record["torch_tensors_replaced"])
+    # far inside the parity tolerance (0.02 on the probability): the same computation
+    assert record["outputs"]["vad_output"]["max_abs"] < 1e-5
+    assert record["outputs"]["new_cell_state"]["max_abs"] < 1e-3
+
+
+def test_the_torch_weights_are_the_ones_kiln_decodes(silero):
+    """The values written into torch are the executor's decoded constexpr outputs, and differ from
+    the float weights (a check that substituted nothing could not pass the test above)."""
+    base, variant = _variant(silero, "int8_per_tensor")
+    pairs = [p for p in dequantized.weight_pairs(base, variant) if p["compressed"]]
+    assert {p["op"] for p in pairs} == {"constexpr_affine_dequantize"}
+    conv3 = next(p for p in pairs if "encoder_weights_3" in p["const"])
+    # one scale for the tensor: every value is a multiple of it, and most of this conv rounds to 0
+    step = np.abs(conv3["dequantized"]).max() / 127
+    assert np.allclose(conv3["dequantized"] / step, np.round(conv3["dequantized"] / step), atol=1e-2)
+    assert np.mean(conv3["dequantized"][conv3["float"] != 0] == 0) > 0.8
+
+
+def test_an_executor_running_other_weights_is_caught(silero):
+    base, variant = _variant(silero, "int8_per_tensor")
+    # kiln's outputs of the float package stand in for an executor that ignores the constexpr ops
+    record = dequantized.check(silero["spec"], silero["comp"], silero["reference"], silero["program"], base,
+                               variant, _kiln_steps(silero, base))
+    assert record["verdict"] == dequantized.DIFFERENT
+    assert record["outputs"]["vad_output"]["match"] is False
+    assert record["outputs"]["vad_output"]["max_abs"] > 0.1
+
+
+def test_a_weight_torch_does_not_hold_is_not_checked(silero, tmp_path):
+    """A compressed weight no tensor of the program equals (as when the converter folds one) leaves
+    the check not_checked, naming the weight: torch cannot run the same network."""
+    base, variant = _variant(silero, "palettize_4bit")
+    module = torch.jit.load(str(silero["program"]))
+    with torch.no_grad():
+        dict(module.named_parameters())["net.encoder_weights.3"].mul_(1.5)
+    program = tmp_path / "folded.pt"
+    torch.jit.save(module, str(program))
+    record = dequantized.check(silero["spec"], silero["comp"], silero["reference"], program, base, variant,
+                               _kiln_steps(silero, variant))
+    assert record["verdict"] == dequantized.NOT_CHECKED
+    assert "net_encoder_weights_3" in record["reason"] and "outputs" not in record
+    assert dequantized.describe(record).startswith("not checked: ")
