@@ -253,7 +253,12 @@ def test_an_fp16_package_keeps_sample_and_frame_counts_in_int32(source, facts, t
     comp = component(samples=samples, precision="float16")
     net = K.FAMILY.build_component(source, comp)
     traced = trace_component(net, comp, K.FAMILY.component("kokoro_5s").example_inputs(comp, facts))
-    mlmodel = convert_traced(traced, comp, comp.export)
+    policy: dict = {}
+    mlmodel = convert_traced(traced, comp, comp.export, policy)
+    # kept fp32 by the fp16 policy: the phase accumulator and, after its sine, the harmonic
+    # source's STFT (one conv) with its DFT basis, which fp16 storage rounds to 11 bits
+    assert policy["fp32_op_types"]["cumsum"] == 1 and policy["fp32_op_types"]["sin"] == 1
+    assert policy["fp32_op_types"]["conv"] == 1
     model = load_model(save_mlpackage(mlmodel, tmp_path / "k.mlpackage"))
     # no integer becomes fp16, and the only fp16 value cast to an integer is the rounded, clamped
     # duration of each token
