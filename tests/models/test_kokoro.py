@@ -229,6 +229,19 @@ def test_executor_parity(exported, source, facts, wrapper):
     assert metrics["max_log_mel_distance_db"] < 0.05, metrics
 
 
+def test_random_phases_reach_no_sample_of_the_package(exported, source, facts):
+    """kokoro 0.9.4 adds the initial phases to sample 0 of the phase increments, which the linear
+    downsampling by 300 never reads: the input is dead in the network. It stays an input because
+    FluidAudio's contract (contracts/kokoro.yaml) feeds it; this pins that it changes nothing."""
+    from kiln.mil import load_model
+
+    path, _ = exported
+    plan = load_model(path).plan(precision="fp32")
+    feed = feed_for(facts, source, PHONEMES, seed=5)
+    other = dict(feed, random_phases=np.random.default_rng(9).random(feed["random_phases"].shape, dtype=np.float32))
+    np.testing.assert_array_equal(plan.run(feed)["audio"], plan.run(other)["audio"])
+
+
 def test_faithfulness_record(source, facts, wrapper):
     """The prepare job's check: each component's program against kokoro's own forward."""
     from kiln.validate.backends import torch_backend
