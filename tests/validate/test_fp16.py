@@ -41,6 +41,11 @@ def _export(net, comp, path, feed):
     return report
 
 
+def _export_and_path(net, fp32_ops, path, feed):
+    _export(net, _component(fp32_ops=fp32_ops), path, feed)
+    return path
+
+
 def test_overflowing_ops_are_named_and_the_fallback_keeps_them_fp32(net, tmp_path):
     feed = _loud()
     _export(net, _component(), tmp_path / "a.mlpackage", feed)
@@ -48,8 +53,18 @@ def test_overflowing_ops_are_named_and_the_fallback_keeps_them_fp32(net, tmp_pat
     # the energy (sum of squares, 4.2e6) and the squares (3.5e5) exceed 65504 in fp32
     assert {(o["op"], o["name"]) for o in report["overflows"]} == {("reduce_sum", "energy"), ("mul", "var_24")}
     assert report["overflows"][0]["max_abs"] > 4e6 and report["near_range_count"] >= 2
-    with pytest.raises(fp16.Fp16OverflowError, match=r"op 'energy' \(reduce_sum\).*export.fp32_ops: \[energy\]"):
+    assert report["suggested_fp32_ops"] == ["energy", "var_24"]
+    with pytest.raises(fp16.Fp16OverflowError,
+                       match=r"op 'energy' \(reduce_sum\).*export.fp32_ops: \[energy, var_24\]"):
         fp16.check_overflow("m/enc", report)
+    # kept fp32, the energy's value is cast back to fp16 for the rsqrt reading it: the cast
+    # overflows, and the suggestion adds its reader
+    kept = fp16.summarise(fp16.measure(_export_and_path(net, ("energy", "var_24"), tmp_path / "k.mlpackage", feed),
+                                       [feed]), [0], "float16", ("energy", "var_24"))
+    assert [(o["op"], o["name"]) for o in kept["overflows"]] == [("cast", "energy_to_fp16")]
+    assert kept["suggested_fp32_ops"] == ["energy", "var_24", "var_30"]
+    with pytest.raises(fp16.Fp16OverflowError, match=r"ops reading it must stay fp32.*\[energy, var_24, var_30\]"):
+        fp16.check_overflow("m/enc", kept)
     # the fallback by the names the report gave (and the rsqrt after them, so the value is small
     # again before it returns to fp16)
     names = ("var_24", "energy", "var_30")

@@ -99,6 +99,7 @@ def measure(artifact: Path, inputs_per_step: list[Mapping[str, np.ndarray]]) -> 
     plan32 = model.plan("fp32", fuse=False)
     plan16 = model.plan("fp16", fuse=False)
     ops: dict[str, dict] = {}
+    producers: dict[int, str] = {}      # slot -> name of the op that wrote it
     for inputs in inputs_per_step:
         errors: dict[int, float] = {}   # slot -> relative error of its value (inputs, constants: 0)
         for (op, node, outs32, reads), (_, node16, outs16, _) in zip(plan32.step_outputs(inputs),
@@ -107,11 +108,14 @@ def measure(artifact: Path, inputs_per_step: list[Mapping[str, np.ndarray]]) -> 
                 raise KilnError(f"{artifact}: fp32 and fp16 plans differ at op '{node}' / '{node16}'")
             floats = [(slot, a, b, ttype) for (slot, a, ttype), (_, b, _) in zip(outs32, outs16)
                       if _is_float(a) and _is_float(b) and a.shape == b.shape]
+            for slot, *_ in outs32:
+                producers[slot] = config_name(node)
             if not floats:
                 continue
             entry = ops.setdefault(node, {"op": op, "name": config_name(node), "dtype": _dtype(floats[0][3]),
                                           "max_abs": 0.0, "fp32_nonfinite": False, "error": 0.0,
-                                          "added": 0.0, "fp16_nonfinite": False})
+                                          "added": 0.0, "fp16_nonfinite": False, "reads": set()})
+            entry["reads"].update(producers[slot] for slot in reads if slot in producers)
             worst_in = max((errors.get(slot, 0.0) for slot in reads), default=0.0)
             for slot, a, b, _ in floats:
                 finite = np.isfinite(a)
@@ -128,6 +132,12 @@ def measure(artifact: Path, inputs_per_step: list[Mapping[str, np.ndarray]]) -> 
                 entry["error"] = max(entry["error"], err)
                 if math.isfinite(worst_in) and math.isfinite(err):
                     entry["added"] = max(entry["added"], err - worst_in)
+    readers: dict[str, list[str]] = {}
+    for entry in ops.values():
+        for name in sorted(entry.pop("reads")):
+            readers.setdefault(name, []).append(entry["name"])
+    for entry in ops.values():
+        entry["readers"] = readers.get(entry["name"], [])
     return list(ops.values())
 
 
@@ -161,9 +171,23 @@ def summarise(ops: list[dict], steps: list[int], compute_precision: str, fp32_op
         "near_range": [row(o) for o in near[:TOP]],
         "near_range_count": len(near),
         "overflows": [row(o) for o in near if o["dtype"] == "fp16" and o["max_abs"] > FP16_MAX],
+        # the export.fp32_ops that would keep every overflowing op in fp32: the ones configured, the
+        # overflowing ops, and for a cast to fp16 (an fp32 op's value entering fp16) the ops reading it
+        "suggested_fp32_ops": _suggestion(near, fp32_ops),
         "error_growth": [row(o) for o in growth[:TOP]],
         "fp16_nonfinite": [o["name"] for o in ops if o["fp16_nonfinite"] and not o["fp32_nonfinite"]][:TOP],
     }
+
+
+def _suggestion(near: list[dict], fp32_ops) -> list[str]:
+    names = list(fp32_ops)
+    for o in near:
+        if o["dtype"] != "fp16" or o["max_abs"] <= FP16_MAX:
+            continue
+        for name in (o.get("readers", []) if o["op"] == "cast" else [o["name"]]):
+            if name not in names:
+                names.append(name)
+    return names if len(names) > len(fp32_ops) else []
 
 
 def _round(value):
@@ -177,10 +201,13 @@ def check_overflow(where: str, report: dict) -> None:
         return
     worst = report["overflows"][0]
     others = len(report["overflows"]) - 1
+    cast = " (the cast of an fp32 op's value into fp16: the ops reading it must stay fp32 too)" \
+        if worst["op"] == "cast" else ""
+    suggestion = ", ".join(report.get("suggested_fp32_ops") or [worst["name"]])
     raise Fp16OverflowError(
         f"{where}: fp16 overflow: op '{worst['name']}' ({worst['op']}) reaches |x| = {worst['max_abs']:.6g} "
-        f"> {FP16_MAX:g} on the validation inputs" + (f" (and {others} more op(s))" if others else "")
-        + f"; keep it in fp32 with export.fp32_ops: [{worst['name']}] or export the component in float32")
+        f"> {FP16_MAX:g} on the validation inputs" + (f" (and {others} more op(s))" if others else "") + cast
+        + f"; keep them in fp32 with export.fp32_ops: [{suggestion}] or export the component in float32")
 
 
 def fp16_report(artifact: Path, spec, component, reference) -> tuple[dict, list[dict]]:
