@@ -23,6 +23,7 @@ loud_encoder:
   source: {kind: path, path: weights/encoder.pt}
   network: {kind: module, factory: "kiln_test_nets:EnergyEncoder", kwargs: {bands: 40, dim: 64}, state_dict: true}
   quantize: {strategies: []}
+  validate: {outputs: {frames: {atol: 4.0, rtol: 0.0}}}   # frames reach 4000: fp16 weights move them by ~1
   components:
     encoder:
       inputs:
