@@ -98,6 +98,7 @@ def fp16_plot(path: Path, title: str, ops: list[dict], fp16_max: float, threshol
                 axis.annotate(f"{ops[i]['name']} ({ops[i]['op']})", (x[i], values[i]), fontsize=6,
                               xytext=(3, 3), textcoords="offset points")
         axis.grid(alpha=0.3, which="both")
-        axis.legend(loc="lower right", fontsize=7)
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(loc="lower right", fontsize=7)
     _save(fig, path)
     plt.close(fig)

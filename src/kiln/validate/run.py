@@ -221,13 +221,19 @@ def validate_component(spec: ComponentSpec, model: ModelConfig, component: Compo
 
     # the fp16 report first: an fp16 op that overflows fails the component before anything else runs
     fp16_started = time.perf_counter()
-    fp16_report, fp16_ops = fp16.fp16_report(artifact, spec, component, reference)
-    fp16_report["seconds"] = round(time.perf_counter() - fp16_started, 3)
-    log.info("  fp16 report: %d ops (%d fp16) on steps %s, max |activation| %.4g, %d near fp16's range, "
-             "max error %.3g (%.1f s)", fp16_report["ops"], fp16_report["fp16_ops"], fp16_report["steps"],
-             fp16_report["max_abs"], fp16_report["near_range_count"], fp16_report["max_error"],
-             fp16_report["seconds"])
-    fp16.check_overflow(f"{model.name}/{component.name}", fp16_report)
+    try:
+        fp16_report, fp16_ops = fp16.fp16_report(artifact, spec, component, reference)
+    except MilError as exc:
+        # an op kiln cannot execute: the parity rows below name it (one failed row per output)
+        fp16_report, fp16_ops = None, []
+        log.error("  fp16 report: not measured: %s", exc)
+    else:
+        fp16_report["seconds"] = round(time.perf_counter() - fp16_started, 3)
+        log.info("  fp16 report: %d ops (%d fp16) on steps %s, max |activation| %.4g, %d near fp16's range, "
+                 "max error %.3g (%.1f s)", fp16_report["ops"], fp16_report["fp16_ops"], fp16_report["steps"],
+                 fp16_report["max_abs"], fp16_report["near_range_count"], fp16_report["max_error"],
+                 fp16_report["seconds"])
+        fp16.check_overflow(f"{model.name}/{component.name}", fp16_report)
     errors: dict[str, dict] = {}
     present, absent = coreml_backends(artifact, component, component.validate.precisions, errors)
     coreml = tuple(b.name for b in present) + tuple(errors)
@@ -258,10 +264,12 @@ def validate_component(spec: ComponentSpec, model: ModelConfig, component: Compo
                           x_label="time (s)" if step_seconds else "step")
         plot_files.append(str(path))
         path = Path(plots_dir) / f"{component.name}_fp16.png"
+        where = (f"steps {fp16_report['steps']}" if fp16_report is not None
+                 else "not measured: the executor failed, see the parity rows")
         plots.fp16_plot(path, f"{model.name}/{component.name}: fp16 range and rounding error per op "
-                        f"(compute {component.export.compute_precision}, steps {fp16_report['steps']})"
+                        f"(compute {component.export.compute_precision}, {where})"
                         + (" [synthetic weights]" if model.synthetic else ""), fp16_ops,
-                        fp16.FP16_MAX, fp16_report["risk_threshold"])
+                        fp16.FP16_MAX, fp16.FP16_MAX / fp16.RISK_FACTOR)
         plot_files.append(str(path))
         if spec.artifacts is not None:
             written = spec.artifacts(Path(plots_dir), component.name, facts, steps[name],
