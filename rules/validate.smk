@@ -1,6 +1,7 @@
 # Validate: stream the reference job's inputs through the Core ML package (kiln's executor in fp32
 # and fp16 modes; Apple's runtime per compute unit on macOS) and compare with the source's outputs
-# recorded there: parity per output, task metrics and latency; then aggregate every component into
+# recorded there: parity per output, task metrics and latency, and the fp16 report (the program op by op in
+# the executor's fp32 and fp16 plans; an fp16 op that overflows fails the job); then aggregate every component into
 # metadata.json with plots. No job here loads the source checkpoint.
 
 
@@ -18,6 +19,8 @@ rule parity:
                            caption="../report/parity_plot.rst", category="{model}", subcategory="{component}"),
         latency_plot=report(f"{RESULTS}/{{model}}/plots/{{component}}_latency.png",
                             caption="../report/latency_plot.rst", category="{model}", subcategory="{component}"),
+        fp16_plot=report(f"{RESULTS}/{{model}}/plots/{{component}}_fp16.png",
+                         caption="../report/fp16_plot.rst", category="{model}", subcategory="{component}"),
     params:
         plots_dir=lambda wildcards, output: f"{RESULTS}/{wildcards.model}/plots",
     log:

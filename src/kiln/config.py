@@ -54,14 +54,19 @@ class ExportSettings:
     compute_precision: str
     compute_units: str
     runtime_compute_units: tuple[str, ...]
+    # ops (by MIL name, as the fp16 report names them) kept in fp32 under fp16 compute precision
+    fp32_ops: tuple[str, ...] = ()
 
     def as_dict(self) -> dict:
-        return {
+        out = {
             "deployment_target": self.deployment_target,
             "compute_precision": self.compute_precision,
             "compute_units": self.compute_units,
             "runtime_compute_units": list(self.runtime_compute_units),
         }
+        if self.fp32_ops:   # only when configured: the settings digest of other exports stays as it was
+            out["fp32_ops"] = list(self.fp32_ops)
+        return out
 
 
 DEFAULT_QUANTIZE = {
@@ -96,6 +101,8 @@ class ValidateSettings:
     outputs: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     report_only_backends: tuple[str, ...] = ()
     min_agreement: float = 1.0
+    #: task metric (dotted path in task_metrics, named min_* or max_*) -> {"fp32"/"fp16": bound}
+    task_bounds: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
 
     def tolerance(self, output: str) -> dict:
         """atol/rtol/min_psnr_db/min_agreement for one output, with its overrides applied."""
@@ -107,7 +114,9 @@ class ValidateSettings:
         return {"atol": self.atol, "rtol": self.rtol, "min_psnr_db": self.min_psnr_db,
                 "min_agreement": self.min_agreement, "report_only": self.report_only, "precisions": list(self.precisions),
                 "report_only_backends": list(self.report_only_backends),
-                "outputs": {k: dict(v) for k, v in self.outputs.items()}}
+                "outputs": {k: dict(v) for k, v in self.outputs.items()},
+                # only when configured: the parity stamps of components without bounds stay as they were
+                **({"task_bounds": {k: dict(v) for k, v in self.task_bounds.items()}} if self.task_bounds else {})}
 
 
 @dataclass(frozen=True)
@@ -264,22 +273,26 @@ def _merge_export(*layers: Mapping[str, Any] | None) -> ExportSettings:
         compute_precision=merged["compute_precision"],
         compute_units=merged["compute_units"],
         runtime_compute_units=tuple(merged["runtime_compute_units"]),
+        fp32_ops=tuple(merged.get("fp32_ops", ())),
     )
 
 
 def _merge_validate(*layers: Mapping[str, Any] | None) -> ValidateSettings:
     merged = dict(DEFAULT_VALIDATE)
     outputs: dict[str, dict] = {}
+    bounds: dict[str, dict] = {}
     for layer in layers:
         layer = dict(layer or {})
         for name, override in (layer.pop("outputs", None) or {}).items():
             outputs.setdefault(name, {}).update(override)
+        for name, override in (layer.pop("task_bounds", None) or {}).items():
+            bounds.setdefault(name, {}).update(override)
         merged.update(layer)
     return ValidateSettings(atol=float(merged["atol"]), rtol=float(merged["rtol"]),
                             min_psnr_db=merged["min_psnr_db"], report_only=bool(merged["report_only"]),
                             precisions=tuple(merged["precisions"]), outputs=outputs,
                             report_only_backends=tuple(merged["report_only_backends"]),
-                            min_agreement=float(merged["min_agreement"]))
+                            min_agreement=float(merged["min_agreement"]), task_bounds=bounds)
 
 
 def _merge_quantize(*layers: Mapping[str, Any] | None) -> dict:

@@ -101,3 +101,46 @@ def test_stft_phase_is_range_safe_and_equals_angle():
     # fp16: |y/x| would be 2e6 (inf in fp16); the rewrite never forms it
     got = rw.phase(real.half(), imag.half()).float()
     assert torch.all(torch.isfinite(got)) and torch.allclose(got, expected, atol=2e-3)
+
+
+class SourceWithTransform(nn.Module):
+    """A phase accumulator whose sine is analysed by a strided conv (a harmonic source's STFT),
+    and an ordinary conv elsewhere that the policy must leave in fp16."""
+
+    def __init__(self):
+        super().__init__()
+        self.stft = nn.Conv1d(1, 8, kernel_size=16, stride=4, bias=False)
+        self.other = nn.Conv1d(1, 8, kernel_size=16, stride=4, bias=False)
+
+    def forward(self, cycles, other):
+        wave = torch.tanh(torch.sin(torch.cumsum(cycles, dim=1) * (2 * math.pi)) * 0.1)
+        return self.stft(wave.unsqueeze(1)), self.other(other.unsqueeze(1))
+
+
+def test_the_sources_transform_keeps_an_fp32_basis_and_other_convs_stay_fp16(tmp_path):
+    """The conv after the sine (the STFT of a harmonic source) stays fp32, so its weight (a DFT
+    basis) is stored in fp32; the other conv computes, and stores its weight, in fp16."""
+    from kiln.mil import load_model
+
+    torch.manual_seed(0)
+    net = SourceWithTransform().eval()
+    comp = _component("float16", steps=400)
+    comp.outputs = tuple(TensorSpec(n, (1, 8, 97), "float32") for n in ("spectrum", "plain"))
+    rng = np.random.default_rng(0)
+    feed = {"cycles": rng.uniform(0.01, 0.1, (1, 400)).astype(np.float32),
+            "other": rng.standard_normal((1, 400)).astype(np.float32)}
+    report: dict = {}
+    save_mlpackage(convert_traced(trace_component(net, comp, feed), comp, comp.export, report),
+                   tmp_path / "t.mlpackage")
+    assert report["fp32_op_types"]["conv"] == 1 and {"cumsum", "sin", "tanh"} <= set(report["fp32_op_types"])
+    model = load_model(tmp_path / "t.mlpackage")
+    function = model.program.functions["main"]
+    block = function.block_specializations[function.opset]
+    dtypes = {out.name: out.type.tensorType.dataType for op in block.operations for out in op.outputs}
+    FLOAT16, FLOAT32 = 10, 11   # MIL_pb2.DataType
+    weights = sorted(dtypes[op.inputs["weight"].arguments[0].name] for op in block.operations if op.type == "conv")
+    assert weights == [FLOAT16, FLOAT32]
+    with torch.no_grad():
+        expected = net(*(torch.from_numpy(feed[k]) for k in ("cycles", "other")))[0].numpy()
+    got = model.plan("fp16").run(feed)["spectrum"]
+    assert np.abs(got - expected).max() < 1e-5   # fp32 throughout: no fp16 rounding in the spectrum

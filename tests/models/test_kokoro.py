@@ -229,6 +229,19 @@ def test_executor_parity(exported, source, facts, wrapper):
     assert metrics["max_log_mel_distance_db"] < 0.05, metrics
 
 
+def test_random_phases_reach_no_sample_of_the_package(exported, source, facts):
+    """kokoro 0.9.4 adds the initial phases to sample 0 of the phase increments, which the linear
+    downsampling by 300 never reads: the input is dead in the network. It stays an input because
+    FluidAudio's contract (contracts/kokoro.yaml) feeds it; this pins that it changes nothing."""
+    from kiln.mil import load_model
+
+    path, _ = exported
+    plan = load_model(path).plan(precision="fp32")
+    feed = feed_for(facts, source, PHONEMES, seed=5)
+    other = dict(feed, random_phases=np.random.default_rng(9).random(feed["random_phases"].shape, dtype=np.float32))
+    np.testing.assert_array_equal(plan.run(feed)["audio"], plan.run(other)["audio"])
+
+
 def test_faithfulness_record(source, facts, wrapper):
     """The prepare job's check: each component's program against kokoro's own forward."""
     from kiln.validate.backends import torch_backend
@@ -253,7 +266,12 @@ def test_an_fp16_package_keeps_sample_and_frame_counts_in_int32(source, facts, t
     comp = component(samples=samples, precision="float16")
     net = K.FAMILY.build_component(source, comp)
     traced = trace_component(net, comp, K.FAMILY.component("kokoro_5s").example_inputs(comp, facts))
-    mlmodel = convert_traced(traced, comp, comp.export)
+    policy: dict = {}
+    mlmodel = convert_traced(traced, comp, comp.export, policy)
+    # kept fp32 by the fp16 policy: the phase accumulator and, after its sine, the harmonic
+    # source's STFT (one conv) with its DFT basis, which fp16 storage rounds to 11 bits
+    assert policy["fp32_op_types"]["cumsum"] == 1 and policy["fp32_op_types"]["sin"] == 1
+    assert policy["fp32_op_types"]["conv"] == 1
     model = load_model(save_mlpackage(mlmodel, tmp_path / "k.mlpackage"))
     # no integer becomes fp16, and the only fp16 value cast to an integer is the rounded, clamped
     # duration of each token

@@ -66,7 +66,12 @@ def test_silero_unified_parity_and_decisions(kiln_config, unified_reference, uni
         assert result["latency"][f"coreml_{unit}"] is None
         assert "macOS" in result["absent_backends"][f"coreml_{unit}"]
     assert unified_reference.meta["torch_latency"]["calls"] == 625
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["unified_latency.png", "unified_parity.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["unified_fp16.png", "unified_latency.png", "unified_parity.png"]
+    # the fp16 report: 3 sampled steps of 625, no op near fp16's range (Silero's largest activation
+    # is ~190), every fp16 op's error recorded
+    report = result["fp16_report"]
+    assert report["steps"] == [0, 312, 624] and report["overflows"] == [] and report["near_range"] == []
+    assert report["fp16_ops"] > 30 and 0 < report["max_error"] < 0.05 and report["error_growth"]
 
 
 def test_mismatch_is_a_typed_error_naming_output_difference_and_tolerance(kiln_config):
@@ -166,3 +171,4 @@ def test_an_executor_error_is_a_failed_row_naming_the_op_and_the_other_backends_
     assert not result["validation"]["passed"] and len(result["validation"]["failures"]) == 6
     assert result["latency"]["kiln_fp16"] is None and result["task_metrics"] == {}
     assert {e["op"] for e in result["parity"]} == {"conv"}
+    assert result["fp16_report"] is None and (tmp_path / "plots" / "unified_fp16.png").exists()

@@ -29,6 +29,18 @@ def test_tiny_kokoro_metadata_with_waveform_parity_in_fp16(tiny_streaming_and_tt
     # fp16 compute as shipped; the phase accumulator kept fp32 by kiln's policy
     assert component["export"]["compute_precision"] == "float16"
     assert component["export"]["fp32_op_types"]["cumsum"] >= 1 and component["export"]["fp32_op_types"]["sin"] >= 1
+    # ... and the harmonic source's STFT (one conv) with its DFT basis in fp32
+    assert component["export"]["fp32_op_types"]["conv"] == 1
+    # the audio gates the build: config.yaml's task_bounds, checked per mode, all passed
+    bounds = component["validation"]["task_bounds"]
+    assert {(b["metric"], b["backend"]) for b in bounds} == {
+        (m, b) for m in ("min_correlation", "max_log_mel_distance_db") for b in ("kiln_fp32", "kiln_fp16")}
+    assert all(b["passed"] for b in bounds), bounds
+    # the fp16 report: no fp16 op overflows; the largest activations are the fp32 phase accumulator's
+    report = component["fp16_report"]
+    assert report["overflows"] == [] and report["near_range"], report
+    assert all(o["dtype"] == "fp32" for o in report["near_range"])
+    assert (results / "plots" / "kokoro_5s_fp16.png").exists()
     # each traced program against kokoro's own KModel forward on identical inputs
     faithful = metadata["prepare"]["faithfulness"]["traced_program_vs_kokoro_forward"]["kokoro_5s"]
     assert faithful["pred_dur_equal"] and faithful["correlation"] > 0.9999, faithful

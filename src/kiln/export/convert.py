@@ -47,14 +47,14 @@ def trace_component(wrapper: torch.nn.Module, component: ComponentConfig,
 
 
 def compute_precision(settings: ExportSettings, report: dict | None = None):
-    """coremltools' compute precision for ``settings``: fp16 keeps phase accumulators in fp32
-    (:mod:`kiln.export.precision`), fp32 is fp32 throughout."""
+    """coremltools' compute precision for ``settings``: fp16 keeps phase accumulators and the
+    ops of ``settings.fp32_ops`` in fp32 (:mod:`kiln.export.precision`), fp32 is fp32 throughout."""
     ct = _ct()
     if settings.compute_precision == "float32":
         return ct.precision.FLOAT32
     from kiln.export.precision import fp16_op_selector
 
-    return ct.transform.FP16ComputePrecision(op_selector=fp16_op_selector(report))
+    return ct.transform.FP16ComputePrecision(op_selector=fp16_op_selector(report, settings.fp32_ops))
 
 
 def convert_traced(traced, component: ComponentConfig, settings: ExportSettings, report: dict | None = None):
@@ -82,6 +82,12 @@ def convert_traced(traced, component: ComponentConfig, settings: ExportSettings,
     except Exception as exc:
         raise ExportError(f"{component.model}/{component.name}: ct.convert failed: "
                           f"{type(exc).__name__}: {exc}") from exc
+    if settings.compute_precision == "float16" and settings.fp32_ops and report is not None:
+        missing = sorted(set(settings.fp32_ops) - set(report.get("named_fp32_ops_seen", ())))
+        if missing:
+            raise ExportError(f"{component.model}/{component.name}: export.fp32_ops names op(s) the converted "
+                              f"program does not have: {', '.join(missing)} (names are the ops' MIL names, "
+                              "as the component's fp16 report in metadata.json lists them)")
     spec_version = mlmodel.get_spec().specificationVersion
     expected = SPEC_VERSIONS[settings.deployment_target]
     if spec_version != expected:
@@ -119,6 +125,7 @@ def export_traced(traced, component: ComponentConfig, out: str | Path, *,
         "seconds": {"convert": round(converted_at - started, 4), "save": round(saved_at - converted_at, 4)},
         # ops the fp16 policy kept in fp32 (phase accumulators), by type; empty for fp32 compute
         "fp32_op_types": dict(sorted(policy.get("fp32_op_types", {}).items())),
+        **({"fp32_fallback_ops": list(policy.get("named_fp32_ops_seen", []))} if component.export.fp32_ops else {}),
     }
 
 

@@ -253,8 +253,11 @@ class _Compiler:
                 continue
             if not isinstance(compiled, _Node):
                 compiled.label = (op.type, _node_name(op))
+                compiled.out_slots = [scope.lookup(o.name) for o in op.outputs]
+                compiled.out_types = [self.types[s] if s is not None else None for s in compiled.out_slots]
+                compiled.in_slots = sorted(_read_slots(op, scope))
                 items.append(compiled)
-                self.pinned.update(_read_slots(op, scope))  # what it reads is opaque to liveness
+                self.pinned.update(compiled.in_slots)  # what it reads is opaque to liveness
                 continue
             if self.fuse:
                 for position, source in enumerate(compiled.inputs):
@@ -712,6 +715,7 @@ def _node_step(node) -> Callable:
                 env[slot] = None
 
         freeing.label = step.label
+        freeing.out_slots, freeing.out_types, freeing.in_slots = step.out_slots, step.out_types, step.in_slots
         return freeing
     evaluate = _evaluator(node)
     if len(node.out_slots) == 1:
@@ -730,6 +734,8 @@ def _node_step(node) -> Callable:
 
     types = node.op_types()
     step.label = ("+".join(types) if len(types) > 1 else types[0], node.label[2])
+    step.out_slots, step.out_types = node.out_slots, [check.ttype for check in node.checks]
+    step.in_slots = sorted(_node_reads(node))
     return step
 
 
@@ -836,8 +842,8 @@ class ExecutionPlan:
     def _contract_error(self, message: str) -> InputContractError:
         return InputContractError(f"{message}; expected inputs: {self.contract()}")
 
-    def run(self, inputs: Mapping[str, np.ndarray]) -> Prediction:
-        """Run the function on ``inputs`` (name -> array of the declared dtype and shape)."""
+    def _bind(self, inputs: Mapping[str, np.ndarray]) -> list:
+        """A fresh value environment holding ``inputs`` (checked against the contract)."""
         if not isinstance(inputs, Mapping):
             raise self._contract_error(f"inputs must be a mapping of name to array, got {type(inputs).__name__}")
         if len(inputs) != len(self._converters) or any(n not in inputs for n, *_ in self._converters):
@@ -870,6 +876,11 @@ class ExecutionPlan:
             ):
                 raise self._contract_error(f"input '{name}' has shape {list(value.shape)}")
             env[slot] = value.astype(storage) if value.dtype != storage else value
+        return env
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> Prediction:
+        """Run the function on ``inputs`` (name -> array of the declared dtype and shape)."""
+        env = self._bind(inputs)
         with np.errstate(over="ignore"):  # e^x overflowing to inf is what e.g. sigmoid relies on
             for step in self._steps:
                 step(env)
@@ -885,6 +896,20 @@ class ExecutionPlan:
         return prediction
 
     __call__ = run
+
+    def step_outputs(self, inputs: Mapping[str, np.ndarray]):
+        """Run on ``inputs`` one top-level step at a time, yielding after each
+        ``(op type, node name, [(slot, value, declared TensorType or None) per output], [input
+        slots])``; slots identify values across plans of one program. The values are the plan's
+        own (the caller must not modify them); with an unfused plan (``fuse=False``) every step is
+        one op of the program."""
+        env = self._bind(inputs)
+        with np.errstate(over="ignore"):
+            for step in self._steps:
+                step(env)
+                yield (step.label[0], step.label[1],
+                       [(slot, env[slot] if slot is not None else None, ttype)
+                        for slot, ttype in zip(step.out_slots, step.out_types)], step.in_slots)
 
     def profile(self, inputs: Mapping[str, np.ndarray], repeats: int = 100, warmup: int = 10) -> list[dict]:
         """Mean wall time of every top-level step over ``repeats`` runs on ``inputs`` (after

@@ -64,6 +64,7 @@ def build_metadata(config: Config, model: str, source_record, export_records, pa
             "latency": parity["latency"],
             "absent_backends": parity["absent_backends"],
             "backend_errors": parity.get("backend_errors", {}),
+            "fp16_report": parity.get("fp16_report"),
             "plots": parity["plots"],
         }
     apple_reason = apple_available()

@@ -65,3 +65,40 @@ def latency_plot(path: Path, title: str, latencies: dict[str, float | None], abs
     ax.grid(alpha=0.3, axis="x")
     _save(fig, path)
     plt.close(fig)
+
+
+def fp16_plot(path: Path, title: str, ops: list[dict], fp16_max: float, threshold: float,
+              label_top: int = 5) -> None:
+    """Top: each op's largest fp32 |activation| in program order (log scale) against fp16's maximum
+    and the risk threshold, ops computed in fp16 and in fp32 told apart. Bottom: each op's relative
+    fp16 error (fp16 plan vs fp32 plan). The ops nearest the range and adding the most error are named."""
+    plt = _pyplot()
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 6.5), sharex=True,
+                                      gridspec_kw={"height_ratios": [1, 1]})
+    x = np.arange(len(ops))
+    max_abs = np.array([max(o["max_abs"], 1e-12) for o in ops])
+    error = np.array([max(o["error"], 1e-12) for o in ops])
+    fp16 = np.array([o["dtype"] == "fp16" for o in ops], dtype=bool)
+    for mask, name, color in ((fp16, "computed in fp16", "#4c72b0"), (~fp16, "computed in fp32", "#999999")):
+        if mask.any():
+            top.scatter(x[mask], max_abs[mask], s=6, color=color, label=name)
+            bottom.scatter(x[mask], error[mask], s=6, color=color, label=name)
+    top.axhline(fp16_max, color="#c44e52", linewidth=1.0, label=f"fp16 max {fp16_max:g}")
+    top.axhline(threshold, color="#dd8452", linewidth=1.0, linestyle="--", label=f"risk threshold {threshold:g}")
+    top.set_yscale("log")
+    top.set_ylabel("max |activation| (fp32 plan)")
+    top.set_title(title, fontsize=10)
+    bottom.set_yscale("log")
+    bottom.set_ylabel("max |fp16 - fp32| / max |fp32|")
+    bottom.set_xlabel("op (program order)")
+    for axis, values, key in ((top, max_abs, "max_abs"), (bottom, error, "added")):
+        ranked = sorted(range(len(ops)), key=lambda i: -ops[i][key])[:label_top]
+        for i in ranked:
+            if ops[i][key] > 0:
+                axis.annotate(f"{ops[i]['name']} ({ops[i]['op']})", (x[i], values[i]), fontsize=6,
+                              xytext=(3, 3), textcoords="offset points")
+        axis.grid(alpha=0.3, which="both")
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(loc="lower right", fontsize=7)
+    _save(fig, path)
+    plt.close(fig)

@@ -131,9 +131,60 @@ def parity_entries(component: ComponentConfig, steps: dict[str, list[dict]], ref
     return entries
 
 
-def check_parity(model: str, component: ComponentConfig, entries: list[dict]) -> list[str]:
-    """Human-readable failures; raises :class:`ParityError` unless the component is report-only."""
+def _bound_precision(backend: str, component: ComponentConfig) -> str | None:
+    """Which ``task_bounds`` column judges ``backend``: kiln's modes their own, Apple's runtime the
+    package's compute precision; None for the source's runtimes (not judged)."""
+    if backend.startswith("kiln_"):
+        return backend.removeprefix("kiln_")
+    if backend.startswith("coreml_"):
+        return "fp16" if component.export.compute_precision == "float16" else "fp32"
+    return None
+
+
+def _lookup(tree, path: str):
+    for key in path.split("."):
+        if not isinstance(tree, dict) or key not in tree:
+            return None
+        tree = tree[key]
+    return tree
+
+
+def task_bound_checks(component: ComponentConfig, task: Mapping[str, dict]) -> list[dict]:
+    """Every configured task bound (``validate.task_bounds``) against each backend's task metrics:
+    ``{"metric", "backend", "value", "bound", "kind" (min/max), "passed"}``. A metric the family did
+    not produce fails (a bound on nothing would gate nothing)."""
+    checks = []
+    for path, by_precision in sorted(component.validate.task_bounds.items()):
+        kind = path.rsplit(".", 1)[-1].split("_", 1)[0]
+        for backend, metrics in task.items():
+            precision = _bound_precision(backend, component)
+            if precision not in by_precision:
+                continue
+            bound = float(by_precision[precision])
+            value = _lookup(metrics, path)
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and \
+                (value >= bound if kind == "min" else value <= bound)
+            checks.append({"metric": path, "backend": backend, "value": value, "bound": bound, "kind": kind,
+                           "passed": bool(ok)})
+    return checks
+
+
+def check_parity(model: str, component: ComponentConfig, entries: list[dict],
+                 bounds: list[dict] = ()) -> list[str]:
+    """Human-readable failures (parity entries, then task bounds); raises :class:`ParityError`
+    unless the component is report-only."""
     failures, blocking = [], []
+    for b in bounds:
+        if b["passed"]:
+            continue
+        value = "missing" if b["value"] is None else f"{b['value']:.6g}"
+        line = (f"{model}/{component.name} task metric {b['metric']} on {b['backend']}: {value} "
+                f"({'at least' if b['kind'] == 'min' else 'at most'} {b['bound']:g} required by validate.task_bounds)")
+        if b["backend"] in component.validate.report_only_backends:
+            line += " (report-only)"
+        else:
+            blocking.append(line)
+        failures.append(line)
     for e in entries:
         if e["match"]:
             continue
@@ -166,6 +217,23 @@ def validate_component(spec: ComponentSpec, model: ModelConfig, component: Compo
 
     log.info("validating %s/%s: %s (%d steps)", model.name, component.name,
              reference.meta.get("description", "reference inputs"), reference.steps)
+    from kiln.validate import fp16
+
+    # the fp16 report first: an fp16 op that overflows fails the component before anything else runs
+    fp16_started = time.perf_counter()
+    try:
+        fp16_report, fp16_ops = fp16.fp16_report(artifact, spec, component, reference)
+    except MilError as exc:
+        # an op kiln cannot execute: the parity rows below name it (one failed row per output)
+        fp16_report, fp16_ops = None, []
+        log.error("  fp16 report: not measured: %s", exc)
+    else:
+        fp16_report["seconds"] = round(time.perf_counter() - fp16_started, 3)
+        log.info("  fp16 report: %d ops (%d fp16) on steps %s, max |activation| %.4g, %d near fp16's range, "
+                 "max error %.3g (%.1f s)", fp16_report["ops"], fp16_report["fp16_ops"], fp16_report["steps"],
+                 fp16_report["max_abs"], fp16_report["near_range_count"], fp16_report["max_error"],
+                 fp16_report["seconds"])
+        fp16.check_overflow(f"{model.name}/{component.name}", fp16_report)
     errors: dict[str, dict] = {}
     present, absent = coreml_backends(artifact, component, component.validate.precisions, errors)
     coreml = tuple(b.name for b in present) + tuple(errors)
@@ -179,7 +247,8 @@ def validate_component(spec: ComponentSpec, model: ModelConfig, component: Compo
         entries += parity_entries(component, steps, runtime.name, only=coreml, errors=errors)
     task = {backend: finite_tree(spec.task_metrics(steps[name], s, facts))
             for backend, s in steps.items() if backend != name}
-    failures = check_parity(model.name, component, entries)
+    bounds = task_bound_checks(component, task)
+    failures = check_parity(model.name, component, entries, bounds)
     plot_files = []
     if plots_dir is not None:
         # every component gets a parity plot (the report shows one per component): its family's
@@ -193,6 +262,14 @@ def validate_component(spec: ComponentSpec, model: ModelConfig, component: Compo
                           step_seconds or 1.0, series.fn(steps[name]),
                           {n: series.fn(s) for n, s in steps.items() if n != name},
                           x_label="time (s)" if step_seconds else "step")
+        plot_files.append(str(path))
+        path = Path(plots_dir) / f"{component.name}_fp16.png"
+        where = (f"steps {fp16_report['steps']}" if fp16_report is not None
+                 else "not measured: the executor failed, see the parity rows")
+        plots.fp16_plot(path, f"{model.name}/{component.name}: fp16 range and rounding error per op "
+                        f"(compute {component.export.compute_precision}, {where})"
+                        + (" [synthetic weights]" if model.synthetic else ""), fp16_ops,
+                        fp16.FP16_MAX, fp16.FP16_MAX / fp16.RISK_FACTOR)
         plot_files.append(str(path))
         if spec.artifacts is not None:
             written = spec.artifacts(Path(plots_dir), component.name, facts, steps[name],
@@ -212,11 +289,13 @@ def validate_component(spec: ComponentSpec, model: ModelConfig, component: Compo
             "passed": not failures,
             "report_only_backends": list(component.validate.report_only_backends),
             "failures": failures,
+            "task_bounds": bounds,
         },
         "parity": entries,
         "task_metrics": task,
         "latency": latency,
         "absent_backends": absent,
         "backend_errors": errors,
+        "fp16_report": fp16_report,
         "plots": plot_files,
     }

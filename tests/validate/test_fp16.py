@@ -1,0 +1,121 @@
+"""The fp16 report: op by op in kiln's executor (fp32 plan vs fp16 plan), overflow named, and the
+per-op fp32 fallback (``export.fp32_ops``) that removes it."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from kiln.config import ExportSettings, TensorSpec
+from kiln.errors import ExportError
+from kiln.export.convert import convert_traced, trace_component
+from kiln.export.package import save_mlpackage
+from kiln.validate import fp16
+from tests.helpers.kiln_test_nets import EnergyEncoder
+
+
+def _component(precision="float16", fp32_ops=()):
+    settings = ExportSettings("iOS17", precision, "CPU_ONLY", ("all",), fp32_ops=tuple(fp32_ops))
+    return SimpleNamespace(model="m", name="enc", inputs=(TensorSpec("mels", (1, 40, 50), "float32"),),
+                           outputs=(TensorSpec("embedding", (1, 64), "float32"),
+                                    TensorSpec("frames", (1, 64, 50), "float32")), export=settings)
+
+
+@pytest.fixture(scope="module")
+def net():
+    torch.manual_seed(0)
+    return EnergyEncoder().eval()
+
+
+def _loud(scale: float = 3000.0) -> dict:
+    rng = np.random.default_rng(0)
+    return {"mels": rng.uniform(-scale, scale, (1, 40, 50)).astype(np.float32)}
+
+
+def _export(net, comp, path, feed):
+    report: dict = {}
+    save_mlpackage(convert_traced(trace_component(net, comp, feed), comp, comp.export, report), path)
+    return report
+
+
+def _export_and_path(net, fp32_ops, path, feed):
+    _export(net, _component(fp32_ops=fp32_ops), path, feed)
+    return path
+
+
+def test_overflowing_ops_are_named_and_the_fallback_keeps_them_fp32(net, tmp_path):
+    feed = _loud()
+    _export(net, _component(), tmp_path / "a.mlpackage", feed)
+    report = fp16.summarise(fp16.measure(tmp_path / "a.mlpackage", [feed]), [0], "float16")
+    # the energy (sum of squares, 4.2e6) and the squares (3.5e5) exceed 65504 in fp32
+    assert {(o["op"], o["name"]) for o in report["overflows"]} == {("reduce_sum", "energy"), ("mul", "var_24")}
+    assert report["overflows"][0]["max_abs"] > 4e6 and report["near_range_count"] >= 2
+    assert report["suggested_fp32_ops"] == ["energy", "var_24"]
+    with pytest.raises(fp16.Fp16OverflowError,
+                       match=r"op 'energy' \(reduce_sum\).*export.fp32_ops: \[energy, var_24\]"):
+        fp16.check_overflow("m/enc", report)
+    # kept fp32, the energy's value is cast back to fp16 for the rsqrt reading it: the cast
+    # overflows, and the suggestion adds its reader
+    kept = fp16.summarise(fp16.measure(_export_and_path(net, ("energy", "var_24"), tmp_path / "k.mlpackage", feed),
+                                       [feed]), [0], "float16", ("energy", "var_24"))
+    assert [(o["op"], o["name"]) for o in kept["overflows"]] == [("cast", "energy_to_fp16")]
+    assert kept["suggested_fp32_ops"] == ["energy", "var_24", "var_30"]
+    with pytest.raises(fp16.Fp16OverflowError, match=r"ops reading it must stay fp32.*\[energy, var_24, var_30\]"):
+        fp16.check_overflow("m/enc", kept)
+    # the fallback by the names the report gave (and the rsqrt after them, so the value is small
+    # again before it returns to fp16)
+    names = ("var_24", "energy", "var_30")
+    policy = _export(net, _component(fp32_ops=names), tmp_path / "b.mlpackage", feed)
+    assert policy["named_fp32_ops_seen"] == sorted(names)
+    ops = fp16.measure(tmp_path / "b.mlpackage", [feed])
+    fixed = fp16.summarise(ops, [0], "float16", names)
+    fp16.check_overflow("m/enc", fixed)
+    assert fixed["overflows"] == [] and fixed["fp32_fallback_ops"] == list(names)
+    by_name = {o["name"]: o for o in ops}
+    assert by_name["energy"]["dtype"] == "fp32" and by_name["energy"]["max_abs"] > 4e6
+    from kiln.mil import load_model
+
+    model = load_model(tmp_path / "b.mlpackage")
+    got, want = model.plan("fp16").run(feed)["embedding"], model.plan("fp32").run(feed)["embedding"]
+    assert np.all(np.isfinite(got)) and np.abs(got - want).max() < 2e-3
+
+
+def test_a_fallback_naming_no_op_is_an_export_error(net, tmp_path):
+    with pytest.raises(ExportError, match="export.fp32_ops names op.*not_an_op"):
+        _export(net, _component(fp32_ops=("energy", "not_an_op")), tmp_path / "c.mlpackage", _loud())
+
+
+def test_error_growth_and_an_fp32_package(net, tmp_path):
+    feed = _loud(4.0)
+    _export(net, _component(), tmp_path / "q.mlpackage", feed)
+    ops = fp16.measure(tmp_path / "q.mlpackage", [feed, _loud(2.0)])
+    report = fp16.summarise(ops, [0, 1], "float16")
+    assert report["overflows"] == [] and report["near_range"] == [] and report["fp16_ops"] >= 8
+    # fp16 rounding: every fp16 op's relative error is around 2^-11, none is zero
+    errors = {o["name"]: o["error"] for o in ops if o["dtype"] == "fp16"}
+    assert all(0 < e < 0.02 for e in errors.values()), errors
+    assert report["error_growth"] and report["error_growth"][0]["added"] == pytest.approx(max(o["added"] for o in ops), rel=1e-3)
+    _export(net, _component("float32"), tmp_path / "f.mlpackage", feed)
+    exact = fp16.summarise(fp16.measure(tmp_path / "f.mlpackage", [feed]), [0], "float32")
+    assert exact["fp16_ops"] == 0 and exact["max_error"] == 0.0 and exact["error_growth"] == []
+
+
+def test_step_outputs_are_what_run_returns(net, tmp_path):
+    from kiln.mil import load_model
+
+    feed = _loud(4.0)
+    _export(net, _component(), tmp_path / "s.mlpackage", feed)
+    plan = load_model(tmp_path / "s.mlpackage").plan("fp16", fuse=False)
+    last = {node: outs[0][1].copy() for _, node, outs, _ in plan.step_outputs(feed)}
+    out = plan.run(feed)
+    np.testing.assert_array_equal(last["embedding"], out["embedding"])
+    np.testing.assert_array_equal(last["frames"], out["frames"])
+
+
+def test_sampled_steps_are_bounded_and_include_both_ends():
+    assert fp16.sample_steps(2) == [0, 1]
+    assert fp16.sample_steps(625) == [0, 312, 624]
+    assert len(fp16.sample_steps(10_000)) == fp16.MAX_STEPS
