@@ -569,6 +569,12 @@ def _provenance_item(published: Path, rebuilt: dict, unreproducible: set[str]) -
 
     def comparable(provenance: dict) -> dict:
         out = {k: v for k, v in provenance.items() if k not in PROVENANCE_ENVIRONMENT}
+        source = out.get("source")
+        if isinstance(source, dict) and isinstance(source.get("files"), list):
+            # where the checkpoint lay on the staging machine and when it was written there: not
+            # what it is (its sha256 and size are compared)
+            out["source"] = {**source, "files": [{k: v for k, v in f.items() if k not in ("path", "mtime_ns")}
+                                                 if isinstance(f, dict) else f for f in source["files"]]}
         if isinstance(out.get("artifacts"), list):   # Apple-compiled bundles: their digests cannot match here
             out["artifacts"] = [{k: v for k, v in a.items() if k not in ("sha256", "size_bytes")}
                                 if isinstance(a, dict) and a.get("path") in unreproducible else a

@@ -35,7 +35,8 @@ def report(built_workspace):
 def expected_results(model: str) -> dict[str, set[str]]:
     """subcategory -> result paths the report must show for ``model`` (one component: unified)."""
     return {
-        "unified": {f"results/{model}/plots/unified_parity.png", f"results/{model}/plots/unified_latency.png"},
+        "unified": {f"results/{model}/plots/unified_parity.png", f"results/{model}/plots/unified_latency.png",
+                    f"results/{model}/plots/unified_fp16.png"},
         "summary": {f"results/{model}/plots/latency.png", f"results/{model}/tables/parity.html"},
         "quantization": {f"results/{model}/plots/quantization/strategies.png",
                          f"results/{model}/plots/quantization/size_vs_quality_unified.png",

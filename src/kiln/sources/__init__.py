@@ -178,7 +178,11 @@ def fetch_path(model: str, spec: Mapping[str, Any], workdir: Path) -> SourceReco
     path = Path(spec["path"]).expanduser().resolve()
     file = describe_file(path)
     _check_expected_sha(spec, file)
-    return SourceRecord(kind="path", id=str(path), revision=None, version=spec.get("version"), synthetic=False,
+    # a checkpoint inside the checkout is named relative to it: the same in every clone (kiln verify
+    # rebuilds in another folder), not this machine's path
+    checkout = Path.cwd().resolve()
+    shown = path.relative_to(checkout).as_posix() if checkout in path.parents else str(path)
+    return SourceRecord(kind="path", id=shown, revision=None, version=spec.get("version"), synthetic=False,
                         files=[file])
 
 
