@@ -43,7 +43,10 @@ def test_tiny_kokoro_metadata_with_waveform_parity_in_fp16(tiny_streaming_and_tt
     assert (results / "plots" / "kokoro_5s_fp16.png").exists()
     # each traced program against kokoro's own KModel forward on identical inputs
     faithful = metadata["prepare"]["faithfulness"]["traced_program_vs_kokoro_forward"]["kokoro_5s"]
-    assert faithful["pred_dur_equal"] and faithful["correlation"] > 0.9999, faithful
+    # kokoro's draws are seeded (the record is reproducible); a few STFT bins at atan2's branch cut
+    # may flip between torch.stft and the conv STFT (measured 0.99987-1.0 over 8 draws, 0.99997 at
+    # the seed, 0.15 for noise one sample late), so the bound sits well between the two
+    assert faithful["pred_dur_equal"] and faithful["correlation"] > 0.999, faithful
     for mode, min_correlation, max_distance in (("kiln_fp32", 0.995, 0.5), ("kiln_fp16", 0.98, 1.5)):
         waveform = component["task_metrics"][mode]
         assert waveform["pred_dur_equal"] and waveform["clamped_equal"], mode
