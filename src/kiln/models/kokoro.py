@@ -475,32 +475,68 @@ def write_audio_artifacts(out_dir: str | Path, label: str, facts_: Mapping[str, 
 FAITHFULNESS_SEED = 0
 
 
+def _kokoro_forward(source: KokoroSource, facts_: Mapping[str, Any], text: str) -> tuple[Any, ...]:
+    """kokoro's ``KModel.forward_with_tokens`` on ``text``: ``(ids, ref_s, audio, durations, draws)``.
+    Its draws come from a fixed seed: the record is the same in every build (verify compares it)."""
+    from kiln.export import rewrites as rw
+
+    ids, _ = phonemes_to_ids(text, facts_["vocab"], len(text) + 2)
+    ref_s = torch.from_numpy(voice_rows(facts_)[len(text) - 1].reshape(1, -1).copy())
+    with torch.random.fork_rng(), rw.record_random() as draws, torch.no_grad():
+        torch.manual_seed(FAITHFULNESS_SEED)
+        audio, dur = source.model.forward_with_tokens(torch.from_numpy(ids).long(), ref_s, 1)
+    return ids, ref_s, audio, dur, draws
+
+
+def faithfulness_input(source: KokoroSource, facts_: Mapping[str, Any],
+                       windows: Mapping[str, tuple[int, int]]) -> tuple[dict, tuple[Any, ...]]:
+    """The phonemes the faithfulness check runs: the shortest validation sentence, or, when kokoro's
+    own output for it does not fit every component's window (``windows``: name -> ``(max_tokens,
+    samples)``), its longest prefix found that does. Random weights predict long durations (the
+    full-size stand-in speaks 22 tokens in 13.75 s, beyond kokoro_5s), so the stand-in's sentence
+    is cut; the real model's fits whole. Returns ``(choice record, _kokoro_forward's result)``; a
+    :class:`ModelError` names the windows when not even one phoneme fits."""
+    sentence = min(require_fact(facts_, "validation_phonemes", "kokoro"), key=len)
+    max_tokens = min(tokens for tokens, _ in windows.values())
+    samples = min(n for _, n in windows.values())
+    text = sentence[:max_tokens - 2]
+    tried = []
+    while text:
+        run = _kokoro_forward(source, facts_, text)
+        n = run[2].numel()
+        tried.append({"phonemes": len(text), "samples": n})
+        if n <= samples:
+            return {"sentence_phonemes": sentence, "phonemes": text, "cut": text != sentence,
+                    "tokens": len(text) + 2, "samples": n, "window": {"tokens": max_tokens, "samples": samples},
+                    "tried": tried}, run
+        # audio grows about linearly with the tokens: jump to the estimate, then step down
+        estimate = (len(text) + 2) * samples // n - 2
+        text = text[:max(0, min(len(text) - 1, estimate))]
+    attempts = ", ".join(f"{t['phonemes']} phonemes -> {t['samples']} samples" for t in tried)
+    raise ModelError(f"kokoro: the faithfulness sentence ({len(sentence) + 2} tokens) has no prefix whose audio "
+                     f"fits {', '.join(sorted(windows))} ({max_tokens} tokens, {samples} samples); tried {attempts}")
+
+
 def faithfulness(source: KokoroSource, predictors: Mapping[str, Any], facts_: Mapping[str, Any],
                  components: Mapping[str, Any] | None = None) -> dict:
     """Every traced program (as the later jobs run it) against kokoro's own
     ``KModel.forward_with_tokens`` on identical inputs: the unpadded ids of the shortest validation
-    sentence, the same style row, and kokoro's random draws recorded and passed in as
-    ``random_phases`` / ``source_noise`` (zero-padded to the component's window). The program sees
-    the ids in its fixed token buffer with padding and a window longer than the sentence, so the
-    masks are exercised. Per component: pred_dur equality, waveform correlation, log-mel distance,
-    max abs error over kokoro's samples."""
-    from kiln.export import rewrites as rw
-
+    sentence (cut to fit the windows, :func:`faithfulness_input`; the record says so), the same
+    style row, and kokoro's random draws recorded and passed in as ``random_phases`` /
+    ``source_noise`` (zero-padded to the component's window). The program sees the ids in its fixed
+    token buffer with padding and a window longer than the sentence, so the masks are exercised. Per
+    component: pred_dur equality, waveform correlation, log-mel distance, max abs error over
+    kokoro's samples."""
     if components is None:
         raise ModelError("kokoro: faithfulness needs the model's component contracts")
-    text = min(require_fact(facts_, "validation_phonemes", "kokoro"), key=len)
-    ids, _ = phonemes_to_ids(text, facts_["vocab"], len(text) + 2)
-    length = len(text) + 2
-    ref_s = torch.from_numpy(voice_rows(facts_)[len(text) - 1].reshape(1, -1).copy())
-    # kokoro's draws from a fixed seed: the record is the same in every build (verify compares it).
+    windows = {name: contract_lengths(components[name])[:2] for name in predictors}
+    choice, (_, ref_s, audio, dur, draws) = faithfulness_input(source, facts_, windows)
+    text, length = choice["phonemes"], choice["tokens"]
     # The vocoder reads the angle of its harmonic source's STFT, which jumps by 2*pi where the
     # spectrum crosses the negative real axis, so rounding-level differences between torch.stft and
     # the program's conv STFT can move a few bins across it: measured over 8 noise draws of the tiny
     # model, max abs error 1e-5 to 0.22 and correlation >= 0.99987; a one-sample misalignment of the
     # noise gives 0.15.
-    with torch.random.fork_rng(), rw.record_random() as draws, torch.no_grad():
-        torch.manual_seed(FAITHFULNESS_SEED)
-        audio, dur = source.model.forward_with_tokens(torch.from_numpy(ids).long(), ref_s, 1)
     n = audio.numel()
     ref = {"audio": audio.numpy()[None], "audio_length": np.array([n]), "clamped": np.array([0]),
            "pred_dur": dur.numpy().astype(np.int32)}
@@ -508,9 +544,6 @@ def faithfulness(source: KokoroSource, predictors: Mapping[str, Any], facts_: Ma
     for name in sorted(predictors):
         component = components[name]
         max_tokens, samples, _ = contract_lengths(component)
-        if n > samples or length > max_tokens:
-            raise ModelError(f"kokoro: the faithfulness sentence ({length} tokens, {n} samples) does not fit "
-                             f"{name} ({max_tokens} tokens, {samples} samples)")
         feed = make_feed(facts_, component, text)
         np.testing.assert_array_equal(feed["ref_s"], ref_s.numpy())   # make_feed picks the same row
         feed["random_phases"] = draws[0].values.numpy().astype(np.float32)
@@ -522,7 +555,7 @@ def faithfulness(source: KokoroSource, predictors: Mapping[str, Any], facts_: Ma
                "pred_dur": np.asarray(out["pred_dur"])[:, :length]}
         case = waveform_metrics([ref], [got], facts_)["cases"][0]
         report[name] = {"phonemes": text, "tokens": max_tokens, "samples": samples, **case}
-    return {"traced_program_vs_kokoro_forward": report}
+    return {"input": choice, "traced_program_vs_kokoro_forward": report}
 
 
 def kokoro_component(name: str) -> ComponentSpec:
