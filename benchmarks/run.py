@@ -19,6 +19,7 @@ import bench_compile  # noqa: E402
 import bench_encoder  # noqa: E402
 import bench_executor  # noqa: E402
 import bench_export  # noqa: E402
+import bench_fullsize  # noqa: E402
 import bench_kokoro  # noqa: E402
 import bench_noop  # noqa: E402
 import bench_parakeet  # noqa: E402
@@ -38,6 +39,9 @@ BENCHMARKS = {
     "parakeet_tdt_v3_synthetic": bench_parakeet.run,
     "parakeet_eou_synthetic": bench_parakeet_eou.run,   # tiny + full-size random weights
     "kokoro_synthetic": bench_kokoro.run,               # full-size random weights, 5 s and 15 s
+    # Parakeet TDT v3, Parakeet EOU, Kokoro: random full-size weights through `snakemake all_<model>`
+    # with the real entries' settings, per-job seconds and peak RSS (issue 29: < 15 min, < 8 GiB per job)
+    "fullsize_standins_workflow": bench_fullsize.run,
 }
 
 
