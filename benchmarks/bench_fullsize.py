@@ -48,25 +48,33 @@ def configure(root: Path, model: str, seed: int = 0) -> None:
     path.write_text(yaml.safe_dump(config, sort_keys=False))
 
 
+def _number(text: str | None) -> float | None:
+    return round(float(text), 1) if text not in (None, "", "NA", "-") else None
+
+
 def job_table(root: Path, model: str) -> list[dict]:
-    """One row per job from Snakemake's benchmark files: job, stage, seconds, peak RSS (MiB)."""
+    """One row per job from Snakemake's benchmark files: job, stage, wall seconds, peak RSS (MiB), CPU
+    seconds and mean load (CPU seconds do not grow with other processes' load as wall seconds do)."""
     rows = []
     logs = root / "logs" / model
     for tsv in sorted(logs.rglob("*.benchmark.tsv")):
         rel = tsv.relative_to(logs).as_posix().removesuffix(".benchmark.tsv")
         with tsv.open() as handle:
             record = next(csv.DictReader(handle, delimiter="\t"))
-        rss = record.get("max_rss", "")
         rows.append({"job": rel, "stage": rel.split("/")[0], "s": round(float(record["s"]), 1),
-                     "max_rss_mib": round(float(rss), 1) if rss not in ("", "NA", "-") else None})
+                     "max_rss_mib": _number(record.get("max_rss")), "cpu_s": _number(record.get("cpu_time")),
+                     # the share of one CPU the job had on average: far below 100 x threads on a shared host
+                     "mean_load": _number(record.get("mean_load"))})
     return rows
 
 
 def summarize(root: Path, model: str, wall: float, returncode: int, output: str) -> dict:
     rows = job_table(root, model)
     stages: dict[str, float] = defaultdict(float)
+    cpu: dict[str, float] = defaultdict(float)
     for row in rows:
         stages[row["stage"]] += row["s"]
+        cpu[row["stage"]] += row["cpu_s"] or 0.0
     peak = max((row["max_rss_mib"] or 0.0 for row in rows), default=0.0)
     slowest = sorted(rows, key=lambda r: -r["s"])[:8]
     result = {
@@ -74,6 +82,7 @@ def summarize(root: Path, model: str, wall: float, returncode: int, output: str)
         "command": f"snakemake --cores 2 --keep-going all_{model}", "returncode": returncode,
         "wall_s": round(wall, 1), "jobs": len(rows),
         "stage_seconds": {k: round(v, 1) for k, v in sorted(stages.items())},
+        "stage_cpu_seconds": {k: round(v, 1) for k, v in sorted(cpu.items())},
         "slowest_jobs": slowest, "peak_rss_mib": peak,
         "jobs_table": rows,
         "goals": {**GOALS, "total_met": returncode == 0 and wall < GOALS["total_s"],
