@@ -27,7 +27,7 @@ class ScaffoldError(KilnError):
 
 MODULE = '''"""{title}: scaffolded by `kiln new-model {task} {name}`. Replace the network with the real one.
 
-The family is its list of components (kiln.models.spec): each says how to build its traceable
+The family is its list of components (kiln.family.spec): each says how to build its traceable
 wrapper from the loaded source, its validation feeds, the state it carries, and its task metrics.
 Contracts (shapes, dtypes) are declared in config.yaml (models.{name}).
 """
@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from kiln.errors import SourceError
-from kiln.models.spec import ComponentSpec, FamilySpec, Feeds, Metric, PlotSeries, StatePair
+from kiln.family.spec import ComponentSpec, FamilySpec, Feeds, Metric, PlotSeries, StatePair
 from kiln.sources import SourceRecord
 
 ARCHITECTURES = {{"default": {architecture}}}

@@ -26,7 +26,7 @@ from kiln.models.parakeet_tdt import (
     load_path,
     run_task,
 )
-from kiln.models.spec import stream
+from kiln.family.spec import stream
 from kiln.validate.reference import make_reference, torch_context
 
 COMPONENTS = FAMILY.component_names

@@ -16,7 +16,7 @@ import yaml
 from kiln.config import build_config
 from kiln.errors import ConfigError, ModelError, SourceError
 from kiln.models import check_models, family_of, get_family
-from kiln.models.spec import Context
+from kiln.family.spec import Context
 from kiln.sources import SourceRecord, describe_file
 
 HELPERS = Path(__file__).resolve().parents[1] / "helpers"

@@ -1,12 +1,15 @@
-"""Model families: one module per family (``kiln/models/<family>.py``), each exposing ``FAMILY``, a
-:class:`kiln.models.spec.FamilySpec` that reads as the list of its components (traceable wrappers,
-validation feeds, state pairs, metrics). Adding a model means adding one such module and one config
-block -- or, for a plain model (one network, a fixed contract), only a config block of family
-``plain``: that module exposes ``family_for(model_config)`` instead of ``FAMILY``, a spec built from
-the block (:func:`family_of` serves both). Modules whose names start with ``_`` are shared helpers,
-not families. A family module may add task labels with a ``TASKS`` mapping (label -> description).
+"""Model families: one package per family (``kiln/models/<family>/``) whose ``__init__`` exposes
+``FAMILY``, a :class:`kiln.family.spec.FamilySpec` that reads as the list of its components; the
+package's ``build`` module builds the network (load, facts, wrappers), its ``judge`` module judges it
+(feeds, metrics, plots, task), an optional ``checkpoint`` module builds random-initialised
+checkpoints (:data:`kiln.family.PARTS`: the workflow's code stamps follow that split). Adding a
+model means adding one such package and one config block -- or, for a plain model (one network, a
+fixed contract), only a config block of family ``plain``: that package exposes
+``family_for(model_config)`` instead of ``FAMILY``, a spec built from the block (:func:`family_of`
+serves both). Modules whose names start with ``_`` and plain modules are shared helpers, not
+families. A family may add task labels with a ``TASKS`` mapping (label -> description).
 
-Families are looked up by module name, so this package stays cheap to import (no torch here).
+Families are looked up by package name, so this package stays cheap to import (no torch here).
 """
 
 from __future__ import annotations
@@ -18,7 +21,8 @@ from kiln.errors import ModelError
 
 
 def family_names() -> list[str]:
-    return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_") and m.name != "spec")
+    """Every family package (``kiln/models/<family>/``; not ``_`` helpers, not plain modules)."""
+    return sorted(m.name for m in pkgutil.iter_modules(__path__) if m.ispkg and not m.name.startswith("_"))
 
 
 def _module(name: str):
@@ -40,7 +44,7 @@ def get_family(name: str):
 
 
 def family_of(model):
-    """The :class:`~kiln.models.spec.FamilySpec` that builds ``model`` (a ModelConfig): its
+    """The :class:`~kiln.family.spec.FamilySpec` that builds ``model`` (a ModelConfig): its
     family's ``FAMILY``, or the spec ``family_for(model)`` makes from the config block."""
     module = _module(model.family)
     build = getattr(module, "family_for", None)

@@ -37,7 +37,7 @@ from kiln.config import ComponentConfig
 from kiln.errors import ContractError, ModelError, SourceError
 from kiln.models import records
 from kiln.models._kokoro_net import SAMPLE_RATE, FixedKokoro, FixedKokoroComponent
-from kiln.models.spec import ComponentSpec, Context, FamilySpec, Feeds, Metric, PlotSeries, require_fact
+from kiln.family.spec import ComponentSpec, Context, FamilySpec, Feeds, Metric, PlotSeries, require_fact
 from kiln.sources import SourceRecord
 
 #: id 0 ("$") is the boundary/pad token (Kokoro's config.json vocabulary starts at 1)

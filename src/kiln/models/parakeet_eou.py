@@ -39,7 +39,7 @@ from kiln.errors import ContractError, ModelError
 from kiln.models import _eou
 from kiln.models._fastconformer import PredictionNet
 from kiln.models._tdt import agreement
-from kiln.models.spec import (ComponentSpec, Feeds, FamilySpec, Metric, PlotSeries, StatePair, Task,
+from kiln.family.spec import (ComponentSpec, Feeds, FamilySpec, Metric, PlotSeries, StatePair, Task,
                               require_fact, stream)
 
 FAMILY_NAME = "parakeet_eou"

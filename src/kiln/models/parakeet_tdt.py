@@ -54,7 +54,7 @@ from kiln.models import _nemo
 from kiln.models._fastconformer import EncoderWrapper, JointDecision, JointLogits, MelEncoder, PredictionNet
 from kiln.models._parakeet_random import build_random
 from kiln.models._tdt import agreement, tdt_greedy
-from kiln.models.spec import (ComponentSpec, Context, FamilySpec, Feeds, Metric, PlotSeries, StatePair, Task,
+from kiln.family.spec import (ComponentSpec, Context, FamilySpec, Feeds, Metric, PlotSeries, StatePair, Task,
                               require_fact)
 from kiln.sources import SourceRecord
 

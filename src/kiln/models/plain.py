@@ -37,7 +37,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from kiln.errors import ContractError, ModelError, SourceError
-from kiln.models.spec import (NUMPY_DTYPES, ComponentSpec, Context, FamilySpec, Feeds, PlotSeries, StatePair,
+from kiln.family.spec import (NUMPY_DTYPES, ComponentSpec, Context, FamilySpec, Feeds, PlotSeries, StatePair,
                               default_example)
 from kiln.sources import SourceRecord
 

@@ -13,7 +13,7 @@ from kiln.errors import KilnError
 from kiln.export.convert import SPEC_VERSIONS
 from kiln.digests import cached_digest
 from kiln.fsutil import remove_path, tree_size
-from kiln.models.spec import ComponentSpec, stream
+from kiln.family.spec import ComponentSpec, stream
 from kiln.quantize.strategies import STRATEGIES, QuantizeContext, floored_scales, needs_target
 from kiln.validate import backends as bk
 from kiln.validate.metrics import (agreement, finite_or_none, finite_tree, max_abs, non_finite_problem,

@@ -240,7 +240,7 @@ def reference_job(config: Config, model: str, facts_path: str | Path, programs: 
                   references: dict[str, str], out_task: str | Path, out_latency: str | Path) -> dict:
     """Make every component's validation inputs and run them through the traced programs (torch);
     write ``references[component]`` (.npz) and the cross-component task's torch result."""
-    from kiln.models.spec import Context
+    from kiln.family.spec import Context
     from kiln.validate.reference import make_reference, write_npz, write_reference
 
     model_cfg = config.model(model)
@@ -506,7 +506,7 @@ def quantized_task_check(config: Config, model: str, records: list[dict], facts_
         swapped = _Swapped(floats, record["component"], kiln_backend(quantized, "fp32").predict)
         by_component.setdefault(record["component"], {})[record["strategy"]] = task.run(swapped, facts, inputs)
         log.info("  task with %s/%s swapped in: done", record["strategy"], record["component"])
-    from kiln.models.spec import check_quantization_result
+    from kiln.family.spec import check_quantization_result
 
     checks = {component: check_quantization_result(task.quantization(float_result, results, component),
                                                    family.name, component)

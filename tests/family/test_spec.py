@@ -12,7 +12,7 @@ import yaml
 from kiln.config import build_config
 from kiln.errors import ConfigError, ContractError, ModelError
 from kiln.models import check_models, family_names, get_family
-from kiln.models.spec import ComponentSpec, Feeds, StatePair, stream
+from kiln.family.spec import ComponentSpec, Feeds, StatePair, stream
 
 
 @pytest.fixture()
@@ -109,7 +109,7 @@ def test_feeds_are_data_not_callbacks():
 
 def test_task_quantization_result_is_checked_naming_the_field():
     from kiln.errors import ModelError
-    from kiln.models.spec import check_quantization_result
+    from kiln.family.spec import check_quantization_result
 
     good = {"strategies": {"int8_per_channel": {"eou_delay_ms": 80}}, "recommendation": "int8", "extra": 1}
     assert check_quantization_result(good, "fam", "encoder") == good

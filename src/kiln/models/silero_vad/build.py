@@ -1,4 +1,4 @@
-"""Silero VAD (16 kHz), rebuilt as a plain ``nn.Module`` from the shipped TorchScript's weights.
+"""Silero VAD's build part: the 16 kHz network rebuilt as a plain ``nn.Module`` from the shipped TorchScript's weights.
 
 The shipped ``silero_vad.jit`` cannot be converted directly (scripted control flow, hidden state,
 in-place context buffers). This module re-expresses its 16 kHz network with the same torch ops in
@@ -18,14 +18,12 @@ the eight probabilities by noisy-OR, ``1 - prod(1 - p_i)`` (what the consuming r
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from kiln.errors import ModelError, SourceError
 from kiln.export.rewrites import ConvSTFT
-from kiln.models.spec import ComponentSpec, Context, FamilySpec, Feeds, Metric, PlotSeries, StatePair
 from kiln.sources import SourceRecord
 
 SAMPLE_RATE = 16_000
@@ -153,51 +151,3 @@ def window(net: SileroVADNet, component, facts) -> nn.Module:
                          f"'audio_input' must be [1, {expected}], config says "
                          f"{list(audio.shape) if audio else 'nothing'}")
     return SileroVADWindow(net, steps).eval()
-
-
-#: seconds of validation speech (espeak-ng mixed with silence and noise)
-VALIDATION_SECONDS = 20.0
-
-
-def speech_windows(ctx: Context, component) -> Feeds:
-    """20 s of speech cut into windows as an app does: each window is the previous window's last 64
-    samples (zeros at first) followed by ``steps * 512`` new samples."""
-    hop = steps_of(component) * CHUNK_SAMPLES
-    audio = ctx.memo("speech", lambda: ctx.speech(VALIDATION_SECONDS, rate=SAMPLE_RATE))
-    context = np.zeros((1, CONTEXT_SAMPLES), dtype=np.float32)
-    steps = []
-    for start in range(0, audio.size - hop + 1, hop):
-        chunk = np.concatenate([context, audio[None, start:start + hop]], axis=1).astype(np.float32)
-        steps.append({"audio_input": chunk})
-        context = chunk[:, -CONTEXT_SAMPLES:]
-    return Feeds(steps, f"espeak-ng speech mixed with silence and noise, {VALIDATION_SECONDS:.1f} s at "
-                        f"{SAMPLE_RATE} Hz, streamed with state carried", step_seconds=hop / SAMPLE_RATE)
-
-
-def _probabilities(steps: list) -> np.ndarray:
-    return np.array([float(np.ravel(s["vad_output"])[0]) for s in steps])
-
-
-def decisions(reference: list, candidate: list, facts) -> dict:
-    p_ref, p_out = _probabilities(reference), _probabilities(candidate)
-    return {
-        "windows": int(p_ref.size),
-        "decision_threshold": 0.5,
-        "decision_agreement": float(np.mean((p_ref > 0.5) == (p_out > 0.5))),
-        "speech_fraction_reference": float(np.mean(p_ref > 0.5)),
-        "max_abs_probability_error": float(np.max(np.abs(p_ref - p_out))),
-    }
-
-
-def vad_component(name: str) -> ComponentSpec:
-    return ComponentSpec(
-        name, inputs=("audio_input", "hidden_state", "cell_state"),
-        outputs=("vad_output", "new_hidden_state", "new_cell_state"),
-        wrapper=window, feeds=speech_windows,
-        state=(StatePair("hidden_state", "new_hidden_state"), StatePair("cell_state", "new_cell_state")),
-        metrics=(Metric("decisions", decisions, rank_by="decision_agreement"),),
-        plot=PlotSeries("speech probability", _probabilities))
-
-
-FAMILY = FamilySpec(name="silero_vad", load=load, facts=facts,
-                    components=(vad_component("unified"), vad_component("unified_256ms")))

@@ -1,0 +1,40 @@
+"""The family layer: what a model family declares, below the families (``kiln.models.<family>``)
+and below the stages that run them (export, validate, quantize), which import it from here.
+
+- :mod:`kiln.family.spec`: the spec types (:class:`~kiln.family.spec.FamilySpec`,
+  :class:`~kiln.family.spec.ComponentSpec`, metrics, plots, feeds, state pairs, the task) and the
+  one streaming driver every backend runs through.
+
+A family is a small package, ``kiln/models/<family>/``, whose modules say by their name which part
+of the family they are (:data:`PARTS`): ``checkpoint`` builds random-initialised checkpoints (the
+fetch job), ``build`` builds the network (load, facts, wrappers, tracing examples, faithfulness: the
+prepare job), ``judge`` judges it (feeds, metrics, plots, artifacts, the task: the reference,
+parity, end-to-end and summary jobs); ``__init__`` assembles them into ``FAMILY``, the list of its
+components. The workflow's code stamps read these names statically (:func:`part_of`,
+:mod:`kiln.workflow.codedeps`): a stage that does not run a part does not depend on its code, so an
+edit rebuilds only what it touches. Nothing here imports anything (the workflow reads it at
+start-up).
+"""
+
+from __future__ import annotations
+
+#: the parts of a family package, by module name: what each holds
+PARTS = {
+    "checkpoint": "random-initialised checkpoints (build_random): the fetch job",
+    "build": "load, facts, wrappers, tracing examples, faithfulness: the prepare job",
+    "judge": "validation feeds, metrics, plots, artifacts, the task: reference, parity, end-to-end, summaries",
+}
+
+#: where family packages live
+FAMILIES_PACKAGE = "kiln.models"
+
+
+def part_of(module: str) -> str | None:
+    """The part (a key of :data:`PARTS`) module ``module`` (a dotted name) belongs to: the first name
+    below a package of :data:`FAMILIES_PACKAGE` that names a part (``kiln.models.kokoro.judge`` ->
+    ``judge``, ``kiln.models.kokoro.judge.metrics`` -> ``judge``); None for a family's ``__init__``
+    and for the helpers its parts share (they belong to whoever imports them)."""
+    prefix = FAMILIES_PACKAGE + "."
+    if not module.startswith(prefix):
+        return None
+    return next((name for name in module[len(prefix):].split(".")[1:] if name in PARTS), None)
