@@ -9,13 +9,14 @@ import re
 import pytest
 
 from kiln.errors import ModelError
-from kiln.models import _eou, _parakeet_random, kokoro, records
+from kiln.models import _eou, _parakeet_random, records
+from kiln.models.kokoro import checkpoint as kokoro_checkpoint
 from tests.conftest import REPO
 
 #: record -> (the architectures of its family, the real model in config.yaml)
 RECORDS = {"parakeet_tdt_0.6b_v3": (_parakeet_random.ARCHITECTURES, "parakeet_tdt_v3"),
            "parakeet_realtime_eou_120m_v1": (_eou.ARCHITECTURES, "parakeet_eou"),
-           "kokoro_82m": (kokoro.ARCHITECTURES, "kokoro")}
+           "kokoro_82m": (kokoro_checkpoint.ARCHITECTURES, "kokoro")}
 
 
 @pytest.mark.parametrize("name", sorted(RECORDS))
@@ -70,7 +71,7 @@ def test_the_eou_standin_matches_its_record_and_the_consumer_contract(tmp_path):
 
 def test_the_kokoro_standin_config_is_the_recorded_config_json():
     rec = records.load("kokoro_82m")
-    config = kokoro.kmodel_config(kokoro.ARCHITECTURES["full"])
+    config = kokoro_checkpoint.kmodel_config(kokoro_checkpoint.ARCHITECTURES["full"])
     assert config == rec.value("config")
     assert config["n_token"] == 178 and len(config["vocab"]) == 114 and max(config["vocab"].values()) == 177
     assert config["vocab"]["A"] == 24 and config["vocab"]["ʒ"] == 147 and "¡" not in config["vocab"]
