@@ -9,7 +9,8 @@ import re
 import pytest
 
 from kiln.errors import ModelError
-from kiln.models import _eou, _parakeet_random, records
+from kiln.models import _eou, records
+from kiln.models.parakeet_tdt import checkpoint as _parakeet_random
 from kiln.models.kokoro import checkpoint as kokoro_checkpoint
 from tests.conftest import REPO
 
