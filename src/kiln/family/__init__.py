@@ -25,16 +25,16 @@ PARTS = {
     "judge": "validation feeds, metrics, plots, artifacts, the task: reference, parity, end-to-end, summaries",
 }
 
-#: where family packages live
-FAMILIES_PACKAGE = "kiln.models"
+#: the dotted-name prefix of family packages (``kiln.models.<family>``; with its dot, so the
+#: workflow's import walk does not read it as an import of the registry)
+FAMILIES_PREFIX = "kiln.models."
 
 
 def part_of(module: str) -> str | None:
     """The part (a key of :data:`PARTS`) module ``module`` (a dotted name) belongs to: the first name
-    below a package of :data:`FAMILIES_PACKAGE` that names a part (``kiln.models.kokoro.judge`` ->
+    below a family package (:data:`FAMILIES_PREFIX`) that names a part (``kiln.models.kokoro.judge`` ->
     ``judge``, ``kiln.models.kokoro.judge.metrics`` -> ``judge``); None for a family's ``__init__``
     and for the helpers its parts share (they belong to whoever imports them)."""
-    prefix = FAMILIES_PACKAGE + "."
-    if not module.startswith(prefix):
+    if not module.startswith(FAMILIES_PREFIX):
         return None
-    return next((name for name in module[len(prefix):].split(".")[1:] if name in PARTS), None)
+    return next((name for name in module[len(FAMILIES_PREFIX):].split(".")[1:] if name in PARTS), None)

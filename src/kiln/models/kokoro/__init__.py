@@ -20,8 +20,7 @@ Contract (every length read from the component's config and checked against the 
 from __future__ import annotations
 
 from kiln.family.spec import ComponentSpec, FamilySpec, Metric, PlotSeries
-from kiln.models.kokoro import build, checkpoint, judge, waveform
-from kiln.models.kokoro.net import SAMPLE_RATE
+from kiln.models.kokoro import build, checkpoint, judge
 
 
 def kokoro_component(name: str) -> ComponentSpec:
@@ -30,11 +29,11 @@ def kokoro_component(name: str) -> ComponentSpec:
         inputs=("input_ids", "attention_mask", "ref_s", "random_phases", "source_noise", "speed"),
         outputs=("audio", "pred_dur", "audio_length", "clamped"),
         wrapper=build.wrapper, feeds=judge.sentence_feeds, example=build.example,
-        metrics=(Metric("waveform", waveform.waveform_metrics),),
+        metrics=(Metric("waveform", judge.waveform_metrics),),
         plot=PlotSeries("RMS of the valid audio per sentence", judge.audio_rms), artifacts=judge.write_audio_artifacts,
         description="token ids + style vector + vocoder noise -> fixed window of 24 kHz audio")
 
 
 FAMILY = FamilySpec(name="kokoro", load=build.load, facts=build.facts,
                     components=(kokoro_component("kokoro_5s"), kokoro_component("kokoro_15s")),
-                    build_random=checkpoint.build_random, faithfulness=build.faithfulness, sample_rate=SAMPLE_RATE)
+                    build_random=checkpoint.build_random, faithfulness=build.faithfulness, sample_rate=build.SAMPLE_RATE)

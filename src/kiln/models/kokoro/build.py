@@ -16,7 +16,7 @@ from kiln.config import ComponentConfig
 from kiln.errors import ContractError, ModelError, SourceError
 from kiln.family.spec import require_fact
 from kiln.models.kokoro.checkpoint import BUNDLE_FORMAT, build_kmodel
-from kiln.models.kokoro.net import FixedKokoro, FixedKokoroComponent
+from kiln.models.kokoro.net import SAMPLE_RATE, FixedKokoro, FixedKokoroComponent  # noqa: F401  (the family's rate)
 from kiln.models.kokoro.waveform import waveform_metrics
 from kiln.sources import SourceRecord
 

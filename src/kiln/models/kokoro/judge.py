@@ -10,7 +10,7 @@ import numpy as np
 from kiln.config import ComponentConfig
 from kiln.family.spec import Context, Feeds, require_fact
 from kiln.models.kokoro.build import contract_lengths, make_feed
-from kiln.models.kokoro.waveform import _valid_audio
+from kiln.models.kokoro.waveform import _valid_audio, waveform_metrics  # noqa: F401  (the family's metric)
 
 
 def sentence_steps(facts_: Mapping[str, Any], component: ComponentConfig) -> list[dict]:
