@@ -70,8 +70,13 @@ COMPILER_CODE = code_stamp("compile")
 
 
 def quantize_code(wildcards):
-    """Quantize code: it runs the family's metrics, the validation, the compiler and the executor."""
+    """Quantize code: the family's build part, the validation, the compiler and the executor."""
     return code_stamp("quantize", wildcards.model)
+
+
+def quantization_summary_code(wildcards):
+    """The quantization summary runs the family's judging code (task metrics of every variant)."""
+    return code_stamp("quantization_summary", wildcards.model)
 
 
 def derived(value):

@@ -44,7 +44,7 @@ rule quantization_summary:
         task_inputs=f"{RESULTS}/{{model}}/reference/task.npz",
         packages=lambda wildcards: [str(plan.package_path(KILN, wildcards.model, c))
                                     for c in KILN.models[wildcards.model].components],
-        code=quantize_code,
+        code=quantization_summary_code,
     output:
         summary=f"{RESULTS}/{{model}}/quantization_summary.json",
         strategies_plot=report(f"{RESULTS}/{{model}}/plots/quantization/strategies.png",

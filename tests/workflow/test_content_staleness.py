@@ -13,7 +13,7 @@ from tests.workflow.conftest import fake_build
 
 pytestmark = pytest.mark.slow
 
-AGGREGATES = {"all", "all_parakeet_tdt_v3_tiny"}
+AGGREGATES = {"all", "all_parakeet_tdt_v3_tiny", "all_kokoro_tiny"}
 DOWNSTREAM_OF_PACKAGE = {("compile", "unified"), ("parity", "unified"), ("quantize", "unified"),
                          ("end_to_end", None), ("metadata", None), ("quantization_summary", None),
                          ("contract", None),
@@ -87,6 +87,70 @@ def test_code_edits_plan_exactly_the_jobs_that_run_the_code(workspace):
     assert rules == {"parity", "quantize", "end_to_end", "metadata", "quantization_summary", "quantization_plot"}
 
 
+#: the jobs that build a network (fetch, prepare, export, compile, quantize), by rule name
+BUILDING = ("fetch", "prepare_", "export", "compile", "quantize")
+
+
+def _building(jobs) -> list:
+    return sorted((r, c) for r, c in _work(jobs) if r.startswith(BUILDING) and r != "quantization_summary"
+                  and r != "quantization_plot")
+
+
+def _edited(ws, rel: str):
+    """Append a line to a source file, plan, restore; the (rule, component) pairs planned."""
+    path = ws.root / rel
+    original = path.read_text()
+    path.write_text(original + "\n# edited\n")
+    try:
+        return ws.planned_jobs(*FAMILY_TARGETS)
+    finally:
+        path.write_text(original)
+
+
+FAMILY_TARGETS = ("all", "all_parakeet_tdt_v3_tiny", "all_kokoro_tiny")
+
+
+def test_an_edit_rebuilds_only_the_family_part_it_touches(workspace):
+    """A family is a package of parts (kiln.family.PARTS): an edit to its judging code plans no job that
+    builds a network, an edit to its build part plans no fetch, an edit to a shared validation module
+    plans no export -- in separate Snakemake processes, on a workspace whose every job is done."""
+    ws = workspace
+    fake_build(ws, *FAMILY_TARGETS)
+    assert ws.planned_jobs(*FAMILY_TARGETS) == []
+    counts = {}
+
+    # judging code (a metric, feeds, plots): reference, parity, summaries; nothing that builds
+    for family, model in (("silero_vad", "silero_vad"), ("parakeet_tdt", "parakeet_tdt_v3_tiny"),
+                          ("kokoro", "kokoro_tiny")):
+        jobs = _edited(ws, f"src/kiln/models/{family}/judge.py")
+        assert {wc.get("model") for _, wc in jobs} - {None} == {model}, family
+        assert _building(jobs) == [], (family, _building(jobs))
+        assert {r for r, _ in _work(jobs)} >= {f"reference_{model}", "parity", "end_to_end", "quantization_summary"}
+        counts[f"{family}/judge.py"] = len(_work(jobs))
+
+    # a wrapper (the build part): prepare and what is downstream, never the random checkpoint
+    for rel, model in (("src/kiln/models/parakeet_tdt/build.py", "parakeet_tdt_v3_tiny"),
+                       ("src/kiln/models/kokoro/net.py", "kokoro_tiny"),
+                       ("src/kiln/models/silero_vad/build.py", "silero_vad")):
+        jobs = _edited(ws, rel)
+        rules = {r for r, _ in _work(jobs)}
+        assert f"prepare_{model}" in rules and "fetch" not in rules, (rel, rules)
+        counts[rel.removeprefix("src/kiln/models/")] = len(_work(jobs))
+
+    # the random checkpoint's builder: the fetch job of that model (and what follows from it)
+    rules = {r for r, wc in _work(_edited(ws, "src/kiln/models/kokoro/checkpoint.py"), "kokoro_tiny")}
+    assert "fetch" in rules
+
+    # shared validation modules: never an export, a compile or a random checkpoint
+    for rel in ("src/kiln/validate/metrics.py", "src/kiln/validate/audio.py"):
+        jobs = _edited(ws, rel)
+        rules = {r for r, _ in _work(jobs)}
+        assert not rules & {"fetch", "export", "compile"}, (rel, rules)
+        counts[rel.removeprefix("src/kiln/")] = len(_work(jobs))
+    print("planned jobs per edit:", counts)
+    assert ws.planned_jobs(*FAMILY_TARGETS) == []
+
+
 def test_code_is_judged_by_content_and_a_noop_start_stays_light(workspace):
     """Jobs depend on their stage's code stamp (the sha256 of every module the stage runs), not on
     the files' mtimes: a source file rewritten with the same bytes plans nothing, as does a checkout
@@ -101,7 +165,7 @@ def test_code_is_judged_by_content_and_a_noop_start_stays_light(workspace):
     assert ws.planned_jobs("all") == []
     stamp = ws.root / ".kiln/stamps/code/prepare-silero_vad.json"
     listed = __import__("json").loads(stamp.read_text())["files"]
-    assert "src/kiln/models/silero_vad.py" in listed and len(listed) > 10
+    assert "src/kiln/models/silero_vad/build.py" in listed and len(listed) > 10
 
     # (a) every source file touched (same bytes, new mtime): nothing to do, the stamps keep their mtime
     stamp_mtime = stamp.stat().st_mtime_ns

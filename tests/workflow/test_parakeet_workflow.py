@@ -55,7 +55,9 @@ def test_tiny_parakeet_metadata_with_token_parity(workspace):
     workspace.snakemake("--cores", "2", record)
     scored = json.loads((workspace.root / record).read_text())
     assert scored["status"] == "ok" and scored["size_ratio"] < 1.0
-    assert scored["task_metrics"] and 0.9 < scored["quality"] <= 1.0
+    assert 0.9 < scored["quality"] <= 1.0
+    # the family's task metrics are the summary's (judging code): the job records what they need
+    assert (workspace.root / scored["steps_file"]["path"]).is_file() and "task_metrics" not in scored
     # package I/O follows the consuming runtime: int32 ids and lengths, fp32 audio
     contract = {t["name"]: t["dtype"] for t in metadata["components"]["decoder"]["inputs"]}
     assert contract["targets"] == "int32" and contract["h_in"] == "float32"

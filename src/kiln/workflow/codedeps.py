@@ -63,17 +63,23 @@ STAGE_ROOTS: dict[str, tuple[str, ...]] = {
     "compile": ("kiln.workflow.compile_stage",),
     "validate": ("kiln.models.{family}", "kiln.validate.run", "kiln.validate.backends",
                  "kiln.validate.reference"),
+    # builds, compiles and scores a variant, recording its outputs (no family metric: the summary's)
     "quantize": ("kiln.models.{family}", "kiln.quantize.run", "kiln.validate.reference"),
+    # the family's task metrics of every variant, its task with each variant swapped in, the tables
+    "quantization_summary": ("kiln.models.{family}", "kiln.quantize.run", "kiln.quantize.summary",
+                             "kiln.validate.reference", "kiln.validate.backends", "kiln.report"),
     # built artifacts against the consumer's contract (names checked against the family's specs)
     "contract": ("kiln.contracts", "kiln.models.{family}"),
 }
 
 #: the parts of a family package (:data:`kiln.family.PARTS`) a stage's jobs run, where not all: the
 #: fetch job builds a random checkpoint, the prepare job builds and traces the network (its
-#: faithfulness checks included); reference, validate, quantize and contract judge it too
+#: faithfulness checks included), a quantize job streams the variant with the component's state
+#: pairs; reference, validate, the quantization summary and contract judge it too
 STAGE_PARTS: dict[str, tuple[str, ...]] = {
     "fetch_random": ("checkpoint",),
     "prepare": ("build",),
+    "quantize": ("build",),
 }
 
 

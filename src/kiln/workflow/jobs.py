@@ -19,7 +19,7 @@ from pathlib import Path
 from kiln.config import (Config, compile_settings, export_settings, prepare_settings, quantize_settings,
                          settings_digest, source_settings, validate_settings)
 from kiln.digests import cached_digest
-from kiln.errors import SourceError
+from kiln.errors import KilnError, SourceError
 from kiln.fsutil import atomic_path, sha256_file, tree_size, write_json
 from kiln.workflow import limits
 from kiln.provenance import toolchain
@@ -531,6 +531,26 @@ class _Swapped(Mapping):
         return len(self.predictors)
 
 
+def judge_variants(config: Config, model: str, records: list[dict], facts_path: str | Path) -> None:
+    """Add the family's task metrics (and ``task_score``) to every built variant's record, from the
+    baseline's and the variant's outputs its quantize job recorded (``steps_file``, checked against
+    its sha256): judging code runs here, so a metric edit re-runs this job, not the quantize jobs."""
+    from kiln.integrity import verify_artifact
+    from kiln.quantize.run import read_steps, task_scores
+
+    family = _family(config, model)
+    facts = read_facts(facts_path)
+    for record in records:
+        if record["status"] != "ok":
+            continue
+        steps_file = record.pop("steps_file", None)
+        if steps_file is None:
+            raise KilnError(f"{model}: the quantization record of {record['strategy']}/{record['component']} "
+                            f"has no steps_file (written by an older kiln); re-run its quantize job")
+        verify_artifact(steps_file["path"], steps_file["sha256"])
+        record.update(task_scores(family.component(record["component"]), read_steps(steps_file["path"]), facts))
+
+
 def quantization_summary_job(config: Config, model: str, records: list, out_summary: str | Path,
                              out_strategies_plot: str | Path, out_table: str | Path,
                              facts_path: str | Path | None = None, task_record: str | Path | None = None,
@@ -547,6 +567,8 @@ def quantization_summary_job(config: Config, model: str, records: list, out_summ
         record.pop("model", None)
         record.pop("settings_sha256", None)
         loaded.append(record)
+    if facts_path is not None:
+        judge_variants(config, model, loaded, facts_path)
     task = None
     if task_record is not None and facts_path is not None and packages:
         task = quantized_task_check(config, model, loaded, facts_path, task_record, packages)

@@ -153,7 +153,8 @@ def code_stages(config: Config) -> list[tuple[str, str | None]]:
     for model in config.models.values():
         if model.source.get("kind") == "random":
             out.append(("fetch_random", model.family))
-        out.extend((stage, model.family) for stage in ("prepare", "reference", "validate", "quantize", "contract"))
+        out.extend((stage, model.family) for stage in ("prepare", "reference", "validate", "quantize",
+                                                        "quantization_summary", "contract"))
     return out
 
 
