@@ -20,7 +20,7 @@ pytest.importorskip("nemo.collections.asr", reason="nemo_toolkit[asr] is not ins
 from kiln.models import _nemo  # noqa: E402
 from kiln.models import parakeet_eou as eou  # noqa: E402
 from kiln.models.parakeet_eou import build as eou_build, checkpoint as eou_checkpoint  # noqa: E402
-from kiln.models.parakeet_eou import judge as eou_judge, net as _eou  # noqa: E402
+from kiln.models.parakeet_eou import feeds as eou_feeds, judge as eou_judge, net as _eou  # noqa: E402
 
 MODEL = "parakeet_eou_tiny"
 REPO = Path(__file__).resolve().parents[2]
@@ -274,8 +274,8 @@ def test_kiln_executor_streams_every_cache_like_torch(torch_predicts, kiln_predi
 @pytest.mark.parametrize("mode", ["kiln_fp32", "kiln_fp16"])
 def test_eou_fires_in_the_same_chunks_on_kiln(torch_predicts, kiln_predicts, facts, audio, mode):
     inputs = {"audio": audio, "chunk_samples": np.array(5120)}
-    reference = eou_judge.task_run(torch_predicts, facts, inputs)
-    result = eou_judge.task_run({**torch_predicts, **kiln_predicts[mode]}, facts, inputs)
+    reference = eou_feeds.task_run(torch_predicts, facts, inputs)
+    result = eou_feeds.task_run({**torch_predicts, **kiln_predicts[mode]}, facts, inputs)
     ref = reference["by_chunk_size"]["streaming_encoder"]
     assert ref["chunks"] == audio.size // 5120 and ref["eou_chunks"], "the calibrated tiny model must emit <EOU>"
     assert 0 < len(ref["tokens"]) < 5 * 100, "blank must win on most frames"
@@ -285,7 +285,7 @@ def test_eou_fires_in_the_same_chunks_on_kiln(torch_predicts, kiln_predicts, fac
         assert compared["tokens"]["exact_match"] and compared["eou_chunk_agreement"] == 1.0
     else:
         # the fp16 encoder alone (its session start included) gives the fp32 tokens exactly
-        encoder_only = eou_judge.task_run({**torch_predicts, "streaming_encoder": kiln_predicts[mode]["streaming_encoder"]},
+        encoder_only = eou_feeds.task_run({**torch_predicts, "streaming_encoder": kiln_predicts[mode]["streaming_encoder"]},
                                     facts, inputs)
         assert eou_judge.task_compare(reference, encoder_only)["streaming_encoder"]["tokens"]["exact_match"]
         # fp16 decoder and joint flip near-ties of the random joint, after which the stream shifts

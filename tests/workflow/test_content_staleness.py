@@ -119,14 +119,22 @@ def test_an_edit_rebuilds_only_the_family_part_it_touches(workspace):
     assert ws.planned_jobs(*FAMILY_TARGETS) == []
     counts = {}
 
-    # judging code (a metric, feeds, plots): reference, parity, summaries; nothing that builds
+    # judging code (metrics, plots, the task's comparisons): parity and the summaries, nothing that
+    # builds a network and no reference (the validation inputs are unchanged)
     for family, model in (("silero_vad", "silero_vad"), ("parakeet_tdt", "parakeet_tdt_v3_tiny"),
                           ("kokoro", "kokoro_tiny")):
         jobs = _edited(ws, f"src/kiln/models/{family}/judge.py")
         assert {wc.get("model") for _, wc in jobs} - {None} == {model}, family
         assert _building(jobs) == [], (family, _building(jobs))
-        assert {r for r, _ in _work(jobs)} >= {f"reference_{model}", "parity", "end_to_end", "quantization_summary"}
+        rules = {r for r, _ in _work(jobs)}
+        assert rules >= {"parity", "end_to_end", "quantization_summary"} and f"reference_{model}" not in rules, rules
         counts[f"{family}/judge.py"] = len(_work(jobs))
+
+    # the validation inputs (the feeds part): the reference job and what reads it, no fetch, prepare or export
+    jobs = _edited(ws, "src/kiln/models/silero_vad/feeds.py")
+    rules = {r for r, _ in _work(jobs)}
+    assert "reference_silero_vad" in rules and not rules & {"fetch", "prepare_silero_vad", "export"}, rules
+    counts["silero_vad/feeds.py"] = len(_work(jobs))
 
     # a wrapper (the build part): prepare and what is downstream, never the random checkpoint
     for rel, model in (("src/kiln/models/parakeet_tdt/build.py", "parakeet_tdt_v3_tiny"),
@@ -142,11 +150,17 @@ def test_an_edit_rebuilds_only_the_family_part_it_touches(workspace):
     assert "fetch" in rules
 
     # shared validation modules: never an export, a compile or a random checkpoint
-    for rel in ("src/kiln/validate/metrics.py", "src/kiln/validate/audio.py"):
-        jobs = _edited(ws, rel)
-        rules = {r for r, _ in _work(jobs)}
-        assert not rules & {"fetch", "export", "compile"}, (rel, rules)
-        counts[rel.removeprefix("src/kiln/")] = len(_work(jobs))
+    jobs = _edited(ws, "src/kiln/validate/metrics.py")
+    rules = {r for r, _ in _work(jobs)}
+    assert not rules & {"fetch", "export", "compile"} and not any(r.startswith("prepare_") for r in rules), rules
+    counts["validate/metrics.py"] = len(_work(jobs))
+    # the audio measures: Kokoro's prepare job measures its traced programs against kokoro's own
+    # forward with them (faithfulness), so Kokoro re-traces; no other model's network, no checkpoint
+    jobs = _edited(ws, "src/kiln/validate/audio.py")
+    building = {(r, wc.get("model", r.removeprefix("prepare_"))) for r, wc in jobs
+                if r.startswith(BUILDING) and "quantization" not in r}
+    assert {m for _, m in building} == {"kokoro_tiny"} and ("fetch", "kokoro_tiny") not in building, building
+    counts["validate/audio.py"] = len(_work(jobs))
     print("planned jobs per edit:", counts)
     assert ws.planned_jobs(*FAMILY_TARGETS) == []
 

@@ -8,9 +8,11 @@ and below the stages that run them (export, validate, quantize), which import it
 A family is a small package, ``kiln/models/<family>/``, whose modules say by their name which part
 of the family they are (:data:`PARTS`): ``checkpoint`` builds random-initialised checkpoints (the
 fetch job), ``build`` builds the network (load, facts, wrappers, tracing examples, faithfulness: the
-prepare job), ``judge`` judges it (feeds, metrics, plots, artifacts, the task: the reference,
-parity, end-to-end and summary jobs); ``__init__`` assembles them into ``FAMILY``, the list of its
-components. The workflow's code stamps read these names statically (:func:`part_of`,
+prepare job), ``feeds`` makes the validation inputs (the reference job: feeds, the task's inputs and
+run), ``judge`` judges the outputs (metrics, plots, artifacts, the task's comparisons: the parity,
+end-to-end and summary jobs); ``__init__`` assembles them into ``FAMILY``, the list of its
+components, and holds nothing else a job runs. Modules of no part (a network, a comparison two
+parts share) belong to whichever parts import them. The workflow's code stamps read these names statically (:func:`part_of`,
 :mod:`kiln.workflow.codedeps`): a stage that does not run a part does not depend on its code, so an
 edit rebuilds only what it touches. Nothing here imports anything (the workflow reads it at
 start-up).
@@ -22,7 +24,8 @@ from __future__ import annotations
 PARTS = {
     "checkpoint": "random-initialised checkpoints (build_random): the fetch job",
     "build": "load, facts, wrappers, tracing examples, faithfulness: the prepare job",
-    "judge": "validation feeds, metrics, plots, artifacts, the task: reference, parity, end-to-end, summaries",
+    "feeds": "validation inputs, the task's inputs and run: the reference job",
+    "judge": "metrics, plots, artifacts, the task's comparisons: parity, end-to-end, summaries",
 }
 
 #: the dotted-name prefix of family packages (``kiln.models.<family>``; with its dot, so the

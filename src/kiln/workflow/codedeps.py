@@ -12,7 +12,7 @@ rules' ``code`` inputs), never imports them, and caches each file's imports per 
 in ``.kiln/cache/imports.json``, so Snakemake's start-up parses only files edited since the last run.
 
 A family is a package whose modules say which part of it they are (:data:`kiln.family.PARTS`:
-``checkpoint``, ``build``, ``judge``); its ``__init__`` imports every part to assemble ``FAMILY``. A
+``checkpoint``, ``build``, ``feeds``, ``judge``); its ``__init__`` imports every part to assemble ``FAMILY``. A
 stage depends only on the parts it runs (:data:`STAGE_PARTS`): the walk does not follow a family
 ``__init__``'s import of another part (the fetch job runs no wrapper, the prepare job no metric), so
 an edit to a family's judging code rebuilds no network. Every other import is followed, whatever
@@ -74,11 +74,13 @@ STAGE_ROOTS: dict[str, tuple[str, ...]] = {
 
 #: the parts of a family package (:data:`kiln.family.PARTS`) a stage's jobs run, where not all: the
 #: fetch job builds a random checkpoint, the prepare job builds and traces the network (its
-#: faithfulness checks included), a quantize job streams the variant with the component's state
-#: pairs; reference, validate, the quantization summary and contract judge it too
+#: faithfulness checks included), the reference job makes the validation inputs and the task's torch
+#: run, a quantize job streams the variant with the component's state pairs; validate, the
+#: quantization summary and contract run every part
 STAGE_PARTS: dict[str, tuple[str, ...]] = {
     "fetch_random": ("checkpoint",),
     "prepare": ("build",),
+    "reference": ("build", "feeds"),
     "quantize": ("build",),
 }
 

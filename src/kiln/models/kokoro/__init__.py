@@ -20,7 +20,7 @@ Contract (every length read from the component's config and checked against the 
 from __future__ import annotations
 
 from kiln.family.spec import ComponentSpec, FamilySpec, Metric, PlotSeries
-from kiln.models.kokoro import build, checkpoint, judge
+from kiln.models.kokoro import build, checkpoint, feeds, judge
 
 
 def kokoro_component(name: str) -> ComponentSpec:
@@ -28,7 +28,7 @@ def kokoro_component(name: str) -> ComponentSpec:
         name,
         inputs=("input_ids", "attention_mask", "ref_s", "random_phases", "source_noise", "speed"),
         outputs=("audio", "pred_dur", "audio_length", "clamped"),
-        wrapper=build.wrapper, feeds=judge.sentence_feeds, example=build.example,
+        wrapper=build.wrapper, feeds=feeds.sentence_feeds, example=build.example,
         metrics=(Metric("waveform", judge.waveform_metrics),),
         plot=PlotSeries("RMS of the valid audio per sentence", judge.audio_rms), artifacts=judge.write_audio_artifacts,
         description="token ids + style vector + vocoder noise -> fixed window of 24 kHz audio")

@@ -1,4 +1,5 @@
-"""Kokoro's judging part: the validation sentences, the RMS plot and the audio artifacts (WAVs and waveform + spectrogram plots per sentence); the waveform metric is :mod:`kiln.models.kokoro.waveform`'s."""
+"""Kokoro's judging part: the waveform metric (:mod:`kiln.models.kokoro.waveform`, shared with the
+faithfulness check), the RMS plot and the audio artifacts (WAVs and waveform + spectrogram plots)."""
 
 from __future__ import annotations
 
@@ -7,25 +8,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from kiln.config import ComponentConfig
-from kiln.family.spec import Context, Feeds, require_fact
-from kiln.models.kokoro.build import contract_lengths, make_feed
 from kiln.models.kokoro.waveform import _valid_audio, waveform_metrics  # noqa: F401  (the family's metric)
-
-
-def sentence_steps(facts_: Mapping[str, Any], component: ComponentConfig) -> list[dict]:
-    """One input per validation sentence, its phonemes cut to the token buffer."""
-    max_tokens = contract_lengths(component)[0]
-    phonemes = [p[:max_tokens - 2] for p in require_fact(facts_, "validation_phonemes", "kokoro")]
-    return [make_feed(facts_, component, p, seed=i) for i, p in enumerate(phonemes)]
-
-
-def sentence_feeds(ctx: Context, component: ComponentConfig) -> Feeds:
-    """The validation sentences (espeak-ng phonemes), each cut to the token buffer; the longest
-    overflows the 5 s window and must come back flagged ``clamped``."""
-    steps = sentence_steps(ctx.facts, component)
-    return Feeds(steps, f"{len(steps)} espeak-ng sentences as phoneme ids (voice "
-                        f"'{ctx.facts['voice']}'), vocoder noise drawn from seeds 0..{len(steps) - 1}")
 
 
 def audio_rms(steps: list[dict]) -> np.ndarray:

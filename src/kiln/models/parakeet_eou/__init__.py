@@ -31,8 +31,8 @@ from __future__ import annotations
 
 from typing import Callable
 
-from kiln.family.spec import ComponentSpec, FamilySpec, Metric, PlotSeries, StatePair
-from kiln.models.parakeet_eou import build, checkpoint, judge
+from kiln.family.spec import ComponentSpec, FamilySpec, Metric, PlotSeries, StatePair, Task
+from kiln.models.parakeet_eou import build, checkpoint, feeds, judge
 from kiln.models.parakeet_eou.build import (CHUNK_VARIANTS_MS, DECODER_IO, ENCODER_IO, FAMILY_NAME, JOINT_IO,
                                             PREPROCESSOR_IO)
 
@@ -40,7 +40,7 @@ from kiln.models.parakeet_eou.build import (CHUNK_VARIANTS_MS, DECODER_IO, ENCOD
 def _preprocessor_spec(name: str) -> ComponentSpec:
     return ComponentSpec(
         name=name, inputs=PREPROCESSOR_IO[0], outputs=PREPROCESSOR_IO[1], wrapper=build.preprocessor_wrapper,
-        feeds=judge.preprocessor_feeds, state=build.PREPROCESSOR_STATE,
+        feeds=feeds.preprocessor_feeds, state=build.PREPROCESSOR_STATE,
         plot=PlotSeries("mean log-mel per chunk", judge.mean_mel),
         description="one chunk of audio -> un-normalised log-mel frames; STFT left context as state")
 
@@ -48,7 +48,7 @@ def _preprocessor_spec(name: str) -> ComponentSpec:
 def _encoder_spec(name: str) -> ComponentSpec:
     return ComponentSpec(
         name=name, inputs=ENCODER_IO[0], outputs=ENCODER_IO[1], wrapper=build.encoder_wrapper,
-        feeds=judge.encoder_feeds, state=build.ENCODER_STATE, example=build.encoder_example,
+        feeds=feeds.encoder_feeds, state=build.ENCODER_STATE, example=build.encoder_example,
         metrics=(Metric("chunks", judge.encoder_chunk_metric),),
         plot=PlotSeries("encoder output L2 norm per chunk", judge._plot_encoder), artifacts=judge.encoder_error_plot,
         description="cache-aware FastConformer, one chunk; every cache an explicit input and output")
@@ -63,16 +63,23 @@ COMPONENTS = (
     *_variants("streaming_encoder", _encoder_spec),
     ComponentSpec(
         name="decoder", inputs=DECODER_IO[0], outputs=DECODER_IO[1], wrapper=build.decoder_wrapper,
-        feeds=judge.decoder_feeds, state=(StatePair("h_in", "h_out"), StatePair("c_in", "c_out")),
+        feeds=feeds.decoder_feeds, state=(StatePair("h_in", "h_out"), StatePair("c_in", "c_out")),
         example=build.decoder_example, metrics=(Metric("decoder", judge.decoder_metric),),
         plot=PlotSeries("decoder output L2 norm per step", judge.decoder_norms),
         description="RNNT prediction network, one step (U=1), explicit LSTM state"),
     ComponentSpec(
         name="joint_decision", inputs=JOINT_IO[0], outputs=JOINT_IO[1], wrapper=build.joint_wrapper,
-        feeds=judge.joint_feeds, metrics=(Metric("decisions", judge.joint_metric),),
+        feeds=feeds.joint_feeds, metrics=(Metric("decisions", judge.joint_metric),),
         plot=PlotSeries("token probability per step", judge.token_probs),
         description="RNNT joint, one frame: argmax token id (blank = vocabulary size) and its probability"),
 )
 
+TASK = Task(
+    description="greedy RNNT on the host over the streamed chunks (decoder state kept across chunks): "
+                "token stream and the chunks where <EOU> fires, per chunk size",
+    requires=(("preprocessor", "streaming_encoder", "decoder", "joint_decision"),),
+    inputs=feeds.task_inputs, run=feeds.task_run, compare=judge.task_compare,
+    quantization=judge.quantization_eou_summary, plot=judge.token_timeline_plot)
+
 FAMILY = FamilySpec(name=FAMILY_NAME, load=build.load, facts=build.facts, components=COMPONENTS,
-                    build_random=checkpoint.build_random, task=judge.TASK, faithfulness=build.faithfulness)
+                    build_random=checkpoint.build_random, task=TASK, faithfulness=build.faithfulness)

@@ -41,8 +41,8 @@ padding rows is zeroed by multiplication, not by ``masked_fill`` on a NaN path.
 
 from __future__ import annotations
 
-from kiln.family.spec import ComponentSpec, FamilySpec, Metric, PlotSeries, StatePair
-from kiln.models.parakeet_tdt import build, checkpoint, judge
+from kiln.family.spec import ComponentSpec, FamilySpec, Metric, PlotSeries, StatePair, Task
+from kiln.models.parakeet_tdt import build, checkpoint, feeds, judge
 from kiln.models.parakeet_tdt.build import FAMILY_NAME
 
 # -- the family: its components --------------------------------------------------------------------
@@ -60,33 +60,39 @@ DECISION = ("token_id", "token_prob", "duration")
 STEP = ("encoder_step", "decoder_step")
 
 
+TASK = Task(
+    description="TDT greedy decoding (host loop; decoder state carried per backend)",
+    requires=(("preprocessor", "encoder", "decoder", "joint_decision_single_step"),
+              ("mel_encoder", "decoder", "joint_decision_single_step")),
+    inputs=feeds.task_inputs, run=feeds.run_task, compare=judge.compare_task)
+
 FAMILY = FamilySpec(
     name=FAMILY_NAME,
     load=build.load,
     facts=build.facts,
     build_random=checkpoint.build_random,
-    task=judge.TASK,
+    task=TASK,
     components=(
-        ComponentSpec("preprocessor", AUDIO, ("mel", "mel_length"), build.preprocessor, judge.audio_feeds,
+        ComponentSpec("preprocessor", AUDIO, ("mel", "mel_length"), build.preprocessor, feeds.audio_feeds,
                       example=build.audio_example, metrics=(Metric("mel", judge.similarity("mel", "mel_length")),)),
-        ComponentSpec("encoder", ("mel", "mel_length"), ENCODED, build.encoder, judge.mel_feeds,
+        ComponentSpec("encoder", ("mel", "mel_length"), ENCODED, build.encoder, feeds.mel_feeds,
                       example=build.mel_example,
                       metrics=(Metric("encoder", judge.similarity("encoder", "encoder_length")),)),
-        ComponentSpec("mel_encoder", AUDIO, ENCODED, build.mel_encoder, judge.audio_feeds, example=build.audio_example,
+        ComponentSpec("mel_encoder", AUDIO, ENCODED, build.mel_encoder, feeds.audio_feeds, example=build.audio_example,
                       metrics=(Metric("encoder", judge.similarity("encoder", "encoder_length")),)),
         ComponentSpec("decoder", ("targets", "target_length", "h_in", "c_in"), ("decoder", "h_out", "c_out"),
-                      build.decoder, judge.decoder_feeds, example=build.decoder_example,
+                      build.decoder, feeds.decoder_feeds, example=build.decoder_example,
                       state=(StatePair("h_in", "h_out"), StatePair("c_in", "c_out")),
                       metrics=(Metric("decoder", judge.decoder_metrics),),
                       plot=PlotSeries("decoder output L2 norm per step", judge.decoder_norms)),
-        ComponentSpec("joint", STEP, ("logits",), build.joint, judge.joint_step_feeds,
+        ComponentSpec("joint", STEP, ("logits",), build.joint, feeds.joint_step_feeds,
                       metrics=(Metric("argmax", judge.joint_argmax_metrics, rank_by="token_argmax_agreement"),),
                       plot=PlotSeries("max joint logit per step", judge.max_logits)),
         ComponentSpec("joint_decision", ("encoder", "decoder_step"), DECISION, build.joint_decision,
-                      judge.joint_decision_feeds,
+                      feeds.joint_decision_feeds,
                       metrics=(Metric("decisions", judge.decision_metrics, rank_by="token_agreement"),)),
         ComponentSpec("joint_decision_single_step", STEP, DECISION, build.joint_decision_single_step,
-                      judge.joint_step_feeds,
+                      feeds.joint_step_feeds,
                       metrics=(Metric("decisions", judge.decision_metrics, rank_by="token_agreement"),),
                       plot=PlotSeries("token probability per step", judge.token_probs)),
     ),

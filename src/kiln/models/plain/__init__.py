@@ -21,7 +21,7 @@ dtypes, output ``kind``), ``state`` pairs and ``feeds`` say the rest::
   carried by the generic streaming driver on torch and every Core ML backend;
 - ``feeds: {input: {modality: speech | log_mel | random | token_ids | npz, ...}}``: validation
   inputs (default: uniform in [-1, 1], 8 steps); ``log_mel`` computes frames of speech with a named
-  frontend (:data:`judge.FRONTENDS`).
+  frontend (:data:`feeds.FRONTENDS`).
 
 Judgement comes from the outputs' ``kind`` (:mod:`kiln.validate.kinds`), recorded by the parity and
 quantize jobs for any family. The spec is built per model by :func:`family_for`.
@@ -33,14 +33,14 @@ from functools import partial
 
 from kiln.errors import ModelError
 from kiln.family.spec import ComponentSpec, FamilySpec, StatePair
-from kiln.models.plain import build, judge
+from kiln.models.plain import build, feeds, judge
 from kiln.models.plain.build import NAME
 
 
 def _component(component) -> ComponentSpec:
     return ComponentSpec(
         component.name, inputs=tuple(t.name for t in component.inputs),
-        outputs=tuple(t.name for t in component.outputs), wrapper=build.wrapper, feeds=judge.feeds,
+        outputs=tuple(t.name for t in component.outputs), wrapper=build.wrapper, feeds=feeds.feeds,
         state=tuple(StatePair(i, o) for i, o in component.state.items()),
         plot=judge.probability_plot(component), description=component.description)
 

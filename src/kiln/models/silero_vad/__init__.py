@@ -8,14 +8,14 @@ probability plot.
 from __future__ import annotations
 
 from kiln.family.spec import ComponentSpec, FamilySpec, Metric, PlotSeries, StatePair
-from kiln.models.silero_vad import build, judge
+from kiln.models.silero_vad import build, feeds, judge
 
 
 def vad_component(name: str) -> ComponentSpec:
     return ComponentSpec(
         name, inputs=("audio_input", "hidden_state", "cell_state"),
         outputs=("vad_output", "new_hidden_state", "new_cell_state"),
-        wrapper=build.window, feeds=judge.speech_windows,
+        wrapper=build.window, feeds=feeds.speech_windows,
         state=(StatePair("hidden_state", "new_hidden_state"), StatePair("cell_state", "new_cell_state")),
         metrics=(Metric("decisions", judge.decisions, rank_by="decision_agreement"),),
         plot=PlotSeries("speech probability", judge.probabilities))
