@@ -80,7 +80,7 @@ def test_the_16k_graph_matches_the_pytorch_network(ifless, kiln_config, tmp_path
     """The ONNX graph and the TorchScript archive of the same release (the ONNX source's, 6.2.3) are
     the same network: the converted graph agrees with kiln's rebuild of the .jit on one window."""
     from kiln.models import get_family
-    from kiln.models.silero_vad_onnx import OnnxVADStep
+    from kiln.models.silero_vad_onnx.build import OnnxVADStep
     from kiln.sources import fetch
 
     jit_source = {"kind": "pypi", "package": "silero-vad", "module": "silero_vad", "resource": "data/silero_vad.jit",

@@ -195,14 +195,14 @@ def test_code_is_judged_by_content_and_a_noop_start_stays_light(workspace):
     assert stamp.is_file()
 
     # (c) a real edit still plans the jobs that run the file (content changed: the stamp is rewritten)
-    with open(ws.root / "src/kiln/models/silero_vad.py", "a") as handle:
+    with open(ws.root / "src/kiln/models/silero_vad/build.py", "a") as handle:
         handle.write("\n# edited\n")
     rules = {r for r, _ in ws.planned_jobs("all")}
     assert {"prepare_silero_vad", "reference_silero_vad", "parity"} <= rules
 
     # (d) a no-op start imports no pandas (-X importtime lists every module a process imports)
-    (ws.root / "src/kiln/models/silero_vad.py").write_text(
-        (ws.root / "src/kiln/models/silero_vad.py").read_text().removesuffix("\n# edited\n"))
+    (ws.root / "src/kiln/models/silero_vad/build.py").write_text(
+        (ws.root / "src/kiln/models/silero_vad/build.py").read_text().removesuffix("\n# edited\n"))
     assert ws.planned_jobs("all") == []
     result = ws.run(sys.executable, "-X", "importtime", str(Path(sys.executable).parent / "snakemake"), "-n", "all")
     imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
