@@ -103,7 +103,7 @@ def _component_of(name: str, family_components) -> str | None:
 def plots_of(model_dir: Path, model_cfg) -> list[Path]:
     """The model's plots, without those of family components this model no longer configures (a
     results folder keeps the plots of an earlier configuration)."""
-    from kiln.models import family_of
+    from kiln.family.registry import family_of
 
     family = family_of(model_cfg).component_names
     plots = sorted(p for p in (model_dir / "plots").rglob("*") if p.is_file()) if (model_dir / "plots").is_dir() else []

@@ -14,46 +14,9 @@ Families are looked up by package name, so this package stays cheap to import (n
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
 from kiln.errors import ModelError
-
-
-def family_names() -> list[str]:
-    """Every family package (``kiln/models/<family>/``; not ``_`` helpers, not plain modules)."""
-    return sorted(m.name for m in pkgutil.iter_modules(__path__) if m.ispkg and not m.name.startswith("_"))
-
-
-def _module(name: str):
-    if name not in family_names():
-        raise ModelError(f"unknown model family '{name}' (known: {', '.join(family_names())})")
-    return importlib.import_module(f"kiln.models.{name}")
-
-
-def get_family(name: str):
-    """Import ``kiln.models.<name>`` and return its ``FAMILY``."""
-    module = _module(name)
-    family = getattr(module, "FAMILY", None)
-    if family is None:
-        if hasattr(module, "family_for"):
-            raise ModelError(f"model family '{name}' is built from each model's config block: use "
-                             f"kiln.models.family_of(model_config)")
-        raise ModelError(f"kiln.models.{name} does not define FAMILY")
-    return family
-
-
-def family_of(model):
-    """The :class:`~kiln.family.spec.FamilySpec` that builds ``model`` (a ModelConfig): its
-    family's ``FAMILY``, or the spec ``family_for(model)`` makes from the config block."""
-    module = _module(model.family)
-    build = getattr(module, "family_for", None)
-    return build(model) if build is not None else get_family(model.family)
-
-
-def family_tasks(name: str) -> dict:
-    """The task labels family ``name`` adds (its module's ``TASKS``)."""
-    return dict(getattr(_module(name), "TASKS", None) or {})
+# the registry lives in the family layer (below the stages that look families up); kiln.models keeps its names
+from kiln.family.registry import family_names, family_of, family_tasks, get_family  # noqa: F401
 
 
 def check_models(config) -> None:

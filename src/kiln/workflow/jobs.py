@@ -57,7 +57,9 @@ def fetch_job(config: Config, model: str, out_record: str | Path, checkpoint_dir
     """Fetch ``model``'s source and write its record (kind, id, revision, file sha256s)."""
     model_cfg = config.model(model)
     log.info("fetching %s source (%s)", model, model_cfg.source["kind"])
-    record = fetch(model, model_cfg.family, model_cfg.source, Path(checkpoint_dir))
+    random = model_cfg.source.get("kind") == "random"   # built by its family: the builder is handed down
+    record = fetch(model, model_cfg.family, model_cfg.source, Path(checkpoint_dir),
+                   build_random=_family(config, model).make_random if random else None)
     _check_contract_source_version(model, model_cfg, record)
     for entry in record.files:
         entry.path = _relative(entry.path)
