@@ -99,8 +99,14 @@ def test_hf_source_offline_names_the_repo(tmp_path, monkeypatch):
 
 
 def test_random_source_needs_a_family_that_builds_one(tmp_path):
+    from kiln.models import get_family
+
+    spec = {"kind": "random", "architecture": "tiny", "seed": 0}
     with pytest.raises(ModelError, match="silero_vad' has no random-initialised"):
-        fetch("m", "silero_vad", {"kind": "random", "architecture": "tiny", "seed": 0}, tmp_path)
+        fetch("m", "silero_vad", spec, tmp_path, build_random=get_family("silero_vad").make_random)
+    # sources sit below the families: the builder is handed down (by the fetch job), never looked up
+    with pytest.raises(SourceError, match="model 'm': a random source is built by its family's builder"):
+        fetch("m", "silero_vad", spec, tmp_path)
 
 
 def test_unknown_kind(tmp_path):

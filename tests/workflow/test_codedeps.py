@@ -71,8 +71,14 @@ def test_stages_of_the_real_workflow(tmp_path, monkeypatch):
     # edit stops at prepare when the traced program's bytes do not change
     assert not any(f.startswith("src/kiln/models/") for f in stage("export"))
     assert "src/kiln/family/spec.py" in stage("export")
-    assert {"src/kiln/models/silero_vad/build.py", "src/kiln/models/silero_vad/judge.py"} <= \
-        set(stage("reference", "silero_vad"))
+    # the reference job makes the validation inputs (feeds) through the traced programs; parity judges
+    reference = stage("reference", "silero_vad")
+    assert {"src/kiln/models/silero_vad/build.py", "src/kiln/models/silero_vad/feeds.py"} <= set(reference)
+    assert "src/kiln/models/silero_vad/judge.py" not in reference
+    assert "src/kiln/models/silero_vad/judge.py" in stage("validate", "silero_vad")
+    # a quantize job streams the variant (no family metric: the summary computes those)
+    assert not any(f.endswith(("/judge.py", "/feeds.py")) for f in stage("quantize", "kokoro"))
+    assert "src/kiln/models/kokoro/judge.py" in stage("quantization_summary", "kokoro")
     assert not any(f.startswith(("src/kiln/validate/", "src/kiln/mil/")) for f in parakeet)
     quantize = stage("quantize", "silero_vad")
     for needed in ("src/kiln/quantize/run.py", "src/kiln/validate/metrics.py", "src/kiln/compile/compiler.py",
