@@ -122,3 +122,38 @@ def test_task_quantization_result_is_checked_naming_the_field():
         check_quantization_result({"strategies": {"int8": 0.9}, "recommendation": "x"}, "fam", "encoder")
     with pytest.raises(ModelError, match="returned list, not a dict"):
         check_quantization_result([], "fam", "encoder")
+
+
+def test_hook_results_are_checked_when_they_return_naming_the_hook_and_field(kiln_config):
+    """A family hook's result is checked where it returns (the job that calls it), not three jobs
+    later by a schema: its type, the JSON-ability of each recorded field, a feed step's inputs."""
+    import dataclasses
+
+    from kiln.family.spec import Context, Metric, check_hook_result
+
+    assert check_hook_result({"blank_id": 3}, dict, "family f: facts(source)", json_fields=True) == {"blank_id": 3}
+    with pytest.raises(ModelError, match=r"family f: facts\(source\): field 'vocab' is not JSON-able"):
+        check_hook_result({"vocab": {1, 2}}, dict, "family f: facts(source)", json_fields=True)
+    with pytest.raises(ModelError, match=r"family f: task.run\(\.\.\.\) on torch returned list, expected dict"):
+        check_hook_result([], dict, "family f: task.run(...) on torch")
+
+    family = get_family("silero_vad")
+    component = kiln_config.component("silero_vad", "unified")
+    spec = family.component("unified")
+    bad_metric = dataclasses.replace(spec, metrics=(Metric("decisions", lambda r, c, f: 0.5),))
+    with pytest.raises(ModelError, match="component unified: metric 'decisions' returned float, expected dict"):
+        bad_metric.task_metrics([], [], {})
+
+    ctx = Context(family=family, model=kiln_config.model("silero_vad"), facts={}, predictors={})
+    frame = np.zeros((1, 576), np.float32)
+    for feeds, text in ((lambda c, comp: [{"audio_input": frame}], "returned list, not kiln.family.spec.Feeds"),
+                        (lambda c, comp: Feeds([{"audio": frame}], "x"),
+                         r"step 0 misses input\(s\) \['audio_input'\]; has unknown input\(s\) \['audio'\]"),
+                        (lambda c, comp: Feeds([{"audio_input": frame, "hidden_state": frame}], "x"),
+                         r"has unknown input\(s\) \['hidden_state'\] \(the contract's non-state inputs")):
+        with pytest.raises(ModelError, match=r"family silero_vad, component unified: feeds\(ctx, component\)"):
+            dataclasses.replace(spec, feeds=feeds).validation_feeds(ctx, component)
+        with pytest.raises(ModelError, match=text):
+            dataclasses.replace(spec, feeds=feeds).validation_feeds(ctx, component)
+    good = dataclasses.replace(spec, feeds=lambda c, comp: Feeds([{"audio_input": frame}], "one frame"))
+    assert good.validation_feeds(ctx, component).steps[0]["audio_input"] is frame

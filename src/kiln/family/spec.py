@@ -124,8 +124,29 @@ class ComponentSpec:
     def task_metrics(self, reference: list, candidate: list, facts: Mapping[str, Any]) -> dict:
         result = {}
         for metric in self.metrics:
-            result.update(metric.fn(reference, candidate, facts))
+            result.update(check_hook_result(metric.fn(reference, candidate, facts), dict,
+                                            f"component {self.name}: metric {metric.name!r}"))
         return result
+
+    def validation_feeds(self, ctx: "Context", component) -> "Feeds":
+        """The component's validation inputs (``feeds``), checked the moment they return: a
+        :class:`Feeds` whose every step holds exactly the non-state inputs of the contract."""
+        where = f"family {ctx.family.name}, component {self.name}: feeds(ctx, component)"
+        feeds = self.feeds(ctx, component)
+        if not isinstance(feeds, Feeds):
+            raise ModelError(f"{where} returned {type(feeds).__name__}, not kiln.family.spec.Feeds")
+        carried = set(self.state_inputs)
+        expected = sorted(t.name for t in component.inputs if t.name not in carried)
+        for i, step in enumerate(feeds.steps):
+            if not isinstance(step, Mapping):
+                raise ModelError(f"{where}: step {i} is {type(step).__name__}, not a dict of input arrays")
+            if sorted(step) != expected:
+                missing = sorted(set(expected) - set(step))
+                unknown = sorted(set(step) - set(expected))
+                raise ModelError(f"{where}: step {i} " + "; ".join(filter(None, [
+                    f"misses input(s) {missing}" if missing else "", f"has unknown input(s) {unknown}" if unknown else ""]))
+                    + f" (the contract's non-state inputs: {expected})")
+        return feeds
 
 
 @dataclass(frozen=True)
@@ -154,6 +175,25 @@ class Task:
 
     def runnable_with(self, components) -> bool:
         return any(set(option) <= set(components) for option in self.requires)
+
+
+def check_hook_result(result: Any, kind: type, where: str, *, json_fields: bool = False) -> Any:
+    """``result`` of a family hook (``where`` names the family, the component and the hook), checked
+    the moment the hook returns: of type ``kind``; with ``json_fields``, a dict whose every field is
+    JSON-able (what the job records). Raises :class:`ModelError` naming the hook and the field."""
+    if not isinstance(result, kind):
+        raise ModelError(f"{where} returned {type(result).__name__}, expected {kind.__name__}")
+    if json_fields and isinstance(result, Mapping):
+        import json
+
+        for name, value in result.items():
+            if not isinstance(name, str):
+                raise ModelError(f"{where}: field {name!r} is named by a {type(name).__name__}, not a string")
+            try:
+                json.dumps(value, allow_nan=True)
+            except (TypeError, ValueError) as exc:
+                raise ModelError(f"{where}: field '{name}' is not JSON-able ({exc})") from None
+    return result
 
 
 #: the fields ``Task.quantization`` must return: name -> (type, what it holds)

@@ -92,7 +92,7 @@ def make_reference(ctx, component) -> Reference:
     from kiln.validate.timing import latency_summary, timed
 
     spec = ctx.family.check_contract(component)
-    feeds = spec.feeds(ctx, component)
+    feeds = spec.validation_feeds(ctx, component)
     if not feeds.steps:
         raise ReferenceError(f"{component.model}/{component.name}: the family made no validation steps")
     initial = spec.initial_state(component, ctx.facts)

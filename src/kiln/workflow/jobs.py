@@ -20,6 +20,7 @@ from kiln.config import (Config, compile_settings, export_settings, prepare_sett
                          settings_digest, source_settings, validate_settings)
 from kiln.digests import cached_digest
 from kiln.errors import KilnError, SourceError
+from kiln.family.spec import check_hook_result
 from kiln.fsutil import atomic_path, sha256_file, tree_size, write_json
 from kiln.workflow import limits
 from kiln.provenance import toolchain
@@ -119,7 +120,7 @@ def prepare_job(config: Config, model: str, source_record: str | Path, programs:
     log.info("loading %s from %s (the only source load of this build)", model, record.id)
     source = family.load(record)
     loaded = time.perf_counter()
-    facts = family.facts(source)
+    facts = check_hook_result(family.facts(source), dict, f"family {family.name}: facts(source)", json_fields=True)
     seconds = {"load": round(loaded - started, 3)}
     for name, component in model_cfg.components.items():
         t0 = time.perf_counter()
@@ -131,7 +132,9 @@ def prepare_job(config: Config, model: str, source_record: str | Path, programs:
     checks = None
     if family.faithfulness is not None:
         # the saved programs, as every later job runs them, against the source
-        checks = family.faithfulness(source, _load_programs(model_cfg, programs), facts, model_cfg.components)
+        checks = check_hook_result(
+            family.faithfulness(source, _load_programs(model_cfg, programs), facts, model_cfg.components),
+            dict, f"family {family.name}: faithfulness(...)", json_fields=True)
         log.info("  faithfulness of the wrappers to the source: %s", checks)
     digest = settings_digest(prepare_settings(model_cfg))
     write_json(out_facts, {"schema_version": RECORD_SCHEMA_VERSION, "model": model, "settings_sha256": digest,
@@ -262,7 +265,8 @@ def reference_job(config: Config, model: str, facts_path: str | Path, programs: 
     result = None
     if task is not None and task.runnable_with(model_cfg.components):
         inputs = task.inputs(ctx)
-        result = task.run(predictors, facts, inputs)
+        result = check_hook_result(task.run(predictors, facts, inputs), dict,
+                                   f"family {family.name}: task.run(...) on torch")
         log.info("  task on torch: %s", {k: v for k, v in result.items() if not isinstance(v, list)})
     # always written (empty without a task) so the workflow can declare it
     write_npz(Path(out_task).with_suffix(".npz"), inputs if result is not None else {})
