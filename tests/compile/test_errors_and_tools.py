@@ -283,7 +283,7 @@ def test_cli_compiles_a_package(value_kinds_package, tmp_path, capsys):
 
 
 def test_cli_reports_bad_input_with_exit_code_2(tmp_path, capsys):
-    from kiln.cli import run_command
+    from kiln.errors import run_command
 
     args = _parser().parse_args(["compile", str(tmp_path / "missing.mlpackage"), "-o", str(tmp_path / "x.mlmodelc")])
     assert run_command(args) == 2

@@ -20,7 +20,7 @@ from kiln.mil import (
     coverage,
     load_model,
 )
-from kiln.cli import run_command
+from kiln.errors import run_command
 from kiln.mil.cli import add_commands
 from tests.fuzzing import corrupt_copy
 

@@ -335,7 +335,7 @@ def compile_job(config: Config, model: str, component: str, package: str | Path,
     kiln's executor gives identical outputs on the bundle and the package (first validation step),
     and write the record."""
     from kiln.validate.reference import load_reference
-    from kiln.workflow.compile_stage import compile_component
+    from kiln.compile.stage import compile_component
 
     model_cfg = config.model(model)
     comp = config.component(model, component)
