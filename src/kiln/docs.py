@@ -92,7 +92,11 @@ def _constraints(node: dict) -> list[str]:
 
 
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    """``text`` fit for a table cell: no pipe or newline, and ``<name>`` outside code spans shown as
+    text (a Markdown renderer would take it for an HTML tag)."""
+    parts = text.replace("|", "\\|").replace("\n", " ").split("`")
+    return "`".join(part if i % 2 else part.replace("<", "&lt;").replace(">", "&gt;")
+                    for i, part in enumerate(parts))
 
 
 def _property_rows(node: dict, defaults: dict, prefix: str = "") -> Iterator[str]:
@@ -224,7 +228,8 @@ def _argument_rows(parser: argparse.ArgumentParser) -> Iterator[str]:
             continue
         name = ", ".join(action.option_strings) if action.option_strings else (action.metavar or action.dest)
         if action.option_strings and action.nargs != 0:
-            name += f" {action.metavar or action.dest.upper()}"
+            shown = "{" + ",".join(map(str, action.choices)) + "}" if action.choices is not None else None
+            name += f" {action.metavar or shown or action.dest.upper()}"
         bits = []
         if action.choices is not None:
             bits.append("one of " + ", ".join(f"`{c}`" for c in action.choices))
@@ -232,7 +237,8 @@ def _argument_rows(parser: argparse.ArgumentParser) -> Iterator[str]:
             bits.append("required")
         if action.nargs in ("*", "+", "?"):
             bits.append({"*": "zero or more", "+": "one or more", "?": "optional"}[action.nargs])
-        if action.default not in (None, False, argparse.SUPPRESS) and action.nargs != 0:
+        if (action.default not in (None, False, argparse.SUPPRESS) and action.nargs != 0
+                and "default" not in (action.help or "")):
             bits.append(f"default `{action.default}`")
         description = action.help or ""
         if bits:
@@ -306,17 +312,18 @@ def write_pages(root: Path = REPO) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m kiln.docs", description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 if a page is out of date")
+    parser.add_argument("--root", type=Path, default=REPO, help="the kiln checkout (default: this one)")
     args = parser.parse_args(argv)
     try:
         if args.check:
-            stale = stale_pages()
+            stale = stale_pages(args.root)
             for page in stale:
                 print(f"{page}: out of date with the code it documents; regenerate: {REGENERATE}",
                       file=sys.stderr)
             return 1 if stale else 0
-        for page in write_pages():
+        for page in write_pages(args.root):
             print(f"wrote {page}")
-    except DocsError as exc:
+    except (DocsError, OSError) as exc:
         print(f"kiln.docs: error: {exc}", file=sys.stderr)
         return 2
     return 0
