@@ -61,7 +61,7 @@ def _type(node: dict) -> str:
         return f"{_code(node['const'])} (constant)"
     if "enum" in node:
         return "one of " + ", ".join(_code(v) for v in node["enum"])
-    kind = node.get("type")
+    kind = node.get("type") or ("string" if "pattern" in node else None)
     if isinstance(kind, list):
         return " or ".join(kind)
     if kind == "array":
@@ -79,7 +79,7 @@ def _constraints(node: dict) -> list[str]:
             out.append(f"{words} {node[key]}")
     for key, words in (("minLength", "length ≥"), ("minItems", "at least {} item(s)"),
                        ("minProperties", "at least {} key(s)")):
-        if key in node:
+        if node.get(key):   # a bound of 0 says nothing
             out.append(words.format(node[key]) if "{}" in words else f"{words} {node[key]}")
     if node.get("uniqueItems"):
         out.append("no repeats")
