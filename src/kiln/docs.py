@@ -268,10 +268,22 @@ def render_command_line() -> str:
     return "\n".join(lines)
 
 
+def render_layers() -> str:
+    """The layer table of :mod:`kiln.layers`, top layer first (as the import arrows point down)."""
+    from kiln.layers import LAYERS
+
+    lines = ["| layer (top to bottom) | modules | what it serves |", "|---|---|---|"]
+    for layer in reversed(LAYERS):
+        modules = ", ".join(f"`{m}`" for m in layer.modules)
+        lines.append(f"| {layer.name} | {modules} | {_cell(layer.serves)} |")
+    return "\n".join(lines)
+
+
 #: page (relative to the checkout) -> renderer of its generated section
 PAGES: dict[str, Callable[[], str]] = {
     "docs/configuration.md": render_configuration,
     "docs/command-line.md": render_command_line,
+    "docs/architecture.md": render_layers,
 }
 
 

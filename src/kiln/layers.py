@@ -34,7 +34,7 @@ LAYERS: tuple[Layer, ...] = (
           ("kiln.digests", "kiln.integrity", "kiln.provenance")),
     Layer("format", "Core ML's files: Manifest, protobuf, MIL text, weight blobs, coremldata.bin",
           ("kiln.coreml",)),
-    Layer("executor and compiler", "running a Core ML program on Linux; .mlpackage -> .mlmodelc",
+    Layer("executor and compiler", "running a Core ML program on Linux; compiling .mlpackage to .mlmodelc",
           ("kiln.mil", "kiln.compile")),
     Layer("configuration", "config.yaml, read strictly and checked against its schema",
           ("kiln.config",)),
