@@ -159,7 +159,7 @@ def _load_mlpackage(package: Path) -> LoadedModel:
 
 def _load_mlmodelc(bundle: Path) -> LoadedModel:
     from kiln.coreml.coremldata import read_coremldata
-    from kiln.coreml.mil_text import parse_program
+    from kiln.coreml.mil_text.parser import parse_program
 
     mil_file = bundle / "model.mil"
     data_file = bundle / "coremldata.bin"
