@@ -25,7 +25,9 @@ from .errors import (
     UnsupportedOpError,
 )
 from .model import LoadedModel, load_model
-from .plan import ExecutionPlan, IOSpec, Prediction, build_plan
+from .compiler import build_plan
+from .plan import ExecutionPlan
+from .plan_io import IOSpec, Prediction
 from .registry import OPSETS, lookup, register
 
 __all__ = [
