@@ -37,6 +37,7 @@ def as_pooled(value, ttype: TensorType | None):
 
 
 def widen(value):
+    """``value`` in its storage dtype: float16 arrays (also inside a list) as float32."""
     if isinstance(value, np.ndarray) and value.dtype == np.float16:
         return value.astype(np.float32)
     if isinstance(value, list):

@@ -1,7 +1,7 @@
 """Steps: the closures an execution plan runs, each reading its inputs from a flat list of value
 slots and writing its outputs back. A :class:`Node` is one op compiled to a kernel (possibly with
 single-use producers inlined, see :mod:`kiln.mil.fusion`); ``node_step`` turns it into a step; ops
-with nested blocks or variadic inputs run as generic steps. Op failures become
+with nested blocks, variadic inputs or a state write run as generic steps. Op failures become
 :class:`OpExecutionError` naming the op."""
 
 from __future__ import annotations
