@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-DIALECTS = ("1.0", "1.3")  # kept in step with kiln.coreml.mil_text.DIALECTS (a test checks)
+DIALECTS = ("1.0", "1.3")  # kept in step with kiln.coreml.mil_text.grammar.DIALECTS (a test checks)
 
 
 def _run_compile(args: argparse.Namespace) -> int:
