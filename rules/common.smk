@@ -3,6 +3,11 @@
 # kiln.workflow.resources (a rule takes `stage_resources(...)`), and every rule's script runs its job by
 # name (kiln.workflow.entry.run_job).
 
+#: every job's software: `snakemake --software-deployment-method conda` runs each job in this
+#: environment (it mirrors pyproject.toml's pins: tests/test_envs.py); without it, jobs run in the
+#: environment Snakemake runs in (make setup's .venv). A path relative to the rule files.
+KILN_ENV = "../envs/kiln.yaml"
+
 # Code dependencies are derived from imports (kiln.workflow.codedeps): a job depends on the code stamp
 # of its stage, the sha256 of every kiln module the stage runs, so an edit rebuilds exactly the jobs
 # that execute the edited code, and a rewrite with the same bytes rebuilds nothing. The stamps are

@@ -16,10 +16,14 @@ rule compile:
         "logs/{model}/compile/{component}.log",
     benchmark:
         "logs/{model}/compile/{component}.benchmark.tsv"
+    threads: stage_threads("compile")
     resources:
         mem_mb=stage_mem_mb("compile"),
+        runtime=stage_runtime("compile"),
         apple_runtime=1,   # uses Apple's compiler/runtime where the host has them (macOS); see profiles/slurm
     group:
         "component_{model}_{component}"
+    conda:
+        KILN_ENV
     script:
         "../scripts/compile.py"

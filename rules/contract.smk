@@ -19,7 +19,11 @@ rule contract:
         bundles=lambda wildcards, output: plan.contract_artifacts(KILN, wildcards.model)["bundles"],
     log:
         "logs/{model}/contract.log",
+    threads: stage_threads("contract")
     resources:
         mem_mb=stage_mem_mb("contract"),
+        runtime=stage_runtime("contract"),
+    conda:
+        KILN_ENV
     script:
         "../scripts/contract.py"

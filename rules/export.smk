@@ -16,10 +16,14 @@ rule export:
         "logs/{model}/export/{component}.log",
     benchmark:
         "logs/{model}/export/{component}.benchmark.tsv"
+    threads: stage_threads("export")
     resources:
         mem_mb=stage_mem_mb("export"),
+        runtime=stage_runtime("export"),
     group:
         "component_{model}_{component}"
+    conda:
+        KILN_ENV
     script:
         "../scripts/export.py"
 
@@ -39,9 +43,13 @@ rule export_ios18:
         "logs/{model}/export_ios18/{component}.log",
     benchmark:
         "logs/{model}/export_ios18/{component}.benchmark.tsv"
+    threads: stage_threads("export")
     resources:
         mem_mb=stage_mem_mb("export"),
+        runtime=stage_runtime("export"),
     group:
         "component_{model}_{component}"
+    conda:
+        KILN_ENV
     script:
         "../scripts/export.py"

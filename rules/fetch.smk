@@ -14,10 +14,14 @@ rule fetch:
         "logs/{model}/fetch.benchmark.tsv"
     params:
         checkpoint_dir=at(layout.CHECKPOINT_DIR),
+    threads: stage_threads("fetch")
     resources:
         # the model's reservation, enforced as the job's memory limit (kiln.workflow.limits)
         mem_mb=stage_mem_mb("fetch"),
+        runtime=stage_runtime("fetch"),
     group:
         "source_{model}"
+    conda:
+        KILN_ENV
     script:
         "../scripts/fetch.py"

@@ -31,6 +31,8 @@ for _model, _cfg in KILN.models.items():
             runtime=stage_runtime("prepare", _model),   # minutes, for cluster executors
         group:
             f"source_{_model}"
+        conda:
+            KILN_ENV
         script:
             "../scripts/prepare.py"
 
@@ -63,5 +65,7 @@ for _model, _cfg in KILN.models.items():
             runtime=stage_runtime("reference", _model),
         group:
             f"source_{_model}"
+        conda:
+            KILN_ENV
         script:
             "../scripts/reference.py"

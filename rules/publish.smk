@@ -23,6 +23,8 @@ for _model in KILN.models:
             model=derived(_model),
         log:
             f"logs/{_model}/stage.log",
+        conda:
+            KILN_ENV
         script:
             "../scripts/publish.py"
 
@@ -37,6 +39,8 @@ for _model in KILN.models:
             model=derived(_model),
         log:
             f"logs/{_model}/publish.log",
+        conda:
+            KILN_ENV
         script:
             "../scripts/publish.py"
 
@@ -53,5 +57,7 @@ for _model in KILN.models:
         log:
             f"logs/{_model}/verify.log",
         threads: 2
+        conda:
+            KILN_ENV
         script:
             "../scripts/verify.py"

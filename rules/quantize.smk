@@ -27,9 +27,12 @@ rule quantize:
     threads: stage_threads("quantize")
     resources:
         mem_mb=stage_mem_mb("quantize"),
+        runtime=stage_runtime("quantize"),
         apple_runtime=1,   # uses Apple's compiler/runtime where the host has them (macOS); see profiles/slurm
     group:
         "component_{model}_{component}"
+    conda:
+        KILN_ENV
     script:
         "../scripts/quantize.py"
 
@@ -58,10 +61,14 @@ rule quantization_summary:
         "logs/{model}/quantization_summary.log",
     benchmark:
         "logs/{model}/quantization_summary.benchmark.tsv"
+    threads: stage_threads("quantization_summary")
     resources:
         mem_mb=stage_mem_mb("quantization_summary"),
+        runtime=stage_runtime("quantization_summary"),
     group:
         "summary_{model}"
+    conda:
+        KILN_ENV
     script:
         "../scripts/quantization_summary.py"
 
@@ -74,9 +81,13 @@ rule quantization_plot:
                     caption="../report/quantization_plot.rst", category="{model}", subcategory="quantization"),
     log:
         "logs/{model}/quantization_plot/{component}.log",
+    threads: stage_threads("quantization_plot")
     resources:
         mem_mb=stage_mem_mb("quantization_plot"),
+        runtime=stage_runtime("quantization_plot"),
     group:
         "summary_{model}"
+    conda:
+        KILN_ENV
     script:
         "../scripts/quantization_plot.py"

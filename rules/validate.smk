@@ -27,11 +27,15 @@ rule parity:
         "logs/{model}/parity/{component}.log",
     benchmark:
         "logs/{model}/parity/{component}.benchmark.tsv"
+    threads: stage_threads("parity")
     resources:
         mem_mb=stage_mem_mb("parity"),
+        runtime=stage_runtime("parity"),
         apple_runtime=1,   # uses Apple's compiler/runtime where the host has them (macOS); see profiles/slurm
     group:
         "component_{model}_{component}"
+    conda:
+        KILN_ENV
     script:
         "../scripts/parity.py"
 
@@ -53,11 +57,15 @@ rule end_to_end:
         "logs/{model}/end_to_end.log",
     benchmark:
         "logs/{model}/end_to_end.benchmark.tsv"
+    threads: stage_threads("end_to_end")
     resources:
         mem_mb=stage_mem_mb("end_to_end"),
+        runtime=stage_runtime("end_to_end"),
         apple_runtime=1,   # uses Apple's compiler/runtime where the host has them (macOS); see profiles/slurm
     group:
         "summary_{model}"
+    conda:
+        KILN_ENV
     script:
         "../scripts/end_to_end.py"
 
@@ -81,9 +89,13 @@ rule metadata:
         plots_dir=at(layout.PLOTS_DIR),
     log:
         "logs/{model}/metadata.log",
+    threads: stage_threads("metadata")
     resources:
         mem_mb=stage_mem_mb("metadata"),
+        runtime=stage_runtime("metadata"),
     group:
         "summary_{model}"
+    conda:
+        KILN_ENV
     script:
         "../scripts/metadata.py"

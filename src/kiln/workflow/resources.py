@@ -19,8 +19,8 @@ class StageResources:
     #: MB reserved; None: the model's ``resources.mem_mb``
     mem_mb: int | None = None
     threads: int = 1
-    #: minutes, for cluster executors (None: the executor's default)
-    runtime: int | None = None
+    #: minutes of wall time, for cluster executors (profiles/slurm)
+    runtime: int = 30
     #: the reservation is the job's OS memory limit
     enforced: bool = True
     #: torch's threads are pinned to ``threads`` (the other stages keep torch's default, under which
@@ -31,18 +31,19 @@ class StageResources:
 #: every stage whose jobs run kiln code, and its defaults
 STAGES: dict[str, StageResources] = {
     # a random source builds the model, an ONNX source is folded, a Hub download streams
-    "fetch": StageResources(),
+    "fetch": StageResources(runtime=30),
     # loading and tracing a full-size checkpoint: nothing of the model runs before it
     "prepare": StageResources(threads=2, runtime=120, pin_threads=True),
     "reference": StageResources(threads=2, runtime=120, pin_threads=True),
-    "export": StageResources(),
-    "compile": StageResources(),
-    "parity": StageResources(),
-    "end_to_end": StageResources(),
-    "quantize": StageResources(pin_threads=True),   # its threads are also the scoring workers
-    "quantization_summary": StageResources(),
-    "quantization_plot": StageResources(mem_mb=1000, enforced=False),
-    "metadata": StageResources(mem_mb=1000, enforced=False),
+    "export": StageResources(runtime=60),
+    "compile": StageResources(runtime=30),
+    "parity": StageResources(runtime=60),
+    "end_to_end": StageResources(runtime=60),
+    "quantize": StageResources(runtime=90, pin_threads=True),   # its threads are also the scoring workers
+    # judges each variant on the family's task: loads every float package
+    "quantization_summary": StageResources(runtime=10),
+    "quantization_plot": StageResources(mem_mb=1000, runtime=10, enforced=False),
+    "metadata": StageResources(mem_mb=1000, runtime=10, enforced=False),
     "contract": StageResources(mem_mb=1000, enforced=False),
 }
 
@@ -64,10 +65,6 @@ def stage(config: Config, model: str, name: str) -> StageResources:
     return StageResources(enforced=defaults.enforced, pin_threads=defaults.pin_threads, **values)
 
 
-def snakemake_resources(config: Config, model: str, name: str) -> dict[str, int]:
-    """The ``resources:`` of a job: ``mem_mb`` (and ``runtime`` where set)."""
-    res = stage(config, model, name)
-    return {"mem_mb": res.mem_mb, **({"runtime": res.runtime} if res.runtime is not None else {})}
 
 
 def overrides(config: Config, model: str) -> dict[str, dict[str, int]]:
