@@ -26,7 +26,7 @@ for _model in KILN.models:
         conda:
             KILN_ENV
         script:
-            "../scripts/publish.py"
+            "../scripts/stage.py"
 
     rule:
         name:
@@ -42,7 +42,7 @@ for _model in KILN.models:
         conda:
             KILN_ENV
         script:
-            "../scripts/publish.py"
+            "../scripts/upload.py"
 
     rule:
         name:

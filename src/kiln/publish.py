@@ -105,8 +105,11 @@ def plots_of(model_dir: Path, model_cfg) -> list[Path]:
     results folder keeps the plots of an earlier configuration)."""
     from kiln.models import family_of
 
+    from kiln.workflow import layout
+
     family = family_of(model_cfg).component_names
-    plots = sorted(p for p in (model_dir / "plots").rglob("*") if p.is_file()) if (model_dir / "plots").is_dir() else []
+    folder = layout.PLOTS_DIR.in_model_dir(model_dir)
+    plots = sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
     return [p for p in plots if _component_of(p.name, family) in (None, *model_cfg.components)]
 
 

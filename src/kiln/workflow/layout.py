@@ -46,6 +46,15 @@ class Artifact:
         self._check(wildcards, complete=True)
         return _results_dir(where) / self.template.format(**wildcards)
 
+    def in_model_dir(self, model_dir: str | Path, **wildcards: str) -> Path:
+        """The path inside a model's results folder ``model_dir`` (wherever that folder lies: a
+        clone's results, a folder being verified), every wildcard but ``model`` given."""
+        prefix = "{model}/"
+        if not self.template.startswith(prefix):
+            raise TypeError(f"artifact {self.name} ({self.template}): not inside a model's folder")
+        self._check({"model": "", **wildcards}, complete=True)
+        return Path(model_dir) / self.template.removeprefix(prefix).format(**wildcards)
+
     def _check(self, given: dict, complete: bool) -> None:
         unknown = sorted(set(given) - set(self.wildcards))
         missing = sorted(set(self.wildcards) - set(given)) if complete else []
