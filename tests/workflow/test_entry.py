@@ -137,6 +137,7 @@ def _job_resources(out: str) -> dict[tuple[str, str], str]:
     return found
 
 
+@pytest.mark.slow
 def test_a_model_sets_one_stage_without_touching_the_others(tmp_path):
     """config.yaml: models.<m>.resources.stages.<stage> changes that stage's reservation, threads
     and wall time; every other stage keeps the table's defaults (dry run, a separate process)."""
@@ -156,6 +157,7 @@ def test_a_model_sets_one_stage_without_touching_the_others(tmp_path):
     assert bad.returncode != 0 and "quantise" in bad.stdout + bad.stderr
 
 
+@pytest.mark.slow
 def test_a_rule_and_job_that_disagree_fail_before_the_job_naming_both(tmp_path):
     """A rule whose param lost its job's name: the job is not run, its log and stderr say which
     rule, which job and which name, in one line; nothing is written that a later run takes as done."""

@@ -73,6 +73,7 @@ def _artifact_regex(artifact: layout.Artifact, results: str) -> re.Pattern:
                                                          for p in parts) + "$")
 
 
+@pytest.mark.slow
 def test_every_results_file_the_rules_declare_is_in_the_layout(tmp_path):
     """A dry run of every model's targets: each input and output under results/ is an artifact of
     the layout (and the results folder is the configured one)."""
