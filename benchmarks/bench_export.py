@@ -9,12 +9,12 @@ import tempfile
 
 from common import REPO, run_measured
 
-# Each job reads and writes where the workflow puts it (``kiln.workflow.layout``), under a temporary
+# Each job reads and writes where the workflow puts it (``kiln.layout``), under a temporary
 # results directory: an export job checks its traced program against the prepare record there.
 SETUP = """
 import dataclasses, sys
 from kiln.config import load_config
-from kiln.workflow import layout as at
+from kiln import layout as at
 config = dataclasses.replace(load_config(sys.argv[1]), results_dir=sys.argv[2])
 model = sys.argv[3]
 """
@@ -42,7 +42,7 @@ def run(model: str = "silero_vad") -> dict:
     import dataclasses
 
     from kiln.config import load_config
-    from kiln.workflow import layout
+    from kiln import layout
 
     config = load_config(REPO / "config.yaml")
     out = {}

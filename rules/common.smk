@@ -1,5 +1,5 @@
 # Helpers of the rules: code stamps, params, resources and paths. Where an artifact lives is
-# kiln.workflow.layout (a rule takes its `.pattern(KILN)`), what a stage's job reserves is
+# kiln.layout (a rule takes its `.pattern(KILN)`), what a stage's job reserves is
 # kiln.workflow.resources (a rule takes `stage_resources(...)`), and every rule's script runs its job by
 # name (kiln.workflow.entry.run_job).
 
@@ -53,7 +53,7 @@ def derived(value):
     return lambda wildcards, output: value
 
 
-# -- paths (kiln.workflow.layout) ---------------------------------------------------------------------
+# -- paths (kiln.layout) ---------------------------------------------------------------------
 
 
 def at(artifact):

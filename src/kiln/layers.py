@@ -36,8 +36,8 @@ LAYERS: tuple[Layer, ...] = (
           ("kiln.coreml",)),
     Layer("executor and compiler", "running a Core ML program on Linux; compiling .mlpackage to .mlmodelc",
           ("kiln.mil", "kiln.compile")),
-    Layer("configuration", "config.yaml, read strictly and checked against its schema",
-          ("kiln.config",)),
+    Layer("configuration", "config.yaml, read strictly and checked against its schema; where every "
+          "artifact lives", ("kiln.config", "kiln.layout")),
     Layer("family spec", "what a model family declares: components, feeds, metrics, state",
           ("kiln.family",)),
     Layer("build and judge", "sources, export to Core ML, validation, quantization",

@@ -105,7 +105,7 @@ def plots_of(model_dir: Path, model_cfg) -> list[Path]:
     results folder keeps the plots of an earlier configuration)."""
     from kiln.models import family_of
 
-    from kiln.workflow import layout
+    from kiln import layout
 
     family = family_of(model_cfg).component_names
     folder = layout.PLOTS_DIR.in_model_dir(model_dir)
@@ -159,7 +159,7 @@ def published_layout(config, model: str, results_dir: Path, contract: dict | Non
     model_cfg = config.model(model)
     names = (published_names(contract, model_cfg.components, source_version) if contract
              else {c: c for c in model_cfg.components})
-    from kiln.workflow import layout as results
+    from kiln import layout as results
 
     built = {".mlmodelc": results.BUNDLE, ".mlpackage": results.PACKAGE}
     layout = []
@@ -187,7 +187,7 @@ def stage(config, model: str, out_dir: str | Path | None = None, *, repo_id: str
 
     checkout = Path(checkout)
     model_cfg = config.model(model)
-    from kiln.workflow import layout as results
+    from kiln import layout as results
 
     results_dir = Path(config.results_dir)
     model_dir = results.MODEL_DIR.path(results_dir, model=model)

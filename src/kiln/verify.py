@@ -177,7 +177,7 @@ def read_results(folder: Path, checkout: Path) -> Recorded:
     and toolchain lock are its settings and environment; it is staged as ``kiln publish`` would, then
     compared like a published folder."""
     from kiln.config import load_config
-    from kiln.workflow import layout
+    from kiln import layout
 
     missing = _missing(folder, ("source.json", "metadata.json"))
     missing += [str(checkout / n) for n in ("config.yaml", TOOLCHAIN_LOCK) if not (checkout / n).is_file()]
@@ -757,7 +757,7 @@ def verify_job(config, *, model: str, workdir: str | Path, report: str | Path, t
     writes ``report``, fails when anything differs."""
     import logging
 
-    from kiln.workflow import layout
+    from kiln import layout
 
     out_report, cores = report, threads
     logger = logging.getLogger("kiln.verify")

@@ -176,7 +176,7 @@ def _verified(config: Config, model: str, component: str, artifact: str | Path) 
     """``artifact`` (a traced program or a package this job consumes), after checking its bytes are
     the ones the job that made it recorded: a corrupted or hand-edited artifact is never used."""
     from kiln.integrity import verify_artifact
-    from kiln.workflow import layout
+    from kiln import layout
 
     artifact = Path(artifact)
     if artifact.suffix == ".pt":

@@ -1,5 +1,5 @@
 """Targets and stamps of the workflow, derived from the validated config (used by the Snakefile).
-Where each artifact lives is :mod:`kiln.workflow.layout`."""
+Where each artifact lives is :mod:`kiln.layout`."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 from kiln.config import (Config, compile_settings, export_settings, prepare_settings, quantize_settings,
                          source_settings, validate_settings)
-from kiln.workflow import layout
+from kiln import layout
 from kiln.workflow.stamps import STAMP_ROOT, Stamp
 
 

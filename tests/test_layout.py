@@ -1,4 +1,4 @@
-"""One layout: every results path is spelled in kiln.workflow.layout, and what the rules build is in it."""
+"""One layout: every results path is spelled in kiln.layout, and what the rules build is in it."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kiln.workflow import layout
+from kiln import layout
 from tests.workflow.conftest import REPO, copy_workflow
 
 #: how a results path is spelled by hand: an f-string on the rules' RESULTS, a path joined onto the
@@ -23,7 +23,7 @@ def hand_spelled(root: Path) -> list[str]:
              *sorted((root / "src").rglob("*.py"))]
     found = []
     for path in files:
-        if path == root / "src" / "kiln" / "workflow" / "layout.py":
+        if path == root / "src" / "kiln" / "layout.py":
             continue
         for number, line in enumerate(path.read_text().splitlines(), 1):
             code = "" if line.lstrip().startswith("#") else line
