@@ -10,7 +10,8 @@
 # affected jobs, also in a fresh clone after `dvc pull` (see src/kiln/workflow/stamps.py).
 
 from kiln.config import CHECKS_CACHE, build_config, check_config_file, strategy_names
-from kiln.workflow import codedeps, layout, ledger, plan, resources, stamps
+from kiln import layout
+from kiln.workflow import codedeps, ledger, plan, resources, stamps
 
 check_config_file("config.yaml", cache=CHECKS_CACHE)   # bounded (kiln.yamlio) before Snakemake's loader
 configfile: "config.yaml"

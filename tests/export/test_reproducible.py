@@ -15,7 +15,8 @@ from tests.workflow.conftest import REPO, workflow_files
 
 EXPORT = """
 from kiln.config import load_config
-from kiln.workflow import jobs, layout
+from kiln import layout
+from kiln.workflow import jobs
 config = load_config("config.yaml")
 m, c = "silero_vad", "unified"
 jobs.fetch_job(config, model=m, record=layout.SOURCE.path(config, model=m),
