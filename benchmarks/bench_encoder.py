@@ -210,7 +210,7 @@ def _compile_job(package: Path, work: Path, inputs: dict) -> dict:
     import shutil
 
     from kiln.fsutil import remove_path
-    from kiln.workflow.compile_stage import compile_component
+    from kiln.compile.stage import compile_component
 
     copy_to, bundle = work / "copy.mlpackage", work / "encoder.mlmodelc"
     copies = []

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tests.golden import golden_missing
+from tests.helpers.mil_packages import compressed_packages, value_kinds_package  # noqa: F401 (session fixtures)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

@@ -201,7 +201,7 @@ def quantize_component(spec: ComponentSpec, model: ModelConfig, component: Compo
     """Compress ``base_package`` with ``strategy_name``, compile the variant and score it against
     ``float_package`` (the component's float export) on the reference inputs; with the component's
     traced ``program``, check kiln's execution of the variant against torch on its dequantized weights."""
-    from kiln.workflow.compile_stage import compile_component
+    from kiln.compile.stage import compile_component
 
     q = component.quantize
     ctx = QuantizeContext(weight_threshold=q["weight_threshold"], skip_ops=tuple(q["skip_ops"]),

@@ -60,7 +60,7 @@ STAGE_ROOTS: dict[str, tuple[str, ...]] = {
     "reference": ("kiln.models.{family}", "kiln.validate.reference", "kiln.validate.backends"),
     # converts a traced program: no family code
     "export": ("kiln.export.convert", "kiln.export.package", "kiln.export.torch_ops"),
-    "compile": ("kiln.workflow.compile_stage",),
+    "compile": ("kiln.compile.stage",),
     "validate": ("kiln.models.{family}", "kiln.validate.run", "kiln.validate.backends",
                  "kiln.validate.reference"),
     # builds, compiles and scores a variant, recording its outputs (no family metric: the summary's)

@@ -9,7 +9,7 @@ import pytest
 from kiln.compile.errors import CompileError
 from kiln.export.convert import export_component
 from kiln.models import get_family
-from kiln.workflow.compile_stage import compile_component
+from kiln.compile.stage import compile_component
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
-"""Where the golden Apple bundles live, shared by conftest.py and the tests (a uniquely named
-module, so it cannot collide with another test folder's conftest)."""
+"""Where the golden Apple bundles live (read in place from ../shared/golden), shared by the
+compiler tests (tests/compile) and the MIL text tests (tests/coreml/mil_text)."""
 
 from __future__ import annotations
 
