@@ -34,7 +34,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 APT_WAIT := -o DPkg::Lock::Timeout=600
 # espeak-ng makes the real speech used by parity tests; git is needed by the DVC scenario tests;
 # chromium renders the Snakemake report for its screenshot test; slurm-wlm, slurmdbd, munge and
-# mariadb-server run the one-node cluster of the slurm executor test (tests/workflow/test_slurm.py;
+# mariadb-server run the one-node cluster of the slurm executor test (tests/scenarios/test_slurm.py;
 # no service is enabled: the test starts its own daemons). Command -> Debian package:
 SYSTEM_DEPS := espeak-ng:espeak-ng git:git chromium:chromium slurmctld:slurm-wlm slurmdbd:slurmdbd \
   munged:munge mariadbd:mariadb-server

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from kiln import layout
-from tests.workflow.conftest import REPO, copy_workflow
+from tests.helpers.workspaces import REPO, copy_workflow
 
 #: how a results path is spelled by hand: an f-string on the rules' RESULTS, a path joined onto the
 #: results directory or onto a model's results folder, the default folder name as a literal

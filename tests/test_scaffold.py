@@ -1,5 +1,5 @@
 """`kiln new-model` writes a family package and a config block that export and validate (the whole workflow
-of a scaffolded model is tested in tests/workflow/test_scaffold_workflow.py)."""
+of a scaffolded model is tested in tests/scenarios/test_scaffold_workflow.py)."""
 
 from __future__ import annotations
 

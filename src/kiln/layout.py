@@ -3,7 +3,7 @@
 Each :class:`Artifact` is a template relative to the config's ``results_dir`` with Snakemake
 wildcards (``{model}``, ``{component}``, ``{strategy}``). A rule takes its :meth:`Artifact.pattern`
 (wildcards it does not fix stay wildcards); code takes its :meth:`Artifact.path` (every wildcard
-given). No other module spells a results path (``tests/workflow/test_layout.py`` greps for them).
+given). No other module spells a results path (``tests/test_layout.py`` greps for them).
 """
 
 from __future__ import annotations

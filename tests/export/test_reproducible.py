@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.workflow.conftest import REPO, workflow_files
+from tests.helpers.workspaces import REPO, workflow_files
 
 EXPORT = """
 from kiln.config import load_config

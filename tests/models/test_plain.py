@@ -1,6 +1,6 @@
 """Family ``plain`` in process: the config block's checks (each naming its key), the feeds by
 modality, the network kinds' loaders and their errors. The whole workflow of plain models runs in
-tests/workflow/test_plain_workflow.py."""
+tests/scenarios/test_plain_workflow.py."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from kiln.workflow import codedeps as cd
-from tests.workflow.conftest import REPO
+from tests.helpers.workspaces import REPO
 
 FILES = {
     "kiln/__init__.py": "",

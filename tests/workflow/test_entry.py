@@ -9,7 +9,7 @@ import pytest
 
 from kiln.workflow import jobs, resources
 from kiln.workflow.entry import JobInterfaceError, bind
-from tests.workflow.conftest import REPO, copy_workflow
+from tests.helpers.workspaces import REPO, copy_workflow
 
 
 def metadata_rule(**changes):

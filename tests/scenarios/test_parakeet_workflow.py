@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tests.workflow.conftest import VENV_BIN
+from tests.helpers.workspaces import VENV_BIN
 
 pytestmark = pytest.mark.slow
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.workflow.conftest import VENV_BIN, Workspace, fake_build, small_workspace
-from tests.workflow.s3server import S3Server, free_port, start_s3_server
+from tests.helpers.workspaces import VENV_BIN, Workspace, fake_build, small_workspace
+from tests.helpers.s3server import S3Server, free_port, start_s3_server
 
 REMOTE = "team"
 BUCKET_URL = "s3://kiln-builds/kiln"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.workflow.conftest import Workspace
+from tests.helpers.workspaces import Workspace
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from tests.workflow.conftest import BUILT_MODELS
+from tests.helpers.workspaces import BUILT_MODELS
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.workflow.conftest import VENV_BIN, parse_dry_run
+from tests.helpers.workspaces import VENV_BIN, parse_dry_run
 
 pytestmark = pytest.mark.slow
 

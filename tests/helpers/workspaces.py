@@ -1,4 +1,5 @@
-"""Workspaces: a copy of the workflow's files in a temporary git repository, run with this venv."""
+"""Workspaces: a copy of the workflow's files in a temporary git repository, run with this venv (the
+fixtures are registered by tests/conftest.py for tests/workflow and tests/scenarios)."""
 
 from __future__ import annotations
 
@@ -132,7 +133,7 @@ def small_workspace(root: Path) -> Workspace:
     ws.edit_config(trim)
     # trimmed to `unified`, this Silero is not what FluidAudio loads (unified_256ms): without its
     # contract the workflow builds it under its own names (the contract check has its own test,
-    # tests/workflow/test_publish_verify.py)
+    # tests/scenarios/test_publish_verify.py)
     (ws.root / "contracts" / "silero_vad.yaml").unlink()
     return commit_workspace(ws)
 

@@ -228,7 +228,7 @@ def test_the_fetch_job_refuses_a_graph_folding_to_a_huge_constant_under_its_memo
     under the model's memory limit, logs one line naming the node and the size, peaks far below the
     constant's size, and writes no record or specialised graph."""
     from kiln.config import load_config
-    from tests.workflow.conftest import VENV_BIN, copy_workflow
+    from tests.helpers.workspaces import VENV_BIN, copy_workflow
 
     graph = _fold_graph(tmp_path / "huge.onnx", shape)
     ws = copy_workflow(tmp_path / "ws")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.workflow.conftest import fake_build
+from tests.helpers.workspaces import fake_build
 
 pytestmark = pytest.mark.slow
 

@@ -10,7 +10,7 @@ import textwrap
 import pytest
 import yaml
 
-from tests.workflow.conftest import REPO, VENV_BIN, commit_workspace, copy_workflow, parse_dry_run
+from tests.helpers.workspaces import REPO, VENV_BIN, commit_workspace, copy_workflow, parse_dry_run
 
 pytestmark = pytest.mark.slow
 

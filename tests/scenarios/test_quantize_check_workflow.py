@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from .conftest import commit_workspace, copy_workflow
+from tests.helpers.workspaces import commit_workspace, copy_workflow
 
 STRATEGIES = ["int8_per_tensor", "palettize_4bit", "prune_50_int8"]
 

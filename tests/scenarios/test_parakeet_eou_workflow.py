@@ -16,7 +16,7 @@ MODEL = "parakeet_eou_tiny"
 
 
 def test_tiny_eou_metadata_records_streaming_parity_and_eou_timing(tiny_streaming_and_tts):
-    """Built by the shared fixture (tests/workflow/conftest.py): 320 ms components, one strategy."""
+    """Built by the shared fixture (tests/helpers/workspaces.py): 320 ms components, one strategy."""
     results = tiny_streaming_and_tts.root / "results" / MODEL
     metadata = json.loads((results / "metadata.json").read_text())
     from kiln.validate.metadata import validate_metadata

@@ -17,7 +17,7 @@ import subprocess
 import pytest
 
 from tests.hubserver import FakeHub
-from tests.workflow.conftest import REPO, VENV_BIN, Workspace, workflow_files
+from tests.helpers.workspaces import REPO, VENV_BIN, Workspace, workflow_files
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ import re
 import pytest
 import yaml
 
-from tests.workflow.conftest import REPO, commit_workspace, copy_workflow
+from tests.helpers.workspaces import REPO, commit_workspace, copy_workflow
 
 pytestmark = pytest.mark.slow
 

@@ -17,7 +17,7 @@ MODEL = "kokoro_tiny"
 
 
 def test_tiny_kokoro_metadata_with_waveform_parity_in_fp16(tiny_streaming_and_tts):
-    """Built by the shared fixture (tests/workflow/conftest.py): the 5 s variant."""
+    """Built by the shared fixture (tests/helpers/workspaces.py): the 5 s variant."""
     results = tiny_streaming_and_tts.root / "results" / MODEL
     metadata = json.loads((results / "metadata.json").read_text())
     from kiln.validate.metadata import validate_metadata

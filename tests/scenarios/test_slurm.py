@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.workflow import slurm_cluster
-from tests.workflow.conftest import small_workspace
+from tests.helpers import slurm_cluster
+from tests.helpers.workspaces import small_workspace
 
 pytestmark = pytest.mark.slow
 
