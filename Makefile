@@ -13,7 +13,7 @@ CORES ?= 2
 # dependencies: 6.0.0 requires torchaudio, whose PyPI build needs CUDA), where kiln.sources finds it.
 SILERO_GOLDEN_DIR := $(VENV)/extra/silero-vad-6.0.0
 
-.PHONY: run test test-fast bench setup system-deps clean conformance conformance-slice pull
+.PHONY: run test test-fast bench setup system-deps clean conformance conformance-slice pull docs
 
 setup: $(VENV)/.installed system-deps
 
@@ -34,7 +34,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 APT_WAIT := -o DPkg::Lock::Timeout=600
 # espeak-ng makes the real speech used by parity tests; git is needed by the DVC scenario tests;
 # chromium renders the Snakemake report for its screenshot test; slurm-wlm, slurmdbd, munge and
-# mariadb-server run the one-node cluster of the slurm executor test (tests/workflow/test_slurm.py;
+# mariadb-server run the one-node cluster of the slurm executor test (tests/scenarios/test_slurm.py;
 # no service is enabled: the test starts its own daemons). Command -> Debian package:
 SYSTEM_DEPS := espeak-ng:espeak-ng git:git chromium:chromium slurmctld:slurm-wlm slurmdbd:slurmdbd \
   munged:munge mariadbd:mariadb-server
@@ -66,6 +66,11 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -ra $(PYTEST_PARALLEL) -m "not slow" tests
+
+# the generated sections of docs/ (configuration.md from the config schema, command-line.md from the
+# kiln parser); tests/test_docs.py fails when they are out of date
+docs: setup
+	$(BIN)/python -m kiln.docs
 
 bench: setup
 	$(BIN)/python benchmarks/run.py --out benchmarks/results.json

@@ -10,7 +10,8 @@
 # affected jobs, also in a fresh clone after `dvc pull` (see src/kiln/workflow/stamps.py).
 
 from kiln.config import CHECKS_CACHE, build_config, check_config_file, strategy_names
-from kiln.workflow import codedeps, ledger, plan, stamps
+from kiln import layout
+from kiln.workflow import codedeps, ledger, plan, resources, stamps
 
 check_config_file("config.yaml", cache=CHECKS_CACHE)   # bounded (kiln.yamlio) before Snakemake's loader
 configfile: "config.yaml"
@@ -19,7 +20,6 @@ report: "report/workflow.rst"
 
 KILN = build_config(config, path=str(workflow.configfiles[0]) if workflow.configfiles else "config.yaml",
                     cache=CHECKS_CACHE)
-RESULTS = KILN.results_dir
 plan.check_models(KILN)   # contracts against the families' component specs (cached by content)
 STAMP_REPORT = stamps.sync(plan.stamps(KILN))
 for _kind in ("changed", "created", "adopted"):
@@ -28,7 +28,7 @@ for _kind in ("changed", "created", "adopted"):
 # Staleness follows content (src/kiln/workflow/ledger.py): a file whose bytes equal what the last run
 # recorded gets that run's mtime back, so byte-identical rewrites and reverted edits plan nothing.
 CODE_STAMPS = codedeps.sync_code_stamps(plan.code_stages(KILN))   # before the ledger: see code_stamp below
-LEDGER = ledger.Ledger(plan.ledger_path(KILN), plan.ledger_roots(KILN))
+LEDGER = ledger.Ledger(layout.LEDGER.path(KILN), plan.ledger_roots(KILN))
 if workflow.is_main_process:
     _restored = LEDGER.restore()
     if _restored:
@@ -43,60 +43,10 @@ wildcard_constraints:
     strategy="|".join(strategy_names()),
 
 
-# Code dependencies are derived from imports (kiln.workflow.codedeps): a job depends on the code stamp
-# of its stage, the sha256 of every kiln module the stage runs, so an edit rebuilds exactly the jobs
-# that execute the edited code, and a rewrite with the same bytes rebuilds nothing. The stamps are
-# brought up to date before the ledger restores mtimes (an edit reverted before a build plans nothing).
-
-
-def code_stamp(stage, model=None):
-    return codedeps.code_stamp_path(stage, KILN.models[model].family if model else None)
-
-
-def family_code(model):
-    """Prepare runs the family's code (wrappers) and the tracing code."""
-    return code_stamp("prepare", model)
-
-
-def fetch_code(model):
-    """A random source runs its family's builder: an edit to it rebuilds the checkpoint (what is
-    downstream runs in that build too; a rebuild with the same bytes is undone by the ledger for
-    later builds)."""
-    return [code_stamp("fetch_random", model)] if KILN.models[model].source.get("kind") == "random" else []
-
-
-EXPORT_CODE = code_stamp("export")
-COMPILER_CODE = code_stamp("compile")
-
-
-def quantize_code(wildcards):
-    """Quantize code: it runs the family's metrics, the validation, the compiler and the executor."""
-    return code_stamp("quantize", wildcards.model)
-
-
-def derived(value):
-    """A param fixed by the rule's outputs (kiln's path layout). Snakemake counts a param function
-    that takes ``output`` as derived from the outputs and neither records nor compares it: kiln's
-    settings reach jobs through stamps (content, not Snakemake's local metadata), and a no-op start
-    does not import pandas to serialize params (0.3 s of `snakemake -n` on a built tree).
-    Every param of every rule is either this or a ``lambda wildcards, output: ...``."""
-    return lambda wildcards, output: value
-
-
-def KILN_MEM_MB(model, stage):
-    """Memory a heavy job of ``model`` reserves (config: models.<m>.resources.mem_mb). With the
-    workflow profile's global limit (profiles/default), parallel jobs never oversubscribe the host."""
-    return KILN.models[model].mem_mb
-
-
-def validate_code(wildcards):
-    """Validation code (family, validation, executor): edits to it re-validate, not re-export."""
-    return code_stamp("validate", wildcards.model)
-
-
 # Rules carry `group:` names (a model's source chain, each component's pipeline, a model's summaries):
 # inactive in local runs; on a cluster (profiles/slurm) each group is one scheduler job, so a small
 # model is a handful of jobs instead of dozens of seconds-long ones.
+include: "rules/common.smk"
 include: "rules/fetch.smk"
 include: "rules/prepare.smk"
 include: "rules/export.smk"
@@ -152,10 +102,10 @@ onstart:
 # .mlmodelc bundles ship inside apps, so kiln removes the marker once the run is over (Snakemake then
 # uses the directory's own mtime).
 onsuccess:
-    stamps.remove_directory_markers(RESULTS)
+    stamps.remove_directory_markers(KILN.results_dir)
     LEDGER.record()
 
 
 onerror:
-    stamps.remove_directory_markers(RESULTS)
+    stamps.remove_directory_markers(KILN.results_dir)
     LEDGER.record()

@@ -85,7 +85,8 @@ def _build(architecture: str, work: Path):
     """The random checkpoint, its encoder package (cached in ``work``) and the component config."""
     from kiln.config import build_config
     from kiln.export.convert import export_component
-    from kiln.models.parakeet_tdt import FAMILY, component_contracts, load_path
+    from kiln.models.parakeet_tdt import FAMILY
+    from kiln.models.parakeet_tdt.build import component_contracts, load_path
 
     marker = work / "src" / "done.json"
     if marker.is_file():
@@ -209,7 +210,7 @@ def _compile_job(package: Path, work: Path, inputs: dict) -> dict:
     import shutil
 
     from kiln.fsutil import remove_path
-    from kiln.workflow.compile_stage import compile_component
+    from kiln.compile.stage import compile_component
 
     copy_to, bundle = work / "copy.mlpackage", work / "encoder.mlmodelc"
     copies = []

@@ -46,7 +46,8 @@ def main(argv=None) -> int:
 
     from kiln.config import build_config
     from kiln.export.convert import export_component
-    from kiln.models.parakeet_tdt import FAMILY, component_contracts, load_path
+    from kiln.models.parakeet_tdt import FAMILY
+    from kiln.models.parakeet_tdt.build import component_contracts, load_path
 
     nemo = FAMILY.build_random("tiny", seed=0, overrides={}, out_dir=work / "src")
     source = load_path(nemo)

@@ -71,7 +71,7 @@ def measure(workspace: Path, rounds: int = 5) -> dict:
 
 def run() -> dict:
     sys.path.insert(0, str(REPO))
-    from tests.workflow.conftest import Workspace, commit_workspace, fake_build
+    from tests.helpers.workspaces import Workspace, commit_workspace, fake_build
 
     with tempfile.TemporaryDirectory() as tmp:
         ws = commit_workspace(Workspace(copy_workflow(Path(tmp) / "kiln")))

@@ -26,15 +26,16 @@ PRECISION = {"preprocessor": "float32"}   # log of near-zero bins loses in fp16
 
 BUILD = """
 import sys
-from kiln.models import _eou
-print("PATH=" + str(_eou.build_random(sys.argv[1], seed=0, overrides={}, out_dir=sys.argv[2])))
+from kiln.models.parakeet_eou import checkpoint
+print("PATH=" + str(checkpoint.build_random(sys.argv[1], seed=0, overrides={}, out_dir=sys.argv[2])))
 """
 
 CHILD_COMMON = """
 import json, sys, dataclasses, time
 import numpy as np, torch
 from kiln.config import build_config
-from kiln.models import _eou, parakeet_eou as eou
+from kiln.models import get_family
+from kiln.models.parakeet_eou import build as eou, net as _eou
 
 def component(facts, path, name, precision):
     raw = {"models": {"bench": {"family": "parakeet_eou", "task": "stt",
@@ -53,7 +54,7 @@ src = _eou.load(path)
 facts = eou.facts(src)
 loaded = time.perf_counter()
 comp = component(facts, path, name, precision)
-spec = eou.FAMILY.check_contract(comp)
+spec = get_family("parakeet_eou").check_contract(comp)
 traced = trace_component(spec.wrapper(src, comp, facts), comp, spec.example_inputs(comp, facts))
 traced_at = time.perf_counter()
 mlmodel = convert_traced(traced, comp, comp.export)
@@ -75,10 +76,10 @@ torch.set_num_threads(1)
 src = _eou.load(path)
 facts = eou.facts(src)
 comp = component(facts, path, "streaming_encoder", "float16")
-spec = eou.FAMILY.check_contract(comp)
+spec = get_family("parakeet_eou").check_contract(comp)
 traced = trace_component(spec.wrapper(src, comp, facts), comp, spec.example_inputs(comp, facts))
 pre = component(facts, path, "preprocessor", "float32")
-pre_spec = eou.FAMILY.check_contract(pre)
+pre_spec = get_family("parakeet_eou").check_contract(pre)
 pre_traced = trace_component(pre_spec.wrapper(src, pre, facts), pre, pre_spec.example_inputs(pre, facts))
 audio = eou.eou_audio(facts["sample_rate"], multiple=%d)
 mels = [m["mel"] for m in eou.stream_mel(_eou.torch_predict(pre_traced, pre_spec.inputs, pre_spec.outputs),

@@ -5,21 +5,25 @@
 
 rule compile:
     input:
-        package=f"{RESULTS}/{{model}}/{{component}}.mlpackage",
-        reference=f"{RESULTS}/{{model}}/reference/{{component}}.npz",
+        package=layout.PACKAGE.pattern(KILN),
+        reference=layout.REFERENCE.pattern(KILN),
         stamp=".kiln/stamps/{model}/compile/{component}.json",
         code=COMPILER_CODE,
     output:
-        bundle=directory(f"{RESULTS}/{{model}}/{{component}}.mlmodelc"),
-        record=f"{RESULTS}/{{model}}/compile/{{component}}.json",
+        bundle=directory(layout.BUNDLE.pattern(KILN)),
+        record=layout.COMPILE_RECORD.pattern(KILN),
     log:
         "logs/{model}/compile/{component}.log",
     benchmark:
         "logs/{model}/compile/{component}.benchmark.tsv"
+    threads: stage_threads("compile")
     resources:
-        mem_mb=lambda wildcards: KILN_MEM_MB(wildcards.model, "compile"),
+        mem_mb=stage_mem_mb("compile"),
+        runtime=stage_runtime("compile"),
         apple_runtime=1,   # uses Apple's compiler/runtime where the host has them (macOS); see profiles/slurm
     group:
         "component_{model}_{component}"
+    conda:
+        KILN_ENV
     script:
         "../scripts/compile.py"

@@ -6,19 +6,24 @@
 rule contract:
     input:
         contract=lambda wildcards: str(plan.contract_file(KILN, wildcards.model)),
-        facts=f"{RESULTS}/{{model}}/prepared/facts.json",
-        source=f"{RESULTS}/{{model}}/source.json",
+        facts=layout.FACTS.pattern(KILN),
+        source=layout.SOURCE.pattern(KILN),
         packages=lambda wildcards: list(plan.contract_artifacts(KILN, wildcards.model)["packages"].values()),
         bundles=lambda wildcards: list(plan.contract_artifacts(KILN, wildcards.model)["bundles"].values()),
         code=lambda wildcards: code_stamp("contract", wildcards.model),
     output:
-        report=f"{RESULTS}/{{model}}/contract.json",
+        report=layout.CONTRACT_REPORT.pattern(KILN),
     params:
+        # {component: path} of the inputs of the same names (what the job reads)
         packages=lambda wildcards, output: plan.contract_artifacts(KILN, wildcards.model)["packages"],
         bundles=lambda wildcards, output: plan.contract_artifacts(KILN, wildcards.model)["bundles"],
     log:
         "logs/{model}/contract.log",
+    threads: stage_threads("contract")
     resources:
-        mem_mb=1000,
+        mem_mb=stage_mem_mb("contract"),
+        runtime=stage_runtime("contract"),
+    conda:
+        KILN_ENV
     script:
         "../scripts/contract.py"

@@ -5,43 +5,51 @@
 
 rule export:
     input:
-        source=f"{RESULTS}/{{model}}/source.json",
-        program=f"{RESULTS}/{{model}}/prepared/{{component}}.pt",
+        source=layout.SOURCE.pattern(KILN),
+        program=layout.PREPARED_PROGRAM.pattern(KILN),
         stamp=".kiln/stamps/{model}/export/{component}.json",
         code=EXPORT_CODE,
     output:
-        package=directory(f"{RESULTS}/{{model}}/{{component}}.mlpackage"),
-        record=f"{RESULTS}/{{model}}/export/{{component}}.json",
+        package=directory(layout.PACKAGE.pattern(KILN)),
+        record=layout.EXPORT_RECORD.pattern(KILN),
     log:
         "logs/{model}/export/{component}.log",
     benchmark:
         "logs/{model}/export/{component}.benchmark.tsv"
+    threads: stage_threads("export")
     resources:
-        mem_mb=lambda wildcards: KILN_MEM_MB(wildcards.model, "export"),
+        mem_mb=stage_mem_mb("export"),
+        runtime=stage_runtime("export"),
     group:
         "component_{model}_{component}"
+    conda:
+        KILN_ENV
     script:
         "../scripts/export.py"
 
 
 rule export_ios18:
     input:
-        source=f"{RESULTS}/{{model}}/source.json",
-        program=f"{RESULTS}/{{model}}/prepared/{{component}}.pt",
+        source=layout.SOURCE.pattern(KILN),
+        program=layout.PREPARED_PROGRAM.pattern(KILN),
         stamp=".kiln/stamps/{model}/export_ios18/{component}.json",
         code=EXPORT_CODE,
     output:
-        package=directory(f"{RESULTS}/{{model}}/ios18/{{component}}.mlpackage"),
-        record=f"{RESULTS}/{{model}}/ios18/{{component}}.json",
+        package=directory(layout.IOS18_PACKAGE.pattern(KILN)),
+        record=layout.IOS18_RECORD.pattern(KILN),
     params:
         deployment_target=derived("iOS18"),
     log:
         "logs/{model}/export_ios18/{component}.log",
     benchmark:
         "logs/{model}/export_ios18/{component}.benchmark.tsv"
+    threads: stage_threads("export")
     resources:
-        mem_mb=lambda wildcards: KILN_MEM_MB(wildcards.model, "export"),
+        mem_mb=stage_mem_mb("export"),
+        runtime=stage_runtime("export"),
     group:
         "component_{model}_{component}"
+    conda:
+        KILN_ENV
     script:
         "../scripts/export.py"

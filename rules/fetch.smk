@@ -7,18 +7,21 @@ rule fetch:
         stamp=".kiln/stamps/{model}/source.json",
         code=lambda wildcards: fetch_code(wildcards.model),
     output:
-        record=f"{RESULTS}/{{model}}/source.json",
+        record=layout.SOURCE.pattern(KILN),
     log:
         "logs/{model}/fetch.log",
     benchmark:
         "logs/{model}/fetch.benchmark.tsv"
     params:
-        checkpoint_dir=lambda wildcards, output: str(plan.checkpoint_dir(KILN, wildcards.model)),
+        checkpoint_dir=at(layout.CHECKPOINT_DIR),
+    threads: stage_threads("fetch")
     resources:
-        # the model's reservation, enforced as the job's memory limit (kiln.workflow.limits): a
-        # random source builds the model, an ONNX source is folded, a Hub download streams
-        mem_mb=lambda wildcards: KILN_MEM_MB(wildcards.model, "fetch"),
+        # the model's reservation, enforced as the job's memory limit (kiln.workflow.limits)
+        mem_mb=stage_mem_mb("fetch"),
+        runtime=stage_runtime("fetch"),
     group:
         "source_{model}"
+    conda:
+        KILN_ENV
     script:
         "../scripts/fetch.py"

@@ -10,26 +10,29 @@ for _model, _cfg in KILN.models.items():
         name:
             f"prepare_{_model}"
         input:
-            source=f"{RESULTS}/{_model}/source.json",
+            source=layout.SOURCE.pattern(KILN, model=_model),
             stamp=f".kiln/stamps/{_model}/prepare.json",
             code=family_code(_model),
         output:
-            programs=[str(plan.prepared_program(KILN, _model, c)) for c in _cfg.components],
-            facts=str(plan.facts_path(KILN, _model)),
-            record=str(plan.prepare_record(KILN, _model)),
+            programs=[layout.PREPARED_PROGRAM.pattern(KILN, model=_model, component=c) for c in _cfg.components],
+            facts=layout.FACTS.pattern(KILN, model=_model),
+            record=layout.PREPARE_RECORD.pattern(KILN, model=_model),
         params:
             model=derived(_model),
-            programs=derived({c: str(plan.prepared_program(KILN, _model, c)) for c in _cfg.components}),
+            programs=derived({c: str(layout.PREPARED_PROGRAM.path(KILN, model=_model, component=c))
+                              for c in _cfg.components}),
         log:
             f"logs/{_model}/prepare.log",
         benchmark:
             f"logs/{_model}/prepare.benchmark.tsv"
-        threads: 2   # nothing of the model can run before it; torch gets no more than this
+        threads: stage_threads("prepare", _model)   # nothing of the model can run before it; torch gets no more
         resources:
-            mem_mb=KILN_MEM_MB(_model, "prepare"),
-            runtime=120,   # minutes, for cluster executors: loading and tracing a full-size checkpoint
+            mem_mb=stage_mem_mb("prepare", _model),
+            runtime=stage_runtime("prepare", _model),   # minutes, for cluster executors
         group:
             f"source_{_model}"
+        conda:
+            KILN_ENV
         script:
             "../scripts/prepare.py"
 
@@ -37,28 +40,32 @@ for _model, _cfg in KILN.models.items():
         name:
             f"reference_{_model}"
         input:
-            facts=str(plan.facts_path(KILN, _model)),
-            programs=[str(plan.prepared_program(KILN, _model, c)) for c in _cfg.components],
+            facts=layout.FACTS.pattern(KILN, model=_model),
+            programs=[layout.PREPARED_PROGRAM.pattern(KILN, model=_model, component=c) for c in _cfg.components],
             stamp=f".kiln/stamps/{_model}/prepare.json",
             code=code_stamp("reference", _model),
         output:
-            references=[str(plan.reference_path(KILN, _model, c)) for c in _cfg.components],
-            task=str(plan.task_reference(KILN, _model)),
-            task_inputs=str(plan.task_reference(KILN, _model).with_suffix(".npz")),
-            torch_latency=str(plan.torch_latency(KILN, _model)),
+            references=[layout.REFERENCE.pattern(KILN, model=_model, component=c) for c in _cfg.components],
+            task=layout.TASK_REFERENCE.pattern(KILN, model=_model),
+            task_inputs=layout.TASK_INPUTS.pattern(KILN, model=_model),
+            torch_latency=layout.TORCH_LATENCY.pattern(KILN, model=_model),
         params:
             model=derived(_model),
-            programs=derived({c: str(plan.prepared_program(KILN, _model, c)) for c in _cfg.components}),
-            references=derived({c: str(plan.reference_path(KILN, _model, c)) for c in _cfg.components}),
+            programs=derived({c: str(layout.PREPARED_PROGRAM.path(KILN, model=_model, component=c))
+                              for c in _cfg.components}),
+            references=derived({c: str(layout.REFERENCE.path(KILN, model=_model, component=c))
+                                for c in _cfg.components}),
         log:
             f"logs/{_model}/reference.log",
         benchmark:
             f"logs/{_model}/reference.benchmark.tsv"
-        threads: 2
+        threads: stage_threads("reference", _model)
         resources:
-            mem_mb=KILN_MEM_MB(_model, "reference"),
-            runtime=120,
+            mem_mb=stage_mem_mb("reference", _model),
+            runtime=stage_runtime("reference", _model),
         group:
             f"source_{_model}"
+        conda:
+            KILN_ENV
         script:
             "../scripts/reference.py"

@@ -23,8 +23,10 @@ for _model in KILN.models:
             model=derived(_model),
         log:
             f"logs/{_model}/stage.log",
+        conda:
+            KILN_ENV
         script:
-            "../scripts/publish.py"
+            "../scripts/stage.py"
 
     rule:
         name:
@@ -37,8 +39,10 @@ for _model in KILN.models:
             model=derived(_model),
         log:
             f"logs/{_model}/publish.log",
+        conda:
+            KILN_ENV
         script:
-            "../scripts/publish.py"
+            "../scripts/upload.py"
 
     rule:
         name:
@@ -53,5 +57,7 @@ for _model in KILN.models:
         log:
             f"logs/{_model}/verify.log",
         threads: 2
+        conda:
+            KILN_ENV
         script:
             "../scripts/verify.py"

@@ -6,78 +6,88 @@
 
 rule quantize:
     input:
-        facts=f"{RESULTS}/{{model}}/prepared/facts.json",
-        reference=f"{RESULTS}/{{model}}/reference/{{component}}.npz",
-        package=f"{RESULTS}/{{model}}/{{component}}.mlpackage",
+        facts=layout.FACTS.pattern(KILN),
+        reference=layout.REFERENCE.pattern(KILN),
+        package=layout.PACKAGE.pattern(KILN),
         # the traced program: torch runs it with the variant's dequantized weights (kiln.quantize.dequantized)
-        program=f"{RESULTS}/{{model}}/prepared/{{component}}.pt",
+        program=layout.PREPARED_PROGRAM.pattern(KILN),
         base=lambda wildcards: str(plan.quantize_base(KILN, wildcards.model, wildcards.strategy,
                                                       wildcards.component)),
         stamp=".kiln/stamps/{model}/quantize/{strategy}/{component}.json",
         code=quantize_code,
     output:
         # the variant's .mlpackage/.mlmodelc are written beside the record, atomically, unless skipped
-        record=f"{RESULTS}/{{model}}/quantized/{{strategy}}/{{component}}.json",
+        record=layout.QUANTIZE_RECORD.pattern(KILN),
     params:
-        out_dir=lambda wildcards, output: f"{RESULTS}/{wildcards.model}/quantized/{wildcards.strategy}",
+        out_dir=at(layout.QUANTIZED_DIR),
     log:
         "logs/{model}/quantize/{strategy}/{component}.log",
     benchmark:
         "logs/{model}/quantize/{strategy}/{component}.benchmark.tsv"
-    threads: 1
+    threads: stage_threads("quantize")
     resources:
-        mem_mb=lambda wildcards: KILN_MEM_MB(wildcards.model, "quantize"),
+        mem_mb=stage_mem_mb("quantize"),
+        runtime=stage_runtime("quantize"),
         apple_runtime=1,   # uses Apple's compiler/runtime where the host has them (macOS); see profiles/slurm
     group:
         "component_{model}_{component}"
+    conda:
+        KILN_ENV
     script:
         "../scripts/quantize.py"
 
 
 rule quantization_summary:
     input:
-        records=lambda wildcards: [str(plan.quantize_record(KILN, wildcards.model, s, c))
+        records=lambda wildcards: [str(layout.QUANTIZE_RECORD.path(KILN, model=wildcards.model, strategy=s,
+                                                                   component=c))
                                    for s, c in plan.quantize_jobs(KILN, wildcards.model)],
         # the family's task with each quantized component swapped in (e.g. EOU timing per strategy)
-        facts=f"{RESULTS}/{{model}}/prepared/facts.json",
-        task=f"{RESULTS}/{{model}}/reference/task.json",
-        task_inputs=f"{RESULTS}/{{model}}/reference/task.npz",
-        packages=lambda wildcards: [str(plan.package_path(KILN, wildcards.model, c))
-                                    for c in KILN.models[wildcards.model].components],
-        code=quantize_code,
+        facts=layout.FACTS.pattern(KILN),
+        task=layout.TASK_REFERENCE.pattern(KILN),
+        task_inputs=layout.TASK_INPUTS.pattern(KILN),
+        packages=component_files(layout.PACKAGE),
+        code=quantization_summary_code,
     output:
-        summary=f"{RESULTS}/{{model}}/quantization_summary.json",
-        strategies_plot=report(f"{RESULTS}/{{model}}/plots/quantization/strategies.png",
+        summary=layout.QUANTIZATION_SUMMARY.pattern(KILN),
+        strategies_plot=report(layout.QUANTIZATION_STRATEGIES_PLOT.pattern(KILN),
                                caption="../report/quantization_strategies.rst", category="{model}",
                                subcategory="quantization"),
-        table=report(f"{RESULTS}/{{model}}/tables/quantization.html", caption="../report/quantization_table.rst",
+        table=report(layout.QUANTIZATION_TABLE.pattern(KILN), caption="../report/quantization_table.rst",
                      category="{model}", subcategory="quantization"),
     params:
-        packages=lambda wildcards, output: {c: str(plan.package_path(KILN, wildcards.model, c))
-                                    for c in KILN.models[wildcards.model].components},
+        packages=component_map(layout.PACKAGE),
     log:
         "logs/{model}/quantization_summary.log",
     benchmark:
         "logs/{model}/quantization_summary.benchmark.tsv"
+    threads: stage_threads("quantization_summary")
     resources:
-        mem_mb=lambda wildcards: KILN_MEM_MB(wildcards.model, "validate"),
+        mem_mb=stage_mem_mb("quantization_summary"),
+        runtime=stage_runtime("quantization_summary"),
     group:
         "summary_{model}"
+    conda:
+        KILN_ENV
     script:
         "../scripts/quantization_summary.py"
 
 
 rule quantization_plot:
     input:
-        summary=f"{RESULTS}/{{model}}/quantization_summary.json",
+        summary=layout.QUANTIZATION_SUMMARY.pattern(KILN),
     output:
-        plot=report(f"{RESULTS}/{{model}}/plots/quantization/size_vs_quality_{{component}}.png",
+        plot=report(layout.QUANTIZATION_PLOT.pattern(KILN),
                     caption="../report/quantization_plot.rst", category="{model}", subcategory="quantization"),
     log:
         "logs/{model}/quantization_plot/{component}.log",
+    threads: stage_threads("quantization_plot")
     resources:
-        mem_mb=1000,
+        mem_mb=stage_mem_mb("quantization_plot"),
+        runtime=stage_runtime("quantization_plot"),
     group:
         "summary_{model}"
+    conda:
+        KILN_ENV
     script:
         "../scripts/quantization_plot.py"

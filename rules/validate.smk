@@ -7,88 +7,95 @@
 
 rule parity:
     input:
-        facts=f"{RESULTS}/{{model}}/prepared/facts.json",
-        reference=f"{RESULTS}/{{model}}/reference/{{component}}.npz",
-        package=f"{RESULTS}/{{model}}/{{component}}.mlpackage",
+        facts=layout.FACTS.pattern(KILN),
+        reference=layout.REFERENCE.pattern(KILN),
+        package=layout.PACKAGE.pattern(KILN),
         stamp=".kiln/stamps/{model}/parity/{component}.json",
         code=validate_code,
     output:
-        record=f"{RESULTS}/{{model}}/parity/{{component}}.json",
+        record=layout.PARITY_RECORD.pattern(KILN),
         # report(): shown by `snakemake --report report.html`, grouped by model, then component
-        parity_plot=report(f"{RESULTS}/{{model}}/plots/{{component}}_parity.png",
+        parity_plot=report(layout.PARITY_PLOT.pattern(KILN),
                            caption="../report/parity_plot.rst", category="{model}", subcategory="{component}"),
-        latency_plot=report(f"{RESULTS}/{{model}}/plots/{{component}}_latency.png",
+        latency_plot=report(layout.LATENCY_PLOT.pattern(KILN),
                             caption="../report/latency_plot.rst", category="{model}", subcategory="{component}"),
-        fp16_plot=report(f"{RESULTS}/{{model}}/plots/{{component}}_fp16.png",
+        fp16_plot=report(layout.FP16_PLOT.pattern(KILN),
                          caption="../report/fp16_plot.rst", category="{model}", subcategory="{component}"),
     params:
-        plots_dir=lambda wildcards, output: f"{RESULTS}/{wildcards.model}/plots",
+        plots_dir=at(layout.PLOTS_DIR),
     log:
         "logs/{model}/parity/{component}.log",
     benchmark:
         "logs/{model}/parity/{component}.benchmark.tsv"
+    threads: stage_threads("parity")
     resources:
-        mem_mb=lambda wildcards: KILN_MEM_MB(wildcards.model, "validate"),
+        mem_mb=stage_mem_mb("parity"),
+        runtime=stage_runtime("parity"),
         apple_runtime=1,   # uses Apple's compiler/runtime where the host has them (macOS); see profiles/slurm
     group:
         "component_{model}_{component}"
+    conda:
+        KILN_ENV
     script:
         "../scripts/parity.py"
 
 
 rule end_to_end:
     input:
-        facts=f"{RESULTS}/{{model}}/prepared/facts.json",
-        task=f"{RESULTS}/{{model}}/reference/task.json",
-        task_inputs=f"{RESULTS}/{{model}}/reference/task.npz",
-        packages=lambda wildcards: [str(plan.package_path(KILN, wildcards.model, c))
-                                    for c in KILN.models[wildcards.model].components],
+        facts=layout.FACTS.pattern(KILN),
+        task=layout.TASK_REFERENCE.pattern(KILN),
+        task_inputs=layout.TASK_INPUTS.pattern(KILN),
+        packages=component_files(layout.PACKAGE),
         code=validate_code,
     output:
-        record=f"{RESULTS}/{{model}}/end_to_end.json",
+        record=layout.END_TO_END.pattern(KILN),
     params:
-        packages=lambda wildcards, output: {c: str(plan.package_path(KILN, wildcards.model, c))
-                                    for c in KILN.models[wildcards.model].components},
+        packages=component_map(layout.PACKAGE),
         # the family's task plots (e.g. the token / EOU timeline), recorded in end_to_end.json
-        plots_dir=lambda wildcards, output: f"{RESULTS}/{wildcards.model}/plots",
+        plots_dir=at(layout.PLOTS_DIR),
     log:
         "logs/{model}/end_to_end.log",
     benchmark:
         "logs/{model}/end_to_end.benchmark.tsv"
+    threads: stage_threads("end_to_end")
     resources:
-        mem_mb=lambda wildcards: KILN_MEM_MB(wildcards.model, "validate"),
+        mem_mb=stage_mem_mb("end_to_end"),
+        runtime=stage_runtime("end_to_end"),
         apple_runtime=1,   # uses Apple's compiler/runtime where the host has them (macOS); see profiles/slurm
     group:
         "summary_{model}"
+    conda:
+        KILN_ENV
     script:
         "../scripts/end_to_end.py"
 
 
 rule metadata:
     input:
-        source=f"{RESULTS}/{{model}}/source.json",
-        prepare_record=f"{RESULTS}/{{model}}/prepared/prepare.json",
-        torch_latency=f"{RESULTS}/{{model}}/reference/torch_latency.json",
-        exports=lambda wildcards: [str(plan.export_record(KILN, wildcards.model, c))
-                                   for c in KILN.models[wildcards.model].components],
-        parities=lambda wildcards: [str(plan.parity_record(KILN, wildcards.model, c))
-                                    for c in KILN.models[wildcards.model].components],
-        compiles=lambda wildcards: [str(plan.compile_record(KILN, wildcards.model, c))
-                                    for c in KILN.models[wildcards.model].components],
-        end_to_end=f"{RESULTS}/{{model}}/end_to_end.json",
+        source=layout.SOURCE.pattern(KILN),
+        prepare_record=layout.PREPARE_RECORD.pattern(KILN),
+        torch_latency=layout.TORCH_LATENCY.pattern(KILN),
+        exports=component_files(layout.EXPORT_RECORD),
+        parities=component_files(layout.PARITY_RECORD),
+        compiles=component_files(layout.COMPILE_RECORD),
+        end_to_end=layout.END_TO_END.pattern(KILN),
     output:
-        metadata=f"{RESULTS}/{{model}}/metadata.json",
-        latency_plot=report(f"{RESULTS}/{{model}}/plots/latency.png", caption="../report/latency_overview.rst",
+        metadata=layout.METADATA.pattern(KILN),
+        latency_plot=report(layout.LATENCY_OVERVIEW_PLOT.pattern(KILN), caption="../report/latency_overview.rst",
                             category="{model}", subcategory="summary"),
-        table=report(f"{RESULTS}/{{model}}/tables/parity.html", caption="../report/parity_table.rst",
+        table=report(layout.PARITY_TABLE.pattern(KILN), caption="../report/parity_table.rst",
                      category="{model}", subcategory="summary"),
     params:
-        plots_dir=lambda wildcards, output: f"{RESULTS}/{wildcards.model}/plots",
+        plots_dir=at(layout.PLOTS_DIR),
     log:
         "logs/{model}/metadata.log",
+    threads: stage_threads("metadata")
     resources:
-        mem_mb=1000,
+        mem_mb=stage_mem_mb("metadata"),
+        runtime=stage_runtime("metadata"),
     group:
         "summary_{model}"
+    conda:
+        KILN_ENV
     script:
         "../scripts/metadata.py"

@@ -1,7 +1,5 @@
-"""Snakemake script: compile one package (see kiln.workflow.jobs.compile_job)."""
-from kiln.config import build_config
-from kiln.workflow import jobs, logs
+"""Snakemake script: compile one package (kiln.workflow.jobs.compile_job, called by name: kiln.workflow.entry)."""
+from kiln.workflow import jobs
+from kiln.workflow.entry import run_job
 
-logs.run_job(snakemake.log[0], jobs.compile_job, build_config(snakemake.config), snakemake.wildcards.model,
-             snakemake.wildcards.component, snakemake.input.package, snakemake.input.reference,
-             snakemake.output.bundle, snakemake.output.record, mem_mb=snakemake.resources.mem_mb)
+run_job(snakemake, jobs.compile_job)

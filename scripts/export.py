@@ -1,8 +1,5 @@
-"""Snakemake script: export one component (see kiln.workflow.jobs.export_job)."""
-from kiln.config import build_config
-from kiln.workflow import jobs, logs
+"""Snakemake script: export one component (rules export, export_ios18) (kiln.workflow.jobs.export_job, called by name: kiln.workflow.entry)."""
+from kiln.workflow import jobs
+from kiln.workflow.entry import run_job
 
-logs.run_job(snakemake.log[0], jobs.export_job, build_config(snakemake.config), snakemake.wildcards.model,
-             snakemake.wildcards.component, snakemake.input.source, snakemake.input.program,
-             snakemake.output.package, snakemake.output.record,
-             snakemake.params.get("deployment_target"), mem_mb=snakemake.resources.mem_mb)
+run_job(snakemake, jobs.export_job)

@@ -1,6 +1,5 @@
-"""Snakemake script: fetch a model's source (see kiln.workflow.jobs.fetch_job)."""
-from kiln.config import build_config
-from kiln.workflow import jobs, logs
+"""Snakemake script: fetch a model's source (kiln.workflow.jobs.fetch_job, called by name: kiln.workflow.entry)."""
+from kiln.workflow import jobs
+from kiln.workflow.entry import run_job
 
-logs.run_job(snakemake.log[0], jobs.fetch_job, build_config(snakemake.config), snakemake.wildcards.model,
-             snakemake.output.record, snakemake.params.checkpoint_dir, mem_mb=snakemake.resources.mem_mb)
+run_job(snakemake, jobs.fetch_job)

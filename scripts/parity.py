@@ -1,7 +1,5 @@
-"""Snakemake script: validate one component (see kiln.workflow.jobs.parity_job)."""
-from kiln.config import build_config
-from kiln.workflow import jobs, logs
+"""Snakemake script: validate one component (kiln.workflow.jobs.parity_job, called by name: kiln.workflow.entry)."""
+from kiln.workflow import jobs
+from kiln.workflow.entry import run_job
 
-logs.run_job(snakemake.log[0], jobs.parity_job, build_config(snakemake.config), snakemake.wildcards.model,
-             snakemake.wildcards.component, snakemake.input.facts, snakemake.input.reference,
-             snakemake.input.package, snakemake.output.record, snakemake.params.plots_dir, mem_mb=snakemake.resources.mem_mb)
+run_job(snakemake, jobs.parity_job)

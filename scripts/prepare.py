@@ -1,8 +1,5 @@
-"""Snakemake script: load a model's source once and trace its components (see kiln.workflow.jobs.prepare_job)."""
-from kiln.config import build_config
-from kiln.workflow import jobs, logs
+"""Snakemake script: load a model's source once and trace its components (kiln.workflow.jobs.prepare_job, called by name: kiln.workflow.entry)."""
+from kiln.workflow import jobs
+from kiln.workflow.entry import run_job
 
-logs.run_job(snakemake.log[0], jobs.prepare_job, build_config(snakemake.config), snakemake.params.model,
-             snakemake.input.source, dict(snakemake.params.programs), snakemake.output.facts,
-             snakemake.output.record,
-             threads=snakemake.threads, mem_mb=snakemake.resources.mem_mb)
+run_job(snakemake, jobs.prepare_job)

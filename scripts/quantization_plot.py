@@ -1,7 +1,5 @@
-"""Snakemake script: one component's size-vs-quality plot from the quantization summary (see kiln.workflow.jobs)."""
-from kiln.config import build_config
-from kiln.workflow import jobs, logs
+"""Snakemake script: one component's size-vs-quality plot from the quantization summary (kiln.workflow.jobs.quantization_plot_job, called by name: kiln.workflow.entry)."""
+from kiln.workflow import jobs
+from kiln.workflow.entry import run_job
 
-logs.run_job(snakemake.log[0], jobs.quantization_plot_job, build_config(snakemake.config),
-             snakemake.wildcards.model, snakemake.wildcards.component, snakemake.input.summary,
-             snakemake.output.plot)
+run_job(snakemake, jobs.quantization_plot_job)

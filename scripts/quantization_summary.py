@@ -1,8 +1,5 @@
-"""Snakemake script: a model's quantization_summary.json, strategies plot and report table (see kiln.workflow.jobs)."""
-from kiln.config import build_config
-from kiln.workflow import jobs, logs
+"""Snakemake script: a model's quantization_summary.json, strategies plot and report table (kiln.workflow.jobs.quantization_summary_job, called by name: kiln.workflow.entry)."""
+from kiln.workflow import jobs
+from kiln.workflow.entry import run_job
 
-logs.run_job(snakemake.log[0], jobs.quantization_summary_job, build_config(snakemake.config),
-             snakemake.wildcards.model, list(snakemake.input.records), snakemake.output.summary,
-             snakemake.output.strategies_plot, snakemake.output.table, snakemake.input.facts,
-             snakemake.input.task, dict(snakemake.params.packages), mem_mb=snakemake.resources.mem_mb)
+run_job(snakemake, jobs.quantization_summary_job)

@@ -1,9 +1,5 @@
-"""Snakemake script: build and score one quantized variant (see kiln.workflow.jobs.quantize_job)."""
-from kiln.config import build_config
-from kiln.workflow import jobs, logs
+"""Snakemake script: build and score one quantized variant (kiln.workflow.jobs.quantize_job, called by name: kiln.workflow.entry)."""
+from kiln.workflow import jobs
+from kiln.workflow.entry import run_job
 
-logs.run_job(snakemake.log[0], jobs.quantize_job, build_config(snakemake.config), snakemake.wildcards.model,
-             snakemake.wildcards.component, snakemake.wildcards.strategy, snakemake.input.facts,
-             snakemake.input.reference, snakemake.input.base, snakemake.input.package,
-             snakemake.output.record, snakemake.params.out_dir, snakemake.threads, snakemake.input.program,
-             threads=snakemake.threads, mem_mb=snakemake.resources.mem_mb)
+run_job(snakemake, jobs.quantize_job)

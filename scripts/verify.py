@@ -1,8 +1,5 @@
-"""Snakemake script: rebuild results/<model> in a scratch directory and compare (kiln.verify)."""
-from kiln.config import build_config
+"""Snakemake script: rebuild results/<model> in a scratch directory and compare (kiln.verify.verify_job)."""
 from kiln.verify import verify_job
-from kiln.workflow import logs
+from kiln.workflow.entry import run_job
 
-config = build_config(snakemake.config)
-logs.run_job(snakemake.log[0], verify_job, config, snakemake.params.model, snakemake.params.workdir,
-             snakemake.output.report, snakemake.threads)
+run_job(snakemake, verify_job)

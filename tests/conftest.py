@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from tests.golden import golden_missing
+from tests.helpers.mil_packages import compressed_packages, value_kinds_package  # noqa: F401 (session fixtures)
+from tests.helpers.workspaces import built_workspace, tiny_streaming_and_tts, workspace  # noqa: F401 (workflow fixtures)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -17,6 +19,9 @@ GOLDEN = SHARED / "golden" / "silero-vad-coreml-v6.0.0"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a model hub
 
+
+#: end-to-end scenarios (Snakemake, DVC, kiln in separate processes on fresh workspaces): all slow
+SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 
 #: session fixtures that build a whole workflow (minutes each): every test that uses one runs in the
 #: same xdist worker, so `make test`'s parallel run builds each once, as a serial run does
@@ -32,6 +37,8 @@ def pytest_collection_modifyitems(config, items):
     slow (workflow) tests, so the longest work starts at once and quick tests fill the other worker."""
     units: dict[str, list] = {}
     for item in items:
+        if SCENARIOS in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.slow)      # every end-to-end scenario (make test-fast skips them)
         shared = [name for name in SHARED_WORKSPACES if name in item.fixturenames]
         if shared:
             unit = shared[0]

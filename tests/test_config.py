@@ -272,7 +272,7 @@ def test_snakemake_refuses_an_alias_bomb_before_its_own_loader_walks_it(tmp_path
     its 387 million keys (still busy after 30 s); kiln reads the file bounded first."""
     import time
 
-    from tests.workflow.conftest import copy_workflow
+    from tests.helpers.workspaces import copy_workflow
 
     ws = copy_workflow(tmp_path / "ws")
     config = ws.root / "config.yaml"

@@ -39,3 +39,18 @@ def test_lock_file_agrees_with_pins(repo):
             assert lock[name].startswith(version)  # the local CPU wheel is 2.13.0+cpu
         else:
             assert lock.get(name) == version, f"constraints.txt pins {name}=={lock.get(name)}, pyproject {version}"
+
+
+def test_every_job_runs_in_the_conda_env(repo):
+    """`snakemake --software-deployment-method conda` runs every rule that runs kiln code in
+    envs/kiln.yaml: each `script:` rule names it (rules/common.smk's KILN_ENV, relative to rules/)."""
+    import re
+
+    common = (repo / "rules" / "common.smk").read_text()
+    env = re.search(r'^KILN_ENV = "([^"]+)"$', common, re.M).group(1)
+    assert (repo / "rules" / env).resolve() == (repo / "envs" / "kiln.yaml").resolve()
+    for smk in sorted((repo / "rules").glob("*.smk")):
+        text = smk.read_text()
+        scripts = len(re.findall(r"^\s+script:$", text, re.M))
+        bound = len(re.findall(r"^\s+conda:\n\s+KILN_ENV\n\s+script:$", text, re.M))
+        assert bound == scripts, f"{smk.name}: {scripts - bound} script rule(s) without `conda: KILN_ENV`"

@@ -145,7 +145,7 @@ JIT = os.urandom(50_000)   # what the fake Hub serves as silero_vad.jit (an LFS 
 @pytest.fixture(scope="module")
 def hub_workspace(tmp_path_factory):
     """A workflow checkout whose silero_vad comes from a local fake Hub; the other models disabled."""
-    from tests.workflow.conftest import copy_workflow
+    from tests.helpers.workspaces import copy_workflow
 
     with FakeHub() as hub:
         commit = hub.commit("kiln-test/silero", {"silero_vad.jit": JIT, "config.json": b"{}"})

@@ -1,10 +1,11 @@
-"""`kiln new-model` writes a module and a config block that export and validate (the whole workflow
-of a scaffolded model is tested in tests/workflow/test_scaffold_workflow.py)."""
+"""`kiln new-model` writes a family package and a config block that export and validate (the whole workflow
+of a scaffolded model is tested in tests/scenarios/test_scaffold_workflow.py)."""
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import shutil
+import sys
 
 import pytest
 
@@ -20,11 +21,18 @@ def test_scaffolded_model_exports(task, tmp_path, repo, monkeypatch):
     shutil.copy(repo / "config.yaml", config_path)
     name = f"my_{task}"
     assert main(["new-model", task, name, "--root", str(tmp_path), "--config", str(config_path)]) == 0
-    module_path = tmp_path / "src" / "kiln" / "models" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"kiln.models.{name}", module_path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    # the config block validates once the family module is importable
+    package = tmp_path / "src" / "kiln" / "models" / name
+    assert sorted(p.name for p in package.iterdir()) == ["__init__.py", "build.py", "checkpoint.py", "feeds.py",
+                                                          "judge.py", "net.py"]
+    # the package imported as kiln imports a family: kiln.models.<name>, its parts by absolute name
+    import kiln.models
+
+    monkeypatch.setattr(kiln.models, "__path__", [*kiln.models.__path__, str(package.parent)])
+    for key in [k for k in sys.modules if k == f"kiln.models.{name}" or k.startswith(f"kiln.models.{name}.")]:
+        monkeypatch.delitem(sys.modules, key)
+    module = importlib.import_module(f"kiln.models.{name}")
+    assert name in kiln.models.family_names()
+    # the config block validates once the family package is importable
     monkeypatch.setattr("kiln.config.family_exists", lambda family: True)
     config = load_config(config_path)
     model = config.model(name)

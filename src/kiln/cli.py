@@ -24,7 +24,8 @@ import logging
 import importlib
 import sys
 
-from kiln.errors import KilnError
+# exit code 2 for every diagnosed error, as argparse uses for usage errors
+from kiln.errors import EXIT_KILN_ERROR, run_command  # noqa: F401
 
 #: modules contributing subcommands (each defines ``add_commands(subparsers)``)
 COMMAND_MODULES = ("kiln.mil.cli", "kiln.compile.cli", "kiln.scaffold", "kiln.workflow.pull")
@@ -131,19 +132,6 @@ def main(argv: list[str] | None = None) -> int:
     # on import; they say nothing about the command the user ran
     logging.getLogger("coremltools").setLevel(logging.ERROR)
     return run_command(build_parser().parse_args(argv))
-
-
-#: exit code of every diagnosed error (argparse uses the same for usage errors)
-EXIT_KILN_ERROR = 2
-
-
-def run_command(args: argparse.Namespace) -> int:
-    """Run a parsed subcommand; a kiln error becomes one line on stderr and exit code 2."""
-    try:
-        return int(args.func(args) or 0)
-    except KilnError as exc:
-        print(f"kiln: error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return EXIT_KILN_ERROR
 
 
 if __name__ == "__main__":

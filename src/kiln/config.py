@@ -311,7 +311,7 @@ def _tensors(spec: Mapping[str, Mapping[str, Any]]) -> tuple[TensorSpec, ...]:
 
 
 def family_exists(family: str) -> bool:
-    """Whether ``kiln/models/<family>.py`` exists, without importing it (keeps workflow start fast)."""
+    """Whether the family package ``kiln/models/<family>/`` exists, without importing it (keeps workflow start fast)."""
     return importlib.util.find_spec(f"kiln.models.{family}") is not None
 
 

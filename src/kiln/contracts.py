@@ -106,7 +106,7 @@ def _check_file_names(path: Path, data: Any) -> None:
 
 
 def _check_against_family(path: Path, data: Mapping[str, Any]) -> None:
-    from kiln.models import get_family
+    from kiln.family.registry import get_family
 
     family = get_family(data["family"])
     for cname, comp in data["components"].items():

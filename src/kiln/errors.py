@@ -7,6 +7,11 @@ shared across subsystems live here.
 
 from __future__ import annotations
 
+import sys
+
+#: the exit code of every command that stopped on a kiln error (one line on stderr, no traceback)
+EXIT_KILN_ERROR = 2
+
 
 class KilnError(Exception):
     """Base class of every error kiln raises deliberately."""
@@ -54,3 +59,13 @@ class OutputError(KilnError):
 
 class InputFileError(KilnError):
     """A file given on the command line cannot be read as what the command needs. Names the file."""
+
+
+def run_command(args) -> int:
+    """Run a parsed subcommand (``args.func(args)``, any kiln command line: ``kiln``,
+    ``python -m kiln.mil.cli``); a kiln error becomes one line on stderr and exit code 2."""
+    try:
+        return int(args.func(args) or 0)
+    except KilnError as exc:
+        print(f"kiln: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_KILN_ERROR

@@ -103,10 +103,13 @@ def _component_of(name: str, family_components) -> str | None:
 def plots_of(model_dir: Path, model_cfg) -> list[Path]:
     """The model's plots, without those of family components this model no longer configures (a
     results folder keeps the plots of an earlier configuration)."""
-    from kiln.models import family_of
+    from kiln.family.registry import family_of
+
+    from kiln import layout
 
     family = family_of(model_cfg).component_names
-    plots = sorted(p for p in (model_dir / "plots").rglob("*") if p.is_file()) if (model_dir / "plots").is_dir() else []
+    folder = layout.PLOTS_DIR.in_model_dir(model_dir)
+    plots = sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
     return [p for p in plots if _component_of(p.name, family) in (None, *model_cfg.components)]
 
 
@@ -156,15 +159,19 @@ def published_layout(config, model: str, results_dir: Path, contract: dict | Non
     model_cfg = config.model(model)
     names = (published_names(contract, model_cfg.components, source_version) if contract
              else {c: c for c in model_cfg.components})
-    model_dir = results_dir / model
+    from kiln import layout as results
+
+    built = {".mlmodelc": results.BUNDLE, ".mlpackage": results.PACKAGE}
     layout = []
     for component, name in names.items():
         for suffix, kind in ((".mlmodelc", "bundle"), (".mlpackage", "package")):
             layout.append({"kind": kind, "component": component, "strategy": None,
-                           "source": str(model_dir / f"{component}{suffix}"), "path": f"{name}{suffix}"})
+                           "source": str(built[suffix].path(results_dir, model=model, component=component)),
+                           "path": f"{name}{suffix}"})
         for strategy in model_cfg.components[component].quantize["strategies"]:
             for suffix, kind in ((".mlmodelc", "bundle"), (".mlpackage", "package")):
-                src = model_dir / "quantized" / strategy / f"{component}{suffix}"
+                # a variant lies beside its record, named like the float artifact
+                src = results.QUANTIZED_DIR.path(results_dir, model=model, strategy=strategy) / f"{component}{suffix}"
                 if src.exists():   # a skipped strategy has a record and no files
                     layout.append({"kind": kind, "component": component, "strategy": strategy,
                                    "source": str(src), "path": f"quantized/{strategy}/{name}{suffix}"})
@@ -180,17 +187,19 @@ def stage(config, model: str, out_dir: str | Path | None = None, *, repo_id: str
 
     checkout = Path(checkout)
     model_cfg = config.model(model)
+    from kiln import layout as results
+
     results_dir = Path(config.results_dir)
-    model_dir = results_dir / model
+    model_dir = results.MODEL_DIR.path(results_dir, model=model)
     out_dir = Path(out_dir) if out_dir else DEFAULT_OUT / model
     refuse_irregular(model_dir, "stage it")
-    metadata = _read(model_dir / "metadata.json", "metadata.json")
-    summary = _read(model_dir / "quantization_summary.json", "quantization_summary.json")
+    metadata = _read(results.METADATA.path(results_dir, model=model), "metadata.json")
+    summary = _read(results.QUANTIZATION_SUMMARY.path(results_dir, model=model), "quantization_summary.json")
     contract_file = contracts.contract_path(model_cfg.family, checkout)
     contract = report = None
     if contract_file.is_file():
         contract = contracts.load_contract(contract_file)
-        report = _read(model_dir / "contract.json", "contract report")
+        report = _read(results.CONTRACT_REPORT.path(results_dir, model=model), "contract report")
     artifacts, problems = check_results(model_dir)
     if problems:
         raise PublishError(f"{model_dir}: {len(problems)} artifact(s) differ from their job records "
@@ -201,7 +210,7 @@ def stage(config, model: str, out_dir: str | Path | None = None, *, repo_id: str
     source_version = metadata["source"].get("version")
     layout = published_layout(config, model, results_dir, contract, source_version)
     state = checkout_state(checkout)
-    facts = json.loads((model_dir / "prepared" / "facts.json").read_text())["facts"]
+    facts = json.loads(results.FACTS.path(results_dir, model=model).read_text())["facts"]
     with atomic_dir(out_dir, replaceable=_is_staged_folder, kind="a staged model repo") as tmp:
         for item in layout:
             _copy(Path(item["source"]), tmp / item["path"], tmp)
@@ -430,13 +439,15 @@ def publish(config, model: str, *, repo_id: str | None, dry_run: bool, out_dir: 
 
 # -- workflow jobs ---------------------------------------------------------------------------------
 
-def stage_job(config, model: str, out_dir: str | Path) -> dict:
-    provenance = stage(config, model, out_dir, repo_id=configured_repo(config, model).get("repo_id"))
-    return {"folder": str(out_dir), "artifacts": len(provenance["artifacts"])}
+def stage_job(config, *, model: str, folder: str | Path) -> dict:
+    """The workflow's stage_<model>: the model repo ``folder``."""
+    provenance = stage(config, model, folder, repo_id=configured_repo(config, model).get("repo_id"))
+    return {"folder": str(folder), "artifacts": len(provenance["artifacts"])}
 
 
-def upload_job(config, model: str, folder: str | Path, out_record: str | Path) -> dict:
+def upload_job(config, *, model: str, folder: str | Path, record: str | Path) -> dict:
+    """The workflow's publish_<model>: uploads the staged ``folder``, writes the upload's ``record``."""
     configured = configured_repo(config, model)
     result = upload_staged(folder, configured.get("repo_id"), private=bool(configured.get("private")))
-    write_json(out_record, {"model": model, **result})
+    write_json(record, {"model": model, **result})
     return result

@@ -1,6 +1,7 @@
-"""``kiln new-model TEMPLATE NAME``: scaffold a model family module and its config block.
+"""``kiln new-model TEMPLATE NAME``: scaffold a model family package and its config block.
 
-Adding a model to kiln means one module in ``src/kiln/models/`` and one block in ``config.yaml`` --
+Adding a model to kiln means one package in ``src/kiln/models/`` (its parts: ``checkpoint``,
+``build``, ``feeds``, ``judge``, assembled in ``__init__``) and one block in ``config.yaml`` --
 or, for a plain model (one network, a fixed contract), the block alone (template ``plain``: family
 ``plain``, a traced random network as its source). The family templates are ``vad``, ``stt``, ``tts``
 and ``generic`` (any task; ``--task`` names it). The scaffold writes both, as a small but working model of the task's usual shape (random-initialised,
@@ -25,30 +26,81 @@ class ScaffoldError(KilnError):
     """The scaffold cannot be written (bad name, existing module, unreadable config)."""
 
 
-MODULE = '''"""{title}: scaffolded by `kiln new-model {task} {name}`. Replace the network with the real one.
+#: the files of a scaffolded family package (``src/kiln/models/<name>/``), by part
+#: (kiln.family.PARTS): the workflow's code stamps follow them, so an edit to a metric (judge.py)
+#: re-runs parity and the summaries, not the export, and an edit to the wrapper (build.py) no fetch
+PACKAGE = {
+    "__init__.py": '''"""{title}: scaffolded by `kiln new-model {task} {name}`. Replace the network with the real one.
 
-The family is its list of components (kiln.models.spec): each says how to build its traceable
-wrapper from the loaded source, its validation feeds, the state it carries, and its task metrics.
-Contracts (shapes, dtypes) are declared in config.yaml (models.{name}).
+The family is its list of components (kiln.family.spec), assembled from its parts: ``checkpoint``
+(random-initialised checkpoints), ``build`` (load, facts, the traceable wrapper), ``feeds`` (the
+validation inputs) and ``judge`` (task metrics, plots). Contracts (shapes, dtypes) are declared in
+config.yaml (models.{name}).
 """
+
+from __future__ import annotations
+
+from kiln.family.spec import ComponentSpec, FamilySpec, Metric, PlotSeries, StatePair  # noqa: F401
+from kiln.models.{name} import build, checkpoint, feeds, judge
+
+FAMILY = FamilySpec(
+    name="{name}", load=build.load, facts=build.facts, build_random=checkpoint.build_random,
+    components=(
+        ComponentSpec(
+            "{component}",
+            inputs={inputs!r},
+            outputs={outputs!r},
+            wrapper=build.wrapper,
+            feeds=feeds.{feeds},
+            state={state},
+            metrics=(Metric("{metric}", judge.{metric}),),
+            plot={plot},
+        ),
+    ),
+)
+''',
+    "net.py": '''"""{title}: the network (shared by the checkpoint builder and the build part)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+ARCHITECTURES = {{"default": {architecture}}}
+
+
+{network}
+''',
+    "checkpoint.py": '''"""{title}: random-initialised checkpoints (the fetch job of a ``random`` source)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
+import torch
+
+from kiln.models.{name}.net import ARCHITECTURES, {cls}Net
+
+
+def build_random(architecture: str, *, seed: int, overrides: Mapping[str, Any], out_dir: Path) -> Path:
+    torch.manual_seed(seed)
+    arch = {{**ARCHITECTURES[architecture], **overrides}}
+    model = {cls}Net(**arch)
+    path = Path(out_dir) / f"{name}-{{architecture}}-seed{{seed}}.pt"
+    torch.save({{"architecture": arch, "state_dict": model.state_dict()}}, path)
+    return path
+''',
+    "build.py": '''"""{title}: the build part (the prepare job): load the checkpoint, its facts, the traceable wrapper."""
+
+from __future__ import annotations
+
 import torch
 from torch import nn
 
 from kiln.errors import SourceError
-from kiln.models.spec import ComponentSpec, FamilySpec, Feeds, Metric, PlotSeries, StatePair
+from kiln.models.{name}.net import {cls}Net
 from kiln.sources import SourceRecord
-
-ARCHITECTURES = {{"default": {architecture}}}
-
-
-{network}
 
 
 def load(record: SourceRecord) -> nn.Module:
@@ -66,38 +118,32 @@ def facts(model: nn.Module) -> dict:
     return {{}}
 
 
-def build_random(architecture: str, *, seed: int, overrides: Mapping[str, Any], out_dir: Path) -> Path:
-    torch.manual_seed(seed)
-    arch = {{**ARCHITECTURES[architecture], **overrides}}
-    model = {cls}Net(**arch)
-    path = Path(out_dir) / f"{name}-{{architecture}}-seed{{seed}}.pt"
-    torch.save({{"architecture": arch, "state_dict": model.state_dict()}}, path)
-    return path
-
-
 def wrapper(model: nn.Module, component, facts) -> nn.Module:
     return model
+''',
+    "feeds.py": '''"""{title}: the validation inputs (the reference job)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kiln.family.spec import Feeds
+from kiln.models.{name}.net import ARCHITECTURES  # noqa: F401
 
 
-{validation}
+{feeds_code}
+''',
+    "judge.py": '''"""{title}: the judging part (parity and the summaries): task metrics and plots."""
+
+from __future__ import annotations
+
+import numpy as np
 
 
-FAMILY = FamilySpec(
-    name="{name}", load=load, facts=facts, build_random=build_random,
-    components=(
-        ComponentSpec(
-            "{component}",
-            inputs={inputs!r},
-            outputs={outputs!r},
-            wrapper=wrapper,
-            feeds={feeds},
-            state={state},
-            metrics=(Metric("{metric}", {metric}),),
-            plot={plot},
-        ),
-    ),
-)
-'''
+{judge_code}
+''',
+}
+
 
 NETWORKS = {
     "vad": dict(
@@ -121,17 +167,15 @@ NETWORKS = {
         feeds="speech_frames",
         state='(StatePair("hidden_state", "new_hidden_state"), StatePair("cell_state", "new_cell_state"))',
         metric="decisions",
-        plot='PlotSeries("speech probability", probabilities)',
-        validation='''def speech_frames(ctx, component) -> Feeds:
+        plot='PlotSeries("speech probability", judge.probabilities)',
+        feeds_code='''def speech_frames(ctx, component) -> Feeds:
     """10 s of real speech (espeak-ng, mixed with silence and noise), one frame per step."""
     frame = component.inputs[0].shape[-1]
     audio = ctx.speech(10.0)
     steps = [{{"audio": audio[None, i:i + frame].astype(np.float32)}}
              for i in range(0, audio.size - frame + 1, frame)]
-    return Feeds(steps, "espeak-ng speech mixed with silence and noise, 10 s, streamed", frame / 16000)
-
-
-def probabilities(steps) -> np.ndarray:
+    return Feeds(steps, "espeak-ng speech mixed with silence and noise, 10 s, streamed", frame / 16000)''',
+        judge_code='''def probabilities(steps) -> np.ndarray:
     return np.array([float(np.ravel(s["probability"])[0]) for s in steps])
 
 
@@ -163,17 +207,15 @@ def decisions(reference, candidate, facts) -> dict:
         state="()",
         metric="argmax_agreement",
         plot="None",
-        validation='''def mel_frames(ctx, component) -> Feeds:
+        feeds_code='''def mel_frames(ctx, component) -> Feeds:
     """Log power spectra of real speech (25 ms windows, 10 ms hop) pooled into the contract's bands."""
     bands, frames = component.inputs[0].shape[1:]
     audio = ctx.speech(frames * 0.01 + 0.025)
     spectra = [np.abs(np.fft.rfft(audio[i * 160:i * 160 + 400] * np.hanning(400))) ** 2 for i in range(frames)]
     pooled = np.stack([[band.mean() for band in np.array_split(s, bands)] for s in spectra], axis=1)
     mel = np.log(pooled + 1e-6).astype(np.float32)[None]
-    return Feeds([{{"mel": mel}}], f"log spectra of {{frames}} frames of espeak-ng speech")
-
-
-def argmax_agreement(reference, candidate, facts) -> dict:
+    return Feeds([{{"mel": mel}}], f"log spectra of {{frames}} frames of espeak-ng speech")''',
+        judge_code='''def argmax_agreement(reference, candidate, facts) -> dict:
     ref = np.concatenate([np.asarray(s["logits"]).argmax(-1).ravel() for s in reference])
     out = np.concatenate([np.asarray(s["logits"]).argmax(-1).ravel() for s in candidate])
     return {{"argmax_agreement": float(np.mean(ref == out))}}''',
@@ -200,16 +242,14 @@ def argmax_agreement(reference, candidate, facts) -> dict:
         state="()",
         metric="waveform_correlation",
         plot="None",
-        validation='''def token_ids(ctx, component) -> Feeds:
+        feeds_code='''def token_ids(ctx, component) -> Feeds:
     """Four fixed token sequences (seeded), one per step."""
     rng = np.random.default_rng(0)
     vocab = ARCHITECTURES["default"]["vocab"]
     steps = [{{"input_ids": rng.integers(0, vocab, size=component.inputs[0].shape).astype(np.int32)}}
              for _ in range(4)]
-    return Feeds(steps, "4 seeded token sequences")
-
-
-def waveform_correlation(reference, candidate, facts) -> dict:
+    return Feeds(steps, "4 seeded token sequences")''',
+        judge_code='''def waveform_correlation(reference, candidate, facts) -> dict:
     ref = np.concatenate([np.ravel(s["audio"]) for s in reference]).astype(np.float64)
     out = np.concatenate([np.ravel(s["audio"]) for s in candidate]).astype(np.float64)
     return {{"waveform_correlation": float(np.corrcoef(ref, out)[0, 1])}}''',
@@ -234,15 +274,13 @@ def waveform_correlation(reference, candidate, facts) -> dict:
         state="()",
         metric="cosine",
         plot="None",
-        validation='''def random_features(ctx, component) -> Feeds:
+        feeds_code='''def random_features(ctx, component) -> Feeds:
     """Eight seeded random inputs in [-1, 1]; replace with what the model really sees."""
     rng = np.random.default_rng(0)
     steps = [{{"features": rng.uniform(-1, 1, size=component.inputs[0].shape).astype(np.float32)}}
              for _ in range(8)]
-    return Feeds(steps, "8 seeded uniform random inputs in [-1, 1]")
-
-
-def cosine(reference, candidate, facts) -> dict:
+    return Feeds(steps, "8 seeded uniform random inputs in [-1, 1]")''',
+        judge_code='''def cosine(reference, candidate, facts) -> dict:
     """A task metric of your own (the output's declared kind in config.yaml adds kiln's stock ones)."""
     ref = np.concatenate([np.ravel(s["output"]) for s in reference]).astype(np.float64)
     out = np.concatenate([np.ravel(s["output"]) for s in candidate]).astype(np.float64)
@@ -253,7 +291,7 @@ def cosine(reference, candidate, facts) -> dict:
 #: what each template's model does (the config block's ``task`` label; ``--task`` overrides it)
 TASK_LABELS = {"vad": "vad", "stt": "stt", "tts": "tts", "generic": "feature_extraction",
                "plain": "feature_extraction"}
-#: every template: the family-module ones, and ``plain`` (a config block alone, no Python)
+#: every template: the family-package ones, and ``plain`` (a config block alone, no Python)
 TEMPLATES = (*NETWORKS, "plain")
 
 #: family ``plain``: the network file the scaffold writes so the block builds at once (a traced
@@ -323,16 +361,16 @@ OUTPUT_KINDS = {"vad": {"probability": "probability", "new_hidden_state": "state
 
 
 def new_model(task: str, name: str, root: Path, config_path: Path, label: str | None = None) -> tuple[Path, str]:
-    """Write ``src/kiln/models/<name>.py`` under ``root`` and append the model's block to the config
+    """Write the package ``src/kiln/models/<name>/`` under ``root`` and append the model's block to the config
     (template ``plain``: no module; a traced random network under ``weights/`` and a block of family
     ``plain``). ``label`` is the block's ``task`` (default: the template's, see :data:`TASK_LABELS`)."""
     if task not in TEMPLATES:
         raise ScaffoldError(f"unknown template '{task}' (one of: {', '.join(TEMPLATES)})")
-    if not re.fullmatch(r"[a-z][a-z0-9_]*", name) or keyword.iskeyword(name) or name in ("spec", "plain"):
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", name) or keyword.iskeyword(name) or name in ("plain", "records"):
         raise ScaffoldError(f"model name '{name}' must be a lower-case identifier (a-z, 0-9, _)")
     if label is not None and not re.fullmatch(r"[a-z][a-z0-9_]*", label):
         raise ScaffoldError(f"task label '{label}' must be a lower-case identifier (a-z, 0-9, _)")
-    module = root / "src" / "kiln" / "models" / f"{name}.py"
+    module = root / "src" / "kiln" / "models" / name
     if task == "plain":
         module = root / "weights" / f"{name}.jit"
     if module.exists():
@@ -351,12 +389,15 @@ def new_model(task: str, name: str, root: Path, config_path: Path, label: str | 
                                                               str(module.relative_to(root))))
     spec = NETWORKS[task]
     cls = _class_name(name)
-    text = MODULE.format(title=spec["title"], task=task, name=name, cls=cls, component=spec["component"],
-                         architecture=spec["architecture"], network=spec["network"].format(cls=cls),
-                         inputs=tuple(spec["inputs"]), outputs=tuple(spec["outputs"]), feeds=spec["feeds"],
-                         state=spec["state"], metric=spec["metric"], plot=spec["plot"],
-                         validation=spec["validation"].format())
-    module.write_text(text)
+    fields = dict(title=spec["title"], task=task, name=name, cls=cls, component=spec["component"],
+                  architecture=spec["architecture"], network=spec["network"].format(cls=cls),
+                  inputs=tuple(spec["inputs"]), outputs=tuple(spec["outputs"]), feeds=spec["feeds"],
+                  state=spec["state"], metric=spec["metric"], plot=spec["plot"],
+                  feeds_code=spec["feeds_code"].format(), judge_code=spec["judge_code"].format())
+    texts = {file: template.format(**fields) for file, template in PACKAGE.items()}
+    module.mkdir(parents=True)
+    for file, text in texts.items():
+        (module / file).write_text(text)
     return module, _append_block(config_path, config_block(task, name, label))
 
 
@@ -387,10 +428,10 @@ def _command(args) -> int:
 
 
 def add_commands(subparsers) -> None:
-    parser = subparsers.add_parser("new-model", help="scaffold a model family module and config block")
+    parser = subparsers.add_parser("new-model", help="scaffold a model family package and config block")
     parser.add_argument("task", choices=sorted(TEMPLATES), metavar="TEMPLATE",
-                        help="vad, stt, tts: a family module of that task's shape; generic: a family "
-                             "module of any task; plain: a config block alone (no Python)")
+                        help="vad, stt, tts: a family package of that task's shape; generic: a family "
+                             "package of any task; plain: a config block alone (no Python)")
     parser.add_argument("--task", dest="label", default=None,
                         help="the model's task label (default: the template's; any label of kiln.tasks, "
                              "or add one under `tasks:` in the config)")

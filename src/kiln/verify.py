@@ -177,6 +177,7 @@ def read_results(folder: Path, checkout: Path) -> Recorded:
     and toolchain lock are its settings and environment; it is staged as ``kiln publish`` would, then
     compared like a published folder."""
     from kiln.config import load_config
+    from kiln import layout
 
     missing = _missing(folder, ("source.json", "metadata.json"))
     missing += [str(checkout / n) for n in ("config.yaml", TOOLCHAIN_LOCK) if not (checkout / n).is_file()]
@@ -185,7 +186,7 @@ def read_results(folder: Path, checkout: Path) -> Recorded:
     config = load_config(checkout / "config.yaml")
     model = Path(os.path.abspath(folder)).name
     config.model(model)
-    expected = Path(os.path.abspath(checkout / config.results_dir / model))
+    expected = Path(os.path.abspath(checkout / layout.MODEL_DIR.path(config, model=model)))
     if Path(os.path.abspath(folder)) != expected:
         raise VerifyError(f"{folder}: not this checkout's results of {model} ({expected}); verify a results folder "
                           f"from the checkout that built it")
@@ -751,12 +752,16 @@ def verify(target: str | Path, *, workdir: str | Path | None = None, cores: int 
     return result
 
 
-def verify_job(config, model: str, workdir: str | Path, out_report: str | Path, cores: int = 2) -> dict:
-    """The workflow's verify_<model>: results/<model> rebuilt in ``workdir``; fails when anything differs."""
+def verify_job(config, *, model: str, workdir: str | Path, report: str | Path, threads: int = 2) -> dict:
+    """The workflow's verify_<model>: results/<model> rebuilt in ``workdir`` with ``threads`` cores;
+    writes ``report``, fails when anything differs."""
     import logging
 
+    from kiln import layout
+
+    out_report, cores = report, threads
     logger = logging.getLogger("kiln.verify")
-    result = verify(Path(config.results_dir) / model, workdir=workdir, cores=cores, report=out_report,
+    result = verify(layout.MODEL_DIR.path(config, model=model), workdir=workdir, cores=cores, report=out_report,
                     log=logger.info)
     if not result["reproduced"]:
         raise VerifyError(f"{model}: {result['counts']['differing']} item(s) differ from the rebuild "

@@ -17,7 +17,8 @@ from kiln.compile.apple import compile_with_apple, find_coremlcompiler
 from kiln.coreml.coremldata import PAYLOAD_LENGTH_OFFSET, SPEC_VERSION_OFFSET, build_coremldata
 from kiln.compile.errors import AppleCompilerError, CoremlDataError, MilSyntaxError, PackageError
 from kiln.compile.metadata import class_name, histogram_name
-from kiln.coreml.mil_text import DIALECTS, parse_program
+from kiln.coreml.mil_text.grammar import DIALECTS
+from kiln.coreml.mil_text.parser import parse_program
 from kiln.errors import KilnError
 
 
@@ -283,7 +284,7 @@ def test_cli_compiles_a_package(value_kinds_package, tmp_path, capsys):
 
 
 def test_cli_reports_bad_input_with_exit_code_2(tmp_path, capsys):
-    from kiln.cli import run_command
+    from kiln.errors import run_command
 
     args = _parser().parse_args(["compile", str(tmp_path / "missing.mlpackage"), "-o", str(tmp_path / "x.mlmodelc")])
     assert run_command(args) == 2
@@ -305,7 +306,7 @@ def test_apple_compiler_is_absent_off_macos(value_kinds_package, tmp_path):
 
 @pytest.mark.skipif(find_coremlcompiler() is None, reason="Apple's coremlcompiler is not installed (macOS only)")
 def test_kiln_matches_apple_on_a_fresh_package(value_kinds_package, tmp_path):
-    from kiln.coreml.mil_text import build_info_entries
+    from kiln.coreml.mil_text.build_info import build_info_entries
 
     apple = compile_with_apple(value_kinds_package, tmp_path / "apple.mlmodelc")
     # compile as the installed coremlc would: its dialect and its version strings

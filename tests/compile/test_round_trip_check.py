@@ -7,7 +7,7 @@ import numpy as np
 
 from kiln.compile import compile_package
 from kiln.compile.compare import compare_bundle_to_package
-from kiln.workflow.compile_stage import round_trip
+from kiln.compile.stage import round_trip
 
 
 def test_a_fresh_bundle_is_its_package(compressed_packages, tmp_path):

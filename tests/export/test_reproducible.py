@@ -11,19 +11,23 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.workflow.conftest import REPO, workflow_files
+from tests.helpers.workspaces import REPO, workflow_files
 
 EXPORT = """
 from kiln.config import load_config
-from kiln.workflow import jobs, plan
+from kiln import layout
+from kiln.workflow import jobs
 config = load_config("config.yaml")
 m, c = "silero_vad", "unified"
-jobs.fetch_job(config, m, plan.source_record(config, m), plan.checkpoint_dir(config, m))
-programs = {name: str(plan.prepared_program(config, m, name)) for name in config.model(m).components}
-jobs.prepare_job(config, m, plan.source_record(config, m), programs, plan.facts_path(config, m),
-                 plan.prepare_record(config, m))
-jobs.export_job(config, m, c, plan.source_record(config, m), programs[c], plan.package_path(config, m, c),
-                plan.export_record(config, m, c))
+jobs.fetch_job(config, model=m, record=layout.SOURCE.path(config, model=m),
+               checkpoint_dir=layout.CHECKPOINT_DIR.path(config, model=m))
+programs = {name: str(layout.PREPARED_PROGRAM.path(config, model=m, component=name))
+            for name in config.model(m).components}
+jobs.prepare_job(config, model=m, source=layout.SOURCE.path(config, model=m), programs=programs,
+                 facts=layout.FACTS.path(config, model=m), record=layout.PREPARE_RECORD.path(config, model=m))
+jobs.export_job(config, model=m, component=c, source=layout.SOURCE.path(config, model=m), program=programs[c],
+                package=layout.PACKAGE.path(config, model=m, component=c),
+                record=layout.EXPORT_RECORD.path(config, model=m, component=c))
 """
 
 

@@ -66,7 +66,7 @@ def test_conv_stft_equals_torch_stft(n_fft, hop, win):
 
 
 def test_conv_stft_with_stored_basis_matches_silero_magnitude():
-    from kiln.models.silero_vad import FILTER_LENGTH, HOP_LENGTH, STFT_PAD
+    from kiln.models.silero_vad.build import FILTER_LENGTH, HOP_LENGTH, STFT_PAD
 
     basis = torch.randn(2 * (FILTER_LENGTH // 2 + 1), 1, FILTER_LENGTH)
     x = _signal(576)

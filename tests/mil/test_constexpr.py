@@ -100,14 +100,14 @@ def test_ios18_constexpr_forms(mil_dir):
 
 def test_fp16_constexpr_output_is_rounded_to_fp16():
     from kiln.mil.ops.constexpr import constexpr_affine_dequantize
-    from kiln.mil.plan import _make_output_fixer
+    from kiln.mil.output_checks import make_output_fixer
     from kiln.mil.values import TensorType
     from kiln.mil import dtypes
 
     q = np.array([[1, 2], [3, 4]], np.int8)
     scale = np.array([0.1, 0.3], np.float32)
     raw = constexpr_affine_dequantize(q, np.int8(0), scale, np.int32(0))
-    fixed = _make_output_fixer(TensorType(dtypes.BY_NAME["fp16"], (2, 2)), dtypes.FP16)(raw)
+    fixed = make_output_fixer(TensorType(dtypes.BY_NAME["fp16"], (2, 2)), dtypes.FP16)(raw)
     np.testing.assert_array_equal(fixed, raw.astype(np.float16).astype(np.float32))
     with pytest.raises(ValueError, match="shape"):
-        _make_output_fixer(TensorType(dtypes.BY_NAME["fp16"], (4,)), dtypes.FP16)(raw)
+        make_output_fixer(TensorType(dtypes.BY_NAME["fp16"], (4,)), dtypes.FP16)(raw)

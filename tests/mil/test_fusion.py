@@ -110,7 +110,7 @@ def test_a_failing_fused_producer_names_its_own_node(tmp_path):
 def test_long_single_use_chains_are_split_into_bounded_steps(tmp_path):
     from coremltools.converters.mil import Builder as mb
 
-    from kiln.mil.plan import MAX_FUSED_DEPTH
+    from kiln.mil.fusion import MAX_FUSED_DEPTH
 
     def build(x):
         for _ in range(3 * MAX_FUSED_DEPTH):

@@ -20,7 +20,7 @@ from kiln.mil import (
     coverage,
     load_model,
 )
-from kiln.cli import run_command
+from kiln.errors import run_command
 from kiln.mil.cli import add_commands
 from tests.fuzzing import corrupt_copy
 
@@ -154,12 +154,13 @@ def test_malformed_packages(small_package, tmp_path):
 
 
 def test_op_failure_names_the_node():
-    from kiln.mil.plan import _make_generic_step, _OutputCheck
+    from kiln.mil.output_checks import OutputCheck
+    from kiln.mil.steps import make_generic_step
     from kiln.mil.registry import lookup
 
     impl = lookup("reshape", "iOS17")
-    step = _make_generic_step(impl, {"shape": np.array([5, 5], np.int32)}, [("x", 0)], [], [1],
-                              [_OutputCheck(None, "fp32", True)], None, ("reshape", "iOS17", "node_7"))
+    step = make_generic_step(impl, {"shape": np.array([5, 5], np.int32)}, [("x", 0)], [], [1],
+                             [OutputCheck(None, "fp32", True)], None, ("reshape", "iOS17", "node_7"))
     with pytest.raises(OpExecutionError, match="op 'reshape' \\(opset iOS17\\) producing 'node_7' failed"):
         step([np.zeros(6, np.float32), None])
 

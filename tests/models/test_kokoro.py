@@ -18,6 +18,7 @@ from kiln.sources import SourceRecord, describe_file
 pytest.importorskip("kokoro", reason="the kokoro extra is not installed")
 
 from kiln.models import kokoro as K  # noqa: E402
+from kiln.models.kokoro import build as KB, checkpoint as KC, waveform as KW  # noqa: E402
 
 MODEL = "kokoro_test"
 TOKENS = 32
@@ -46,15 +47,15 @@ def contract(tokens: int, samples: int, harmonics: int = 9) -> dict:
 
 @pytest.fixture(scope="session")
 def source(tmp_path_factory):
-    path = K.build_random("tiny", seed=0, overrides={}, out_dir=tmp_path_factory.mktemp("kokoro"))
+    path = KC.build_random("tiny", seed=0, overrides={}, out_dir=tmp_path_factory.mktemp("kokoro"))
     record = SourceRecord(kind="random", id="random:kokoro/tiny", revision=None, version=None,
                           synthetic=True, files=[describe_file(path)])
-    return K.load(record)
+    return KB.load(record)
 
 
 @pytest.fixture(scope="session")
 def facts(source):
-    return K.facts(source)
+    return KB.facts(source)
 
 
 def component(tokens=TOKENS, samples=SAMPLES, harmonics=9, name="kokoro_5s", precision="float32"):
@@ -77,16 +78,16 @@ def run_torch(wrapper, comp, feed) -> dict:
 
 
 def feed_for(facts, source, phonemes, seed=0, comp=None):
-    return K.make_feed(facts, comp or component(), phonemes, seed=seed)
+    return KB.make_feed(facts, comp or component(), phonemes, seed=seed)
 
 
 def test_facts_come_from_the_checkpoint_config(source, facts):
     assert facts["frame_samples"] == 600 and facts["harmonics"] == 9 and facts["ref_s_dim"] == 256
     assert facts["n_fft"] == 20 and facts["hop"] == 5 and facts["synthetic"] is True
-    np.testing.assert_array_equal(K.voice_rows(facts), source.voices["synthetic"].numpy().reshape(510, 256))
+    np.testing.assert_array_equal(KB.voice_rows(facts), source.voices["synthetic"].numpy().reshape(510, 256))
     assert json.loads(json.dumps(facts)) == facts
     with pytest.raises(ModelError, match="kokoro config has no 'istftnet.gen_istft_hop_size'"):
-        K._required({"istftnet": {}}, "istftnet", "gen_istft_hop_size")
+        KB._required({"istftnet": {}}, "istftnet", "gen_istft_hop_size")
 
 
 def test_wrapper_equals_kokoro_forward_with_the_same_randomness(source, facts, wrapper):
@@ -109,7 +110,7 @@ def test_wrapper_equals_kokoro_forward_with_the_same_randomness(source, facts, w
     assert np.all(out["pred_dur"][0, length:] == 0)
     assert int(out["audio_length"][0]) == samples and int(out["clamped"][0]) == 0
     assert np.all(out["audio"][0, samples:] == 0)
-    metrics = K.waveform_metrics([{"audio": audio_ref.numpy()[None], "audio_length": np.array([samples]),
+    metrics = KW.waveform_metrics([{"audio": audio_ref.numpy()[None], "audio_length": np.array([samples]),
                                    "pred_dur": dur_ref.numpy(), "clamped": np.array([0])}],
                                  [{**out, "pred_dur": out["pred_dur"][0, :length]}], facts)
     # the STFT phase of the harmonic source is atan2 at its branch cut for a few bins whose
@@ -188,7 +189,7 @@ def test_bad_inputs_name_what_is_wrong(source, facts):
             "kind": "random", "architecture": "tiny", "seed": 0}, "components": {"kokoro_5s": raw}}}})
         K.FAMILY.build_component(source, comp.component(MODEL, "kokoro_5s"))
     with pytest.raises(ModelError, match="unknown architecture 'huge'"):
-        K.build_random("huge", seed=0, overrides={}, out_dir=None)
+        KC.build_random("huge", seed=0, overrides={}, out_dir=None)
 
 
 @pytest.fixture(scope="session")
@@ -198,7 +199,7 @@ def exported(source, wrapper, tmp_path_factory):
     from kiln.export.package import save_mlpackage
 
     comp = component()
-    facts_ = K.facts(source)
+    facts_ = KB.facts(source)
     traced = trace_component(wrapper, comp, K.FAMILY.component("kokoro_5s").example_inputs(comp, facts_))
     mlmodel = convert_traced(traced, comp, comp.export)
     ops = {op.op_type for op in mlmodel._mil_program.functions["main"].operations}
@@ -221,7 +222,7 @@ def test_executor_parity(exported, source, facts, wrapper):
     feeds = [feed_for(facts, source, PHONEMES, seed=5), feed_for(facts, source, (PHONEMES * 2)[:30], seed=6)]
     reference = [run_torch(wrapper, component(), f) for f in feeds]
     candidate = [plan.run(f) for f in feeds]
-    metrics = K.waveform_metrics(reference, candidate, facts)
+    metrics = KW.waveform_metrics(reference, candidate, facts)
     assert metrics["pred_dur_equal"], metrics
     assert [c["clamped"] for c in metrics["cases"]] == [0, 1]
     assert all(c["clamped_equal"] for c in metrics["cases"])
@@ -247,7 +248,7 @@ def test_faithfulness_record(source, facts, wrapper):
     from kiln.validate.backends import torch_backend
 
     comp = component()
-    check = K.faithfulness(source, {"kokoro_5s": torch_backend(wrapper, comp).predict}, facts,
+    check = KB.faithfulness(source, {"kokoro_5s": torch_backend(wrapper, comp).predict}, facts,
                            {"kokoro_5s": comp})["traced_program_vs_kokoro_forward"]["kokoro_5s"]
     assert check["pred_dur_equal"] and check["clamped_equal"] and check["valid_samples_equal"]
     assert check["tokens"] == TOKENS and check["samples"] == SAMPLES

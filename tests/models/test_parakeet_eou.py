@@ -17,8 +17,10 @@ from kiln.errors import ContractError, ModelError
 
 pytest.importorskip("nemo.collections.asr", reason="nemo_toolkit[asr] is not installed")
 
-from kiln.models import _eou, _nemo  # noqa: E402
+from kiln.models import _nemo  # noqa: E402
 from kiln.models import parakeet_eou as eou  # noqa: E402
+from kiln.models.parakeet_eou import build as eou_build, checkpoint as eou_checkpoint  # noqa: E402
+from kiln.models.parakeet_eou import feeds as eou_feeds, judge as eou_judge, net as _eou  # noqa: E402
 
 MODEL = "parakeet_eou_tiny"
 REPO = Path(__file__).resolve().parents[2]
@@ -35,7 +37,7 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def tiny_nemo(tmp_path_factory) -> Path:
-    return eou.build_random("tiny", seed=0, overrides={}, out_dir=tmp_path_factory.mktemp("eou"))
+    return eou_checkpoint.build_random("tiny", seed=0, overrides={}, out_dir=tmp_path_factory.mktemp("eou"))
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +54,8 @@ def test_the_random_checkpoint_is_the_same_bytes_from_another_process_and_folder
 
     other = tmp_path / "second" / "checkout"
     # one thread, as here: the decision calibration runs the model, and float sums follow the threads
-    code = ("import sys, torch; torch.set_num_threads(1); from kiln.models import parakeet_eou as e; "
-            "print(e.build_random('tiny', seed=0, overrides={}, out_dir=sys.argv[1]))")
+    code = ("import sys, torch; torch.set_num_threads(1); from kiln.models.parakeet_eou import checkpoint as eou_checkpoint; "
+            "print(eou_checkpoint.build_random('tiny', seed=0, overrides={}, out_dir=sys.argv[1]))")
     run = subprocess.run([sys.executable, "-c", code, str(other)], capture_output=True, text=True, check=True)
     rebuilt = Path(run.stdout.strip().splitlines()[-1])
     assert rebuilt.parent == other and rebuilt.read_bytes() == tiny_nemo.read_bytes()
@@ -78,7 +80,7 @@ def test_a_failed_save_leaves_nothing_behind(tmp_path):
 
 @pytest.fixture(scope="module")
 def facts(source):
-    return eou.facts(source)
+    return eou_build.facts(source)
 
 
 @pytest.fixture(scope="module")
@@ -111,12 +113,12 @@ def torch_predicts(traced):
 
 @pytest.fixture(scope="module")
 def faithfulness(source, torch_predicts, facts, model):
-    return eou.faithfulness(source, torch_predicts, facts, model.components)
+    return eou_build.faithfulness(source, torch_predicts, facts, model.components)
 
 
 @pytest.fixture(scope="module")
 def audio(facts):
-    return eou.eou_audio(facts["sample_rate"], multiple=5120)
+    return eou_build.eou_audio(facts["sample_rate"], multiple=5120)
 
 
 # -- building and restoring ----------------------------------------------------------------------------
@@ -139,7 +141,7 @@ def test_config_contracts_are_what_the_checkpoint_gives(facts, model):
     for name, component in model.components.items():
         kind = "preprocessor" if name.startswith("preprocessor") else \
             "streaming_encoder" if name.startswith("streaming_encoder") else name
-        eou.check_contract(component, facts, kind)   # raises naming the difference
+        eou_build.check_contract(component, facts, kind)   # raises naming the difference
 
 
 def test_a_chunk_off_the_native_attention_chunk_is_refused(facts):
@@ -150,7 +152,7 @@ def test_a_chunk_off_the_native_attention_chunk_is_refused(facts):
 def test_a_suffix_that_contradicts_the_contract_is_refused(facts, model):
     wrong = dataclasses.replace(model.components["streaming_encoder"], name="streaming_encoder_160ms")
     with pytest.raises(ContractError, match="the name says 160 ms but the contract's audio_signal is 320 ms"):
-        eou.chunk_samples_of(wrong, facts)
+        eou_build.chunk_samples_of(wrong, facts)
 
 
 # -- faithfulness: traced wrappers vs NeMo ------------------------------------------------------------
@@ -190,9 +192,9 @@ def test_a_session_starts_as_nemo_streams_it(torch_predicts, source, facts, minu
     short step, conformer_stream_step, its greedy decoding): the same tokens in every chunk and
     <EOU> in the same chunks from chunk 0 (before the session start was NeMo's, chunks 0-6 at
     320 ms and 0-12 at 160 ms differed)."""
-    run = eou.run_pipeline(torch_predicts, facts, minute_of_speech, chunk, suffix)
+    run = eou_build.run_pipeline(torch_predicts, facts, minute_of_speech, chunk, suffix)
     frames = _eou.chunk_geometry(facts, chunk)["encoder_frames"]
-    session = eou.session_comparison(source, run, facts, minute_of_speech, frames)
+    session = eou_build.session_comparison(source, run, facts, minute_of_speech, frames)
     assert session["chunks"] == minute_of_speech.size // chunk and session["nemo_steps"] >= session["chunks"]
     assert sum(map(len, session["tokens_per_chunk_nemo"][:3])) > 0, "NeMo must emit tokens in the first chunks"
     assert session["tokens_per_chunk"][:15] == session["tokens_per_chunk_nemo"][:15]
@@ -205,11 +207,11 @@ def test_the_session_start_ignores_what_precedes_the_stream(torch_predicts, fact
     """At cache_last_channel_len 0 the pre-encode cache and the preprocessor's lag frames lie
     before the stream (NeMo's first step has no such frames): whatever they hold, the first
     chunk's outputs are the same; once the cache is non-empty they count."""
-    mels = eou.stream_mel(torch_predicts["preprocessor"], facts, minute_of_speech, 5120)
+    mels = eou_build.stream_mel(torch_predicts["preprocessor"], facts, minute_of_speech, 5120)
     encoder = torch_predicts["streaming_encoder"]
     lag, rng = facts["mel_lag_frames"], np.random.default_rng(3)
     first = {"audio_signal": mels[0]["mel"], "audio_length": np.array([mels[0]["mel"].shape[-1]], np.int32),
-             **eou._zeros_state(facts)}
+             **eou_build._zeros_state(facts)}
     noisy = dict(first, audio_signal=first["audio_signal"].copy(),
                  pre_cache=rng.normal(-4.0, 3.0, first["pre_cache"].shape).astype(np.float32))
     noisy["audio_signal"][:, :, :lag] = rng.normal(-4.0, 3.0, (1, facts["n_mels"], lag))
@@ -222,8 +224,8 @@ def test_the_session_start_ignores_what_precedes_the_stream(torch_predicts, fact
 
 
 def test_attention_cache_fills_then_saturates(torch_predicts, facts, audio):
-    mels = eou.stream_mel(torch_predicts["preprocessor"], facts, audio, 5120)
-    steps = eou.stream_encoder(torch_predicts["streaming_encoder"], facts, [m["mel"] for m in mels])
+    mels = eou_build.stream_mel(torch_predicts["preprocessor"], facts, audio, 5120)
+    steps = eou_build.stream_encoder(torch_predicts["streaming_encoder"], facts, [m["mel"] for m in mels])
     lengths = [int(s["new_cache_last_channel_len"][0]) for s in steps]
     assert lengths[:5] == [4, 8, 12, 16, 16] and set(lengths[4:]) == {16}
 
@@ -256,36 +258,36 @@ def kiln_predicts(traced, model, tmp_path_factory):
 
 @pytest.mark.parametrize("mode,atol", [("kiln_fp32", 1e-4), ("kiln_fp16", 0.05)])
 def test_kiln_executor_streams_every_cache_like_torch(torch_predicts, kiln_predicts, facts, audio, mode, atol):
-    mels = [m["mel"] for m in eou.stream_mel(torch_predicts["preprocessor"], facts, audio, 5120)]
-    reference = eou.stream_encoder(torch_predicts["streaming_encoder"], facts, mels)
-    candidate = eou.stream_encoder(kiln_predicts[mode]["streaming_encoder"], facts, mels)
+    mels = [m["mel"] for m in eou_build.stream_mel(torch_predicts["preprocessor"], facts, audio, 5120)]
+    reference = eou_build.stream_encoder(torch_predicts["streaming_encoder"], facts, mels)
+    candidate = eou_build.stream_encoder(kiln_predicts[mode]["streaming_encoder"], facts, mels)
     assert len(candidate) == len(reference) == audio.size // 5120
-    for output in eou.ENCODER_IO[1]:
+    for output in eou_build.ENCODER_IO[1]:
         worst = max(_eou.max_abs(r[output], c[output]) for r, c in zip(reference, candidate))
         limit = 0 if output.endswith("_len") or output == "encoded_length" else \
             (2e-2 if output == "new_pre_cache" and mode == "kiln_fp16" else atol)
         assert worst <= limit, (output, worst)
-    kiln_mels = eou.stream_mel(kiln_predicts[mode]["preprocessor"], facts, audio, 5120)
+    kiln_mels = eou_build.stream_mel(kiln_predicts[mode]["preprocessor"], facts, audio, 5120)
     assert max(_eou.max_abs(a, b["mel"]) for a, b in zip(mels, kiln_mels)) <= 1e-3
 
 
 @pytest.mark.parametrize("mode", ["kiln_fp32", "kiln_fp16"])
 def test_eou_fires_in_the_same_chunks_on_kiln(torch_predicts, kiln_predicts, facts, audio, mode):
     inputs = {"audio": audio, "chunk_samples": np.array(5120)}
-    reference = eou.task_run(torch_predicts, facts, inputs)
-    result = eou.task_run({**torch_predicts, **kiln_predicts[mode]}, facts, inputs)
+    reference = eou_feeds.task_run(torch_predicts, facts, inputs)
+    result = eou_feeds.task_run({**torch_predicts, **kiln_predicts[mode]}, facts, inputs)
     ref = reference["by_chunk_size"]["streaming_encoder"]
     assert ref["chunks"] == audio.size // 5120 and ref["eou_chunks"], "the calibrated tiny model must emit <EOU>"
     assert 0 < len(ref["tokens"]) < 5 * 100, "blank must win on most frames"
-    compared = eou.task_compare(reference, result)["streaming_encoder"]
+    compared = eou_judge.task_compare(reference, result)["streaming_encoder"]
     assert compared["first_eou_same_chunk"] and compared["first_eou_chunk_delta"] == 0
     if mode == "kiln_fp32":
         assert compared["tokens"]["exact_match"] and compared["eou_chunk_agreement"] == 1.0
     else:
         # the fp16 encoder alone (its session start included) gives the fp32 tokens exactly
-        encoder_only = eou.task_run({**torch_predicts, "streaming_encoder": kiln_predicts[mode]["streaming_encoder"]},
+        encoder_only = eou_feeds.task_run({**torch_predicts, "streaming_encoder": kiln_predicts[mode]["streaming_encoder"]},
                                     facts, inputs)
-        assert eou.task_compare(reference, encoder_only)["streaming_encoder"]["tokens"]["exact_match"]
+        assert eou_judge.task_compare(reference, encoder_only)["streaming_encoder"]["tokens"]["exact_match"]
         # fp16 decoder and joint flip near-ties of the random joint, after which the stream shifts
         # (measured: every reference <EOU> chunk kept, 3 extra of 12, the first one identical)
         assert set(compared["eou_chunks_reference"]) <= set(compared["eou_chunks"])
@@ -300,7 +302,7 @@ def _full_context(config: dict) -> None:
 
 
 def test_full_context_encoder_is_refused_before_export(tmp_path):
-    path = _eou.build_random("tiny", seed=1, overrides={"n_layers": 1}, out_dir=tmp_path, config_edit=_full_context)
+    path = eou_checkpoint.build_random("tiny", seed=1, overrides={"n_layers": 1}, out_dir=tmp_path, config_edit=_full_context)
     with pytest.raises(ModelError) as err:
         _eou.load(path)
     message = str(err.value)
@@ -310,12 +312,12 @@ def test_full_context_encoder_is_refused_before_export(tmp_path):
 
 
 def test_vocabulary_without_eou_is_refused_before_export(tmp_path):
-    plain = _nemo.build_sentencepiece(tmp_path / "plain_tokenizer", 40, _eou.TOKENIZER_TEXT)
+    plain = _nemo.build_sentencepiece(tmp_path / "plain_tokenizer", 40, eou_checkpoint.TOKENIZER_TEXT)
 
     def without_eou(config: dict) -> None:
         config["tokenizer"]["dir"] = str(plain)
 
-    path = _eou.build_random("tiny", seed=2, overrides={"n_layers": 1}, out_dir=tmp_path, config_edit=without_eou)
+    path = eou_checkpoint.build_random("tiny", seed=2, overrides={"n_layers": 1}, out_dir=tmp_path, config_edit=without_eou)
     with pytest.raises(ModelError, match=r"no end-of-utterance token '<EOU>'") as err:
         _eou.load(path)
     assert str(path) in str(err.value)
@@ -329,15 +331,15 @@ def test_quantization_summary_recommends_fp16_when_int8_moves_the_eou():
             "first_eou_chunk": eou_chunks[0] if eou_chunks else None}}}
 
     reference = result([4, 9])
-    summary = eou.quantization_eou_summary(reference, {"int8_per_channel": result([5, 9]),
+    summary = eou_judge.quantization_eou_summary(reference, {"int8_per_channel": result([5, 9]),
                                                        "int8_per_tensor": result([9]),
                                                        "palettize_6bit": result([4, 9])})
     assert summary["strategies"]["int8_per_channel"]["eou_degraded"]
     assert summary["strategies"]["int8_per_channel"]["first_eou_chunk_delta"] == 1
     assert not summary["strategies"]["palettize_6bit"]["eou_degraded"]
     assert summary["recommendation"].startswith("fp16 only: every int8 strategy moves")
-    fine = eou.quantization_eou_summary(reference, {"int8_per_channel": result([4, 9])})
+    fine = eou_judge.quantization_eou_summary(reference, {"int8_per_channel": result([4, 9])})
     assert fine["recommendation"].startswith("no measured strategy")
     # a component shared by every chunk size (decoder, joint) is judged on the unsuffixed size
-    shared = eou.quantization_eou_summary(reference, {"int8_per_channel": result([5, 9])}, component="decoder")
+    shared = eou_judge.quantization_eou_summary(reference, {"int8_per_channel": result([5, 9])}, component="decoder")
     assert shared["component"] == "decoder" and shared["strategies"]["int8_per_channel"]["eou_degraded"]

@@ -17,16 +17,11 @@ from kiln.config import build_config
 from kiln.errors import ModelError, SourceError
 from kiln.models import _nemo
 from kiln.models._tdt import agreement
-from kiln.models.parakeet_tdt import (
-    FAMILY,
-    _audio_inputs,
-    _reference_decode,
-    compare_task,
-    component_contracts,
-    load_path,
-    run_task,
-)
-from kiln.models.spec import stream
+from kiln.models.parakeet_tdt import FAMILY
+from kiln.models.parakeet_tdt.build import component_contracts, load_path
+from kiln.models.parakeet_tdt.feeds import _audio_inputs, _reference_decode, run_task
+from kiln.models.parakeet_tdt.judge import compare_task
+from kiln.family.spec import stream
 from kiln.validate.reference import make_reference, torch_context
 
 COMPONENTS = FAMILY.component_names

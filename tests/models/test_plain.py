@@ -1,6 +1,6 @@
 """Family ``plain`` in process: the config block's checks (each naming its key), the feeds by
 modality, the network kinds' loaders and their errors. The whole workflow of plain models runs in
-tests/workflow/test_plain_workflow.py."""
+tests/scenarios/test_plain_workflow.py."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import yaml
 from kiln.config import build_config
 from kiln.errors import ConfigError, ModelError, SourceError
 from kiln.models import check_models, family_of, get_family
-from kiln.models.spec import Context
+from kiln.family.spec import Context
 from kiln.sources import SourceRecord, describe_file
 
 HELPERS = Path(__file__).resolve().parents[1] / "helpers"

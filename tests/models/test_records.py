@@ -9,13 +9,16 @@ import re
 import pytest
 
 from kiln.errors import ModelError
-from kiln.models import _eou, _parakeet_random, kokoro, records
+from kiln.models import records
+from kiln.models.parakeet_eou import checkpoint as eou_checkpoint
+from kiln.models.parakeet_tdt import checkpoint as _parakeet_random
+from kiln.models.kokoro import checkpoint as kokoro_checkpoint
 from tests.conftest import REPO
 
 #: record -> (the architectures of its family, the real model in config.yaml)
 RECORDS = {"parakeet_tdt_0.6b_v3": (_parakeet_random.ARCHITECTURES, "parakeet_tdt_v3"),
-           "parakeet_realtime_eou_120m_v1": (_eou.ARCHITECTURES, "parakeet_eou"),
-           "kokoro_82m": (kokoro.ARCHITECTURES, "kokoro")}
+           "parakeet_realtime_eou_120m_v1": (eou_checkpoint.ARCHITECTURES, "parakeet_eou"),
+           "kokoro_82m": (kokoro_checkpoint.ARCHITECTURES, "kokoro")}
 
 
 @pytest.mark.parametrize("name", sorted(RECORDS))
@@ -55,8 +58,8 @@ def test_the_tdt_standin_nemo_config_equals_the_recorded_encoder_and_preprocesso
 
 def test_the_eou_standin_matches_its_record_and_the_consumer_contract(tmp_path):
     rec = records.load("parakeet_realtime_eou_120m_v1")
-    arch = _eou.ARCHITECTURES["full"]
-    cfg = _eou.nemo_config(arch, tmp_path)
+    arch = eou_checkpoint.ARCHITECTURES["full"]
+    cfg = eou_checkpoint.nemo_config(arch, tmp_path)
     for key, value in rec.record["encoder"].items():
         assert cfg["encoder"][key] == value, key
     assert cfg["encoder"]["feat_in"] == rec.value("preprocessor.features")
@@ -64,13 +67,13 @@ def test_the_eou_standin_matches_its_record_and_the_consumer_contract(tmp_path):
     assert rec.value("encoder.conv_kernel_size") - 1 == 8
     assert rec.value("decoder.vocab_size") + 1 == rec.value("joint.num_classes_with_blank")
     # the tiny model keeps its values (its checkpoint bytes do not change)
-    tiny = _eou.nemo_config(_eou.ARCHITECTURES["tiny"], tmp_path)["encoder"]
+    tiny = eou_checkpoint.nemo_config(eou_checkpoint.ARCHITECTURES["tiny"], tmp_path)["encoder"]
     assert (tiny["xscaling"], tiny["conv_norm_type"]) == (True, "layer_norm")
 
 
 def test_the_kokoro_standin_config_is_the_recorded_config_json():
     rec = records.load("kokoro_82m")
-    config = kokoro.kmodel_config(kokoro.ARCHITECTURES["full"])
+    config = kokoro_checkpoint.kmodel_config(kokoro_checkpoint.ARCHITECTURES["full"])
     assert config == rec.value("config")
     assert config["n_token"] == 178 and len(config["vocab"]) == 114 and max(config["vocab"].values()) == 177
     assert config["vocab"]["A"] == 24 and config["vocab"]["ʒ"] == 147 and "¡" not in config["vocab"]

@@ -8,7 +8,7 @@ import torch
 
 from kiln.errors import ModelError, SourceError
 from kiln.models import get_family
-from kiln.models.silero_vad import CHUNK_SAMPLES, CONTEXT_SAMPLES, SileroVADWindow, load_weights
+from kiln.models.silero_vad.build import CHUNK_SAMPLES, CONTEXT_SAMPLES, SileroVADWindow, load_weights
 
 CHUNKS = 150
 

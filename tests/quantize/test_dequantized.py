@@ -12,7 +12,7 @@ import torch
 
 from kiln.export.convert import export_traced, trace
 from kiln.models import get_family
-from kiln.models.spec import Context, stream
+from kiln.family.spec import Context, stream
 from kiln.quantize import dequantized
 from kiln.quantize.run import compress
 from kiln.quantize.strategies import QuantizeContext, needs_target

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import yaml
 
-from tests.workflow.conftest import REPO
+from tests.helpers.workspaces import REPO
 
 
 def _params(spec) -> dict[str, set]:

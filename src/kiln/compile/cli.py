@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-DIALECTS = ("1.0", "1.3")  # kept in step with kiln.coreml.mil_text.DIALECTS (a test checks)
+DIALECTS = ("1.0", "1.3")  # kept in step with kiln.coreml.mil_text.grammar.DIALECTS (a test checks)
 
 
 def _run_compile(args: argparse.Namespace) -> int:
@@ -15,7 +15,7 @@ def _run_compile(args: argparse.Namespace) -> int:
 
     package = Path(args.package)
     output = Path(args.output) if args.output else package.with_suffix(".mlmodelc")
-    # kiln errors propagate to kiln.cli.run_command: one line, exit code 2
+    # kiln errors propagate to kiln.errors.run_command: one line, exit code 2
     compile_package(package, output, dialect=args.dialect)
     print(output)
     return 0

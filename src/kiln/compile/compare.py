@@ -99,7 +99,8 @@ def program_differences(source, bundle: str | Path, parsed=None) -> list[str]:
     sorted order, the compiler's own ``coremlc-*`` buildInfo entries on top of the package's."""
     from kiln.coreml.proto import MIL_pb2
 
-    from kiln.coreml.mil_text import build_info_entries, parse_program
+    from kiln.coreml.mil_text.build_info import build_info_entries
+    from kiln.coreml.mil_text.parser import parse_program
 
     bundle = Path(bundle)
     mil_file = bundle / "model.mil"

@@ -16,7 +16,8 @@ from kiln.compile.errors import CompileError
 from kiln.compile.metadata import build_metadata, class_name, metadata_json_text
 from kiln.coreml.coremldata import build_analytics, build_coremldata
 from kiln.coreml.manifest import check_blob_references, read_package
-from kiln.coreml.mil_text import DIALECTS, print_program
+from kiln.coreml.mil_text.grammar import DIALECTS
+from kiln.coreml.mil_text.printer import print_program
 from kiln.coreml.paths import is_mlmodelc
 from kiln.fsutil import atomic_dir
 

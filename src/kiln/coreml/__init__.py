@@ -7,7 +7,7 @@ One small layer that reads and writes the on-disk formats and validates them onc
 * :mod:`kiln.coreml.blob`        `weight.bin` (MIL blob storage v2): exact record validation, reader, writer
 * :mod:`kiln.coreml.dtypes`      MIL data types: proto codes, blob codes, numpy storage, element codecs
 * :mod:`kiln.coreml.ops`         walking a program's ops, nested blocks and blob references
-* :mod:`kiln.coreml.mil_text`    `model.mil` (an `.mlmodelc`'s program as text): printer and parser
+* :mod:`kiln.coreml.mil_text`    `model.mil` (an `.mlmodelc`'s program as text): printer, tokenizer, parser
 * :mod:`kiln.coreml.coremldata`  `coremldata.bin` / `analytics/coremldata.bin`: writer and reader
 * :mod:`kiln.coreml.errors`      the typed errors of all of the above (each names the file and place)
 

@@ -16,7 +16,7 @@ from kiln.config import ComponentConfig, ExportSettings
 from kiln.errors import ExportError
 from kiln.export import torch_ops
 from kiln.export.package import save_mlpackage
-from kiln.models.spec import FamilySpec, check_outputs
+from kiln.family.spec import FamilySpec, check_outputs
 
 log = logging.getLogger("kiln.export")
 

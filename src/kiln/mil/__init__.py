@@ -9,6 +9,9 @@ Apple's runtime does not exist on Linux, so kiln runs a saved model itself::
 
 The program is the MILSpec ``Program`` protobuf; every op maps to a small numpy/torch function
 registered per op type and opset (see :mod:`kiln.mil.ops`).
+:mod:`kiln.mil.compiler` builds a plan (op compilation, :mod:`~kiln.mil.constant_pool`,
+:mod:`~kiln.mil.fusion`, :mod:`~kiln.mil.liveness`) out of :mod:`~kiln.mil.steps`;
+:mod:`kiln.mil.plan` runs it.
 """
 
 from kiln.coreml.blob import BlobFile, BlobRecord
@@ -25,7 +28,9 @@ from .errors import (
     UnsupportedOpError,
 )
 from .model import LoadedModel, load_model
-from .plan import ExecutionPlan, IOSpec, Prediction, build_plan
+from .compiler import build_plan
+from .plan import ExecutionPlan
+from .plan_io import IOSpec, Prediction
 from .registry import OPSETS, lookup, register
 
 __all__ = [

@@ -16,7 +16,10 @@ from kiln.coreml.ops import op_histogram
 
 from . import dtypes
 from .errors import ModelFormatError
-from .plan import ConstantPool, ExecutionPlan, IOSpec, Prediction, build_plan
+from .compiler import build_plan
+from .constant_pool import ConstantPool
+from .plan import ExecutionPlan
+from .plan_io import IOSpec, Prediction
 from .registry import opset_name
 from .values import BlobStore, tensor_type_from_proto
 
@@ -159,7 +162,7 @@ def _load_mlpackage(package: Path) -> LoadedModel:
 
 def _load_mlmodelc(bundle: Path) -> LoadedModel:
     from kiln.coreml.coremldata import read_coremldata
-    from kiln.coreml.mil_text import parse_program
+    from kiln.coreml.mil_text.parser import parse_program
 
     mil_file = bundle / "model.mil"
     data_file = bundle / "coremldata.bin"

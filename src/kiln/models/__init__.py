@@ -1,55 +1,22 @@
-"""Model families: one module per family (``kiln/models/<family>.py``), each exposing ``FAMILY``, a
-:class:`kiln.models.spec.FamilySpec` that reads as the list of its components (traceable wrappers,
-validation feeds, state pairs, metrics). Adding a model means adding one such module and one config
-block -- or, for a plain model (one network, a fixed contract), only a config block of family
-``plain``: that module exposes ``family_for(model_config)`` instead of ``FAMILY``, a spec built from
-the block (:func:`family_of` serves both). Modules whose names start with ``_`` are shared helpers,
-not families. A family module may add task labels with a ``TASKS`` mapping (label -> description).
+"""Model families: one package per family (``kiln/models/<family>/``) whose ``__init__`` exposes
+``FAMILY``, a :class:`kiln.family.spec.FamilySpec` that reads as the list of its components; the
+package's ``build`` module builds the network (load, facts, wrappers), its ``judge`` module judges it
+(feeds, metrics, plots, task), an optional ``checkpoint`` module builds random-initialised
+checkpoints (:data:`kiln.family.PARTS`: the workflow's code stamps follow that split). Adding a
+model means adding one such package and one config block -- or, for a plain model (one network, a
+fixed contract), only a config block of family ``plain``: that package exposes
+``family_for(model_config)`` instead of ``FAMILY``, a spec built from the block (:func:`family_of`
+serves both). Modules whose names start with ``_`` and plain modules are shared helpers, not
+families. A family may add task labels with a ``TASKS`` mapping (label -> description).
 
-Families are looked up by module name, so this package stays cheap to import (no torch here).
+Families are looked up by package name, so this package stays cheap to import (no torch here).
 """
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
 from kiln.errors import ModelError
-
-
-def family_names() -> list[str]:
-    return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_") and m.name != "spec")
-
-
-def _module(name: str):
-    if name not in family_names():
-        raise ModelError(f"unknown model family '{name}' (known: {', '.join(family_names())})")
-    return importlib.import_module(f"kiln.models.{name}")
-
-
-def get_family(name: str):
-    """Import ``kiln.models.<name>`` and return its ``FAMILY``."""
-    module = _module(name)
-    family = getattr(module, "FAMILY", None)
-    if family is None:
-        if hasattr(module, "family_for"):
-            raise ModelError(f"model family '{name}' is built from each model's config block: use "
-                             f"kiln.models.family_of(model_config)")
-        raise ModelError(f"kiln.models.{name} does not define FAMILY")
-    return family
-
-
-def family_of(model):
-    """The :class:`~kiln.models.spec.FamilySpec` that builds ``model`` (a ModelConfig): its
-    family's ``FAMILY``, or the spec ``family_for(model)`` makes from the config block."""
-    module = _module(model.family)
-    build = getattr(module, "family_for", None)
-    return build(model) if build is not None else get_family(model.family)
-
-
-def family_tasks(name: str) -> dict:
-    """The task labels family ``name`` adds (its module's ``TASKS``)."""
-    return dict(getattr(_module(name), "TASKS", None) or {})
+# the registry lives in the family layer (below the stages that look families up); kiln.models keeps its names
+from kiln.family.registry import family_names, family_of, family_tasks, get_family  # noqa: F401
 
 
 def check_models(config) -> None:

@@ -138,7 +138,7 @@ def check(spec, component, reference, program: Path, base_package: Path, quantiz
     torch running ``program`` with the variant's dequantized weights, per output."""
     import torch
 
-    from kiln.models.spec import stream
+    from kiln.family.spec import stream
     from kiln.validate.backends import torch_backend
     from kiln.validate.run import stack
 

@@ -1,4 +1,9 @@
-"""Build one quantized variant of one component and score it against the float Core ML baseline."""
+"""Build one quantized variant of one component and score it against the float Core ML baseline.
+
+The job runs no judging code of the model's family (:data:`kiln.family.PARTS`): it records the
+baseline's and the variant's outputs on the validation inputs (:func:`write_steps`), and the
+quantization summary computes the family's task metrics from them (:func:`task_scores`), so an edit
+to a family's metric re-runs the summary, not every quantize job."""
 
 from __future__ import annotations
 
@@ -13,13 +18,13 @@ from kiln.errors import KilnError
 from kiln.export.convert import SPEC_VERSIONS
 from kiln.digests import cached_digest
 from kiln.fsutil import remove_path, tree_size
-from kiln.models.spec import ComponentSpec, stream
+from kiln.family.spec import ComponentSpec, stream
 from kiln.quantize.strategies import STRATEGIES, QuantizeContext, floored_scales, needs_target
 from kiln.validate import backends as bk
 from kiln.validate.metrics import (agreement, finite_or_none, finite_tree, max_abs, non_finite_problem,
                                    normalized_error, psnr_db, quality)
 from kiln.validate.kinds import kind_metrics, kind_score
-from kiln.validate.reference import Reference
+from kiln.validate.reference import Reference, ReferenceError, _stack, read_npz, write_npz
 from kiln.validate.run import coreml_backends, stack, stream_backends
 
 log = logging.getLogger("kiln.quantize")
@@ -141,18 +146,53 @@ def score(spec: ComponentSpec, component: ComponentConfig, facts: Mapping[str, A
         checked["dequantized_torch"] = check(spec, component, reference, Path(program),
                                              Path(compressed_from or base), quantized, steps["kiln_fp32"])
         log.info("  kiln vs torch on the dequantized weights: %s", describe(checked["dequantized_torch"]))
-    task_metrics = finite_tree(spec.task_metrics(baseline, steps["kiln_fp32"], facts))
-    if spec.rank_by is not None and isinstance(task_metrics.get(spec.rank_by), (int, float)):
-        # what the summary ranks this component's variants by (kiln.quantize.summary.rank)
-        checked["task_score"] = {"metric": spec.rank_by, "value": float(task_metrics[spec.rank_by])}
     return {
         **checked,
         "outputs": outputs,
         "quality": worst["quality"],
         "normalized_error": worst["normalized_error"],
-        "task_metrics": task_metrics,
         "latency": latency,
-    }
+    }, {"baseline": baseline, "variant": steps["kiln_fp32"]}
+
+
+#: the steps file beside a variant's record: the float baseline's and the variant's outputs per step
+STEPS_SUFFIX = ".steps.npz"
+
+
+def write_steps(path: Path, steps: Mapping[str, list]) -> dict:
+    """The baseline's and the variant's outputs per step (kiln's executor, fp32 mode) at ``path``,
+    written atomically; returns its record entry (path, sha256)."""
+    arrays = {}
+    for kind, outputs in steps.items():
+        arrays.update({f"{kind}.{k}": v for k, v in _stack(outputs, sorted(outputs[0]), str(path)).items()})
+    write_npz(path, arrays)
+    return {"path": str(path), "sha256": cached_digest(path)}
+
+
+def read_steps(path: str | Path) -> dict[str, list[dict]]:
+    """``{"baseline": steps, "variant": steps}`` from a steps file (:func:`write_steps`)."""
+    groups: dict[str, dict] = {"baseline": {}, "variant": {}}
+    for key, value in read_npz(path).items():
+        kind, _, name = key.partition(".")
+        if kind not in groups:
+            raise ReferenceError(f"{path}: unexpected entry '{key}'; not a kiln steps file")
+        groups[kind][name] = value
+    counts = {len(v) for group in groups.values() for v in group.values()}
+    if len(counts) != 1:
+        raise ReferenceError(f"{path}: entries disagree on the number of steps ({sorted(counts)})")
+    n = counts.pop()
+    return {kind: [{k: v[i] for k, v in group.items()} for i in range(n)] for kind, group in groups.items()}
+
+
+def task_scores(spec: ComponentSpec, steps: Mapping[str, list], facts: Mapping[str, Any]) -> dict:
+    """The family's task metrics of a variant against the baseline (``task_metrics``) and, when the
+    component ranks its variants by one, ``task_score`` (what :func:`kiln.quantize.summary.rank`
+    ranks by)."""
+    task_metrics = finite_tree(spec.task_metrics(steps["baseline"], steps["variant"], facts))
+    out = {"task_metrics": task_metrics}
+    if spec.rank_by is not None and isinstance(task_metrics.get(spec.rank_by), (int, float)):
+        out["task_score"] = {"metric": spec.rank_by, "value": float(task_metrics[spec.rank_by])}
+    return out
 
 
 def quantize_component(spec: ComponentSpec, model: ModelConfig, component: ComponentConfig,
@@ -161,7 +201,7 @@ def quantize_component(spec: ComponentSpec, model: ModelConfig, component: Compo
     """Compress ``base_package`` with ``strategy_name``, compile the variant and score it against
     ``float_package`` (the component's float export) on the reference inputs; with the component's
     traced ``program``, check kiln's execution of the variant against torch on its dequantized weights."""
-    from kiln.workflow.compile_stage import compile_component
+    from kiln.compile.stage import compile_component
 
     q = component.quantize
     ctx = QuantizeContext(weight_threshold=q["weight_threshold"], skip_ops=tuple(q["skip_ops"]),
@@ -176,13 +216,13 @@ def quantize_component(spec: ComponentSpec, model: ModelConfig, component: Compo
         details = compress(strategy_name, base_package, component, ctx, out_package)
     except Skip as skip:
         log.warning("  skipped: %s", skip)
-        for stale in (out_package, out_bundle):
+        for stale in (out_package, out_bundle, out_dir / f"{component.name}{STEPS_SUFFIX}"):
             remove_path(stale)
         return {**record, "status": "skipped", "skip_reason": str(skip)}
     compiled = compile_component(out_package, out_bundle, model.compile, check_inputs=reference.first_inputs())
     size = tree_size(out_package)
-    scores = score(spec, component, facts, reference, float_package, out_package, program=program,
-                   compressed_from=base_package)
+    scores, steps = score(spec, component, facts, reference, float_package, out_package, program=program,
+                          compressed_from=base_package)
     log.info("  %d -> %d bytes (%.3f), quality %.5f", base_bytes, size, size / base_bytes, scores["quality"])
     return {
         **record,
@@ -193,4 +233,5 @@ def quantize_component(spec: ComponentSpec, model: ModelConfig, component: Compo
         "compiler": compiled["compiler"],
         "size_ratio": size / base_bytes,
         **scores,
+        "steps_file": write_steps(out_dir / f"{component.name}{STEPS_SUFFIX}", steps),
     }

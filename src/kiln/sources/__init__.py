@@ -187,14 +187,16 @@ def fetch_path(model: str, spec: Mapping[str, Any], workdir: Path) -> SourceReco
 
 
 @source_kind("random")
-def fetch_random(model: str, spec: Mapping[str, Any], workdir: Path) -> SourceRecord:
-    """A random-initialised model built offline from an architecture config, labelled synthetic."""
-    from kiln.models import get_family
-
-    family = get_family(spec["family"])
+def fetch_random(model: str, spec: Mapping[str, Any], workdir: Path, build_random=None) -> SourceRecord:
+    """A random-initialised model built offline from an architecture config by ``build_random``
+    (its family's builder, ``FamilySpec.make_random``: handed down, sources sit below the
+    families), labelled synthetic."""
+    if build_random is None:
+        raise SourceError(f"model '{model}': a random source is built by its family's builder "
+                          f"(family {spec['family']}), and none was given")
     workdir.mkdir(parents=True, exist_ok=True)
-    path = family.make_random(spec["architecture"], seed=spec["seed"],
-                               overrides=spec.get("overrides") or {}, out_dir=workdir)
+    path = build_random(spec["architecture"], seed=spec["seed"],
+                        overrides=spec.get("overrides") or {}, out_dir=workdir)
     file = describe_file(Path(path))
     return SourceRecord(kind="random", id=f"random:{spec['family']}/{spec['architecture']}",
                         revision=None, version=None, synthetic=True, files=[file],
@@ -230,12 +232,14 @@ def fetch_onnx(model: str, spec: Mapping[str, Any], workdir: Path) -> SourceReco
                  "ops": onnx_graph.op_counts(graph.graph), "static_ops": onnx_graph.op_counts(static.graph)})
 
 
-def fetch(model: str, family: str, spec: Mapping[str, Any], workdir: Path) -> SourceRecord:
-    """Fetch ``model``'s source with the function registered for its kind."""
+def fetch(model: str, family: str, spec: Mapping[str, Any], workdir: Path, build_random=None) -> SourceRecord:
+    """Fetch ``model``'s source with the function registered for its kind; a ``random`` source is
+    built by ``build_random`` (the family's ``make_random``)."""
     kind = spec.get("kind")
     try:
         fetch_fn = SOURCE_KINDS[kind]
     except KeyError:
         raise SourceError(f"model '{model}': unknown source kind '{kind}' "
                           f"(known: {sorted(SOURCE_KINDS)})") from None
-    return fetch_fn(model, {**spec, "family": family}, Path(workdir))
+    builder = {"build_random": build_random} if kind == "random" else {}
+    return fetch_fn(model, {**spec, "family": family}, Path(workdir), **builder)

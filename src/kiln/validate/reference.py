@@ -87,12 +87,12 @@ class Reference:
 
 def make_reference(ctx, component) -> Reference:
     """Run ``component``'s validation feeds through its torch program (``ctx``, a
-    :class:`kiln.models.spec.Context`), state carried by the generic driver; time every call."""
-    from kiln.models.spec import stream
+    :class:`kiln.family.spec.Context`), state carried by the generic driver; time every call."""
+    from kiln.family.spec import stream
     from kiln.validate.timing import latency_summary, timed
 
     spec = ctx.family.check_contract(component)
-    feeds = spec.feeds(ctx, component)
+    feeds = spec.validation_feeds(ctx, component)
     if not feeds.steps:
         raise ReferenceError(f"{component.model}/{component.name}: the family made no validation steps")
     initial = spec.initial_state(component, ctx.facts)
@@ -105,7 +105,7 @@ def make_reference(ctx, component) -> Reference:
 
 def torch_context(family, source, model):
     """A reference context from a loaded source (tests, benchmarks): the wrappers run untraced."""
-    from kiln.models.spec import Context
+    from kiln.family.spec import Context
     from kiln.validate.backends import torch_backend
 
     facts = family.facts(source)

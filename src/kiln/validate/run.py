@@ -14,7 +14,7 @@ import numpy as np
 from kiln.config import ComponentConfig, ModelConfig
 from kiln.errors import ParityError
 from kiln.mil.errors import MilError
-from kiln.models.spec import ComponentSpec, PlotSeries, stream
+from kiln.family.spec import ComponentSpec, PlotSeries, stream
 from kiln.validate import backends as bk
 from kiln.validate.metrics import Tolerance, compare, finite_tree
 from kiln.validate.kinds import kind_metrics

@@ -11,6 +11,13 @@ The walk reads the files on disk under ``src`` (the checkout Snakemake runs in, 
 rules' ``code`` inputs), never imports them, and caches each file's imports per (path, size, mtime)
 in ``.kiln/cache/imports.json``, so Snakemake's start-up parses only files edited since the last run.
 
+A family is a package whose modules say which part of it they are (:data:`kiln.family.PARTS`:
+``checkpoint``, ``build``, ``feeds``, ``judge``); its ``__init__`` imports every part to assemble ``FAMILY``. A
+stage depends only on the parts it runs (:data:`STAGE_PARTS`): the walk does not follow a family
+``__init__``'s import of another part (the fetch job runs no wrapper, the prepare job no metric), so
+an edit to a family's judging code rebuilds no network. Every other import is followed, whatever
+part it reaches (a wrapper that calls judging code depends on it).
+
 A job does not list those files as inputs: it depends on its stage's **code stamp**
 (:func:`sync_code_stamps`), ``.kiln/stamps/code/<stage>[-<family>].json``, which holds the sha256 of
 every file of the closure and is rewritten only when one of them changes content. Snakemake's DAG
@@ -30,6 +37,7 @@ import re
 from pathlib import Path
 
 from kiln.errors import KilnError
+from kiln.family import FAMILIES_PREFIX, PARTS, part_of
 from kiln.fsutil import write_json
 
 PACKAGE = "kiln"
@@ -52,12 +60,28 @@ STAGE_ROOTS: dict[str, tuple[str, ...]] = {
     "reference": ("kiln.models.{family}", "kiln.validate.reference", "kiln.validate.backends"),
     # converts a traced program: no family code
     "export": ("kiln.export.convert", "kiln.export.package", "kiln.export.torch_ops"),
-    "compile": ("kiln.workflow.compile_stage",),
+    "compile": ("kiln.compile.stage",),
     "validate": ("kiln.models.{family}", "kiln.validate.run", "kiln.validate.backends",
                  "kiln.validate.reference"),
+    # builds, compiles and scores a variant, recording its outputs (no family metric: the summary's)
     "quantize": ("kiln.models.{family}", "kiln.quantize.run", "kiln.validate.reference"),
+    # the family's task metrics of every variant, its task with each variant swapped in, the tables
+    "quantization_summary": ("kiln.models.{family}", "kiln.quantize.run", "kiln.quantize.summary",
+                             "kiln.validate.reference", "kiln.validate.backends", "kiln.report"),
     # built artifacts against the consumer's contract (names checked against the family's specs)
     "contract": ("kiln.contracts", "kiln.models.{family}"),
+}
+
+#: the parts of a family package (:data:`kiln.family.PARTS`) a stage's jobs run, where not all: the
+#: fetch job builds a random checkpoint, the prepare job builds and traces the network (its
+#: faithfulness checks included), the reference job makes the validation inputs and the task's torch
+#: run, a quantize job streams the variant with the component's state pairs; validate, the
+#: quantization summary and contract run every part
+STAGE_PARTS: dict[str, tuple[str, ...]] = {
+    "fetch_random": ("checkpoint",),
+    "prepare": ("build",),
+    "reference": ("build", "feeds"),
+    "quantize": ("build",),
 }
 
 
@@ -170,17 +194,21 @@ def _signature(files: list[str]) -> tuple:
     return tuple(out)
 
 
-def module_files(*modules: str, src: str | Path = "src") -> list[str]:
+def module_files(*modules: str, src: str | Path = "src", parts: tuple[str, ...] | None = None) -> list[str]:
     """Every kiln source file the ``modules`` import transitively (themselves and the package
-    ``__init__`` files on the way included), as sorted paths under ``src``.
+    ``__init__`` files on the way included), as sorted paths under ``src``. With ``parts`` (names
+    of :data:`kiln.family.PARTS`), a family package's ``__init__`` leads only to those parts.
 
     A closure changes only when one of its files does, so it is reused while their sizes and mtimes
     are unchanged (Snakemake asks once per job)."""
-    key = (modules, str(src))
+    unknown = sorted(set(parts or ()) - set(PARTS))
+    if unknown:
+        raise CodeDepsError(f"unknown family part(s) {unknown} (known: {', '.join(PARTS)})")
+    key = (modules, str(src), parts)
     known = _CLOSURES.get(key)
     if known and _signature(known[0]) == known[1]:
         return list(known[0])
-    files = _closure(modules, Path(src))
+    files = _closure(modules, Path(src), parts)
     _CLOSURES[key] = (files, _signature(files))
     return list(files)
 
@@ -191,7 +219,13 @@ def _module_of(file: str, src: Path) -> str:
     return ".".join(parts)
 
 
-def _closure(modules: tuple[str, ...], src: Path) -> list[str]:
+def _family_package(module: str, path: Path) -> bool:
+    """Whether ``module`` is a family package's ``__init__`` (``kiln.models.<family>``)."""
+    return path.name == "__init__.py" and module.startswith(FAMILIES_PREFIX) \
+        and "." not in module[len(FAMILIES_PREFIX):]
+
+
+def _closure(modules: tuple[str, ...], src: Path, parts: tuple[str, ...] | None = None) -> list[str]:
     seen: dict[str, Path] = {}
     not_modules: set[str] = set()
     pending: list[str] = []
@@ -208,7 +242,10 @@ def _closure(modules: tuple[str, ...], src: Path) -> list[str]:
             not_modules.add(module)  # ``from kiln.x import name``: ``kiln.x.name`` is an attribute
             continue
         seen[module] = path
+        assembles = parts is not None and _family_package(module, path)
         for name in _CACHE.imports(module, path):
+            if assembles and part_of(name) not in (None, *parts):
+                continue  # the family's other parts: assembled into FAMILY, not run by this stage
             pending.extend(m for m in _with_parents(name) if m not in seen)
     _CACHE.save()
     return sorted(p.as_posix() for p in seen.values())
@@ -224,7 +261,7 @@ def stage_files(stage: str, family: str | None = None, src: str | Path = "src") 
             from None
     if family is None and any("{family}" in r for r in roots):
         raise CodeDepsError(f"workflow stage {stage!r} depends on a model family; pass family=")
-    return module_files(*(r.format(family=family) for r in roots), src=src)
+    return module_files(*(r.format(family=family) for r in roots), src=src, parts=STAGE_PARTS.get(stage))
 
 
 def code_stamp_path(stage: str, family: str | None = None) -> str:

@@ -19,7 +19,8 @@ from pathlib import Path
 from kiln.config import (Config, compile_settings, export_settings, prepare_settings, quantize_settings,
                          settings_digest, source_settings, validate_settings)
 from kiln.digests import cached_digest
-from kiln.errors import SourceError
+from kiln.errors import KilnError, SourceError
+from kiln.family.spec import check_hook_result
 from kiln.fsutil import atomic_path, sha256_file, tree_size, write_json
 from kiln.workflow import limits
 from kiln.provenance import toolchain
@@ -53,11 +54,13 @@ def _family(config: Config, model: str):
     return family_of(config.model(model))
 
 
-def fetch_job(config: Config, model: str, out_record: str | Path, checkpoint_dir: str | Path) -> dict:
-    """Fetch ``model``'s source and write its record (kind, id, revision, file sha256s)."""
+def fetch_job(config: Config, *, model: str, record: str | Path, checkpoint_dir: str | Path) -> dict:
+    """Fetch ``model``'s source and write its ``record`` (kind, id, revision, file sha256s)."""
     model_cfg = config.model(model)
     log.info("fetching %s source (%s)", model, model_cfg.source["kind"])
-    record = fetch(model, model_cfg.family, model_cfg.source, Path(checkpoint_dir))
+    random = model_cfg.source.get("kind") == "random"   # built by its family: the builder is handed down
+    out_record, record = record, fetch(model, model_cfg.family, model_cfg.source, Path(checkpoint_dir),
+                                       build_random=_family(config, model).make_random if random else None)
     _check_contract_source_version(model, model_cfg, record)
     for entry in record.files:
         entry.path = _relative(entry.path)
@@ -99,25 +102,27 @@ def read_facts(path: str | Path) -> dict:
 
 # -- prepare: the one job that loads the source -----------------------------------------------------
 
-def prepare_job(config: Config, model: str, source_record: str | Path, programs: dict[str, str],
-                out_facts: str | Path, out_record: str | Path) -> dict:
-    """Load ``model``'s source once, trace every configured component to ``programs[component]``
-    (TorchScript), and write the family facts (``out_facts``: deterministic, what later jobs read)
-    and the job's record (timings, source loads, the wrappers' faithfulness checks)."""
+def prepare_job(config: Config, *, model: str, source: str | Path, programs: dict[str, str],
+                facts: str | Path, record: str | Path) -> dict:
+    """Load ``model``'s source once (``source``: its fetch record), trace every configured component
+    to ``programs[component]`` (TorchScript), and write the family ``facts`` (deterministic, what
+    later jobs read) and the job's ``record`` (timings, source loads, the wrappers' faithfulness
+    checks)."""
     import torch
 
     from kiln.export.convert import trace
 
+    out_facts, out_record = facts, record
     model_cfg = config.model(model)
     family = _family(config, model)
-    record = read_source_record(source_record)
+    record = read_source_record(source)
     for component in model_cfg.components.values():
         limits.check_fits(component, [f.path for f in record.files])
     started = time.perf_counter()
     log.info("loading %s from %s (the only source load of this build)", model, record.id)
     source = family.load(record)
     loaded = time.perf_counter()
-    facts = family.facts(source)
+    facts = check_hook_result(family.facts(source), dict, f"family {family.name}: facts(source)", json_fields=True)
     seconds = {"load": round(loaded - started, 3)}
     for name, component in model_cfg.components.items():
         t0 = time.perf_counter()
@@ -129,7 +134,9 @@ def prepare_job(config: Config, model: str, source_record: str | Path, programs:
     checks = None
     if family.faithfulness is not None:
         # the saved programs, as every later job runs them, against the source
-        checks = family.faithfulness(source, _load_programs(model_cfg, programs), facts, model_cfg.components)
+        checks = check_hook_result(
+            family.faithfulness(source, _load_programs(model_cfg, programs), facts, model_cfg.components),
+            dict, f"family {family.name}: faithfulness(...)", json_fields=True)
         log.info("  faithfulness of the wrappers to the source: %s", checks)
     digest = settings_digest(prepare_settings(model_cfg))
     write_json(out_facts, {"schema_version": RECORD_SCHEMA_VERSION, "model": model, "settings_sha256": digest,
@@ -174,14 +181,17 @@ def _verified(config: Config, model: str, component: str, artifact: str | Path) 
     """``artifact`` (a traced program or a package this job consumes), after checking its bytes are
     the ones the job that made it recorded: a corrupted or hand-edited artifact is never used."""
     from kiln.integrity import verify_artifact
-    from kiln.workflow import plan
+    from kiln import layout
 
     artifact = Path(artifact)
     if artifact.suffix == ".pt":
-        recorded = _read_json(plan.prepare_record(config, model), "prepare record")["programs"][component]["sha256"]
+        recorded = _read_json(layout.PREPARE_RECORD.path(config, model=model),
+                              "prepare record")["programs"][component]["sha256"]
     else:
-        record = plan.ios18_record if artifact.parent.name == "ios18" else plan.export_record
-        recorded = _read_json(record(config, model, component), "export record")["package"]["sha256"]
+        ios18 = artifact.parent.name == Path(layout.IOS18_PACKAGE.template).parent.name
+        record = layout.IOS18_RECORD if ios18 else layout.EXPORT_RECORD
+        recorded = _read_json(record.path(config, model=model, component=component),
+                              "export record")["package"]["sha256"]
     verify_artifact(artifact, recorded)
     return artifact
 
@@ -236,13 +246,16 @@ def _load_programs(model_cfg, programs: Mapping[str, str | Path]) -> LazyPredict
 
 # -- reference: validation inputs and torch outputs, once per model ---------------------------------
 
-def reference_job(config: Config, model: str, facts_path: str | Path, programs: dict[str, str],
-                  references: dict[str, str], out_task: str | Path, out_latency: str | Path) -> dict:
+def reference_job(config: Config, *, model: str, facts: str | Path, programs: dict[str, str],
+                  references: dict[str, str], task: str | Path, task_inputs: str | Path,
+                  torch_latency: str | Path) -> dict:
     """Make every component's validation inputs and run them through the traced programs (torch);
-    write ``references[component]`` (.npz) and the cross-component task's torch result."""
-    from kiln.models.spec import Context
+    write ``references[component]`` (.npz), the cross-component task's torch result (``task``, its
+    inputs ``task_inputs``) and the programs' latency (``torch_latency``)."""
+    from kiln.family.spec import Context
     from kiln.validate.reference import make_reference, write_npz, write_reference
 
+    facts_path, out_task, out_latency = facts, task, torch_latency
     model_cfg = config.model(model)
     family = _family(config, model)
     facts = read_facts(facts_path)
@@ -260,10 +273,11 @@ def reference_job(config: Config, model: str, facts_path: str | Path, programs: 
     result = None
     if task is not None and task.runnable_with(model_cfg.components):
         inputs = task.inputs(ctx)
-        result = task.run(predictors, facts, inputs)
+        result = check_hook_result(task.run(predictors, facts, inputs), dict,
+                                   f"family {family.name}: task.run(...) on torch")
         log.info("  task on torch: %s", {k: v for k, v in result.items() if not isinstance(v, list)})
     # always written (empty without a task) so the workflow can declare it
-    write_npz(Path(out_task).with_suffix(".npz"), inputs if result is not None else {})
+    write_npz(task_inputs, inputs if result is not None else {})
     write_json(out_latency, {"schema_version": RECORD_SCHEMA_VERSION, "model": model, "torch_cpu": latency})
     write_json(out_task, {"schema_version": RECORD_SCHEMA_VERSION, "model": model,
                           "task": None if task is None else task.description, "torch_cpu": result,
@@ -273,10 +287,10 @@ def reference_job(config: Config, model: str, facts_path: str | Path, programs: 
 
 # -- export, compile -------------------------------------------------------------------------------
 
-def export_job(config: Config, model: str, component: str, source_record: str | Path, program: str | Path,
-               out_package: str | Path, out_record: str | Path, deployment_target: str | None = None) -> dict:
-    """Convert one traced component to ``out_package`` (optionally at another deployment target,
-    for the quantization strategies that need iOS18) and write its record."""
+def export_job(config: Config, *, model: str, component: str, source: str | Path, program: str | Path,
+               package: str | Path, record: str | Path, deployment_target: str | None = None) -> dict:
+    """Convert one traced component (``program``) to ``package`` (optionally at another deployment
+    target, for the quantization strategies that need iOS18) and write its ``record``."""
     import dataclasses
 
     import torch
@@ -288,7 +302,8 @@ def export_job(config: Config, model: str, component: str, source_record: str | 
     if deployment_target:
         comp = dataclasses.replace(comp, export=dataclasses.replace(comp.export,
                                                                     deployment_target=deployment_target))
-    record = read_source_record(source_record)
+    out_package, out_record = package, record
+    record = read_source_record(source)
     limits.check_fits(comp, [_verified(config, model, component, program)])
     settings = export_settings(model_cfg, comp)
     digest = settings_digest(settings)
@@ -329,14 +344,15 @@ def export_job(config: Config, model: str, component: str, source_record: str | 
     return data
 
 
-def compile_job(config: Config, model: str, component: str, package: str | Path, reference: str | Path,
-                out_bundle: str | Path, out_record: str | Path) -> dict:
+def compile_job(config: Config, *, model: str, component: str, package: str | Path, reference: str | Path,
+                bundle: str | Path, record: str | Path) -> dict:
     """Compile one package to ``.mlmodelc`` (Apple's compiler where present, else kiln's), check that
     kiln's executor gives identical outputs on the bundle and the package (first validation step),
     and write the record."""
     from kiln.validate.reference import load_reference
-    from kiln.workflow.compile_stage import compile_component
+    from kiln.compile.stage import compile_component
 
+    out_bundle, out_record = bundle, record
     model_cfg = config.model(model)
     comp = config.component(model, component)
     check = load_reference(reference, comp).first_inputs()
@@ -356,12 +372,14 @@ def compile_job(config: Config, model: str, component: str, package: str | Path,
 
 # -- validate ----------------------------------------------------------------------------------------
 
-def parity_job(config: Config, model: str, component: str, facts_path: str | Path, reference: str | Path,
-               package: str | Path, out_record: str | Path, plots_dir: str | Path) -> dict:
-    """Validate one exported component against the reference outputs; write its record and plots."""
+def parity_job(config: Config, *, model: str, component: str, facts: str | Path, reference: str | Path,
+               package: str | Path, record: str | Path, plots_dir: str | Path) -> dict:
+    """Validate one exported component against the reference outputs; write its ``record`` and its
+    plots (into ``plots_dir``)."""
     from kiln.validate.reference import load_reference
     from kiln.validate.run import validate_component
 
+    facts_path, out_record = facts, record
     model_cfg = config.model(model)
     comp = config.component(model, component)
     family = _family(config, model)
@@ -386,13 +404,15 @@ def parity_job(config: Config, model: str, component: str, facts_path: str | Pat
     return data
 
 
-def end_to_end_job(config: Config, model: str, facts_path: str | Path, task_record: str | Path,
-                   packages: dict[str, str], out_record: str | Path, plots_dir: str | Path | None = None) -> dict:
+def end_to_end_job(config: Config, *, model: str, facts: str | Path, task: str | Path, task_inputs: str | Path,
+                   packages: dict[str, str], record: str | Path, plots_dir: str | Path | None = None) -> dict:
     """The family's cross-component task (e.g. greedy ASR decoding) through the exported packages on
-    each executor mode, compared with the torch result of the reference job."""
+    each executor mode, compared with the torch result of the reference job (``task``, its inputs
+    ``task_inputs``); writes ``record``."""
     from kiln.validate.backends import kiln_backend
     from kiln.validate.reference import read_npz
 
+    facts_path, task_record, out_record = facts, task, record
     model_cfg = config.model(model)
     family = _family(config, model)
     reference = _read_json(task_record, "task reference")
@@ -402,7 +422,7 @@ def end_to_end_job(config: Config, model: str, facts_path: str | Path, task_reco
                  ", ".join(model_cfg.components))
     else:
         facts = read_facts(facts_path)
-        inputs = read_npz(Path(task_record).with_suffix(".npz"))
+        inputs = read_npz(task_inputs)
         first = next(iter(model_cfg.components.values()))
         backends = {"torch_cpu": reference["torch_cpu"]}
         for precision in first.validate.precisions:
@@ -423,14 +443,17 @@ def end_to_end_job(config: Config, model: str, facts_path: str | Path, task_reco
     return data
 
 
-def metadata_job(config: Config, model: str, source_record: str | Path, prepare_record: str | Path,
-                 torch_latency: str | Path, export_records: list, parity_records: list, compile_records: list,
-                 end_to_end_record: str | Path, out_metadata: str | Path, plots_dir: str | Path,
-                 out_table: str | Path | None = None) -> dict:
-    """Aggregate a model's records into metadata.json (validated against its schema) + summary plot."""
+def metadata_job(config: Config, *, model: str, source: str | Path, prepare_record: str | Path,
+                 torch_latency: str | Path, exports: list, parities: list, compiles: list,
+                 end_to_end: str | Path, metadata: str | Path, plots_dir: str | Path,
+                 table: str | Path | None = None) -> dict:
+    """Aggregate a model's records (its ``source`` record, the ``exports``, ``parities`` and
+    ``compiles`` records of its components, ...) into ``metadata`` (validated against its schema),
+    the summary plot (into ``plots_dir``) and the report's parity ``table``."""
     from kiln.validate.metadata import build_metadata, latency_overview_plot, validate_metadata
 
-    metadata = build_metadata(config, model, source_record, export_records, parity_records, compile_records)
+    out_metadata, out_table, end_to_end_record = metadata, table, end_to_end
+    metadata = build_metadata(config, model, source, exports, parities, compiles)
     for name, latency in _read_json(torch_latency, "torch latency record")["torch_cpu"].items():
         if name in metadata["components"]:
             metadata["components"][name]["latency"] = {"torch_cpu": latency,
@@ -451,16 +474,18 @@ def metadata_job(config: Config, model: str, source_record: str | Path, prepare_
 
 # -- quantize ----------------------------------------------------------------------------------------
 
-def quantize_job(config: Config, model: str, component: str, strategy: str, facts_path: str | Path,
-                 reference: str | Path, base_package: str | Path, float_package: str | Path,
-                 out_record: str | Path, out_dir: str | Path, threads: int = 1,
+def quantize_job(config: Config, *, model: str, component: str, strategy: str, facts: str | Path,
+                 reference: str | Path, base: str | Path, package: str | Path,
+                 record: str | Path, out_dir: str | Path, threads: int = 1,
                  program: str | Path | None = None) -> dict:
-    """Build, compile and score one quantized variant (or record a named skip); with the
-    component's traced ``program``, check kiln's execution of it against torch on its dequantized
-    weights (recorded as ``dequantized_torch``)."""
+    """Build, compile and score one quantized variant of ``base`` (the float ``package`` or its
+    iOS18 re-export) into ``out_dir``, or record a named skip (``record``); with the component's
+    traced ``program``, check kiln's execution of it against torch on its dequantized weights
+    (recorded as ``dequantized_torch``)."""
     from kiln.quantize.run import quantize_component
     from kiln.validate.reference import load_reference
 
+    facts_path, base_package, float_package, out_record = facts, base, package, record
     model_cfg = config.model(model)
     comp = config.component(model, component)
     spec = _family(config, model).check_contract(comp)
@@ -477,7 +502,8 @@ def quantize_job(config: Config, model: str, component: str, strategy: str, fact
 
 
 def quantized_task_check(config: Config, model: str, records: list[dict], facts_path: str | Path,
-                         task_record: str | Path, packages: Mapping[str, str]) -> dict | None:
+                         task_record: str | Path, task_inputs: str | Path,
+                         packages: Mapping[str, str]) -> dict | None:
     """The family's task with each quantized variant swapped in for its component (the other
     components float), all on kiln's executor in fp32 mode, judged against the same task on the
     float packages (so only the weights differ) by the family's ``task.quantization`` hook.
@@ -492,7 +518,7 @@ def quantized_task_check(config: Config, model: str, records: list[dict], facts_
     if task is None or task.quantization is None or reference["torch_cpu"] is None:
         return None
     facts = read_facts(facts_path)
-    inputs = read_npz(Path(task_record).with_suffix(".npz"))
+    inputs = read_npz(task_inputs)
     floats = LazyPredictors(packages, lambda name: kiln_backend(
         _verified(config, model, name, packages[name]), "fp32").predict)
     started = time.perf_counter()
@@ -506,7 +532,7 @@ def quantized_task_check(config: Config, model: str, records: list[dict], facts_
         swapped = _Swapped(floats, record["component"], kiln_backend(quantized, "fp32").predict)
         by_component.setdefault(record["component"], {})[record["strategy"]] = task.run(swapped, facts, inputs)
         log.info("  task with %s/%s swapped in: done", record["strategy"], record["component"])
-    from kiln.models.spec import check_quantization_result
+    from kiln.family.spec import check_quantization_result
 
     checks = {component: check_quantization_result(task.quantization(float_result, results, component),
                                                    family.name, component)
@@ -531,15 +557,39 @@ class _Swapped(Mapping):
         return len(self.predictors)
 
 
-def quantization_summary_job(config: Config, model: str, records: list, out_summary: str | Path,
-                             out_strategies_plot: str | Path, out_table: str | Path,
-                             facts_path: str | Path | None = None, task_record: str | Path | None = None,
+def judge_variants(config: Config, model: str, records: list[dict], facts_path: str | Path) -> None:
+    """Add the family's task metrics (and ``task_score``) to every built variant's record, from the
+    baseline's and the variant's outputs its quantize job recorded (``steps_file``, checked against
+    its sha256): judging code runs here, so a metric edit re-runs this job, not the quantize jobs."""
+    from kiln.integrity import verify_artifact
+    from kiln.quantize.run import read_steps, task_scores
+
+    family = _family(config, model)
+    facts = read_facts(facts_path)
+    for record in records:
+        if record["status"] != "ok":
+            continue
+        steps_file = record.pop("steps_file", None)
+        if steps_file is None:
+            raise KilnError(f"{model}: the quantization record of {record['strategy']}/{record['component']} "
+                            f"has no steps_file (written by an older kiln); re-run its quantize job")
+        verify_artifact(steps_file["path"], steps_file["sha256"])
+        record.update(task_scores(family.component(record["component"]), read_steps(steps_file["path"]), facts))
+
+
+def quantization_summary_job(config: Config, *, model: str, records: list, summary: str | Path,
+                             strategies_plot: str | Path, table: str | Path,
+                             facts: str | Path | None = None, task: str | Path | None = None,
+                             task_inputs: str | Path | None = None,
                              packages: Mapping[str, str] | None = None) -> dict:
-    """A model's quantization_summary.json, its strategies overview plot and its report table; with
-    the family's task (facts, task record, float packages), each quantized variant judged on it."""
+    """A model's quantization ``summary`` (from its quantization ``records``), its
+    ``strategies_plot`` and its report ``table``; with the family's task (``facts``, the ``task``
+    record and its ``task_inputs``, the float ``packages``), each quantized variant judged on it."""
     from kiln.quantize.summary import build_summary, plot_strategies, validate_summary
     from kiln.report import quantization_page, write_page
 
+    out_summary, out_strategies_plot, out_table = summary, strategies_plot, table
+    facts_path, task_record = facts, task
     loaded = []
     for path in records:
         record = _read_json(path, "quantization record")
@@ -547,9 +597,11 @@ def quantization_summary_job(config: Config, model: str, records: list, out_summ
         record.pop("model", None)
         record.pop("settings_sha256", None)
         loaded.append(record)
+    if facts_path is not None:
+        judge_variants(config, model, loaded, facts_path)
     task = None
-    if task_record is not None and facts_path is not None and packages:
-        task = quantized_task_check(config, model, loaded, facts_path, task_record, packages)
+    if task_record is not None and facts_path is not None and task_inputs is not None and packages:
+        task = quantized_task_check(config, model, loaded, facts_path, task_record, task_inputs, packages)
     summary = build_summary(model, config.model(model).synthetic, loaded, task=task)
     validate_summary(summary, where=str(out_summary))
     plot_strategies(summary, Path(out_strategies_plot))
@@ -558,23 +610,25 @@ def quantization_summary_job(config: Config, model: str, records: list, out_summ
     return summary
 
 
-def quantization_plot_job(config: Config, model: str, component: str, summary_path: str | Path,
-                          out_plot: str | Path) -> str:
-    """Size vs quality of one component's strategies, from the model's quantization summary."""
+def quantization_plot_job(config: Config, *, model: str, component: str, summary: str | Path,
+                          plot: str | Path) -> str:
+    """Size vs quality of one component's strategies (``plot``), from the model's quantization ``summary``."""
     from kiln.quantize.summary import plot_component
 
-    return plot_component(_read_json(summary_path, "quantization summary"), component, Path(out_plot))
+    return plot_component(_read_json(summary, "quantization summary"), component, Path(plot))
 
 
 # -- consumer contract -------------------------------------------------------------------------------
 
-def contract_job(config: Config, model: str, contract_file: str | Path, facts_path: str | Path,
-                 source_record: str | Path, packages: Mapping[str, str], bundles: Mapping[str, str],
-                 out_report: str | Path) -> dict:
+def contract_job(config: Config, *, model: str, contract: str | Path, facts: str | Path,
+                 source: str | Path, packages: Mapping[str, str], bundles: Mapping[str, str],
+                 report: str | Path) -> dict:
     """Check the model's packages and bundles (feature names, shapes, dtypes) and facts (the numbers
-    and control-token ids the consumer hard-codes) against its family's consumer contract; write the
-    report, or fail with the diff (:class:`kiln.contracts.ContractMismatch`)."""
+    and control-token ids the consumer hard-codes) against its family's consumer ``contract``; write
+    the ``report``, or fail with the diff (:class:`kiln.contracts.ContractMismatch`)."""
     from kiln import contracts
+
+    contract_file, facts_path, source_record, out_report = contract, facts, source, report
 
     model_cfg = config.model(model)
     contract = contracts.load_contract(contract_file)

@@ -1,4 +1,5 @@
-"""Targets and stamps of the workflow, derived from the validated config (used by the Snakefile)."""
+"""Targets and stamps of the workflow, derived from the validated config (used by the Snakefile).
+Where each artifact lives is :mod:`kiln.layout`."""
 
 from __future__ import annotations
 
@@ -9,49 +10,8 @@ from pathlib import Path
 
 from kiln.config import (Config, compile_settings, export_settings, prepare_settings, quantize_settings,
                          source_settings, validate_settings)
+from kiln import layout
 from kiln.workflow.stamps import STAMP_ROOT, Stamp
-
-
-def source_record(config: Config, model: str) -> Path:
-    return Path(config.results_dir) / model / "source.json"
-
-
-def prepared_program(config: Config, model: str, component: str) -> Path:
-    """The traced TorchScript program of a component (written by the model's prepare job)."""
-    return Path(config.results_dir) / model / "prepared" / f"{component}.pt"
-
-
-def facts_path(config: Config, model: str) -> Path:
-    """The family facts the prepare job derived from the checkpoint (deterministic)."""
-    return Path(config.results_dir) / model / "prepared" / "facts.json"
-
-
-def prepare_record(config: Config, model: str) -> Path:
-    return Path(config.results_dir) / model / "prepared" / "prepare.json"
-
-
-def reference_path(config: Config, model: str, component: str) -> Path:
-    """Validation inputs and torch outputs of a component (written by the model's reference job)."""
-    return Path(config.results_dir) / model / "reference" / f"{component}.npz"
-
-
-def task_reference(config: Config, model: str) -> Path:
-    """The cross-component task's torch result (+ ``.npz`` with its inputs beside it)."""
-    return Path(config.results_dir) / model / "reference" / "task.json"
-
-
-def torch_latency(config: Config, model: str) -> Path:
-    """Latency of the torch programs on the validation inputs (reference job; timings only)."""
-    return Path(config.results_dir) / model / "reference" / "torch_latency.json"
-
-
-def ios18_package(config: Config, model: str, component: str) -> Path:
-    """The component re-exported at iOS18, shared by the strategies that need it."""
-    return Path(config.results_dir) / model / "ios18" / f"{component}.mlpackage"
-
-
-def ios18_record(config: Config, model: str, component: str) -> Path:
-    return Path(config.results_dir) / model / "ios18" / f"{component}.json"
 
 
 def quantize_base(config: Config, model: str, strategy: str, component: str) -> Path:
@@ -60,32 +20,8 @@ def quantize_base(config: Config, model: str, strategy: str, component: str) -> 
 
     comp = config.models[model].components[component]
     if needs_target(strategy, comp.export.deployment_target) != comp.export.deployment_target:
-        return ios18_package(config, model, component)
-    return package_path(config, model, component)
-
-
-def export_record(config: Config, model: str, component: str) -> Path:
-    return Path(config.results_dir) / model / "export" / f"{component}.json"
-
-
-def parity_record(config: Config, model: str, component: str) -> Path:
-    return Path(config.results_dir) / model / "parity" / f"{component}.json"
-
-
-def compile_record(config: Config, model: str, component: str) -> Path:
-    return Path(config.results_dir) / model / "compile" / f"{component}.json"
-
-
-def bundle_path(config: Config, model: str, component: str) -> Path:
-    return Path(config.results_dir) / model / f"{component}.mlmodelc"
-
-
-def quantize_record(config: Config, model: str, strategy: str, component: str) -> Path:
-    return Path(config.results_dir) / model / "quantized" / strategy / f"{component}.json"
-
-
-def quantization_summary(config: Config, model: str) -> Path:
-    return Path(config.results_dir) / model / "quantization_summary.json"
+        return layout.IOS18_PACKAGE.path(config, model=model, component=component)
+    return layout.PACKAGE.path(config, model=model, component=component)
 
 
 def quantize_jobs(config: Config, model: str) -> list[tuple[str, str]]:
@@ -93,23 +29,10 @@ def quantize_jobs(config: Config, model: str) -> list[tuple[str, str]]:
     return [(s, c) for c, comp in config.models[model].components.items() for s in comp.quantize["strategies"]]
 
 
-def metadata_path(config: Config, model: str) -> Path:
-    return Path(config.results_dir) / model / "metadata.json"
-
-
-def package_path(config: Config, model: str, component: str) -> Path:
-    return Path(config.results_dir) / model / f"{component}.mlpackage"
-
-
-def checkpoint_dir(config: Config, model: str) -> Path:
-    """Where fetched or generated checkpoint files live (versioned by DVC with the results)."""
-    return Path(config.results_dir) / model / "checkpoint"
-
-
 def needs_ios18(config: Config, model: str, component: str) -> bool:
     """Whether a configured strategy of the component compresses its iOS18 re-export."""
     strategies = config.models[model].components[component].quantize["strategies"]
-    return any(quantize_base(config, model, s, component) == ios18_package(config, model, component)
+    return any(quantize_base(config, model, s, component) == layout.IOS18_PACKAGE.path(config, model=model, component=component)
                for s in strategies)
 
 
@@ -122,28 +45,23 @@ def ios18_component(component):
 def stamps(config: Config) -> list[Stamp]:
     out = []
     for name, model in config.models.items():
-        out.append(Stamp(name, "source", source_settings(model), source_record(config, name)))
-        out.append(Stamp(name, "prepare", prepare_settings(model), facts_path(config, name)))
+        out.append(Stamp(name, "source", source_settings(model), layout.SOURCE.path(config, model=name)))
+        out.append(Stamp(name, "prepare", prepare_settings(model), layout.FACTS.path(config, model=name)))
         for cname, component in model.components.items():
             out.append(Stamp(name, f"export/{cname}", export_settings(model, component),
-                             export_record(config, name, cname)))
+                             layout.EXPORT_RECORD.path(config, model=name, component=cname)))
             if needs_ios18(config, name, cname):
                 out.append(Stamp(name, f"export_ios18/{cname}", export_settings(model, ios18_component(component)),
-                                 ios18_record(config, name, cname)))
+                                 layout.IOS18_RECORD.path(config, model=name, component=cname)))
             out.append(Stamp(name, f"compile/{cname}", compile_settings(model, component),
-                             compile_record(config, name, cname)))
+                             layout.COMPILE_RECORD.path(config, model=name, component=cname)))
             for strategy in component.quantize["strategies"]:
                 out.append(Stamp(name, f"quantize/{strategy}/{cname}",
                                  quantize_settings(model, component, strategy),
-                                 quantize_record(config, name, strategy, cname)))
+                                 layout.QUANTIZE_RECORD.path(config, model=name, strategy=strategy, component=cname)))
             out.append(Stamp(name, f"parity/{cname}", validate_settings(model, component),
-                             parity_record(config, name, cname)))
+                             layout.PARITY_RECORD.path(config, model=name, component=cname)))
     return out
-
-
-def ledger_path(config: Config) -> Path:
-    """The content ledger (kiln.workflow.ledger), versioned by DVC with the results."""
-    return Path(config.results_dir) / ".kiln-ledger.json"
 
 
 def code_stages(config: Config) -> list[tuple[str, str | None]]:
@@ -153,7 +71,8 @@ def code_stages(config: Config) -> list[tuple[str, str | None]]:
     for model in config.models.values():
         if model.source.get("kind") == "random":
             out.append(("fetch_random", model.family))
-        out.extend((stage, model.family) for stage in ("prepare", "reference", "validate", "quantize", "contract"))
+        out.extend((stage, model.family) for stage in ("prepare", "reference", "validate", "quantize",
+                                                        "quantization_summary", "contract"))
     return out
 
 
@@ -164,30 +83,26 @@ def ledger_roots(config: Config) -> list[str]:
     return [config.results_dir, str(STAMP_ROOT), "src/kiln", "scripts", "contracts"]
 
 
-def end_to_end_record(config: Config, model: str) -> Path:
-    return Path(config.results_dir) / model / "end_to_end.json"
-
-
 def export_targets(config: Config, model: str | None = None) -> list[str]:
     names = [model] if model else config.enabled_models
-    return [str(package_path(config, m, c)) for m in names for c in config.models[m].components]
+    return [str(layout.PACKAGE.path(config, model=m, component=c)) for m in names for c in config.models[m].components]
 
 
 def model_targets(config: Config, model: str) -> list[str]:
     """Everything the workflow builds for ``model``: metadata.json (export, compile, validate), the
     quantization sweep with its plots, and the check against its consumer's contract (where one
     exists)."""
-    targets = [str(metadata_path(config, model)), str(quantization_summary(config, model)),
+    targets = [str(layout.METADATA.path(config, model=model)), str(layout.QUANTIZATION_SUMMARY.path(config, model=model)),
                *quantization_plots(config, model)]
     if contract_file(config, model).is_file():
-        targets.append(str(contract_report(config, model)))
+        targets.append(str(layout.CONTRACT_REPORT.path(config, model=model)))
     return targets
 
 
 def quantization_plots(config: Config, model: str) -> list[str]:
     """The size-vs-quality plot of every component with a quantization strategy."""
     components = sorted({c for _, c in quantize_jobs(config, model)})
-    return [str(Path(config.results_dir) / model / "plots" / "quantization" / f"size_vs_quality_{c}.png")
+    return [str(layout.QUANTIZATION_PLOT.path(config, model=model, component=c))
             for c in components]
 
 
@@ -196,10 +111,6 @@ def contract_file(config: Config, model: str) -> Path:
     from kiln.contracts import contract_path
 
     return contract_path(config.models[model].family)
-
-
-def contract_report(config: Config, model: str) -> Path:
-    return Path(config.results_dir) / model / "contract.json"
 
 
 #: the component names of contract texts parsed before, by the text's sha256 (the rules ask at every
@@ -250,21 +161,21 @@ def contract_artifacts(config: Config, model: str) -> dict[str, dict[str, str]]:
     """The packages and bundles the contract check reads: the model's components the contract names."""
     named = _contract_components(contract_file(config, model))
     names = [c for c in config.models[model].components if c in named]
-    return {"packages": {c: str(package_path(config, model, c)) for c in names},
-            "bundles": {c: str(bundle_path(config, model, c)) for c in names}}
+    return {"packages": {c: str(layout.PACKAGE.path(config, model=model, component=c)) for c in names},
+            "bundles": {c: str(layout.BUNDLE.path(config, model=model, component=c)) for c in names}}
 
 
 def quantize_targets(config: Config) -> list[str]:
-    return [t for m in config.enabled_models for t in (str(quantization_summary(config, m)),
+    return [t for m in config.enabled_models for t in (str(layout.QUANTIZATION_SUMMARY.path(config, model=m)),
                                                        *quantization_plots(config, m))]
 
 
 def compile_targets(config: Config) -> list[str]:
-    return [str(bundle_path(config, m, c)) for m in config.enabled_models for c in config.models[m].components]
+    return [str(layout.BUNDLE.path(config, model=m, component=c)) for m in config.enabled_models for c in config.models[m].components]
 
 
 def validate_targets(config: Config) -> list[str]:
-    return [str(metadata_path(config, m)) for m in config.enabled_models]
+    return [str(layout.METADATA.path(config, model=m)) for m in config.enabled_models]
 
 
 def check_models(config: Config, cache: Path = Path(".kiln") / "models_checked.json") -> bool:

@@ -30,7 +30,7 @@ def random_state_dict(seed: int = 0, **kwargs) -> dict:
 class EnergyEncoder(TinyEncoder):
     """TinyEncoder normalised through an explicit energy (sum of squares, then rsqrt): on loud
     input the energy exceeds fp16's maximum (65504) although every output is small, the kind of
-    intermediate overflow kiln's fp16 report must name (tests/workflow/test_fp16_workflow.py)."""
+    intermediate overflow kiln's fp16 report must name (tests/scenarios/test_fp16_workflow.py)."""
 
     def forward(self, mels: torch.Tensor):
         frames = torch.relu(self.frame(mels))

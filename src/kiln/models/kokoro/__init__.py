@@ -1,0 +1,39 @@
+"""Kokoro-82M text-to-speech (StyleTTS2 text/prosody model + iSTFTNet vocoder), 24 kHz.
+
+Source: ``hexgrad/Kokoro-82M`` (``config.json``, ``kokoro-v1_0.pth``, a voice pack) or a
+random-initialised bundle (``checkpoint.build_random``: ``tiny`` and ``full`` architectures, synthetic);
+the network is the ``kokoro`` package's ``KModel``. Components ``kokoro_5s`` and ``kokoro_15s``
+(the consuming runtime's names) are one fixed-shape network each (:class:`FixedKokoro` in
+``net``): a token buffer of the contract's length with a padding mask in, a fixed window of
+24 kHz audio out, the vocoder's randomness as inputs, durations clamped to the window with a flag.
+
+Contract (every length read from the component's config and checked against the checkpoint):
+
+- inputs ``input_ids [1, T]`` int32 (config vocabulary ids, boundary token 0 first and after the
+  last phoneme), ``attention_mask [1, T]`` int32 (1 on the valid prefix), ``ref_s [1, 2*style]``
+  (a voice-pack row), ``random_phases [1, H]``, ``source_noise [1, samples, H]`` (H harmonics of
+  the harmonic source), optional ``speed [1]``;
+- outputs ``audio [1, samples]``, ``pred_dur [1, T]`` int32, ``audio_length [1]`` int32 (valid
+  samples), ``clamped [1]`` int32 (1 when the predicted durations did not fit the window).
+"""
+
+from __future__ import annotations
+
+from kiln.family.spec import ComponentSpec, FamilySpec, Metric, PlotSeries
+from kiln.models.kokoro import build, checkpoint, feeds, judge
+
+
+def kokoro_component(name: str) -> ComponentSpec:
+    return ComponentSpec(
+        name,
+        inputs=("input_ids", "attention_mask", "ref_s", "random_phases", "source_noise", "speed"),
+        outputs=("audio", "pred_dur", "audio_length", "clamped"),
+        wrapper=build.wrapper, feeds=feeds.sentence_feeds, example=build.example,
+        metrics=(Metric("waveform", judge.waveform_metrics),),
+        plot=PlotSeries("RMS of the valid audio per sentence", judge.audio_rms), artifacts=judge.write_audio_artifacts,
+        description="token ids + style vector + vocoder noise -> fixed window of 24 kHz audio")
+
+
+FAMILY = FamilySpec(name="kokoro", load=build.load, facts=build.facts,
+                    components=(kokoro_component("kokoro_5s"), kokoro_component("kokoro_15s")),
+                    build_random=checkpoint.build_random, faithfulness=build.faithfulness, sample_rate=build.SAMPLE_RATE)

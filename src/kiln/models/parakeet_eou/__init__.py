@@ -1,0 +1,85 @@
+"""Parakeet EOU (``nvidia/parakeet_realtime_eou_120m-v1``): cache-aware streaming FastConformer + RNNT
+with an end-of-utterance token, exported per chunk with every cache explicit.
+
+Components (names, shapes and dtypes follow FluidAudio; every size comes from the checkpoint and
+the contract's chunk, see :func:`kiln.models.parakeet_eou.net.contracts`):
+
+``preprocessor``       ``audio_signal [1, N]`` (one chunk), ``audio_context [1, C]`` -> ``mel
+                       [1, n_mels, N/hop]`` (un-normalised log-mel), ``new_audio_context``: the STFT's
+                       left context as state.
+``streaming_encoder``  ``audio_signal [1, n_mels, T]``, ``audio_length [1]``, ``pre_cache``,
+                       ``cache_last_channel``, ``cache_last_time``, ``cache_last_channel_len`` ->
+                       ``encoded_output [1, d, T/8]``, ``encoded_length``, ``new_pre_cache``,
+                       ``new_cache_last_channel``, ``new_cache_last_time``, ``new_cache_last_channel_len``
+                       (the four caches are state pairs). A session starts from zero caches:
+                       ``cache_last_channel_len`` 0 makes the step NeMo's first streaming step
+                       (``pre_cache`` and the first ``mel_lag_frames`` of the chunk precede the
+                       stream and are ignored).
+``decoder``            RNNT prediction net, one step, explicit LSTM state (``h_in``/``c_in`` pairs).
+``joint_decision``     ``encoder_step [1, d, 1]``, ``decoder_step [1, H, 1]`` -> ``token_id``,
+                       ``token_prob`` ([1,1,1]; RNNT: no durations).
+
+Chunk sizes: the unsuffixed ``preprocessor`` / ``streaming_encoder`` take whatever chunk their
+contract declares (320 ms in config.yaml); ``<name>_160ms`` / ``_1280ms`` are the same components
+for other chunk sizes, built side by side in one model directory. FluidAudio keeps one directory
+per chunk size with the same file names (``160ms/streaming_encoder.mlmodelc``); kiln's
+``streaming_encoder_160ms.mlpackage`` maps to it by dropping the suffix into a directory name, and
+the chunk-independent ``decoder`` / ``joint_decision`` are shared by every chunk size.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from kiln.family.spec import ComponentSpec, FamilySpec, Metric, PlotSeries, StatePair, Task
+from kiln.models.parakeet_eou import build, checkpoint, feeds, judge
+from kiln.models.parakeet_eou.build import (CHUNK_VARIANTS_MS, DECODER_IO, ENCODER_IO, FAMILY_NAME, JOINT_IO,
+                                            PREPROCESSOR_IO)
+
+
+def _preprocessor_spec(name: str) -> ComponentSpec:
+    return ComponentSpec(
+        name=name, inputs=PREPROCESSOR_IO[0], outputs=PREPROCESSOR_IO[1], wrapper=build.preprocessor_wrapper,
+        feeds=feeds.preprocessor_feeds, state=build.PREPROCESSOR_STATE,
+        plot=PlotSeries("mean log-mel per chunk", judge.mean_mel),
+        description="one chunk of audio -> un-normalised log-mel frames; STFT left context as state")
+
+
+def _encoder_spec(name: str) -> ComponentSpec:
+    return ComponentSpec(
+        name=name, inputs=ENCODER_IO[0], outputs=ENCODER_IO[1], wrapper=build.encoder_wrapper,
+        feeds=feeds.encoder_feeds, state=build.ENCODER_STATE, example=build.encoder_example,
+        metrics=(Metric("chunks", judge.encoder_chunk_metric),),
+        plot=PlotSeries("encoder output L2 norm per chunk", judge._plot_encoder), artifacts=judge.encoder_error_plot,
+        description="cache-aware FastConformer, one chunk; every cache an explicit input and output")
+
+
+def _variants(base: str, make: Callable[[str], ComponentSpec]) -> tuple[ComponentSpec, ...]:
+    return (make(base),) + tuple(make(f"{base}_{ms}ms") for ms in CHUNK_VARIANTS_MS)
+
+
+COMPONENTS = (
+    *_variants("preprocessor", _preprocessor_spec),
+    *_variants("streaming_encoder", _encoder_spec),
+    ComponentSpec(
+        name="decoder", inputs=DECODER_IO[0], outputs=DECODER_IO[1], wrapper=build.decoder_wrapper,
+        feeds=feeds.decoder_feeds, state=(StatePair("h_in", "h_out"), StatePair("c_in", "c_out")),
+        example=build.decoder_example, metrics=(Metric("decoder", judge.decoder_metric),),
+        plot=PlotSeries("decoder output L2 norm per step", judge.decoder_norms),
+        description="RNNT prediction network, one step (U=1), explicit LSTM state"),
+    ComponentSpec(
+        name="joint_decision", inputs=JOINT_IO[0], outputs=JOINT_IO[1], wrapper=build.joint_wrapper,
+        feeds=feeds.joint_feeds, metrics=(Metric("decisions", judge.joint_metric),),
+        plot=PlotSeries("token probability per step", judge.token_probs),
+        description="RNNT joint, one frame: argmax token id (blank = vocabulary size) and its probability"),
+)
+
+TASK = Task(
+    description="greedy RNNT on the host over the streamed chunks (decoder state kept across chunks): "
+                "token stream and the chunks where <EOU> fires, per chunk size",
+    requires=(("preprocessor", "streaming_encoder", "decoder", "joint_decision"),),
+    inputs=feeds.task_inputs, run=feeds.task_run, compare=judge.task_compare,
+    quantization=judge.quantization_eou_summary, plot=judge.token_timeline_plot)
+
+FAMILY = FamilySpec(name=FAMILY_NAME, load=build.load, facts=build.facts, components=COMPONENTS,
+                    build_random=checkpoint.build_random, task=TASK, faithfulness=build.faithfulness)

@@ -1,0 +1,25 @@
+"""Silero VAD (16 kHz): one 512-sample LSTM step, or eight carried over a 256 ms window.
+
+``build``: the network rebuilt from the shipped TorchScript's weights (bit-identical to
+``silero_vad.load_silero_vad()``, state explicit); ``judge``: speech windows, decisions, the
+probability plot.
+"""
+
+from __future__ import annotations
+
+from kiln.family.spec import ComponentSpec, FamilySpec, Metric, PlotSeries, StatePair
+from kiln.models.silero_vad import build, feeds, judge
+
+
+def vad_component(name: str) -> ComponentSpec:
+    return ComponentSpec(
+        name, inputs=("audio_input", "hidden_state", "cell_state"),
+        outputs=("vad_output", "new_hidden_state", "new_cell_state"),
+        wrapper=build.window, feeds=feeds.speech_windows,
+        state=(StatePair("hidden_state", "new_hidden_state"), StatePair("cell_state", "new_cell_state")),
+        metrics=(Metric("decisions", judge.decisions, rank_by="decision_agreement"),),
+        plot=PlotSeries("speech probability", judge.probabilities))
+
+
+FAMILY = FamilySpec(name="silero_vad", load=build.load, facts=build.facts,
+                    components=(vad_component("unified"), vad_component("unified_256ms")))
