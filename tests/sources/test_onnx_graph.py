@@ -54,7 +54,7 @@ def test_converted_module_streams_like_onnxruntime_on_speech(ifless, speech_16k)
     family = get_family("silero_vad_onnx")
     source = family.load(ifless)
     facts = family.facts(source)
-    component = load_config(Path(__file__).resolve().parents[1] / "config.yaml").component("silero_vad_onnx",
+    component = load_config(Path(__file__).resolve().parents[2] / "config.yaml").component("silero_vad_onnx",
                                                                                              "unified")
     wrapper = family.build_component(source, component, facts)
     ort = family.source_runtime(facts, component)
