@@ -13,7 +13,7 @@ from kiln.config import CHECKS_CACHE, build_config, check_config_file, strategy_
 from kiln import layout
 from kiln.workflow import codedeps, ledger, plan, resources, stamps
 
-check_config_file("config.yaml", cache=CHECKS_CACHE)   # bounded (kiln.yamlio) before Snakemake's loader
+check_config_file("config.yaml", cache=CHECKS_CACHE)   # bounded (kiln.foundation.yamlio) before Snakemake's loader
 configfile: "config.yaml"
 # `snakemake --report report.html`: every plot and summary table, grouped by model (report/*.rst)
 report: "report/workflow.rst"

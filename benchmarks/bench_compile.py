@@ -24,7 +24,7 @@ def _median(fn) -> float:
 
 def measure(package: Path, workdir: Path) -> dict:
     from kiln.compile import compile_package
-    from kiln.fsutil import remove_path, tree_size
+    from kiln.foundation.fsutil import remove_path, tree_size
 
     copy_to, bundle = workdir / "copy.mlpackage", workdir / "out.mlmodelc"
 

@@ -112,7 +112,7 @@ def _build(architecture: str, work: Path):
 def run(architecture: str = "full", workdir: str | None = None, rounds: int = ROUNDS) -> dict:
     import numpy as np
 
-    from kiln.fsutil import tree_size
+    from kiln.foundation.fsutil import tree_size
 
     work = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="kiln-bench-encoder-"))
     (work / "src").mkdir(parents=True, exist_ok=True)
@@ -209,7 +209,7 @@ def _compile_job(package: Path, work: Path, inputs: dict) -> dict:
     check: structure, weights by sha256, one fp32 execution) against copying the package."""
     import shutil
 
-    from kiln.fsutil import remove_path
+    from kiln.foundation.fsutil import remove_path
     from kiln.compile.stage import compile_component
 
     copy_to, bundle = work / "copy.mlpackage", work / "encoder.mlmodelc"

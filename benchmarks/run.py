@@ -46,7 +46,7 @@ BENCHMARKS = {
 
 
 def machine() -> dict:
-    from kiln.provenance import toolchain
+    from kiln.integrity.provenance import toolchain
 
     return {"cpus": os.cpu_count(), "platform": platform.platform(), "toolchain": toolchain()}
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from kiln.config import build_config, export_settings, load_config, settings_digest
-from kiln.errors import ConfigError
+from kiln.foundation.errors import ConfigError
 
 
 @pytest.fixture()
@@ -248,7 +248,7 @@ def test_check_config_refuses_hostile_yaml_in_one_line(repo, tmp_path, case):
 
 
 def test_yaml_bounds_hold_exactly_at_the_caps():
-    from kiln import yamlio
+    from kiln.foundation import yamlio
 
     assert yamlio.load("[" * yamlio.MAX_DEPTH + "]" * yamlio.MAX_DEPTH) is not None
     with pytest.raises(yamlio.YamlLimitError, match="nested deeper than 64 levels"):
@@ -288,7 +288,7 @@ def test_strict_reads_are_remembered_by_content_only(tmp_path):
     """The Snakefile's two strict reads of config.yaml per start are skipped for a text that passed
     before; an edited text (here: a key given twice) is read again and refused."""
     from kiln.config import check_config_file
-    from kiln.errors import ConfigError
+    from kiln.foundation.errors import ConfigError
 
     cache = tmp_path / ".kiln" / "cache" / "strict.json"
     path = tmp_path / "config.yaml"

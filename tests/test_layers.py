@@ -31,11 +31,12 @@ def write(root: Path, rel: str, text: str) -> None:
 
 def test_an_upward_import_inside_a_function_is_named_with_its_line(tmp_path):
     write(tmp_path, "kiln/__init__.py", "")
-    write(tmp_path, "kiln/errors.py", "")
+    write(tmp_path, "kiln/foundation/__init__.py", "")
+    write(tmp_path, "kiln/foundation/errors.py", "")
     write(tmp_path, "kiln/workflow/__init__.py", "")
     write(tmp_path, "kiln/mil/__init__.py", "")
     write(tmp_path, "kiln/mil/plan.py", """\
-        from kiln.errors import *
+        from kiln.foundation.errors import *
         def run():
             from ..workflow import jobs
         """)

@@ -39,14 +39,14 @@ def test_no_results_path_is_spelled_outside_the_layout():
 def test_the_scan_finds_a_hand_spelled_path(tmp_path):
     """The scan above is not vacuous: the spellings the layout replaced are found again."""
     for rel, text in {"rules/validate.smk": 'facts=f"{RESULTS}/{{model}}/prepared/facts.json",\n',
-                      "src/kiln/publish.py": 'facts = (model_dir / "prepared" / "facts.json")\n',
+                      "src/kiln/distribution/publish.py": 'facts = (model_dir / "prepared" / "facts.json")\n',
                       "src/kiln/workflow/plan.py": 'return Path(config.results_dir) / model / "metadata.json"\n',
                       "scripts/parity.py": 'plots = "results/silero_vad/plots"\n',
                       "Snakefile": "# a comment may say results/<model>/metadata.json\n"}.items():
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text(text)
     assert [f.split(":")[0] for f in hand_spelled(tmp_path)] == [
-        "rules/validate.smk", "scripts/parity.py", "src/kiln/publish.py", "src/kiln/workflow/plan.py"]
+        "rules/validate.smk", "scripts/parity.py", "src/kiln/distribution/publish.py", "src/kiln/workflow/plan.py"]
 
 
 def test_pattern_and_path_are_one_definition():

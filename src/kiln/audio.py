@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kiln.errors import KilnError
+from kiln.foundation.errors import KilnError
 
 SENTENCES = (
     "The quick brown fox jumps over the lazy dog.",

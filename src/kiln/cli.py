@@ -25,7 +25,7 @@ import importlib
 import sys
 
 # exit code 2 for every diagnosed error, as argparse uses for usage errors
-from kiln.errors import EXIT_KILN_ERROR, run_command  # noqa: F401
+from kiln.foundation.errors import EXIT_KILN_ERROR, run_command  # noqa: F401
 
 #: modules contributing subcommands (each defines ``add_commands(subparsers)``)
 COMMAND_MODULES = ("kiln.mil.cli", "kiln.compile.cli", "kiln.scaffold", "kiln.workflow.pull")
@@ -46,7 +46,7 @@ def _check_config(args) -> int:
 
 
 def _check(args) -> int:
-    from kiln.integrity import IntegrityError, check_results
+    from kiln.integrity.artifacts import IntegrityError, check_results
 
     failed = 0
     for model_dir in args.results:
@@ -62,7 +62,7 @@ def _check(args) -> int:
 
 def _publish(args) -> int:
     from kiln.config import load_config
-    from kiln.publish import publish
+    from kiln.distribution.publish import publish
 
     result = publish(load_config(args.config), args.model, repo_id=args.repo_id, dry_run=args.dry_run,
                      out_dir=args.out, private=args.private)
@@ -75,7 +75,7 @@ def _publish(args) -> int:
 
 
 def _verify(args) -> int:
-    from kiln.verify import VerifyError, verify
+    from kiln.distribution.verify import VerifyError, verify
 
     result = verify(args.folder, workdir=args.workdir, cores=args.cores, report=args.report, timeout=args.timeout)
     if not result["reproduced"]:

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from kiln import yamlio
-from kiln.errors import ConfigError
+from kiln.foundation import yamlio
+from kiln.foundation.errors import ConfigError
 
 
 DEFAULT_EXPORT = {
@@ -338,7 +338,7 @@ def check_results_dir(results_dir: str, path: str) -> None:
 
 
 def _read_yaml(path: Path) -> Any:
-    """``path`` parsed strictly and within bounds (:mod:`kiln.yamlio`: duplicate keys, alias bombs,
+    """``path`` parsed strictly and within bounds (:mod:`kiln.foundation.yamlio`: duplicate keys, alias bombs,
     deep nesting, non-UTF-8 bytes refused), every failure a :class:`ConfigError` naming the file."""
     try:
         return yamlio.read(path)
@@ -365,7 +365,7 @@ def _checked(cache: Path | None, kind: str, digest: str) -> bool:
 def _remember_check(cache: Path | None, kind: str, digest: str) -> None:
     if cache is None:
         return
-    from kiln.fsutil import write_json
+    from kiln.foundation.fsutil import write_json
 
     try:
         known = json.loads(cache.read_text())

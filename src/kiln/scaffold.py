@@ -18,8 +18,8 @@ from pathlib import Path
 
 import yaml
 
-from kiln import yamlio
-from kiln.errors import KilnError
+from kiln.foundation import yamlio
+from kiln.foundation.errors import KilnError
 
 
 class ScaffoldError(KilnError):
@@ -98,7 +98,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from kiln.errors import SourceError
+from kiln.foundation.errors import SourceError
 from kiln.models.{name}.net import {cls}Net
 from kiln.sources import SourceRecord
 

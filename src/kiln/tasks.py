@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from kiln.errors import ConfigError
+from kiln.foundation.errors import ConfigError
 
 TASKS: dict[str, str] = {
     "vad": "voice activity detection: speech probability per window",

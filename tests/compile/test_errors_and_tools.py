@@ -19,7 +19,7 @@ from kiln.compile.errors import AppleCompilerError, CoremlDataError, MilSyntaxEr
 from kiln.compile.metadata import class_name, histogram_name
 from kiln.coreml.mil_text.grammar import DIALECTS
 from kiln.coreml.mil_text.parser import parse_program
-from kiln.errors import KilnError
+from kiln.foundation.errors import KilnError
 
 
 @pytest.fixture
@@ -284,7 +284,7 @@ def test_cli_compiles_a_package(value_kinds_package, tmp_path, capsys):
 
 
 def test_cli_reports_bad_input_with_exit_code_2(tmp_path, capsys):
-    from kiln.errors import run_command
+    from kiln.foundation.errors import run_command
 
     args = _parser().parse_args(["compile", str(tmp_path / "missing.mlpackage"), "-o", str(tmp_path / "x.mlmodelc")])
     assert run_command(args) == 2

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 
 from kiln.compile import compile_package
-from kiln.errors import KilnError
+from kiln.foundation.errors import KilnError
 from tests.fuzzing import corrupt_copy
 
 

@@ -13,7 +13,7 @@ import pytest
 from kiln.cli import main
 from kiln.compile import compile_package
 from kiln.coreml.errors import BlobFormatError, PackageError
-from kiln.errors import KilnError, OutputError
+from kiln.foundation.errors import KilnError, OutputError
 from kiln.mil import load_model
 
 WEIGHTS = "Data/com.apple.CoreML/weights"

@@ -42,7 +42,7 @@ def test_the_round_trip_refuses_an_edited_bundle_naming_what_differs(compressed_
     import pytest
 
     from kiln.compile.errors import CompileError
-    from kiln.digests import DigestCache
+    from kiln.integrity.digests import DigestCache
 
     package = compressed_packages["int8_ios16"]
     x = {"x": np.random.default_rng(0).standard_normal((1, 64)).astype(np.float32)}

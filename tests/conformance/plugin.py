@@ -566,7 +566,7 @@ def pytest_sessionfinish(session, exitstatus):
         return
     import coremltools as ct
 
-    from kiln.fsutil import write_json
+    from kiln.foundation.fsutil import write_json
 
     summary = {
         "suite": f"coremltools {ct.__version__} {SUITE_PACKAGE}",

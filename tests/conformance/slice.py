@@ -111,7 +111,7 @@ def main(argv=None) -> int:
         cases.update(load_cases(path))
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
-    from kiln.fsutil import atomic_file, write_json
+    from kiln.foundation.fsutil import atomic_file, write_json
 
     if args.command == "merge":
         merged = merge(args.summaries, by_test=args.by_test)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from coremltools import libmilstoragepython as storage
 
-from kiln.errors import KilnError
+from kiln.foundation.errors import KilnError
 from kiln.coreml.blob import BlobFile, BlobWriter
 from kiln.coreml.errors import BlobFormatError
 

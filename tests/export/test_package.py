@@ -8,7 +8,7 @@ import pytest
 
 from kiln.export.convert import export_component
 from kiln.export.package import MANIFEST_NAMESPACE, deterministic_manifest
-from kiln.failpoints import InjectedFailure
+from kiln.foundation.failpoints import InjectedFailure
 from kiln.models import get_family
 
 

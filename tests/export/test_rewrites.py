@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from kiln.errors import ExportError
+from kiln.foundation.errors import ExportError
 from kiln.export import rewrites as rw
 
 

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from kiln.config import build_config
-from kiln.errors import ConfigError, ContractError, ModelError
+from kiln.foundation.errors import ConfigError, ContractError, ModelError
 from kiln.models import check_models, family_names, get_family
 from kiln.family.spec import ComponentSpec, Feeds, StatePair, stream
 
@@ -108,7 +108,7 @@ def test_feeds_are_data_not_callbacks():
 
 
 def test_task_quantization_result_is_checked_naming_the_field():
-    from kiln.errors import ModelError
+    from kiln.foundation.errors import ModelError
     from kiln.family.spec import check_quantization_result
 
     good = {"strategies": {"int8_per_channel": {"eou_delay_ms": 80}}, "recommendation": "int8", "extra": 1}

@@ -302,7 +302,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "src"))
-    from kiln.fsutil import write_json
+    from kiln.foundation.fsutil import write_json
 
     with tempfile.TemporaryDirectory() as tmp:
         result = coverage(Path(tmp))

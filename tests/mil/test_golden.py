@@ -25,7 +25,7 @@ def _audio():
 def _reference_probs():
     if "ref" in _cache:
         return _cache["ref"]
-    from kiln.errors import SourceError
+    from kiln.foundation.errors import SourceError
     from kiln.sources import locate_distribution
 
     try:   # the release config.yaml's silero_vad is built from, found as its fetch finds it

@@ -10,7 +10,7 @@ import pytest
 from coremltools.converters.mil import Builder as mb
 from milprog import save_program
 
-from kiln.errors import ContractError, KilnError
+from kiln.foundation.errors import ContractError, KilnError
 from kiln.mil import (
     InputContractError,
     ModelFormatError,
@@ -20,7 +20,7 @@ from kiln.mil import (
     coverage,
     load_model,
 )
-from kiln.errors import run_command
+from kiln.foundation.errors import run_command
 from kiln.mil.cli import add_commands
 from tests.fuzzing import corrupt_copy
 

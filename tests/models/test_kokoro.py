@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from kiln.config import build_config
-from kiln.errors import ContractError, ModelError
+from kiln.foundation.errors import ContractError, ModelError
 from kiln.export import rewrites as rw
 from kiln.sources import SourceRecord, describe_file
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from kiln.config import load_config
-from kiln.errors import ContractError, ModelError
+from kiln.foundation.errors import ContractError, ModelError
 
 pytest.importorskip("nemo.collections.asr", reason="nemo_toolkit[asr] is not installed")
 

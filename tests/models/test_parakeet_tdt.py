@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from kiln.config import build_config
-from kiln.errors import ModelError, SourceError
+from kiln.foundation.errors import ModelError, SourceError
 from kiln.models import _nemo
 from kiln.models._tdt import agreement
 from kiln.models.parakeet_tdt import FAMILY

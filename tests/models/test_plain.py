@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from kiln.config import build_config
-from kiln.errors import ConfigError, ModelError, SourceError
+from kiln.foundation.errors import ConfigError, ModelError, SourceError
 from kiln.models import check_models, family_of, get_family
 from kiln.family.spec import Context
 from kiln.sources import SourceRecord, describe_file

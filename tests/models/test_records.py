@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from kiln.errors import ModelError
+from kiln.foundation.errors import ModelError
 from kiln.models import records
 from kiln.models.parakeet_eou import checkpoint as eou_checkpoint
 from kiln.models.parakeet_tdt import checkpoint as _parakeet_random

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from kiln.errors import ModelError, SourceError
+from kiln.foundation.errors import ModelError, SourceError
 from kiln.models import get_family
 from kiln.models.silero_vad.build import CHUNK_SAMPLES, CONTEXT_SAMPLES, SileroVADWindow, load_weights
 

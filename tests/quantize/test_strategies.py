@@ -143,7 +143,7 @@ def _scored(strategy, size_ratio, quality, task=None, check=None):
 def test_variants_rank_by_the_task_metric_where_the_family_has_one():
     """Silero's figures (silero-vad 6.2.3 ONNX graph): by quality palettize_4bit would rank last,
     by what an app sees (decision agreement) it is the best; int8_per_tensor is last either way."""
-    from kiln.report import quantization_page
+    from kiln.distribution.report import quantization_page
 
     equal = {"verdict": "equal", "compressed_weights": 7, "torch_tensors_replaced": ["w"], "seconds": 1.0,
              "outputs": {"vad_output": {"max_abs": 3e-6, "match": True, "atol": 0.02, "rtol": 0.0}}}

@@ -21,7 +21,7 @@ def _manifest_paths(workspace) -> list[str]:
 
 
 def test_dvcignore_lists_the_writers_temporary_pattern(workspace):
-    from kiln.fsutil import TEMPORARY_GLOB
+    from kiln.foundation.fsutil import TEMPORARY_GLOB
 
     assert TEMPORARY_GLOB in (workspace.root / ".dvcignore").read_text().splitlines()
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 import shutil
 
-from kiln.digests import cached_digest
-from kiln.fsutil import tree_size
+from kiln.integrity.digests import cached_digest
+from kiln.foundation.fsutil import tree_size
 from tests.validate.test_run import _with_broken_conv
 
 RESULTS = "results/silero_vad"

@@ -10,7 +10,7 @@ import tarfile
 import pytest
 import yaml
 
-from kiln.errors import SourceError
+from kiln.foundation.errors import SourceError
 from kiln.models._nemo import check_nemo_archive as reexported
 from kiln.sources.nemo_archive import ALLOWED_CLASSES, check_nemo_archive
 
@@ -101,7 +101,7 @@ CRAFTED = {
     "no-root-config": (
         lambda: (_regular("sub/model_config.yaml", _config()),),
         ["no model_config.yaml at its root"]),
-    # hostile YAML is bounded like every YAML kiln reads (kiln.yamlio)
+    # hostile YAML is bounded like every YAML kiln reads (kiln.foundation.yamlio)
     "alias-bomb-config": (
         lambda: _with("".join(f"l{i}: &l{i} [{', '.join([f'*l{i - 1}' if i else '1'] * 9)}]\n"
                               for i in range(9)).encode()),

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from kiln.errors import ConversionError, SourceError
+from kiln.foundation.errors import ConversionError, SourceError
 from kiln.sources import fetch, onnx_graph
 
 DATA = Path(importlib.util.find_spec("silero_vad").submodule_search_locations[0]) / "data"

@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from kiln.errors import ModelError, SourceError
+from kiln.foundation.errors import ModelError, SourceError
 from kiln.sources import SOURCE_KINDS, SourceFile, fetch, verify_file
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from kiln.config import ExportSettings, TensorSpec
-from kiln.errors import ExportError
+from kiln.foundation.errors import ExportError
 from kiln.export.convert import convert_traced, trace_component
 from kiln.export.package import save_mlpackage
 from kiln.validate import fp16

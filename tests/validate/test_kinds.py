@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from kiln import schemas
-from kiln.errors import ContractError
+from kiln.foundation.errors import ContractError
 from kiln.validate.kinds import OUTPUT_KINDS, cosines, kind_metrics, kind_score
 from kiln.validate.metrics import max_rel, quality
 

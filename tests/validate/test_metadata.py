@@ -61,7 +61,7 @@ def test_schema_rejects(mutate, where):
 
 
 def test_an_open_task_label_and_kind_metrics_are_accepted_and_shown():
-    from kiln.report import parity_page
+    from kiln.distribution.report import parity_page
 
     data = _minimal()
     data["task"] = "speaker_embedding"

@@ -7,7 +7,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from kiln.errors import ParityError
+from kiln.foundation.errors import ParityError
 from kiln.validate.reference import ReferenceError
 from kiln.export.convert import export_component
 from kiln.models import get_family

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from kiln.config import ConfigError, build_config
-from kiln.errors import ParityError
+from kiln.foundation.errors import ParityError
 from kiln.validate.run import check_parity, task_bound_checks
 
 

@@ -104,7 +104,7 @@ def _script_jobs() -> dict[str, set[str]]:
 
 
 def test_every_script_is_one_call_by_name_and_every_job_is_keyword_only():
-    from kiln import publish, verify
+    from kiln.distribution import publish, verify
 
     modules = {"jobs": jobs, "publish": publish, "verify": verify}
     for script, names in _script_jobs().items():

@@ -7,8 +7,8 @@ import os
 
 import pytest
 
-from kiln import digests
-from kiln.fsutil import sha256_tree
+from kiln.integrity import digests
+from kiln.foundation.fsutil import sha256_tree
 from kiln.workflow import ledger as lg
 
 OLD = 1_600_000_000_000_000_000  # ns

@@ -12,7 +12,7 @@ from pathlib import Path
 from kiln.compile.compare import compare_bundles
 from kiln.compile.errors import AppleCompilerError
 from kiln.coreml.paths import is_mlmodelc
-from kiln.fsutil import atomic_dir
+from kiln.foundation.fsutil import atomic_dir
 
 __all__ = ["compare_bundles", "compile_with_apple", "find_coremlcompiler"]
 

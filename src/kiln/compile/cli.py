@@ -15,7 +15,7 @@ def _run_compile(args: argparse.Namespace) -> int:
 
     package = Path(args.package)
     output = Path(args.output) if args.output else package.with_suffix(".mlmodelc")
-    # kiln errors propagate to kiln.errors.run_command: one line, exit code 2
+    # kiln errors propagate to kiln.foundation.errors.run_command: one line, exit code 2
     compile_package(package, output, dialect=args.dialect)
     print(output)
     return 0

@@ -85,7 +85,7 @@ def compare_bundle_to_package(package: str | Path, bundle: str | Path, parsed=No
     byte-identical in the bundle (:func:`weight_differences`). Differences, one message each; empty
     when the bundle is the package's program. ``parsed``: the bundle's program if already parsed
     (e.g. by ``kiln.mil.load_model``), so the text is not parsed twice. ``digests``: a
-    :class:`kiln.digests.DigestCache` to take known digests from and keep the new ones in (a package
+    :class:`kiln.integrity.digests.DigestCache` to take known digests from and keep the new ones in (a package
     the ledger has hashed is not hashed again; the bundle's digests serve its tree digest)."""
     from kiln.coreml.manifest import read_package
 
@@ -144,7 +144,7 @@ def weight_files(source, bundle: str | Path) -> list[tuple[str, Path, Path]]:
 def weight_differences(files: list[tuple[str, Path, Path]], digests=None) -> list[str]:
     """Every weight file the package's program references (``files``, from :func:`weight_files`) is
     in the bundle with the same sha256."""
-    from kiln.fsutil import sha256_file
+    from kiln.foundation.fsutil import sha256_file
 
     problems, pairs = [], []
     for relative, ours, theirs in files:

@@ -19,7 +19,7 @@ from kiln.coreml.manifest import check_blob_references, read_package
 from kiln.coreml.mil_text.grammar import DIALECTS
 from kiln.coreml.mil_text.printer import print_program
 from kiln.coreml.paths import is_mlmodelc
-from kiln.fsutil import atomic_dir
+from kiln.foundation.fsutil import atomic_dir
 
 # The `coremlc` whose output the golden bundles hold (Xcode 15).
 COREMLC_VERSION = "3500.32.1"

@@ -11,7 +11,7 @@ from kiln.coreml.errors import (  # noqa: F401  (the format errors the compiler 
     PackageError,
     UnsupportedValueError,
 )
-from kiln.errors import KilnError
+from kiln.foundation.errors import KilnError
 
 
 class CompileError(KilnError):

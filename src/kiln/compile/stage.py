@@ -12,7 +12,7 @@ from typing import Mapping
 import numpy as np
 
 from kiln.compile.errors import CompileError
-from kiln.fsutil import tree_size
+from kiln.foundation.fsutil import tree_size
 
 log = logging.getLogger("kiln.compile")
 
@@ -27,7 +27,7 @@ def round_trip(package: Path, bundle: Path, inputs: Mapping[str, np.ndarray], di
     weights differ is still refused, only after its (harmless) execution."""
     from kiln.compile.compare import program_differences, weight_differences, weight_files
     from kiln.coreml.manifest import read_package
-    from kiln.digests import DigestCache
+    from kiln.integrity.digests import DigestCache
     from kiln.mil import load_model
 
     digests = digests if digests is not None else DigestCache(None)
@@ -61,7 +61,7 @@ def compile_component(package: Path, bundle: Path, settings: Mapping[str, str],
     round trip and the bundle's digest alike."""
     from kiln.compile import compare_bundles, compile_package, find_coremlcompiler
     from kiln.compile.apple import compile_with_apple
-    from kiln.digests import DigestCache
+    from kiln.integrity.digests import DigestCache
 
     digests = digests if digests is not None else DigestCache.default()
 

@@ -3,7 +3,7 @@ it (byte offset, line and column, operation), so a user can find the fault."""
 
 from __future__ import annotations
 
-from kiln.errors import KilnError
+from kiln.foundation.errors import KilnError
 
 
 class ModelFormatError(KilnError):

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from kiln.config import ComponentConfig, ExportSettings
-from kiln.errors import ExportError
+from kiln.foundation.errors import ExportError
 from kiln.export import torch_ops
 from kiln.export.package import save_mlpackage
 from kiln.family.spec import FamilySpec, check_outputs

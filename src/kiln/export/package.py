@@ -15,11 +15,11 @@ from __future__ import annotations
 import uuid
 from pathlib import Path
 
-from kiln import failpoints
+from kiln.foundation import failpoints
 from kiln.coreml.manifest import read_manifest, write_manifest
 from kiln.coreml.paths import is_mlpackage
-from kiln.errors import ExportError
-from kiln.fsutil import atomic_dir
+from kiln.foundation.errors import ExportError
+from kiln.foundation.fsutil import atomic_dir
 
 #: namespace of kiln's deterministic Manifest identifiers
 MANIFEST_NAMESPACE = uuid.UUID("6b696c6e-2d6d-6c70-6163-6b6167650000")

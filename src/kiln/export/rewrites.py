@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kiln.errors import ExportError
+from kiln.foundation.errors import ExportError
 
 __all__ = [
     "AlignmentMatrix", "ConvISTFT", "ConvSTFT", "LSTMStack", "RandomDraw", "alignment_matrix",

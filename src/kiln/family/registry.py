@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from kiln.errors import ModelError
+from kiln.foundation.errors import ModelError
 from kiln.family import FAMILIES_PREFIX
 
 

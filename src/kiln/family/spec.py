@@ -30,7 +30,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from kiln.errors import ContractError, ModelError
+from kiln.foundation.errors import ContractError, ModelError
 
 Arrays = Mapping[str, np.ndarray]
 Predict = Callable[[Arrays], dict]

@@ -1,7 +1,7 @@
 """``kiln predict`` / ``kiln inspect`` / ``kiln ops``: the executor's command-line interface.
 
 :func:`add_commands` registers them on the ``kiln`` console command; every subcommand sets ``func``
-(parsed args -> exit code) and raises kiln errors, which `kiln.errors.run_command` reports (exit 2)."""
+(parsed args -> exit code) and raises kiln errors, which `kiln.foundation.errors.run_command` reports (exit 2)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from kiln.errors import InputFileError, OutputError
-from kiln.fsutil import atomic_file
+from kiln.foundation.errors import InputFileError, OutputError
+from kiln.foundation.fsutil import atomic_file
 
 
 def add_commands(subparsers) -> None:
@@ -175,7 +175,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="kiln-mil")
     sub = parser.add_subparsers(dest="command", required=True)
     add_commands(sub)
-    from kiln.errors import run_command
+    from kiln.foundation.errors import run_command
 
     return run_command(parser.parse_args(argv))
 

@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from kiln.errors import KilnError
+from kiln.foundation.errors import KilnError
 
 from . import dtypes
 from .constant_pool import ConstantPool, as_pooled, widen

@@ -2,7 +2,7 @@
 
 Errors about the model's files (:class:`ModelFormatError`, :class:`BlobFormatError`, ...) come from
 the format layer :mod:`kiln.coreml.errors`; errors of executing derive from :class:`MilError`. Both
-are :class:`kiln.errors.KilnError`, so callers can tell a diagnosed bad model or bad input from a
+are :class:`kiln.foundation.errors.KilnError`, so callers can tell a diagnosed bad model or bad input from a
 crash.
 """
 
@@ -13,7 +13,7 @@ from kiln.coreml.errors import (  # noqa: F401  (file-format errors, raised by t
     ModelFormatError,
     UnsupportedModelError,
 )
-from kiln.errors import ContractError, KilnError
+from kiln.foundation.errors import ContractError, KilnError
 
 
 class MilError(KilnError):

@@ -10,7 +10,7 @@ import functools
 import inspect
 from typing import Callable
 
-from kiln.errors import KilnError
+from kiln.foundation.errors import KilnError
 
 from . import dtypes
 from .errors import OpExecutionError

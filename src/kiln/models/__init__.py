@@ -14,7 +14,7 @@ Families are looked up by package name, so this package stays cheap to import (n
 
 from __future__ import annotations
 
-from kiln.errors import ModelError
+from kiln.foundation.errors import ModelError
 # the registry lives in the family layer (below the stages that look families up); kiln.models keeps its names
 from kiln.family.registry import family_names, family_of, family_tasks, get_family  # noqa: F401
 
@@ -23,8 +23,8 @@ def check_models(config) -> None:
     """Check every configured model against its family's component specs, before any job runs:
     each component is one the family builds, its contract names the inputs and outputs the spec
     declares (same count, same order), and a random source names a family that can make one.
-    Raises :class:`kiln.errors.ConfigError` naming the key."""
-    from kiln.errors import ConfigError
+    Raises :class:`kiln.foundation.errors.ConfigError` naming the key."""
+    from kiln.foundation.errors import ConfigError
     from kiln.tasks import check_task
 
     for name, model in config.models.items():   # labels first: cheap, and what a user edits most

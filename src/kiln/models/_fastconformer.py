@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from kiln.errors import ModelError
+from kiln.foundation.errors import ModelError
 from kiln.models import _nemo
 
 MASK_VALUE = -10000.0  # NeMo's INF_VAL; finite in fp16 (max 65504)

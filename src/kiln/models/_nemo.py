@@ -36,8 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kiln.errors import ModelError, SourceError
-from kiln.fsutil import atomic_path
+from kiln.foundation.errors import ModelError, SourceError
+from kiln.foundation.fsutil import atomic_path
 from kiln.export.rewrites import ConvSTFT
 from kiln.sources.nemo_archive import CONFIG_MEMBER, check_nemo_archive  # noqa: F401  (re-export; restore_nemo uses it)
 

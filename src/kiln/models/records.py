@@ -18,7 +18,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping
 
-from kiln.errors import ModelError
+from kiln.foundation.errors import ModelError
 
 RECORDS_DIR = Path(__file__).with_name("records")
 

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from kiln.config import ComponentConfig, ModelConfig
-from kiln.errors import KilnError
+from kiln.foundation.errors import KilnError
 from kiln.export.convert import SPEC_VERSIONS
-from kiln.digests import cached_digest
-from kiln.fsutil import remove_path, tree_size
+from kiln.integrity.digests import cached_digest
+from kiln.foundation.fsutil import remove_path, tree_size
 from kiln.family.spec import ComponentSpec, stream
 from kiln.quantize.strategies import STRATEGIES, QuantizeContext, floored_scales, needs_target
 from kiln.validate import backends as bk

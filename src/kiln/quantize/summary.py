@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from kiln import schemas
-from kiln.errors import KilnError
-from kiln.provenance import toolchain
+from kiln.foundation.errors import KilnError
+from kiln.integrity.provenance import toolchain
 
 SCHEMA_VERSION = 1
 

@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from kiln.errors import SourceError
-from kiln.fsutil import sha256_file
+from kiln.foundation.errors import SourceError
+from kiln.foundation.fsutil import sha256_file
 
 
 @dataclass
@@ -151,8 +151,8 @@ def fetch_pypi(model: str, spec: Mapping[str, Any], workdir: Path) -> SourceReco
 def fetch_hf(model: str, spec: Mapping[str, Any], workdir: Path) -> SourceRecord:
     """The checkpoint and any further files (``files``: role -> name) of a Hugging Face Hub repo at a
     pinned commit, downloaded into ``workdir`` (resumable; each checked against the Hub's etag; see
-    :mod:`kiln.hub`). The token, if any, is ``HF_TOKEN``; ``HF_ENDPOINT`` selects another Hub."""
-    from kiln.hub import download, safe_relative
+    :mod:`kiln.sources.hub`). The token, if any, is ``HF_TOKEN``; ``HF_ENDPOINT`` selects another Hub."""
+    from kiln.sources.hub import download, safe_relative
 
     wanted = {"checkpoint": spec["filename"], **dict(spec.get("files") or {})}
     for filename in wanted.values():

@@ -27,8 +27,8 @@ import tarfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from kiln import yamlio
-from kiln.errors import SourceError
+from kiln.foundation import yamlio
+from kiln.foundation.errors import SourceError
 
 #: the member NeMo loads (``SaveRestoreConnector.model_config_yaml``), relative to the archive root
 CONFIG_MEMBER = "model_config.yaml"
@@ -105,7 +105,7 @@ def class_references(node: Any, key_path: str = "") -> Iterator[tuple[str, Any]]
 
 
 def _parse_yaml(path: Path, member: str, data: bytes) -> Any:
-    """A YAML member read strictly and within bounds (:mod:`kiln.yamlio`: duplicate keys, alias bombs,
+    """A YAML member read strictly and within bounds (:mod:`kiln.foundation.yamlio`: duplicate keys, alias bombs,
     deep nesting, oversized or non-UTF-8 members refused)."""
     where = f"{path}: {member}"
     try:

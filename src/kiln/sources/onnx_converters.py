@@ -3,13 +3,13 @@
 Like the torch-op converters kiln registers with coremltools, each is one small function added to
 onnx2torch's own registry. They cover the opset-18 forms of ops whose earlier form onnx2torch
 converts (opset 18 moved ``axes`` of the Reduce ops to an input, added ``axes`` to Pad and
-``num_outputs`` to Split); a form they do not cover raises :class:`kiln.errors.ConversionError`
+``num_outputs`` to Split); a form they do not cover raises :class:`kiln.foundation.errors.ConversionError`
 naming the node. ``silero_vad_op18_ifless.onnx`` needs all three.
 """
 
 from __future__ import annotations
 
-from kiln.errors import ConversionError
+from kiln.foundation.errors import ConversionError
 
 _REGISTERED = False
 

@@ -28,7 +28,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from kiln.errors import ConversionError, SourceError
+from kiln.foundation.errors import ConversionError, SourceError
 
 #: onnx2torch converters that need torchvision (kiln's CPU environment has none: PyPI's torchvision
 #: is a CUDA build that cannot load against torch's CPU wheel)
@@ -439,7 +439,7 @@ def to_torch(model, path):
 
 def save(model, path: str | Path) -> None:
     """Write ``model`` atomically with deterministic bytes."""
-    from kiln.fsutil import atomic_path
+    from kiln.foundation.fsutil import atomic_path
 
     with atomic_path(path) as tmp:
         Path(tmp).write_bytes(model.SerializeToString(deterministic=True))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kiln.fsutil import atomic_file
+from kiln.foundation.fsutil import atomic_file
 
 #: floor added to mel power before the log, relative to a full-scale sine's power
 LOG_MEL_FLOOR = 1e-10

@@ -26,7 +26,7 @@ from typing import Mapping
 
 import numpy as np
 
-from kiln.errors import KilnError
+from kiln.foundation.errors import KilnError
 
 FP16_MAX = 65504.0
 #: an op is reported as near fp16's range when its fp32 activations reach FP16_MAX / RISK_FACTOR

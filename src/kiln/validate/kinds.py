@@ -193,7 +193,7 @@ OUTPUT_KINDS: dict[str, OutputKind] = {k.name: k for k in (
 
 
 def output_kind(name: str) -> OutputKind:
-    from kiln.errors import ContractError
+    from kiln.foundation.errors import ContractError
 
     try:
         return OUTPUT_KINDS[name]

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from kiln import schemas
 from kiln.config import Config
-from kiln.errors import KilnError
-from kiln.provenance import toolchain
+from kiln.foundation.errors import KilnError
+from kiln.integrity.provenance import toolchain
 from kiln.validate.backends import apple_available
 
 SCHEMA_VERSION = 1

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from kiln.fsutil import atomic_file
+from kiln.foundation.fsutil import atomic_file
 
 
 def _pyplot():

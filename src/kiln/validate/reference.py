@@ -20,8 +20,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from kiln.errors import KilnError
-from kiln.fsutil import atomic_file
+from kiln.foundation.errors import KilnError
+from kiln.foundation.fsutil import atomic_file
 
 #: zip entry timestamp of every array (the earliest a zip can hold): bytes depend on values only
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)

@@ -12,7 +12,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from kiln.config import ComponentConfig, ModelConfig
-from kiln.errors import ParityError
+from kiln.foundation.errors import ParityError
 from kiln.mil.errors import MilError
 from kiln.family.spec import ComponentSpec, PlotSeries, stream
 from kiln.validate import backends as bk

@@ -36,9 +36,9 @@ import os
 import re
 from pathlib import Path
 
-from kiln.errors import KilnError
+from kiln.foundation.errors import KilnError
 from kiln.family import FAMILIES_PREFIX, PARTS, part_of
-from kiln.fsutil import write_json
+from kiln.foundation.fsutil import write_json
 
 PACKAGE = "kiln"
 #: parsed imports per source file, valid while the file's size and mtime are unchanged
@@ -67,9 +67,9 @@ STAGE_ROOTS: dict[str, tuple[str, ...]] = {
     "quantize": ("kiln.models.{family}", "kiln.quantize.run", "kiln.validate.reference"),
     # the family's task metrics of every variant, its task with each variant swapped in, the tables
     "quantization_summary": ("kiln.models.{family}", "kiln.quantize.run", "kiln.quantize.summary",
-                             "kiln.validate.reference", "kiln.validate.backends", "kiln.report"),
+                             "kiln.validate.reference", "kiln.validate.backends", "kiln.distribution.report"),
     # built artifacts against the consumer's contract (names checked against the family's specs)
-    "contract": ("kiln.contracts", "kiln.models.{family}"),
+    "contract": ("kiln.distribution.contracts", "kiln.models.{family}"),
 }
 
 #: the parts of a family package (:data:`kiln.family.PARTS`) a stage's jobs run, where not all: the
@@ -280,7 +280,7 @@ def sync_code_stamps(stages: list[tuple[str, str | None]], src: str | Path = "sr
     """Bring the code stamp of every ``(stage, family)`` up to date: a stamp is rewritten (a new
     mtime: its jobs are planned) only when its content changes. Returns the stamps ``changed`` and
     ``created``."""
-    from kiln.fsutil import atomic_file
+    from kiln.foundation.fsutil import atomic_file
 
     report: dict[str, list[str]] = {"changed": [], "created": []}
     stages = list(dict.fromkeys(stages))

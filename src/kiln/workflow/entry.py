@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from kiln.errors import KilnError
+from kiln.foundation.errors import KilnError
 
 #: inputs that only order the DAG: a settings stamp and a code stamp (kiln.workflow.stamps, codedeps)
 DEPENDENCIES = frozenset({"stamp", "code"})

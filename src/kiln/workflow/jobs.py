@@ -18,12 +18,12 @@ from pathlib import Path
 
 from kiln.config import (Config, compile_settings, export_settings, prepare_settings, quantize_settings,
                          settings_digest, source_settings, validate_settings)
-from kiln.digests import cached_digest
-from kiln.errors import KilnError, SourceError
+from kiln.integrity.digests import cached_digest
+from kiln.foundation.errors import KilnError, SourceError
 from kiln.family.spec import check_hook_result
-from kiln.fsutil import atomic_path, sha256_file, tree_size, write_json
+from kiln.foundation.fsutil import atomic_path, sha256_file, tree_size, write_json
 from kiln.workflow import limits
-from kiln.provenance import toolchain
+from kiln.integrity.provenance import toolchain
 from kiln.sources import SourceRecord, fetch
 
 log = logging.getLogger("kiln.jobs")
@@ -40,7 +40,7 @@ def _relative(path: str) -> str:
 
 
 def _read_json(path: str | Path, what: str) -> dict:
-    from kiln import jsonio
+    from kiln.foundation import jsonio
 
     try:
         return jsonio.read(path)
@@ -78,7 +78,7 @@ def fetch_job(config: Config, *, model: str, record: str | Path, checkpoint_dir:
 def _check_contract_source_version(model: str, model_cfg, record: SourceRecord) -> None:
     """A real model built from another source release than its consumer loads stops at fetch, before
     any build step (the contract job checks it again beside the features)."""
-    from kiln import contracts
+    from kiln.distribution import contracts
 
     contract_file = contracts.contract_path(model_cfg.family)
     if contract_file.is_file():
@@ -180,7 +180,7 @@ def save_program(program, path: str | Path) -> None:
 def _verified(config: Config, model: str, component: str, artifact: str | Path) -> Path:
     """``artifact`` (a traced program or a package this job consumes), after checking its bytes are
     the ones the job that made it recorded: a corrupted or hand-edited artifact is never used."""
-    from kiln.integrity import verify_artifact
+    from kiln.integrity.artifacts import verify_artifact
     from kiln import layout
 
     artifact = Path(artifact)
@@ -465,7 +465,7 @@ def metadata_job(config: Config, *, model: str, source: str | Path, prepare_reco
     validate_metadata(metadata, where=str(out_metadata))
     latency_overview_plot(metadata, Path(plots_dir) / "latency.png")
     if out_table is not None:
-        from kiln.report import parity_page, write_page
+        from kiln.distribution.report import parity_page, write_page
 
         write_page(out_table, parity_page(metadata))
     write_json(out_metadata, metadata)
@@ -508,7 +508,7 @@ def quantized_task_check(config: Config, model: str, records: list[dict], facts_
     components float), all on kiln's executor in fp32 mode, judged against the same task on the
     float packages (so only the weights differ) by the family's ``task.quantization`` hook.
     None when the family has no such hook or the model has no task reference."""
-    from kiln.integrity import verify_artifact
+    from kiln.integrity.artifacts import verify_artifact
     from kiln.validate.backends import kiln_backend
     from kiln.validate.reference import read_npz
 
@@ -561,7 +561,7 @@ def judge_variants(config: Config, model: str, records: list[dict], facts_path: 
     """Add the family's task metrics (and ``task_score``) to every built variant's record, from the
     baseline's and the variant's outputs its quantize job recorded (``steps_file``, checked against
     its sha256): judging code runs here, so a metric edit re-runs this job, not the quantize jobs."""
-    from kiln.integrity import verify_artifact
+    from kiln.integrity.artifacts import verify_artifact
     from kiln.quantize.run import read_steps, task_scores
 
     family = _family(config, model)
@@ -586,7 +586,7 @@ def quantization_summary_job(config: Config, *, model: str, records: list, summa
     ``strategies_plot`` and its report ``table``; with the family's task (``facts``, the ``task``
     record and its ``task_inputs``, the float ``packages``), each quantized variant judged on it."""
     from kiln.quantize.summary import build_summary, plot_strategies, validate_summary
-    from kiln.report import quantization_page, write_page
+    from kiln.distribution.report import quantization_page, write_page
 
     out_summary, out_strategies_plot, out_table = summary, strategies_plot, table
     facts_path, task_record = facts, task
@@ -625,8 +625,8 @@ def contract_job(config: Config, *, model: str, contract: str | Path, facts: str
                  report: str | Path) -> dict:
     """Check the model's packages and bundles (feature names, shapes, dtypes) and facts (the numbers
     and control-token ids the consumer hard-codes) against its family's consumer ``contract``; write
-    the ``report``, or fail with the diff (:class:`kiln.contracts.ContractMismatch`)."""
-    from kiln import contracts
+    the ``report``, or fail with the diff (:class:`kiln.distribution.contracts.ContractMismatch`)."""
+    from kiln.distribution import contracts
 
     contract_file, facts_path, source_record, out_report = contract, facts, source, report
 

@@ -21,10 +21,10 @@ restore. A restored mtime is always one the file had with the very same content.
 Snakemake 9 takes a directory output's mtime from its ``.snakemake_timestamp`` marker if there is
 one, else from the directory itself (``snakemake/io/__init__.py: mtime_uncached``), not from the
 files inside. Bundles (``.mlpackage``, ``.mlmodelc``) are therefore single entries: their digest
-covers every file inside (as :func:`kiln.fsutil.sha256_tree`), their mtime is the marker's or the
+covers every file inside (as :func:`kiln.foundation.fsutil.sha256_tree`), their mtime is the marker's or the
 directory's, and a restore sets both.
 
-Digests come from :mod:`kiln.digests` (one cache, shared with ``kiln check``), so start-up
+Digests come from :mod:`kiln.integrity.digests` (one cache, shared with ``kiln check``), so start-up
 hashes only files whose stamp moved.
 """
 
@@ -35,9 +35,9 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-from kiln.digests import MARKER, DigestCache, bundle_files
-from kiln.errors import KilnError
-from kiln.fsutil import write_json
+from kiln.integrity.digests import MARKER, DigestCache, bundle_files
+from kiln.foundation.errors import KilnError
+from kiln.foundation.fsutil import write_json
 
 LEDGER_VERSION = 1
 #: directory outputs: Snakemake sees one mtime for the whole bundle

@@ -32,7 +32,7 @@ import resource
 from pathlib import Path
 from typing import Iterable
 
-from kiln.errors import KilnError
+from kiln.foundation.errors import KilnError
 
 MIB = 1 << 20
 

@@ -7,7 +7,7 @@ import sys
 import warnings
 from typing import Any, Callable
 
-from kiln.errors import KilnError
+from kiln.foundation.errors import KilnError
 from kiln.workflow import limits
 
 log = logging.getLogger("kiln")

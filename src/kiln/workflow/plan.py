@@ -107,8 +107,8 @@ def quantization_plots(config: Config, model: str) -> list[str]:
 
 
 def contract_file(config: Config, model: str) -> Path:
-    """The consumer contract of the model's family (kiln.contracts)."""
-    from kiln.contracts import contract_path
+    """The consumer contract of the model's family (kiln.distribution.contracts)."""
+    from kiln.distribution.contracts import contract_path
 
     return contract_path(config.models[model].family)
 
@@ -133,8 +133,8 @@ def _contract_components(path: Path) -> frozenset[str]:
 def _contract_components_of(path: str, size: int, mtime_ns: int) -> frozenset[str]:
     import hashlib
 
-    from kiln import yamlio
-    from kiln.fsutil import write_json
+    from kiln.foundation import yamlio
+    from kiln.foundation.fsutil import write_json
 
     try:
         text = yamlio.read_text(path)
@@ -200,7 +200,7 @@ def check_models(config: Config, cache: Path = Path(".kiln") / "models_checked.j
     except (OSError, ValueError, AttributeError):
         pass
     kiln.models.check_models(config)
-    from kiln.fsutil import write_json
+    from kiln.foundation.fsutil import write_json
 
     write_json(cache, {"sha256": key})
     return True

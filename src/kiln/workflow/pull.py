@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from kiln.errors import KilnError
+from kiln.foundation.errors import KilnError
 
 #: the dvc.yaml stage whose outputs are the recorded build
 BUILD_STAGE = "build"

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from kiln.config import ComponentConfig
-from kiln.errors import ContractError, ModelError, SourceError
+from kiln.foundation.errors import ContractError, ModelError, SourceError
 from kiln.family.spec import require_fact
 from kiln.models.kokoro.checkpoint import BUNDLE_FORMAT, build_kmodel
 from kiln.models.kokoro.net import SAMPLE_RATE, FixedKokoro, FixedKokoroComponent  # noqa: F401  (the family's rate)

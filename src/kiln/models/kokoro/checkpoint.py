@@ -13,7 +13,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from kiln.errors import ModelError, SourceError
+from kiln.foundation.errors import ModelError, SourceError
 from kiln.models import records
 
 

@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kiln.errors import ContractError, ModelError
+from kiln.foundation.errors import ContractError, ModelError
 from kiln.export import rewrites as rw
 
 #: kokoro's Generator hard-codes the sample rate of its harmonic source

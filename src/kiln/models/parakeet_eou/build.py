@@ -11,7 +11,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from kiln.errors import ContractError, ModelError
+from kiln.foundation.errors import ContractError, ModelError
 from kiln.family.spec import StatePair, require_fact, stream
 from kiln.models._fastconformer import PredictionNet
 from kiln.models._tdt import agreement

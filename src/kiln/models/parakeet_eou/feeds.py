@@ -8,7 +8,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from kiln.errors import ModelError
+from kiln.foundation.errors import ModelError
 from kiln.family.spec import Feeds
 from kiln.models.parakeet_eou.build import audio_chunks, chunk_samples_of, eou_audio, run_pipeline
 

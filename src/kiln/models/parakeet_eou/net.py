@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from kiln.errors import ModelError
+from kiln.foundation.errors import ModelError
 from kiln.export.rewrites import ConvSTFT
 from kiln.models import _nemo
 from kiln.models.parakeet_eou.checkpoint import EOB_STRING, EOU_STRING, token_id as _token_id

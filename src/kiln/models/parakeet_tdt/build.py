@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from kiln.errors import ModelError
+from kiln.foundation.errors import ModelError
 from kiln.models import _nemo
 from kiln.models._fastconformer import EncoderWrapper, JointDecision, JointLogits, MelEncoder, PredictionNet
 from kiln.sources import SourceRecord

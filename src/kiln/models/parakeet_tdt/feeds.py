@@ -9,7 +9,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from kiln.errors import ModelError
+from kiln.foundation.errors import ModelError
 from kiln.family.spec import Context, Feeds, require_fact
 from kiln.models._tdt import tdt_greedy
 from kiln.models.parakeet_tdt.build import FAMILY_NAME, _samples

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from kiln.errors import ModelError
+from kiln.foundation.errors import ModelError
 from kiln.family.spec import ComponentSpec, FamilySpec, StatePair
 from kiln.models.plain import build, feeds, judge
 from kiln.models.plain.build import NAME

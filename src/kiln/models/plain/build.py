@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from kiln.errors import ContractError, ModelError, SourceError
+from kiln.foundation.errors import ContractError, ModelError, SourceError
 from kiln.family.spec import default_example
 from kiln.sources import SourceRecord
 

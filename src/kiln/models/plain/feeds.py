@@ -8,7 +8,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from kiln.errors import ModelError
+from kiln.foundation.errors import ModelError
 from kiln.family.spec import NUMPY_DTYPES, Context, Feeds
 
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kiln.errors import ModelError, SourceError
+from kiln.foundation.errors import ModelError, SourceError
 from kiln.export.rewrites import ConvSTFT
 from kiln.sources import SourceRecord
 

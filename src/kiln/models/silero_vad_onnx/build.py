@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from kiln.errors import ModelError
+from kiln.foundation.errors import ModelError
 from kiln.models.silero_vad import build as silero_vad
 from kiln.sources import SourceRecord, onnx_graph
 

@@ -14,7 +14,7 @@ import html
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from kiln.fsutil import atomic_file
+from kiln.foundation.fsutil import atomic_file
 
 STYLE = ("body{font-family:sans-serif;font-size:13px;margin:8px}table{border-collapse:collapse;margin:6px 0 16px}"
          "th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}th{background:#f1f1f1}"

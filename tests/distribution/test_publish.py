@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from kiln.publish import PublishError, upload_staged
+from kiln.distribution.publish import PublishError, upload_staged
 
 
 def test_a_staged_folder_holding_a_link_is_never_uploaded(tmp_path, monkeypatch):

@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from kiln.errors import KilnError
+from kiln.foundation.errors import KilnError
 
 #: nesting depth of mappings and sequences (kiln's files nest 8 deep at most; every reader of the
 #: result walks it recursively, so the cap keeps them far below Python's recursion limit)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import signal
 
-from kiln.errors import KilnError
+from kiln.foundation.errors import KilnError
 
 ENV = "KILN_FAILPOINT"
 

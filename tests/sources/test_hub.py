@@ -11,14 +11,14 @@ import sys
 
 import pytest
 
-from kiln.publish import refusal
+from kiln.distribution.publish import refusal
 from tests.conftest import REPO
 from tests.hubserver import FakeHub
 
 FETCH = """
 import json, sys
 from pathlib import Path
-from kiln.errors import KilnError
+from kiln.foundation.errors import KilnError
 from kiln.sources import fetch
 try:
     record = fetch("m", "kokoro", json.loads(sys.argv[1]), Path(sys.argv[2]))
@@ -100,7 +100,7 @@ def test_hf_download_refuses_a_moving_revision_and_names_a_missing_file(hub_repo
 
 UPLOAD = """
 import sys
-from kiln.hub import upload
+from kiln.sources.hub import upload
 print(upload(sys.argv[1], sys.argv[2], token=sys.argv[3], message="kiln test")["commit"])
 """
 

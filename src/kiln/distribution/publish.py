@@ -16,7 +16,7 @@
 
 :func:`publish` stages, then uploads with ``huggingface_hub`` (token: ``HF_TOKEN``); it refuses without
 a token or from a working tree with uncommitted changes (the published commit must name what built it).
-``kiln verify`` rebuilds such a folder and compares it (:mod:`kiln.verify`).
+``kiln verify`` rebuilds such a folder and compares it (:mod:`kiln.distribution.verify`).
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from kiln.errors import KilnError
-from kiln.fsutil import atomic_dir, irregular_entries, sha256_file, sha256_tree, tree_size, write_json
-from kiln.report import format_value
+from kiln.foundation.errors import KilnError
+from kiln.foundation.fsutil import atomic_dir, irregular_entries, sha256_file, sha256_tree, tree_size, write_json
+from kiln.distribution.report import format_value
 
 PROVENANCE_SCHEMA_VERSION = 1
 #: the folder (inside a published repo) holding what reproduces it
@@ -68,7 +68,7 @@ def checkout_state(root: Path) -> dict:
 # -- staging ---------------------------------------------------------------------------------------
 
 def _read(path: Path, what: str) -> dict:
-    from kiln import jsonio
+    from kiln.foundation import jsonio
 
     if not path.exists():
         raise PublishError(f"{path}: missing {what}; build it first (snakemake all_{path.parts[-2]})")
@@ -154,7 +154,7 @@ def published_layout(config, model: str, results_dir: Path, contract: dict | Non
                      source_version: str | None) -> list[dict]:
     """Every artifact to publish: ``{kind, component, strategy, source (path in results), path (in the
     repo)}``, named from the consumer contract."""
-    from kiln.contracts import published_names
+    from kiln.distribution.contracts import published_names
 
     model_cfg = config.model(model)
     names = (published_names(contract, model_cfg.components, source_version) if contract
@@ -181,9 +181,9 @@ def published_layout(config, model: str, results_dir: Path, contract: dict | Non
 def stage(config, model: str, out_dir: str | Path | None = None, *, repo_id: str | None = None,
           checkout: str | Path = ".") -> dict:
     """Write the model repo folder of ``model`` (see the module doc); returns its provenance."""
-    from kiln import contracts
-    from kiln.integrity import check_results
-    from kiln.provenance import toolchain
+    from kiln.distribution import contracts
+    from kiln.integrity.artifacts import check_results
+    from kiln.integrity.provenance import toolchain
 
     checkout = Path(checkout)
     model_cfg = config.model(model)
@@ -389,7 +389,7 @@ def upload_staged(folder: str | Path, repo_id: str | None, *, private: bool = Fa
                   checkout: str | Path = ".") -> dict:
     """Upload a staged folder (refused without a token, from a dirty tree, or when the folder was
     staged at another commit than the checkout's)."""
-    from kiln import hub
+    from kiln.sources import hub
 
     folder = Path(folder)
     if not repo_id:
@@ -416,7 +416,7 @@ def publish(config, model: str, *, repo_id: str | None, dry_run: bool, out_dir: 
             private: bool = False, checkout: str | Path = ".") -> dict:
     """Stage ``model`` and, unless ``dry_run``, upload the folder to ``repo_id`` on the Hub (refusals
     are checked before anything is staged)."""
-    from kiln import hub
+    from kiln.sources import hub
 
     configured = configured_repo(config, model)
     repo_id = repo_id or configured.get("repo_id")

@@ -21,8 +21,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from kiln.errors import KilnError, SourceError
-from kiln.fsutil import sha256_file
+from kiln.foundation.errors import KilnError, SourceError
+from kiln.foundation.fsutil import sha256_file
 
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 GIT_SHA1_RE = re.compile(r"^[0-9a-f]{40}$")

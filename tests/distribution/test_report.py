@@ -1,6 +1,6 @@
 """The figures' text in the report's HTML tables and the model card's markdown (one formatter)."""
 
-from kiln import publish, report
+from kiln.distribution import publish, report
 
 
 def test_absent_figure_is_a_dash_never_a_number():

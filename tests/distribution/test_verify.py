@@ -8,7 +8,7 @@ import platform
 
 import pytest
 
-from kiln.verify import VerifyError, first_tree_difference, read_recorded, value_differences
+from kiln.distribution.verify import VerifyError, first_tree_difference, read_recorded, value_differences
 
 
 def _bundle(root, weights: bytes):
@@ -71,7 +71,7 @@ def test_a_folder_without_the_recorded_lock_is_refused_naming_what_is_missing(tm
 
 
 def test_a_workdir_is_new_empty_or_one_verify_made(tmp_path):
-    from kiln.verify import WORKDIR_MARKER, prepare_workdir
+    from kiln.distribution.verify import WORKDIR_MARKER, prepare_workdir
 
     protect = {"the checkout": tmp_path / "checkout", "the folder verified": tmp_path / "pub"}
     new = prepare_workdir(tmp_path / "new" / "scratch", "m", protect=protect)

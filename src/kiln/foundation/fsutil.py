@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from kiln.errors import OutputError
+from kiln.foundation.errors import OutputError
 
 
 #: glob of every temporary a writer of a path leaves while it works (and a killed writer leaves

@@ -1,14 +1,14 @@
 """Integrity on read: an artifact is used only if its bytes are the ones its producing job recorded.
 
 Job records (``source.json``, ``export/<c>.json``, ``compile/<c>.json``, ``quantized/<s>/<c>.json``)
-hold the sha256 of what the job wrote (``kiln.fsutil.sha256_tree``: a file's digest, or a tree's
+hold the sha256 of what the job wrote (``kiln.foundation.fsutil.sha256_tree``: a file's digest, or a tree's
 digest over relative paths and file digests). After a ``dvc pull`` or a copy, a flipped byte in a
 bundle is otherwise noticed only by ``dvc status``: Snakemake plans nothing and ``kiln predict``
 answers. :func:`verify_artifact` checks one artifact (for stages, before they consume it);
 :func:`check_results` checks a model's whole results tree (``kiln check results/<model>``).
 
 Hashing a multi-GB tree on every read would be slow, so file digests come from
-:class:`kiln.digests.DigestCache` (by size, mtime, ctime, inode; shared with the staleness ledger): a
+:class:`kiln.integrity.digests.DigestCache` (by size, mtime, ctime, inode; shared with the staleness ledger): a
 file rewritten in place, touched, or replaced by a pull is hashed again.
 """
 
@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from kiln import jsonio
-from kiln.digests import DigestCache
-from kiln.errors import KilnError
+from kiln.foundation import jsonio
+from kiln.integrity.digests import DigestCache
+from kiln.foundation.errors import KilnError
 
 
 class IntegrityError(KilnError):

@@ -8,8 +8,8 @@ import json
 import pytest
 import yaml
 
-from kiln import contracts
-from kiln.contracts import ContractMismatch, ContractSchemaError
+from kiln.distribution import contracts
+from kiln.distribution.contracts import ContractMismatch, ContractSchemaError
 from tests.conftest import REPO
 
 FAMILIES = ("silero_vad", "parakeet_tdt", "parakeet_eou", "kokoro")

@@ -16,7 +16,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from kiln.errors import KilnError
+from kiln.foundation.errors import KilnError
 
 #: nesting depth of a record (kiln's records nest 6 deep at most; readers walk them recursively)
 MAX_DEPTH = 64

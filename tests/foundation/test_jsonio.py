@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from kiln import jsonio
+from kiln.foundation import jsonio
 from tests.clirun import REPO, assert_one_line_error, kiln, snapshot
 
 PROVENANCE = {"schema_version": 1, "model": "silero_vad", "results_dir": "results", "names": {"unified": "unified"},

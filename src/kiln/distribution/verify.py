@@ -43,9 +43,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from kiln import schemas
-from kiln.errors import KilnError
-from kiln.fsutil import irregular_entries, sha256_file, write_json
-from kiln.publish import KILN_DIR, REQUIRED_LOCK_FILES, TOOLCHAIN_LOCK, checkout_state
+from kiln.foundation.errors import KilnError
+from kiln.foundation.fsutil import irregular_entries, sha256_file, write_json
+from kiln.distribution.publish import KILN_DIR, REQUIRED_LOCK_FILES, TOOLCHAIN_LOCK, checkout_state
 
 REPORT_SCHEMA_VERSION = 2
 #: record keys that hold timings, machine paths or the toolchain record itself: never compared
@@ -113,8 +113,8 @@ def _missing(folder: Path, names) -> list[str]:
 
 
 def _read_json(path: Path, what: str) -> Any:
-    """A JSON file of the folder, within bounds (:mod:`kiln.jsonio`: size, UTF-8, nesting)."""
-    from kiln import jsonio
+    """A JSON file of the folder, within bounds (:mod:`kiln.foundation.jsonio`: size, UTF-8, nesting)."""
+    from kiln.foundation import jsonio
 
     try:
         return jsonio.read(path)
@@ -160,9 +160,9 @@ def _text(value: Any) -> str | None:
 
 
 def _config_text(path: Path) -> str:
-    """The recorded config's text, after reading it within bounds (:mod:`kiln.yamlio`): the rebuild
+    """The recorded config's text, after reading it within bounds (:mod:`kiln.foundation.yamlio`): the rebuild
     hands it to Snakemake, whose own loader would walk an alias bomb's expansion with no end."""
-    from kiln import yamlio
+    from kiln.foundation import yamlio
 
     try:
         text = yamlio.read_text(path)
@@ -212,7 +212,7 @@ def read_recorded(target: str | Path, checkout: str | Path = ".") -> Recorded:
 # -- the toolchain, before anything runs -----------------------------------------------------------
 
 def toolchain_differences(recorded: Recorded, checkout: Path) -> list[str]:
-    from kiln.provenance import toolchain
+    from kiln.integrity.provenance import toolchain
 
     current = toolchain()
     then = recorded.metadata.get("toolchain")
@@ -517,7 +517,7 @@ def _under(rel: str, top: str) -> bool:
 
 
 def _json_or_problem(path: Path) -> tuple[Any, str | None]:
-    from kiln import jsonio
+    from kiln.foundation import jsonio
 
     try:
         return jsonio.read(path), None
@@ -613,7 +613,7 @@ def _card_item(published: Path, rebuilt: Path, rebuilt_provenance: dict) -> Item
     """README.md regenerated as staging writes it: from the folder's reports (each compared with the
     rebuild's on its own), the rebuild's artifacts, side files and plots, and where and by whom the
     folder was staged (its provenance's)."""
-    from kiln.publish import model_card
+    from kiln.distribution.publish import model_card
 
     try:
         mine = json.loads((published / KILN_DIR / "provenance.json").read_text())
@@ -733,7 +733,7 @@ def verify(target: str | Path, *, workdir: str | Path | None = None, cores: int 
         log("toolchain: as recorded")
     if recorded.results is not None:   # this checkout's results, staged as `kiln publish` would
         from kiln.config import load_config
-        from kiln.publish import stage
+        from kiln.distribution.publish import stage
 
         recorded.folder = scratch / RECORDED_STAGING / recorded.model
         stage(load_config(checkout / "config.yaml"), recorded.model, recorded.folder, checkout=checkout)
@@ -760,7 +760,7 @@ def verify_job(config, *, model: str, workdir: str | Path, report: str | Path, t
     from kiln import layout
 
     out_report, cores = report, threads
-    logger = logging.getLogger("kiln.verify")
+    logger = logging.getLogger("kiln.distribution.verify")
     result = verify(layout.MODEL_DIR.path(config, model=model), workdir=workdir, cores=cores, report=out_report,
                     log=logger.info)
     if not result["reproduced"]:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from kiln.errors import ContractError, KilnError
+from kiln.foundation.errors import ContractError, KilnError
 
 #: where the contracts live, relative to the checkout (one file per family)
 CONTRACT_DIR = Path("contracts")
@@ -59,7 +59,8 @@ def contract_path(family: str, root: str | Path = ".") -> Path:
 def load_contract(path: str | Path, *, check_family: bool = True) -> dict:
     """Read and validate a contract: its schema, then its component and feature names against the
     family's component specs (an unknown component or feature is a :class:`ContractSchemaError`)."""
-    from kiln import schemas, yamlio
+    from kiln import schemas
+    from kiln.foundation import yamlio
 
     path = Path(path)
     try:
@@ -367,7 +368,7 @@ def _show(value) -> str:
 
 def write_side_files(contract: Mapping[str, Any], facts: Mapping[str, Any], out_dir: Path) -> list[str]:
     """Write the contract's ``files`` (e.g. ``parakeet_vocab.json``) from the facts into ``out_dir``."""
-    from kiln.fsutil import write_json
+    from kiln.foundation.fsutil import write_json
 
     written = []
     for name, spec in (contract.get("files") or {}).items():

@@ -5,7 +5,7 @@ A file's digest is remembered by its (size, mtime_ns, ctime_ns, inode): an edit 
 mtime (``touch -d``, ``os.utime``) still moves ctime, so a cached digest never hides a change. Keys
 are absolute paths, so one cache serves jobs, the CLI and the Snakefile whatever their working
 directory. A bundle's digest (``.mlpackage``, ``.mlmodelc``, any directory) covers every file inside
-in :func:`kiln.fsutil.sha256_tree`'s order and equals it.
+in :func:`kiln.foundation.fsutil.sha256_tree`'s order and equals it.
 
 The cache is an optimisation: unreadable or unwritable, it only makes the next check slower. Parallel
 jobs may save it at once; the atomic rename keeps it whole, and the last writer's entries win.
@@ -18,8 +18,8 @@ import json
 import os
 from pathlib import Path
 
-from kiln.errors import KilnError
-from kiln.fsutil import sha256_file, write_json
+from kiln.foundation.errors import KilnError
+from kiln.foundation.fsutil import sha256_file, write_json
 
 CACHE_VERSION = 2
 #: where the cache lives, relative to the checkout (the working directory of jobs and the CLI)
@@ -31,7 +31,7 @@ MARKER = ".snakemake_timestamp"
 
 
 def bundle_files(bundle: str | os.PathLike) -> list[str]:
-    """The content files of a bundle, in :func:`kiln.fsutil.sha256_tree`'s order."""
+    """The content files of a bundle, in :func:`kiln.foundation.fsutil.sha256_tree`'s order."""
     return [str(p) for p in sorted(Path(bundle).rglob("*")) if p.is_file() and p.name != MARKER]
 
 
@@ -73,7 +73,7 @@ class DigestCache:
         return digest
 
     def digest(self, path: str | os.PathLike) -> str:
-        """A file's sha256, or a bundle's tree digest (equal to :func:`kiln.fsutil.sha256_tree`)."""
+        """A file's sha256, or a bundle's tree digest (equal to :func:`kiln.foundation.fsutil.sha256_tree`)."""
         if not os.path.isdir(path):
             return self.file_digest(path)
         tree = hashlib.sha256()

@@ -9,8 +9,8 @@ import os
 import pytest
 
 from kiln.cli import main
-from kiln.fsutil import sha256_tree, write_json
-from kiln.integrity import DigestCache, IntegrityError, check_results, verify_artifact
+from kiln.foundation.fsutil import sha256_tree, write_json
+from kiln.integrity.artifacts import DigestCache, IntegrityError, check_results, verify_artifact
 
 
 @pytest.fixture

@@ -7,8 +7,8 @@ import os
 import subprocess
 import sys
 
-from kiln import digests
-from kiln.fsutil import sha256_tree
+from kiln.integrity import digests
+from kiln.foundation.fsutil import sha256_tree
 
 
 def _bundle(root):
@@ -27,7 +27,7 @@ def test_bundle_digest_equals_sha256_tree_and_is_remembered_across_processes(tmp
     assert cache.digest(bundle) == sha256_tree(bundle)
     cache.save()
     # a second process reads the same cache and hashes nothing
-    code = ("import sys; from kiln import digests; hashed = [];"
+    code = ("import sys; from kiln.integrity import digests; hashed = [];"
             "real = digests.sha256_file; digests.sha256_file = lambda p: hashed.append(p) or real(p);"
             "print(digests.DigestCache(sys.argv[1]).digest(sys.argv[2]), len(hashed))")
     out = subprocess.run([sys.executable, "-c", code, str(cache_path), str(bundle)], check=True,
@@ -78,7 +78,7 @@ def test_sha256_file_hashes_large_files_through_a_mapping_and_small_ones_by_read
     import mmap
     import random
 
-    from kiln import fsutil
+    from kiln.foundation import fsutil
 
     monkeypatch.setattr(fsutil, "MAP_HASH_MIN_BYTES", 4096)
     mapped = []
