@@ -290,3 +290,45 @@ def test_an_fp16_package_keeps_sample_and_frame_counts_in_int32(source, facts, t
     reference = run_torch(net, comp, feed)
     assert int(out["clamped"][0]) == int(reference["clamped"][0]) == 1
     assert int(out["audio_length"][0]) == int(reference["audio_length"][0]) == samples
+
+
+def test_quantized_variants_rank_by_the_waveform_correlation():
+    """Kokoro has a task metric (the worst sentence's waveform correlation, which validate.task_bounds
+    gates the build on): the quantization summary ranks the variants by it, not by sample error. A
+    variant that only scales the audio (correlation 1, 20% sample error) ranks above one that adds
+    noise (10% sample error, audible)."""
+    from kiln.quantize.run import task_scores
+    from kiln.quantize.summary import build_summary, validate_summary
+
+    spec = K.FAMILY.component("kokoro_5s")
+    assert spec.rank_by == "min_correlation"
+    rng = np.random.default_rng(0)
+    t = np.arange(24_000) / 24_000
+
+    def steps(transform):
+        return [{"audio": transform(np.sin(2 * np.pi * f * t)).astype(np.float32)[None],
+                 "audio_length": np.array([24_000], np.int32), "clamped": np.array([0], np.int32),
+                 "pred_dur": np.full((1, TOKENS), 2, np.int32)} for f in (180.0, 240.0)]
+
+    baseline = steps(lambda a: a)
+    variants = {"scaled": steps(lambda a: 0.8 * a),
+                "noisy": steps(lambda a: a + rng.normal(0, 0.1 * np.sqrt(0.5), a.shape))}
+    records = []
+    for name, variant in variants.items():
+        scores = task_scores(spec, {"baseline": baseline, "variant": variant}, {"sample_rate": 24_000})
+        assert scores["task_score"]["metric"] == "min_correlation"
+        error = max(np.linalg.norm(v["audio"] - b["audio"]) / np.linalg.norm(b["audio"]) for v, b in zip(variant, baseline))
+        records.append({"strategy": name, "description": name, "component": "kokoro_5s", "status": "ok",
+                        "baseline_bytes": 100, "deployment_target": "iOS17", "specification_version": 8,
+                        "constexpr_ops": ["constexpr_affine_dequantize"],
+                        "package": {"path": "p", "sha256": "0" * 64, "size_bytes": 10},
+                        "bundle": {"path": "b", "sha256": "0" * 64, "size_bytes": 10},
+                        "size_ratio": 0.5, "quality": 1 - error, "normalized_error": error,
+                        "outputs": {"audio": {"quality": 1 - error, "normalized_error": error, "psnr_db": 20.0,
+                                              "max_abs": 0.3}},
+                        "latency": {}, **scores})
+    quality = {r["strategy"]: r["quality"] for r in records}
+    assert quality["noisy"] > quality["scaled"]          # by sample error the noisy one would win
+    summary = build_summary("kokoro_tiny", True, records)
+    validate_summary(summary)
+    assert summary["rankings"]["kokoro_5s"] == {"by": "min_correlation", "order": ["scaled", "noisy"]}

@@ -29,7 +29,9 @@ def kokoro_component(name: str) -> ComponentSpec:
         inputs=("input_ids", "attention_mask", "ref_s", "random_phases", "source_noise", "speed"),
         outputs=("audio", "pred_dur", "audio_length", "clamped"),
         wrapper=build.wrapper, feeds=feeds.sentence_feeds, example=build.example,
-        metrics=(Metric("waveform", judge.waveform_metrics),),
+        # variants rank by what a listener gets: the worst sentence's waveform correlation with the
+        # float package (the metric validate.task_bounds gates the build on), not by sample error
+        metrics=(Metric("waveform", judge.waveform_metrics, rank_by="min_correlation"),),
         plot=PlotSeries("RMS of the valid audio per sentence", judge.audio_rms), artifacts=judge.write_audio_artifacts,
         description="token ids + style vector + vocoder noise -> fixed window of 24 kHz audio")
 
