@@ -220,6 +220,10 @@ def test_pull_never_overwrites_a_local_build_that_differs_from_the_recorded_one(
     origin = small_workspace(tmp_path / "origin")
     fake_build(origin)
     record(origin, "recorded build")
+    unpushed = clone(origin, tmp_path / "before-push")   # the lock committed, nothing pushed yet
+    assert_one_line_error(kiln(unpushed, "pull", check=False), f"remote 'local' ({tmp_path / 'kiln-dvc-remote'})",
+                          "recorded but not pushed", "run `dvc push` where it was built")
+    assert not (unpushed.root / "results").exists()
     origin.dvc("push")   # to the default remote: the folder ../kiln-dvc-remote beside the checkout
     ws = clone(origin, tmp_path / "clone")
     fake_build(ws)   # built here too, one file differing from the recorded build
