@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 
@@ -163,6 +164,16 @@ def pushed_placeholder_build(s3, tmp_path_factory) -> Workspace:
     return ws
 
 
+def test_plain_dvc_pull_of_one_model_path_from_s3(s3, pushed_placeholder_build, tmp_path):
+    """`dvc pull results/<model>` as DVC's users type it fetches that model's files and nothing else."""
+    ws = clone(pushed_placeholder_build, tmp_path / "clone", credentials(s3))
+    use_s3_remote(ws, s3)
+    ws.dvc("pull", "results/silero_vad")
+    assert sorted(p.name for p in (ws.root / "results").iterdir()) == ["silero_vad"]
+    assert file_digests(ws.root / "results/silero_vad") == \
+        file_digests(pushed_placeholder_build.root / "results/silero_vad")
+
+
 @pytest.mark.parametrize("failure", ["server down", "wrong secret", "no credentials"])
 def test_a_failed_pull_says_why_and_leaves_nothing_counted_as_pulled(s3, pushed_placeholder_build, tmp_path,
                                                                     failure):
@@ -209,6 +220,10 @@ def test_pull_never_overwrites_a_local_build_that_differs_from_the_recorded_one(
     origin = small_workspace(tmp_path / "origin")
     fake_build(origin)
     record(origin, "recorded build")
+    unpushed = clone(origin, tmp_path / "before-push")   # the lock committed, nothing pushed yet
+    assert_one_line_error(kiln(unpushed, "pull", check=False), f"remote 'local' ({tmp_path / 'kiln-dvc-remote'})",
+                          "recorded but not pushed", "run `dvc push` where it was built")
+    assert not (unpushed.root / "results").exists()
     origin.dvc("push")   # to the default remote: the folder ../kiln-dvc-remote beside the checkout
     ws = clone(origin, tmp_path / "clone")
     fake_build(ws)   # built here too, one file differing from the recorded build
@@ -227,3 +242,58 @@ def test_pull_never_overwrites_a_local_build_that_differs_from_the_recorded_one(
     (ws.root / "results").rename(ws.root / "results.mine")
     kiln(ws, "pull")
     assert file_digests(ws.root / "results") == file_digests(origin.root / "results")
+
+
+@pytest.fixture(scope="module")
+def pushed_build_of_distinct_files(s3, tmp_path_factory) -> Workspace:
+    """A recorded and pushed placeholder build whose files hold distinct random bytes (64 KiB each), so a
+    download can be cut off halfway through a file."""
+    ws = small_workspace(tmp_path_factory.mktemp("distinct") / "kiln")
+    fake_build(ws)
+    for path in sorted((ws.root / "results").rglob("*")):
+        if path.is_file() and path.name != ".kiln-ledger.json":
+            path.write_bytes(os.urandom(64 * 1024))
+    record(ws, "placeholder build of distinct files")
+    use_s3_remote(ws, s3)
+    ws.run(str(VENV_BIN / "dvc"), "push", env=credentials(s3))
+    return ws
+
+
+def cache_objects(ws: Workspace) -> dict[str, bytes]:
+    """oid -> content of every file in the clone's DVC cache (a name that is not an md5 stays as it is)."""
+    files = ws.root / ".dvc" / "cache" / "files" / "md5"
+    return {f"{p.parent.name}{p.name}": p.read_bytes() for p in files.rglob("*") if p.is_file()} \
+        if files.exists() else {}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["kiln pull", "dvc pull"])
+def test_a_pull_cut_off_mid_download_leaves_only_whole_files(s3, pushed_build_of_distinct_files, tmp_path,
+                                                            command):
+    origin = pushed_build_of_distinct_files
+    recorded = file_digests(origin.root / "results")
+    ws = clone(origin, tmp_path / "clone", credentials(s3))
+    use_s3_remote(ws, s3)
+    program = str(VENV_BIN / command.split()[0])
+    s3.cut_downloads(after=3)   # kiln pull's first download is the recorded listing
+    try:
+        cut = ws.run(program, "pull", check=False)
+    finally:
+        s3.restore_downloads()
+    if command == "kiln pull":
+        assert_one_line_error(cut, f"pulling the recorded build (results/ left as it was) on remote 'team' "
+                                   f"({BUCKET_URL} at", "failed to download")
+    else:
+        assert cut.returncode != 0 and "failed to download" in cut.stderr, cut.stderr
+    # the cache holds whole objects only, each named by its content's md5, and fewer than were pushed
+    objects = cache_objects(ws)
+    assert {oid: hashlib.md5(data).hexdigest() for oid, data in objects.items()} == \
+        {oid: oid.removesuffix(".dir") for oid in objects}
+    assert len(objects) < len(cache_objects(origin))
+    # whatever was checked out is the recorded content; the rest is absent, not truncated
+    pulled = file_digests(ws.root / "results") if (ws.root / "results").exists() else {}
+    assert len(pulled) < len(recorded)
+    assert {path: recorded.get(path) for path in pulled} == pulled
+    # the connection back, the same clone pulls the rest
+    kiln(ws, "pull")
+    assert file_digests(ws.root / "results") == recorded
