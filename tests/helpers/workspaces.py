@@ -106,6 +106,13 @@ def copy_workflow(root: Path) -> Workspace:
 FIXED_DATE = {"GIT_AUTHOR_DATE": "2026-01-01T00:00:00+00:00", "GIT_COMMITTER_DATE": "2026-01-01T00:00:00+00:00"}
 
 
+def copy_built(ws: Workspace, root: Path) -> Workspace:
+    """A copy of the built workspace ``ws`` at ``root`` (another checkout path, every mtime kept), for
+    a test that edits what a shared workspace must keep: only what the edit touches rebuilds there."""
+    shutil.copytree(ws.root, root, symlinks=True)
+    return Workspace(root)
+
+
 def commit_workspace(ws: Workspace) -> Workspace:
     ws.git("init", "-q", "-b", "main")
     ws.git("add", "-A")
