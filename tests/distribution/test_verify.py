@@ -9,6 +9,7 @@ import platform
 import pytest
 
 from kiln.distribution.verify import VerifyError, first_tree_difference, read_recorded, value_differences
+from tests.helpers.workspaces import parse_dry_run
 
 
 def _bundle(root, weights: bytes):
@@ -96,3 +97,20 @@ def test_a_workdir_is_new_empty_or_one_verify_made(tmp_path):
 def test_equal_values_of_apple_keys_are_not_reported():
     recorded = {"compiled": {"apple_compiler_available": False, "compiler": "kiln"}}
     assert list(value_differences(recorded, json.loads(json.dumps(recorded)))) == []
+
+
+def test_the_rebuild_plans_the_models_staging_and_nothing_else(tmp_path):
+    """The rebuild's Snakemake command, dry-run in a copy of the workflow (every model of the default
+    config enabled): it plans silero_vad's jobs and its staging only. Given as `--forcerun
+    stage_silero_vad stage_silero_vad`, Snakemake read the target as a second rule to rerun, built its
+    default target `all` (129 jobs, every enabled model) and only then staged (issue 27 round 2)."""
+    from kiln.distribution.verify import rebuild_command
+    from tests.helpers.workspaces import copy_workflow
+
+    ws = copy_workflow(tmp_path / "ws")
+    command = rebuild_command("silero_vad", 1)
+    out = ws.run(command[0], "--dry-run", *command[1:])   # the command itself, as a dry run
+    jobs = parse_dry_run(out.stdout)
+    assert ("stage_silero_vad", {}) in jobs
+    assert "all" not in {rule for rule, _ in jobs}
+    assert {w.get("model") for _, w in jobs if w.get("model")} == {"silero_vad"}, sorted(jobs)

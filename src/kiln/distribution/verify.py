@@ -328,6 +328,15 @@ def _snakemake() -> str:
     return str(local) if local.exists() else (shutil.which("snakemake") or "snakemake")
 
 
+def rebuild_command(model: str, cores: int) -> list[str]:
+    """The Snakemake command line of a rebuild: the model's staging as the one target. The staging
+    always runs again (``--forcerun=``): it copies files (the config, the lock) that no job's output
+    depends on, so an edit of them alone would leave an earlier staging in place. ``--forcerun`` takes
+    any number of values, so it is given with ``=``: a target after ``--forcerun X`` would be read as
+    another rule to rerun, leaving no target (Snakemake then builds ``all``: every enabled model)."""
+    return [_snakemake(), f"stage_{model}", "--cores", str(cores), f"--forcerun=stage_{model}"]
+
+
 def rebuild(recorded: Recorded, scratch: Path, checkout: Path, cores: int, log,
             timeout: float = DEFAULT_TIMEOUT_S) -> str:
     """Build and stage the recorded model in ``scratch`` (``snakemake stage_<model>``); returns where
@@ -346,10 +355,7 @@ def rebuild(recorded: Recorded, scratch: Path, checkout: Path, cores: int, log,
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(scratch / "src"), os.environ.get("PYTHONPATH", "")])}
     log_path = scratch / "verify-snakemake.log"
     with open(log_path, "w") as out:
-        # the staging always runs again: it copies files (the config, the lock) that no job's output
-        # depends on, so an edit of them alone would leave an earlier staging in place
-        process = subprocess.Popen([_snakemake(), "--cores", str(cores), "--forcerun", f"stage_{recorded.model}",
-                                    f"stage_{recorded.model}"], cwd=scratch,
+        process = subprocess.Popen(rebuild_command(recorded.model, cores), cwd=scratch,
                                    env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             code = process.wait(timeout=timeout)
