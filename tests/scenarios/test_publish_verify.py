@@ -359,3 +359,29 @@ def test_a_link_under_the_results_is_refused_by_name_never_staged(built, tmp_pat
         f"kiln: error: PublishError: results/silero_vad: refusing to stage it: plots/leak.png (a symbolic link to "
         f"{host}); kiln ships only the regular files its jobs wrote (remove these)"]
     assert not out_dir.exists() and not list(tmp_path.glob(".stage.*"))
+
+
+def test_staging_ships_only_what_a_job_wrote(built, staged, tmp_path):
+    """Regular files under results/silero_vad that no job wrote (a stray plot, a hard link to a host
+    file named like a plot, a stray record at the top and among the parity records) are not staged:
+    `kiln publish --dry-run` ships the same files as before they were there (before: each was copied
+    into the folder, the records under kiln/records/)."""
+    host = tmp_path / "secret.txt"
+    host.write_text("a host file\n")
+    results = built.root / "results/silero_vad"
+    strays = {results / "plots/extra.png": None, results / "plots/hard.png": host, results / "stray.json": None,
+              results / "parity/other.json": None}
+    out_dir = tmp_path / "stage"
+    try:
+        for path, target in strays.items():
+            if target is None:
+                path.write_text("{}\n")
+            else:
+                os.link(target, path)
+        kiln(built, "publish", "silero_vad", "--dry-run", "--out", str(out_dir))
+    finally:
+        for path in strays:
+            path.unlink(missing_ok=True)
+    assert sorted(_tree(out_dir)) == sorted(_tree(staged))
+    assert not [p for p in out_dir.rglob("*") if p.name in ("extra.png", "hard.png", "stray.json", "other.json")]
+    assert host.read_text() == "a host file\n"
