@@ -313,6 +313,13 @@ def test_the_rebuild_is_stopped_at_its_time_limit(built, staged, tmp_path):
     time.sleep(1)
     left = subprocess.run(["pgrep", "-f", str(scratch)], capture_output=True, text=True).stdout.split()
     assert left == [], "rebuild processes outlived the time limit"
+    # the stopped rebuild's Snakemake lock is released: verifying again in the same workdir rebuilds
+    # (and is stopped again) instead of failing with Snakemake's LockException
+    again = kiln(built, "verify", str(staged), "--workdir", str(scratch), "--timeout", "3", check=False)
+    assert again.returncode == 2 and "LockException" not in again.stderr
+    assert again.stderr.strip().splitlines() == [
+        f"kiln: error: VerifyError: the rebuild of silero_vad in {scratch} took longer than 3 s (--timeout) and was "
+        f"stopped (log: {scratch / 'verify-snakemake.log'})"]
 
 
 def test_verify_names_what_a_folder_without_the_lock_lacks(built, staged, tmp_path):

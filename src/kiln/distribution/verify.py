@@ -360,11 +360,11 @@ def rebuild(recorded: Recorded, scratch: Path, checkout: Path, cores: int, log,
         try:
             code = process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            _stop(process)
+            _stop(process, scratch, env)
             raise VerifyError(f"the rebuild of {recorded.model} in {scratch} took longer than {timeout:g} s "
                               f"(--timeout) and was stopped (log: {log_path})") from None
         except BaseException:
-            _stop(process)
+            _stop(process, scratch, env)
             raise
     if code != 0:
         tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
@@ -372,18 +372,22 @@ def rebuild(recorded: Recorded, scratch: Path, checkout: Path, cores: int, log,
     return origin
 
 
-def _stop(process: subprocess.Popen) -> None:
-    """Stop the rebuild's process group (Snakemake and its jobs): SIGTERM, then SIGKILL."""
+def _stop(process: subprocess.Popen, scratch: Path, env: dict) -> None:
+    """Stop the rebuild's process group (Snakemake and its jobs): SIGTERM, then SIGKILL; then release
+    the lock the stopped Snakemake left in ``scratch`` (the next verify there failed with Snakemake's
+    LockException). Only a rebuild this process stopped is unlocked: a running one keeps its lock."""
     for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 30)):
         try:
             os.killpg(process.pid, sig)
         except ProcessLookupError:
-            return
+            break
         try:
             process.wait(timeout=wait)
-            return
+            break
         except subprocess.TimeoutExpired:
             continue
+    if process.poll() is not None:
+        subprocess.run([_snakemake(), "--unlock"], cwd=scratch, env=env, capture_output=True, timeout=300)
 
 
 # -- comparisons -----------------------------------------------------------------------------------
