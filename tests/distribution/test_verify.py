@@ -114,3 +114,48 @@ def test_the_rebuild_plans_the_models_staging_and_nothing_else(tmp_path):
     assert ("stage_silero_vad", {}) in jobs
     assert "all" not in {rule for rule, _ in jobs}
     assert {w.get("model") for _, w in jobs if w.get("model")} == {"silero_vad"}, sorted(jobs)
+
+
+def test_check_of_a_published_folder_finds_its_artifacts_in_the_folder(tmp_path):
+    """`kiln check publish/<model>` in a separate process, from inside a checkout whose results hold
+    the build and from elsewhere: the artifacts provenance.json lists are found in the folder (before:
+    its records' checkout paths were looked up in the current directory's results, so an intact
+    download had '36 missing' from elsewhere and a tampered one 'matched' from inside the checkout).
+    A flipped byte is named, a listed path leaving the folder and a link are named and not read."""
+    from kiln.foundation.fsutil import sha256_tree
+    from tests.clirun import kiln, snapshot
+
+    folder = tmp_path / "publish" / "m"
+    bundle = _bundle(folder / "m-v1.mlmodelc", bytes(range(200)))
+    provenance = {"model": "m", "results_dir": "results", "names": {"unified": "m-v1"},
+                  "kiln": {"git_commit": None, "checkout_commit": None},
+                  "artifacts": [{"path": "m-v1.mlmodelc", "source": "m/unified.mlmodelc", "kind": "bundle",
+                                 "component": "unified", "strategy": None, "sha256": sha256_tree(bundle)}]}
+    (folder / "kiln").mkdir()
+    (folder / "kiln" / "provenance.json").write_text(json.dumps(provenance))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for cwd in (tmp_path, elsewhere):
+        ok = kiln("check", str(folder), cwd=cwd)
+        assert ok.returncode == 0, ok.stderr
+        assert ok.stdout.strip() == f"{folder}: 1/1 published artifacts match"
+    data = bytearray((bundle / "weights" / "weight.bin").read_bytes())
+    data[7] ^= 0xFF
+    (bundle / "weights" / "weight.bin").write_bytes(bytes(data))
+    secret = tmp_path / "secret.txt"
+    secret.write_text("host file")
+    provenance["artifacts"].append({**provenance["artifacts"][0], "path": "../../secret.txt"})
+    provenance["artifacts"].append({**provenance["artifacts"][0], "path": "leak.mlmodelc"})
+    (folder / "kiln" / "provenance.json").write_text(json.dumps(provenance))
+    (folder / "leak.mlmodelc").symlink_to(tmp_path / "elsewhere")
+    def unchanged():   # kiln's digest cache (.kiln/cache in the current directory) aside
+        return {k: v for k, v in snapshot(tmp_path).items() if ".kiln" not in k.split("/")}
+    before = unchanged()
+    bad = kiln("check", str(folder), cwd=elsewhere)
+    assert bad.returncode == 2
+    lines = bad.stderr.strip().splitlines()
+    assert lines[-1] == "kiln: error: IntegrityError: 3 artifact(s) do not match their job records (listed above)"
+    assert f"{folder}/leak.mlmodelc (a symbolic link to {tmp_path / 'elsewhere'}): not read" in lines[0]
+    assert lines[1].startswith(f"{bundle}: content does not match its record")
+    assert lines[2].startswith("'../../secret.txt': a listed path leaving the folder (not read)")
+    assert "Traceback" not in bad.stderr and unchanged() == before

@@ -209,6 +209,44 @@ def read_recorded(target: str | Path, checkout: str | Path = ".") -> Recorded:
                       f"metadata.json (a results folder)")
 
 
+def check_published(folder: str | Path) -> tuple[list[dict], list[str]]:
+    """``kiln check`` of a published folder: each artifact its ``kiln/provenance.json`` lists, found in
+    the folder (its records under ``kiln/records/`` name the building checkout's paths, which a
+    download does not have) against its recorded digest. Returns (artifacts, problems), each problem
+    one line naming the file; a listed path leaving the folder is named, never read."""
+    from kiln.integrity.artifacts import IntegrityError, verify_artifact
+    from kiln.integrity.digests import DigestCache
+
+    folder = Path(folder)
+    irregular = irregular_entries(folder)
+    problems = [f"{folder / entry}: not read; a published folder holds regular files only" for entry in irregular]
+    irregular_paths = [entry.rsplit(" (", 1)[0] for entry in irregular]
+    where = folder / KILN_DIR / "provenance.json"
+    try:
+        provenance = _read_json(where, "provenance record")
+        schemas.check(provenance, "provenance", VerifyError, str(where))
+    except VerifyError as exc:
+        raise IntegrityError(str(exc)) from None
+    artifacts = [a for a in provenance["artifacts"] if isinstance(a, dict)]
+    cache = DigestCache.default()
+    try:
+        for artifact in artifacts:
+            rel = artifact.get("path")
+            parts = Path(rel).parts if isinstance(rel, str) else ()
+            if not parts or Path(rel).is_absolute() or ".." in parts:
+                problems.append(f"{rel!r}: a listed path leaving the folder (not read) [record: {where}]")
+            elif not isinstance(artifact.get("sha256"), str):
+                problems.append(f"{folder / rel}: listed without a sha256 [record: {where}]")
+            elif not any(_under(entry, Path(rel).as_posix()) for entry in irregular_paths):   # named above
+                try:
+                    verify_artifact(folder / rel, artifact["sha256"], cache)
+                except IntegrityError as exc:
+                    problems.append(f"{exc} [record: {where}]")
+    finally:
+        cache.save()
+    return artifacts, problems
+
+
 # -- the toolchain, before anything runs -----------------------------------------------------------
 
 def toolchain_differences(recorded: Recorded, checkout: Path) -> list[str]:
