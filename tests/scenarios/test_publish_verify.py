@@ -216,6 +216,14 @@ def _artifact_path_escape(folder):
     (folder / "kiln/provenance.json").write_text(json.dumps(provenance))
 
 
+def _bundle_in_hub_bookkeeping(folder):
+    """huggingface_hub's own records of a download pass; a bundle hidden beside them does not."""
+    (folder / ".cache/huggingface/download").mkdir(parents=True)
+    (folder / ".cache/huggingface/.gitignore").write_text("*\n")
+    (folder / ".cache/huggingface/download/README.md.metadata").write_text(f"{'0' * 40}\n{'1' * 40}\n1.0\n")
+    shutil.copytree(folder / f"{_bundle_name(folder)}.mlmodelc", folder / ".cache/huggingface/evil.mlmodelc")
+
+
 TAMPERING = {
     "flipped byte, bundle dropped from the list": (
         _unlisted_flipped_bundle, [r"differing +bundle +{name}\.mlmodelc: weights/weight\.bin: byte \d+: recorded",
@@ -236,6 +244,10 @@ TAMPERING = {
         [r"differing +file +kiln/records/parity/unified_256ms\.json: missing from the folder \(the rebuild stages it\)"]),
     "source file list emptied": (
         _source_files_emptied, [r"differing +record +kiln/records/source\.json: files: 0 entries recorded, 1 rebuilt"]),
+    "bundle hidden in the Hub's bookkeeping": (
+        _bundle_in_hub_bookkeeping, [r"differing +file +\.cache/huggingface/evil\.mlmodelc/weights/weight\.bin: not "
+                                     r"produced by the rebuild",
+                                     r"not_reproducible +file +\.cache: huggingface_hub's bookkeeping"]),
     "artifact path leaving the folder": (
         _artifact_path_escape, [r"differing +record +kiln/provenance\.json: provenance\.artifacts\[0\]\.path: "
                                 r"recorded \"\.\./\.\./\.\./\.\./\.\./\.\./etc/hostname\""]),

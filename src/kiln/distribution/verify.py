@@ -689,12 +689,23 @@ def _card_item(published: Path, rebuilt: Path, rebuilt_provenance: dict) -> Item
     return Item("README.md", "card", "differing", f"differs from the card regenerated from the records ({shown})")
 
 
-def _bookkeeping(rel: str) -> str | None:
+#: what huggingface_hub keeps under .cache/huggingface/ of a download folder: its .gitignore, and per
+#: file a small metadata record (commit, etag, time) and a lock, by the file's path
+HUB_BOOKKEEPING = re.compile(r"^\.cache/huggingface/(\.gitignore(\.lock)?|(download|upload)/.+\.(metadata|lock))$")
+#: the most a file of that bookkeeping holds (a metadata record is three short lines)
+HUB_BOOKKEEPING_BYTES = 4096
+
+
+def _bookkeeping(rel: str, path: Path) -> str | None:
+    """Why ``rel`` is bookkeeping rather than a file kiln staged, or None. Only the shapes the tools
+    write pass: Snakemake's empty marker, huggingface_hub's small records by name and size (any other
+    file under .cache/, such as a bundle, is compared like the rest: not produced by the rebuild)."""
     top = rel.split("/", 1)[0]
-    if top == ".cache" and not _under(rel, ".cache/huggingface"):
-        return None
     if rel.rsplit("/", 1)[-1] == SNAKEMAKE_MARKER:
-        return "Snakemake's marker of a directory output, never uploaded"
+        return "Snakemake's marker of a directory output, never uploaded" if path.stat().st_size == 0 else None
+    if top == ".cache":
+        if not HUB_BOOKKEEPING.match(rel) or path.stat().st_size > HUB_BOOKKEEPING_BYTES:
+            return None
     return BOOKKEEPING.get(top)
 
 
@@ -710,7 +721,7 @@ def compare_folders(published: Path, rebuilt: Path) -> list[Item]:
     theirs = {rel: path for rel, path in theirs.items() if rel.rsplit("/", 1)[-1] != SNAKEMAKE_MARKER}
     grouped: dict[str, str] = {}
     for rel in sorted(mine):
-        reason = _bookkeeping(rel)
+        reason = _bookkeeping(rel, mine[rel])
         if reason:
             top = rel.split("/", 1)[0] if rel.split("/", 1)[0] in (".git", ".cache") else rel
             grouped.setdefault(top, reason)
