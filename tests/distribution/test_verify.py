@@ -159,3 +159,30 @@ def test_check_of_a_published_folder_finds_its_artifacts_in_the_folder(tmp_path)
     assert lines[1].startswith(f"{bundle}: content does not match its record")
     assert lines[2].startswith("'../../secret.txt': a listed path leaving the folder (not read)")
     assert "Traceback" not in bad.stderr and unchanged() == before
+
+
+def test_a_folder_reached_through_a_link_into_the_workdir_is_refused(tmp_path):
+    """`kiln verify <link>/publish/m --workdir <workdir>` where <link> points at the workdir: the folder
+    verified is the rebuild's own staging, which the rebuild replaces before comparing it with itself
+    (before: every item 'reproduced', whatever the folder held). Refused in one line before anything
+    runs, as the same folder named without the link is."""
+    from tests.clirun import assert_one_line_error, kiln, snapshot
+
+    workdir = tmp_path / "scratch"
+    folder = workdir / "publish" / "m"
+    (folder / "kiln").mkdir(parents=True)
+    (workdir / ".kiln-verify").write_text(json.dumps({"made_by": "kiln verify", "model": "m"}))
+    for name, text in (("provenance.json", json.dumps({"model": "m", "results_dir": "results", "names": {},
+                                                        "kiln": {"git_commit": None, "checkout_commit": None},
+                                                        "artifacts": []})),
+                       ("config.yaml", "results_dir: results\nmodels: {}\n"), ("toolchain.lock", "numpy==0\n")):
+        (folder / "kiln" / name).write_text(text)
+    (folder / "kiln" / "records").mkdir()
+    (folder / "kiln" / "records" / "source.json").write_text('{"files": []}')
+    (tmp_path / "link").symlink_to(workdir)
+    before = snapshot(tmp_path)
+    for target in (folder, tmp_path / "link" / "publish" / "m"):
+        result = kiln("verify", str(target), "--workdir", str(workdir), cwd=tmp_path, timeout=60)
+        assert_one_line_error(result, "VerifyError", f"--workdir {workdir}: refusing to rebuild there: it holds the "
+                                                     f"folder verified ({folder})")
+    assert snapshot(tmp_path) == before

@@ -302,11 +302,13 @@ def prepare_workdir(workdir: str | Path | None, model: str, *, protect: dict[str
         write_json(scratch / WORKDIR_MARKER, {"made_by": "kiln verify", "model": model})
         return scratch
     scratch = Path(os.path.abspath(workdir))
-    for what, path in protect.items():
-        path = Path(os.path.abspath(path))
-        if scratch == path or scratch in path.parents or (what == "the folder verified" and path in scratch.parents):
-            relation = "is" if scratch == path else ("holds" if scratch in path.parents else "lies inside")
-            raise VerifyError(f"--workdir {workdir}: refusing to rebuild there: it {relation} {what} ({path})")
+    for what, named in protect.items():
+        # as named and with links resolved: a folder reached through a link into the workdir is inside it
+        for work, path in ((scratch, Path(os.path.abspath(named))),
+                           (Path(os.path.realpath(workdir)), Path(os.path.realpath(named)))):
+            if work == path or work in path.parents or (what == "the folder verified" and path in work.parents):
+                relation = "is" if work == path else ("holds" if work in path.parents else "lies inside")
+                raise VerifyError(f"--workdir {workdir}: refusing to rebuild there: it {relation} {what} ({path})")
     if os.path.lexists(scratch):
         if scratch.is_symlink() or not scratch.is_dir():
             raise VerifyError(f"--workdir {workdir}: refusing to rebuild there: it exists and is not a directory "
