@@ -33,15 +33,22 @@ def test_first_tree_difference_names_the_file_and_byte(tmp_path):
     assert first_tree_difference(a, tmp_path / "none") == "the rebuild did not produce it"
 
 
-def test_value_differences_skip_timings_and_name_the_path():
+def test_value_differences_name_timings_not_reproducible_and_name_the_path():
     recorded = {"parity": [{"output": "vad_output", "backend": "kiln_fp32", "max_abs": 0.001, "psnr_db": 70.0}],
                 "latency": {"kiln_fp32": {"median_ms": 1.5}}, "seconds": {"export": 3.0},
                 "toolchain": {"torch": "2.13.0"}}
     rebuilt = {"parity": [{"output": "vad_output", "backend": "kiln_fp32", "max_abs": 0.001, "psnr_db": 70.0}],
                "latency": {"kiln_fp32": {"median_ms": 9.9}}, "seconds": {"export": 1.0},
                "toolchain": {"torch": "2.12.0"}}
-    assert list(value_differences(recorded, rebuilt)) == []
+    # timings are named not reproducible (an edited latency is never passed over as reproduced); the
+    # toolchain record is compared before the rebuild
+    timings = [("not_reproducible", "latency: a measured timing (it differs between runs; not compared)"),
+               ("not_reproducible", "seconds: a measured timing (it differs between runs; not compared)")]
+    assert list(value_differences(recorded, rebuilt)) == timings
     rebuilt["parity"][0]["max_abs"] = 0.002
+    assert list(value_differences(recorded, rebuilt)) == [
+        timings[0], ("differing", "parity[0].max_abs: recorded 0.001, rebuilt 0.002"), timings[1]]
+    rebuilt.update(latency=recorded["latency"], seconds=recorded["seconds"])
     assert list(value_differences(recorded, rebuilt)) == [
         ("differing", "parity[0].max_abs: recorded 0.001, rebuilt 0.002")]
 

@@ -17,7 +17,7 @@ its sources, settings and toolchain. :func:`verify`:
    its staging, so the rebuild's own published folder says what must be there;
 4. accounts for every file of the folder against the rebuild's folder (a results folder is staged into
    the scratch directory first): packages and bundles (float and quantized), side files and plots byte
-   for byte, job records and reports value for value (timings, paths and toolchain records excluded),
+   for byte, job records and reports value for value (paths and toolchain records excluded; timings named),
    the model card regenerated from the verified records, ``provenance.json`` with only where and by whom
    it was staged excluded. Each is ``reproduced``, ``differing`` (with the first difference: a file
    missing from the folder, one the rebuild does not make, a changed byte or value) or
@@ -51,6 +51,9 @@ REPORT_SCHEMA_VERSION = 2
 #: record keys that hold timings, machine paths or the toolchain record itself: never compared
 UNCOMPARED_KEYS = frozenset({"latency", "seconds", "export_seconds", "toolchain", "platform", "staged_with",
                              "median_ms", "mean_ms", "p90_ms", "torch_latency", "path", "mtime_ns"})
+#: those of them that hold measured timings: figures (the card shows them) that no second run repeats,
+#: so a difference is named not reproducible rather than passed over
+TIMING_KEYS = frozenset({"latency", "seconds", "export_seconds", "median_ms", "mean_ms", "p90_ms", "torch_latency"})
 #: provenance.json keys that say where, when and by whom a folder was staged (not what it holds)
 PROVENANCE_ENVIRONMENT = ("kiln", "toolchain", "staged_with", "repo_id", "locks")
 #: values of a record that differ between two builds of the same bytes, with the reason
@@ -487,9 +490,11 @@ def value_differences(recorded: Any, rebuilt: Any, where: str = "") -> Iterator[
                 yield "not_reproducible", f"{where}: measured on Apple's runtime ({recorded['backend']})"
             return
         for key in sorted(set(recorded) | set(rebuilt)):
-            if key in UNCOMPARED_KEYS:
-                continue
             here = f"{where}.{key}" if where else str(key)
+            if key in UNCOMPARED_KEYS:
+                if key in TIMING_KEYS and recorded.get(key) != rebuilt.get(key):
+                    yield "not_reproducible", f"{here}: a measured timing (it differs between runs; not compared)"
+                continue
             if key in recorded and key in rebuilt and recorded[key] == rebuilt[key] and \
                     type(recorded[key]) is type(rebuilt[key]):
                 continue
