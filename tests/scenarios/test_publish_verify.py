@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -336,6 +337,46 @@ def test_the_rebuild_is_stopped_at_its_time_limit(built, staged, tmp_path):
     assert again.stderr.strip().splitlines() == [
         f"kiln: error: VerifyError: the rebuild of silero_vad in {scratch} took longer than 3 s (--timeout) and was "
         f"stopped (log: {scratch / 'verify-snakemake.log'})"]
+
+
+def _running_in(folder) -> list[str]:
+    """The processes whose working directory lies in ``folder`` (a rebuild's Snakemake and its jobs)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cwd = os.readlink(proc / "cwd")
+        except OSError:
+            continue
+        if proc.name.isdigit() and (cwd == str(folder) or cwd.startswith(f"{folder}/")):
+            found.append(proc.name)
+    return found
+
+
+def test_a_rebuild_ends_with_verify_killed_outright(built, staged, tmp_path):
+    """kill -9 of `kiln verify` during its rebuild: the rebuild's Snakemake (in its own session) is
+    told to stop by Linux's parent-death signal, stops its jobs and releases the workdir's lock (before:
+    it ran on with no time limit, and verifying again there failed on its lock until it ended)."""
+    import signal
+    import time
+
+    scratch = tmp_path / "scratch"
+    log = scratch / "verify-snakemake.log"
+    verify = subprocess.Popen([str(VENV_BIN / "kiln"), "verify", str(staged), "--workdir", str(scratch)],
+                              cwd=built.root, env=built.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (log.exists() and "rule " in log.read_text(errors="replace")):
+        time.sleep(0.2)
+    assert verify.poll() is None and _running_in(scratch), "no rebuild was running: the test would prove nothing"
+    verify.send_signal(signal.SIGKILL)
+    verify.wait()
+    deadline = time.monotonic() + 90
+    while _running_in(scratch) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _running_in(scratch) == [], "the rebuild outlived verify"
+    again = kiln(built, "verify", str(staged), "--workdir", str(scratch), "--timeout", "3", check=False)
+    assert again.stderr.strip().splitlines() == [
+        f"kiln: error: VerifyError: the rebuild of silero_vad in {scratch} took longer than 3 s (--timeout) and was "
+        f"stopped (log: {log})"]
 
 
 def test_verify_names_what_a_folder_without_the_lock_lacks(built, staged, tmp_path):

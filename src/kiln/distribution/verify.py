@@ -398,8 +398,8 @@ def rebuild(recorded: Recorded, scratch: Path, checkout: Path, cores: int, log,
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(scratch / "src"), os.environ.get("PYTHONPATH", "")])}
     log_path = scratch / "verify-snakemake.log"
     with open(log_path, "w") as out:
-        process = subprocess.Popen(rebuild_command(recorded.model, cores), cwd=scratch,
-                                   env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(rebuild_command(recorded.model, cores), cwd=scratch, env=env, stdout=out,
+                                   stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_ended_with_parent)
         try:
             code = process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -413,6 +413,18 @@ def rebuild(recorded: Recorded, scratch: Path, checkout: Path, cores: int, log,
         tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
         raise VerifyError(f"the rebuild of {recorded.model} in {scratch} failed (log: {log_path}):\n{tail}")
     return origin
+
+
+def _ended_with_parent() -> None:
+    """In the rebuild's Snakemake, before it starts: SIGTERM when verify ends, however it ends (Linux's
+    parent-death signal). Killed outright (kill -9, an OOM killer), verify cannot stop its rebuild
+    itself, which then ran on in its own session with no time limit, holding the workdir's lock; on
+    SIGTERM Snakemake stops its jobs and releases the lock."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _stop(process: subprocess.Popen, scratch: Path, env: dict) -> None:
