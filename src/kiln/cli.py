@@ -46,15 +46,23 @@ def _check_config(args) -> int:
 
 
 def _check(args) -> int:
+    from pathlib import Path
+
+    from kiln.distribution.publish import KILN_DIR
+    from kiln.distribution.verify import check_published
     from kiln.integrity.artifacts import IntegrityError, check_results
 
     failed = 0
     for model_dir in args.results:
-        artifacts, problems = check_results(model_dir)
+        # a published folder lists its artifacts by their place in it (its job records name the
+        # building checkout's paths, which were found in the current directory's results instead)
+        published = (Path(model_dir) / KILN_DIR / "provenance.json").is_file()
+        artifacts, problems = (check_published if published else check_results)(model_dir)
         for problem in problems:
             print(problem, file=sys.stderr)
         failed += len(problems)
-        print(f"{model_dir}: {len(artifacts) - len(problems)}/{len(artifacts)} recorded artifacts match")
+        print(f"{model_dir}: {len(artifacts) - len(problems)}/{len(artifacts)} "
+              f"{'published' if published else 'recorded'} artifacts match")
     if failed:
         raise IntegrityError(f"{failed} artifact(s) do not match their job records (listed above)")
     return 0

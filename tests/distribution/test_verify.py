@@ -9,6 +9,7 @@ import platform
 import pytest
 
 from kiln.distribution.verify import VerifyError, first_tree_difference, read_recorded, value_differences
+from tests.helpers.workspaces import parse_dry_run
 
 
 def _bundle(root, weights: bytes):
@@ -32,15 +33,22 @@ def test_first_tree_difference_names_the_file_and_byte(tmp_path):
     assert first_tree_difference(a, tmp_path / "none") == "the rebuild did not produce it"
 
 
-def test_value_differences_skip_timings_and_name_the_path():
+def test_value_differences_name_timings_not_reproducible_and_name_the_path():
     recorded = {"parity": [{"output": "vad_output", "backend": "kiln_fp32", "max_abs": 0.001, "psnr_db": 70.0}],
                 "latency": {"kiln_fp32": {"median_ms": 1.5}}, "seconds": {"export": 3.0},
                 "toolchain": {"torch": "2.13.0"}}
     rebuilt = {"parity": [{"output": "vad_output", "backend": "kiln_fp32", "max_abs": 0.001, "psnr_db": 70.0}],
                "latency": {"kiln_fp32": {"median_ms": 9.9}}, "seconds": {"export": 1.0},
                "toolchain": {"torch": "2.12.0"}}
-    assert list(value_differences(recorded, rebuilt)) == []
+    # timings are named not reproducible (an edited latency is never passed over as reproduced); the
+    # toolchain record is compared before the rebuild
+    timings = [("not_reproducible", "latency: a measured timing (it differs between runs; not compared)"),
+               ("not_reproducible", "seconds: a measured timing (it differs between runs; not compared)")]
+    assert list(value_differences(recorded, rebuilt)) == timings
     rebuilt["parity"][0]["max_abs"] = 0.002
+    assert list(value_differences(recorded, rebuilt)) == [
+        timings[0], ("differing", "parity[0].max_abs: recorded 0.001, rebuilt 0.002"), timings[1]]
+    rebuilt.update(latency=recorded["latency"], seconds=recorded["seconds"])
     assert list(value_differences(recorded, rebuilt)) == [
         ("differing", "parity[0].max_abs: recorded 0.001, rebuilt 0.002")]
 
@@ -96,3 +104,92 @@ def test_a_workdir_is_new_empty_or_one_verify_made(tmp_path):
 def test_equal_values_of_apple_keys_are_not_reported():
     recorded = {"compiled": {"apple_compiler_available": False, "compiler": "kiln"}}
     assert list(value_differences(recorded, json.loads(json.dumps(recorded)))) == []
+
+
+def test_the_rebuild_plans_the_models_staging_and_nothing_else(tmp_path):
+    """The rebuild's Snakemake command, dry-run in a copy of the workflow (every model of the default
+    config enabled): it plans silero_vad's jobs and its staging only. Given as `--forcerun
+    stage_silero_vad stage_silero_vad`, Snakemake read the target as a second rule to rerun, built its
+    default target `all` (129 jobs, every enabled model) and only then staged (issue 27 round 2)."""
+    from kiln.distribution.verify import rebuild_command
+    from tests.helpers.workspaces import copy_workflow
+
+    ws = copy_workflow(tmp_path / "ws")
+    command = rebuild_command("silero_vad", 1)
+    out = ws.run(command[0], "--dry-run", *command[1:])   # the command itself, as a dry run
+    jobs = parse_dry_run(out.stdout)
+    assert ("stage_silero_vad", {}) in jobs
+    assert "all" not in {rule for rule, _ in jobs}
+    assert {w.get("model") for _, w in jobs if w.get("model")} == {"silero_vad"}, sorted(jobs)
+
+
+def test_check_of_a_published_folder_finds_its_artifacts_in_the_folder(tmp_path):
+    """`kiln check publish/<model>` in a separate process, from inside a checkout whose results hold
+    the build and from elsewhere: the artifacts provenance.json lists are found in the folder (before:
+    its records' checkout paths were looked up in the current directory's results, so an intact
+    download had '36 missing' from elsewhere and a tampered one 'matched' from inside the checkout).
+    A flipped byte is named, a listed path leaving the folder and a link are named and not read."""
+    from kiln.foundation.fsutil import sha256_tree
+    from tests.clirun import kiln, snapshot
+
+    folder = tmp_path / "publish" / "m"
+    bundle = _bundle(folder / "m-v1.mlmodelc", bytes(range(200)))
+    provenance = {"model": "m", "results_dir": "results", "names": {"unified": "m-v1"},
+                  "kiln": {"git_commit": None, "checkout_commit": None},
+                  "artifacts": [{"path": "m-v1.mlmodelc", "source": "m/unified.mlmodelc", "kind": "bundle",
+                                 "component": "unified", "strategy": None, "sha256": sha256_tree(bundle)}]}
+    (folder / "kiln").mkdir()
+    (folder / "kiln" / "provenance.json").write_text(json.dumps(provenance))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for cwd in (tmp_path, elsewhere):
+        ok = kiln("check", str(folder), cwd=cwd)
+        assert ok.returncode == 0, ok.stderr
+        assert ok.stdout.strip() == f"{folder}: 1/1 published artifacts match"
+    data = bytearray((bundle / "weights" / "weight.bin").read_bytes())
+    data[7] ^= 0xFF
+    (bundle / "weights" / "weight.bin").write_bytes(bytes(data))
+    secret = tmp_path / "secret.txt"
+    secret.write_text("host file")
+    provenance["artifacts"].append({**provenance["artifacts"][0], "path": "../../secret.txt"})
+    provenance["artifacts"].append({**provenance["artifacts"][0], "path": "leak.mlmodelc"})
+    (folder / "kiln" / "provenance.json").write_text(json.dumps(provenance))
+    (folder / "leak.mlmodelc").symlink_to(tmp_path / "elsewhere")
+    def unchanged():   # kiln's digest cache (.kiln/cache in the current directory) aside
+        return {k: v for k, v in snapshot(tmp_path).items() if ".kiln" not in k.split("/")}
+    before = unchanged()
+    bad = kiln("check", str(folder), cwd=elsewhere)
+    assert bad.returncode == 2
+    lines = bad.stderr.strip().splitlines()
+    assert lines[-1] == "kiln: error: IntegrityError: 3 artifact(s) do not match their job records (listed above)"
+    assert f"{folder}/leak.mlmodelc (a symbolic link to {tmp_path / 'elsewhere'}): not read" in lines[0]
+    assert lines[1].startswith(f"{bundle}: content does not match its record")
+    assert lines[2].startswith("'../../secret.txt': a listed path leaving the folder (not read)")
+    assert "Traceback" not in bad.stderr and unchanged() == before
+
+
+def test_a_folder_reached_through_a_link_into_the_workdir_is_refused(tmp_path):
+    """`kiln verify <link>/publish/m --workdir <workdir>` where <link> points at the workdir: the folder
+    verified is the rebuild's own staging, which the rebuild replaces before comparing it with itself
+    (before: every item 'reproduced', whatever the folder held). Refused in one line before anything
+    runs, as the same folder named without the link is."""
+    from tests.clirun import assert_one_line_error, kiln, snapshot
+
+    workdir = tmp_path / "scratch"
+    folder = workdir / "publish" / "m"
+    (folder / "kiln").mkdir(parents=True)
+    (workdir / ".kiln-verify").write_text(json.dumps({"made_by": "kiln verify", "model": "m"}))
+    for name, text in (("provenance.json", json.dumps({"model": "m", "results_dir": "results", "names": {},
+                                                        "kiln": {"git_commit": None, "checkout_commit": None},
+                                                        "artifacts": []})),
+                       ("config.yaml", "results_dir: results\nmodels: {}\n"), ("toolchain.lock", "numpy==0\n")):
+        (folder / "kiln" / name).write_text(text)
+    (folder / "kiln" / "records").mkdir()
+    (folder / "kiln" / "records" / "source.json").write_text('{"files": []}')
+    (tmp_path / "link").symlink_to(workdir)
+    before = snapshot(tmp_path)
+    for target in (folder, tmp_path / "link" / "publish" / "m"):
+        result = kiln("verify", str(target), "--workdir", str(workdir), cwd=tmp_path, timeout=60)
+        assert_one_line_error(result, "VerifyError", f"--workdir {workdir}: refusing to rebuild there: it holds the "
+                                                     f"folder verified ({folder})")
+    assert snapshot(tmp_path) == before

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -145,11 +146,15 @@ def test_verify_accounts_for_every_file_of_the_folder(built, staged, verified):
     assert out.stdout.index("toolchain: as recorded") < out.stdout.index("rebuilding silero_vad")
     assert result["counts"]["differing"] == 0 and result["reproduced"]
     statuses = {i["name"]: (i["kind"], i["status"]) for i in result["items"]}
+    reproduced = {i["name"] for i in result["items"] if i["status"] == "reproduced"}
     name = json.loads((staged / "kiln/provenance.json").read_text())["names"]["unified_256ms"]
     for key in (f"{name}.mlmodelc", f"{name}.mlpackage", f"quantized/int8_per_channel/{name}.mlmodelc",
                 "README.md", "metadata.json", "kiln/provenance.json", "kiln/records/source.json",
                 "kiln/records/parity/unified_256ms.json", "plots/unified_256ms_parity.png"):
-        assert statuses[key][1] == "reproduced", key
+        assert key in reproduced, key
+    # a record's measured timings are named, beside its reproduced values
+    timings = [i for i in result["items"] if i["name"] == "metadata.json" and i["status"] == "not_reproducible"]
+    assert timings and "a measured timing" in timings[0]["detail"]
     assert statuses["plots/latency.png"] == ("plot", "not_reproducible")
     # every file of the folder is named by an item (bundles and packages as one)
     covered = {p.relative_to(staged).as_posix() for p in staged.rglob("*") if p.is_file()}
@@ -216,6 +221,14 @@ def _artifact_path_escape(folder):
     (folder / "kiln/provenance.json").write_text(json.dumps(provenance))
 
 
+def _bundle_in_hub_bookkeeping(folder):
+    """huggingface_hub's own records of a download pass; a bundle hidden beside them does not."""
+    (folder / ".cache/huggingface/download").mkdir(parents=True)
+    (folder / ".cache/huggingface/.gitignore").write_text("*\n")
+    (folder / ".cache/huggingface/download/README.md.metadata").write_text(f"{'0' * 40}\n{'1' * 40}\n1.0\n")
+    shutil.copytree(folder / f"{_bundle_name(folder)}.mlmodelc", folder / ".cache/huggingface/evil.mlmodelc")
+
+
 TAMPERING = {
     "flipped byte, bundle dropped from the list": (
         _unlisted_flipped_bundle, [r"differing +bundle +{name}\.mlmodelc: weights/weight\.bin: byte \d+: recorded",
@@ -236,6 +249,10 @@ TAMPERING = {
         [r"differing +file +kiln/records/parity/unified_256ms\.json: missing from the folder \(the rebuild stages it\)"]),
     "source file list emptied": (
         _source_files_emptied, [r"differing +record +kiln/records/source\.json: files: 0 entries recorded, 1 rebuilt"]),
+    "bundle hidden in the Hub's bookkeeping": (
+        _bundle_in_hub_bookkeeping, [r"differing +file +\.cache/huggingface/evil\.mlmodelc/weights/weight\.bin: not "
+                                     r"produced by the rebuild",
+                                     r"not_reproducible +file +\.cache: huggingface_hub's bookkeeping"]),
     "artifact path leaving the folder": (
         _artifact_path_escape, [r"differing +record +kiln/provenance\.json: provenance\.artifacts\[0\]\.path: "
                                 r"recorded \"\.\./\.\./\.\./\.\./\.\./\.\./etc/hostname\""]),
@@ -313,6 +330,53 @@ def test_the_rebuild_is_stopped_at_its_time_limit(built, staged, tmp_path):
     time.sleep(1)
     left = subprocess.run(["pgrep", "-f", str(scratch)], capture_output=True, text=True).stdout.split()
     assert left == [], "rebuild processes outlived the time limit"
+    # the stopped rebuild's Snakemake lock is released: verifying again in the same workdir rebuilds
+    # (and is stopped again) instead of failing with Snakemake's LockException
+    again = kiln(built, "verify", str(staged), "--workdir", str(scratch), "--timeout", "3", check=False)
+    assert again.returncode == 2 and "LockException" not in again.stderr
+    assert again.stderr.strip().splitlines() == [
+        f"kiln: error: VerifyError: the rebuild of silero_vad in {scratch} took longer than 3 s (--timeout) and was "
+        f"stopped (log: {scratch / 'verify-snakemake.log'})"]
+
+
+def _running_in(folder) -> list[str]:
+    """The processes whose working directory lies in ``folder`` (a rebuild's Snakemake and its jobs)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cwd = os.readlink(proc / "cwd")
+        except OSError:
+            continue
+        if proc.name.isdigit() and (cwd == str(folder) or cwd.startswith(f"{folder}/")):
+            found.append(proc.name)
+    return found
+
+
+def test_a_rebuild_ends_with_verify_killed_outright(built, staged, tmp_path):
+    """kill -9 of `kiln verify` during its rebuild: the rebuild's Snakemake (in its own session) is
+    told to stop by Linux's parent-death signal, stops its jobs and releases the workdir's lock (before:
+    it ran on with no time limit, and verifying again there failed on its lock until it ended)."""
+    import signal
+    import time
+
+    scratch = tmp_path / "scratch"
+    log = scratch / "verify-snakemake.log"
+    verify = subprocess.Popen([str(VENV_BIN / "kiln"), "verify", str(staged), "--workdir", str(scratch)],
+                              cwd=built.root, env=built.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not (log.exists() and "rule " in log.read_text(errors="replace")):
+        time.sleep(0.2)
+    assert verify.poll() is None and _running_in(scratch), "no rebuild was running: the test would prove nothing"
+    verify.send_signal(signal.SIGKILL)
+    verify.wait()
+    deadline = time.monotonic() + 90
+    while _running_in(scratch) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _running_in(scratch) == [], "the rebuild outlived verify"
+    again = kiln(built, "verify", str(staged), "--workdir", str(scratch), "--timeout", "3", check=False)
+    assert again.stderr.strip().splitlines() == [
+        f"kiln: error: VerifyError: the rebuild of silero_vad in {scratch} took longer than 3 s (--timeout) and was "
+        f"stopped (log: {log})"]
 
 
 def test_verify_names_what_a_folder_without_the_lock_lacks(built, staged, tmp_path):
@@ -359,3 +423,29 @@ def test_a_link_under_the_results_is_refused_by_name_never_staged(built, tmp_pat
         f"kiln: error: PublishError: results/silero_vad: refusing to stage it: plots/leak.png (a symbolic link to "
         f"{host}); kiln ships only the regular files its jobs wrote (remove these)"]
     assert not out_dir.exists() and not list(tmp_path.glob(".stage.*"))
+
+
+def test_staging_ships_only_what_a_job_wrote(built, staged, tmp_path):
+    """Regular files under results/silero_vad that no job wrote (a stray plot, a hard link to a host
+    file named like a plot, a stray record at the top and among the parity records) are not staged:
+    `kiln publish --dry-run` ships the same files as before they were there (before: each was copied
+    into the folder, the records under kiln/records/)."""
+    host = tmp_path / "secret.txt"
+    host.write_text("a host file\n")
+    results = built.root / "results/silero_vad"
+    strays = {results / "plots/extra.png": None, results / "plots/hard.png": host, results / "stray.json": None,
+              results / "parity/other.json": None}
+    out_dir = tmp_path / "stage"
+    try:
+        for path, target in strays.items():
+            if target is None:
+                path.write_text("{}\n")
+            else:
+                os.link(target, path)
+        kiln(built, "publish", "silero_vad", "--dry-run", "--out", str(out_dir))
+    finally:
+        for path in strays:
+            path.unlink(missing_ok=True)
+    assert sorted(_tree(out_dir)) == sorted(_tree(staged))
+    assert not [p for p in out_dir.rglob("*") if p.name in ("extra.png", "hard.png", "stray.json", "other.json")]
+    assert host.read_text() == "a host file\n"

@@ -26,7 +26,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from kiln.foundation.errors import KilnError
 from kiln.foundation.fsutil import atomic_dir, irregular_entries, sha256_file, sha256_tree, tree_size, write_json
@@ -100,23 +100,75 @@ def _component_of(name: str, family_components) -> str | None:
     return max(fits, key=len) if fits else None
 
 
+def _strings(node: Any) -> Iterator[str]:
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
+def declared_outputs(model_dir: Path, model_cfg) -> set[str]:
+    """What the jobs of the model's configured components and strategies write below its results
+    folder (paths relative to it): every file of :mod:`kiln.layout` with its wildcards filled in, and
+    the family's own plots and sounds its job records name (``<model>/plots/...``). Staging copies
+    nothing else: a file no job wrote (a stray file, a hard link to a host file) is never shipped."""
+    from kiln import layout
+    from kiln.foundation import jsonio
+
+    components = list(model_cfg.components)
+    strategies = {c: list(model_cfg.components[c].quantize["strategies"]) for c in components}
+    fills = {(): [{}], ("component",): [{"component": c} for c in components],
+             ("strategy",): [{"strategy": s} for s in sorted({s for c in components for s in strategies[c]})],
+             ("component", "strategy"): [{"component": c, "strategy": s} for c in components for s in strategies[c]]}
+    out = set()
+    for artifact in layout.ARTIFACTS.values():
+        if artifact.template.startswith("{model}/"):
+            for wildcards in fills[tuple(sorted(set(artifact.wildcards) - {"model"}))]:
+                out.add(artifact.in_model_dir(Path(), **wildcards).as_posix())
+    marker = f"{model_dir.name}/{layout.PLOTS_DIR.in_model_dir(Path()).as_posix()}/"
+    for record in records_of(model_dir):
+        if record.relative_to(model_dir).as_posix() not in out:
+            continue
+        try:
+            data = jsonio.read(record)
+        except jsonio.JsonFileError:
+            continue   # an unreadable record names nothing (staging reads the ones it needs, bounded)
+        for text in _strings(data):
+            at = text.find(marker)
+            if at == 0 or (at > 0 and text[at - 1] == "/"):
+                out.add(text[at + len(model_dir.name) + 1:])
+    return out
+
+
 def plots_of(model_dir: Path, model_cfg) -> list[Path]:
-    """The model's plots, without those of family components this model no longer configures (a
-    results folder keeps the plots of an earlier configuration)."""
+    """The model's plots that its jobs wrote (:func:`declared_outputs`), without those of family
+    components this model no longer configures (a results folder keeps the plots of an earlier
+    configuration)."""
     from kiln.family.registry import family_of
 
     from kiln import layout
 
     family = family_of(model_cfg).component_names
+    declared = declared_outputs(model_dir, model_cfg)
     folder = layout.PLOTS_DIR.in_model_dir(model_dir)
     plots = sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
-    return [p for p in plots if _component_of(p.name, family) in (None, *model_cfg.components)]
+    return [p for p in plots if _component_of(p.name, family) in (None, *model_cfg.components)
+            and p.relative_to(model_dir).as_posix() in declared]
 
 
 def configured_records(model_dir: Path, model_cfg) -> list[Path]:
-    """The model's job records, without those of components or strategies it no longer configures."""
+    """The model's job records (:func:`declared_outputs`), without those of components or strategies
+    it no longer configures."""
     out = []
+    declared = declared_outputs(model_dir, model_cfg)
     for record in records_of(model_dir):
+        if record.relative_to(model_dir).as_posix() not in declared:
+            continue
         parts = record.relative_to(model_dir).parts
         if parts[0] in ("export", "compile", "parity", "ios18") and record.stem not in model_cfg.components:
             continue

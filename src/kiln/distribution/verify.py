@@ -17,7 +17,7 @@ its sources, settings and toolchain. :func:`verify`:
    its staging, so the rebuild's own published folder says what must be there;
 4. accounts for every file of the folder against the rebuild's folder (a results folder is staged into
    the scratch directory first): packages and bundles (float and quantized), side files and plots byte
-   for byte, job records and reports value for value (timings, paths and toolchain records excluded),
+   for byte, job records and reports value for value (paths and toolchain records excluded; timings named),
    the model card regenerated from the verified records, ``provenance.json`` with only where and by whom
    it was staged excluded. Each is ``reproduced``, ``differing`` (with the first difference: a file
    missing from the folder, one the rebuild does not make, a changed byte or value) or
@@ -51,6 +51,9 @@ REPORT_SCHEMA_VERSION = 2
 #: record keys that hold timings, machine paths or the toolchain record itself: never compared
 UNCOMPARED_KEYS = frozenset({"latency", "seconds", "export_seconds", "toolchain", "platform", "staged_with",
                              "median_ms", "mean_ms", "p90_ms", "torch_latency", "path", "mtime_ns"})
+#: those of them that hold measured timings: figures (the card shows them) that no second run repeats,
+#: so a difference is named not reproducible rather than passed over
+TIMING_KEYS = frozenset({"latency", "seconds", "export_seconds", "median_ms", "mean_ms", "p90_ms", "torch_latency"})
 #: provenance.json keys that say where, when and by whom a folder was staged (not what it holds)
 PROVENANCE_ENVIRONMENT = ("kiln", "toolchain", "staged_with", "repo_id", "locks")
 #: values of a record that differ between two builds of the same bytes, with the reason
@@ -209,6 +212,44 @@ def read_recorded(target: str | Path, checkout: str | Path = ".") -> Recorded:
                       f"metadata.json (a results folder)")
 
 
+def check_published(folder: str | Path) -> tuple[list[dict], list[str]]:
+    """``kiln check`` of a published folder: each artifact its ``kiln/provenance.json`` lists, found in
+    the folder (its records under ``kiln/records/`` name the building checkout's paths, which a
+    download does not have) against its recorded digest. Returns (artifacts, problems), each problem
+    one line naming the file; a listed path leaving the folder is named, never read."""
+    from kiln.integrity.artifacts import IntegrityError, verify_artifact
+    from kiln.integrity.digests import DigestCache
+
+    folder = Path(folder)
+    irregular = irregular_entries(folder)
+    problems = [f"{folder / entry}: not read; a published folder holds regular files only" for entry in irregular]
+    irregular_paths = [entry.rsplit(" (", 1)[0] for entry in irregular]
+    where = folder / KILN_DIR / "provenance.json"
+    try:
+        provenance = _read_json(where, "provenance record")
+        schemas.check(provenance, "provenance", VerifyError, str(where))
+    except VerifyError as exc:
+        raise IntegrityError(str(exc)) from None
+    artifacts = [a for a in provenance["artifacts"] if isinstance(a, dict)]
+    cache = DigestCache.default()
+    try:
+        for artifact in artifacts:
+            rel = artifact.get("path")
+            parts = Path(rel).parts if isinstance(rel, str) else ()
+            if not parts or Path(rel).is_absolute() or ".." in parts:
+                problems.append(f"{rel!r}: a listed path leaving the folder (not read) [record: {where}]")
+            elif not isinstance(artifact.get("sha256"), str):
+                problems.append(f"{folder / rel}: listed without a sha256 [record: {where}]")
+            elif not any(_under(entry, Path(rel).as_posix()) for entry in irregular_paths):   # named above
+                try:
+                    verify_artifact(folder / rel, artifact["sha256"], cache)
+                except IntegrityError as exc:
+                    problems.append(f"{exc} [record: {where}]")
+    finally:
+        cache.save()
+    return artifacts, problems
+
+
 # -- the toolchain, before anything runs -----------------------------------------------------------
 
 def toolchain_differences(recorded: Recorded, checkout: Path) -> list[str]:
@@ -264,11 +305,13 @@ def prepare_workdir(workdir: str | Path | None, model: str, *, protect: dict[str
         write_json(scratch / WORKDIR_MARKER, {"made_by": "kiln verify", "model": model})
         return scratch
     scratch = Path(os.path.abspath(workdir))
-    for what, path in protect.items():
-        path = Path(os.path.abspath(path))
-        if scratch == path or scratch in path.parents or (what == "the folder verified" and path in scratch.parents):
-            relation = "is" if scratch == path else ("holds" if scratch in path.parents else "lies inside")
-            raise VerifyError(f"--workdir {workdir}: refusing to rebuild there: it {relation} {what} ({path})")
+    for what, named in protect.items():
+        # as named and with links resolved: a folder reached through a link into the workdir is inside it
+        for work, path in ((scratch, Path(os.path.abspath(named))),
+                           (Path(os.path.realpath(workdir)), Path(os.path.realpath(named)))):
+            if work == path or work in path.parents or (what == "the folder verified" and path in work.parents):
+                relation = "is" if work == path else ("holds" if work in path.parents else "lies inside")
+                raise VerifyError(f"--workdir {workdir}: refusing to rebuild there: it {relation} {what} ({path})")
     if os.path.lexists(scratch):
         if scratch.is_symlink() or not scratch.is_dir():
             raise VerifyError(f"--workdir {workdir}: refusing to rebuild there: it exists and is not a directory "
@@ -328,6 +371,15 @@ def _snakemake() -> str:
     return str(local) if local.exists() else (shutil.which("snakemake") or "snakemake")
 
 
+def rebuild_command(model: str, cores: int) -> list[str]:
+    """The Snakemake command line of a rebuild: the model's staging as the one target. The staging
+    always runs again (``--forcerun=``): it copies files (the config, the lock) that no job's output
+    depends on, so an edit of them alone would leave an earlier staging in place. ``--forcerun`` takes
+    any number of values, so it is given with ``=``: a target after ``--forcerun X`` would be read as
+    another rule to rerun, leaving no target (Snakemake then builds ``all``: every enabled model)."""
+    return [_snakemake(), f"stage_{model}", "--cores", str(cores), f"--forcerun=stage_{model}"]
+
+
 def rebuild(recorded: Recorded, scratch: Path, checkout: Path, cores: int, log,
             timeout: float = DEFAULT_TIMEOUT_S) -> str:
     """Build and stage the recorded model in ``scratch`` (``snakemake stage_<model>``); returns where
@@ -346,19 +398,16 @@ def rebuild(recorded: Recorded, scratch: Path, checkout: Path, cores: int, log,
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(scratch / "src"), os.environ.get("PYTHONPATH", "")])}
     log_path = scratch / "verify-snakemake.log"
     with open(log_path, "w") as out:
-        # the staging always runs again: it copies files (the config, the lock) that no job's output
-        # depends on, so an edit of them alone would leave an earlier staging in place
-        process = subprocess.Popen([_snakemake(), "--cores", str(cores), "--forcerun", f"stage_{recorded.model}",
-                                    f"stage_{recorded.model}"], cwd=scratch,
-                                   env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(rebuild_command(recorded.model, cores), cwd=scratch, env=env, stdout=out,
+                                   stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=_ended_with_parent)
         try:
             code = process.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            _stop(process)
+            _stop(process, scratch, env)
             raise VerifyError(f"the rebuild of {recorded.model} in {scratch} took longer than {timeout:g} s "
                               f"(--timeout) and was stopped (log: {log_path})") from None
         except BaseException:
-            _stop(process)
+            _stop(process, scratch, env)
             raise
     if code != 0:
         tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-15:])
@@ -366,18 +415,34 @@ def rebuild(recorded: Recorded, scratch: Path, checkout: Path, cores: int, log,
     return origin
 
 
-def _stop(process: subprocess.Popen) -> None:
-    """Stop the rebuild's process group (Snakemake and its jobs): SIGTERM, then SIGKILL."""
+def _ended_with_parent() -> None:
+    """In the rebuild's Snakemake, before it starts: SIGTERM when verify ends, however it ends (Linux's
+    parent-death signal). Killed outright (kill -9, an OOM killer), verify cannot stop its rebuild
+    itself, which then ran on in its own session with no time limit, holding the workdir's lock; on
+    SIGTERM Snakemake stops its jobs and releases the lock."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _stop(process: subprocess.Popen, scratch: Path, env: dict) -> None:
+    """Stop the rebuild's process group (Snakemake and its jobs): SIGTERM, then SIGKILL; then release
+    the lock the stopped Snakemake left in ``scratch`` (the next verify there failed with Snakemake's
+    LockException). Only a rebuild this process stopped is unlocked: a running one keeps its lock."""
     for sig, wait in ((signal.SIGTERM, 30), (signal.SIGKILL, 30)):
         try:
             os.killpg(process.pid, sig)
         except ProcessLookupError:
-            return
+            break
         try:
             process.wait(timeout=wait)
-            return
+            break
         except subprocess.TimeoutExpired:
             continue
+    if process.poll() is not None:
+        subprocess.run([_snakemake(), "--unlock"], cwd=scratch, env=env, capture_output=True, timeout=300)
 
 
 # -- comparisons -----------------------------------------------------------------------------------
@@ -437,9 +502,11 @@ def value_differences(recorded: Any, rebuilt: Any, where: str = "") -> Iterator[
                 yield "not_reproducible", f"{where}: measured on Apple's runtime ({recorded['backend']})"
             return
         for key in sorted(set(recorded) | set(rebuilt)):
-            if key in UNCOMPARED_KEYS:
-                continue
             here = f"{where}.{key}" if where else str(key)
+            if key in UNCOMPARED_KEYS:
+                if key in TIMING_KEYS and recorded.get(key) != rebuilt.get(key):
+                    yield "not_reproducible", f"{here}: a measured timing (it differs between runs; not compared)"
+                continue
             if key in recorded and key in rebuilt and recorded[key] == rebuilt[key] and \
                     type(recorded[key]) is type(rebuilt[key]):
                 continue
@@ -641,12 +708,23 @@ def _card_item(published: Path, rebuilt: Path, rebuilt_provenance: dict) -> Item
     return Item("README.md", "card", "differing", f"differs from the card regenerated from the records ({shown})")
 
 
-def _bookkeeping(rel: str) -> str | None:
+#: what huggingface_hub keeps under .cache/huggingface/ of a download folder: its .gitignore, and per
+#: file a small metadata record (commit, etag, time) and a lock, by the file's path
+HUB_BOOKKEEPING = re.compile(r"^\.cache/huggingface/(\.gitignore(\.lock)?|(download|upload)/.+\.(metadata|lock))$")
+#: the most a file of that bookkeeping holds (a metadata record is three short lines)
+HUB_BOOKKEEPING_BYTES = 4096
+
+
+def _bookkeeping(rel: str, path: Path) -> str | None:
+    """Why ``rel`` is bookkeeping rather than a file kiln staged, or None. Only the shapes the tools
+    write pass: Snakemake's empty marker, huggingface_hub's small records by name and size (any other
+    file under .cache/, such as a bundle, is compared like the rest: not produced by the rebuild)."""
     top = rel.split("/", 1)[0]
-    if top == ".cache" and not _under(rel, ".cache/huggingface"):
-        return None
     if rel.rsplit("/", 1)[-1] == SNAKEMAKE_MARKER:
-        return "Snakemake's marker of a directory output, never uploaded"
+        return "Snakemake's marker of a directory output, never uploaded" if path.stat().st_size == 0 else None
+    if top == ".cache":
+        if not HUB_BOOKKEEPING.match(rel) or path.stat().st_size > HUB_BOOKKEEPING_BYTES:
+            return None
     return BOOKKEEPING.get(top)
 
 
@@ -662,7 +740,7 @@ def compare_folders(published: Path, rebuilt: Path) -> list[Item]:
     theirs = {rel: path for rel, path in theirs.items() if rel.rsplit("/", 1)[-1] != SNAKEMAKE_MARKER}
     grouped: dict[str, str] = {}
     for rel in sorted(mine):
-        reason = _bookkeeping(rel)
+        reason = _bookkeeping(rel, mine[rel])
         if reason:
             top = rel.split("/", 1)[0] if rel.split("/", 1)[0] in (".git", ".cache") else rel
             grouped.setdefault(top, reason)
