@@ -1,11 +1,10 @@
 """Parakeet EOU's build part: restore the ``.nemo`` (refusing a non-streaming encoder or a vocabulary
-without ``<EOU>``), the facts, the chunk of every contract, the per-chunk wrappers
+without ``<EOU>``), the facts, the chunk of every entry (its ``chunk_ms`` option), the per-chunk wrappers
 (:mod:`kiln.models.parakeet_eou.net`), tracing inputs, the streamed pipeline (audio -> mel ->
 encoder -> greedy RNNT) and the faithfulness checks against NeMo's own streaming."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -19,10 +18,6 @@ from kiln.models.parakeet_eou import net as _eou
 
 
 FAMILY_NAME = "parakeet_eou"
-
-
-#: chunk sizes that get their own component names (the unsuffixed ones take the contract's size)
-CHUNK_VARIANTS_MS = (160, 320, 1280)
 
 
 EOU_SENTENCES = ("Turn detection tells a voice agent when you are done.",
@@ -77,28 +72,46 @@ def facts(source: _eou.EOUSource) -> dict:
     return _eou.facts(source)
 
 
-def _suffix_ms(name: str) -> int | None:
-    match = re.search(r"_(\d+)ms$", name)
-    return int(match.group(1)) if match else None
-
-
 def chunk_samples_of(component, facts: Mapping[str, Any]) -> int:
-    """The chunk of a preprocessor / streaming encoder contract, in samples (checked against a
-    ``_<n>ms`` name suffix and the model's native attention chunk)."""
+    """The chunk of a preprocessor / streaming encoder entry, in samples: its option ``chunk_ms``,
+    checked against the contract's ``audio_signal`` and the model's native attention chunk."""
+    where = f"{component.model}/{component.name}"
+    chunk_ms = component.options.get("chunk_ms")
+    if not isinstance(chunk_ms, int) or isinstance(chunk_ms, bool):
+        raise ContractError(f"models.{component.model}.components.{component.name}.options.chunk_ms: "
+                            f"a {component.spec} needs its chunk in milliseconds, got {chunk_ms!r}")
+    rate = int(require_fact(facts, "sample_rate", FAMILY_NAME))
+    if (chunk_ms * rate) % 1000:
+        raise ContractError(f"{where}: chunk_ms {chunk_ms} is not a whole number of samples at {rate} Hz")
+    samples = chunk_ms * rate // 1000
     first = component.inputs[0]
     if first.name != "audio_signal":
-        raise ContractError(f"{component.model}/{component.name}: first input must be audio_signal")
-    if len(first.shape) == 2:
-        samples = int(first.shape[-1])
-    else:
-        samples = int(first.shape[-1]) * int(require_fact(facts, "hop_length", FAMILY_NAME))
+        raise ContractError(f"{where}: first input must be audio_signal")
+    declared = int(first.shape[-1]) * (1 if len(first.shape) == 2 else int(require_fact(facts, "hop_length", FAMILY_NAME)))
+    if declared != samples:
+        raise ContractError(f"{where}: options.chunk_ms is {chunk_ms} ms ({samples} samples) but the contract's "
+                            f"audio_signal {list(first.shape)} is {1000 * declared / rate:g} ms")
     _eou.chunk_geometry(facts, samples)  # raises when not a whole number of native chunks
-    suffix = _suffix_ms(component.name)
-    rate = int(require_fact(facts, "sample_rate", FAMILY_NAME))
-    if suffix is not None and suffix * rate != samples * 1000:
-        raise ContractError(f"{component.model}/{component.name}: the name says {suffix} ms but the "
-                            f"contract's audio_signal is {1000 * samples / rate:g} ms")
     return samples
+
+
+def chunk_pairs(components: Mapping[str, Any]) -> dict[str, str]:
+    """``{streaming encoder entry: the preprocessor entry of the same chunk_ms}`` over a model's
+    configured components (ComponentConfigs by name), in config order: which mel feeds which
+    encoder follows from the entries' specs and options, not from their names."""
+    preprocessors = {c.options.get("chunk_ms"): name for name, c in components.items()
+                     if c.spec == PREPROCESSOR_STREAM.name}
+    pairs = {}
+    for name, c in components.items():
+        if c.spec != ENCODER_STREAM.name:
+            continue
+        chunk_ms = c.options.get("chunk_ms")
+        if chunk_ms not in preprocessors:
+            raise ContractError(f"models.{c.model}.components.{name}: no preprocessor entry with chunk_ms "
+                                f"{chunk_ms} feeds this streaming encoder (preprocessors: "
+                                f"{ {v: k for k, v in preprocessors.items()} })")
+        pairs[name] = preprocessors[chunk_ms]
+    return pairs
 
 
 def check_contract(component, facts: Mapping[str, Any], kind: str) -> None:
@@ -218,11 +231,11 @@ def greedy_decode(decoder: Callable, joint: Callable, facts: Mapping[str, Any], 
 
 
 def run_pipeline(components: Mapping[str, Callable], facts: Mapping[str, Any], audio: np.ndarray,
-                 chunk: int, suffix: str = "", record: list | None = None) -> dict:
-    """Audio -> streamed mel -> streamed encoder -> greedy RNNT with decoder state kept across
-    chunks, on one backend's components. JSON-able except ``encoded`` (per-chunk steps)."""
-    mels = stream_mel(components["preprocessor" + suffix], facts, audio, chunk)
-    encoded = stream_encoder(components["streaming_encoder" + suffix], facts, [m["mel"] for m in mels])
+                 chunk: int, preprocessor: str, encoder: str, record: list | None = None) -> dict:
+    """Audio -> streamed mel (``preprocessor``) -> streamed ``encoder`` -> greedy RNNT with decoder
+    state kept across chunks, on one backend's components. JSON-able except ``encoded``."""
+    mels = stream_mel(components[preprocessor], facts, audio, chunk)
+    encoded = stream_encoder(components[encoder], facts, [m["mel"] for m in mels])
     greedy = greedy_decode(components["decoder"], components["joint_decision"], facts, encoded, record)
     eou = _eou.eou_chunks(greedy.tokens, greedy.token_chunks, facts["eou_id"])
     # the token / EOU timeline, one value per chunk (for plots over time)
@@ -278,18 +291,18 @@ def faithfulness(source, predicts: Mapping[str, Callable], facts: Mapping[str, A
     (:func:`session_comparison`), every one from the first chunk on."""
     if components is None:
         raise ModelError("parakeet_eou: faithfulness needs the model's component contracts (chunk sizes)")
-    sizes = [chunk_samples_of(c, facts) for n, c in components.items() if n.startswith("preprocessor")]
+    sizes = [chunk_samples_of(c, facts) for c in components.values() if c.spec == PREPROCESSOR_STREAM.name]
     audio = eou_audio(facts["sample_rate"], multiple=max(sizes, default=1))
     offline_mel = _eou.nemo_offline_mel(source, audio)
     lag = facts["mel_lag_frames"]
     report = {}
-    for name in sorted(predicts):
-        if not name.startswith("streaming_encoder"):
+    pairs = chunk_pairs(components)
+    for name in sorted(pairs):
+        if name not in predicts:
             continue
-        suffix = name[len("streaming_encoder"):]
-        chunk = chunk_samples_of(components["preprocessor" + suffix], facts)
+        chunk = chunk_samples_of(components[pairs[name]], facts)
         geometry = _eou.chunk_geometry(facts, chunk)
-        pipeline = run_pipeline({**predicts}, facts, audio, chunk, suffix)
+        pipeline = run_pipeline({**predicts}, facts, audio, chunk, pairs[name], name)
         mel = np.concatenate([np.asarray(m["mel"], np.float32) for m in pipeline["mels"]], axis=2)
         nemo = _eou.nemo_streaming(source, mel[:, :, lag:], geometry["encoder_frames"])
         if len(nemo) != len(pipeline["encoded"]):
