@@ -200,7 +200,7 @@ def exported(source, wrapper, tmp_path_factory):
 
     comp = component()
     facts_ = KB.facts(source)
-    traced = trace_component(wrapper, comp, K.FAMILY.component("kokoro_5s").example_inputs(comp, facts_))
+    traced = trace_component(wrapper, comp, K.FAMILY.component("kokoro").example_inputs(comp, facts_))
     mlmodel = convert_traced(traced, comp, comp.export)
     ops = {op.op_type for op in mlmodel._mil_program.functions["main"].operations}
     return save_mlpackage(mlmodel, tmp_path_factory.mktemp("pkg") / "kokoro.mlpackage"), ops
@@ -266,7 +266,7 @@ def test_an_fp16_package_keeps_sample_and_frame_counts_in_int32(source, facts, t
     samples = 330_000
     comp = component(samples=samples, precision="float16")
     net = K.FAMILY.build_component(source, comp)
-    traced = trace_component(net, comp, K.FAMILY.component("kokoro_5s").example_inputs(comp, facts))
+    traced = trace_component(net, comp, K.FAMILY.component("kokoro").example_inputs(comp, facts))
     policy: dict = {}
     mlmodel = convert_traced(traced, comp, comp.export, policy)
     # kept fp32 by the fp16 policy: the phase accumulator and, after its sine, the harmonic
