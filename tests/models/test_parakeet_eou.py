@@ -139,21 +139,22 @@ def test_tiny_nemo_restores_with_streaming_facts_from_its_config(tiny_nemo, sour
 
 def test_config_contracts_are_what_the_checkpoint_gives(facts, model):
     for component in model.components.values():
-        eou_build.check_contract(component, facts, component.spec)   # raises naming the difference
+        eou.FAMILY.check_contract(component, facts)   # raises naming model, component, tensor, axis
 
 
 def test_a_chunk_off_the_native_attention_chunk_is_refused(facts):
     with pytest.raises(ModelError, match="not a multiple of the model's native attention chunk"):
-        _eou.contracts(facts, 3840)                   # 240 ms: 1.5 native chunks of 160 ms
+        eou_build.chunk_values(facts, {"chunk_ms": 240})   # 1.5 native chunks of 160 ms
 
 
 def test_a_chunk_option_that_contradicts_the_contract_is_refused(facts, model):
     wrong = dataclasses.replace(model.components["streaming_encoder"], options={"chunk_ms": 160})
-    with pytest.raises(ContractError, match=r"options.chunk_ms is 160 ms \(2560 samples\) but the contract's "
-                                            r"audio_signal \[1, 80, 32\] is 320 ms"):
-        eou_build.chunk_samples_of(wrong, facts)
+    with pytest.raises(ContractError, match=r"models.parakeet_eou_tiny.components.streaming_encoder.inputs.audio_signal: "
+                                            r"axis 2 is 32 in \[1, 80, 32\], the family's contract gives 16 "):
+        eou.FAMILY.check_contract(wrong, facts)
     # the name says nothing: an entry of any name is sized by its option alone
     renamed = dataclasses.replace(model.components["streaming_encoder"], name="streaming_encoder_160ms")
+    assert eou.FAMILY.check_contract(renamed, facts).name == "streaming_encoder"
     assert eou_build.chunk_samples_of(renamed, facts) == 5120
 
 
@@ -274,7 +275,7 @@ def test_kiln_executor_streams_every_cache_like_torch(torch_predicts, kiln_predi
     reference = eou_build.stream_encoder(torch_predicts["streaming_encoder"], facts, mels)
     candidate = eou_build.stream_encoder(kiln_predicts[mode]["streaming_encoder"], facts, mels)
     assert len(candidate) == len(reference) == audio.size // 5120
-    for output in eou_build.ENCODER_IO[1]:
+    for output in eou_build.ENCODER_CONTRACT.output_names:
         worst = max(_eou.max_abs(r[output], c[output]) for r, c in zip(reference, candidate))
         limit = 0 if output.endswith("_len") or output == "encoded_length" else \
             (2e-2 if output == "new_pre_cache" and mode == "kiln_fp16" else atol)

@@ -34,6 +34,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from kiln.foundation.errors import ContractError, ModelError
+from kiln.family.contract import Contract, check as check_shapes, resolve
 
 Arrays = Mapping[str, np.ndarray]
 Predict = Callable[[Arrays], dict]
@@ -121,6 +122,16 @@ class ComponentSpec:
     #: the options a config entry of this spec takes (:class:`Option`); None: not declared (the
     #: wrapper reads and checks what it needs)
     options: tuple[Option, ...] | None = None
+    #: the symbolic contract (:mod:`kiln.family.contract`): shapes from facts and options, the one
+    #: statement config.yaml's explicit shapes are checked against (None: the config block's shapes
+    #: are the contract); give it with ``**declared(contract)``, which also sets inputs/outputs
+    contract: Contract | None = None
+
+    def __post_init__(self):
+        if self.contract is not None and (self.contract.input_names, self.contract.output_names) != \
+                (tuple(self.inputs), tuple(self.outputs)):
+            raise ModelError(f"component spec {self.name}: inputs/outputs differ from its contract's names "
+                             f"(give them once, with **declared(contract))")
 
     @property
     def state_inputs(self) -> tuple[str, ...]:
@@ -178,6 +189,12 @@ class ComponentSpec:
                     f"misses input(s) {missing}" if missing else "", f"has unknown input(s) {unknown}" if unknown else ""]))
                     + f" (the contract's non-state inputs: {expected})")
         return feeds
+
+
+def declared(contract: Contract) -> dict:
+    """``ComponentSpec(..., **declared(contract))``: the names, in order, and the symbolic contract,
+    from one statement."""
+    return {"inputs": contract.input_names, "outputs": contract.output_names, "contract": contract}
 
 
 @dataclass(frozen=True)
@@ -334,18 +351,34 @@ class FamilySpec:
                                            f"{spec.name} ({list(declared)}): {detail}")
         return None
 
-    def check_contract(self, component) -> ComponentSpec:
+    def resolved_contract(self, component, facts: Mapping[str, Any]) -> dict | None:
+        """``component``'s contract resolved from ``facts`` and its options (the spec's symbolic
+        :class:`~kiln.family.contract.Contract`), or None when the spec declares none."""
+        spec = self.spec_of(component)
+        if spec.contract is None:
+            return None
+        return resolve(spec.contract, facts, component.options,
+                       f"family {self.name}, {component.model}/{component.name} ({spec.name})")
+
+    def check_contract(self, component, facts: Mapping[str, Any] | None = None) -> ComponentSpec:
         """The spec of ``component`` (a ComponentConfig), after checking its contract's names
-        against what the spec declares. Raises :class:`ContractError` naming the difference."""
+        against what the spec declares and, given the ``facts``, its shapes and dtypes against the
+        spec's resolved symbolic contract (the one checker of a family's shapes). Raises
+        :class:`ContractError` naming the difference (model, component, tensor, axis)."""
         problem = self.contract_problem(component)
         if problem:
             raise ContractError(f"{problem[0]}: {problem[1]}")
+        if facts is not None:
+            resolved = self.resolved_contract(component, facts)
+            if resolved is not None:
+                check_shapes(component, resolved, self.name)
         return self.spec_of(component)
 
     def build_component(self, source: Any, component, facts: Mapping[str, Any] | None = None):
         """The traceable wrapper of ``component`` (a ComponentConfig) from a loaded source."""
-        spec = self.check_contract(component)
-        return spec.wrapper(source, component, self.facts(source) if facts is None else facts).eval()
+        facts = self.facts(source) if facts is None else facts
+        spec = self.check_contract(component, facts)
+        return spec.wrapper(source, component, facts).eval()
 
     def make_random(self, architecture: str, *, seed: int, overrides: Mapping[str, Any], out_dir: Path) -> Path:
         if self.build_random is None:

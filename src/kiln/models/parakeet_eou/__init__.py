@@ -1,8 +1,9 @@
 """Parakeet EOU (``nvidia/parakeet_realtime_eou_120m-v1``): cache-aware streaming FastConformer + RNNT
 with an end-of-utterance token, exported per chunk with every cache explicit.
 
-Components (names, shapes and dtypes follow FluidAudio; every size comes from the checkpoint and
-the contract's chunk, see :func:`kiln.models.parakeet_eou.net.contracts`):
+Components (names, shapes and dtypes follow FluidAudio; every size comes from the checkpoint's
+facts and the entry's ``chunk_ms``: the symbolic contracts in :mod:`kiln.models.parakeet_eou.build`,
+resolved by :mod:`kiln.family.contract`):
 
 ``preprocessor``       ``audio_signal [1, N]`` (one chunk), ``audio_context [1, C]`` -> ``mel
                        [1, n_mels, N/hop]`` (un-normalised log-mel), ``new_audio_context``: the STFT's
@@ -31,9 +32,10 @@ chunk-independent ``decoder`` / ``joint_decision`` are shared by every chunk siz
 
 from __future__ import annotations
 
-from kiln.family.spec import ComponentSpec, FamilySpec, Metric, Option, PlotSeries, StatePair, Task
+from kiln.family.spec import ComponentSpec, FamilySpec, Metric, Option, PlotSeries, StatePair, Task, declared
 from kiln.models.parakeet_eou import build, checkpoint, feeds, judge
-from kiln.models.parakeet_eou.build import DECODER_IO, ENCODER_IO, FAMILY_NAME, JOINT_IO, PREPROCESSOR_IO
+from kiln.models.parakeet_eou.build import (DECODER_CONTRACT, ENCODER_CONTRACT, FAMILY_NAME, JOINT_CONTRACT,
+                                            PREPROCESSOR_CONTRACT)
 
 
 CHUNK_MS = Option("chunk_ms", "the streamed chunk in milliseconds, a whole number of the model's native "
@@ -42,24 +44,24 @@ CHUNK_MS = Option("chunk_ms", "the streamed chunk in milliseconds, a whole numbe
 
 COMPONENTS = (
     ComponentSpec(
-        name="preprocessor", inputs=PREPROCESSOR_IO[0], outputs=PREPROCESSOR_IO[1], wrapper=build.preprocessor_wrapper,
+        name="preprocessor", **declared(PREPROCESSOR_CONTRACT), wrapper=build.preprocessor_wrapper,
         feeds=feeds.preprocessor_feeds, state=build.PREPROCESSOR_STATE, options=(CHUNK_MS,),
         plot=PlotSeries("mean log-mel per chunk", judge.mean_mel),
         description="one chunk of audio -> un-normalised log-mel frames; STFT left context as state"),
     ComponentSpec(
-        name="streaming_encoder", inputs=ENCODER_IO[0], outputs=ENCODER_IO[1], wrapper=build.encoder_wrapper,
+        name="streaming_encoder", **declared(ENCODER_CONTRACT), wrapper=build.encoder_wrapper,
         feeds=feeds.encoder_feeds, state=build.ENCODER_STATE, example=build.encoder_example, options=(CHUNK_MS,),
         metrics=(Metric("chunks", judge.encoder_chunk_metric),),
         plot=PlotSeries("encoder output L2 norm per chunk", judge._plot_encoder), artifacts=judge.encoder_error_plot,
         description="cache-aware FastConformer, one chunk; every cache an explicit input and output"),
     ComponentSpec(
-        name="decoder", inputs=DECODER_IO[0], outputs=DECODER_IO[1], wrapper=build.decoder_wrapper,
+        name="decoder", **declared(DECODER_CONTRACT), wrapper=build.decoder_wrapper,
         feeds=feeds.decoder_feeds, state=(StatePair("h_in", "h_out"), StatePair("c_in", "c_out")),
         example=build.decoder_example, metrics=(Metric("decoder", judge.decoder_metric),), options=(),
         plot=PlotSeries("decoder output L2 norm per step", judge.decoder_norms),
         description="RNNT prediction network, one step (U=1), explicit LSTM state"),
     ComponentSpec(
-        name="joint_decision", inputs=JOINT_IO[0], outputs=JOINT_IO[1], wrapper=build.joint_wrapper,
+        name="joint_decision", **declared(JOINT_CONTRACT), wrapper=build.joint_wrapper,
         feeds=feeds.joint_feeds, metrics=(Metric("decisions", judge.joint_metric),), options=(),
         plot=PlotSeries("token probability per step", judge.token_probs),
         description="RNNT joint, one frame: argmax token id (blank = vocabulary size) and its probability"),

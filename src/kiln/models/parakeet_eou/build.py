@@ -5,12 +5,14 @@ encoder -> greedy RNNT) and the faithfulness checks against NeMo's own streaming
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from kiln.foundation.errors import ContractError, ModelError
+from kiln.family.contract import Contract, f32, i32
 from kiln.family.spec import StatePair, require_fact, stream
 from kiln.models._fastconformer import PredictionNet
 from kiln.models._tdt import agreement
@@ -24,23 +26,52 @@ EOU_SENTENCES = ("Turn detection tells a voice agent when you are done.",
                  "Please call Stella and ask her to bring these things.")
 
 
-PREPROCESSOR_IO = (("audio_signal", "audio_context"), ("mel", "new_audio_context"))
+def chunk_values(facts: Mapping[str, Any], options: Mapping[str, Any]) -> dict:
+    """The sizes a chunk's shapes use: ``chunk_samples`` from ``options.chunk_ms``, ``mel_frames``,
+    ``encoder_frames`` (raises when the chunk is not a whole number of native attention chunks)."""
+    rate = int(require_fact(facts, "sample_rate", FAMILY_NAME))
+    chunk_ms = options["chunk_ms"]
+    if (chunk_ms * rate) % 1000:
+        raise ContractError(f"{FAMILY_NAME}: chunk_ms {chunk_ms} is not a whole number of samples at {rate} Hz")
+    g = _eou.chunk_geometry(facts, chunk_ms * rate // 1000)
+    return {"chunk_samples": g["chunk_samples"], "mel_frames": g["mel_frames"], "encoder_frames": g["encoder_frames"]}
+
+
+#: every component's contract, stated once (shapes from the facts and the entry's chunk_ms; the
+#: prepare job checks config.yaml's shapes against them, naming model, component, tensor and axis)
+PREPROCESSOR_CONTRACT = Contract(
+    inputs=(f32("audio_signal", 1, "chunk_samples"), f32("audio_context", 1, "stft_context")),
+    outputs=(f32("mel", 1, "n_mels", "mel_frames"), f32("new_audio_context", 1, "stft_context")),
+    values=chunk_values)
 
 
 ENCODER_CACHES = ("pre_cache", "cache_last_channel", "cache_last_time", "cache_last_channel_len")
+_CACHES = (f32("pre_cache", 1, "n_mels", "pre_encode_cache_size"),
+           f32("cache_last_channel", "n_layers", 1, "last_channel_cache_size", "d_model"),
+           f32("cache_last_time", "n_layers", 1, "d_model", "conv_cache_size"),
+           i32("cache_last_channel_len", 1))
 
 
-ENCODER_IO = (("audio_signal", "audio_length") + ENCODER_CACHES,
-              ("encoded_output", "encoded_length") + tuple(f"new_{c}" for c in ENCODER_CACHES))
+ENCODER_CONTRACT = Contract(
+    inputs=(f32("audio_signal", 1, "n_mels", "mel_frames"), i32("audio_length", 1), *_CACHES),
+    outputs=(f32("encoded_output", 1, "d_model", "encoder_frames"), i32("encoded_length", 1),
+             *(dataclasses.replace(c, name=f"new_{c.name}") for c in _CACHES)),
+    values=chunk_values)
+
+
+DECODER_CONTRACT = Contract(
+    inputs=(i32("targets", 1, 1), i32("target_length", 1), f32("h_in", "pred_rnn_layers", 1, "lstm_proj"),
+            f32("c_in", "pred_rnn_layers", 1, "lstm_hidden")),
+    outputs=(f32("decoder", 1, "pred_hidden", 1), f32("h_out", "pred_rnn_layers", 1, "lstm_proj"),
+             f32("c_out", "pred_rnn_layers", 1, "lstm_hidden")))
+
+
+JOINT_CONTRACT = Contract(
+    inputs=(f32("encoder_step", 1, "d_model", 1), f32("decoder_step", 1, "pred_hidden", 1)),
+    outputs=(i32("token_id", 1, 1, 1), f32("token_prob", 1, 1, 1)))
 
 
 ENCODER_FLOAT_OUTPUTS = ("encoded_output", "new_pre_cache", "new_cache_last_channel", "new_cache_last_time")
-
-
-DECODER_IO = (("targets", "target_length", "h_in", "c_in"), ("decoder", "h_out", "c_out"))
-
-
-JOINT_IO = (("encoder_step", "decoder_step"), ("token_id", "token_prob"))
 
 
 #: the state pairs of the two streamed components (their specs: the package's ``__init__``)
@@ -73,26 +104,13 @@ def facts(source: _eou.EOUSource) -> dict:
 
 
 def chunk_samples_of(component, facts: Mapping[str, Any]) -> int:
-    """The chunk of a preprocessor / streaming encoder entry, in samples: its option ``chunk_ms``,
-    checked against the contract's ``audio_signal`` and the model's native attention chunk."""
-    where = f"{component.model}/{component.name}"
+    """The chunk of a preprocessor / streaming encoder entry, in samples, from its option
+    ``chunk_ms`` (the entry's shapes are checked against the same option by the family's contract)."""
     chunk_ms = component.options.get("chunk_ms")
     if not isinstance(chunk_ms, int) or isinstance(chunk_ms, bool):
         raise ContractError(f"models.{component.model}.components.{component.name}.options.chunk_ms: "
                             f"a {component.spec} needs its chunk in milliseconds, got {chunk_ms!r}")
-    rate = int(require_fact(facts, "sample_rate", FAMILY_NAME))
-    if (chunk_ms * rate) % 1000:
-        raise ContractError(f"{where}: chunk_ms {chunk_ms} is not a whole number of samples at {rate} Hz")
-    samples = chunk_ms * rate // 1000
-    first = component.inputs[0]
-    if first.name != "audio_signal":
-        raise ContractError(f"{where}: first input must be audio_signal")
-    declared = int(first.shape[-1]) * (1 if len(first.shape) == 2 else int(require_fact(facts, "hop_length", FAMILY_NAME)))
-    if declared != samples:
-        raise ContractError(f"{where}: options.chunk_ms is {chunk_ms} ms ({samples} samples) but the contract's "
-                            f"audio_signal {list(first.shape)} is {1000 * declared / rate:g} ms")
-    _eou.chunk_geometry(facts, samples)  # raises when not a whole number of native chunks
-    return samples
+    return chunk_values(facts, {"chunk_ms": chunk_ms})["chunk_samples"]
 
 
 def chunk_pairs(components: Mapping[str, Any]) -> dict[str, str]:
@@ -114,37 +132,20 @@ def chunk_pairs(components: Mapping[str, Any]) -> dict[str, str]:
     return pairs
 
 
-def check_contract(component, facts: Mapping[str, Any], kind: str) -> None:
-    """Shapes and dtypes of ``component`` against what the checkpoint gives for its chunk."""
-    samples = chunk_samples_of(component, facts) if kind in ("preprocessor", "streaming_encoder") else \
-        int(facts["hop_length"]) * int(facts["subsampling_factor"]) * int(facts["native_chunk_frames"])
-    expected = _eou.contracts(facts, samples)[kind]
-    for side, specs in (("inputs", component.inputs), ("outputs", component.outputs)):
-        got = [(s.name, list(s.shape), s.dtype) for s in specs]
-        want = [(n, v["shape"], v["dtype"]) for n, v in expected[side].items()]
-        if got != want:
-            raise ContractError(f"{component.model}/{component.name}: {side} {got} do not match what the "
-                                f"checkpoint gives for this chunk: {want}")
-
-
 def preprocessor_wrapper(source, component, facts):
-    check_contract(component, facts, "preprocessor")
     return _eou.StreamingMel(source.featurizer, chunk_samples_of(component, facts), facts["stft_context"]).eval()
 
 
 def encoder_wrapper(source, component, facts):
-    check_contract(component, facts, "streaming_encoder")
     frames = _eou.chunk_geometry(facts, chunk_samples_of(component, facts))["encoder_frames"]
     return _eou.StreamingEncoderStep(source.encoder, frames, facts["mel_lag_frames"]).eval()
 
 
 def decoder_wrapper(source, component, facts):
-    check_contract(component, facts, "decoder")
     return PredictionNet(source.model.decoder).eval()
 
 
 def joint_wrapper(source, component, facts):
-    check_contract(component, facts, "joint_decision")
     return _eou.RNNTJointDecision(source.model.joint).eval()
 
 
