@@ -28,6 +28,7 @@ PHONEMES = "plˈiːz kˈɔːl stˈɛlə."   # espeak-ng's "Please call Stella." 
 
 def contract(tokens: int, samples: int, harmonics: int = 9) -> dict:
     return {
+        "spec": "kokoro",      # the family's one component spec, at this entry's lengths
         "inputs": {
             "input_ids": {"shape": [1, tokens], "dtype": "int32"},
             "attention_mask": {"shape": [1, tokens], "dtype": "int32"},
