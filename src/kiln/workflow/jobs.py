@@ -148,6 +148,10 @@ def prepare_job(config: Config, *, model: str, source: str | Path, programs: dic
         "settings_sha256": digest,
         "source_loads": 1,
         "faithfulness": checks,
+        # each component's contract resolved from the facts and its options, for the families that
+        # state it symbolically (kiln.family.contract); config.yaml's shapes were checked against it
+        "contracts": {n: resolved for n, c in model_cfg.components.items()
+                      if (resolved := family.resolved_contract(c, facts)) is not None},
         "programs": {n: {"path": str(p), "sha256": sha256_file(p)} for n, p in programs.items()},
         "seconds": seconds,
         "toolchain": toolchain(),
