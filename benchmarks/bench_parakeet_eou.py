@@ -34,13 +34,20 @@ CHILD_COMMON = """
 import json, sys, dataclasses, time
 import numpy as np, torch
 from kiln.config import build_config
+from kiln.family.contract import resolve
 from kiln.models import get_family
 from kiln.models.parakeet_eou import build as eou, net as _eou
 
 def component(facts, path, name, precision):
+    # every component's contract resolved from the facts and the chunk (the family's symbolic contracts)
+    family, chunk_ms = get_family("parakeet_eou"), %d * 1000 // facts["sample_rate"]
+    entries = {}
+    for spec in family.components:
+        options = {"chunk_ms": chunk_ms} if spec.options else {}
+        resolved = resolve(spec.contract, facts, options)
+        entries[spec.name] = {"options": options, **{side: resolved[side] for side in ("inputs", "outputs")}}
     raw = {"models": {"bench": {"family": "parakeet_eou", "task": "stt",
-                                "source": {"kind": "path", "path": path},
-                                "components": _eou.contracts(facts, %d)}}}
+                                "source": {"kind": "path", "path": path}, "components": entries}}}
     comp = build_config(raw).component("bench", name)
     return dataclasses.replace(comp, export=dataclasses.replace(comp.export, compute_precision=precision))
 """ % CHUNK_SAMPLES

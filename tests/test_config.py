@@ -304,3 +304,54 @@ def test_strict_reads_are_remembered_by_content_only(tmp_path):
     cache.write_text("not json")   # a damaged cache is read past, not trusted
     with pytest.raises(ConfigError, match="given twice"):
         check_config_file(path, cache=cache)
+
+
+#: an edit of a variant entry (spec / options) -> the key the one-line error names and words it holds
+VARIANT_EDITS = {
+    "unknown spec": (lambda c: c["streaming_encoder_160ms"].update(spec="streaming_encodr"),
+                     "models.parakeet_eou_tiny.components.streaming_encoder_160ms.spec",
+                     ("builds no component 'streaming_encodr'", "spec:")),
+    "unknown option": (lambda c: c["preprocessor_160ms"].update(options={"chunk_mss": 160}),
+                       "models.parakeet_eou_tiny.components.preprocessor_160ms.options.chunk_mss",
+                       ("takes no option 'chunk_mss'", "chunk_ms")),
+    "missing option": (lambda c: c["streaming_encoder"].pop("options"),
+                       "models.parakeet_eou_tiny.components.streaming_encoder.options",
+                       ("needs option 'chunk_ms'",)),
+    "name without spec": (lambda c: c.update(encoder_160=c.pop("streaming_encoder_160ms")) or
+                          c["encoder_160"].pop("spec"),
+                          "models.parakeet_eou_tiny.components.encoder_160",
+                          ("builds no component 'encoder_160'",)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(VARIANT_EDITS))
+def test_a_bad_variant_entry_is_one_line_naming_the_key(raw, tmp_path, case):
+    """Chunk variants are entries naming their spec and options: `kiln check-config` (a separate
+    process) refuses a wrong one in one line naming the key, as the Snakefile's start does."""
+    from tests.clirun import assert_one_line_error, kiln
+
+    edit, key, words = VARIANT_EDITS[case]
+    edit(raw["models"]["parakeet_eou_tiny"]["components"])
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    assert_one_line_error(kiln("check-config", str(path), cwd=tmp_path, timeout=120), "ConfigError",
+                          str(path), f"at '{key}'", *words)
+
+
+def test_a_chunk_variant_keeps_its_export_stamp(raw):
+    """``chunk_ms`` sizes the contract, which the export stamp holds: giving a variant its option
+    does not change the settings digest embedded in its package (packages stay byte-identical)."""
+    config = build_config(raw)
+    without = copy.deepcopy(raw)
+    for name in ("preprocessor_160ms", "streaming_encoder_160ms"):
+        entry = without["models"]["parakeet_eou_tiny"]["components"][name]
+        entry.pop("spec"), entry.pop("options")
+    bare = build_config(without)
+    for name in ("preprocessor_160ms", "streaming_encoder_160ms"):
+        model = config.model("parakeet_eou_tiny")
+        assert config.component("parakeet_eou_tiny", name).spec != name
+        assert settings_digest(export_settings(model, config.component("parakeet_eou_tiny", name))) == \
+            settings_digest(export_settings(bare.model("parakeet_eou_tiny"), bare.component("parakeet_eou_tiny", name)))
+    # an option that is not only a size (Silero's steps) stays in the stamp
+    vad = config.model("silero_vad")
+    assert export_settings(vad, vad.components["unified_256ms"])["options"] == {"steps": 8}

@@ -130,9 +130,17 @@ class ComponentConfig:
     quantize: Mapping[str, Any]
     options: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
+    #: the family component spec this entry instantiates (config.yaml's ``spec``; default: ``name``):
+    #: entries of one spec differ by their options (EOU's ``streaming_encoder_160ms`` is a
+    #: ``streaming_encoder`` with ``chunk_ms: 160``); ``name`` stays the file name
+    spec: str = ""
     #: family ``plain``: state pairs (input -> the output fed back to it) and validation feeds
     state: Mapping[str, str] = field(default_factory=dict)
     feeds: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not self.spec:
+            object.__setattr__(self, "spec", self.name)
 
     @property
     def kinds(self) -> dict[str, str]:
@@ -454,6 +462,7 @@ def _build(raw: Mapping[str, Any], path: str, cache: Path | None = None) -> Conf
                                          comp.get("quantize")),
                 options=dict(comp.get("options") or {}),
                 description=comp.get("description", ""),
+                spec=comp.get("spec", cname),
                 state=dict(comp.get("state") or {}),
                 feeds={k: dict(v) for k, v in (comp.get("feeds") or {}).items()},
             )
@@ -580,6 +589,8 @@ def prepare_settings(model: ModelConfig) -> dict:
     for family ``plain``, its network, state pairs and feeds; absent keys keep other digests)."""
     def component(c: ComponentConfig) -> dict:
         entry = {"contract": c.contract(), "options": dict(c.options)}
+        if c.spec != c.name:   # only when given: other digests stay as they were
+            entry["spec"] = c.spec
         if c.state:
             entry["state"] = dict(c.state)
         if c.feeds:
@@ -606,13 +617,22 @@ def _feed_settings(model: ModelConfig, feed: Mapping[str, Any]) -> dict:
     return out
 
 
+#: options (typed in the schema, shared by every family) that only size a component's contract: a
+#: family that takes one checks the contract's shapes against it, so the contract in a stamp
+#: determines it (and a package exported before the option existed keeps its bytes)
+CONTRACT_SIZED_OPTIONS = frozenset({"chunk_ms"})
+
+
 def export_settings(model: ModelConfig, component: ComponentConfig) -> dict:
-    """Everything that determines one exported package (the export job's stamp)."""
+    """Everything that determines one exported package (the export job's stamp; its digest is
+    embedded in the package). Options that only size the contract (:data:`CONTRACT_SIZED_OPTIONS`)
+    reach the package through the contract's shapes, which the stamp holds, and are not recorded
+    twice; the spec an entry names reaches it through the traced program (the prepare stamp)."""
     return {
         "source": source_settings(model),
         "component": component.name,
         "contract": component.contract(),
-        "options": dict(component.options),
+        "options": {k: v for k, v in component.options.items() if k not in CONTRACT_SIZED_OPTIONS},
         # runtime compute units are chosen by the app at load time: they do not change the package
         "export": {k: v for k, v in component.export.as_dict().items() if k != "runtime_compute_units"},
     }

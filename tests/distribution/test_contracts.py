@@ -3,6 +3,7 @@ contract is a schema error naming the key, a mismatch is a readable diff, names 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -34,7 +35,8 @@ def _check_config(contract, model_cfg, facts, synthetic=False, source_version=No
         artifacts={c: {"config.yaml": contracts.config_features(comp)} for c, comp in model_cfg.components.items()
                    if c in contract["components"]},
         source_version=source_version or model_cfg.source.get("version") or "6.0.0",
-        contract_file=f"contracts/{model_cfg.family}.yaml")
+        contract_file=f"contracts/{model_cfg.family}.yaml",
+        specs={n: c.spec for n, c in model_cfg.components.items()})
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -129,6 +131,26 @@ def test_a_bad_contract_is_a_schema_error_naming_the_key(tmp_path, edit, message
     with pytest.raises(ContractSchemaError) as err:
         contracts.load_contract(path)
     assert str(path) in str(err.value) and message in str(err.value)
+
+
+def test_an_entry_of_another_name_says_which_spec_it_is(tmp_path, kiln_config):
+    """A consumer contract's variant entry names its family spec as config.yaml does (no name
+    parsing): an unknown spec is a schema error naming the key, a spec other than the model's
+    entry's is a contract difference."""
+    data = yaml.safe_load((REPO / "contracts" / "parakeet_eou.yaml").read_text())
+    data["components"]["streaming_encoder_160ms"]["spec"] = "encoder"
+    path = tmp_path / "parakeet_eou.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ContractSchemaError, match=r"at 'components.streaming_encoder_160ms.spec': the parakeet_eou "
+                                                  r"family builds no component 'encoder'"):
+        contracts.load_contract(path)
+    silero = contracts.load_contract(REPO / "contracts" / "silero_vad.yaml")
+    model = kiln_config.model("silero_vad")
+    entry = dataclasses.replace(model.components["unified_256ms"], spec="unified_256ms")
+    other = dataclasses.replace(model, components={**model.components, "unified_256ms": entry})
+    with pytest.raises(ContractMismatch, match=r"components.unified_256ms.spec:\n    - contract: unified\n"
+                                               r"    \+ built:    unified_256ms"):
+        _check_config(silero, other, _consumer_facts(silero))
 
 
 def test_published_names_come_from_the_contract(kiln_config):

@@ -185,7 +185,7 @@ def _trim_tiny(config: dict) -> None:
     # Kokoro's 5 s variant only (kokoro_15s is the same network over three times the window;
     # tests/models/test_kokoro.py covers clamp and masks at other sizes)
     eou = config["models"]["parakeet_eou_tiny"]["components"]
-    for name in [n for n in eou if n.endswith("_160ms")]:
+    for name in [n for n, c in eou.items() if (c.get("options") or {}).get("chunk_ms") == 160]:
         del eou[name]
     eou["streaming_encoder"]["quantize"] = {"strategies": ["int8_per_channel"]}
     del config["models"]["kokoro_tiny"]["components"]["kokoro_15s"]

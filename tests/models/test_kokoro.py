@@ -28,6 +28,7 @@ PHONEMES = "plˈiːz kˈɔːl stˈɛlə."   # espeak-ng's "Please call Stella." 
 
 def contract(tokens: int, samples: int, harmonics: int = 9) -> dict:
     return {
+        "spec": "kokoro",      # the family's one component spec, at this entry's lengths
         "inputs": {
             "input_ids": {"shape": [1, tokens], "dtype": "int32"},
             "attention_mask": {"shape": [1, tokens], "dtype": "int32"},
@@ -200,7 +201,7 @@ def exported(source, wrapper, tmp_path_factory):
 
     comp = component()
     facts_ = KB.facts(source)
-    traced = trace_component(wrapper, comp, K.FAMILY.component("kokoro_5s").example_inputs(comp, facts_))
+    traced = trace_component(wrapper, comp, K.FAMILY.component("kokoro").example_inputs(comp, facts_))
     mlmodel = convert_traced(traced, comp, comp.export)
     ops = {op.op_type for op in mlmodel._mil_program.functions["main"].operations}
     return save_mlpackage(mlmodel, tmp_path_factory.mktemp("pkg") / "kokoro.mlpackage"), ops
@@ -266,7 +267,7 @@ def test_an_fp16_package_keeps_sample_and_frame_counts_in_int32(source, facts, t
     samples = 330_000
     comp = component(samples=samples, precision="float16")
     net = K.FAMILY.build_component(source, comp)
-    traced = trace_component(net, comp, K.FAMILY.component("kokoro_5s").example_inputs(comp, facts))
+    traced = trace_component(net, comp, K.FAMILY.component("kokoro").example_inputs(comp, facts))
     policy: dict = {}
     mlmodel = convert_traced(traced, comp, comp.export, policy)
     # kept fp32 by the fp16 policy: the phase accumulator and, after its sine, the harmonic

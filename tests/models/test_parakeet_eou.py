@@ -107,8 +107,8 @@ def predictor(program, spec):
 
 
 @pytest.fixture(scope="module")
-def torch_predicts(traced):
-    return {name: predictor(p, eou.FAMILY.component(name)) for name, p in traced.items()}
+def torch_predicts(traced, model):
+    return {name: predictor(p, eou.FAMILY.spec_of(model.components[name])) for name, p in traced.items()}
 
 
 @pytest.fixture(scope="module")
@@ -138,21 +138,32 @@ def test_tiny_nemo_restores_with_streaming_facts_from_its_config(tiny_nemo, sour
 
 
 def test_config_contracts_are_what_the_checkpoint_gives(facts, model):
-    for name, component in model.components.items():
-        kind = "preprocessor" if name.startswith("preprocessor") else \
-            "streaming_encoder" if name.startswith("streaming_encoder") else name
-        eou_build.check_contract(component, facts, kind)   # raises naming the difference
+    for component in model.components.values():
+        eou.FAMILY.check_contract(component, facts)   # raises naming model, component, tensor, axis
 
 
 def test_a_chunk_off_the_native_attention_chunk_is_refused(facts):
     with pytest.raises(ModelError, match="not a multiple of the model's native attention chunk"):
-        _eou.contracts(facts, 3840)                   # 240 ms: 1.5 native chunks of 160 ms
+        eou_build.chunk_values(facts, {"chunk_ms": 240})   # 1.5 native chunks of 160 ms
 
 
-def test_a_suffix_that_contradicts_the_contract_is_refused(facts, model):
-    wrong = dataclasses.replace(model.components["streaming_encoder"], name="streaming_encoder_160ms")
-    with pytest.raises(ContractError, match="the name says 160 ms but the contract's audio_signal is 320 ms"):
-        eou_build.chunk_samples_of(wrong, facts)
+def test_a_chunk_option_that_contradicts_the_contract_is_refused(facts, model):
+    wrong = dataclasses.replace(model.components["streaming_encoder"], options={"chunk_ms": 160})
+    with pytest.raises(ContractError, match=r"models.parakeet_eou_tiny.components.streaming_encoder.inputs.audio_signal: "
+                                            r"axis 2 is 32 in \[1, 80, 32\], the family's contract gives 16 "):
+        eou.FAMILY.check_contract(wrong, facts)
+    # the name says nothing: an entry of any name is sized by its option alone
+    renamed = dataclasses.replace(model.components["streaming_encoder"], name="streaming_encoder_160ms")
+    assert eou.FAMILY.check_contract(renamed, facts).name == "streaming_encoder"
+    assert eou_build.chunk_samples_of(renamed, facts) == 5120
+
+
+def test_each_encoder_is_fed_by_the_preprocessor_of_its_chunk(model):
+    assert eou_build.chunk_pairs(model.components) == {"streaming_encoder": "preprocessor",
+                                                       "streaming_encoder_160ms": "preprocessor_160ms"}
+    alone = {n: c for n, c in model.components.items() if n != "preprocessor_160ms"}
+    with pytest.raises(ContractError, match="streaming_encoder_160ms: no preprocessor entry with chunk_ms 160"):
+        eou_build.chunk_pairs(alone)
 
 
 # -- faithfulness: traced wrappers vs NeMo ------------------------------------------------------------
@@ -185,14 +196,16 @@ def minute_of_speech(facts):
     return audio[:audio.size // 5120 * 5120]
 
 
-@pytest.mark.parametrize("suffix,chunk", [("", 5120), ("_160ms", 2560)])
-def test_a_session_starts_as_nemo_streams_it(torch_predicts, source, facts, minute_of_speech, suffix, chunk):
+@pytest.mark.parametrize("preprocessor,encoder,chunk", [("preprocessor", "streaming_encoder", 5120),
+                                                        ("preprocessor_160ms", "streaming_encoder_160ms", 2560)])
+def test_a_session_starts_as_nemo_streams_it(torch_predicts, source, facts, minute_of_speech, preprocessor, encoder,
+                                             chunk):
     """A minute of speech through kiln's pipeline (streamed mel, encoder from zero caches, greedy
     RNNT) and through NeMo end to end (its preprocessor, CacheAwareStreamingAudioBuffer's first
     short step, conformer_stream_step, its greedy decoding): the same tokens in every chunk and
     <EOU> in the same chunks from chunk 0 (before the session start was NeMo's, chunks 0-6 at
     320 ms and 0-12 at 160 ms differed)."""
-    run = eou_build.run_pipeline(torch_predicts, facts, minute_of_speech, chunk, suffix)
+    run = eou_build.run_pipeline(torch_predicts, facts, minute_of_speech, chunk, preprocessor, encoder)
     frames = _eou.chunk_geometry(facts, chunk)["encoder_frames"]
     session = eou_build.session_comparison(source, run, facts, minute_of_speech, frames)
     assert session["chunks"] == minute_of_speech.size // chunk and session["nemo_steps"] >= session["chunks"]
@@ -262,7 +275,7 @@ def test_kiln_executor_streams_every_cache_like_torch(torch_predicts, kiln_predi
     reference = eou_build.stream_encoder(torch_predicts["streaming_encoder"], facts, mels)
     candidate = eou_build.stream_encoder(kiln_predicts[mode]["streaming_encoder"], facts, mels)
     assert len(candidate) == len(reference) == audio.size // 5120
-    for output in eou_build.ENCODER_IO[1]:
+    for output in eou_build.ENCODER_CONTRACT.output_names:
         worst = max(_eou.max_abs(r[output], c[output]) for r, c in zip(reference, candidate))
         limit = 0 if output.endswith("_len") or output == "encoded_length" else \
             (2e-2 if output == "new_pre_cache" and mode == "kiln_fp16" else atol)
@@ -273,7 +286,8 @@ def test_kiln_executor_streams_every_cache_like_torch(torch_predicts, kiln_predi
 
 @pytest.mark.parametrize("mode", ["kiln_fp32", "kiln_fp16"])
 def test_eou_fires_in_the_same_chunks_on_kiln(torch_predicts, kiln_predicts, facts, audio, mode):
-    inputs = {"audio": audio, "chunk_samples": np.array(5120)}
+    inputs = {"audio": audio, "encoders": np.array(["streaming_encoder"]), "preprocessors": np.array(["preprocessor"]),
+              "chunk_samples": np.array([5120])}
     reference = eou_feeds.task_run(torch_predicts, facts, inputs)
     result = eou_feeds.task_run({**torch_predicts, **kiln_predicts[mode]}, facts, inputs)
     ref = reference["by_chunk_size"]["streaming_encoder"]
@@ -340,6 +354,6 @@ def test_quantization_summary_recommends_fp16_when_int8_moves_the_eou():
     assert summary["recommendation"].startswith("fp16 only: every int8 strategy moves")
     fine = eou_judge.quantization_eou_summary(reference, {"int8_per_channel": result([4, 9])})
     assert fine["recommendation"].startswith("no measured strategy")
-    # a component shared by every chunk size (decoder, joint) is judged on the unsuffixed size
+    # a component shared by every chunk size (decoder, joint) is judged on the streaming_encoder entry's size
     shared = eou_judge.quantization_eou_summary(reference, {"int8_per_channel": result([5, 9])}, component="decoder")
     assert shared["component"] == "decoder" and shared["strategies"]["int8_per_channel"]["eou_degraded"]

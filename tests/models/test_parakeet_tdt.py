@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from kiln.config import build_config
-from kiln.foundation.errors import ModelError, SourceError
+from kiln.foundation.errors import ContractError, ModelError, SourceError
 from kiln.models import _nemo
 from kiln.models._tdt import agreement
 from kiln.models.parakeet_tdt import FAMILY
@@ -127,8 +127,9 @@ def test_wrong_contract_is_refused(source, config):
     bad = dataclasses.replace(c, outputs=(dataclasses.replace(c.outputs[0], shape=(1, 64, 100)), c.outputs[1]))
     with pytest.raises(ModelError, match="do not match what the checkpoint gives"):
         FAMILY.build_component(source, bad)
-    with pytest.raises(ModelError, match="no component 'streaming_encoder'"):
-        FAMILY.build_component(source, dataclasses.replace(c, name="streaming_encoder"))
+    # an entry is built by the spec it names (`spec:`), whatever its own name
+    with pytest.raises(ContractError, match="builds no component 'streaming_encoder'"):
+        FAMILY.build_component(source, dataclasses.replace(c, name="streaming_encoder", spec="streaming_encoder"))
 
 
 # -- .nemo safety -----------------------------------------------------------------------------------------

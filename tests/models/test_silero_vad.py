@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from kiln.foundation.errors import ModelError, SourceError
+from kiln.foundation.errors import ContractError, ModelError, SourceError
 from kiln.models import get_family
 from kiln.models.silero_vad.build import CHUNK_SAMPLES, CONTEXT_SAMPLES, SileroVADWindow, load_weights
 
@@ -78,8 +78,11 @@ def test_component_contract_is_checked(kiln_config, silero_net):
     bad = dataclasses.replace(comp, options={"steps": 8})
     with pytest.raises(ModelError, match=r"'audio_input' must be \[1, 4160\]"):
         family.build_component(silero_net, bad)
-    with pytest.raises(ModelError, match="no component 'decoder'"):
-        family.build_component(silero_net, dataclasses.replace(comp, name="decoder"))
+    # an entry is built by the spec it names (its own name unless `spec:` says another), not by its name
+    assert family.check_contract(dataclasses.replace(comp, name="unified_36ms")).name == "unified"
+    with pytest.raises(ContractError, match="models.silero_vad.components.decoder: the silero_vad family builds no "
+                                            "component 'decoder'"):
+        family.build_component(silero_net, dataclasses.replace(comp, name="decoder", spec="decoder"))
 
 
 def test_corrupt_checkpoint_names_the_file(tmp_path, silero_record):

@@ -111,10 +111,12 @@ def _check_against_family(path: Path, data: Mapping[str, Any]) -> None:
 
     family = get_family(data["family"])
     for cname, comp in data["components"].items():
-        if cname not in family.component_names:
-            raise ContractSchemaError(f"{path}: at 'components.{cname}': the {family.name} family builds no "
-                                      f"component '{cname}' (it builds: {', '.join(family.component_names)})")
-        spec = family.component(cname)
+        spec_name = comp.get("spec", cname)   # an entry of another name says which spec it is
+        if spec_name not in family.component_names:
+            at = f"components.{cname}" + (".spec" if "spec" in comp else "")
+            raise ContractSchemaError(f"{path}: at '{at}': the {family.name} family builds no "
+                                      f"component '{spec_name}' (it builds: {', '.join(family.component_names)})")
+        spec = family.component(spec_name)
         for side, declared in (("inputs", spec.inputs), ("outputs", spec.outputs)):
             for fname in comp[side]:
                 if fname not in declared:
@@ -301,10 +303,11 @@ def config_features(component) -> dict[str, dict[str, dict]]:
 
 def check_model(contract: Mapping[str, Any], *, model: str, components, synthetic: bool,
                 facts: Mapping[str, Any], artifacts: Mapping[str, Mapping[str, str | Path]],
-                source_version: str | None, contract_file: str = "") -> dict:
+                source_version: str | None, contract_file: str = "", specs: Mapping[str, str] | None = None) -> dict:
     """The contract report of one model. ``artifacts``: ``{component: {label: features}}`` (labels such
     as the package's and bundle's file names; features from :func:`artifact_features`, or
-    :func:`config_features` for a check before building). Raises :class:`ContractMismatch` (a diff)
+    :func:`config_features` for a check before building); ``specs``: the family spec each configured
+    component builds (config.yaml's ``spec``), checked against the contract entry's. Raises :class:`ContractMismatch` (a diff)
     when anything differs."""
     values = bindings(contract, facts, synthetic)
     problems = []
@@ -322,6 +325,9 @@ def check_model(contract: Mapping[str, Any], *, model: str, components, syntheti
                 problems.append({"where": f"components.{cname}", "expected": f"built (published as "
                                  f"{entry['file']})", "built": "not configured for this model"})
             continue
+        if specs is not None and specs.get(cname, cname) != entry.get("spec", cname):
+            problems.append({"where": f"components.{cname}.spec", "expected": entry.get("spec", cname),
+                             "built": specs.get(cname, cname)})
         checked = check_component(cname, entry, artifacts[cname], values)
         problems += checked.pop("problems")
         report_components[cname] = checked

@@ -93,10 +93,10 @@ def records_of(model_dir: Path) -> list[Path]:
     return out
 
 
-def _component_of(name: str, family_components) -> str | None:
-    """The family component a plot is named after (``<component>_…``; the longest name that fits, so
+def _component_of(name: str, components) -> str | None:
+    """The component a plot is named after (``<component>_…``; the longest name that fits, so
     ``unified_256ms_parity.png`` is unified_256ms's, not unified's)."""
-    fits = [c for c in family_components if name.startswith(f"{c}_")]
+    fits = [c for c in components if name.startswith(f"{c}_")]
     return max(fits, key=len) if fits else None
 
 
@@ -146,18 +146,20 @@ def declared_outputs(model_dir: Path, model_cfg) -> set[str]:
 
 
 def plots_of(model_dir: Path, model_cfg) -> list[Path]:
-    """The model's plots that its jobs wrote (:func:`declared_outputs`), without those of family
-    components this model no longer configures (a results folder keeps the plots of an earlier
-    configuration)."""
+    """The model's plots that its jobs wrote (:func:`declared_outputs`), without those of components
+    this model no longer configures (a results folder keeps the plots of an earlier configuration: the
+    components it holds export records of, whatever their names, e.g. a ``streaming_encoder_160ms``
+    entry since removed)."""
     from kiln.family.registry import family_of
 
     from kiln import layout
 
-    family = family_of(model_cfg).component_names
+    exported = {r.stem for r in records_of(model_dir) if r.relative_to(model_dir).parts[0] == "export"}
+    known = set(family_of(model_cfg).component_names) | set(model_cfg.components) | exported
     declared = declared_outputs(model_dir, model_cfg)
     folder = layout.PLOTS_DIR.in_model_dir(model_dir)
     plots = sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
-    return [p for p in plots if _component_of(p.name, family) in (None, *model_cfg.components)
+    return [p for p in plots if _component_of(p.name, known) in (None, *model_cfg.components)
             and p.relative_to(model_dir).as_posix() in declared]
 
 

@@ -99,7 +99,7 @@ def convert_traced(traced, component: ComponentConfig, settings: ExportSettings,
 def trace(family: FamilySpec, source: Any, component: ComponentConfig,
           facts: Mapping[str, Any]) -> torch.jit.ScriptModule:
     """Build ``component``'s wrapper from the loaded source and trace it with its fixed contract."""
-    spec = family.check_contract(component)
+    spec = family.check_contract(component, facts)
     wrapper = spec.wrapper(source, component, facts).eval()
     return trace_component(wrapper, component, spec.example_inputs(component, facts))
 

@@ -4,6 +4,9 @@ Like optimum's per-model export configs, a component says what it is, not how th
 
 - ``inputs`` / ``outputs``: the contract's names, in ``forward()`` order (config.yaml gives shapes
   and dtypes; :meth:`FamilySpec.check_contract` checks the names against these);
+- ``options``: what a config entry of the spec may set (:class:`Option`): several entries build one
+  spec at several sizes (``streaming_encoder_160ms: {spec: streaming_encoder, options: {chunk_ms:
+  160}}``), each under its own name;
 - ``wrapper(source, component, facts)``: the traceable ``nn.Module`` (built once, in the prepare job);
 - ``example(component, facts, rng)``: tracing inputs (default: small noise / zeros from the contract);
 - ``state``: :class:`StatePair` s, the outputs fed back as inputs on the next step, so one generic
@@ -31,6 +34,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from kiln.foundation.errors import ContractError, ModelError
+from kiln.family.contract import Contract, check as check_shapes, resolve
 
 Arrays = Mapping[str, np.ndarray]
 Predict = Callable[[Arrays], dict]
@@ -77,6 +81,31 @@ class Feeds:
 
 
 @dataclass(frozen=True)
+class Option:
+    """An option a config entry of a component spec takes (config.yaml ``options.<name>``): one spec
+    is built at several sizes by entries that differ in options (``streaming_encoder_160ms: {spec:
+    streaming_encoder, options: {chunk_ms: 160}}``), never by parsing the entry's name.
+
+    ``kind``: the Python type of the value; ``minimum``: its least value. An option named in
+    :data:`kiln.config.CONTRACT_SIZED_OPTIONS` (``chunk_ms``) only sizes the contract: the wrapper
+    checks the contract's shapes against it."""
+
+    name: str
+    description: str
+    kind: type = int
+    minimum: int | None = 1
+    required: bool = True
+
+    def problem(self, value: Any) -> str | None:
+        """What is wrong with ``value`` for this option, or None."""
+        if not isinstance(value, self.kind) or (self.kind is int and isinstance(value, bool)):
+            return f"must be {self.kind.__name__}, got {value!r}"
+        if self.minimum is not None and value < self.minimum:
+            return f"must be at least {self.minimum}, got {value!r}"
+        return None
+
+
+@dataclass(frozen=True)
 class ComponentSpec:
     name: str
     inputs: tuple[str, ...]
@@ -90,6 +119,19 @@ class ComponentSpec:
     #: (out_dir, label, facts, reference_steps, {backend: steps}) -> written paths (parity job)
     artifacts: Callable[[Path, str, Mapping[str, Any], list, Mapping[str, list]], list] | None = None
     description: str = ""
+    #: the options a config entry of this spec takes (:class:`Option`); None: not declared (the
+    #: wrapper reads and checks what it needs)
+    options: tuple[Option, ...] | None = None
+    #: the symbolic contract (:mod:`kiln.family.contract`): shapes from facts and options, the one
+    #: statement config.yaml's explicit shapes are checked against (None: the config block's shapes
+    #: are the contract); give it with ``**declared(contract)``, which also sets inputs/outputs
+    contract: Contract | None = None
+
+    def __post_init__(self):
+        if self.contract is not None and (self.contract.input_names, self.contract.output_names) != \
+                (tuple(self.inputs), tuple(self.outputs)):
+            raise ModelError(f"component spec {self.name}: inputs/outputs differ from its contract's names "
+                             f"(give them once, with **declared(contract))")
 
     @property
     def state_inputs(self) -> tuple[str, ...]:
@@ -149,6 +191,12 @@ class ComponentSpec:
         return feeds
 
 
+def declared(contract: Contract) -> dict:
+    """``ComponentSpec(..., **declared(contract))``: the names, in order, and the symbolic contract,
+    from one statement."""
+    return {"inputs": contract.input_names, "outputs": contract.output_names, "contract": contract}
+
+
 @dataclass(frozen=True)
 class Task:
     """A check across components (e.g. greedy ASR decoding through every component).
@@ -165,7 +213,7 @@ class Task:
     """
 
     description: str
-    requires: tuple[tuple[str, ...], ...]     # alternatives of component sets, e.g. ((a, b), (c,))
+    requires: tuple[tuple[str, ...], ...]     # alternatives of component spec sets, e.g. ((a, b), (c,))
     inputs: Callable[["Context"], dict[str, np.ndarray]]
     run: Callable[[Mapping[str, Predict], Mapping[str, Any], Arrays], dict]
     compare: Callable[[dict, dict], dict]
@@ -173,8 +221,9 @@ class Task:
     #: (out_dir, title, reference_result, {backend: result}) -> written paths (end_to_end job)
     plot: Callable[[Path, str, dict, Mapping[str, dict]], list] | None = None
 
-    def runnable_with(self, components) -> bool:
-        return any(set(option) <= set(components) for option in self.requires)
+    def runnable_with(self, specs) -> bool:
+        """Whether a model whose entries build ``specs`` (spec names) can run the task."""
+        return any(set(option) <= set(specs) for option in self.requires)
 
 
 def check_hook_result(result: Any, kind: type, where: str, *, json_fields: bool = False) -> Any:
@@ -251,9 +300,44 @@ class FamilySpec:
         raise ModelError(f"model family '{self.name}' has no component '{name}' "
                          f"(it builds: {', '.join(self.component_names)})")
 
+    def spec_of(self, component):
+        """The :class:`ComponentSpec` a config entry (ComponentConfig) instantiates: its ``spec``
+        (the entry's own name unless config.yaml names another)."""
+        return self.component(component.spec)
+
+    def spec_problem(self, component) -> tuple[str, str] | None:
+        """(key, what is wrong) when ``component`` names no spec of this family or its options do
+        not fit the spec's declared :class:`Option` s, else None."""
+        where = f"models.{component.model}.components.{component.name}"
+        if component.spec not in self.component_names:
+            key = where if component.spec == component.name else f"{where}.spec"
+            return key, (f"the {self.name} family builds no component '{component.spec}' (it builds: "
+                         f"{', '.join(self.component_names)}; an entry of another name says which with spec:)")
+        spec = self.component(component.spec)
+        if spec.options is None:
+            return None
+        declared = {o.name: o for o in spec.options}
+        for name in component.options:
+            if name not in declared:
+                return f"{where}.options.{name}", (f"the {self.name} family's {spec.name} takes no option "
+                                                   f"'{name}' (it takes: {', '.join(declared) or 'none'})")
+        for option in spec.options:
+            if option.name not in component.options:
+                if option.required:
+                    return f"{where}.options", (f"the {self.name} family's {spec.name} needs option "
+                                                f"'{option.name}' ({option.description})")
+                continue
+            problem = option.problem(component.options[option.name])
+            if problem:
+                return f"{where}.options.{option.name}", problem
+        return None
+
     def contract_problem(self, component) -> tuple[str, str] | None:
         """(key, what is wrong) when ``component``'s contract names differ from the spec's, else None."""
-        spec = self.component(component.name)
+        problem = self.spec_problem(component)
+        if problem:
+            return problem
+        spec = self.spec_of(component)
         where = f"models.{component.model}.components.{component.name}"
         for kind, declared, configured in (("inputs", spec.inputs, [t.name for t in component.inputs]),
                                            ("outputs", spec.outputs, [t.name for t in component.outputs])):
@@ -264,22 +348,37 @@ class FamilySpec:
                     f"missing {missing}" if missing else "", f"unknown {unknown}" if unknown else "",
                     "order differs" if not missing and not unknown else ""]))
                 return f"{where}.{kind}", (f"{list(configured)} do not match the {self.name} family's "
-                                           f"{component.name} ({list(declared)}): {detail}")
+                                           f"{spec.name} ({list(declared)}): {detail}")
         return None
 
-    def check_contract(self, component) -> ComponentSpec:
+    def resolved_contract(self, component, facts: Mapping[str, Any]) -> dict | None:
+        """``component``'s contract resolved from ``facts`` and its options (the spec's symbolic
+        :class:`~kiln.family.contract.Contract`), or None when the spec declares none."""
+        spec = self.spec_of(component)
+        if spec.contract is None:
+            return None
+        return resolve(spec.contract, facts, component.options,
+                       f"family {self.name}, {component.model}/{component.name} ({spec.name})")
+
+    def check_contract(self, component, facts: Mapping[str, Any] | None = None) -> ComponentSpec:
         """The spec of ``component`` (a ComponentConfig), after checking its contract's names
-        against what the spec declares. Raises :class:`ContractError` naming the difference."""
-        spec = self.component(component.name)
+        against what the spec declares and, given the ``facts``, its shapes and dtypes against the
+        spec's resolved symbolic contract (the one checker of a family's shapes). Raises
+        :class:`ContractError` naming the difference (model, component, tensor, axis)."""
         problem = self.contract_problem(component)
         if problem:
             raise ContractError(f"{problem[0]}: {problem[1]}")
-        return spec
+        if facts is not None:
+            resolved = self.resolved_contract(component, facts)
+            if resolved is not None:
+                check_shapes(component, resolved, self.name)
+        return self.spec_of(component)
 
     def build_component(self, source: Any, component, facts: Mapping[str, Any] | None = None):
         """The traceable wrapper of ``component`` (a ComponentConfig) from a loaded source."""
-        spec = self.check_contract(component)
-        return spec.wrapper(source, component, self.facts(source) if facts is None else facts).eval()
+        facts = self.facts(source) if facts is None else facts
+        spec = self.check_contract(component, facts)
+        return spec.wrapper(source, component, facts).eval()
 
     def make_random(self, architecture: str, *, seed: int, overrides: Mapping[str, Any], out_dir: Path) -> Path:
         if self.build_random is None:
@@ -367,8 +466,8 @@ class Context:
         return self.model.components[component]
 
     def stream(self, component: str, feeds: Sequence[Arrays]) -> list[dict]:
-        spec = self.family.component(component)
         comp = self.contract(component)
+        spec = self.family.spec_of(comp)
         return stream(self.torch(component), spec, feeds, spec.initial_state(comp, self.facts), comp)
 
     def speech(self, seconds: float, rate: int | None = None, seed: int = 0) -> np.ndarray:

@@ -148,6 +148,10 @@ def prepare_job(config: Config, *, model: str, source: str | Path, programs: dic
         "settings_sha256": digest,
         "source_loads": 1,
         "faithfulness": checks,
+        # each component's contract resolved from the facts and its options, for the families that
+        # state it symbolically (kiln.family.contract); config.yaml's shapes were checked against it
+        "contracts": {n: resolved for n, c in model_cfg.components.items()
+                      if (resolved := family.resolved_contract(c, facts)) is not None},
         "programs": {n: {"path": str(p), "sha256": sha256_file(p)} for n, p in programs.items()},
         "seconds": seconds,
         "toolchain": toolchain(),
@@ -271,7 +275,7 @@ def reference_job(config: Config, *, model: str, facts: str | Path, programs: di
         log.info("  %s: %d steps (%s)", name, reference.steps, reference.meta["description"])
     task = family.task
     result = None
-    if task is not None and task.runnable_with(model_cfg.components):
+    if task is not None and task.runnable_with({c.spec for c in model_cfg.components.values()}):
         inputs = task.inputs(ctx)
         result = check_hook_result(task.run(predictors, facts, inputs), dict,
                                    f"family {family.name}: task.run(...) on torch")
@@ -574,7 +578,7 @@ def judge_variants(config: Config, model: str, records: list[dict], facts_path: 
             raise KilnError(f"{model}: the quantization record of {record['strategy']}/{record['component']} "
                             f"has no steps_file (written by an older kiln); re-run its quantize job")
         verify_artifact(steps_file["path"], steps_file["sha256"])
-        record.update(task_scores(family.component(record["component"]), read_steps(steps_file["path"]), facts))
+        record.update(task_scores(family.spec_of(config.component(model, record["component"])), read_steps(steps_file["path"]), facts))
 
 
 def quantization_summary_job(config: Config, *, model: str, records: list, summary: str | Path,
@@ -641,7 +645,8 @@ def contract_job(config: Config, *, model: str, contract: str | Path, facts: str
     report = contracts.check_model(contract, model=model, components=list(model_cfg.components),
                                    synthetic=model_cfg.synthetic, facts=read_facts(facts_path),
                                    artifacts=artifacts, source_version=read_source_record(source_record).version,
-                                   contract_file=str(contract_file))
+                                   contract_file=str(contract_file),
+                                   specs={n: c.spec for n, c in model_cfg.components.items()})
     write_json(out_report, report)
     log.info("%s matches %s's contract (%s): %s", model, contract["consumer"], contract_file,
              ", ".join(f"{c} -> {n}" for c, n in report["published_names"].items()))

@@ -2,9 +2,9 @@
 
 Source: ``hexgrad/Kokoro-82M`` (``config.json``, ``kokoro-v1_0.pth``, a voice pack) or a
 random-initialised bundle (``checkpoint.build_random``: ``tiny`` and ``full`` architectures, synthetic);
-the network is the ``kokoro`` package's ``KModel``. Components ``kokoro_5s`` and ``kokoro_15s``
-(the consuming runtime's names) are one fixed-shape network each (:class:`FixedKokoro` in
-``net``): a token buffer of the contract's length with a padding mask in, a fixed window of
+the network is the ``kokoro`` package's ``KModel``. One component spec, ``kokoro``; config.yaml's
+``kokoro_5s`` and ``kokoro_15s`` (the consuming runtime's names) are two entries of it (``spec:
+kokoro``), one fixed-shape network each (:class:`FixedKokoro` in ``net``): a token buffer of the contract's length with a padding mask in, a fixed window of
 24 kHz audio out, the vocoder's randomness as inputs, durations clamped to the window with a flag.
 
 Contract (every length read from the component's config and checked against the checkpoint):
@@ -23,7 +23,7 @@ from kiln.family.spec import ComponentSpec, FamilySpec, Metric, PlotSeries
 from kiln.models.kokoro import build, checkpoint, feeds, judge
 
 
-def kokoro_component(name: str) -> ComponentSpec:
+def kokoro_component(name: str = "kokoro") -> ComponentSpec:
     return ComponentSpec(
         name,
         inputs=("input_ids", "attention_mask", "ref_s", "random_phases", "source_noise", "speed"),
@@ -33,9 +33,10 @@ def kokoro_component(name: str) -> ComponentSpec:
         # float package (the metric validate.task_bounds gates the build on), not by sample error
         metrics=(Metric("waveform", judge.waveform_metrics, rank_by="min_correlation"),),
         plot=PlotSeries("RMS of the valid audio per sentence", judge.audio_rms), artifacts=judge.write_audio_artifacts,
-        description="token ids + style vector + vocoder noise -> fixed window of 24 kHz audio")
+        description="token ids + style vector + vocoder noise -> fixed window of 24 kHz audio",
+        options=())     # the window and token buffer are the contract's lengths
 
 
 FAMILY = FamilySpec(name="kokoro", load=build.load, facts=build.facts,
-                    components=(kokoro_component("kokoro_5s"), kokoro_component("kokoro_15s")),
+                    components=(kokoro_component(),),
                     build_random=checkpoint.build_random, faithfulness=build.faithfulness, sample_rate=build.SAMPLE_RATE)

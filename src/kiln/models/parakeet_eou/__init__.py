@@ -1,8 +1,9 @@
 """Parakeet EOU (``nvidia/parakeet_realtime_eou_120m-v1``): cache-aware streaming FastConformer + RNNT
 with an end-of-utterance token, exported per chunk with every cache explicit.
 
-Components (names, shapes and dtypes follow FluidAudio; every size comes from the checkpoint and
-the contract's chunk, see :func:`kiln.models.parakeet_eou.net.contracts`):
+Components (names, shapes and dtypes follow FluidAudio; every size comes from the checkpoint's
+facts and the entry's ``chunk_ms``: the symbolic contracts in :mod:`kiln.models.parakeet_eou.build`,
+resolved by :mod:`kiln.family.contract`):
 
 ``preprocessor``       ``audio_signal [1, N]`` (one chunk), ``audio_context [1, C]`` -> ``mel
                        [1, n_mels, N/hop]`` (un-normalised log-mel), ``new_audio_context``: the STFT's
@@ -19,57 +20,49 @@ the contract's chunk, see :func:`kiln.models.parakeet_eou.net.contracts`):
 ``joint_decision``     ``encoder_step [1, d, 1]``, ``decoder_step [1, H, 1]`` -> ``token_id``,
                        ``token_prob`` ([1,1,1]; RNNT: no durations).
 
-Chunk sizes: the unsuffixed ``preprocessor`` / ``streaming_encoder`` take whatever chunk their
-contract declares (320 ms in config.yaml); ``<name>_160ms`` / ``_1280ms`` are the same components
-for other chunk sizes, built side by side in one model directory. FluidAudio keeps one directory
-per chunk size with the same file names (``160ms/streaming_encoder.mlmodelc``); kiln's
-``streaming_encoder_160ms.mlpackage`` maps to it by dropping the suffix into a directory name, and
-the chunk-independent ``decoder`` / ``joint_decision`` are shared by every chunk size.
+Chunk sizes are options, not names: every ``preprocessor`` / ``streaming_encoder`` entry in
+config.yaml gives its chunk as ``options.chunk_ms`` (checked against its contract's shapes), and an
+entry of another name says which spec it builds: ``streaming_encoder_160ms: {spec:
+streaming_encoder, options: {chunk_ms: 160}}``. Each encoder is fed by the preprocessor entry of the
+same ``chunk_ms``; the entries are built side by side in one model directory, under their own names.
+FluidAudio keeps one directory per chunk size with the same file names: the consumer contract maps
+each entry to its published file (``streaming_encoder_160ms`` -> ``160ms/streaming_encoder``); the
+chunk-independent ``decoder`` / ``joint_decision`` are shared by every chunk size.
 """
 
 from __future__ import annotations
 
-from typing import Callable
-
-from kiln.family.spec import ComponentSpec, FamilySpec, Metric, PlotSeries, StatePair, Task
+from kiln.family.spec import ComponentSpec, FamilySpec, Metric, Option, PlotSeries, StatePair, Task, declared
 from kiln.models.parakeet_eou import build, checkpoint, feeds, judge
-from kiln.models.parakeet_eou.build import (CHUNK_VARIANTS_MS, DECODER_IO, ENCODER_IO, FAMILY_NAME, JOINT_IO,
-                                            PREPROCESSOR_IO)
+from kiln.models.parakeet_eou.build import (DECODER_CONTRACT, ENCODER_CONTRACT, FAMILY_NAME, JOINT_CONTRACT,
+                                            PREPROCESSOR_CONTRACT)
 
 
-def _preprocessor_spec(name: str) -> ComponentSpec:
-    return ComponentSpec(
-        name=name, inputs=PREPROCESSOR_IO[0], outputs=PREPROCESSOR_IO[1], wrapper=build.preprocessor_wrapper,
-        feeds=feeds.preprocessor_feeds, state=build.PREPROCESSOR_STATE,
-        plot=PlotSeries("mean log-mel per chunk", judge.mean_mel),
-        description="one chunk of audio -> un-normalised log-mel frames; STFT left context as state")
-
-
-def _encoder_spec(name: str) -> ComponentSpec:
-    return ComponentSpec(
-        name=name, inputs=ENCODER_IO[0], outputs=ENCODER_IO[1], wrapper=build.encoder_wrapper,
-        feeds=feeds.encoder_feeds, state=build.ENCODER_STATE, example=build.encoder_example,
-        metrics=(Metric("chunks", judge.encoder_chunk_metric),),
-        plot=PlotSeries("encoder output L2 norm per chunk", judge._plot_encoder), artifacts=judge.encoder_error_plot,
-        description="cache-aware FastConformer, one chunk; every cache an explicit input and output")
-
-
-def _variants(base: str, make: Callable[[str], ComponentSpec]) -> tuple[ComponentSpec, ...]:
-    return (make(base),) + tuple(make(f"{base}_{ms}ms") for ms in CHUNK_VARIANTS_MS)
+CHUNK_MS = Option("chunk_ms", "the streamed chunk in milliseconds, a whole number of the model's native "
+                  "attention chunks (160, 320, 1280 for FluidAudio)")
 
 
 COMPONENTS = (
-    *_variants("preprocessor", _preprocessor_spec),
-    *_variants("streaming_encoder", _encoder_spec),
     ComponentSpec(
-        name="decoder", inputs=DECODER_IO[0], outputs=DECODER_IO[1], wrapper=build.decoder_wrapper,
+        name="preprocessor", **declared(PREPROCESSOR_CONTRACT), wrapper=build.preprocessor_wrapper,
+        feeds=feeds.preprocessor_feeds, state=build.PREPROCESSOR_STATE, options=(CHUNK_MS,),
+        plot=PlotSeries("mean log-mel per chunk", judge.mean_mel),
+        description="one chunk of audio -> un-normalised log-mel frames; STFT left context as state"),
+    ComponentSpec(
+        name="streaming_encoder", **declared(ENCODER_CONTRACT), wrapper=build.encoder_wrapper,
+        feeds=feeds.encoder_feeds, state=build.ENCODER_STATE, example=build.encoder_example, options=(CHUNK_MS,),
+        metrics=(Metric("chunks", judge.encoder_chunk_metric),),
+        plot=PlotSeries("encoder output L2 norm per chunk", judge._plot_encoder), artifacts=judge.encoder_error_plot,
+        description="cache-aware FastConformer, one chunk; every cache an explicit input and output"),
+    ComponentSpec(
+        name="decoder", **declared(DECODER_CONTRACT), wrapper=build.decoder_wrapper,
         feeds=feeds.decoder_feeds, state=(StatePair("h_in", "h_out"), StatePair("c_in", "c_out")),
-        example=build.decoder_example, metrics=(Metric("decoder", judge.decoder_metric),),
+        example=build.decoder_example, metrics=(Metric("decoder", judge.decoder_metric),), options=(),
         plot=PlotSeries("decoder output L2 norm per step", judge.decoder_norms),
         description="RNNT prediction network, one step (U=1), explicit LSTM state"),
     ComponentSpec(
-        name="joint_decision", inputs=JOINT_IO[0], outputs=JOINT_IO[1], wrapper=build.joint_wrapper,
-        feeds=feeds.joint_feeds, metrics=(Metric("decisions", judge.joint_metric),),
+        name="joint_decision", **declared(JOINT_CONTRACT), wrapper=build.joint_wrapper,
+        feeds=feeds.joint_feeds, metrics=(Metric("decisions", judge.joint_metric),), options=(),
         plot=PlotSeries("token probability per step", judge.token_probs),
         description="RNNT joint, one frame: argmax token id (blank = vocabulary size) and its probability"),
 )

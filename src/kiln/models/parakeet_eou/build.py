@@ -1,17 +1,18 @@
 """Parakeet EOU's build part: restore the ``.nemo`` (refusing a non-streaming encoder or a vocabulary
-without ``<EOU>``), the facts, the chunk of every contract, the per-chunk wrappers
+without ``<EOU>``), the facts, the chunk of every entry (its ``chunk_ms`` option), the per-chunk wrappers
 (:mod:`kiln.models.parakeet_eou.net`), tracing inputs, the streamed pipeline (audio -> mel ->
 encoder -> greedy RNNT) and the faithfulness checks against NeMo's own streaming."""
 
 from __future__ import annotations
 
-import re
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from kiln.foundation.errors import ContractError, ModelError
+from kiln.family.contract import Contract, f32, i32
 from kiln.family.spec import StatePair, require_fact, stream
 from kiln.models._fastconformer import PredictionNet
 from kiln.models._tdt import agreement
@@ -21,31 +22,56 @@ from kiln.models.parakeet_eou import net as _eou
 FAMILY_NAME = "parakeet_eou"
 
 
-#: chunk sizes that get their own component names (the unsuffixed ones take the contract's size)
-CHUNK_VARIANTS_MS = (160, 320, 1280)
-
-
 EOU_SENTENCES = ("Turn detection tells a voice agent when you are done.",
                  "Please call Stella and ask her to bring these things.")
 
 
-PREPROCESSOR_IO = (("audio_signal", "audio_context"), ("mel", "new_audio_context"))
+def chunk_values(facts: Mapping[str, Any], options: Mapping[str, Any]) -> dict:
+    """The sizes a chunk's shapes use: ``chunk_samples`` from ``options.chunk_ms``, ``mel_frames``,
+    ``encoder_frames`` (raises when the chunk is not a whole number of native attention chunks)."""
+    rate = int(require_fact(facts, "sample_rate", FAMILY_NAME))
+    chunk_ms = options["chunk_ms"]
+    if (chunk_ms * rate) % 1000:
+        raise ContractError(f"{FAMILY_NAME}: chunk_ms {chunk_ms} is not a whole number of samples at {rate} Hz")
+    g = _eou.chunk_geometry(facts, chunk_ms * rate // 1000)
+    return {"chunk_samples": g["chunk_samples"], "mel_frames": g["mel_frames"], "encoder_frames": g["encoder_frames"]}
+
+
+#: every component's contract, stated once (shapes from the facts and the entry's chunk_ms; the
+#: prepare job checks config.yaml's shapes against them, naming model, component, tensor and axis)
+PREPROCESSOR_CONTRACT = Contract(
+    inputs=(f32("audio_signal", 1, "chunk_samples"), f32("audio_context", 1, "stft_context")),
+    outputs=(f32("mel", 1, "n_mels", "mel_frames"), f32("new_audio_context", 1, "stft_context")),
+    values=chunk_values)
 
 
 ENCODER_CACHES = ("pre_cache", "cache_last_channel", "cache_last_time", "cache_last_channel_len")
+_CACHES = (f32("pre_cache", 1, "n_mels", "pre_encode_cache_size"),
+           f32("cache_last_channel", "n_layers", 1, "last_channel_cache_size", "d_model"),
+           f32("cache_last_time", "n_layers", 1, "d_model", "conv_cache_size"),
+           i32("cache_last_channel_len", 1))
 
 
-ENCODER_IO = (("audio_signal", "audio_length") + ENCODER_CACHES,
-              ("encoded_output", "encoded_length") + tuple(f"new_{c}" for c in ENCODER_CACHES))
+ENCODER_CONTRACT = Contract(
+    inputs=(f32("audio_signal", 1, "n_mels", "mel_frames"), i32("audio_length", 1), *_CACHES),
+    outputs=(f32("encoded_output", 1, "d_model", "encoder_frames"), i32("encoded_length", 1),
+             *(dataclasses.replace(c, name=f"new_{c.name}") for c in _CACHES)),
+    values=chunk_values)
+
+
+DECODER_CONTRACT = Contract(
+    inputs=(i32("targets", 1, 1), i32("target_length", 1), f32("h_in", "pred_rnn_layers", 1, "lstm_proj"),
+            f32("c_in", "pred_rnn_layers", 1, "lstm_hidden")),
+    outputs=(f32("decoder", 1, "pred_hidden", 1), f32("h_out", "pred_rnn_layers", 1, "lstm_proj"),
+             f32("c_out", "pred_rnn_layers", 1, "lstm_hidden")))
+
+
+JOINT_CONTRACT = Contract(
+    inputs=(f32("encoder_step", 1, "d_model", 1), f32("decoder_step", 1, "pred_hidden", 1)),
+    outputs=(i32("token_id", 1, 1, 1), f32("token_prob", 1, 1, 1)))
 
 
 ENCODER_FLOAT_OUTPUTS = ("encoded_output", "new_pre_cache", "new_cache_last_channel", "new_cache_last_time")
-
-
-DECODER_IO = (("targets", "target_length", "h_in", "c_in"), ("decoder", "h_out", "c_out"))
-
-
-JOINT_IO = (("encoder_step", "decoder_step"), ("token_id", "token_prob"))
 
 
 #: the state pairs of the two streamed components (their specs: the package's ``__init__``)
@@ -77,61 +103,49 @@ def facts(source: _eou.EOUSource) -> dict:
     return _eou.facts(source)
 
 
-def _suffix_ms(name: str) -> int | None:
-    match = re.search(r"_(\d+)ms$", name)
-    return int(match.group(1)) if match else None
-
-
 def chunk_samples_of(component, facts: Mapping[str, Any]) -> int:
-    """The chunk of a preprocessor / streaming encoder contract, in samples (checked against a
-    ``_<n>ms`` name suffix and the model's native attention chunk)."""
-    first = component.inputs[0]
-    if first.name != "audio_signal":
-        raise ContractError(f"{component.model}/{component.name}: first input must be audio_signal")
-    if len(first.shape) == 2:
-        samples = int(first.shape[-1])
-    else:
-        samples = int(first.shape[-1]) * int(require_fact(facts, "hop_length", FAMILY_NAME))
-    _eou.chunk_geometry(facts, samples)  # raises when not a whole number of native chunks
-    suffix = _suffix_ms(component.name)
-    rate = int(require_fact(facts, "sample_rate", FAMILY_NAME))
-    if suffix is not None and suffix * rate != samples * 1000:
-        raise ContractError(f"{component.model}/{component.name}: the name says {suffix} ms but the "
-                            f"contract's audio_signal is {1000 * samples / rate:g} ms")
-    return samples
+    """The chunk of a preprocessor / streaming encoder entry, in samples, from its option
+    ``chunk_ms`` (the entry's shapes are checked against the same option by the family's contract)."""
+    chunk_ms = component.options.get("chunk_ms")
+    if not isinstance(chunk_ms, int) or isinstance(chunk_ms, bool):
+        raise ContractError(f"models.{component.model}.components.{component.name}.options.chunk_ms: "
+                            f"a {component.spec} needs its chunk in milliseconds, got {chunk_ms!r}")
+    return chunk_values(facts, {"chunk_ms": chunk_ms})["chunk_samples"]
 
 
-def check_contract(component, facts: Mapping[str, Any], kind: str) -> None:
-    """Shapes and dtypes of ``component`` against what the checkpoint gives for its chunk."""
-    samples = chunk_samples_of(component, facts) if kind in ("preprocessor", "streaming_encoder") else \
-        int(facts["hop_length"]) * int(facts["subsampling_factor"]) * int(facts["native_chunk_frames"])
-    expected = _eou.contracts(facts, samples)[kind]
-    for side, specs in (("inputs", component.inputs), ("outputs", component.outputs)):
-        got = [(s.name, list(s.shape), s.dtype) for s in specs]
-        want = [(n, v["shape"], v["dtype"]) for n, v in expected[side].items()]
-        if got != want:
-            raise ContractError(f"{component.model}/{component.name}: {side} {got} do not match what the "
-                                f"checkpoint gives for this chunk: {want}")
+def chunk_pairs(components: Mapping[str, Any]) -> dict[str, str]:
+    """``{streaming encoder entry: the preprocessor entry of the same chunk_ms}`` over a model's
+    configured components (ComponentConfigs by name), in config order: which mel feeds which
+    encoder follows from the entries' specs and options, not from their names."""
+    preprocessors = {c.options.get("chunk_ms"): name for name, c in components.items()
+                     if c.spec == PREPROCESSOR_STREAM.name}
+    pairs = {}
+    for name, c in components.items():
+        if c.spec != ENCODER_STREAM.name:
+            continue
+        chunk_ms = c.options.get("chunk_ms")
+        if chunk_ms not in preprocessors:
+            raise ContractError(f"models.{c.model}.components.{name}: no preprocessor entry with chunk_ms "
+                                f"{chunk_ms} feeds this streaming encoder (preprocessors: "
+                                f"{ {v: k for k, v in preprocessors.items()} })")
+        pairs[name] = preprocessors[chunk_ms]
+    return pairs
 
 
 def preprocessor_wrapper(source, component, facts):
-    check_contract(component, facts, "preprocessor")
     return _eou.StreamingMel(source.featurizer, chunk_samples_of(component, facts), facts["stft_context"]).eval()
 
 
 def encoder_wrapper(source, component, facts):
-    check_contract(component, facts, "streaming_encoder")
     frames = _eou.chunk_geometry(facts, chunk_samples_of(component, facts))["encoder_frames"]
     return _eou.StreamingEncoderStep(source.encoder, frames, facts["mel_lag_frames"]).eval()
 
 
 def decoder_wrapper(source, component, facts):
-    check_contract(component, facts, "decoder")
     return PredictionNet(source.model.decoder).eval()
 
 
 def joint_wrapper(source, component, facts):
-    check_contract(component, facts, "joint_decision")
     return _eou.RNNTJointDecision(source.model.joint).eval()
 
 
@@ -218,11 +232,11 @@ def greedy_decode(decoder: Callable, joint: Callable, facts: Mapping[str, Any], 
 
 
 def run_pipeline(components: Mapping[str, Callable], facts: Mapping[str, Any], audio: np.ndarray,
-                 chunk: int, suffix: str = "", record: list | None = None) -> dict:
-    """Audio -> streamed mel -> streamed encoder -> greedy RNNT with decoder state kept across
-    chunks, on one backend's components. JSON-able except ``encoded`` (per-chunk steps)."""
-    mels = stream_mel(components["preprocessor" + suffix], facts, audio, chunk)
-    encoded = stream_encoder(components["streaming_encoder" + suffix], facts, [m["mel"] for m in mels])
+                 chunk: int, preprocessor: str, encoder: str, record: list | None = None) -> dict:
+    """Audio -> streamed mel (``preprocessor``) -> streamed ``encoder`` -> greedy RNNT with decoder
+    state kept across chunks, on one backend's components. JSON-able except ``encoded``."""
+    mels = stream_mel(components[preprocessor], facts, audio, chunk)
+    encoded = stream_encoder(components[encoder], facts, [m["mel"] for m in mels])
     greedy = greedy_decode(components["decoder"], components["joint_decision"], facts, encoded, record)
     eou = _eou.eou_chunks(greedy.tokens, greedy.token_chunks, facts["eou_id"])
     # the token / EOU timeline, one value per chunk (for plots over time)
@@ -278,18 +292,18 @@ def faithfulness(source, predicts: Mapping[str, Callable], facts: Mapping[str, A
     (:func:`session_comparison`), every one from the first chunk on."""
     if components is None:
         raise ModelError("parakeet_eou: faithfulness needs the model's component contracts (chunk sizes)")
-    sizes = [chunk_samples_of(c, facts) for n, c in components.items() if n.startswith("preprocessor")]
+    sizes = [chunk_samples_of(c, facts) for c in components.values() if c.spec == PREPROCESSOR_STREAM.name]
     audio = eou_audio(facts["sample_rate"], multiple=max(sizes, default=1))
     offline_mel = _eou.nemo_offline_mel(source, audio)
     lag = facts["mel_lag_frames"]
     report = {}
-    for name in sorted(predicts):
-        if not name.startswith("streaming_encoder"):
+    pairs = chunk_pairs(components)
+    for name in sorted(pairs):
+        if name not in predicts:
             continue
-        suffix = name[len("streaming_encoder"):]
-        chunk = chunk_samples_of(components["preprocessor" + suffix], facts)
+        chunk = chunk_samples_of(components[pairs[name]], facts)
         geometry = _eou.chunk_geometry(facts, chunk)
-        pipeline = run_pipeline({**predicts}, facts, audio, chunk, suffix)
+        pipeline = run_pipeline({**predicts}, facts, audio, chunk, pairs[name], name)
         mel = np.concatenate([np.asarray(m["mel"], np.float32) for m in pipeline["mels"]], axis=2)
         nemo = _eou.nemo_streaming(source, mel[:, :, lag:], geometry["encoder_frames"])
         if len(nemo) != len(pipeline["encoded"]):

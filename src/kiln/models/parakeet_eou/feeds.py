@@ -10,7 +10,8 @@ import numpy as np
 
 from kiln.foundation.errors import ModelError
 from kiln.family.spec import Feeds
-from kiln.models.parakeet_eou.build import audio_chunks, chunk_samples_of, eou_audio, run_pipeline
+from kiln.models.parakeet_eou.build import (PREPROCESSOR_STREAM, audio_chunks, chunk_pairs, chunk_samples_of,
+                                            eou_audio, run_pipeline)
 
 
 DECODER_STEPS = 48        # validation: decoder steps streamed with state carried
@@ -19,22 +20,28 @@ DECODER_STEPS = 48        # validation: decoder steps streamed with state carrie
 JOINT_STEPS = 96          # validation: (frame, decoder output) pairs of the greedy trace
 
 
-def _pipeline_memo(ctx, suffix: str = "") -> dict:
+def _pipeline_memo(ctx, encoder: str | None = None) -> dict:
+    """The pipeline of ``encoder`` (default: the first configured streaming encoder) and its
+    preprocessor, on torch, with the greedy trace."""
+    pairs = chunk_pairs(ctx.model.components)
+    if not pairs:
+        raise ModelError(f"{ctx.model.name}: no streaming_encoder entry (with its preprocessor) is configured")
+    encoder = encoder or next(iter(pairs))
+
     def compute():
-        chunk = chunk_samples_of(ctx.contract("preprocessor" + suffix), ctx.facts)
+        chunk = chunk_samples_of(ctx.contract(pairs[encoder]), ctx.facts)
         audio = ctx.memo("audio", lambda: eou_audio(ctx.facts["sample_rate"], multiple=_largest_chunk(ctx)))
         record: list = []
-        components = {name: ctx.torch(name) for name in
-                      ("preprocessor" + suffix, "streaming_encoder" + suffix, "decoder", "joint_decision")}
-        result = run_pipeline(components, ctx.facts, audio, chunk, suffix, record)
+        components = {name: ctx.torch(name) for name in (pairs[encoder], encoder, "decoder", "joint_decision")}
+        result = run_pipeline(components, ctx.facts, audio, chunk, pairs[encoder], encoder, record)
         result["trace"] = record
         return result
-    return ctx.memo(f"pipeline{suffix}", compute)
+    return ctx.memo(f"pipeline:{encoder}", compute)
 
 
 def _largest_chunk(ctx) -> int:
-    sizes = [chunk_samples_of(c, ctx.facts) for name, c in ctx.model.components.items()
-             if name.startswith("preprocessor")]
+    sizes = [chunk_samples_of(c, ctx.facts) for c in ctx.model.components.values()
+             if c.spec == PREPROCESSOR_STREAM.name]
     return max(sizes) if sizes else 1
 
 
@@ -46,8 +53,7 @@ def preprocessor_feeds(ctx, component) -> Feeds:
 
 
 def encoder_feeds(ctx, component) -> Feeds:
-    suffix = component.name[len("streaming_encoder"):]
-    pre = "preprocessor" + suffix
+    pre = chunk_pairs(ctx.model.components)[component.name]
     mels = ctx.stream(pre, preprocessor_feeds(ctx, ctx.contract(pre)).steps)
     frames = [np.asarray(m["mel"], np.float32) for m in mels]
     chunk = chunk_samples_of(component, ctx.facts)
@@ -74,25 +80,27 @@ def joint_feeds(ctx, component) -> Feeds:
 
 
 def task_inputs(ctx) -> dict:
-    """The audio, and each configured preprocessor's chunk in samples (``chunk_samples<suffix>``)."""
+    """The audio, and every chunk size's pipeline: the streaming encoder entries (``encoders``), the
+    preprocessor of each (``preprocessors``) and its chunk in samples (``chunk_samples``)."""
     audio = ctx.memo("audio", lambda: eou_audio(ctx.facts["sample_rate"], multiple=_largest_chunk(ctx)))
-    chunks = {f"chunk_samples{name[len('preprocessor'):]}": np.array(chunk_samples_of(c, ctx.facts), np.int64)
-              for name, c in ctx.model.components.items() if name.startswith("preprocessor")}
-    return {"audio": audio, **chunks}
+    pairs = chunk_pairs(ctx.model.components)
+    return {"audio": audio, "encoders": np.array(list(pairs), dtype=str),
+            "preprocessors": np.array(list(pairs.values()), dtype=str),
+            "chunk_samples": np.array([chunk_samples_of(ctx.contract(p), ctx.facts) for p in pairs.values()], np.int64)}
 
 
 def task_run(components: Mapping[str, Callable], facts: Mapping[str, Any], inputs) -> dict:
-    """Greedy RNNT for every chunk size with a preprocessor and a streaming encoder: token
+    """Greedy RNNT for every chunk size whose preprocessor and streaming encoder are given: token
     stream, the chunk of every token, the chunks where ``<EOU>`` fires, per-chunk encoder norms."""
     audio = np.asarray(inputs["audio"], np.float32).reshape(-1)
     out = {}
-    for name in sorted(components):
-        suffix = name[len("streaming_encoder"):]
-        if not name.startswith("streaming_encoder") or f"chunk_samples{suffix}" not in inputs:
+    pipelines = zip(np.atleast_1d(inputs["encoders"]), np.atleast_1d(inputs["preprocessors"]),
+                    np.atleast_1d(inputs["chunk_samples"]))
+    for encoder, preprocessor, chunk in sorted((str(e), str(p), int(c)) for e, p, c in pipelines):
+        if encoder not in components or preprocessor not in components:
             continue
-        chunk = int(np.asarray(inputs[f"chunk_samples{suffix}"]))
-        result = run_pipeline(components, facts, audio, chunk, suffix)
+        result = run_pipeline(components, facts, audio, chunk, preprocessor, encoder)
         result.pop("mels"), result.pop("encoded")
-        out[name] = result
+        out[encoder] = result
     return {"synthetic": bool(facts.get("synthetic")), "eou_id": facts["eou_id"], "blank_id": facts["blank_id"],
             "by_chunk_size": out}

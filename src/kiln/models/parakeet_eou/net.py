@@ -193,38 +193,6 @@ def chunk_geometry(facts: Mapping[str, Any], chunk_samples: int) -> dict:
             "mel_frames": frames, "encoder_frames": frames // sub}
 
 
-def contracts(facts: Mapping[str, Any], chunk_samples: int) -> dict:
-    """Every component's exact contract for ``chunk_samples`` (what config.yaml must declare)."""
-    g = chunk_geometry(facts, chunk_samples)
-    L, d, m = facts["n_layers"], facts["d_model"], facts["n_mels"]
-    lstm_h = [facts["pred_rnn_layers"], 1, facts["lstm_proj"]]
-    lstm_c = [facts["pred_rnn_layers"], 1, facts["lstm_hidden"]]
-
-    def spec(shape, dtype="float32"):
-        return {"shape": list(shape), "dtype": dtype}
-
-    caches = {"pre_cache": spec([1, m, facts["pre_encode_cache_size"]]),
-              "cache_last_channel": spec([L, 1, facts["last_channel_cache_size"], d]),
-              "cache_last_time": spec([L, 1, d, facts["conv_cache_size"]]),
-              "cache_last_channel_len": spec([1], "int32")}
-    return {
-        "preprocessor": {
-            "inputs": {"audio_signal": spec([1, chunk_samples]), "audio_context": spec([1, facts["stft_context"]])},
-            "outputs": {"mel": spec([1, m, g["mel_frames"]]), "new_audio_context": spec([1, facts["stft_context"]])}},
-        "streaming_encoder": {
-            "inputs": {"audio_signal": spec([1, m, g["mel_frames"]]), "audio_length": spec([1], "int32"), **caches},
-            "outputs": {"encoded_output": spec([1, d, g["encoder_frames"]]), "encoded_length": spec([1], "int32"),
-                        **{f"new_{k}": v for k, v in caches.items()}}},
-        "decoder": {
-            "inputs": {"targets": spec([1, 1], "int32"), "target_length": spec([1], "int32"),
-                       "h_in": spec(lstm_h), "c_in": spec(lstm_c)},
-            "outputs": {"decoder": spec([1, facts["pred_hidden"], 1]), "h_out": spec(lstm_h), "c_out": spec(lstm_c)}},
-        "joint_decision": {
-            "inputs": {"encoder_step": spec([1, d, 1]), "decoder_step": spec([1, facts["pred_hidden"], 1])},
-            "outputs": {"token_id": spec([1, 1, 1], "int32"), "token_prob": spec([1, 1, 1])}},
-    }
-
-
 class StreamingMel(nn.Module):
     """NeMo's log-mel front end for one chunk, the STFT's left context carried as explicit state.
 

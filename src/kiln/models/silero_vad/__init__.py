@@ -7,19 +7,22 @@ probability plot.
 
 from __future__ import annotations
 
-from kiln.family.spec import ComponentSpec, FamilySpec, Metric, PlotSeries, StatePair
+from kiln.family.spec import ComponentSpec, FamilySpec, Metric, Option, PlotSeries, StatePair
 from kiln.models.silero_vad import build, feeds, judge
 
+#: one spec, built at any window: config.yaml's ``unified`` (steps 1) and ``unified_256ms`` (``spec:
+#: unified``, steps 8) are two entries of it
+STEPS = Option("steps", "512-sample LSTM steps per call (the window is 64 context + steps x 512 samples)")
 
-def vad_component(name: str) -> ComponentSpec:
+
+def vad_component(name: str = "unified") -> ComponentSpec:
     return ComponentSpec(
         name, inputs=("audio_input", "hidden_state", "cell_state"),
         outputs=("vad_output", "new_hidden_state", "new_cell_state"),
-        wrapper=build.window, feeds=feeds.speech_windows,
+        wrapper=build.window, feeds=feeds.speech_windows, options=(STEPS,),
         state=(StatePair("hidden_state", "new_hidden_state"), StatePair("cell_state", "new_cell_state")),
         metrics=(Metric("decisions", judge.decisions, rank_by="decision_agreement"),),
         plot=PlotSeries("speech probability", judge.probabilities))
 
 
-FAMILY = FamilySpec(name="silero_vad", load=build.load, facts=build.facts,
-                    components=(vad_component("unified"), vad_component("unified_256ms")))
+FAMILY = FamilySpec(name="silero_vad", load=build.load, facts=build.facts, components=(vad_component(),))

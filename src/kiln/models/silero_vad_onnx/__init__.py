@@ -21,10 +21,9 @@ from kiln.models import silero_vad
 from kiln.models.silero_vad_onnx import build, judge
 
 
-def vad_component(name: str):
+def vad_component(name: str = "unified"):
     return dataclasses.replace(silero_vad.vad_component(name), wrapper=build.window)
 
 
-FAMILY = FamilySpec(name="silero_vad_onnx", load=build.load, facts=build.facts,
-                    components=(vad_component("unified"), vad_component("unified_256ms")),
+FAMILY = FamilySpec(name="silero_vad_onnx", load=build.load, facts=build.facts, components=(vad_component(),),
                     source_runtime=judge.source_runtime)

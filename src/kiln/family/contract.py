@@ -1,0 +1,124 @@
+"""A component's contract stated once: names, dtypes and shapes as expressions of the model's facts
+and the entry's options (``[1, n_mels, mel_frames]``), declared by the family beside its component
+spec, resolved by one resolver.
+
+:class:`Tensor` is one input or output (its shape's axes are ints or expressions over names);
+:class:`Contract` holds a spec's inputs and outputs and an optional ``values(facts, options)`` hook
+for derived sizes (Parakeet EOU's ``chunk_samples``, ``mel_frames``: computed and checked once).
+:func:`resolve` turns a contract into concrete shapes for one config entry; :func:`check` compares
+an entry's explicit shapes (config.yaml) with that resolution, naming model, component, tensor and
+axis. Expressions are integer arithmetic only (``+ - * //``, parentheses, names, integers), parsed
+with :mod:`ast`, never evaluated as Python.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from kiln.foundation.errors import ContractError, ModelError
+
+Axis = int | str
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """One named input or output: ``shape`` axes are ints or expressions (``"n_layers"``,
+    ``"chunk_ms * sample_rate // 1000"``)."""
+
+    name: str
+    shape: tuple[Axis, ...]
+    dtype: str = "float32"
+
+
+def f32(name: str, *shape: Axis) -> Tensor:
+    return Tensor(name, tuple(shape), "float32")
+
+
+def i32(name: str, *shape: Axis) -> Tensor:
+    return Tensor(name, tuple(shape), "int32")
+
+
+@dataclass(frozen=True)
+class Contract:
+    """A component spec's symbolic contract. ``values(facts, options)``: derived names the shapes
+    use (it may raise, naming what does not fit, e.g. a chunk off the native attention chunk)."""
+
+    inputs: tuple[Tensor, ...]
+    outputs: tuple[Tensor, ...]
+    values: Callable[[Mapping[str, Any], Mapping[str, Any]], Mapping[str, int]] | None = None
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.inputs)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(t.name for t in self.outputs)
+
+
+_OPS = {ast.Add: lambda a, b: a + b, ast.Sub: lambda a, b: a - b, ast.Mult: lambda a, b: a * b,
+        ast.FloorDiv: lambda a, b: a // b}
+
+
+def evaluate(expression: Axis, names: Mapping[str, Any], where: str) -> int:
+    """The integer an axis ``expression`` gives with ``names`` (facts, options, derived values)."""
+    if isinstance(expression, int):
+        return expression
+    try:
+        tree = ast.parse(expression, mode="eval").body
+    except SyntaxError:
+        raise ModelError(f"{where}: {expression!r} is not an axis expression") from None
+
+    def walk(node) -> int:
+        if isinstance(node, ast.Constant) and isinstance(node.value, int) and not isinstance(node.value, bool):
+            return node.value
+        if isinstance(node, ast.Name):
+            if node.id not in names:
+                raise ModelError(f"{where}: {expression!r} needs '{node.id}', which neither the facts nor the "
+                                 f"options give (re-run the prepare job; known: {', '.join(sorted(names))})")
+            value = names[node.id]
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ModelError(f"{where}: '{node.id}' is {value!r}, not an integer")
+            return value
+        if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
+            return _OPS[type(node.op)](walk(node.left), walk(node.right))
+        raise ModelError(f"{where}: {expression!r}: only integers, names, + - * // and parentheses")
+
+    return walk(tree)
+
+
+def resolve(contract: Contract, facts: Mapping[str, Any], options: Mapping[str, Any],
+            where: str = "contract") -> dict:
+    """``{"inputs": {name: {"shape", "dtype"}}, "outputs": {...}}`` (declared order) for one entry."""
+    names = {**facts, **options}
+    if contract.values is not None:
+        names.update(contract.values(facts, options))
+    return {side: {t.name: {"shape": [evaluate(axis, names, f"{where}.{side}.{t.name}") for axis in t.shape],
+                            "dtype": t.dtype}
+                   for t in getattr(contract, side)}
+            for side in ("inputs", "outputs")}
+
+
+def check(component, resolved: Mapping[str, Mapping[str, dict]], family: str) -> None:
+    """``component``'s (a ComponentConfig) explicit shapes and dtypes against ``resolved``: the first
+    difference is a :class:`ContractError` naming the model, component, tensor and axis."""
+    where = f"models.{component.model}.components.{component.name}"
+    for side in ("inputs", "outputs"):
+        expected = resolved[side]
+        for tensor in getattr(component, side):
+            want = expected.get(tensor.name)
+            if want is None:
+                raise ContractError(f"{where}.{side}.{tensor.name}: the {family} family's {component.spec} has no "
+                                    f"{side[:-1]} '{tensor.name}' (it has: {', '.join(expected)})")
+            at = f"{where}.{side}.{tensor.name}"
+            if tensor.dtype != want["dtype"]:
+                raise ContractError(f"{at}: dtype {tensor.dtype}, the family's contract gives {want['dtype']}")
+            if len(tensor.shape) != len(want["shape"]):
+                raise ContractError(f"{at}: shape {list(tensor.shape)} has {len(tensor.shape)} axes, the family's "
+                                    f"contract gives {want['shape']} from the facts and options")
+            for axis, (got, resolved_size) in enumerate(zip(tensor.shape, want["shape"])):
+                if got != resolved_size:
+                    raise ContractError(f"{at}: axis {axis} is {got} in {list(tensor.shape)}, the family's contract "
+                                        f"gives {resolved_size} ({want['shape']}) from the facts and options")
