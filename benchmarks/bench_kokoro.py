@@ -26,7 +26,7 @@ CONTRACT_OF = {"full": "kokoro", "tiny": "kokoro_tiny"}
 
 BUILD = """
 import sys
-from kiln.models.kokoro import build_random
+from kiln.models.kokoro.checkpoint import build_random
 print("PATH=" + str(build_random(sys.argv[1], seed=0, overrides={}, out_dir=sys.argv[2])))
 """
 
@@ -36,6 +36,7 @@ import numpy as np, torch
 from pathlib import Path
 from kiln.config import load_config
 from kiln.models import kokoro as K
+from kiln.models.kokoro import build, feeds as kokoro_feeds, judge, waveform
 from kiln.sources import SourceRecord, describe_file
 
 def setup(bundle, model, name, precision):
@@ -43,7 +44,7 @@ def setup(bundle, model, name, precision):
     comp = dataclasses.replace(comp, export=dataclasses.replace(comp.export, compute_precision=precision))
     record = SourceRecord(kind="random", id="random:kokoro", revision=None, version=None, synthetic=True,
                           files=[describe_file(Path(bundle))])
-    source = K.load(record)
+    source = build.load(record)
     return comp, source
 """
 
@@ -58,9 +59,9 @@ COMPARE = CHILD_COMMON + """
 from kiln.mil import load_model
 comp, source = setup(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5])
 precision_mode = {"float32": "fp32", "float16": "fp16"}[sys.argv[5]]
-facts = K.facts(source)
+facts = build.facts(source)
 wrapper = K.FAMILY.build_component(source, comp, facts)
-feeds = K.sentence_steps(facts, comp)
+feeds = kokoro_feeds.sentence_steps(facts, comp)
 names = [s.name for s in comp.outputs]
 def torch_run(feed):
     with torch.no_grad():
@@ -72,8 +73,8 @@ ref, got, t_torch, t_kiln = [], [], [], []
 for feed in feeds:
     t = time.perf_counter(); ref.append(torch_run(feed)); t_torch.append(time.perf_counter() - t)
     t = time.perf_counter(); got.append(plan.run(feed)); t_kiln.append(time.perf_counter() - t)
-metrics = K.waveform_metrics(ref, got, facts)
-K.write_audio_artifacts(sys.argv[7], f"{comp.name}_{sys.argv[5]}", facts, ref, {f"kiln_{precision_mode}": got})
+metrics = waveform.waveform_metrics(ref, got, facts)
+judge.write_audio_artifacts(sys.argv[7], f"{comp.name}_{sys.argv[5]}", facts, ref, {f"kiln_{precision_mode}": got})
 window_s = comp.outputs[0].shape[-1] / facts["sample_rate"]
 median = lambda xs: float(np.median(xs))
 print("REPORT=" + json.dumps({
