@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import json
 import os
 from pathlib import Path
 
@@ -11,7 +12,8 @@ import pytest
 
 from tests.golden import golden_missing
 from tests.helpers.mil_packages import compressed_packages, value_kinds_package  # noqa: F401 (session fixtures)
-from tests.helpers.workspaces import built_workspace, tiny_streaming_and_tts, workspace  # noqa: F401 (workflow fixtures)
+from tests.helpers.workspaces import (  # noqa: F401 (workflow fixtures)
+    built_silero_workspace, built_workspace, small_built, tiny_streaming_and_tts, workspace)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -28,13 +30,27 @@ SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 SHARED_WORKSPACES = ("built_workspace", "tiny_streaming_and_tts")
 
 
+#: seconds each test took (setup, call and teardown) in a measured run (tests/helpers/durations.py
+#: writes it): a unit's cost is the sum over its tests; an unlisted test counts as quick, or, for a
+#: scenario, as SCENARIO_SECONDS
+DURATIONS = json.loads((Path(__file__).resolve().parent / "durations.json").read_text())
+SCENARIO_SECONDS = 20.0
+
+
+def pytest_configure(config):
+    # xdist's default queues the work units by their number of tests (--loadscope-reorder); the
+    # order given by pytest_collection_modifyitems (longest first) is kept unless that is asked for
+    if hasattr(config.option, "loadscopereorder") and "--loadscope-reorder" not in config.invocation_params.args:
+        config.option.loadscopereorder = False
+
+
 @pytest.hookimpl(tryfirst=True)   # before xdist's own hook turns the marks into work-unit names
 def pytest_collection_modifyitems(config, items):
     """Work units for `pytest -n N --dist loadgroup` (``make test``). The tests sharing a workspace
     fixture form one unit across modules; a test that uses a module-scoped fixture (or a
     session-scoped one its own module defines) is in its module's unit, so the fixture is built once;
-    every other test is a unit of its own. Workspace units are queued first, then the rest of the
-    slow (workflow) tests, so the longest work starts at once and quick tests fill the other worker."""
+    every other test is a unit of its own. Units are queued longest first (their measured seconds,
+    DURATIONS), so the long work starts at once, quick tests fill in, and both workers end together."""
     units: dict[str, list] = {}
     for item in items:
         if SCENARIOS in Path(str(item.fspath)).parents:
@@ -50,11 +66,13 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.xdist_group(unit))
         units.setdefault(unit, []).append(item)
 
-    def rank(unit: str) -> int:
-        if unit in SHARED_WORKSPACES:
-            return 0
-        return 1 if any(item.get_closest_marker("slow") for item in units[unit]) else 2
-    items[:] = [item for unit in sorted(units, key=rank) for item in units[unit]]   # stable sort
+    def seconds(item) -> float:
+        default = SCENARIO_SECONDS if item.get_closest_marker("slow") else 0.0
+        return DURATIONS.get(item.nodeid, default)
+
+    def cost(unit: str) -> float:
+        return -sum(seconds(item) for item in units[unit])
+    items[:] = [item for unit in sorted(units, key=cost) for item in units[unit]]   # stable sort
 
 
 def _uses_module_fixture(item) -> bool:

@@ -8,9 +8,12 @@ import re
 import shutil
 import subprocess
 import sys
+import traceback
 from pathlib import Path
+from typing import Callable
 
 import pytest
+from filelock import FileLock
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent
@@ -113,6 +116,32 @@ def copy_built(ws: Workspace, root: Path) -> Workspace:
     return Workspace(root)
 
 
+def shared_build(tmp_path_factory, name: str, build: Callable[[Path], Workspace]) -> Workspace:
+    """The workspace ``build(root)`` makes, built once per test run whichever pytest-xdist worker asks
+    first: it lives in the run's base temporary folder (the workers' common parent), behind a file
+    lock, so another worker asking meanwhile waits for it instead of building it again. A template:
+    tests take a :func:`copy_built` of it (never edit it in place). A failed build is recorded, and
+    every later ask fails with its error at once instead of building again."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent                        # popen-gwN's parent: this run's, shared by its workers
+    folder = base / "shared-builds"
+    folder.mkdir(exist_ok=True)
+    root, done, failed = folder / name, folder / f"{name}.done", folder / f"{name}.failed"
+    with FileLock(str(folder / f"{name}.lock")):
+        if failed.exists():
+            raise AssertionError(f"the shared build {name!r} failed earlier in this run:\n{failed.read_text()}")
+        if not done.exists():
+            shutil.rmtree(root, ignore_errors=True)
+            try:
+                build(root / "kiln")
+            except BaseException:
+                failed.write_text(traceback.format_exc()[-8000:])
+                raise
+            done.touch()
+    return Workspace(root / "kiln")
+
+
 def commit_workspace(ws: Workspace) -> Workspace:
     ws.git("init", "-q", "-b", "main")
     ws.git("add", "-A")
@@ -145,13 +174,24 @@ def small_workspace(root: Path) -> Workspace:
     return commit_workspace(ws)
 
 
-@pytest.fixture(scope="session")
-def built_workspace(tmp_path_factory) -> Workspace:
-    """:func:`small_workspace` after `snakemake --cores 2 all` (shared by the report, ONNX and slurm
-    tests, which only read it)."""
-    ws = small_workspace(tmp_path_factory.mktemp("built") / "kiln")
+def _build_small(root: Path) -> Workspace:
+    ws = small_workspace(root)
     ws.snakemake("--cores", "2", "all")
     return ws
+
+
+@pytest.fixture(scope="session")
+def small_built(tmp_path_factory) -> Workspace:
+    """:func:`small_workspace` after `snakemake --cores 2 all`, built once per run (:func:`shared_build`):
+    a template, to :func:`copy_built` (the S3 round trip starts from a copy)."""
+    return shared_build(tmp_path_factory, "small", _build_small)
+
+
+@pytest.fixture(scope="session")
+def built_workspace(small_built, tmp_path_factory) -> Workspace:
+    """A copy of :func:`small_built` (shared by the report, ONNX and slurm tests, which only read it;
+    the report writes report.html beside it, which the template must not get)."""
+    return copy_built(small_built, tmp_path_factory.mktemp("built") / "kiln")
 
 
 def make_workspace(root: Path) -> Workspace:
@@ -172,6 +212,20 @@ def make_workspace(root: Path) -> Workspace:
 @pytest.fixture()
 def workspace(tmp_path) -> Workspace:
     return make_workspace(tmp_path / "kiln")
+
+
+def _build_silero(root: Path) -> Workspace:
+    ws = make_workspace(root)
+    ws.snakemake("--cores", "2", "all")
+    return ws
+
+
+@pytest.fixture()
+def built_silero_workspace(tmp_path_factory, tmp_path) -> Workspace:
+    """The :func:`workspace` after `snakemake --cores 2 all`: a copy (at the same place, tmp_path/kiln)
+    of the one build of it this run makes (:func:`shared_build`), for the tests that start from that
+    build and edit it (Snakemake's incremental plans, DVC's fresh clone)."""
+    return copy_built(shared_build(tmp_path_factory, "silero", _build_silero), tmp_path / "kiln")
 
 
 #: the tiny EOU and Kokoro targets, built by one Snakemake process (see tiny_streaming_and_tts)

@@ -5,6 +5,7 @@ compared byte for byte with a local run of the same workspace."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from tests.helpers.workspaces import small_workspace
 pytestmark = pytest.mark.slow
 
 MODEL = "silero_vad"
+SLURM_POLLING = Path(__file__).resolve().parents[1] / "helpers" / "slurm_polling.py"
 #: outputs that are byte-reproducible by design (README "Packages are byte-reproducible"): checkpoints
 #: and their records, traced programs, reference data, packages, bundles, quantized variants, and
 #: plots of computed values
@@ -61,9 +63,11 @@ def cluster(tmp_path_factory):
 def test_slurm_build_equals_the_local_build(cluster, built_workspace, tmp_path):
     ws = small_workspace(tmp_path / "kiln")
     # sbatch carries this environment (PATH, PYTHONPATH, SLURM_CONF) into the jobs; status checks
-    # start after 2 s instead of the plugin's 40 (this cluster answers at once)
-    result = ws.snakemake("--profile", "profiles/slurm", "--slurm-init-seconds-before-status-checks", "2",
-                          f"all_{MODEL}", env={k: cluster.env[k] for k in ("SLURM_CONF", "USER")})
+    # start after 2 s instead of the plugin's 40 and follow every 2 s instead of 40 s and more (this
+    # cluster answers at once): `snakemake` run by tests/helpers/slurm_polling.py
+    result = ws.run(sys.executable, str(SLURM_POLLING), "--profile", "profiles/slurm",
+                    "--slurm-init-seconds-before-status-checks", "2", f"all_{MODEL}",
+                    env={k: cluster.env[k] for k in ("SLURM_CONF", "USER")})
     log = result.stdout + result.stderr
     submitted = log.count("has been submitted with SLURM jobid")
     assert submitted >= 3, log[-3000:]           # source chain, component pipeline, summaries
