@@ -58,7 +58,7 @@ pull: setup
 
 # Tests run in $(CORES) xdist workers: tests/conftest.py makes the work units (a shared workspace's
 # tests together, a module with module-scoped fixtures together, every other test alone) and queues
-# the workflow builds first; --durations prints the 15 slowest.
+# them longest first (tests/durations.json); --durations prints the 15 slowest.
 PYTEST_PARALLEL := -n $(CORES) --dist loadgroup --durations=15
 
 test: setup
