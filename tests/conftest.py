@@ -25,9 +25,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a model hub
 #: end-to-end scenarios (Snakemake, DVC, kiln in separate processes on fresh workspaces): all slow
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 
-#: session fixtures that build a whole workflow (minutes each): every test that uses one runs in the
-#: same xdist worker, so `make test`'s parallel run builds each once, as a serial run does
-SHARED_WORKSPACES = ("built_workspace", "tiny_streaming_and_tts")
+#: fixtures that build a whole workflow (minutes each), or copy the run's one build of it: every test
+#: that uses one runs in the same xdist worker, so `make test`'s parallel run builds each once, as a
+#: serial run does, and no worker waits for another's build (tests/helpers/workspaces.shared_build)
+SHARED_WORKSPACES = ("built_workspace", "tiny_streaming_and_tts", "built_silero_workspace")
 
 
 #: seconds each test took (setup, call and teardown) in a measured run (tests/helpers/durations.py
