@@ -20,7 +20,12 @@ LISTED_FROM_SECONDS = 1.0
 
 
 def node_id(classname: str, name: str) -> str:
-    """junit's dotted classname (module, then any classes) and name -> pytest's node id."""
+    """junit's dotted classname (module, then any classes) and name -> pytest's node id. Under
+    `--dist loadgroup` the ids carry xdist's "@<work unit>" suffix, which junit splits at its "::"
+    (a unit named by a test id) or leaves on the name: both are dropped."""
+    if "@" in classname:
+        classname = classname.partition("@")[0].removesuffix(f".{name}")
+    name = name.partition("@")[0]
     parts = classname.split(".")
     for cut in range(len(parts), 0, -1):
         module = "/".join(parts[:cut]) + ".py"
