@@ -15,7 +15,12 @@ SILERO_GOLDEN_DIR := $(VENV)/extra/silero-vad-6.0.0
 
 .PHONY: run test test-fast bench setup system-deps clean conformance conformance-slice pull docs
 
+# kiln's own modules compiled to byte-code (an editable install leaves them as source): where Python
+# may not write byte-code caches (PYTHONDONTWRITEBYTECODE, as in many CI images), every Snakemake
+# start and every job would compile them again (~20 ms per no-op `snakemake -n`); an edited module's
+# cache is checked against the source's hash (not its mtime, which the content ledger may set back)
 setup: $(VENV)/.installed system-deps
+	@$(BIN)/python -m compileall -q --invalidation-mode checked-hash src/kiln
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "kiln needs $(PYTHON) on PATH" >&2; exit 1; }

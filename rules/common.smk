@@ -8,6 +8,19 @@
 #: environment Snakemake runs in (make setup's .venv). A path relative to the rule files.
 KILN_ENV = "../envs/kiln.yaml"
 
+import inspect
+
+from snakemake.common import overwrite_function_params
+
+
+def known_signature(func):
+    """``func`` with its signature read once: Snakemake inspects a rule function's signature at every
+    call (``inspect.signature``, ~800 calls per start); ``overwrite_function_params`` is how its
+    own helpers (``subpath``, ``as_py_module``) hand it a known signature."""
+    overwrite_function_params(func, inspect.signature(func).parameters)
+    return func
+
+
 # Code dependencies are derived from imports (kiln.workflow.codedeps): a job depends on the code stamp
 # of its stage, the sha256 of every kiln module the stage runs, so an edit rebuilds exactly the jobs
 # that execute the edited code, and a rewrite with the same bytes rebuilds nothing. The stamps are
@@ -34,16 +47,19 @@ EXPORT_CODE = code_stamp("export")
 COMPILER_CODE = code_stamp("compile")
 
 
+@known_signature
 def quantize_code(wildcards):
     """Quantize code: the family's build part, the validation, the compiler and the executor."""
     return code_stamp("quantize", wildcards.model)
 
 
+@known_signature
 def quantization_summary_code(wildcards):
     """The quantization summary runs the family's judging code (task metrics of every variant)."""
     return code_stamp("quantization_summary", wildcards.model)
 
 
+@known_signature
 def validate_code(wildcards):
     """Validation code (family, validation, executor): edits to it re-validate, not re-export."""
     return code_stamp("validate", wildcards.model)
@@ -55,7 +71,7 @@ def derived(value):
     settings reach jobs through stamps (content, not Snakemake's local metadata), and a no-op start
     does not import pandas to serialize params (0.3 s of `snakemake -n` on a built tree).
     Every param of every rule is either this or a ``lambda wildcards, output: ...``."""
-    return lambda wildcards, output: value
+    return known_signature(lambda wildcards, output: value)
 
 
 # -- paths (kiln.layout) ---------------------------------------------------------------------
@@ -63,20 +79,20 @@ def derived(value):
 
 def at(artifact):
     """Param: ``artifact``'s path for the job's wildcards (e.g. a model's plots folder)."""
-    return lambda wildcards, output: str(artifact.path(KILN, **{w: wildcards[w] for w in artifact.wildcards}))
+    return known_signature(lambda wildcards, output: str(artifact.path(KILN, **{w: wildcards[w] for w in artifact.wildcards})))
 
 
 def component_files(artifact):
     """Input: ``artifact`` of every configured component of the job's model."""
-    return lambda wildcards: [str(artifact.path(KILN, model=wildcards.model, component=c))
-                              for c in KILN.models[wildcards.model].components]
+    return known_signature(lambda wildcards: [str(artifact.path(KILN, model=wildcards.model, component=c))
+                                              for c in KILN.models[wildcards.model].components])
 
 
 def component_map(artifact):
     """Param: ``{component: path}`` of ``artifact`` for the job's model (what the job reads of the
     input of the same name)."""
-    return lambda wildcards, output: {c: str(artifact.path(KILN, model=wildcards.model, component=c))
-                                      for c in KILN.models[wildcards.model].components}
+    return known_signature(lambda wildcards, output: {c: str(artifact.path(KILN, model=wildcards.model, component=c))
+                                                      for c in KILN.models[wildcards.model].components})
 
 
 # -- resources (kiln.workflow.resources) -------------------------------------------------------------
@@ -88,17 +104,17 @@ def stage_mem_mb(stage, model=None):
     parallel jobs never oversubscribe the host."""
     if model is not None:
         return resources.stage(KILN, model, stage).mem_mb
-    return lambda wildcards: resources.stage(KILN, wildcards.model, stage).mem_mb
+    return known_signature(lambda wildcards: resources.stage(KILN, wildcards.model, stage).mem_mb)
 
 
 def stage_threads(stage, model=None):
     if model is not None:
         return resources.stage(KILN, model, stage).threads
-    return lambda wildcards: resources.stage(KILN, wildcards.model, stage).threads
+    return known_signature(lambda wildcards: resources.stage(KILN, wildcards.model, stage).threads)
 
 
 def stage_runtime(stage, model=None):
     """``resources: runtime`` (minutes, for cluster executors) where the stage sets one."""
     if model is not None:
         return resources.stage(KILN, model, stage).runtime
-    return lambda wildcards: resources.stage(KILN, wildcards.model, stage).runtime
+    return known_signature(lambda wildcards: resources.stage(KILN, wildcards.model, stage).runtime)

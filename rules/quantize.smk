@@ -11,8 +11,8 @@ rule quantize:
         package=layout.PACKAGE.pattern(KILN),
         # the traced program: torch runs it with the variant's dequantized weights (kiln.quantize.dequantized)
         program=layout.PREPARED_PROGRAM.pattern(KILN),
-        base=lambda wildcards: str(plan.quantize_base(KILN, wildcards.model, wildcards.strategy,
-                                                      wildcards.component)),
+        base=known_signature(lambda wildcards: str(plan.quantize_base(KILN, wildcards.model, wildcards.strategy,
+                                                                      wildcards.component))),
         stamp=".kiln/stamps/{model}/quantize/{strategy}/{component}.json",
         code=quantize_code,
     output:

@@ -92,3 +92,30 @@ def test_sha256_file_hashes_large_files_through_a_mapping_and_small_ones_by_read
         assert fsutil.sha256_file(file) == hashlib.sha256(data).hexdigest(), size
         assert fsutil.sha256_file(file, chunk=1000) == hashlib.sha256(data).hexdigest(), size
     assert len(mapped) == 4  # the two files at or above the threshold, twice each
+
+
+def test_bundle_files_are_listed_in_sha256_trees_order(tmp_path):
+    """The scandir listing equals the sorted ``rglob`` it replaced: path components order ("a/b"
+    before "a-b"), links to files kept, linked folders not entered, markers and broken links left out."""
+    from pathlib import Path
+
+    bundle = tmp_path / "b.mlpackage"
+    (bundle / "a").mkdir(parents=True)
+    (bundle / "Data" / "x").mkdir(parents=True)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "o").write_bytes(b"o")
+    for rel in ("a/b", "a-b", "Data/x/f", ".hidden", ".snakemake_timestamp"):
+        (bundle / rel).write_bytes(rel.encode())
+    (bundle / "linked_file").symlink_to(outside / "o")
+    (bundle / "linked_folder").symlink_to(outside)
+    (bundle / "broken").symlink_to(tmp_path / "nowhere")
+
+    def rglob_order(root):
+        return [str(p) for p in sorted(Path(root).rglob("*")) if p.is_file() and p.name != ".snakemake_timestamp"]
+
+    for given in (bundle, str(bundle) + "/", tmp_path / "missing", outside / "o"):
+        assert digests.bundle_files(given) == rglob_order(given)
+    assert [Path(f).relative_to(bundle).as_posix() for f in digests.bundle_files(bundle)] == \
+        [".hidden", "Data/x/f", "a/b", "a-b", "linked_file"]
+    assert digests.DigestCache(None).digest(bundle) == sha256_tree(bundle)

@@ -31,8 +31,23 @@ MARKER = ".snakemake_timestamp"
 
 
 def bundle_files(bundle: str | os.PathLike) -> list[str]:
-    """The content files of a bundle, in :func:`kiln.foundation.fsutil.sha256_tree`'s order."""
-    return [str(p) for p in sorted(Path(bundle).rglob("*")) if p.is_file() and p.name != MARKER]
+    """The content files of a bundle, in :func:`kiln.foundation.fsutil.sha256_tree`'s order (sorted by
+    path components; files and links to files; linked folders not entered, as ``Path.rglob``). Listed
+    with ``os.scandir``: every Snakemake start lists every bundle of the results (the ledger), and
+    ``rglob`` took half of that time."""
+    found: list[str] = []
+    pending = [str(Path(bundle))]
+    while pending:
+        try:
+            entries = list(os.scandir(pending.pop()))
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            continue   # as rglob: nothing to list
+        for entry in entries:
+            if entry.is_dir(follow_symlinks=False):
+                pending.append(entry.path)
+            elif entry.is_file() and entry.name != MARKER:
+                found.append(entry.path)
+    return sorted(found, key=lambda path: path.split(os.sep))
 
 
 def _stamp(file: str) -> list[int]:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Iterable
 
@@ -73,12 +74,16 @@ def tracked_paths(roots: Iterable[str | os.PathLike]) -> list[str]:
 
 def visible_mtime_ns(path: str) -> int:
     """The mtime Snakemake compares for ``path`` (a bundle: its marker's if present)."""
-    if os.path.isdir(path):
+    return _visible_mtime_ns(path, os.stat(path))
+
+
+def _visible_mtime_ns(path: str, info: os.stat_result) -> int:
+    if stat.S_ISDIR(info.st_mode):
         try:
             return os.stat(os.path.join(path, MARKER)).st_mtime_ns
         except FileNotFoundError:
             pass
-    return os.stat(path).st_mtime_ns
+    return info.st_mtime_ns
 
 
 def set_visible_mtime(path: str, mtime_ns: int) -> None:
@@ -126,10 +131,12 @@ class Ledger:
         cache = self._cache()
         restored = []
         for path, entry in sorted(self.entries().items()):
-            if not os.path.exists(path):
-                continue
-            moved = visible_mtime_ns(path) != entry["mtime_ns"]
-            is_bundle = os.path.isdir(path)
+            try:   # one stat per path (every start visits every entry)
+                info = os.stat(path)
+            except (OSError, ValueError):
+                continue   # gone (as os.path.exists)
+            is_bundle = stat.S_ISDIR(info.st_mode)
+            moved = _visible_mtime_ns(path, info) != entry["mtime_ns"]
             if not moved and not (is_bundle and cache.stale_files(path)):
                 continue  # an unchanged mtime (of every file inside a bundle): unchanged content
             if cache.digest(path) == entry["sha256"]:
