@@ -604,12 +604,26 @@ def prepare_settings(model: ModelConfig) -> dict:
     return out
 
 
+def _feed_file(model: ModelConfig, feed: Mapping[str, Any]) -> Path | None:
+    """The recorded ``.npz`` a feed reads (resolved against the config's folder), or None."""
+    if feed.get("modality") != "npz":
+        return None
+    return Path(feed["path"]) if Path(feed["path"]).is_absolute() else Path(model.config_dir) / feed["path"]
+
+
+def settings_files(config: Config) -> list[Path]:
+    """Files whose *content* the settings stamps read (recorded ``.npz`` feeds): whoever caches the
+    stamps must watch them too (kiln.workflow.startup)."""
+    return sorted({path for model in config.models.values() for c in model.components.values()
+                   for feed in c.feeds.values() if (path := _feed_file(model, feed)) is not None})
+
+
 def _feed_settings(model: ModelConfig, feed: Mapping[str, Any]) -> dict:
     """A feed's settings; a recorded ``.npz`` also by its content, so new recordings re-run the
     reference job (a missing file is the reference job's error to name)."""
     out = dict(feed)
-    if feed.get("modality") == "npz":
-        path = Path(feed["path"]) if Path(feed["path"]).is_absolute() else Path(model.config_dir) / feed["path"]
+    path = _feed_file(model, feed)
+    if path is not None:
         try:
             out["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
         except OSError:

@@ -157,6 +157,28 @@ def test_the_stamp_sync_is_skipped_until_something_it_reads_changes(stamp_setup)
     assert _sync(config, package)["changed"] == [] and len(syncs) == 7
 
 
+def test_a_re_recorded_feed_runs_the_stamp_sync_again(stamp_setup):
+    """A plain model's recorded ``.npz`` feed: its stamp holds the file's sha256, so writing new
+    recordings (same config, same code) must sync again and change the prepare stamp."""
+    import numpy as np
+
+    from kiln.config import build_config
+
+    _, package, syncs = stamp_setup
+    np.savez("rec.npz", mels=np.zeros((2, 1, 40, 50), np.float32))
+    raw = {"results_dir": "results", "models": {"tiny": {
+        "family": "plain", "task": "speaker_embedding", "source": {"kind": "path", "path": "tiny.pt"},
+        "network": {"kind": "torchscript"},
+        "components": {"encoder": {"inputs": {"mels": {"shape": [1, 40, 50], "dtype": "float32"}},
+                                   "outputs": {"embedding": {"shape": [1, 64], "dtype": "float32"}},
+                                   "feeds": {"mels": {"modality": "npz", "path": "rec.npz"}}}}}}}
+    config = build_config(raw, str(Path("config.yaml").resolve()))
+    assert _sync(config, package)["created"] and len(syncs) == 1
+    assert _sync(config, package)["changed"] == [] and len(syncs) == 1
+    np.savez("rec.npz", mels=np.ones((2, 1, 40, 50), np.float32))   # new recordings, same path
+    assert "prepare" in " ".join(_sync(config, package)["changed"]) and len(syncs) == 2
+
+
 def _outputs(ws, *args):
     out = ws.snakemake("-n", *args).stdout
     return [o for line in out.splitlines() if line.strip().startswith("output:")

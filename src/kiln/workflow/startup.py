@@ -14,7 +14,8 @@ change from run to run) are parsed every time. Settings given on the command lin
 
 **The settings stamps.** :func:`sync_stamps` is :func:`kiln.workflow.stamps.sync` of
 :func:`kiln.workflow.plan.stamps`, skipped while nothing it reads changed: the parsed config, the
-kiln package that derives settings from it (the imported one), the consumer contracts and the stamp
+kiln package that derives settings from it (the imported one), the consumer contracts, the files
+whose content a stamp holds (recorded ``.npz`` feeds) and the stamp
 files (every file's path, size, mtime and ctime; code stamps are :mod:`kiln.workflow.codedeps`'s). A stamp edited,
 deleted or added by hand, a config edit or a code edit runs the sync again.
 
@@ -136,7 +137,7 @@ def _listing(root: str | os.PathLike, suffix: str, skip: str | os.PathLike | Non
 
 
 def _stamps_key(config, package: str | os.PathLike) -> str:
-    from kiln.config import canonical_json
+    from kiln.config import canonical_json, settings_files
     from kiln.distribution.contracts import CONTRACT_DIR
     from kiln.workflow.codedeps import CODE_STAMP_ROOT
     from kiln.workflow.stamps import STAMP_ROOT
@@ -145,7 +146,16 @@ def _stamps_key(config, package: str | os.PathLike) -> str:
         CACHE_VERSION, config.path, config.results_dir, canonical_json(config.raw),
         _listing(package, ".py"), _listing(STAMP_ROOT, ".json", skip=CODE_STAMP_ROOT),
         _listing(CONTRACT_DIR, ""),   # consumer contracts: read by the planning code (none of the stamps yet)
+        [_stat(path) for path in settings_files(config)],   # recorded feeds: stamps hold their sha256
     ]).encode()).hexdigest()
+
+
+def _stat(path: Path) -> tuple:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return (str(path), None)
+    return (str(path), info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
 
 def sync_stamps(config, cache: Path = STAMPS_CACHE_PATH, package: str | os.PathLike | None = None) -> dict[str, list[str]]:
