@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import shutil
 import sys
 import tempfile
@@ -97,11 +98,16 @@ def run_model(model: str, workdir: Path | None = None) -> dict:
     """Build one model in ``workdir`` (kept) or a temporary directory (kept when a job fails)."""
     root = copy_workflow(workdir or Path(tempfile.mkdtemp(prefix=f"kiln-bench-fullsize-{model}-")))
     configure(root, model)
+    load_before = os.getloadavg()
     started = time.perf_counter()
     measured = run_measured([str(VENV_BIN / "snakemake"), "--cores", "2", "--keep-going", f"all_{model}"],
                             cwd=root, check=False)
     result = summarize(root, model, time.perf_counter() - started, measured["returncode"], measured["output"])
     result["snakemake_peak_rss_mib"] = measured["peak_rss_mib"]
+    # wall seconds grow with other processes' load, CPU seconds much less: both, with the host's load
+    result["cpu_s_total"] = round(sum(result["stage_cpu_seconds"].values()), 1)
+    result["host_load_1min"] = {"start": round(load_before[0], 2), "end": round(os.getloadavg()[0], 2),
+                                "cores": os.cpu_count()}
     if measured["returncode"] != 0 or workdir:
         result["workspace"] = str(root)
     else:

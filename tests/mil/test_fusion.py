@@ -286,3 +286,27 @@ def test_large_softmax_and_a_transposed_linear_run_on_torch_and_match_float64(tm
     for spec, want in zip(fused.outputs, expected):
         assert np.array_equal(a[spec.name], b[spec.name])
         np.testing.assert_allclose(a[spec.name], want, **tolerance)
+
+
+def _large_conv(x):
+    from coremltools.converters.mil import Builder as mb
+
+    y = mb.add(x=mb.conv(x=x, weight=W_CONV, pad_type="same"), y=B_CONV)
+    return mb.mul(x=mb.sigmoid(x=y), y=y)
+
+
+def test_large_fp16_values_round_alike_on_the_first_run_and_later_ones(tmp_path):
+    """The first run of a plan rounds owned fp16 results in place (torch path, chunked), later runs
+    too: every run of every plan gives the same bits, all fp16 numbers."""
+    model = load_model(save_program(_large_conv, [("x", (1, 4, 9000), np.float16)], tmp_path))
+    inputs = {"x": (np.random.default_rng(5).standard_normal((1, 4, 9000)) * 300).astype(np.float16)}
+    runs = []
+    for fuse in (True, False):
+        plan = model.plan("fp16", fuse=fuse)
+        runs += [plan.run(inputs), plan.run(inputs)]
+    first = runs[0]
+    for name in first:
+        assert first[name].size >= 6 * 9000
+        assert np.array_equal(first[name].astype(np.float16).astype(np.float32), first[name])
+        for other in runs[1:]:
+            assert np.array_equal(other[name].view(np.uint32), first[name].view(np.uint32)), name

@@ -119,3 +119,37 @@ def test_sampled_steps_are_bounded_and_include_both_ends():
     assert fp16.sample_steps(2) == [0, 1]
     assert fp16.sample_steps(625) == [0, 312, 624]
     assert len(fp16.sample_steps(10_000)) == fp16.MAX_STEPS
+
+
+def _old_stats(a, b):
+    """The fp16 report's per-output figures as first written (boolean-masked float64 copies)."""
+    finite = np.isfinite(a)
+    largest = float(np.max(np.abs(a[finite]))) if finite.any() else None
+    if not finite.any():
+        return (not finite.all()), largest, 0.0
+    if not np.isfinite(b[finite]).all():
+        return (not finite.all()), largest, None
+    a64, b64 = a[finite].astype(np.float64), b[finite].astype(np.float64)
+    scale, diff = float(np.max(np.abs(a64))), float(np.max(np.abs(b64 - a64)))
+    return (not finite.all()), largest, 0.0 if diff == 0.0 else (diff / scale if scale > 0 else diff)
+
+
+@pytest.mark.parametrize("case", ["finite", "chunks", "equal", "zeros", "a_nan", "a_all_inf", "b_inf", "strided"])
+def test_compare_gives_the_figures_of_the_masked_float64_formula_exactly(case):
+    rng = np.random.default_rng(1)
+    size = 3 * fp16.DIFF_CHUNK + 11 if case == "chunks" else 1000
+    a = (rng.standard_normal(size) * 300).astype(np.float32).reshape(-1, 1)
+    b = a.astype(np.float16).astype(np.float32)
+    if case == "equal":
+        b = a.copy()
+    elif case == "zeros":
+        a, b = np.zeros_like(a), np.zeros_like(a)
+    elif case == "a_nan":
+        a[3], a[7] = np.nan, np.inf
+    elif case == "a_all_inf":
+        a[:] = np.inf
+    elif case == "b_inf":
+        b[5] = np.inf
+    elif case == "strided":
+        a, b = a[::3], b[::3]
+    assert fp16._compare(a, b) == _old_stats(a, b)

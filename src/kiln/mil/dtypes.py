@@ -58,12 +58,22 @@ def torch_can_share(a, min_size: int = 0) -> bool:
             and a.flags.c_contiguous and a.flags.writeable)
 
 
+# Rounding into a new array converts this many elements at a time: ``.half().float()`` on a whole
+# tensor allocates two full-size temporaries and pays their page faults (21 ms for 8M elements);
+# chunks through a small cache-resident half buffer into the result took 3 ms, same bits.
+ROUND_CHUNK = 1 << 16
+
+
 def round_to_fp16(a: np.ndarray) -> np.ndarray:
     """Round float values to the nearest IEEE half and widen back to float32 (a new array)."""
     if torch_can_share(a, TORCH_ROUND_MIN):
         import torch
 
-        return torch.from_numpy(a).half().float().numpy()
+        out = np.empty_like(a)
+        source, target = torch.from_numpy(a).view(-1), torch.from_numpy(out).view(-1)
+        for start in range(0, source.numel(), ROUND_CHUNK):
+            target[start:start + ROUND_CHUNK].copy_(source[start:start + ROUND_CHUNK].half())
+        return out
     return np.asarray(a).astype(np.float16).astype(np.float32)
 
 

@@ -37,8 +37,10 @@ STAGES: dict[str, StageResources] = {
     "reference": StageResources(threads=2, runtime=120, pin_threads=True),
     "export": StageResources(runtime=60),
     "compile": StageResources(runtime=30),
-    "parity": StageResources(runtime=60),
-    "end_to_end": StageResources(runtime=60),
+    # kiln's executor on torch kernels: pinned to the one thread the job reserves, so two jobs on
+    # two cores do not run four threads (torch's default, measured 3x slower per op when oversubscribed)
+    "parity": StageResources(runtime=60, pin_threads=True),
+    "end_to_end": StageResources(runtime=60, pin_threads=True),
     "quantize": StageResources(runtime=90, pin_threads=True),   # its threads are also the scoring workers
     # judges each variant on the family's task: loads every float package
     "quantization_summary": StageResources(runtime=10),
