@@ -5,9 +5,10 @@ spec, resolved by one resolver.
 :class:`Tensor` is one input or output (its shape's axes are ints or expressions over names);
 :class:`Contract` holds a spec's inputs and outputs and an optional ``values(facts, options)`` hook
 for derived sizes (Parakeet EOU's ``chunk_samples``, ``mel_frames``: computed and checked once).
-:func:`resolve` turns a contract into concrete shapes for one config entry; :func:`check` compares
-an entry's explicit shapes (config.yaml) with that resolution, naming model, component, tensor and
-axis. Expressions are integer arithmetic only (``+ - * //``, parentheses, names, integers), parsed
+:func:`resolve` turns a contract into concrete shapes for one config entry; :func:`names_problem`
+and :func:`check` are the one checker of an entry's explicit names, dtypes and shapes (config.yaml)
+against it, naming model, component, tensor and axis, for every family (the consumer contracts,
+``contracts/*.yaml``, are compared with the same resolution: :mod:`kiln.distribution.contracts`). Expressions are integer arithmetic only (``+ - * //``, parentheses, names, integers), parsed
 with :mod:`ast`, never evaluated as Python.
 """
 
@@ -99,6 +100,31 @@ def resolve(contract: Contract, facts: Mapping[str, Any], options: Mapping[str, 
                             "dtype": t.dtype}
                    for t in getattr(contract, side)}
             for side in ("inputs", "outputs")}
+
+
+def samples_of(seconds: Any, rate: int, where: str) -> int:
+    """The whole number of samples ``seconds`` is at ``rate`` Hz (an option's window), or a
+    :class:`ContractError` naming ``where``."""
+    samples = seconds * rate
+    if abs(samples - round(samples)) > 1e-6:
+        raise ContractError(f"{where}: {seconds} s is not a whole number of samples at {rate} Hz")
+    return int(round(samples))
+
+
+def names_problem(component, inputs: tuple[str, ...], outputs: tuple[str, ...], owner: str) -> tuple[str, str] | None:
+    """(key, what is wrong) when ``component``'s (a ComponentConfig) input/output names differ from
+    ``inputs``/``outputs`` (``owner`` names whose they are: "the kokoro family's kokoro"), else None."""
+    where = f"models.{component.model}.components.{component.name}"
+    for kind, declared, configured in (("inputs", inputs, [t.name for t in component.inputs]),
+                                       ("outputs", outputs, [t.name for t in component.outputs])):
+        if tuple(configured) != tuple(declared):
+            missing = [n for n in declared if n not in configured]
+            unknown = [n for n in configured if n not in declared]
+            detail = "; ".join(filter(None, [
+                f"missing {missing}" if missing else "", f"unknown {unknown}" if unknown else "",
+                "order differs" if not missing and not unknown else ""]))
+            return f"{where}.{kind}", f"{list(configured)} do not match {owner} ({list(declared)}): {detail}"
+    return None
 
 
 def check(component, resolved: Mapping[str, Mapping[str, dict]], family: str) -> None:
