@@ -127,24 +127,58 @@ def names_problem(component, inputs: tuple[str, ...], outputs: tuple[str, ...], 
     return None
 
 
+def differences(expected: Mapping[str, Mapping[str, dict]], got: Mapping[str, Mapping[str, dict]],
+                where: str) -> list[dict]:
+    """Every way ``got`` falls short of ``expected`` (both ``{"inputs"|"outputs": {name: {"shape",
+    "dtype"}}}``; an expected shape or axis of None matches anything): the one comparison of shapes
+    behind every check (config.yaml's explicit shapes, a consumer contract, a built package's
+    features). Each difference: ``{"where", "expected", "built"}`` (+ ``"axis"`` when one axis
+    differs, ``"available"`` when a tensor is missing)."""
+    problems = []
+    for side in ("inputs", "outputs"):
+        offered = got.get(side, {})
+        for name, want in expected.get(side, {}).items():
+            at = f"{where}.{side}.{name}"
+            have = offered.get(name)
+            if have is None:
+                problems.append({"where": at, "expected": dict(want), "built": "missing", "available": sorted(offered)})
+                continue
+            shape, wanted = have.get("shape"), want.get("shape")
+            problem = {"where": at, "expected": dict(want), "built": dict(have)}
+            if have.get("dtype") != want.get("dtype"):
+                problems.append(problem)
+            elif wanted is not None and (shape is None or len(shape) != len(wanted)):
+                problems.append(problem)
+            elif wanted is not None:
+                axis = next((i for i, (w, g) in enumerate(zip(wanted, shape)) if w is not None and w != g), None)
+                if axis is not None:
+                    problems.append({**problem, "axis": axis})
+    return problems
+
+
+def features(component) -> dict:
+    """``{"inputs"|"outputs": {name: {"shape", "dtype"}}}`` of a ComponentConfig's explicit tensors."""
+    return {side: {t.name: {"shape": list(t.shape), "dtype": t.dtype} for t in getattr(component, side)}
+            for side in ("inputs", "outputs")}
+
+
 def check(component, resolved: Mapping[str, Mapping[str, dict]], family: str) -> None:
-    """``component``'s (a ComponentConfig) explicit shapes and dtypes against ``resolved``: the first
-    difference is a :class:`ContractError` naming the model, component, tensor and axis."""
+    """``component``'s (a ComponentConfig) explicit shapes and dtypes against ``resolved``
+    (:func:`differences`): the first difference is a :class:`ContractError` naming the model,
+    component, tensor and axis."""
     where = f"models.{component.model}.components.{component.name}"
     for side in ("inputs", "outputs"):
-        expected = resolved[side]
         for tensor in getattr(component, side):
-            want = expected.get(tensor.name)
-            if want is None:
+            if tensor.name not in resolved[side]:
                 raise ContractError(f"{where}.{side}.{tensor.name}: the {family} family's {component.spec} has no "
-                                    f"{side[:-1]} '{tensor.name}' (it has: {', '.join(expected)})")
-            at = f"{where}.{side}.{tensor.name}"
-            if tensor.dtype != want["dtype"]:
-                raise ContractError(f"{at}: dtype {tensor.dtype}, the family's contract gives {want['dtype']}")
-            if len(tensor.shape) != len(want["shape"]):
-                raise ContractError(f"{at}: shape {list(tensor.shape)} has {len(tensor.shape)} axes, the family's "
-                                    f"contract gives {want['shape']} from the facts and options")
-            for axis, (got, resolved_size) in enumerate(zip(tensor.shape, want["shape"])):
-                if got != resolved_size:
-                    raise ContractError(f"{at}: axis {axis} is {got} in {list(tensor.shape)}, the family's contract "
-                                        f"gives {resolved_size} ({want['shape']}) from the facts and options")
+                                    f"{side[:-1]} '{tensor.name}' (it has: {', '.join(resolved[side])})")
+    for problem in differences(features(component), resolved, where):
+        got, want = problem["expected"], problem["built"]   # config.yaml's, the family's resolution
+        if got["dtype"] != want["dtype"]:
+            raise ContractError(f"{problem['where']}: dtype {got['dtype']}, the family's contract gives {want['dtype']}")
+        if "axis" not in problem:
+            raise ContractError(f"{problem['where']}: shape {got['shape']} has {len(got['shape'])} axes, the "
+                                f"family's contract gives {want['shape']} from the facts and options")
+        axis = problem["axis"]
+        raise ContractError(f"{problem['where']}: axis {axis} is {got['shape'][axis]} in {got['shape']}, the family's "
+                            f"contract gives {want['shape'][axis]} ({want['shape']}) from the facts and options")
