@@ -146,6 +146,10 @@ def _frontend_facts(source: ParakeetSource) -> dict:
     pre = source.model.encoder.pre_encode
     if isinstance(pre, nn.Linear):
         subsampling = {"repeats": 0, "all_paddings": 0, "kernel_size": 1, "stride": 1, "ceil_mode": False}
+    elif not all(hasattr(pre, a) for a in ("_sampling_num", "_left_padding", "_right_padding", "_kernel_size",
+                                            "_stride", "_ceil_mode")):
+        raise ModelError(f"{source.path}: the encoder's {type(pre).__name__} subsampling is not a strided "
+                         "convolution stack (ConvSubsampling); its frame count has no contract expression")
     else:
         subsampling = {"repeats": int(pre._sampling_num), "all_paddings": int(pre._left_padding + pre._right_padding),
                        "kernel_size": int(pre._kernel_size), "stride": int(pre._stride),
