@@ -86,7 +86,7 @@ def _build(architecture: str, work: Path):
     from kiln.config import build_config
     from kiln.export.convert import export_component
     from kiln.models.parakeet_tdt import FAMILY
-    from kiln.models.parakeet_tdt.build import component_contracts, load_path
+    from kiln.models.parakeet_tdt.build import config_blocks, load_path
 
     marker = work / "src" / "done.json"
     if marker.is_file():
@@ -95,7 +95,7 @@ def _build(architecture: str, work: Path):
         nemo = FAMILY.build_random(architecture, seed=0, overrides={}, out_dir=work / "src")
         marker.write_text(json.dumps({"nemo": str(nemo)}))
     source = load_path(nemo)
-    contract = component_contracts(source, SAMPLES)["encoder"]
+    contract = config_blocks(FAMILY.facts(source), SAMPLES // 16_000)["encoder"]
     config = build_config({"models": {"m": {"family": "parakeet_tdt", "task": "stt",
                                             "source": {"kind": "random", "architecture": architecture, "seed": 0},
                                             "components": {"encoder": contract}}}},

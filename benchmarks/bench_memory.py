@@ -47,13 +47,13 @@ def main(argv=None) -> int:
     from kiln.config import build_config
     from kiln.export.convert import export_component
     from kiln.models.parakeet_tdt import FAMILY
-    from kiln.models.parakeet_tdt.build import component_contracts, load_path
+    from kiln.models.parakeet_tdt.build import config_blocks, load_path
 
     nemo = FAMILY.build_random("tiny", seed=0, overrides={}, out_dir=work / "src")
     source = load_path(nemo)
     points = []
     for samples in (240_000, 960_000, 3_840_000):
-        contract = component_contracts(source, samples)["preprocessor"]
+        contract = config_blocks(FAMILY.facts(source), samples // 16_000)["preprocessor"]
         config = build_config({"models": {"m": {"family": "parakeet_tdt", "task": "stt",
                                                 "source": {"kind": "random", "architecture": "tiny", "seed": 0},
                                                 "components": {"preprocessor": contract}}}},

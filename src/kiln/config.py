@@ -634,7 +634,7 @@ def _feed_settings(model: ModelConfig, feed: Mapping[str, Any]) -> dict:
 #: options (typed in the schema, shared by every family) that only size a component's contract: a
 #: family that takes one checks the contract's shapes against it, so the contract in a stamp
 #: determines it (and a package exported before the option existed keeps its bytes)
-CONTRACT_SIZED_OPTIONS = frozenset({"chunk_ms"})
+CONTRACT_SIZED_OPTIONS = frozenset({"chunk_ms", "seconds", "max_tokens"})
 
 
 def export_settings(model: ModelConfig, component: ComponentConfig) -> dict:

@@ -34,22 +34,26 @@ PACKAGE = {
 
 The family is its list of components (kiln.family.spec), assembled from its parts: ``checkpoint``
 (random-initialised checkpoints), ``build`` (load, facts, the traceable wrapper), ``feeds`` (the
-validation inputs) and ``judge`` (task metrics, plots). Contracts (shapes, dtypes) are declared in
-config.yaml (models.{name}).
+validation inputs) and ``judge`` (task metrics, plots). The contract (names, dtypes, shapes) is
+stated once, here: axes may be expressions of the facts and the entry's options (kiln.family.contract);
+config.yaml's shapes (models.{name}) are checked against it by the prepare job.
 """
 
 from __future__ import annotations
 
-from kiln.family.spec import ComponentSpec, FamilySpec, Metric, PlotSeries, StatePair  # noqa: F401
+from kiln.family.contract import Contract, f32, i32  # noqa: F401
+from kiln.family.spec import ComponentSpec, FamilySpec, Metric, PlotSeries, StatePair, declared  # noqa: F401
 from kiln.models.{name} import build, checkpoint, feeds, judge
+
+CONTRACT = Contract(
+    inputs=({contract_inputs}),
+    outputs=({contract_outputs}))
 
 FAMILY = FamilySpec(
     name="{name}", load=build.load, facts=build.facts, build_random=checkpoint.build_random,
     components=(
         ComponentSpec(
-            "{component}",
-            inputs={inputs!r},
-            outputs={outputs!r},
+            "{component}", **declared(CONTRACT),
             wrapper=build.wrapper,
             feeds=feeds.{feeds},
             state={state},
@@ -336,6 +340,13 @@ def _class_name(name: str) -> str:
     return "".join(part.capitalize() for part in name.split("_"))
 
 
+def _tensors(shapes: dict, first: str) -> str:
+    """``f32("audio", 1, 576), ...``: the contract's tensors as the package states them (the first
+    input's dtype is ``first``, the others float32, as :func:`config_block` writes them)."""
+    return "".join(f'{first if i == 0 else "f32"}("{k}", {", ".join(map(str, v))}), '
+                   for i, (k, v) in enumerate(shapes.items())).rstrip(" ")
+
+
 def config_block(task: str, name: str, label: str | None = None) -> dict:
     spec = NETWORKS[task]
     dtype_in = "int32" if task == "tts" else "float32"
@@ -391,7 +402,8 @@ def new_model(task: str, name: str, root: Path, config_path: Path, label: str | 
     cls = _class_name(name)
     fields = dict(title=spec["title"], task=task, name=name, cls=cls, component=spec["component"],
                   architecture=spec["architecture"], network=spec["network"].format(cls=cls),
-                  inputs=tuple(spec["inputs"]), outputs=tuple(spec["outputs"]), feeds=spec["feeds"],
+                  contract_inputs=_tensors(spec["inputs"], "i32" if task == "tts" else "f32"),
+                  contract_outputs=_tensors(spec["outputs"], "f32"), feeds=spec["feeds"],
                   state=spec["state"], metric=spec["metric"], plot=spec["plot"],
                   feeds_code=spec["feeds_code"].format(), judge_code=spec["judge_code"].format())
     texts = {file: template.format(**fields) for file, template in PACKAGE.items()}

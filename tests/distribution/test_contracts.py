@@ -11,6 +11,7 @@ import yaml
 
 from kiln.distribution import contracts
 from kiln.distribution.contracts import ContractMismatch, ContractSchemaError
+from kiln.family.contract import features
 from tests.conftest import REPO
 
 FAMILIES = ("silero_vad", "parakeet_tdt", "parakeet_eou", "kokoro")
@@ -32,8 +33,8 @@ def _consumer_facts(contract: dict) -> dict:
 def _check_config(contract, model_cfg, facts, synthetic=False, source_version=None):
     return contracts.check_model(
         contract, model=model_cfg.name, components=list(model_cfg.components), synthetic=synthetic, facts=facts,
-        artifacts={c: {"config.yaml": contracts.config_features(comp)} for c, comp in model_cfg.components.items()
-                   if c in contract["components"]},
+        # config.yaml's shapes are what the family's resolver gives (checked by kiln.family.contract.check)
+        resolved={c: features(comp) for c, comp in model_cfg.components.items()}, artifacts={},
         source_version=source_version or model_cfg.source.get("version") or "6.0.0",
         contract_file=f"contracts/{model_cfg.family}.yaml",
         specs={n: c.spec for n, c in model_cfg.components.items()})
@@ -74,7 +75,7 @@ def test_a_synthetic_model_takes_its_sizes_from_its_facts(kiln_config):
     text = str(err.value)
     assert "params.n_mels (fact n_mels):\n    - contract: 128\n    + built:    80" in text
     assert "control_tokens.blank (fact blank_id):\n    - contract: 8192\n    + built:    53" in text
-    assert "decoder (config.yaml).inputs.h_in:\n    - contract: [2, 1, 640] float32\n    + built:    [2, 1, 64] float32" in text
+    assert "decoder (kiln's contract).inputs.h_in (axis 2):\n    - contract: [2, 1, 640] float32\n    + built:    [2, 1, 64] float32" in text
 
 
 def test_a_renamed_or_retyped_feature_fails_with_a_diff(kiln_config):
@@ -92,10 +93,10 @@ def test_a_renamed_or_retyped_feature_fails_with_a_diff(kiln_config):
         _check_config(contract, bad, _consumer_facts(contract))
     text = str(err.value)
     assert text.startswith("silero_vad does not match FluidAudio's contract (contracts/silero_vad.yaml): 2 difference(s)")
-    assert ("unified_256ms (config.yaml).inputs.cell_state:\n    - contract: [1, 128] float32\n"
+    assert ("unified_256ms (kiln's contract).inputs.cell_state:\n    - contract: [1, 128] float32\n"
             "    + built:    [1, 128] float16") in text
-    assert ("unified_256ms (config.yaml).outputs.vad_output:\n    - contract: [1, 1, 1] float32\n    + built:    missing\n"
-            "      (the artifact has: new_cell_state, new_hidden_state, speech_prob)") in text
+    assert ("unified_256ms (kiln's contract).outputs.vad_output:\n    - contract: [1, 1, 1] float32\n    + built:    missing\n"
+            "      (it has: new_cell_state, new_hidden_state, speech_prob)") in text
 
 
 def test_an_input_the_consumer_does_not_feed_must_be_declared(kiln_config, tmp_path):
@@ -104,7 +105,7 @@ def test_an_input_the_consumer_does_not_feed_must_be_declared(kiln_config, tmp_p
         comp.pop("extra_inputs")
     path = tmp_path / "kokoro.yaml"
     path.write_text(yaml.safe_dump(data))
-    with pytest.raises(ContractMismatch, match=r"kokoro_5s \(config.yaml\).inputs.speed:\n    - contract: not an input"):
+    with pytest.raises(ContractMismatch, match=r"kokoro_5s \(kiln's contract\).inputs.speed:\n    - contract: not an input"):
         _check_config(contracts.load_contract(path), kiln_config.models["kokoro"],
                       {"sample_rate": 24000, "ref_s_dim": 256, "harmonics": 9})
 
@@ -284,3 +285,26 @@ def test_a_substituted_version_cannot_make_a_name_leave_the_folder():
     with pytest.raises(contracts.ContractError, match=r"gives 'silero-vad-unified-256ms-v/../../x', not a plain file "
                                                       r"name \(has the part '..'\)"):
         contracts.published_names(silero, ["unified_256ms"], "/../../x")
+
+
+def test_built_files_are_checked_against_the_same_resolved_contract(kiln_config):
+    """The consumer's features and each built artifact's real I/O are compared with the one resolved
+    contract, by the one comparison (kiln.family.contract.differences): a package whose input is off
+    by one axis is a diff naming the artifact, the tensor and the axis."""
+    model = kiln_config.models["silero_vad"]
+    contract = contracts.load_contract(REPO / "contracts" / "silero_vad.yaml")
+    resolved = {c: features(comp) for c, comp in model.components.items()}
+    built = json.loads(json.dumps(resolved["unified"]))
+    built["inputs"]["audio_input"]["shape"] = [1, 512]
+    built["outputs"]["speech"] = {"shape": [1], "dtype": "float32"}
+    with pytest.raises(ContractMismatch) as err:
+        contracts.check_model(contract, model="silero_vad", components=list(model.components), synthetic=False,
+                              facts=_consumer_facts(contract), resolved=resolved,
+                              artifacts={"unified": {"unified.mlpackage": built}}, source_version="6.0.0",
+                              contract_file="contracts/silero_vad.yaml")
+    text = str(err.value)
+    assert text.startswith("silero_vad does not match FluidAudio's contract (contracts/silero_vad.yaml): "
+                           "2 difference(s)"), text
+    assert ("unified (unified.mlpackage).inputs.audio_input (axis 1):\n    - contract: [1, 576] float32\n"
+            "    + built:    [1, 512] float32") in text
+    assert "unified (unified.mlpackage).outputs.speech:\n    - contract: not an output of kiln's contract" in text

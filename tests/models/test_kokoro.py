@@ -29,6 +29,7 @@ PHONEMES = "plˈiːz kˈɔːl stˈɛlə."   # espeak-ng's "Please call Stella." 
 def contract(tokens: int, samples: int, harmonics: int = 9) -> dict:
     return {
         "spec": "kokoro",      # the family's one component spec, at this entry's lengths
+        "options": {"max_tokens": tokens, "seconds": round(samples / 24_000, 3)},
         "inputs": {
             "input_ids": {"shape": [1, tokens], "dtype": "int32"},
             "attention_mask": {"shape": [1, tokens], "dtype": "int32"},
@@ -179,9 +180,11 @@ def test_bad_inputs_name_what_is_wrong(source, facts):
         feed_for(facts, source, "plˈiːzЖ")
     with pytest.raises(ContractError, match="40 phonemes \\+ 2 boundary tokens = 42 tokens, input_ids holds 32"):
         feed_for(facts, source, PHONEMES * 2)
+    # the family's one contract (kiln.models.kokoro.build.CONTRACT) names model, component, tensor, axis
     with pytest.raises(ContractError, match="not a whole number of 600-sample duration frames"):
-        K.FAMILY.build_component(source, component(samples=48_100))
-    with pytest.raises(ContractError, match="8 harmonics in the contract"):
+        K.FAMILY.build_component(source, component(samples=48_060))     # 2.0025 s: 48,060 samples
+    with pytest.raises(ContractError, match=r"^models\.kokoro_test\.components\.kokoro_5s\.inputs\.random_phases: "
+                                            r"axis 1 is 8 in \[1, 8\], the family's contract gives 9"):
         K.FAMILY.build_component(source, component(harmonics=8))
     with pytest.raises(ContractError, match=r"unknown \['noise'\]"):
         raw = contract(TOKENS, SAMPLES)

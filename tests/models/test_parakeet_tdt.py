@@ -18,7 +18,7 @@ from kiln.foundation.errors import ContractError, ModelError, SourceError
 from kiln.models import _nemo
 from kiln.models._tdt import agreement
 from kiln.models.parakeet_tdt import FAMILY
-from kiln.models.parakeet_tdt.build import component_contracts, load_path
+from kiln.models.parakeet_tdt.build import config_blocks, load_path
 from kiln.models.parakeet_tdt.feeds import _audio_inputs, _reference_decode, run_task
 from kiln.models.parakeet_tdt.judge import compare_task
 from kiln.family.spec import stream
@@ -44,7 +44,7 @@ def source(tiny_nemo):
 def config(source, tiny_nemo):
     raw = {"models": {MODEL: {"family": "parakeet_tdt", "task": "stt",
                               "source": {"kind": "random", "architecture": "tiny", "seed": 0},
-                              "components": component_contracts(source, N)}}}
+                              "components": config_blocks(FAMILY.facts(source), N // 16_000)}}}
     return build_config(raw)
 
 
@@ -106,13 +106,27 @@ def test_random_tiny_builds_and_restores(source, tiny_nemo, facts):
     assert tiny_nemo.stat().st_size > 100_000
 
 
-def test_contracts_follow_the_config(source):
-    c = component_contracts(source, N)
+def test_contracts_follow_the_config(facts):
+    c = config_blocks(facts, N // 16_000)
+    assert c["preprocessor"]["options"] == {"seconds": 15} and "options" not in c["decoder"]
     assert c["preprocessor"]["outputs"]["mel"]["shape"] == [1, 80, 1501]
     assert c["encoder"]["outputs"]["encoder"]["shape"] == [1, 64, 188]  # 1501 -> 751 -> 376 -> 188
     assert c["decoder"]["inputs"]["h_in"]["shape"] == [2, 1, 64]
     assert c["joint"]["outputs"]["logits"]["shape"] == [1, 1, 1, 54]
     assert c["joint_decision"]["outputs"]["token_id"] == {"shape": [1, 188, 1], "dtype": "int32"}
+
+
+def test_contract_frames_are_the_modules_frames(source, facts):
+    """The contract's frame counts (from the facts alone) are what NeMo's STFT framing and the
+    encoder's subsampling give, at windows other than the configured one."""
+    from kiln.models._fastconformer import EncoderWrapper
+    from kiln.models.parakeet_tdt.build import window_values
+
+    for seconds in (1, 2, 7):
+        values = window_values(facts, {"seconds": seconds})
+        frontend = _nemo.MelFrontend(source.featurizer, seconds * 16_000)
+        assert values["mel_frames"] == frontend.out_frames
+        assert values["encoder_frames"] == EncoderWrapper.output_frames(source.model.encoder, frontend.out_frames)
 
 
 def test_unknown_architecture_and_override_refused(tmp_path):
@@ -125,7 +139,8 @@ def test_unknown_architecture_and_override_refused(tmp_path):
 def test_wrong_contract_is_refused(source, config):
     c = comp(config, "encoder")
     bad = dataclasses.replace(c, outputs=(dataclasses.replace(c.outputs[0], shape=(1, 64, 100)), c.outputs[1]))
-    with pytest.raises(ModelError, match="do not match what the checkpoint gives"):
+    with pytest.raises(ContractError, match=r"^models\.parakeet_tdt_v3_tiny\.components\.encoder\.outputs\.encoder: "
+                                            r"axis 2 is 100 in \[1, 64, 100\], the family's contract gives 188"):
         FAMILY.build_component(source, bad)
     # an entry is built by the spec it names (`spec:`), whatever its own name
     with pytest.raises(ContractError, match="builds no component 'streaming_encoder'"):

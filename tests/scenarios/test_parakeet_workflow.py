@@ -38,6 +38,9 @@ def test_tiny_parakeet_metadata_with_token_parity(workspace):
     restored = [p.relative_to(logs).as_posix() for p in logs.rglob("*.log") if "restore" in p.read_text().lower()
                 and p.name != "fetch.log"]
     assert restored in ([], ["prepare.log"]), restored
+    # the family's contract, resolved from the facts and `seconds` by the prepare job, is what was built
+    from tests.scenarios.test_resolved_contracts import assert_built_as_resolved
+    assert assert_built_as_resolved(workspace.root / "results", MODEL) == 14
     probe = workspace.run(
         str(VENV_BIN / "python"), "-c",
         "import sys; from kiln.config import load_config; from kiln.workflow import jobs; "

@@ -8,8 +8,10 @@ control-token ids (``control_tokens``: blank, EOU, …), each bound to a fact of
 (random weights, smaller sizes) shares its family's contract with its own facts substituted, so
 names, dtypes and layout are still checked.
 
-:func:`check_model` compares a built model (its ``.mlpackage`` specs and compiled ``.mlmodelc``
-descriptions, its facts) with the contract and returns a JSON report; a mismatch raises
+:func:`check_model` compares the consumer's features with each component's contract as kiln's one
+resolver gives it (:mod:`kiln.family.contract`, from the facts and the entry's options), and the built
+model's real I/O (its ``.mlpackage`` specs and compiled ``.mlmodelc`` descriptions) with the same
+resolution, both through one comparison (:func:`kiln.family.contract.differences`), and returns a JSON report; a mismatch raises
 :class:`ContractMismatch` whose message is a readable diff. The publish layout takes its file names
 from :func:`published_names`, never from a hand-written list.
 """
@@ -256,59 +258,62 @@ def artifact_features(path: str | Path) -> dict[str, dict[str, dict]]:
 
 # -- the check --------------------------------------------------------------------------------------
 
-def _feature_problems(where: str, expected: Mapping[str, dict], built: Mapping[str, dict],
-                      values: Mapping[str, Binding]) -> list[dict]:
-    problems = []
-    for name, spec in expected.items():
-        want = {"shape": expected_shape(spec.get("shape"), values), "dtype": spec["dtype"]}
-        got = built.get(name)
-        if got is None:
-            problems.append({"where": f"{where}.{name}", "expected": want, "built": "missing",
-                             "available": sorted(built)})
-            continue
-        shape_ok = want["shape"] is None or (got["shape"] is not None and len(got["shape"]) == len(want["shape"])
-                                             and all(w is None or w == g for w, g in zip(want["shape"], got["shape"])))
-        if not shape_ok or got["dtype"] != want["dtype"]:
-            problems.append({"where": f"{where}.{name}", "expected": want, "built": got})
-    return problems
+#: how a consumer-vs-kiln difference names kiln's side: the component's contract resolved by the
+#: family's one resolver (kiln.family.contract) from the facts and the entry's options
+RESOLVED = "kiln's contract"
 
 
-def check_component(cname: str, entry: Mapping[str, Any], features_by_artifact: Mapping[str, dict],
-                    values: Mapping[str, Binding]) -> dict:
-    """One component's artifacts (``{label: features}``, see :func:`artifact_features`) against its
-    contract entry: every contract feature present with its shape and dtype, no input the consumer
-    does not feed (unless declared under ``extra_inputs``)."""
+def _consumer_expects(entry: Mapping[str, Any], values: Mapping[str, Binding]) -> dict:
+    """The consumer entry's features with its params bound (``{"inputs"|"outputs": {name: {shape, dtype}}}``)."""
+    return {side: {name: {"shape": expected_shape(spec.get("shape"), values), "dtype": spec["dtype"]}
+                   for name, spec in entry[side].items()} for side in ("inputs", "outputs")}
+
+
+def check_component(cname: str, entry: Mapping[str, Any], resolved: Mapping[str, dict],
+                    features_by_artifact: Mapping[str, dict], values: Mapping[str, Binding]) -> dict:
+    """One component against its consumer contract entry, through the one comparison
+    (:func:`kiln.family.contract.differences`): the consumer's features (params bound) against the
+    component's ``resolved`` contract (every one present with its shape and dtype; no input the
+    consumer does not feed unless declared under ``extra_inputs``), then every built artifact
+    (``{label: features}``, see :func:`artifact_features`) against the same resolved contract: the
+    real package I/O is the contract's, feature for feature."""
+    from kiln.family.contract import differences
+
     result = {"file": entry["file"], "artifacts": {}, "problems": []}
     extra = dict(entry.get("extra_inputs") or {})
+    problems = differences(_consumer_expects(entry, values), resolved, f"{cname} ({RESOLVED})")
+    for name in resolved["inputs"]:
+        if name not in entry["inputs"] and name not in extra:
+            problems.append({"where": f"{cname} ({RESOLVED}).inputs.{name}", "expected": "not an input (the consumer "
+                             "does not feed it; declare it under extra_inputs with the reason)",
+                             "built": resolved["inputs"][name]})
     for label, features in features_by_artifact.items():
         where = f"{cname} ({label})"
-        problems = _feature_problems(f"{where}.inputs", entry["inputs"], features["inputs"], values)
-        problems += _feature_problems(f"{where}.outputs", entry["outputs"], features["outputs"], values)
-        for name in features["inputs"]:
-            if name not in entry["inputs"] and name not in extra:
-                problems.append({"where": f"{where}.inputs.{name}", "expected": "not an input (the consumer "
-                                 "does not feed it; declare it under extra_inputs with the reason)",
-                                 "built": features["inputs"][name]})
+        problems += differences(resolved, features, where)
+        for side in ("inputs", "outputs"):
+            for name in features[side]:
+                if name not in resolved[side]:
+                    problems.append({"where": f"{where}.{side}.{name}", "expected": f"not an {side[:-1]} of "
+                                     f"{RESOLVED}", "built": features[side][name]})
         result["artifacts"][label] = {"features": features}
-        result["problems"] += problems
+    result["problems"] = problems
+    result["resolved"] = {side: dict(resolved[side]) for side in ("inputs", "outputs")}
     result["extra_inputs"] = extra
     return result
 
 
-def config_features(component) -> dict[str, dict[str, dict]]:
-    """The features config.yaml declares for a component (what its export will have)."""
-    return {side: {t.name: {"shape": list(t.shape), "dtype": t.dtype} for t in getattr(component, side)}
-            for side in ("inputs", "outputs")}
-
-
 def check_model(contract: Mapping[str, Any], *, model: str, components, synthetic: bool,
-                facts: Mapping[str, Any], artifacts: Mapping[str, Mapping[str, str | Path]],
+                facts: Mapping[str, Any], resolved: Mapping[str, Mapping[str, dict]],
+                artifacts: Mapping[str, Mapping[str, Mapping[str, dict]]],
                 source_version: str | None, contract_file: str = "", specs: Mapping[str, str] | None = None) -> dict:
-    """The contract report of one model. ``artifacts``: ``{component: {label: features}}`` (labels such
-    as the package's and bundle's file names; features from :func:`artifact_features`, or
-    :func:`config_features` for a check before building); ``specs``: the family spec each configured
-    component builds (config.yaml's ``spec``), checked against the contract entry's. Raises :class:`ContractMismatch` (a diff)
-    when anything differs."""
+    """The contract report of one model. ``resolved``: ``{component: {"inputs"|"outputs": {name:
+    {shape, dtype}}}}``, each component's contract as the family's resolver gives it from the facts
+    and options (:meth:`kiln.family.spec.FamilySpec.resolved_contract`; a config block's own shapes
+    for family plain); ``artifacts``: ``{component: {label: features}}`` (labels such as the
+    package's and bundle's file names; features from :func:`artifact_features`; empty for a check
+    before building); ``specs``: the family spec each configured component builds (config.yaml's
+    ``spec``), checked against the contract entry's. Raises :class:`ContractMismatch` (a diff) when
+    anything differs."""
     values = bindings(contract, facts, synthetic)
     problems = []
     version_problem = source_version_problem(contract, source_version, synthetic)
@@ -328,7 +333,7 @@ def check_model(contract: Mapping[str, Any], *, model: str, components, syntheti
         if specs is not None and specs.get(cname, cname) != entry.get("spec", cname):
             problems.append({"where": f"components.{cname}.spec", "expected": entry.get("spec", cname),
                              "built": specs.get(cname, cname)})
-        checked = check_component(cname, entry, artifacts[cname], values)
+        checked = check_component(cname, entry, resolved[cname], artifacts.get(cname, {}), values)
         problems += checked.pop("problems")
         report_components[cname] = checked
     names = published_names(contract, components, source_version)
@@ -354,11 +359,11 @@ def check_model(contract: Mapping[str, Any], *, model: str, components, syntheti
 def format_diff(model: str, consumer: str, contract_file: str, problems: list[dict]) -> str:
     lines = [f"{model} does not match {consumer}'s contract ({contract_file}): {len(problems)} difference(s)"]
     for p in problems:
-        lines.append(f"  {p['where']}:")
+        lines.append(f"  {p['where']}" + (f" (axis {p['axis']})" if "axis" in p else "") + ":")
         lines.append(f"    - contract: {_show(p['expected'])}")
         lines.append(f"    + built:    {_show(p['built'])}")
         if "available" in p:
-            lines.append(f"      (the artifact has: {', '.join(p['available'])})")
+            lines.append(f"      (it has: {', '.join(p['available'])})")
     return "\n".join(lines)
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -93,11 +94,20 @@ def records_of(model_dir: Path) -> list[Path]:
     return out
 
 
-def _component_of(name: str, components) -> str | None:
-    """The component a plot is named after (``<component>_…``; the longest name that fits, so
-    ``unified_256ms_parity.png`` is unified_256ms's, not unified's)."""
-    fits = [c for c in components if name.startswith(f"{c}_")]
-    return max(fits, key=len) if fits else None
+def component_of(relpath: str) -> str | None:
+    """The ``{component}`` wildcard of the :mod:`kiln.layout` artifact ``relpath`` (relative to a
+    model's results folder) is an instance of, or None (a model-level file, or none of the layout's):
+    read from the layout's templates, never from a component's name."""
+    from kiln import layout
+
+    for artifact in layout.ARTIFACTS.values():
+        if "component" in artifact.wildcards and artifact.template.startswith("{model}/"):
+            parts = re.split(r"(\{\w+\})", artifact.template.removeprefix("{model}/"))
+            pattern = "".join(f"(?P<{p[1:-1]}>[^/]+)" if p.startswith("{") else re.escape(p) for p in parts)
+            match = re.fullmatch(pattern, relpath)
+            if match:
+                return match.group("component")
+    return None
 
 
 def _strings(node: Any) -> Iterator[str]:
@@ -150,17 +160,35 @@ def plots_of(model_dir: Path, model_cfg) -> list[Path]:
     this model no longer configures (a results folder keeps the plots of an earlier configuration: the
     components it holds export records of, whatever their names, e.g. a ``streaming_encoder_160ms``
     entry since removed)."""
-    from kiln.family.registry import family_of
-
     from kiln import layout
+    from kiln.foundation import jsonio
 
-    exported = {r.stem for r in records_of(model_dir) if r.relative_to(model_dir).parts[0] == "export"}
-    known = set(family_of(model_cfg).component_names) | set(model_cfg.components) | exported
     declared = declared_outputs(model_dir, model_cfg)
     folder = layout.PLOTS_DIR.in_model_dir(model_dir)
     plots = sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
-    return [p for p in plots if _component_of(p.name, known) in (None, *model_cfg.components)
-            and p.relative_to(model_dir).as_posix() in declared]
+    # a plot's component: the layout wildcard its own path fills, else that of a component's record
+    # naming it (any record the folder holds: one of a component since removed names that component)
+    owners: dict[str, str] = {}
+    marker = f"{model_dir.name}/{layout.PLOTS_DIR.in_model_dir(Path()).as_posix()}/"
+    for record in records_of(model_dir):
+        rel = record.relative_to(model_dir).as_posix()
+        if component_of(rel) is None:
+            continue
+        try:
+            texts = list(_strings(jsonio.read(record)))
+        except jsonio.JsonFileError:
+            continue
+        for text in texts:
+            at = text.find(marker)
+            if at == 0 or (at > 0 and text[at - 1] == "/"):
+                owners.setdefault(text[at + len(model_dir.name) + 1:], component_of(rel))
+    kept = []
+    for plot in plots:
+        rel = plot.relative_to(model_dir).as_posix()
+        owner = component_of(rel) or owners.get(rel)
+        if owner in (None, *model_cfg.components) and rel in declared:
+            kept.append(plot)
+    return kept
 
 
 def configured_records(model_dir: Path, model_cfg) -> list[Path]:

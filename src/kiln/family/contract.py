@@ -5,9 +5,10 @@ spec, resolved by one resolver.
 :class:`Tensor` is one input or output (its shape's axes are ints or expressions over names);
 :class:`Contract` holds a spec's inputs and outputs and an optional ``values(facts, options)`` hook
 for derived sizes (Parakeet EOU's ``chunk_samples``, ``mel_frames``: computed and checked once).
-:func:`resolve` turns a contract into concrete shapes for one config entry; :func:`check` compares
-an entry's explicit shapes (config.yaml) with that resolution, naming model, component, tensor and
-axis. Expressions are integer arithmetic only (``+ - * //``, parentheses, names, integers), parsed
+:func:`resolve` turns a contract into concrete shapes for one config entry; :func:`names_problem`
+and :func:`check` are the one checker of an entry's explicit names, dtypes and shapes (config.yaml)
+against it, naming model, component, tensor and axis, for every family (the consumer contracts,
+``contracts/*.yaml``, are compared with the same resolution: :mod:`kiln.distribution.contracts`). Expressions are integer arithmetic only (``+ - * //``, parentheses, names, integers), parsed
 with :mod:`ast`, never evaluated as Python.
 """
 
@@ -101,24 +102,83 @@ def resolve(contract: Contract, facts: Mapping[str, Any], options: Mapping[str, 
             for side in ("inputs", "outputs")}
 
 
+def samples_of(seconds: Any, rate: int, where: str) -> int:
+    """The whole number of samples ``seconds`` is at ``rate`` Hz (an option's window), or a
+    :class:`ContractError` naming ``where``."""
+    samples = seconds * rate
+    if abs(samples - round(samples)) > 1e-6:
+        raise ContractError(f"{where}: {seconds} s is not a whole number of samples at {rate} Hz")
+    return int(round(samples))
+
+
+def names_problem(component, inputs: tuple[str, ...], outputs: tuple[str, ...], owner: str) -> tuple[str, str] | None:
+    """(key, what is wrong) when ``component``'s (a ComponentConfig) input/output names differ from
+    ``inputs``/``outputs`` (``owner`` names whose they are: "the kokoro family's kokoro"), else None."""
+    where = f"models.{component.model}.components.{component.name}"
+    for kind, declared, configured in (("inputs", inputs, [t.name for t in component.inputs]),
+                                       ("outputs", outputs, [t.name for t in component.outputs])):
+        if tuple(configured) != tuple(declared):
+            missing = [n for n in declared if n not in configured]
+            unknown = [n for n in configured if n not in declared]
+            detail = "; ".join(filter(None, [
+                f"missing {missing}" if missing else "", f"unknown {unknown}" if unknown else "",
+                "order differs" if not missing and not unknown else ""]))
+            return f"{where}.{kind}", f"{list(configured)} do not match {owner} ({list(declared)}): {detail}"
+    return None
+
+
+def differences(expected: Mapping[str, Mapping[str, dict]], got: Mapping[str, Mapping[str, dict]],
+                where: str) -> list[dict]:
+    """Every way ``got`` falls short of ``expected`` (both ``{"inputs"|"outputs": {name: {"shape",
+    "dtype"}}}``; an expected shape or axis of None matches anything): the one comparison of shapes
+    behind every check (config.yaml's explicit shapes, a consumer contract, a built package's
+    features). Each difference: ``{"where", "expected", "built"}`` (+ ``"axis"`` when one axis
+    differs, ``"available"`` when a tensor is missing)."""
+    problems = []
+    for side in ("inputs", "outputs"):
+        offered = got.get(side, {})
+        for name, want in expected.get(side, {}).items():
+            at = f"{where}.{side}.{name}"
+            have = offered.get(name)
+            if have is None:
+                problems.append({"where": at, "expected": dict(want), "built": "missing", "available": sorted(offered)})
+                continue
+            shape, wanted = have.get("shape"), want.get("shape")
+            problem = {"where": at, "expected": dict(want), "built": dict(have)}
+            if have.get("dtype") != want.get("dtype"):
+                problems.append(problem)
+            elif wanted is not None and (shape is None or len(shape) != len(wanted)):
+                problems.append(problem)
+            elif wanted is not None:
+                axis = next((i for i, (w, g) in enumerate(zip(wanted, shape)) if w is not None and w != g), None)
+                if axis is not None:
+                    problems.append({**problem, "axis": axis})
+    return problems
+
+
+def features(component) -> dict:
+    """``{"inputs"|"outputs": {name: {"shape", "dtype"}}}`` of a ComponentConfig's explicit tensors."""
+    return {side: {t.name: {"shape": list(t.shape), "dtype": t.dtype} for t in getattr(component, side)}
+            for side in ("inputs", "outputs")}
+
+
 def check(component, resolved: Mapping[str, Mapping[str, dict]], family: str) -> None:
-    """``component``'s (a ComponentConfig) explicit shapes and dtypes against ``resolved``: the first
-    difference is a :class:`ContractError` naming the model, component, tensor and axis."""
+    """``component``'s (a ComponentConfig) explicit shapes and dtypes against ``resolved``
+    (:func:`differences`): the first difference is a :class:`ContractError` naming the model,
+    component, tensor and axis."""
     where = f"models.{component.model}.components.{component.name}"
     for side in ("inputs", "outputs"):
-        expected = resolved[side]
         for tensor in getattr(component, side):
-            want = expected.get(tensor.name)
-            if want is None:
+            if tensor.name not in resolved[side]:
                 raise ContractError(f"{where}.{side}.{tensor.name}: the {family} family's {component.spec} has no "
-                                    f"{side[:-1]} '{tensor.name}' (it has: {', '.join(expected)})")
-            at = f"{where}.{side}.{tensor.name}"
-            if tensor.dtype != want["dtype"]:
-                raise ContractError(f"{at}: dtype {tensor.dtype}, the family's contract gives {want['dtype']}")
-            if len(tensor.shape) != len(want["shape"]):
-                raise ContractError(f"{at}: shape {list(tensor.shape)} has {len(tensor.shape)} axes, the family's "
-                                    f"contract gives {want['shape']} from the facts and options")
-            for axis, (got, resolved_size) in enumerate(zip(tensor.shape, want["shape"])):
-                if got != resolved_size:
-                    raise ContractError(f"{at}: axis {axis} is {got} in {list(tensor.shape)}, the family's contract "
-                                        f"gives {resolved_size} ({want['shape']}) from the facts and options")
+                                    f"{side[:-1]} '{tensor.name}' (it has: {', '.join(resolved[side])})")
+    for problem in differences(features(component), resolved, where):
+        got, want = problem["expected"], problem["built"]   # config.yaml's, the family's resolution
+        if got["dtype"] != want["dtype"]:
+            raise ContractError(f"{problem['where']}: dtype {got['dtype']}, the family's contract gives {want['dtype']}")
+        if "axis" not in problem:
+            raise ContractError(f"{problem['where']}: shape {got['shape']} has {len(got['shape'])} axes, the "
+                                f"family's contract gives {want['shape']} from the facts and options")
+        axis = problem["axis"]
+        raise ContractError(f"{problem['where']}: axis {axis} is {got['shape'][axis]} in {got['shape']}, the family's "
+                            f"contract gives {want['shape'][axis]} ({want['shape']}) from the facts and options")

@@ -2,8 +2,9 @@
 
 Like optimum's per-model export configs, a component says what it is, not how the workflow runs it:
 
-- ``inputs`` / ``outputs``: the contract's names, in ``forward()`` order (config.yaml gives shapes
-  and dtypes; :meth:`FamilySpec.check_contract` checks the names against these);
+- ``inputs`` / ``outputs``: the contract's names, in ``forward()`` order, and ``contract``: its
+  symbolic shapes and dtypes (:mod:`kiln.family.contract`, which also holds the one checker of a
+  config entry against them: :meth:`FamilySpec.check_contract` calls it);
 - ``options``: what a config entry of the spec may set (:class:`Option`): several entries build one
   spec at several sizes (``streaming_encoder_160ms: {spec: streaming_encoder, options: {chunk_ms:
   160}}``), each under its own name;
@@ -34,7 +35,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from kiln.foundation.errors import ContractError, ModelError
-from kiln.family.contract import Contract, check as check_shapes, resolve
+from kiln.family.contract import Contract, check as check_shapes, names_problem, resolve
 
 Arrays = Mapping[str, np.ndarray]
 Predict = Callable[[Arrays], dict]
@@ -86,7 +87,7 @@ class Option:
     is built at several sizes by entries that differ in options (``streaming_encoder_160ms: {spec:
     streaming_encoder, options: {chunk_ms: 160}}``), never by parsing the entry's name.
 
-    ``kind``: the Python type of the value; ``minimum``: its least value. An option named in
+    ``kind``: the Python type of the value (``float``: any number); ``minimum``: its least value. An option named in
     :data:`kiln.config.CONTRACT_SIZED_OPTIONS` (``chunk_ms``) only sizes the contract: the wrapper
     checks the contract's shapes against it."""
 
@@ -98,8 +99,9 @@ class Option:
 
     def problem(self, value: Any) -> str | None:
         """What is wrong with ``value`` for this option, or None."""
-        if not isinstance(value, self.kind) or (self.kind is int and isinstance(value, bool)):
-            return f"must be {self.kind.__name__}, got {value!r}"
+        kinds = (int, float) if self.kind is float else self.kind   # a float option takes 5 as 5.0
+        if not isinstance(value, kinds) or isinstance(value, bool):
+            return f"must be {'a number' if self.kind is float else self.kind.__name__}, got {value!r}"
         if self.minimum is not None and value < self.minimum:
             return f"must be at least {self.minimum}, got {value!r}"
         return None
@@ -338,18 +340,7 @@ class FamilySpec:
         if problem:
             return problem
         spec = self.spec_of(component)
-        where = f"models.{component.model}.components.{component.name}"
-        for kind, declared, configured in (("inputs", spec.inputs, [t.name for t in component.inputs]),
-                                           ("outputs", spec.outputs, [t.name for t in component.outputs])):
-            if tuple(configured) != declared:
-                missing = [n for n in declared if n not in configured]
-                unknown = [n for n in configured if n not in declared]
-                detail = "; ".join(filter(None, [
-                    f"missing {missing}" if missing else "", f"unknown {unknown}" if unknown else "",
-                    "order differs" if not missing and not unknown else ""]))
-                return f"{where}.{kind}", (f"{list(configured)} do not match the {self.name} family's "
-                                           f"{spec.name} ({list(declared)}): {detail}")
-        return None
+        return names_problem(component, spec.inputs, spec.outputs, f"the {self.name} family's {spec.name}")
 
     def resolved_contract(self, component, facts: Mapping[str, Any]) -> dict | None:
         """``component``'s contract resolved from ``facts`` and its options (the spec's symbolic

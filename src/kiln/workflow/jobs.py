@@ -624,6 +624,17 @@ def quantization_plot_job(config: Config, *, model: str, component: str, summary
 
 # -- consumer contract -------------------------------------------------------------------------------
 
+def resolved_contracts(config: Config, model: str, facts: Mapping) -> dict:
+    """``{component: {"inputs"|"outputs": {name: {shape, dtype}}}}``: each component's contract as
+    its family's resolver gives it from ``facts`` and the entry's options (a config block's own
+    shapes for a family without a symbolic contract, e.g. plain, whose block is the contract)."""
+    from kiln.family.contract import features
+
+    model_cfg = config.model(model)
+    family = _family(config, model)
+    return {name: family.resolved_contract(c, facts) or features(c) for name, c in model_cfg.components.items()}
+
+
 def contract_job(config: Config, *, model: str, contract: str | Path, facts: str | Path,
                  source: str | Path, packages: Mapping[str, str], bundles: Mapping[str, str],
                  report: str | Path) -> dict:
@@ -642,9 +653,10 @@ def contract_job(config: Config, *, model: str, contract: str | Path, facts: str
     artifacts = {c: {Path(p).name: contracts.artifact_features(p)
                      for p in (_verified(config, model, c, packages[c]), bundles[c])}
                  for c in model_cfg.components if c in contract["components"]}
+    facts = read_facts(facts_path)
     report = contracts.check_model(contract, model=model, components=list(model_cfg.components),
-                                   synthetic=model_cfg.synthetic, facts=read_facts(facts_path),
-                                   artifacts=artifacts, source_version=read_source_record(source_record).version,
+                                   synthetic=model_cfg.synthetic, facts=facts,
+                                   resolved=resolved_contracts(config, model, facts), artifacts=artifacts, source_version=read_source_record(source_record).version,
                                    contract_file=str(contract_file),
                                    specs={n: c.spec for n, c in model_cfg.components.items()})
     write_json(out_report, report)

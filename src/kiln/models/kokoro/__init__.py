@@ -7,7 +7,8 @@ the network is the ``kokoro`` package's ``KModel``. One component spec, ``kokoro
 kokoro``), one fixed-shape network each (:class:`FixedKokoro` in ``net``): a token buffer of the contract's length with a padding mask in, a fixed window of
 24 kHz audio out, the vocoder's randomness as inputs, durations clamped to the window with a flag.
 
-Contract (every length read from the component's config and checked against the checkpoint):
+Contract (:data:`kiln.models.kokoro.build.CONTRACT`: lengths from the entry's options ``max_tokens``
+and ``seconds``, sizes from the checkpoint's facts):
 
 - inputs ``input_ids [1, T]`` int32 (config vocabulary ids, boundary token 0 first and after the
   last phoneme), ``attention_mask [1, T]`` int32 (1 on the valid prefix), ``ref_s [1, 2*style]``
@@ -19,22 +20,23 @@ Contract (every length read from the component's config and checked against the 
 
 from __future__ import annotations
 
-from kiln.family.spec import ComponentSpec, FamilySpec, Metric, PlotSeries
+from kiln.family.spec import ComponentSpec, FamilySpec, Metric, Option, PlotSeries, declared
 from kiln.models.kokoro import build, checkpoint, feeds, judge
 
 
 def kokoro_component(name: str = "kokoro") -> ComponentSpec:
     return ComponentSpec(
         name,
-        inputs=("input_ids", "attention_mask", "ref_s", "random_phases", "source_noise", "speed"),
-        outputs=("audio", "pred_dur", "audio_length", "clamped"),
+        **declared(build.CONTRACT),
         wrapper=build.wrapper, feeds=feeds.sentence_feeds, example=build.example,
         # variants rank by what a listener gets: the worst sentence's waveform correlation with the
         # float package (the metric validate.task_bounds gates the build on), not by sample error
         metrics=(Metric("waveform", judge.waveform_metrics, rank_by="min_correlation"),),
         plot=PlotSeries("RMS of the valid audio per sentence", judge.audio_rms), artifacts=judge.write_audio_artifacts,
         description="token ids + style vector + vocoder noise -> fixed window of 24 kHz audio",
-        options=())     # the window and token buffer are the contract's lengths
+        options=(Option("max_tokens", "the token buffer (boundary tokens included)"),
+                 Option("seconds", "the fixed window of audio, in seconds (a whole number of duration frames)",
+                        kind=float, minimum=None)))
 
 
 FAMILY = FamilySpec(name="kokoro", load=build.load, facts=build.facts,

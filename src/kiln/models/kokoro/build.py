@@ -14,6 +14,7 @@ from torch import nn
 
 from kiln.config import ComponentConfig
 from kiln.foundation.errors import ContractError, ModelError, SourceError
+from kiln.family.contract import Contract, f32, i32, samples_of
 from kiln.family.spec import require_fact
 from kiln.models.kokoro.checkpoint import BUNDLE_FORMAT, build_kmodel
 from kiln.models.kokoro.net import SAMPLE_RATE, FixedKokoro, FixedKokoroComponent  # noqa: F401  (the family's rate)
@@ -161,31 +162,31 @@ def _shape(component: ComponentConfig, name: str, kind: str = "inputs") -> tuple
 
 
 def contract_lengths(component: ComponentConfig) -> tuple[int, int, int]:
-    """``(max_tokens, samples, harmonics)`` from the component's contract."""
-    max_tokens = _shape(component, "input_ids")[-1]
-    samples = _shape(component, "audio", "outputs")[-1]
-    noise = _shape(component, "source_noise")
-    if noise[1] != samples:
-        raise ContractError(f"{component.model}/{component.name}: source_noise {list(noise)} must have "
-                            f"{samples} samples (the audio window)")
-    return max_tokens, samples, noise[-1]
+    """``(max_tokens, samples, harmonics)`` of the component's contract (checked against the
+    family's :data:`CONTRACT` by :func:`kiln.family.contract.check` before any wrapper is built)."""
+    return (_shape(component, "input_ids")[-1], _shape(component, "audio", "outputs")[-1],
+            _shape(component, "source_noise")[-1])
 
 
-def check_contract(component: ComponentConfig, facts_: Mapping[str, Any]) -> tuple[int, int]:
-    """``(max_tokens, samples)`` after checking the contract against the checkpoint's facts."""
-    max_tokens, samples, harmonics = contract_lengths(component)
-    where = f"{component.model}/{component.name}"
-    if harmonics != facts_["harmonics"]:
-        raise ContractError(f"{where}: {harmonics} harmonics in the contract, the checkpoint's harmonic "
-                            f"source has {facts_['harmonics']}")
-    ref = _shape(component, "ref_s")
-    if ref != (1, facts_["ref_s_dim"]):
-        raise ContractError(f"{where}: ref_s {list(ref)}, the checkpoint's style vectors are "
-                            f"[1, {facts_['ref_s_dim']}]")
-    if samples % facts_["frame_samples"]:
-        raise ContractError(f"{where}: audio of {samples} samples is not a whole number of "
-                            f"{facts_['frame_samples']}-sample duration frames")
-    return max_tokens, samples
+def window_values(facts_: Mapping[str, Any], options: Mapping[str, Any]) -> dict:
+    """``samples`` of the entry's ``seconds`` window (raises unless it is a whole number of
+    duration frames)."""
+    samples = samples_of(options["seconds"], int(require_fact(facts_, "sample_rate", "kokoro")), "kokoro")
+    frame = int(require_fact(facts_, "frame_samples", "kokoro"))
+    if samples % frame:
+        raise ContractError(f"kokoro: a window of {options['seconds']} s ({samples} samples) is not a whole "
+                            f"number of {frame}-sample duration frames")
+    return {"samples": samples}
+
+
+#: the contract, stated once: a token buffer of ``max_tokens`` and a window of ``seconds`` (the
+#: entry's options), the style and harmonic sizes from the checkpoint's facts
+CONTRACT = Contract(
+    inputs=(i32("input_ids", 1, "max_tokens"), i32("attention_mask", 1, "max_tokens"), f32("ref_s", 1, "ref_s_dim"),
+            f32("random_phases", 1, "harmonics"), f32("source_noise", 1, "samples", "harmonics"), f32("speed", 1)),
+    outputs=(f32("audio", 1, "samples"), i32("pred_dur", 1, "max_tokens"), i32("audio_length", 1),
+             i32("clamped", 1)),
+    values=window_values)
 
 
 def make_feed(facts_: Mapping[str, Any], component: ComponentConfig, phonemes: str,
@@ -194,7 +195,6 @@ def make_feed(facts_: Mapping[str, Any], component: ComponentConfig, phonemes: s
     ``voice`` defaults to the facts' pack), and the vocoder's randomness drawn on the host from
     ``seed`` (``random_phases`` uniform in [0, 1), ``source_noise`` standard normal, as kokoro draws)."""
     max_tokens, samples, harmonics = contract_lengths(component)
-    check_contract(component, facts_)
     ids, mask = phonemes_to_ids(phonemes, facts_["vocab"], max_tokens)
     rows = voice_rows(facts_) if voice is None else np.asarray(voice, dtype=np.float32).reshape(len(voice), -1)
     rng = np.random.default_rng(seed)
@@ -210,7 +210,7 @@ def make_feed(facts_: Mapping[str, Any], component: ComponentConfig, phonemes: s
 
 
 def wrapper(source: KokoroSource, component: ComponentConfig, facts_: Mapping[str, Any]) -> nn.Module:
-    max_tokens, samples = check_contract(component, facts_)
+    max_tokens, samples, _ = contract_lengths(component)
     net = FixedKokoro(source.model, max_tokens, samples)
     return FixedKokoroComponent(net, [s.name for s in component.inputs])
 

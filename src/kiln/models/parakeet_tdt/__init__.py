@@ -41,23 +41,16 @@ padding rows is zeroed by multiplication, not by ``masked_fill`` on a NaN path.
 
 from __future__ import annotations
 
-from kiln.family.spec import ComponentSpec, FamilySpec, Metric, PlotSeries, StatePair, Task
+from kiln.family.spec import ComponentSpec, FamilySpec, Metric, Option, PlotSeries, StatePair, Task, declared
 from kiln.models.parakeet_tdt import build, checkpoint, feeds, judge
-from kiln.models.parakeet_tdt.build import FAMILY_NAME
+from kiln.models.parakeet_tdt.build import CONTRACTS, FAMILY_NAME, WINDOWED  # noqa: F401
 
 # -- the family: its components --------------------------------------------------------------------
 
 
-AUDIO = ("audio_signal", "audio_length")
-
-
-ENCODED = ("encoder", "encoder_length")
-
-
-DECISION = ("token_id", "token_prob", "duration")
-
-
-STEP = ("encoder_step", "decoder_step")
+#: the window of the audio-sized components, in seconds (config.yaml ``options.seconds``)
+SECONDS = Option("seconds", "the fixed audio window in seconds (the preprocessor, encoder and joint_decision "
+                 "frame counts follow from it and the checkpoint's STFT and subsampling)", kind=float, minimum=None)
 
 
 TASK = Task(
@@ -73,26 +66,29 @@ FAMILY = FamilySpec(
     build_random=checkpoint.build_random,
     task=TASK,
     components=(
-        ComponentSpec("preprocessor", AUDIO, ("mel", "mel_length"), build.preprocessor, feeds.audio_feeds,
-                      example=build.audio_example, metrics=(Metric("mel", judge.similarity("mel", "mel_length")),)),
-        ComponentSpec("encoder", ("mel", "mel_length"), ENCODED, build.encoder, feeds.mel_feeds,
-                      example=build.mel_example,
+        ComponentSpec("preprocessor", **declared(CONTRACTS["preprocessor"]), wrapper=build.preprocessor,
+                      feeds=feeds.audio_feeds, example=build.audio_example, options=(SECONDS,),
+                      metrics=(Metric("mel", judge.similarity("mel", "mel_length")),)),
+        ComponentSpec("encoder", **declared(CONTRACTS["encoder"]), wrapper=build.encoder, feeds=feeds.mel_feeds,
+                      example=build.mel_example, options=(SECONDS,),
                       metrics=(Metric("encoder", judge.similarity("encoder", "encoder_length")),)),
-        ComponentSpec("mel_encoder", AUDIO, ENCODED, build.mel_encoder, feeds.audio_feeds, example=build.audio_example,
+        ComponentSpec("mel_encoder", **declared(CONTRACTS["mel_encoder"]), wrapper=build.mel_encoder,
+                      feeds=feeds.audio_feeds, example=build.audio_example, options=(SECONDS,),
                       metrics=(Metric("encoder", judge.similarity("encoder", "encoder_length")),)),
-        ComponentSpec("decoder", ("targets", "target_length", "h_in", "c_in"), ("decoder", "h_out", "c_out"),
-                      build.decoder, feeds.decoder_feeds, example=build.decoder_example,
+        ComponentSpec("decoder", **declared(CONTRACTS["decoder"]), wrapper=build.decoder, feeds=feeds.decoder_feeds,
+                      example=build.decoder_example, options=(),
                       state=(StatePair("h_in", "h_out"), StatePair("c_in", "c_out")),
                       metrics=(Metric("decoder", judge.decoder_metrics),),
                       plot=PlotSeries("decoder output L2 norm per step", judge.decoder_norms)),
-        ComponentSpec("joint", STEP, ("logits",), build.joint, feeds.joint_step_feeds,
+        ComponentSpec("joint", **declared(CONTRACTS["joint"]), wrapper=build.joint, feeds=feeds.joint_step_feeds,
+                      options=(),
                       metrics=(Metric("argmax", judge.joint_argmax_metrics, rank_by="token_argmax_agreement"),),
                       plot=PlotSeries("max joint logit per step", judge.max_logits)),
-        ComponentSpec("joint_decision", ("encoder", "decoder_step"), DECISION, build.joint_decision,
-                      feeds.joint_decision_feeds,
+        ComponentSpec("joint_decision", **declared(CONTRACTS["joint_decision"]), wrapper=build.joint_decision,
+                      feeds=feeds.joint_decision_feeds, options=(SECONDS,),
                       metrics=(Metric("decisions", judge.decision_metrics, rank_by="token_agreement"),)),
-        ComponentSpec("joint_decision_single_step", STEP, DECISION, build.joint_decision_single_step,
-                      feeds.joint_step_feeds,
+        ComponentSpec("joint_decision_single_step", **declared(CONTRACTS["joint_decision_single_step"]),
+                      wrapper=build.joint_decision_single_step, feeds=feeds.joint_step_feeds, options=(),
                       metrics=(Metric("decisions", judge.decision_metrics, rank_by="token_agreement"),),
                       plot=PlotSeries("token probability per step", judge.token_probs)),
     ),

@@ -4,12 +4,15 @@ shapes the contracts give, and their tracing inputs. See the package docstring f
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 from torch import nn
 
+from kiln.family.contract import Axis, Contract, Tensor, f32, i32, resolve, samples_of
+from kiln.family.spec import require_fact
 from kiln.foundation.errors import ModelError
 from kiln.models import _nemo
 from kiln.models._fastconformer import EncoderWrapper, JointDecision, JointLogits, MelEncoder, PredictionNet
@@ -78,12 +81,6 @@ class ParakeetSource:
     def num_outputs(self) -> int:
         return int(self.model.joint.num_classes_with_blank)
 
-    def mel_frames(self, num_samples: int) -> int:
-        return _nemo.MelFrontend(self.featurizer, num_samples).out_frames
-
-    def encoder_frames(self, mel_frames: int) -> int:
-        return EncoderWrapper.output_frames(self.model.encoder, mel_frames)
-
 
 def load_path(path) -> ParakeetSource:
     model = _nemo.restore_nemo(path)
@@ -134,104 +131,147 @@ def facts(source: ParakeetSource) -> dict:
         "durations": nemo_durations(model),
         "max_symbols": int(_cfg_value(source, "decoding.greedy.max_symbols")),
         "vocabulary": vocabulary(model, vocab_size),
+        **_frontend_facts(source),
     }
 
 
-def component_contracts(source: ParakeetSource, num_samples: int) -> dict:
-    """Every component's exact ``{inputs: {name: {shape, dtype}}, outputs: ...}`` for ``source``
-    and a window of ``num_samples`` (what config.yaml must declare)."""
-    f = source.mel_frames(num_samples)
-    t = source.encoder_frames(f)
-    d, h, c = source.d_model, source.pred_hidden, source.num_outputs
-    state_c, state_h = list(source.c_shape), list(source.h_shape)
-
-    def spec(shape, dtype="float32"):
-        return {"shape": list(shape), "dtype": dtype}
-
-    audio = {"audio_signal": spec([1, num_samples]), "audio_length": spec([1], "int32")}
-    enc_out = {"encoder": spec([1, d, t]), "encoder_length": spec([1], "int32")}
-    decision = {"token_id": spec([1, t, 1], "int32"), "token_prob": spec([1, t, 1]),
-                "duration": spec([1, t, 1], "int32")}
-    return {
-        "preprocessor": {"inputs": audio, "outputs": {"mel": spec([1, source.n_mels, f]),
-                                                      "mel_length": spec([1], "int32")}},
-        "encoder": {"inputs": {"mel": spec([1, source.n_mels, f]), "mel_length": spec([1], "int32")},
-                    "outputs": enc_out},
-        "mel_encoder": {"inputs": audio, "outputs": enc_out},
-        "decoder": {"inputs": {"targets": spec([1, 1], "int32"), "target_length": spec([1], "int32"),
-                               "h_in": spec(state_h), "c_in": spec(state_c)},
-                    "outputs": {"decoder": spec([1, h, 1]), "h_out": spec(state_h), "c_out": spec(state_c)}},
-        "joint": {"inputs": {"encoder_step": spec([1, d, 1]), "decoder_step": spec([1, h, 1])},
-                  "outputs": {"logits": spec([1, 1, 1, c])}},
-        "joint_decision": {"inputs": {"encoder": spec([1, d, t]), "decoder_step": spec([1, h, 1])},
-                           "outputs": decision},
-        "joint_decision_single_step": {
-            "inputs": {"encoder_step": spec([1, d, 1]), "decoder_step": spec([1, h, 1])},
-            "outputs": {"token_id": spec([1, 1, 1], "int32"), "token_prob": spec([1, 1, 1]),
-                        "duration": spec([1, 1, 1], "int32")}},
-    }
+def _frontend_facts(source: ParakeetSource) -> dict:
+    """What the window's frame counts derive from: NeMo's STFT framing (``n_fft``, its padding, the
+    ``pad_to`` rounding) and the encoder's conv subsampling (NeMo's ``calc_length`` terms)."""
+    front = _nemo.MelFrontend(source.featurizer, source.featurizer.hop_length)
+    pad_to = source.featurizer.pad_to
+    # pad_to "max" pads every window to the featurizer's max_length frames
+    pad = {"mel_min_frames": int(source.featurizer.max_length)} if pad_to == "max" else \
+        {"mel_pad_to": int(pad_to) if isinstance(pad_to, int) and pad_to > 0 else 0}
+    pre = source.model.encoder.pre_encode
+    if isinstance(pre, nn.Linear):
+        subsampling = {"repeats": 0, "all_paddings": 0, "kernel_size": 1, "stride": 1, "ceil_mode": False}
+    elif not all(hasattr(pre, a) for a in ("_sampling_num", "_left_padding", "_right_padding", "_kernel_size",
+                                            "_stride", "_ceil_mode")):
+        raise ModelError(f"{source.path}: the encoder's {type(pre).__name__} subsampling is not a strided "
+                         "convolution stack (ConvSubsampling); its frame count has no contract expression")
+    else:
+        subsampling = {"repeats": int(pre._sampling_num), "all_paddings": int(pre._left_padding + pre._right_padding),
+                       "kernel_size": int(pre._kernel_size), "stride": int(pre._stride),
+                       "ceil_mode": bool(pre._ceil_mode)}
+    return {"n_fft": front.n_fft, "stft_pad": front.stft_pad, **pad, "subsampling": subsampling}
 
 
-def check_shapes(component, expected: dict) -> None:
-    """The configured contract must be what the checkpoint gives (shape and dtype, in order)."""
-    for kind, specs in (("input", component.inputs), ("output", component.outputs)):
-        got = [(s.name, list(s.shape), s.dtype) for s in specs]
-        exp = [(n, v["shape"], v["dtype"]) for n, v in expected[kind + "s"].items()]
-        if [g[1:] for g in got] != [e[1:] for e in exp]:
-            raise ModelError(f"{component.model}/{component.name}: {kind}s {got} do not match what the "
-                             f"checkpoint gives for this window: {exp} (shape and dtype, in order)")
+def window_values(facts: Mapping[str, Any], options: Mapping[str, Any]) -> dict:
+    """The sizes the contracts use: the LSTM state sizes (``h_shape``, ``c_shape``) and, for an
+    entry with ``options.seconds``, the window's ``samples``, ``mel_frames`` (NeMo's centred STFT
+    framing, rounded up to ``pad_to``) and ``encoder_frames`` (NeMo's ``calc_length`` of the conv
+    subsampling); the wrappers check the last two against the modules they build."""
+    h_layers, _, h_size = require_fact(facts, "h_shape", FAMILY_NAME)
+    c_layers, _, c_size = require_fact(facts, "c_shape", FAMILY_NAME)
+    out = {"pred_rnn_layers": int(h_layers), "lstm_proj": int(h_size), "lstm_hidden": int(c_size)}
+    if "seconds" not in options:
+        return out
+    samples = samples_of(options["seconds"], int(require_fact(facts, "sample_rate", FAMILY_NAME)), FAMILY_NAME)
+    frames = 1 + (samples + 2 * require_fact(facts, "stft_pad", FAMILY_NAME) - facts["n_fft"]) // facts["hop_length"]
+    pad_to = facts.get("mel_pad_to", 0)
+    if pad_to > 0:
+        frames += (pad_to - frames % pad_to) % pad_to
+    frames = max(frames, facts.get("mel_min_frames", 0))
+    sub = require_fact(facts, "subsampling", FAMILY_NAME)
+    encoder_frames = frames
+    for _ in range(sub["repeats"]):
+        encoder_frames = (encoder_frames + sub["all_paddings"] - sub["kernel_size"]) / sub["stride"] + 1
+        encoder_frames = math.ceil(encoder_frames) if sub["ceil_mode"] else math.floor(encoder_frames)
+    return {**out, "samples": samples, "mel_frames": frames, "encoder_frames": int(encoder_frames)}
+
+
+#: every component's contract, stated once: shapes from the checkpoint's facts and, for the
+#: window-sized ones, the entry's ``seconds`` (resolved by :func:`kiln.family.contract.resolve`,
+#: checked by :func:`kiln.family.contract.check`)
+_AUDIO = (f32("audio_signal", 1, "samples"), i32("audio_length", 1))
+_MEL = (f32("mel", 1, "n_mels", "mel_frames"), i32("mel_length", 1))
+_ENCODED = (f32("encoder", 1, "d_model", "encoder_frames"), i32("encoder_length", 1))
+_STEP = (f32("encoder_step", 1, "d_model", 1), f32("decoder_step", 1, "pred_hidden", 1))
+
+
+def _decision(frames: Axis) -> tuple[Tensor, ...]:
+    return i32("token_id", 1, frames, 1), f32("token_prob", 1, frames, 1), i32("duration", 1, frames, 1)
+
+
+CONTRACTS = {
+    "preprocessor": Contract(_AUDIO, _MEL, window_values),
+    "encoder": Contract(_MEL, _ENCODED, window_values),
+    "mel_encoder": Contract(_AUDIO, _ENCODED, window_values),
+    "decoder": Contract(
+        (i32("targets", 1, 1), i32("target_length", 1), f32("h_in", "pred_rnn_layers", 1, "lstm_proj"),
+         f32("c_in", "pred_rnn_layers", 1, "lstm_hidden")),
+        (f32("decoder", 1, "pred_hidden", 1), f32("h_out", "pred_rnn_layers", 1, "lstm_proj"),
+         f32("c_out", "pred_rnn_layers", 1, "lstm_hidden")), window_values),
+    "joint": Contract(_STEP, (f32("logits", 1, 1, 1, "num_outputs"),)),
+    "joint_decision": Contract((f32("encoder", 1, "d_model", "encoder_frames"), f32("decoder_step", 1, "pred_hidden", 1)),
+                               _decision("encoder_frames"), window_values),
+    "joint_decision_single_step": Contract(_STEP, _decision(1)),
+}
+
+
+#: the component specs sized by the window (they take ``options.seconds``)
+WINDOWED = ("preprocessor", "encoder", "mel_encoder", "joint_decision")
+
+
+def config_blocks(facts: Mapping[str, Any], seconds: int) -> dict:
+    """Every component's config.yaml block (``options`` and the shapes :data:`CONTRACTS` resolve to)
+    for a ``seconds`` window: what a test or benchmark builds a config from."""
+    blocks = {}
+    for name, contract in CONTRACTS.items():
+        options = {"seconds": seconds} if name in WINDOWED else {}
+        blocks[name] = {**({"options": options} if options else {}), **resolve(contract, facts, options)}
+    return blocks
+
+
+def shape_of(component, name: str) -> tuple[int, ...]:
+    """The shape of ``component``'s input ``name`` (its contract, checked against the family's)."""
+    return next(tuple(t.shape) for t in component.inputs if t.name == name)
 
 
 def _samples(component) -> int:
-    return int(component.inputs[0].shape[-1])
+    return int(shape_of(component, "audio_signal")[-1])
+
+
+def _same_frames(component, built: int, expected: int, what: str) -> None:
+    if built != expected:
+        raise ModelError(f"{component.model}/{component.name}: the checkpoint's {what} gives {built} frames, "
+                         f"the family's contract {expected} (kiln.models.parakeet_tdt.build.window_values "
+                         f"and the checkpoint disagree)")
 
 
 def preprocessor(source: ParakeetSource, component, facts) -> nn.Module:
-    check_shapes(component, component_contracts(source, _samples(component))["preprocessor"])
-    return _nemo.MelFrontend(source.featurizer, _samples(component))
+    frontend = _nemo.MelFrontend(source.featurizer, _samples(component))
+    _same_frames(component, frontend.out_frames, component.outputs[0].shape[-1], "STFT framing")
+    return frontend
 
 
 def encoder(source: ParakeetSource, component, facts) -> nn.Module:
-    mel_frames = int(component.inputs[0].shape[-1])
-    contract = component_contracts(source, (mel_frames - 1) * source.featurizer.hop_length)["encoder"]
-    contract["inputs"]["mel"]["shape"] = [1, source.n_mels, mel_frames]
-    contract["outputs"]["encoder"]["shape"][-1] = source.encoder_frames(mel_frames)
-    check_shapes(component, contract)
-    return EncoderWrapper(source.model.encoder, mel_frames)
+    wrapper = EncoderWrapper(source.model.encoder, int(shape_of(component, "mel")[-1]))
+    _same_frames(component, wrapper.frames, component.outputs[0].shape[-1], "subsampling")
+    return wrapper
 
 
 def mel_encoder(source: ParakeetSource, component, facts) -> nn.Module:
-    check_shapes(component, component_contracts(source, _samples(component))["mel_encoder"])
     frontend = _nemo.MelFrontend(source.featurizer, _samples(component))
-    return MelEncoder(frontend, EncoderWrapper(source.model.encoder, frontend.out_frames))
-
-
-def _check_step_shapes(source: ParakeetSource, component, name: str, frames: int | None = None) -> None:
-    contract = component_contracts(source, 16_000)[name]   # step components do not depend on the window
-    if frames is not None:
-        contract["inputs"]["encoder"]["shape"][-1] = frames
-        for output in contract["outputs"].values():
-            output["shape"][1] = frames
-    check_shapes(component, contract)
+    wrapper = EncoderWrapper(source.model.encoder, frontend.out_frames)
+    _same_frames(component, wrapper.frames, component.outputs[0].shape[-1], "STFT framing and subsampling")
+    return MelEncoder(frontend, wrapper)
 
 
 def decoder(source: ParakeetSource, component, facts) -> nn.Module:
-    _check_step_shapes(source, component, "decoder")
     return PredictionNet(source.model.decoder)
 
 
 def joint(source: ParakeetSource, component, facts) -> nn.Module:
-    _check_step_shapes(source, component, "joint")
     return JointLogits(source.model.joint)
 
 
 def joint_decision(source: ParakeetSource, component, facts) -> nn.Module:
-    _check_step_shapes(source, component, "joint_decision", frames=int(component.inputs[0].shape[-1]))
     return JointDecision(source.model.joint, facts["durations"])
 
 
 def joint_decision_single_step(source: ParakeetSource, component, facts) -> nn.Module:
-    _check_step_shapes(source, component, "joint_decision_single_step")
     return JointDecision(source.model.joint, facts["durations"])
 
 
@@ -242,8 +282,8 @@ def audio_example(component, facts, rng) -> dict:
 
 
 def mel_example(component, facts, rng) -> dict:
-    frames = int(component.inputs[0].shape[-1])
-    return {"mel": rng.standard_normal(component.inputs[0].shape).astype(np.float32),
+    frames = int(shape_of(component, "mel")[-1])
+    return {"mel": rng.standard_normal(shape_of(component, "mel")).astype(np.float32),
             "mel_length": np.array([frames - 1], np.int32)}
 
 

@@ -7,7 +7,7 @@ probability plot.
 
 from __future__ import annotations
 
-from kiln.family.spec import ComponentSpec, FamilySpec, Metric, Option, PlotSeries, StatePair
+from kiln.family.spec import ComponentSpec, FamilySpec, Metric, Option, PlotSeries, StatePair, declared
 from kiln.models.silero_vad import build, feeds, judge
 
 #: one spec, built at any window: config.yaml's ``unified`` (steps 1) and ``unified_256ms`` (``spec:
@@ -17,9 +17,7 @@ STEPS = Option("steps", "512-sample LSTM steps per call (the window is 64 contex
 
 def vad_component(name: str = "unified") -> ComponentSpec:
     return ComponentSpec(
-        name, inputs=("audio_input", "hidden_state", "cell_state"),
-        outputs=("vad_output", "new_hidden_state", "new_cell_state"),
-        wrapper=build.window, feeds=feeds.speech_windows, options=(STEPS,),
+        name, **declared(build.CONTRACT), wrapper=build.window, feeds=feeds.speech_windows, options=(STEPS,),
         state=(StatePair("hidden_state", "new_hidden_state"), StatePair("cell_state", "new_cell_state")),
         metrics=(Metric("decisions", judge.decisions, rank_by="decision_agreement"),),
         plot=PlotSeries("speech probability", judge.probabilities))

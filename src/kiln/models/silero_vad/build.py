@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kiln.foundation.errors import ModelError, SourceError
+from kiln.family.contract import Contract, f32
+from kiln.foundation.errors import SourceError
 from kiln.export.rewrites import ConvSTFT
 from kiln.sources import SourceRecord
 
@@ -134,20 +135,17 @@ def facts(net: SileroVADNet) -> dict:
 
 
 def steps_of(component) -> int:
-    steps = component.options.get("steps")
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise ModelError(f"models.{component.model}.components.{component.name}.options.steps "
-                         f"must be a positive integer, got {steps!r}")
-    return steps
+    return component.options["steps"]   # declared and checked (kiln.models.silero_vad.STEPS)
+
+
+#: the contract, stated once: the window is ``steps`` 512-sample steps after 64 context samples
+CONTRACT = Contract(
+    inputs=(f32("audio_input", 1, "context_samples + steps * chunk_samples"), f32("hidden_state", 1, "state_size"),
+            f32("cell_state", 1, "state_size")),
+    outputs=(f32("vad_output", 1, 1, 1), f32("new_hidden_state", 1, "state_size"),
+             f32("new_cell_state", 1, "state_size")))
 
 
 def window(net: SileroVADNet, component, facts) -> nn.Module:
     """``steps`` LSTM steps over one window (config option ``steps``)."""
-    steps = steps_of(component)
-    expected = CONTEXT_SAMPLES + steps * CHUNK_SAMPLES
-    audio = next((t for t in component.inputs if t.name == "audio_input"), None)
-    if audio is None or audio.shape != (1, expected):
-        raise ModelError(f"{component.model}/{component.name}: with steps={steps} the input "
-                         f"'audio_input' must be [1, {expected}], config says "
-                         f"{list(audio.shape) if audio else 'nothing'}")
-    return SileroVADWindow(net, steps).eval()
+    return SileroVADWindow(net, steps_of(component)).eval()
