@@ -15,7 +15,6 @@ from typing import Any, Mapping
 
 from kiln.config import ComponentConfig, ModelConfig
 from kiln.foundation.errors import KilnError
-from kiln.export.convert import SPEC_VERSIONS
 from kiln.integrity.digests import cached_digest
 from kiln.foundation.fsutil import remove_path, tree_size
 from kiln.family.spec import ComponentSpec, stream
@@ -86,6 +85,8 @@ def compress(strategy_name: str, base: Path, component: ComponentConfig, ctx: Qu
         if not any(op in found for op in strategy.expected_ops):
             raise QuantizeError(f"{strategy_name}: expected one of {list(strategy.expected_ops)} in the "
                                 f"compressed program, found {constexpr}")
+        from kiln.export.convert import SPEC_VERSIONS   # imports torch: only the quantize job needs it
+
         expected_spec = SPEC_VERSIONS[target]
         if spec.specificationVersion != expected_spec:
             raise QuantizeError(f"{strategy_name}: spec version {spec.specificationVersion}, expected "

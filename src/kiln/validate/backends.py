@@ -11,12 +11,14 @@ from __future__ import annotations
 import platform
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import TYPE_CHECKING, Callable, Mapping
 
 import numpy as np
-import torch
 
 from kiln.config import ComponentConfig
+
+if TYPE_CHECKING:
+    import torch
 
 Arrays = Mapping[str, np.ndarray]
 
@@ -37,6 +39,8 @@ class Absent:
 
 
 def torch_backend(wrapper: torch.nn.Module, component: ComponentConfig) -> Backend:
+    import torch   # here, not at the top: the jobs that never run torch (metadata, summaries) skip its ~1.5 s import
+
     names_in = [t.name for t in component.inputs]
     names_out = [t.name for t in component.outputs]
 

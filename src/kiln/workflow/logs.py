@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.util
 import logging
 import sys
 import warnings
@@ -29,11 +31,40 @@ def limit_threads(threads: int | None) -> None:
     for one full-size Kokoro 5 s step with OpenBLAS's two threads beside another job, 4.3 s with
     one, the same bits."""
     if threads:
-        import torch
         from threadpoolctl import threadpool_limits
 
-        torch.set_num_threads(max(1, int(threads)))
-        threadpool_limits(limits=max(1, int(threads)), user_api="blas")
+        count = max(1, int(threads))
+        threadpool_limits(limits=count, user_api="blas")
+
+        def limit_torch(torch) -> None:
+            torch.set_num_threads(count)
+            threadpool_limits(limits=count, user_api="blas")   # any BLAS torch loaded with it
+        when_imported("torch", limit_torch)
+
+
+def when_imported(name: str, callback: Callable[[Any], None]) -> None:
+    """``callback(module)`` now if ``name`` is imported, else as soon as its first import ends: a job
+    that never runs torch (parity, metadata, the summaries) then never pays its ~1.5 s import just to
+    be told how many threads to use."""
+    if name in sys.modules:
+        callback(sys.modules[name])
+        return
+
+    class Hook(importlib.abc.MetaPathFinder):
+        def find_spec(self, fullname, path=None, target=None):
+            if fullname != name:
+                return None
+            sys.meta_path.remove(self)
+            spec = importlib.util.find_spec(name)
+            if spec is not None and spec.loader is not None:
+                exec_module = spec.loader.exec_module
+
+                def exec_then_call(module) -> None:
+                    exec_module(module)
+                    callback(module)
+                spec.loader.exec_module = exec_then_call
+            return spec
+    sys.meta_path.insert(0, Hook())
 
 
 def run_job(log_file: str | None, job: Callable[..., Any], *args: Any, threads: int | None = None,
