@@ -77,7 +77,16 @@ def fake_build(ws: Workspace, *targets: str) -> None:
             else:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.touch()
-    ws.snakemake("--touch", "--forceall", "--cores", "1", *targets)  # every job, so the run's hooks record
+    # every job, so the run's hooks record
+    ws.run(str(VENV_BIN / "python"), "-c", TOUCH_FAST, "--touch", "--forceall", "--cores", "1", *targets)
+
+
+#: `snakemake` with its touch executor's pause per job cut from 0.1 s to 0.01 s (7 of the 11 s that
+#: `--touch` took for the 72 jobs of three models). The pause keeps a job's outputs newer than its
+#: inputs; 10 ms is still above the kernel's file-time tick (4 ms here: two touches 10 ms apart
+#: measured 8 ms apart or more), so the mtimes keep the order of a real build.
+TOUCH_FAST = ("import sys; import snakemake.executors.touch as touch; touch.Executor.SLEEPING_TIME = 0.01; "
+              "from snakemake.cli import main; sys.argv[0] = 'snakemake'; sys.exit(main())")
 
 
 def parse_dry_run(out: str) -> list[tuple[str, dict]]:
