@@ -13,7 +13,7 @@ import pytest
 from tests.golden import golden_missing
 from tests.helpers.mil_packages import compressed_packages, value_kinds_package  # noqa: F401 (session fixtures)
 from tests.helpers.workspaces import (  # noqa: F401 (workflow fixtures)
-    built_silero_workspace, built_workspace, small_built, tiny_streaming_and_tts, workspace)
+    built_silero_workspace, built_workspace, fake_built_families, small_built, tiny_streaming_and_tts, workspace)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -25,10 +25,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach a model hub
 #: end-to-end scenarios (Snakemake, DVC, kiln in separate processes on fresh workspaces): all slow
 SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 
-#: fixtures that build a whole workflow (minutes each), or copy the run's one build of it: every test
-#: that uses one runs in the same xdist worker, so `make test`'s parallel run builds each once, as a
-#: serial run does, and no worker waits for another's build (tests/helpers/workspaces.shared_build)
-SHARED_WORKSPACES = ("built_workspace", "tiny_streaming_and_tts", "built_silero_workspace")
+#: fixtures that build a whole workflow (minutes each) or mark one done (fake_build), or copy the run's
+#: one build of it: every test that uses one runs in the same xdist worker, so `make test`'s parallel
+#: run builds each once, as a serial run does, and no worker waits for another's build
+#: (tests/helpers/workspaces.shared_build)
+SHARED_WORKSPACES = ("built_workspace", "tiny_streaming_and_tts", "built_silero_workspace", "fake_built_families")
 
 
 #: seconds each test took (setup, call and teardown) in a measured run (tests/helpers/durations.py

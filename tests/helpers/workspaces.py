@@ -237,6 +237,24 @@ def built_silero_workspace(tmp_path_factory, tmp_path) -> Workspace:
     return copy_built(shared_build(tmp_path_factory, "silero", _build_silero), tmp_path / "kiln")
 
 
+#: the aggregate targets of Silero VAD (`all`), the tiny Parakeet TDT and the tiny Kokoro
+FAMILY_TARGETS = ("all", "all_parakeet_tdt_v3_tiny", "all_kokoro_tiny")
+
+
+def _fake_build_families(root: Path) -> Workspace:
+    ws = make_workspace(root)
+    fake_build(ws, *FAMILY_TARGETS)
+    return ws
+
+
+@pytest.fixture()
+def fake_built_families(tmp_path_factory, tmp_path) -> Workspace:
+    """The :func:`workspace` with every job of :data:`FAMILY_TARGETS` marked done by :func:`fake_build`:
+    a copy (at tmp_path/kiln) of the one such workspace this run makes (:func:`shared_build`), for the
+    planning tests that edit code and dry-run (each fake build of these 72 jobs is a few seconds)."""
+    return copy_built(shared_build(tmp_path_factory, "fake-families", _fake_build_families), tmp_path / "kiln")
+
+
 #: the tiny EOU and Kokoro targets, built by one Snakemake process (see tiny_streaming_and_tts)
 TINY_TARGETS = ("results/parakeet_eou_tiny/metadata.json", "results/parakeet_eou_tiny/quantization_summary.json",
                 "results/kokoro_tiny/metadata.json")

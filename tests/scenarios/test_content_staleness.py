@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.workspaces import fake_build
+from tests.helpers.workspaces import FAMILY_TARGETS
 
 pytestmark = pytest.mark.slow
 
@@ -52,10 +52,9 @@ def test_identical_rewrites_and_reverted_settings_plan_nothing(built_silero_work
     assert _work(ws.planned_jobs()) == DOWNSTREAM_OF_PACKAGE
 
 
-def test_code_edits_plan_exactly_the_jobs_that_run_the_code(workspace):
-    ws = workspace
+def test_code_edits_plan_exactly_the_jobs_that_run_the_code(fake_built_families):
+    ws = fake_built_families   # every job of FAMILY_TARGETS marked done (fake_build), copied here
     targets = ("all", "all_parakeet_tdt_v3_tiny")
-    fake_build(ws, *targets)
     assert ws.planned_jobs(*targets) == []
 
     # the Parakeet frontend: Parakeet's exports and everything downstream of them, nothing of Silero
@@ -106,15 +105,11 @@ def _edited(ws, rel: str):
         path.write_text(original)
 
 
-FAMILY_TARGETS = ("all", "all_parakeet_tdt_v3_tiny", "all_kokoro_tiny")
-
-
-def test_an_edit_rebuilds_only_the_family_part_it_touches(workspace):
+def test_an_edit_rebuilds_only_the_family_part_it_touches(fake_built_families):
     """A family is a package of parts (kiln.family.PARTS): an edit to its judging code plans no job that
     builds a network, an edit to its build part plans no fetch, an edit to a shared validation module
     plans no export -- in separate Snakemake processes, on a workspace whose every job is done."""
-    ws = workspace
-    fake_build(ws, *FAMILY_TARGETS)
+    ws = fake_built_families   # every job of FAMILY_TARGETS marked done (fake_build), copied here
     assert ws.planned_jobs(*FAMILY_TARGETS) == []
     counts = {}
 
@@ -164,7 +159,7 @@ def test_an_edit_rebuilds_only_the_family_part_it_touches(workspace):
     assert ws.planned_jobs(*FAMILY_TARGETS) == []
 
 
-def test_code_is_judged_by_content_and_a_noop_start_stays_light(workspace):
+def test_code_is_judged_by_content_and_a_noop_start_stays_light(fake_built_families):
     """Jobs depend on their stage's code stamp (the sha256 of every module the stage runs), not on
     the files' mtimes: a source file rewritten with the same bytes plans nothing, as does a checkout
     that never had the stamps (they take the newest listed file's mtime); and a no-op `snakemake -n`
@@ -173,8 +168,7 @@ def test_code_is_judged_by_content_and_a_noop_start_stays_light(workspace):
     import shutil
     import time
 
-    ws = workspace
-    fake_build(ws, "all")
+    ws = fake_built_families   # every job of FAMILY_TARGETS (`all` among them) marked done, copied here
     assert ws.planned_jobs("all") == []
     stamp = ws.root / ".kiln/stamps/code/prepare-silero_vad.json"
     listed = __import__("json").loads(stamp.read_text())["files"]
