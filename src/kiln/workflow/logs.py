@@ -44,12 +44,38 @@ def limit_threads(threads: int | None) -> None:
 
 def when_imported(name: str, callback: Callable[[Any], None]) -> None:
     """``callback(module)`` now if ``name`` is imported, else as soon as its first import ends: a job
-    that never runs torch (parity, metadata, the summaries) then never pays its ~1.5 s import just to
-    be told how many threads to use."""
+    that never runs torch (metadata, the summaries) then never pays its ~1.5 s import just to be told
+    how many threads to use."""
     if name in sys.modules:
         callback(sys.modules[name])
         return
 
+    def exec_then_call(exec_module: Callable[[Any], None], module) -> None:
+        exec_module(module)
+        callback(module)
+    _on_first_import(name, exec_then_call)
+
+
+def import_without(name: str, blocked: str) -> None:
+    """``name``'s first import runs with ``blocked`` unimportable, for as long as it runs (a later
+    ``import blocked`` works). coremltools 9.0 imports scikit-learn to offer its sklearn converters and
+    then turns them off for any scikit-learn above 1.5.1 (this venv pins 1.9.1, for k-means
+    palettization, which imports it when it runs): ~2.5 s of every export and quantize job for nothing."""
+    if name in sys.modules or blocked in sys.modules:
+        return
+
+    def exec_without(exec_module: Callable[[Any], None], module) -> None:
+        sys.modules[blocked] = None   # `import blocked` raises ImportError meanwhile
+        try:
+            exec_module(module)
+        finally:
+            if blocked in sys.modules and sys.modules[blocked] is None:
+                del sys.modules[blocked]
+    _on_first_import(name, exec_without)
+
+
+def _on_first_import(name: str, run: Callable[[Callable[[Any], None], Any], None]) -> None:
+    """Run the first import of ``name`` through ``run(exec_module, module)``."""
     class Hook(importlib.abc.MetaPathFinder):
         def find_spec(self, fullname, path=None, target=None):
             if fullname != name:
@@ -58,11 +84,7 @@ def when_imported(name: str, callback: Callable[[Any], None]) -> None:
             spec = importlib.util.find_spec(name)
             if spec is not None and spec.loader is not None:
                 exec_module = spec.loader.exec_module
-
-                def exec_then_call(module) -> None:
-                    exec_module(module)
-                    callback(module)
-                spec.loader.exec_module = exec_then_call
+                spec.loader.exec_module = lambda module: run(exec_module, module)
             return spec
     sys.meta_path.insert(0, Hook())
 
@@ -84,6 +106,7 @@ def run_job(log_file: str | None, job: Callable[..., Any], *args: Any, threads: 
         if limit:
             log.info("memory limit: %d MB (address space)", limit // limits.MIB)
         limit_threads(threads)
+        import_without("coremltools", "sklearn")
         return job(*args)
     except KilnError as exc:
         log.error("%s: %s", type(exc).__name__, exc)
