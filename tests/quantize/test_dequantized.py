@@ -109,3 +109,26 @@ def test_a_weight_torch_does_not_hold_is_not_checked(silero, tmp_path):
     assert record["verdict"] == dequantized.NOT_CHECKED
     assert "net_encoder_weights_3" in record["reason"] and "outputs" not in record
     assert dequantized.describe(record).startswith("not checked: ")
+
+
+def test_substitute_matches_each_weight_against_the_tensors_as_they_are_then():
+    """Each tensor's stored forms are converted once and reused across weights, but a tensor a
+    weight replaced is matched by its new values afterwards (as without the reuse), in fp32 and
+    fp16-rounded storage, up to a reshape and a 2-D transpose."""
+    module = torch.nn.Module()
+    module.a = torch.nn.Parameter(torch.tensor([1.0, 2.0, 3.0, 4.0]))
+    module.b = torch.nn.Parameter(torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
+    module.c = torch.nn.Parameter(torch.tensor([1.0 + 2 ** -20, 9.0, 9.0, 9.0]))   # fp16-rounded: [1, 9, 9, 9]
+    pair = lambda f, d: {"const": "w", "compressed": True, "float": np.array(f, np.float32),   # noqa: E731
+                         "dequantized": np.array(d, np.float32)}
+    replaced, unmapped = dequantized.substitute(module, [
+        pair([[1.0, 2.0], [3.0, 4.0]], [[5.0, 6.0], [7.0, 8.0]]),   # a (reshaped) and b (same)
+        pair([5.0, 6.0, 7.0, 8.0], [0.5, 0.5, 0.5, 0.5]),           # a and b as the first pair left them
+        pair([[1.0, 9.0], [9.0, 9.0]], [[2.0, 2.0], [2.0, 2.0]]),   # c, fp16-rounded
+        pair([[0.5, 3.0], [0.5, 0.5]], [[0.0, 0.0], [0.0, 0.0]]),   # nothing
+    ])
+    assert replaced == ["a", "b", "c"] and unmapped == ["w"]
+    assert module.a.tolist() == [0.5] * 4 and module.b.tolist() == [[0.5, 0.5], [0.5, 0.5]]
+    assert module.c.tolist() == [2.0] * 4
+    module.d = torch.nn.Parameter(torch.tensor([[1.0, 3.0], [2.0, 4.0]]))
+    assert dequantized._match(module.d.detach().numpy(), np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)) == "transposed"

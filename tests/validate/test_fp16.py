@@ -153,3 +153,31 @@ def test_compare_gives_the_figures_of_the_masked_float64_formula_exactly(case):
     elif case == "strided":
         a, b = a[::3], b[::3]
     assert fp16._compare(a, b) == _old_stats(a, b)
+
+
+@pytest.mark.parametrize("case", ["spread", "ties", "tiny", "subnormal", "overflow", "one_large_chunk_later"])
+def test_max_abs_diff_equals_the_float64_formula_on_hard_cases(case):
+    """The float32 prefilter of :func:`fp16._max_abs_diff` finds the float64 maximum exactly: near
+    ties that float32 rounding reorders, differences in float32's subnormal range, differences that
+    overflow float32, and a later chunk holding the largest."""
+    rng = np.random.default_rng(7)
+    size = 2 * fp16.DIFF_CHUNK + 5
+    a = (rng.standard_normal(size) * 1e3).astype(np.float32)
+    b = (a + rng.standard_normal(size).astype(np.float32) * 1e-2).astype(np.float32)
+    if case == "ties":   # many differences equal in float32, distinct in float64
+        big = np.float32(1e7)
+        a[:] = big
+        b[:] = big + np.float32(1.0)
+        a[::7] = np.nextafter(big, np.float32(0))
+    elif case == "tiny":
+        a = (rng.standard_normal(size) * 1e-35).astype(np.float32)
+        b = (a * np.float32(1.5)).astype(np.float32)
+    elif case == "subnormal":
+        a = (rng.integers(-50, 50, size) * np.float32(1e-45)).astype(np.float32)
+        b = (rng.integers(-50, 50, size) * np.float32(1e-45)).astype(np.float32)
+    elif case == "overflow":
+        a[11], b[11] = np.float32(3e38), np.float32(-3e38)
+    elif case == "one_large_chunk_later":
+        b[fp16.DIFF_CHUNK + 3] += np.float32(50.0)
+    expected = float(np.max(np.abs(b.astype(np.float64) - a.astype(np.float64))))
+    assert fp16._max_abs_diff(a, b) == expected

@@ -92,18 +92,33 @@ def weight_pairs(base_package: Path, quantized_package: Path) -> list[dict]:
     return pairs
 
 
-def _match(tensor: np.ndarray, const: np.ndarray) -> str | None:
+def _match(tensor: np.ndarray, const: np.ndarray, stored_forms: dict | None = None) -> str | None:
     """How ``const`` (as the package stores it) is ``tensor`` (fp32 from torch): ``"same"`` (up to a
-    reshape), ``"transposed"`` (2-D), or None."""
+    reshape), ``"transposed"`` (2-D), or None. ``stored_forms``: a cache of ``tensor``'s stored
+    forms by dtype (one per tensor, so the conversions are made once, not once per const)."""
     if tensor.size != const.size:
         return None
-    # an fp16 export stores fp16-rounded weights; kiln's pool widens small ones back to float32
-    for stored in (tensor.astype(const.dtype), tensor.astype(np.float16).astype(const.dtype)):
-        if np.array_equal(stored.reshape(-1), const.reshape(-1)):
+    if stored_forms is None:
+        stored_forms = {}
+    forms = stored_forms.get(const.dtype)
+    if forms is None:
+        # an fp16 export stores fp16-rounded weights; kiln's pool widens small ones back to float32
+        forms = stored_forms[const.dtype] = (tensor.astype(const.dtype),
+                                             tensor.astype(np.float16).astype(const.dtype))
+    flat = const.reshape(-1)
+    probe = _probe(flat.size)
+    for stored in forms:
+        # a few elements first: equal arrays are equal there (most candidates differ at once)
+        if np.array_equal(stored.reshape(-1)[probe], flat[probe]) and np.array_equal(stored.reshape(-1), flat):
             return "same"
         if tensor.ndim == 2 and const.ndim == 2 and np.array_equal(stored.T, const):
             return "transposed"
     return None
+
+
+def _probe(size: int) -> np.ndarray:
+    """Up to 8 evenly spaced element indices of a flat array of ``size`` elements."""
+    return np.unique(np.linspace(0, size - 1, min(size, 8)).astype(np.intp))
 
 
 def substitute(module, pairs: Sequence[dict]) -> tuple[list[str], list[str]]:
@@ -114,17 +129,19 @@ def substitute(module, pairs: Sequence[dict]) -> tuple[list[str], list[str]]:
 
     tensors = {**dict(module.named_buffers()), **dict(module.named_parameters())}
     as_numpy = {n: t.detach().cpu().numpy() for n, t in tensors.items() if t.is_floating_point()}
+    forms: dict[str, dict] = {n: {} for n in as_numpy}   # each tensor's stored forms (see _match)
     replaced, unmapped = [], []
     for pair in pairs:
         found = False
         for name, value in as_numpy.items():
-            how = _match(value, pair["float"])
+            how = _match(value, pair["float"], forms[name])
             if how is None:
                 continue
             new = pair["dequantized"].astype(np.float32)
             new = new.T if how == "transposed" else new.reshape(value.shape)
             with torch.no_grad():
                 tensors[name].copy_(torch.tensor(new))   # (ascontiguousarray would make a 0-d value 1-d)
+            forms[name].clear()   # as_numpy[name] shares the tensor's memory: its stored forms changed
             replaced.append(name)
             found = True
         if not found and pair["compressed"]:

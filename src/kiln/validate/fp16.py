@@ -77,34 +77,61 @@ def _is_float(value) -> bool:
     return isinstance(value, np.ndarray) and value.dtype.kind == "f" and value.size > 0
 
 
-#: elements per chunk of the float64 difference in :func:`_compare` (a cache-resident buffer, not
-#: two float64 copies of a 40 MB activation)
+#: elements per chunk of the difference in :func:`_max_abs_diff` (cache-resident buffers, not
+#: float64 copies of a 40 MB activation)
 DIFF_CHUNK = 1 << 16
+#: a float32 |b - a| within this factor of the chunk's largest may be the largest in float64: each
+#: float32 difference is the exact one within 2^-24 relative, so the float64 maximum is among them
+CANDIDATE_FACTOR = 1.0 - 2.0 ** -20
+#: below this the float32 differences may be subnormal (absolute, not relative, rounding): such a
+#: chunk is taken in float64 whole
+TINY = 2.0 ** -100
 
 
 def _max_abs_diff(a: np.ndarray, b: np.ndarray) -> float:
-    """max |b - a| of two flat float32 arrays, the difference taken in float64 (exactly
-    ``np.max(np.abs(b.astype(float64) - a.astype(float64)))``), chunk by chunk."""
-    buffer = np.empty(min(a.size, DIFF_CHUNK), np.float64)
+    """max |b - a| of two flat, finite float32 arrays, the difference taken in float64 (exactly
+    ``np.max(np.abs(b.astype(float64) - a.astype(float64)))``), chunk by chunk: the difference in
+    float32 first (half the bytes), then in float64 only the elements that may be the largest."""
+    buffer = np.empty(min(a.size, DIFF_CHUNK), np.float32)
+    wide = None
     worst = 0.0
     for start in range(0, a.size, DIFF_CHUNK):
         part = buffer[:min(DIFF_CHUNK, a.size - start)]
-        np.subtract(b[start:start + DIFF_CHUNK], a[start:start + DIFF_CHUNK], out=part, dtype=np.float64)
-        worst = max(worst, float(np.max(np.abs(part, out=part))))
+        pa, pb = a[start:start + DIFF_CHUNK], b[start:start + DIFF_CHUNK]
+        np.subtract(pb, pa, out=part)
+        largest = float(np.max(np.abs(part, out=part)))
+        if largest == 0.0:   # (float32 x - y is 0 only when x == y: gradual underflow)
+            continue
+        if largest < TINY or not math.isfinite(largest):   # subnormal rounding, or float32 overflow
+            if wide is None:
+                wide = np.empty(buffer.size, np.float64)
+            whole = wide[:part.size]
+            np.subtract(pb, pa, out=whole, dtype=np.float64)
+            worst = max(worst, float(np.max(np.abs(whole, out=whole))))
+            continue
+        if largest * (1.0 + 2.0 ** -20) < worst:
+            continue   # every float64 difference here is within 2^-23 of its float32 one: none beats worst
+        where = np.flatnonzero(part >= largest * CANDIDATE_FACTOR)
+        exact = np.abs(pb[where].astype(np.float64) - pa[where].astype(np.float64))
+        worst = max(worst, float(np.max(exact)))
     return worst
 
 
 def _compare(a: np.ndarray, b: np.ndarray) -> tuple[bool, float | None, float | None]:
     """(whether ``a`` has a non-finite element, max |a| over its finite elements or None when it
-    has none, :func:`_relative_error` of ``b``) in one pass over the common all-finite case."""
-    finite = np.isfinite(a)
-    if finite.all():
-        flat_a, flat_b = a.reshape(-1), b.reshape(-1)
-        scale = float(np.max(np.abs(flat_a)))
-        if not np.isfinite(flat_b).all():
+    has none, :func:`_relative_error` of ``b``) in one pass over the common all-finite case.
+
+    Finiteness and max |a| come from the minimum and maximum (NaN and inf propagate through both),
+    with no temporary array."""
+    flat_a, flat_b = a.reshape(-1), b.reshape(-1)
+    low, high = float(np.min(flat_a)), float(np.max(flat_a))
+    if math.isfinite(low) and math.isfinite(high):
+        scale = max(abs(low), abs(high))
+        if not (math.isfinite(float(np.min(flat_b))) and math.isfinite(float(np.max(flat_b)))):
             return False, scale, None
         diff = _max_abs_diff(flat_a, flat_b)
         return False, scale, 0.0 if diff == 0.0 else (diff / scale if scale > 0 else diff)
+    finite = np.isfinite(a)
     return True, (float(np.max(np.abs(a[finite]))) if finite.any() else None), _relative_error(a, b)
 
 
