@@ -36,7 +36,7 @@ import numpy as np, torch
 from kiln.config import build_config
 from kiln.family.contract import resolve
 from kiln.models import get_family
-from kiln.models.parakeet_eou import build as eou, net as _eou
+from kiln.models.parakeet_eou import build as eou, net as _eou, pipeline as eou_pipeline
 
 def component(facts, path, name, precision):
     # every component's contract resolved from the facts and the chunk (the family's symbolic contracts)
@@ -88,17 +88,17 @@ traced = trace_component(spec.wrapper(src, comp, facts), comp, spec.example_inpu
 pre = component(facts, path, "preprocessor", "float32")
 pre_spec = get_family("parakeet_eou").check_contract(pre)
 pre_traced = trace_component(pre_spec.wrapper(src, pre, facts), pre, pre_spec.example_inputs(pre, facts))
-audio = eou.eou_audio(facts["sample_rate"], multiple=%d)
-mels = [m["mel"] for m in eou.stream_mel(_eou.torch_predict(pre_traced, pre_spec.inputs, pre_spec.outputs),
+audio = eou_pipeline.eou_audio(facts["sample_rate"], multiple=%d)
+mels = [m["mel"] for m in eou_pipeline.stream_mel(_eou.torch_predict(pre_traced, pre_spec.inputs, pre_spec.outputs),
                                          facts, audio, %d)][:chunks]
 
 def timed_stream(predict):
     times = []
     def timed(feed):
         t0 = time.perf_counter(); out = predict(feed); times.append(time.perf_counter() - t0); return out
-    eou.stream_encoder(timed, facts, mels[:2])           # warm-up
+    eou_pipeline.stream_encoder(timed, facts, mels[:2])           # warm-up
     times.clear()
-    eou.stream_encoder(timed, facts, mels)
+    eou_pipeline.stream_encoder(timed, facts, mels)
     return times
 
 enc = src.encoder

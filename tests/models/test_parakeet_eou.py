@@ -20,6 +20,7 @@ pytest.importorskip("nemo.collections.asr", reason="nemo_toolkit[asr] is not ins
 from kiln.models import _nemo  # noqa: E402
 from kiln.models import parakeet_eou as eou  # noqa: E402
 from kiln.models.parakeet_eou import build as eou_build, checkpoint as eou_checkpoint  # noqa: E402
+from kiln.models.parakeet_eou import contract as eou_contract, pipeline as eou_pipeline  # noqa: E402
 from kiln.models.parakeet_eou import feeds as eou_feeds, judge as eou_judge, net as _eou  # noqa: E402
 
 MODEL = "parakeet_eou_tiny"
@@ -118,7 +119,7 @@ def faithfulness(source, torch_predicts, facts, model):
 
 @pytest.fixture(scope="module")
 def audio(facts):
-    return eou_build.eou_audio(facts["sample_rate"], multiple=5120)
+    return eou_pipeline.eou_audio(facts["sample_rate"], multiple=5120)
 
 
 # -- building and restoring ----------------------------------------------------------------------------
@@ -144,7 +145,7 @@ def test_config_contracts_are_what_the_checkpoint_gives(facts, model):
 
 def test_a_chunk_off_the_native_attention_chunk_is_refused(facts):
     with pytest.raises(ModelError, match="not a multiple of the model's native attention chunk"):
-        eou_build.chunk_values(facts, {"chunk_ms": 240})   # 1.5 native chunks of 160 ms
+        eou_contract.chunk_values(facts, {"chunk_ms": 240})   # 1.5 native chunks of 160 ms
 
 
 def test_a_chunk_option_that_contradicts_the_contract_is_refused(facts, model):
@@ -155,15 +156,15 @@ def test_a_chunk_option_that_contradicts_the_contract_is_refused(facts, model):
     # the name says nothing: an entry of any name is sized by its option alone
     renamed = dataclasses.replace(model.components["streaming_encoder"], name="streaming_encoder_160ms")
     assert eou.FAMILY.check_contract(renamed, facts).name == "streaming_encoder"
-    assert eou_build.chunk_samples_of(renamed, facts) == 5120
+    assert eou_contract.chunk_samples_of(renamed, facts) == 5120
 
 
 def test_each_encoder_is_fed_by_the_preprocessor_of_its_chunk(model):
-    assert eou_build.chunk_pairs(model.components) == {"streaming_encoder": "preprocessor",
+    assert eou_contract.chunk_pairs(model.components) == {"streaming_encoder": "preprocessor",
                                                        "streaming_encoder_160ms": "preprocessor_160ms"}
     alone = {n: c for n, c in model.components.items() if n != "preprocessor_160ms"}
     with pytest.raises(ContractError, match="streaming_encoder_160ms: no preprocessor entry with chunk_ms 160"):
-        eou_build.chunk_pairs(alone)
+        eou_contract.chunk_pairs(alone)
 
 
 # -- faithfulness: traced wrappers vs NeMo ------------------------------------------------------------
@@ -205,8 +206,8 @@ def test_a_session_starts_as_nemo_streams_it(torch_predicts, source, facts, minu
     short step, conformer_stream_step, its greedy decoding): the same tokens in every chunk and
     <EOU> in the same chunks from chunk 0 (before the session start was NeMo's, chunks 0-6 at
     320 ms and 0-12 at 160 ms differed)."""
-    run = eou_build.run_pipeline(torch_predicts, facts, minute_of_speech, chunk, preprocessor, encoder)
-    frames = _eou.chunk_geometry(facts, chunk)["encoder_frames"]
+    run = eou_pipeline.run_pipeline(torch_predicts, facts, minute_of_speech, chunk, preprocessor, encoder)
+    frames = eou_contract.chunk_geometry(facts, chunk)["encoder_frames"]
     session = eou_build.session_comparison(source, run, facts, minute_of_speech, frames)
     assert session["chunks"] == minute_of_speech.size // chunk and session["nemo_steps"] >= session["chunks"]
     assert sum(map(len, session["tokens_per_chunk_nemo"][:3])) > 0, "NeMo must emit tokens in the first chunks"
@@ -220,11 +221,11 @@ def test_the_session_start_ignores_what_precedes_the_stream(torch_predicts, fact
     """At cache_last_channel_len 0 the pre-encode cache and the preprocessor's lag frames lie
     before the stream (NeMo's first step has no such frames): whatever they hold, the first
     chunk's outputs are the same; once the cache is non-empty they count."""
-    mels = eou_build.stream_mel(torch_predicts["preprocessor"], facts, minute_of_speech, 5120)
+    mels = eou_pipeline.stream_mel(torch_predicts["preprocessor"], facts, minute_of_speech, 5120)
     encoder = torch_predicts["streaming_encoder"]
     lag, rng = facts["mel_lag_frames"], np.random.default_rng(3)
     first = {"audio_signal": mels[0]["mel"], "audio_length": np.array([mels[0]["mel"].shape[-1]], np.int32),
-             **eou_build._zeros_state(facts)}
+             **eou_pipeline._zeros_state(facts)}
     noisy = dict(first, audio_signal=first["audio_signal"].copy(),
                  pre_cache=rng.normal(-4.0, 3.0, first["pre_cache"].shape).astype(np.float32))
     noisy["audio_signal"][:, :, :lag] = rng.normal(-4.0, 3.0, (1, facts["n_mels"], lag))
@@ -237,8 +238,8 @@ def test_the_session_start_ignores_what_precedes_the_stream(torch_predicts, fact
 
 
 def test_attention_cache_fills_then_saturates(torch_predicts, facts, audio):
-    mels = eou_build.stream_mel(torch_predicts["preprocessor"], facts, audio, 5120)
-    steps = eou_build.stream_encoder(torch_predicts["streaming_encoder"], facts, [m["mel"] for m in mels])
+    mels = eou_pipeline.stream_mel(torch_predicts["preprocessor"], facts, audio, 5120)
+    steps = eou_pipeline.stream_encoder(torch_predicts["streaming_encoder"], facts, [m["mel"] for m in mels])
     lengths = [int(s["new_cache_last_channel_len"][0]) for s in steps]
     assert lengths[:5] == [4, 8, 12, 16, 16] and set(lengths[4:]) == {16}
 
@@ -271,16 +272,16 @@ def kiln_predicts(traced, model, tmp_path_factory):
 
 @pytest.mark.parametrize("mode,atol", [("kiln_fp32", 1e-4), ("kiln_fp16", 0.05)])
 def test_kiln_executor_streams_every_cache_like_torch(torch_predicts, kiln_predicts, facts, audio, mode, atol):
-    mels = [m["mel"] for m in eou_build.stream_mel(torch_predicts["preprocessor"], facts, audio, 5120)]
-    reference = eou_build.stream_encoder(torch_predicts["streaming_encoder"], facts, mels)
-    candidate = eou_build.stream_encoder(kiln_predicts[mode]["streaming_encoder"], facts, mels)
+    mels = [m["mel"] for m in eou_pipeline.stream_mel(torch_predicts["preprocessor"], facts, audio, 5120)]
+    reference = eou_pipeline.stream_encoder(torch_predicts["streaming_encoder"], facts, mels)
+    candidate = eou_pipeline.stream_encoder(kiln_predicts[mode]["streaming_encoder"], facts, mels)
     assert len(candidate) == len(reference) == audio.size // 5120
-    for output in eou_build.ENCODER_CONTRACT.output_names:
+    for output in eou_contract.ENCODER_CONTRACT.output_names:
         worst = max(_eou.max_abs(r[output], c[output]) for r, c in zip(reference, candidate))
         limit = 0 if output.endswith("_len") or output == "encoded_length" else \
             (2e-2 if output == "new_pre_cache" and mode == "kiln_fp16" else atol)
         assert worst <= limit, (output, worst)
-    kiln_mels = eou_build.stream_mel(kiln_predicts[mode]["preprocessor"], facts, audio, 5120)
+    kiln_mels = eou_pipeline.stream_mel(kiln_predicts[mode]["preprocessor"], facts, audio, 5120)
     assert max(_eou.max_abs(a, b["mel"]) for a, b in zip(mels, kiln_mels)) <= 1e-3
 
 

@@ -120,7 +120,7 @@ def test_contract_frames_are_the_modules_frames(source, facts):
     """The contract's frame counts (from the facts alone) are what NeMo's STFT framing and the
     encoder's subsampling give, at windows other than the configured one."""
     from kiln.models._fastconformer import EncoderWrapper
-    from kiln.models.parakeet_tdt.build import window_values
+    from kiln.models.parakeet_tdt.contract import window_values
 
     for seconds in (1, 2, 7):
         values = window_values(facts, {"seconds": seconds})

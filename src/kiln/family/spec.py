@@ -193,6 +193,69 @@ class ComponentSpec:
         return feeds
 
 
+class Deferred:
+    """A family hook that lives in a part whose import is heavy (``build``/``checkpoint``: torch):
+    ``attribute`` of module ``module``, imported on the first call, so a job that only judges
+    (parity, summaries, contract, metadata) never imports torch to read its family's spec.
+
+    Compares, hashes and pickles as its (module, attribute) pair; a missing module attribute is a
+    :class:`ModelError` naming both (when first called or :meth:`resolve` d)."""
+
+    __slots__ = ("module", "attribute", "_target")
+
+    def __init__(self, module: str, attribute: str):
+        self.module = module
+        self.attribute = attribute
+        self._target = None
+
+    def resolve(self) -> Callable:
+        if self._target is None:
+            import importlib
+
+            target = getattr(importlib.import_module(self.module), self.attribute, None)
+            if not callable(target):
+                what = "is missing" if target is None else f"is a {type(target).__name__}, not callable"
+                raise ModelError(f"family hook {self.module}.{self.attribute} {what}")
+            self._target = target
+        return self._target
+
+    def __call__(self, *args, **kwargs):
+        return self.resolve()(*args, **kwargs)
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Deferred) and (self.module, self.attribute) == (other.module, other.attribute)
+
+    def __hash__(self) -> int:
+        return hash((self.module, self.attribute))
+
+    def __reduce__(self):
+        return Deferred, (self.module, self.attribute)
+
+    def __repr__(self) -> str:
+        return f"Deferred({self.module}.{self.attribute})"
+
+
+class DeferredPart:
+    """A family part (a module, by its full dotted name) whose attributes are :class:`Deferred`
+    hooks: ``build = DeferredPart("kiln.models.kokoro.build")`` then ``wrapper=build.wrapper`` in the
+    spec imports nothing until the wrapper is called. Give the name as one string literal: the
+    workflow's code stamps read it as an import of that part (:mod:`kiln.workflow.codedeps`).
+    Constants (contracts, state pairs, rates) are not hooks: they live in torch-free modules."""
+
+    __slots__ = ("module",)
+
+    def __init__(self, module: str):
+        self.module = module
+
+    def __getattr__(self, attribute: str) -> Deferred:
+        if attribute.startswith("__"):
+            raise AttributeError(attribute)
+        return Deferred(self.module, attribute)
+
+    def __repr__(self) -> str:
+        return f"DeferredPart({self.module})"
+
+
 def declared(contract: Contract) -> dict:
     """``ComponentSpec(..., **declared(contract))``: the names, in order, and the symbolic contract,
     from one statement."""

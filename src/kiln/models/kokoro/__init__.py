@@ -7,7 +7,7 @@ the network is the ``kokoro`` package's ``KModel``. One component spec, ``kokoro
 kokoro``), one fixed-shape network each (:class:`FixedKokoro` in ``net``): a token buffer of the contract's length with a padding mask in, a fixed window of
 24 kHz audio out, the vocoder's randomness as inputs, durations clamped to the window with a flag.
 
-Contract (:data:`kiln.models.kokoro.build.CONTRACT`: lengths from the entry's options ``max_tokens``
+Contract (:data:`kiln.models.kokoro.contract.CONTRACT`: lengths from the entry's options ``max_tokens``
 and ``seconds``, sizes from the checkpoint's facts):
 
 - inputs ``input_ids [1, T]`` int32 (config vocabulary ids, boundary token 0 first and after the
@@ -20,14 +20,19 @@ and ``seconds``, sizes from the checkpoint's facts):
 
 from __future__ import annotations
 
-from kiln.family.spec import ComponentSpec, FamilySpec, Metric, Option, PlotSeries, declared
-from kiln.models.kokoro import build, checkpoint, feeds, judge
+from kiln.family.spec import ComponentSpec, DeferredPart, FamilySpec, Metric, Option, PlotSeries, declared
+from kiln.models.kokoro import feeds, judge
+from kiln.models.kokoro.contract import CONTRACT, SAMPLE_RATE
+
+#: the network and checkpoint parts, imported when a hook is first called (torch: judging jobs never import them)
+build = DeferredPart("kiln.models.kokoro.build")
+checkpoint = DeferredPart("kiln.models.kokoro.checkpoint")
 
 
 def kokoro_component(name: str = "kokoro") -> ComponentSpec:
     return ComponentSpec(
         name,
-        **declared(build.CONTRACT),
+        **declared(CONTRACT),
         wrapper=build.wrapper, feeds=feeds.sentence_feeds, example=build.example,
         # variants rank by what a listener gets: the worst sentence's waveform correlation with the
         # float package (the metric validate.task_bounds gates the build on), not by sample error
@@ -41,4 +46,4 @@ def kokoro_component(name: str = "kokoro") -> ComponentSpec:
 
 FAMILY = FamilySpec(name="kokoro", load=build.load, facts=build.facts,
                     components=(kokoro_component(),),
-                    build_random=checkpoint.build_random, faithfulness=build.faithfulness, sample_rate=build.SAMPLE_RATE)
+                    build_random=checkpoint.build_random, faithfulness=build.faithfulness, sample_rate=SAMPLE_RATE)

@@ -6,7 +6,7 @@ from typing import Any, Mapping
 
 from kiln.config import ComponentConfig
 from kiln.family.spec import Context, Feeds, require_fact
-from kiln.models.kokoro.build import contract_lengths, make_feed
+from kiln.models.kokoro.contract import contract_lengths, make_feed
 
 
 def sentence_steps(facts_: Mapping[str, Any], component: ComponentConfig) -> list[dict]:

@@ -40,9 +40,6 @@ from torch import nn
 from kiln.foundation.errors import ContractError, ModelError
 from kiln.export import rewrites as rw
 
-#: kokoro's Generator hard-codes the sample rate of its harmonic source
-SAMPLE_RATE = 24_000
-
 
 def strip_weight_norm(module: nn.Module) -> nn.Module:
     """Fold every ``weight_norm`` (kokoro uses the hook-based one) into a plain weight, computed the

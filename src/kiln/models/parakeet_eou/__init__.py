@@ -2,7 +2,7 @@
 with an end-of-utterance token, exported per chunk with every cache explicit.
 
 Components (names, shapes and dtypes follow FluidAudio; every size comes from the checkpoint's
-facts and the entry's ``chunk_ms``: the symbolic contracts in :mod:`kiln.models.parakeet_eou.build`,
+facts and the entry's ``chunk_ms``: the symbolic contracts in :mod:`kiln.models.parakeet_eou.contract`,
 resolved by :mod:`kiln.family.contract`):
 
 ``preprocessor``       ``audio_signal [1, N]`` (one chunk), ``audio_context [1, C]`` -> ``mel
@@ -32,10 +32,15 @@ chunk-independent ``decoder`` / ``joint_decision`` are shared by every chunk siz
 
 from __future__ import annotations
 
-from kiln.family.spec import ComponentSpec, FamilySpec, Metric, Option, PlotSeries, StatePair, Task, declared
-from kiln.models.parakeet_eou import build, checkpoint, feeds, judge
-from kiln.models.parakeet_eou.build import (DECODER_CONTRACT, ENCODER_CONTRACT, FAMILY_NAME, JOINT_CONTRACT,
-                                            PREPROCESSOR_CONTRACT)
+from kiln.family.spec import (ComponentSpec, DeferredPart, FamilySpec, Metric, Option, PlotSeries, StatePair, Task,
+                              declared)
+from kiln.models.parakeet_eou import feeds, judge
+from kiln.models.parakeet_eou.contract import (DECODER_CONTRACT, ENCODER_CONTRACT, ENCODER_STATE, FAMILY_NAME,
+                                               JOINT_CONTRACT, PREPROCESSOR_CONTRACT, PREPROCESSOR_STATE)
+
+#: the network and checkpoint parts, imported when a hook is first called (torch: judging jobs never import them)
+build = DeferredPart("kiln.models.parakeet_eou.build")
+checkpoint = DeferredPart("kiln.models.parakeet_eou.checkpoint")
 
 
 CHUNK_MS = Option("chunk_ms", "the streamed chunk in milliseconds, a whole number of the model's native "
@@ -45,12 +50,12 @@ CHUNK_MS = Option("chunk_ms", "the streamed chunk in milliseconds, a whole numbe
 COMPONENTS = (
     ComponentSpec(
         name="preprocessor", **declared(PREPROCESSOR_CONTRACT), wrapper=build.preprocessor_wrapper,
-        feeds=feeds.preprocessor_feeds, state=build.PREPROCESSOR_STATE, options=(CHUNK_MS,),
+        feeds=feeds.preprocessor_feeds, state=PREPROCESSOR_STATE, options=(CHUNK_MS,),
         plot=PlotSeries("mean log-mel per chunk", judge.mean_mel),
         description="one chunk of audio -> un-normalised log-mel frames; STFT left context as state"),
     ComponentSpec(
         name="streaming_encoder", **declared(ENCODER_CONTRACT), wrapper=build.encoder_wrapper,
-        feeds=feeds.encoder_feeds, state=build.ENCODER_STATE, example=build.encoder_example, options=(CHUNK_MS,),
+        feeds=feeds.encoder_feeds, state=ENCODER_STATE, example=build.encoder_example, options=(CHUNK_MS,),
         metrics=(Metric("chunks", judge.encoder_chunk_metric),),
         plot=PlotSeries("encoder output L2 norm per chunk", judge._plot_encoder), artifacts=judge.encoder_error_plot,
         description="cache-aware FastConformer, one chunk; every cache an explicit input and output"),

@@ -10,8 +10,8 @@ import numpy as np
 
 from kiln.foundation.errors import ModelError
 from kiln.family.spec import Feeds
-from kiln.models.parakeet_eou.build import (PREPROCESSOR_STREAM, audio_chunks, chunk_pairs, chunk_samples_of,
-                                            eou_audio, run_pipeline)
+from kiln.models.parakeet_eou.contract import PREPROCESSOR_STREAM, chunk_pairs, chunk_samples_of
+from kiln.models.parakeet_eou.pipeline import audio_chunks, eou_audio, run_pipeline
 
 
 DECODER_STEPS = 48        # validation: decoder steps streamed with state carried

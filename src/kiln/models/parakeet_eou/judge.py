@@ -9,7 +9,7 @@ from typing import Mapping
 import numpy as np
 
 from kiln.models._tdt import agreement
-from kiln.models.parakeet_eou.build import ENCODER_FLOAT_OUTPUTS, ENCODER_STREAM
+from kiln.models.parakeet_eou.contract import ENCODER_FLOAT_OUTPUTS, ENCODER_STREAM
 
 
 def _max_abs_per_step(reference, candidate, name) -> list[float]:

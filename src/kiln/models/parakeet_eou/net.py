@@ -179,20 +179,6 @@ def facts(source: EOUSource) -> dict:
     }
 
 
-def chunk_geometry(facts: Mapping[str, Any], chunk_samples: int) -> dict:
-    """Per-chunk sizes for a chunk of ``chunk_samples`` samples; a chunk must be a whole number of
-    the model's native attention chunks (else streaming would differ from the trained masks)."""
-    hop, sub, native = facts["hop_length"], facts["subsampling_factor"], facts["native_chunk_frames"]
-    step = hop * sub * native
-    if chunk_samples <= 0 or chunk_samples % step:
-        raise ModelError(f"parakeet_eou: a chunk of {chunk_samples} samples is not a multiple of the "
-                         f"model's native attention chunk ({native} encoder frames = {step} samples "
-                         f"= {1000 * step / facts['sample_rate']:g} ms)")
-    frames = chunk_samples // hop
-    return {"chunk_samples": chunk_samples, "chunk_ms": 1000 * chunk_samples / facts["sample_rate"],
-            "mel_frames": frames, "encoder_frames": frames // sub}
-
-
 class StreamingMel(nn.Module):
     """NeMo's log-mel front end for one chunk, the STFT's left context carried as explicit state.
 
@@ -383,49 +369,6 @@ class RNNTJointDecision(nn.Module):
         token_id = torch.argmax(logits, dim=-1, keepdim=True)
         probs = torch.softmax(logits, dim=-1)
         return token_id.to(torch.int32), torch.gather(probs, 2, token_id)
-
-
-class GreedyRNNT:
-    """NeMo's ``GreedyRNNTInfer`` on the host, frame by frame, its state kept across chunks so the
-    token stream of a live session can be followed chunk by chunk.
-
-    ``decoder(target, h, c) -> (g, h, c)``; ``joint(f [1,d,1], g) -> (token, prob)``. At each frame up
-    to ``max_symbols`` tokens are emitted; a blank moves to the next frame. The start step feeds
-    blank (the embedding's zero padding row) with zero state, as NeMo does.
-    """
-
-    def __init__(self, decoder: Callable, joint: Callable, facts: Mapping[str, Any], record: list | None = None):
-        self.decoder, self.joint = decoder, joint
-        self.blank, self.max_symbols = facts["blank_id"], facts["max_symbols"]
-        self.h = np.zeros((facts["pred_rnn_layers"], 1, facts["lstm_proj"]), np.float32)
-        self.c = np.zeros((facts["pred_rnn_layers"], 1, facts["lstm_hidden"]), np.float32)
-        self.g, self.h_next, self.c_next = decoder(self.blank, self.h, self.c)
-        self.record = record
-        self.tokens: list[int] = []
-        self.token_chunks: list[int] = []
-        self.token_frames: list[int] = []
-        self.frame = 0
-
-    def chunk(self, encoded: np.ndarray, length: int, chunk_index: int) -> None:
-        """Decode the ``length`` valid frames of ``encoded [d, T]``."""
-        for t in range(length):
-            f = np.ascontiguousarray(encoded[:, t:t + 1][None], dtype=np.float32)
-            for _ in range(self.max_symbols):
-                token, prob = self.joint(f, self.g)
-                if self.record is not None:
-                    self.record.append({"encoder_step": f, "decoder_step": self.g})
-                if token == self.blank:
-                    break
-                self.tokens.append(int(token))
-                self.token_chunks.append(int(chunk_index))
-                self.token_frames.append(self.frame)
-                self.h, self.c = self.h_next, self.c_next
-                self.g, self.h_next, self.c_next = self.decoder(int(token), self.h, self.c)
-            self.frame += 1
-
-
-def eou_chunks(tokens: list[int], token_chunks: list[int], eou_id: int | None) -> list[int]:
-    return [c for t, c in zip(tokens, token_chunks) if eou_id is not None and t == eou_id]
 
 
 def nemo_streaming(source: EOUSource, mel: np.ndarray, chunk_frames: int) -> list[dict[str, np.ndarray]]:

@@ -41,9 +41,14 @@ padding rows is zeroed by multiplication, not by ``masked_fill`` on a NaN path.
 
 from __future__ import annotations
 
-from kiln.family.spec import ComponentSpec, FamilySpec, Metric, Option, PlotSeries, StatePair, Task, declared
-from kiln.models.parakeet_tdt import build, checkpoint, feeds, judge
-from kiln.models.parakeet_tdt.build import CONTRACTS, FAMILY_NAME, WINDOWED  # noqa: F401
+from kiln.family.spec import (ComponentSpec, DeferredPart, FamilySpec, Metric, Option, PlotSeries, StatePair, Task,
+                              declared)
+from kiln.models.parakeet_tdt import feeds, judge
+from kiln.models.parakeet_tdt.contract import CONTRACTS, FAMILY_NAME, WINDOWED  # noqa: F401
+
+#: the network and checkpoint parts, imported when a hook is first called (torch: judging jobs never import them)
+build = DeferredPart("kiln.models.parakeet_tdt.build")
+checkpoint = DeferredPart("kiln.models.parakeet_tdt.checkpoint")
 
 # -- the family: its components --------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ import numpy as np
 from kiln.foundation.errors import ModelError
 from kiln.family.spec import Context, Feeds, require_fact
 from kiln.models._tdt import tdt_greedy
-from kiln.models.parakeet_tdt.build import FAMILY_NAME, _samples
+from kiln.models.parakeet_tdt.contract import FAMILY_NAME, _samples
 
 
 DECODER_STEPS = 48     # validation: decoder steps streamed with state carried

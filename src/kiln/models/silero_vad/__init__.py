@@ -7,8 +7,12 @@ probability plot.
 
 from __future__ import annotations
 
-from kiln.family.spec import ComponentSpec, FamilySpec, Metric, Option, PlotSeries, StatePair, declared
-from kiln.models.silero_vad import build, feeds, judge
+from kiln.family.spec import ComponentSpec, DeferredPart, FamilySpec, Metric, Option, PlotSeries, StatePair, declared
+from kiln.models.silero_vad import feeds, judge
+from kiln.models.silero_vad.contract import CONTRACT
+
+#: the network part, imported when a hook is first called (torch: judging jobs never import it)
+build = DeferredPart("kiln.models.silero_vad.build")
 
 #: one spec, built at any window: config.yaml's ``unified`` (steps 1) and ``unified_256ms`` (``spec:
 #: unified``, steps 8) are two entries of it
@@ -17,7 +21,7 @@ STEPS = Option("steps", "512-sample LSTM steps per call (the window is 64 contex
 
 def vad_component(name: str = "unified") -> ComponentSpec:
     return ComponentSpec(
-        name, **declared(build.CONTRACT), wrapper=build.window, feeds=feeds.speech_windows, options=(STEPS,),
+        name, **declared(CONTRACT), wrapper=build.window, feeds=feeds.speech_windows, options=(STEPS,),
         state=(StatePair("hidden_state", "new_hidden_state"), StatePair("cell_state", "new_cell_state")),
         metrics=(Metric("decisions", judge.decisions, rank_by="decision_agreement"),),
         plot=PlotSeries("speech probability", judge.probabilities))

@@ -22,15 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kiln.family.contract import Contract, f32
 from kiln.foundation.errors import SourceError
 from kiln.export.rewrites import ConvSTFT
+from kiln.models.silero_vad.contract import CHUNK_SAMPLES, CONTEXT_SAMPLES, SAMPLE_RATE, STATE_SIZE, steps_of
 from kiln.sources import SourceRecord
 
-SAMPLE_RATE = 16_000
-CONTEXT_SAMPLES = 64
-CHUNK_SAMPLES = 512
-STATE_SIZE = 128
 HOP_LENGTH = 128
 FILTER_LENGTH = 256
 STFT_PAD = 64
@@ -132,18 +128,6 @@ def load(record: SourceRecord) -> SileroVADNet:
 def facts(net: SileroVADNet) -> dict:
     return {"sample_rate": SAMPLE_RATE, "context_samples": CONTEXT_SAMPLES, "chunk_samples": CHUNK_SAMPLES,
             "state_size": STATE_SIZE}
-
-
-def steps_of(component) -> int:
-    return component.options["steps"]   # declared and checked (kiln.models.silero_vad.STEPS)
-
-
-#: the contract, stated once: the window is ``steps`` 512-sample steps after 64 context samples
-CONTRACT = Contract(
-    inputs=(f32("audio_input", 1, "context_samples + steps * chunk_samples"), f32("hidden_state", 1, "state_size"),
-            f32("cell_state", 1, "state_size")),
-    outputs=(f32("vad_output", 1, 1, 1), f32("new_hidden_state", 1, "state_size"),
-             f32("new_cell_state", 1, "state_size")))
 
 
 def window(net: SileroVADNet, component, facts) -> nn.Module:

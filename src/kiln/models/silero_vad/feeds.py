@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from kiln.family.spec import Context, Feeds
-from kiln.models.silero_vad.build import CHUNK_SAMPLES, CONTEXT_SAMPLES, SAMPLE_RATE, steps_of
+from kiln.models.silero_vad.contract import CHUNK_SAMPLES, CONTEXT_SAMPLES, SAMPLE_RATE, steps_of
 
 
 #: seconds of validation speech (espeak-ng mixed with silence and noise)

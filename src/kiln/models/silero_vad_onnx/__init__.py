@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import dataclasses
 
-from kiln.family.spec import FamilySpec
+from kiln.family.spec import DeferredPart, FamilySpec
 from kiln.models import silero_vad
-from kiln.models.silero_vad_onnx import build, judge
+from kiln.models.silero_vad_onnx import judge
+
+#: the network part, imported when a hook is first called (torch: judging jobs never import it)
+build = DeferredPart("kiln.models.silero_vad_onnx.build")
 
 
 def vad_component(name: str = "unified"):

@@ -8,11 +8,8 @@ from torch import nn
 
 from kiln.foundation.errors import ModelError
 from kiln.models.silero_vad import build as silero_vad
+from kiln.models.silero_vad_onnx.contract import GRAPH_INPUTS, GRAPH_OUTPUTS
 from kiln.sources import SourceRecord, onnx_graph
-
-#: the graph interface (Silero v5/v6 ONNX): audio and stacked LSTM state in, probability and state out
-GRAPH_INPUTS = ("input", "state")
-GRAPH_OUTPUTS = ("output", "stateN")
 
 
 class OnnxSource:

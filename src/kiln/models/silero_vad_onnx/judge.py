@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from kiln.models.silero_vad import build as silero_vad
-from kiln.models.silero_vad_onnx.build import GRAPH_OUTPUTS
+from kiln.models.silero_vad import contract as silero_vad
+from kiln.models.silero_vad_onnx.contract import GRAPH_OUTPUTS
 from kiln.sources import onnx_graph
 
 
