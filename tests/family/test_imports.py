@@ -51,6 +51,18 @@ def test_a_missing_or_uncallable_hook_is_a_model_error_naming_module_and_attribu
         Deferred("kiln.models.silero_vad.contract", "CONTRACT").resolve()
 
 
+def test_a_family_package_still_hands_out_its_part_modules():
+    # the spec's DeferredParts are not bound to the parts' names: `from package import part` is the module
+    import types
+
+    from kiln.models.kokoro import checkpoint as kokoro_checkpoint
+    from kiln.models.parakeet_eou import checkpoint as eou_checkpoint
+    from kiln.models.parakeet_tdt import checkpoint as tdt_checkpoint
+
+    for module in (kokoro_checkpoint, eou_checkpoint, tdt_checkpoint):
+        assert isinstance(module, types.ModuleType) and hasattr(module, "build_random"), module
+
+
 def _top_level_names(module: str) -> set[str]:
     """The names module ``module`` defines or imports at its top level, read from its source (the
     build parts import torch: this test does not import them)."""

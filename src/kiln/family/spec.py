@@ -237,9 +237,11 @@ class Deferred:
 
 class DeferredPart:
     """A family part (a module, by its full dotted name) whose attributes are :class:`Deferred`
-    hooks: ``build = DeferredPart("kiln.models.kokoro.build")`` then ``wrapper=build.wrapper`` in the
-    spec imports nothing until the wrapper is called. Give the name as one string literal: the
-    workflow's code stamps read it as an import of that part (:mod:`kiln.workflow.codedeps`).
+    hooks: ``build_part = DeferredPart("kiln.models.kokoro.build")`` then ``wrapper=build_part.wrapper``
+    in the spec imports nothing until the wrapper is called. Give the name as one string literal: the
+    workflow's code stamps read it as an import of that part (:mod:`kiln.workflow.codedeps`). Do not
+    bind it to the submodule's own name in the package (``build = ...``): ``from package import
+    build`` would then return it instead of the module.
     Constants (contracts, state pairs, rates) are not hooks: they live in torch-free modules."""
 
     __slots__ = ("module",)

@@ -24,16 +24,17 @@ from kiln.family.spec import ComponentSpec, DeferredPart, FamilySpec, Metric, Op
 from kiln.models.kokoro import feeds, judge
 from kiln.models.kokoro.contract import CONTRACT, SAMPLE_RATE
 
-#: the network and checkpoint parts, imported when a hook is first called (torch: judging jobs never import them)
-build = DeferredPart("kiln.models.kokoro.build")
-checkpoint = DeferredPart("kiln.models.kokoro.checkpoint")
+#: the network and checkpoint parts, imported when a hook is first called (torch: judging jobs never
+#: import them); not named ``build``/``checkpoint``, which would hide the submodules from ``from ... import``
+build_part = DeferredPart("kiln.models.kokoro.build")
+checkpoint_part = DeferredPart("kiln.models.kokoro.checkpoint")
 
 
 def kokoro_component(name: str = "kokoro") -> ComponentSpec:
     return ComponentSpec(
         name,
         **declared(CONTRACT),
-        wrapper=build.wrapper, feeds=feeds.sentence_feeds, example=build.example,
+        wrapper=build_part.wrapper, feeds=feeds.sentence_feeds, example=build_part.example,
         # variants rank by what a listener gets: the worst sentence's waveform correlation with the
         # float package (the metric validate.task_bounds gates the build on), not by sample error
         metrics=(Metric("waveform", judge.waveform_metrics, rank_by="min_correlation"),),
@@ -44,6 +45,6 @@ def kokoro_component(name: str = "kokoro") -> ComponentSpec:
                         kind=float, minimum=None)))
 
 
-FAMILY = FamilySpec(name="kokoro", load=build.load, facts=build.facts,
+FAMILY = FamilySpec(name="kokoro", load=build_part.load, facts=build_part.facts,
                     components=(kokoro_component(),),
-                    build_random=checkpoint.build_random, faithfulness=build.faithfulness, sample_rate=SAMPLE_RATE)
+                    build_random=checkpoint_part.build_random, faithfulness=build_part.faithfulness, sample_rate=SAMPLE_RATE)

@@ -38,9 +38,10 @@ from kiln.models.parakeet_eou import feeds, judge
 from kiln.models.parakeet_eou.contract import (DECODER_CONTRACT, ENCODER_CONTRACT, ENCODER_STATE, FAMILY_NAME,
                                                JOINT_CONTRACT, PREPROCESSOR_CONTRACT, PREPROCESSOR_STATE)
 
-#: the network and checkpoint parts, imported when a hook is first called (torch: judging jobs never import them)
-build = DeferredPart("kiln.models.parakeet_eou.build")
-checkpoint = DeferredPart("kiln.models.parakeet_eou.checkpoint")
+#: the network and checkpoint parts, imported when a hook is first called (torch: judging jobs never
+#: import them); not named ``build``/``checkpoint``, which would hide the submodules from ``from ... import``
+build_part = DeferredPart("kiln.models.parakeet_eou.build")
+checkpoint_part = DeferredPart("kiln.models.parakeet_eou.checkpoint")
 
 
 CHUNK_MS = Option("chunk_ms", "the streamed chunk in milliseconds, a whole number of the model's native "
@@ -49,24 +50,24 @@ CHUNK_MS = Option("chunk_ms", "the streamed chunk in milliseconds, a whole numbe
 
 COMPONENTS = (
     ComponentSpec(
-        name="preprocessor", **declared(PREPROCESSOR_CONTRACT), wrapper=build.preprocessor_wrapper,
+        name="preprocessor", **declared(PREPROCESSOR_CONTRACT), wrapper=build_part.preprocessor_wrapper,
         feeds=feeds.preprocessor_feeds, state=PREPROCESSOR_STATE, options=(CHUNK_MS,),
         plot=PlotSeries("mean log-mel per chunk", judge.mean_mel),
         description="one chunk of audio -> un-normalised log-mel frames; STFT left context as state"),
     ComponentSpec(
-        name="streaming_encoder", **declared(ENCODER_CONTRACT), wrapper=build.encoder_wrapper,
-        feeds=feeds.encoder_feeds, state=ENCODER_STATE, example=build.encoder_example, options=(CHUNK_MS,),
+        name="streaming_encoder", **declared(ENCODER_CONTRACT), wrapper=build_part.encoder_wrapper,
+        feeds=feeds.encoder_feeds, state=ENCODER_STATE, example=build_part.encoder_example, options=(CHUNK_MS,),
         metrics=(Metric("chunks", judge.encoder_chunk_metric),),
         plot=PlotSeries("encoder output L2 norm per chunk", judge._plot_encoder), artifacts=judge.encoder_error_plot,
         description="cache-aware FastConformer, one chunk; every cache an explicit input and output"),
     ComponentSpec(
-        name="decoder", **declared(DECODER_CONTRACT), wrapper=build.decoder_wrapper,
+        name="decoder", **declared(DECODER_CONTRACT), wrapper=build_part.decoder_wrapper,
         feeds=feeds.decoder_feeds, state=(StatePair("h_in", "h_out"), StatePair("c_in", "c_out")),
-        example=build.decoder_example, metrics=(Metric("decoder", judge.decoder_metric),), options=(),
+        example=build_part.decoder_example, metrics=(Metric("decoder", judge.decoder_metric),), options=(),
         plot=PlotSeries("decoder output L2 norm per step", judge.decoder_norms),
         description="RNNT prediction network, one step (U=1), explicit LSTM state"),
     ComponentSpec(
-        name="joint_decision", **declared(JOINT_CONTRACT), wrapper=build.joint_wrapper,
+        name="joint_decision", **declared(JOINT_CONTRACT), wrapper=build_part.joint_wrapper,
         feeds=feeds.joint_feeds, metrics=(Metric("decisions", judge.joint_metric),), options=(),
         plot=PlotSeries("token probability per step", judge.token_probs),
         description="RNNT joint, one frame: argmax token id (blank = vocabulary size) and its probability"),
@@ -79,5 +80,5 @@ TASK = Task(
     inputs=feeds.task_inputs, run=feeds.task_run, compare=judge.task_compare,
     quantization=judge.quantization_eou_summary, plot=judge.token_timeline_plot)
 
-FAMILY = FamilySpec(name=FAMILY_NAME, load=build.load, facts=build.facts, components=COMPONENTS,
-                    build_random=checkpoint.build_random, task=TASK, faithfulness=build.faithfulness)
+FAMILY = FamilySpec(name=FAMILY_NAME, load=build_part.load, facts=build_part.facts, components=COMPONENTS,
+                    build_random=checkpoint_part.build_random, task=TASK, faithfulness=build_part.faithfulness)

@@ -46,9 +46,10 @@ from kiln.family.spec import (ComponentSpec, DeferredPart, FamilySpec, Metric, O
 from kiln.models.parakeet_tdt import feeds, judge
 from kiln.models.parakeet_tdt.contract import CONTRACTS, FAMILY_NAME, WINDOWED  # noqa: F401
 
-#: the network and checkpoint parts, imported when a hook is first called (torch: judging jobs never import them)
-build = DeferredPart("kiln.models.parakeet_tdt.build")
-checkpoint = DeferredPart("kiln.models.parakeet_tdt.checkpoint")
+#: the network and checkpoint parts, imported when a hook is first called (torch: judging jobs never
+#: import them); not named ``build``/``checkpoint``, which would hide the submodules from ``from ... import``
+build_part = DeferredPart("kiln.models.parakeet_tdt.build")
+checkpoint_part = DeferredPart("kiln.models.parakeet_tdt.checkpoint")
 
 # -- the family: its components --------------------------------------------------------------------
 
@@ -66,34 +67,34 @@ TASK = Task(
 
 FAMILY = FamilySpec(
     name=FAMILY_NAME,
-    load=build.load,
-    facts=build.facts,
-    build_random=checkpoint.build_random,
+    load=build_part.load,
+    facts=build_part.facts,
+    build_random=checkpoint_part.build_random,
     task=TASK,
     components=(
-        ComponentSpec("preprocessor", **declared(CONTRACTS["preprocessor"]), wrapper=build.preprocessor,
-                      feeds=feeds.audio_feeds, example=build.audio_example, options=(SECONDS,),
+        ComponentSpec("preprocessor", **declared(CONTRACTS["preprocessor"]), wrapper=build_part.preprocessor,
+                      feeds=feeds.audio_feeds, example=build_part.audio_example, options=(SECONDS,),
                       metrics=(Metric("mel", judge.similarity("mel", "mel_length")),)),
-        ComponentSpec("encoder", **declared(CONTRACTS["encoder"]), wrapper=build.encoder, feeds=feeds.mel_feeds,
-                      example=build.mel_example, options=(SECONDS,),
+        ComponentSpec("encoder", **declared(CONTRACTS["encoder"]), wrapper=build_part.encoder, feeds=feeds.mel_feeds,
+                      example=build_part.mel_example, options=(SECONDS,),
                       metrics=(Metric("encoder", judge.similarity("encoder", "encoder_length")),)),
-        ComponentSpec("mel_encoder", **declared(CONTRACTS["mel_encoder"]), wrapper=build.mel_encoder,
-                      feeds=feeds.audio_feeds, example=build.audio_example, options=(SECONDS,),
+        ComponentSpec("mel_encoder", **declared(CONTRACTS["mel_encoder"]), wrapper=build_part.mel_encoder,
+                      feeds=feeds.audio_feeds, example=build_part.audio_example, options=(SECONDS,),
                       metrics=(Metric("encoder", judge.similarity("encoder", "encoder_length")),)),
-        ComponentSpec("decoder", **declared(CONTRACTS["decoder"]), wrapper=build.decoder, feeds=feeds.decoder_feeds,
-                      example=build.decoder_example, options=(),
+        ComponentSpec("decoder", **declared(CONTRACTS["decoder"]), wrapper=build_part.decoder, feeds=feeds.decoder_feeds,
+                      example=build_part.decoder_example, options=(),
                       state=(StatePair("h_in", "h_out"), StatePair("c_in", "c_out")),
                       metrics=(Metric("decoder", judge.decoder_metrics),),
                       plot=PlotSeries("decoder output L2 norm per step", judge.decoder_norms)),
-        ComponentSpec("joint", **declared(CONTRACTS["joint"]), wrapper=build.joint, feeds=feeds.joint_step_feeds,
+        ComponentSpec("joint", **declared(CONTRACTS["joint"]), wrapper=build_part.joint, feeds=feeds.joint_step_feeds,
                       options=(),
                       metrics=(Metric("argmax", judge.joint_argmax_metrics, rank_by="token_argmax_agreement"),),
                       plot=PlotSeries("max joint logit per step", judge.max_logits)),
-        ComponentSpec("joint_decision", **declared(CONTRACTS["joint_decision"]), wrapper=build.joint_decision,
+        ComponentSpec("joint_decision", **declared(CONTRACTS["joint_decision"]), wrapper=build_part.joint_decision,
                       feeds=feeds.joint_decision_feeds, options=(SECONDS,),
                       metrics=(Metric("decisions", judge.decision_metrics, rank_by="token_agreement"),)),
         ComponentSpec("joint_decision_single_step", **declared(CONTRACTS["joint_decision_single_step"]),
-                      wrapper=build.joint_decision_single_step, feeds=feeds.joint_step_feeds, options=(),
+                      wrapper=build_part.joint_decision_single_step, feeds=feeds.joint_step_feeds, options=(),
                       metrics=(Metric("decisions", judge.decision_metrics, rank_by="token_agreement"),),
                       plot=PlotSeries("token probability per step", judge.token_probs)),
     ),

@@ -11,8 +11,9 @@ from kiln.family.spec import ComponentSpec, DeferredPart, FamilySpec, Metric, Op
 from kiln.models.silero_vad import feeds, judge
 from kiln.models.silero_vad.contract import CONTRACT
 
-#: the network part, imported when a hook is first called (torch: judging jobs never import it)
-build = DeferredPart("kiln.models.silero_vad.build")
+#: the network part, imported when a hook is first called (torch: judging jobs never import it); not
+#: named ``build``, which would hide the submodule from ``from ... import build``
+build_part = DeferredPart("kiln.models.silero_vad.build")
 
 #: one spec, built at any window: config.yaml's ``unified`` (steps 1) and ``unified_256ms`` (``spec:
 #: unified``, steps 8) are two entries of it
@@ -21,10 +22,10 @@ STEPS = Option("steps", "512-sample LSTM steps per call (the window is 64 contex
 
 def vad_component(name: str = "unified") -> ComponentSpec:
     return ComponentSpec(
-        name, **declared(CONTRACT), wrapper=build.window, feeds=feeds.speech_windows, options=(STEPS,),
+        name, **declared(CONTRACT), wrapper=build_part.window, feeds=feeds.speech_windows, options=(STEPS,),
         state=(StatePair("hidden_state", "new_hidden_state"), StatePair("cell_state", "new_cell_state")),
         metrics=(Metric("decisions", judge.decisions, rank_by="decision_agreement"),),
         plot=PlotSeries("speech probability", judge.probabilities))
 
 
-FAMILY = FamilySpec(name="silero_vad", load=build.load, facts=build.facts, components=(vad_component(),))
+FAMILY = FamilySpec(name="silero_vad", load=build_part.load, facts=build_part.facts, components=(vad_component(),))

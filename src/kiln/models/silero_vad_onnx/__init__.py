@@ -20,13 +20,14 @@ from kiln.family.spec import DeferredPart, FamilySpec
 from kiln.models import silero_vad
 from kiln.models.silero_vad_onnx import judge
 
-#: the network part, imported when a hook is first called (torch: judging jobs never import it)
-build = DeferredPart("kiln.models.silero_vad_onnx.build")
+#: the network part, imported when a hook is first called (torch: judging jobs never import it); not
+#: named ``build``, which would hide the submodule from ``from ... import build``
+build_part = DeferredPart("kiln.models.silero_vad_onnx.build")
 
 
 def vad_component(name: str = "unified"):
-    return dataclasses.replace(silero_vad.vad_component(name), wrapper=build.window)
+    return dataclasses.replace(silero_vad.vad_component(name), wrapper=build_part.window)
 
 
-FAMILY = FamilySpec(name="silero_vad_onnx", load=build.load, facts=build.facts, components=(vad_component(),),
+FAMILY = FamilySpec(name="silero_vad_onnx", load=build_part.load, facts=build_part.facts, components=(vad_component(),),
                     source_runtime=judge.source_runtime)
