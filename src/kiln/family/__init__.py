@@ -11,7 +11,9 @@ fetch job), ``build`` builds the network (load, facts, wrappers, tracing example
 prepare job), ``feeds`` makes the validation inputs (the reference job: feeds, the task's inputs and
 run), ``judge`` judges the outputs (metrics, plots, artifacts, the task's comparisons: the parity,
 end-to-end and summary jobs); ``__init__`` assembles them into ``FAMILY``, the list of its
-components, and holds nothing else a job runs. Modules of no part (a network, a comparison two
+components, and holds nothing else a job runs. It imports no torch: the hooks of ``build`` and
+``checkpoint`` are :class:`~kiln.family.spec.DeferredPart` attributes (imported on first call), and
+what the spec, feeds and judge share (contracts, sizes) lives in a torch-free ``contract`` module. Modules of no part (a network, a comparison two
 parts share) belong to whichever parts import them. The workflow's code stamps read these names statically (:func:`part_of`,
 :mod:`kiln.workflow.codedeps`): a stage that does not run a part does not depend on its code, so an
 edit rebuilds only what it touches. Nothing here imports anything (the workflow reads it at
