@@ -1,6 +1,6 @@
 """Parakeet EOU internals: the NeMo side (restore checks, facts), the traceable
-per-chunk wrappers, host-side RNNT greedy decoding, and NeMo's own cache-aware streaming as the
-faithfulness reference. The declarative family is :mod:`kiln.models.parakeet_eou` (random checkpoints: ``checkpoint``).
+per-chunk wrappers, and NeMo's own cache-aware streaming as the faithfulness reference (host-side
+RNNT greedy decoding and the chunk geometry: the torch-free ``pipeline`` and ``contract``). The declarative family is :mod:`kiln.models.parakeet_eou` (random checkpoints: ``checkpoint``).
 
 Streaming geometry (all read from the checkpoint, see :func:`facts`):
 
