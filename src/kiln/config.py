@@ -16,7 +16,7 @@ import importlib.util
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace as _replace
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -153,6 +153,18 @@ class ComponentConfig:
             "outputs": [t.as_dict() for t in self.outputs],
         }
 
+    def bound(self, resolved: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> "ComponentConfig":
+        """This entry with its inputs and outputs from ``resolved`` (``{"inputs"|"outputs": {name:
+        {"shape", "dtype"}}}``, the prepare job's contracts file), in that order; the outputs keep
+        the ``kind`` the entry declares. Shapes config.yaml states were checked against the same
+        resolution by the prepare job."""
+        kinds = self.kinds
+        return _replace(self,
+                        inputs=tuple(TensorSpec(n, tuple(t["shape"]), t["dtype"])
+                                     for n, t in resolved["inputs"].items()),
+                        outputs=tuple(TensorSpec(n, tuple(t["shape"]), t["dtype"], kinds.get(n))
+                                      for n, t in resolved["outputs"].items()))
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -184,6 +196,20 @@ class Config:
     def enabled_models(self) -> list[str]:
         """Models built by the aggregate targets (``enabled: false`` ones only when named)."""
         return [name for name, model in self.models.items() if model.enabled]
+
+    def bound(self, model: str, contracts: Mapping[str, Any], file: str = "contracts.json") -> "Config":
+        """This config with ``model``'s components bound to the prepare job's resolved ``contracts``
+        (``{component: {"inputs"|"outputs": {name: {"shape", "dtype"}}}}``): what every job after
+        prepare builds and judges with. A component the file lacks is a :class:`ConfigError` (a
+        contracts file of another configuration: re-run the prepare job)."""
+        model_cfg = self.model(model)
+        missing = [c for c in model_cfg.components if c not in contracts]
+        if missing:
+            raise ConfigError(f"{file} has no resolved contract for {missing} (written for components "
+                              f"{sorted(contracts)}; re-run the prepare job)", key=f"models.{model}.components",
+                              file=self.path)
+        components = {n: c.bound(contracts[n]) for n, c in model_cfg.components.items()}
+        return _replace(self, models={**self.models, model: _replace(model_cfg, components=components)})
 
     def model(self, name: str) -> ModelConfig:
         try:
