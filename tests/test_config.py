@@ -21,6 +21,11 @@ def test_repository_config_is_valid(repo):
     config = load_config(repo / "config.yaml")
     vad = config.model("silero_vad")
     assert set(vad.components) == {"unified", "unified_256ms"}
+    # a family entry states only its knobs: its shapes come from the resolved contract it is bound to
+    assert vad.components["unified"].inputs == () and vad.components["unified"].options == {"steps": 1}
+    from tests.conftest import bind_resolved
+
+    vad = bind_resolved(config).model("silero_vad")
     unified = vad.components["unified"]
     assert [t.name for t in unified.inputs] == ["audio_input", "hidden_state", "cell_state"]
     assert unified.inputs[0].shape == (1, 576)
@@ -43,9 +48,9 @@ def test_unknown_key_is_named(raw):
 
 
 def test_wrong_type_is_named(raw):
-    raw["models"]["silero_vad"]["components"]["unified"]["inputs"]["audio_input"]["shape"] = "576"
+    raw["models"]["silero_vad_plain"]["components"]["unified"]["inputs"]["audio_input"]["shape"] = "576"
     err = _error(raw)
-    assert err.key == "models.silero_vad.components.unified.inputs.audio_input.shape"
+    assert err.key == "models.silero_vad_plain.components.unified.inputs.audio_input.shape"
     assert "array" in str(err)
 
 

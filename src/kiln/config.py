@@ -37,15 +37,21 @@ class TensorSpec:
     """One named tensor of a component's fixed I/O contract."""
 
     name: str
-    shape: tuple[int, ...]
-    dtype: str
+    #: None: not stated (a family entry's shapes and dtypes come from its family's resolved contract)
+    shape: tuple[int, ...] | None
+    dtype: str | None
     #: what an output is (``kiln.validate.kinds``: probability, embedding, ...); None: not declared
     kind: str | None = None
 
     def as_dict(self) -> dict:
         # no ``kind``: it judges the output, it does not build it (the parity and quantize stamps
         # carry it, so a package is not re-exported when a kind changes)
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+        out = {"name": self.name}
+        if self.shape is not None:
+            out["shape"] = list(self.shape)
+        if self.dtype is not None:
+            out["dtype"] = self.dtype
+        return out
 
 
 @dataclass(frozen=True)
@@ -341,7 +347,8 @@ def _merge_quantize(*layers: Mapping[str, Any] | None) -> dict:
 
 
 def _tensors(spec: Mapping[str, Mapping[str, Any]]) -> tuple[TensorSpec, ...]:
-    return tuple(TensorSpec(name, tuple(t["shape"]), t["dtype"], t.get("kind")) for name, t in spec.items())
+    return tuple(TensorSpec(name, None if t.get("shape") is None else tuple(t["shape"]), t.get("dtype"), t.get("kind"))
+                 for name, t in (spec or {}).items())
 
 
 def family_exists(family: str) -> bool:
@@ -463,14 +470,15 @@ def _build(raw: Mapping[str, Any], path: str, cache: Path | None = None) -> Conf
                               key=f"models.{name}.family", file=path)
         is_random = model["source"]["kind"] == "random"
         for cname, comp in model["components"].items():
-            declared = {o for o in comp["outputs"]}
-            for layer in (model.get("validate"), comp.get("validate")):
-                for output in (layer or {}).get("outputs", {}):
-                    if layer is comp.get("validate") and output not in declared:
-                        raise ConfigError(f"no output '{output}' in the component's contract "
-                                          f"(outputs: {', '.join(declared)})",
-                                          key=f"models.{name}.components.{cname}.validate.outputs.{output}",
-                                          file=path)
+            if model["family"] != PLAIN_FAMILY:
+                continue   # a family's output names are its spec's: kiln.models.check_models checks these
+            declared = {o for o in comp.get("outputs") or {}}
+            for output in (comp.get("validate") or {}).get("outputs", {}):
+                if output not in declared:
+                    raise ConfigError(f"no output '{output}' in the component's contract "
+                                      f"(outputs: {', '.join(declared)})",
+                                      key=f"models.{name}.components.{cname}.validate.outputs.{output}",
+                                      file=path)
         _check_feature_names(name, model, path)
         _check_plain(name, model, path)
         if is_random and model.get("synthetic") is False:
@@ -480,8 +488,8 @@ def _build(raw: Mapping[str, Any], path: str, cache: Path | None = None) -> Conf
             cname: ComponentConfig(
                 model=name,
                 name=cname,
-                inputs=_tensors(comp["inputs"]),
-                outputs=_tensors(comp["outputs"]),
+                inputs=_tensors(comp.get("inputs")),
+                outputs=_tensors(comp.get("outputs")),
                 export=_merge_export(defaults, model.get("export"), comp.get("export")),
                 validate=_merge_validate(validate_defaults, model.get("validate"), comp.get("validate")),
                 quantize=_merge_quantize((raw.get("defaults") or {}).get("quantize"), model.get("quantize"),
@@ -530,7 +538,7 @@ RESERVED_FEATURE_NAMES = frozenset({
 def _check_feature_names(name: str, model: Mapping[str, Any], path: str) -> None:
     for cname, comp in model["components"].items():
         for side in ("inputs", "outputs"):
-            for tensor in comp[side]:
+            for tensor in comp.get(side) or {}:
                 if tensor in RESERVED_FEATURE_NAMES or tensor.startswith("_"):
                     raise ConfigError(f"'{tensor}' is a name coremltools renames in the package (a MIL "
                                       f"keyword or a leading underscore); choose another",
@@ -574,6 +582,16 @@ def _check_plain(name: str, model: Mapping[str, Any], path: str) -> None:
                           key=f"{where}.network.kind", file=path)
     for cname, comp in model["components"].items():
         at = f"{where}.components.{cname}"
+        # a config block is the model's one statement of its contract: every tensor, sized and typed
+        for side in ("inputs", "outputs"):
+            if not comp.get(side):
+                raise ConfigError(f"family '{PLAIN_FAMILY}' states its contract in config.yaml: give the "
+                                  f"component's {side} (name: {{shape, dtype}})", key=f"{at}.{side}", file=path)
+            for tensor, spec in comp[side].items():
+                for key in ("shape", "dtype"):
+                    if key not in spec:
+                        raise ConfigError(f"family '{PLAIN_FAMILY}' needs every tensor's {key}",
+                                          key=f"{at}.{side}.{tensor}.{key}", file=path)
         for inp, out in (comp.get("state") or {}).items():
             if inp not in comp["inputs"]:
                 raise ConfigError(f"state input '{inp}' is not an input of the component (inputs: "
@@ -663,12 +681,17 @@ def _feed_settings(model: ModelConfig, feed: Mapping[str, Any]) -> dict:
 CONTRACT_SIZED_OPTIONS = frozenset({"chunk_ms", "seconds", "max_tokens"})
 
 
-def export_settings(model: ModelConfig, component: ComponentConfig) -> dict:
-    """Everything that determines one exported package (the export job's stamp; its digest is
-    embedded in the package). Options that only size the contract (:data:`CONTRACT_SIZED_OPTIONS`)
-    reach the package through the contract's shapes, which the stamp holds, and are not recorded
-    twice; the spec an entry names reaches it through the traced program (the prepare stamp)."""
-    return {
+def export_settings(model: ModelConfig, component: ComponentConfig, *, contract: bool = True) -> dict:
+    """Everything that determines one exported package; its digest, with ``component`` bound to its
+    resolved contract (:meth:`Config.bound`), is embedded in the package. Options that only size
+    the contract (:data:`CONTRACT_SIZED_OPTIONS`) reach the package through the contract's shapes
+    and are not recorded twice; the spec an entry names reaches it through the traced program (the
+    prepare stamp).
+
+    ``contract=False``: the export job's stamp and its record's ``settings_sha256``, known when the
+    workflow is planned, before the prepare job resolves the shapes: the contract reaches the export
+    through its inputs instead (the traced program and ``prepared/contracts.json``)."""
+    out = {
         "source": source_settings(model),
         "component": component.name,
         "contract": component.contract(),
@@ -676,6 +699,9 @@ def export_settings(model: ModelConfig, component: ComponentConfig) -> dict:
         # runtime compute units are chosen by the app at load time: they do not change the package
         "export": {k: v for k, v in component.export.as_dict().items() if k != "runtime_compute_units"},
     }
+    if not contract:
+        del out["contract"]
+    return out
 
 
 def validate_settings(model: ModelConfig, component: ComponentConfig) -> dict:

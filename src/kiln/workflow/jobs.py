@@ -319,8 +319,11 @@ def export_job(config: Config, *, model: str, component: str, source: str | Path
     out_package, out_record = package, record
     record = read_source_record(source)
     limits.check_fits(comp, [_verified(config, model, component, program)])
+    # the package embeds the digest of its settings with the resolved contract (comp is bound to
+    # it); the record carries the stamp's digest, known before the prepare job (kiln.workflow.stamps)
     settings = export_settings(model_cfg, comp)
     digest = settings_digest(settings)
+    stamp_digest = settings_digest(export_settings(model_cfg, comp, contract=False))
     log.info("exporting %s/%s (%s, %s) from %s", model, component, comp.export.deployment_target,
              comp.export.compute_precision, program)
     started = time.perf_counter()
@@ -342,7 +345,8 @@ def export_job(config: Config, *, model: str, component: str, source: str | Path
         "model": model,
         "component": component,
         "synthetic": model_cfg.synthetic,
-        "settings_sha256": digest,
+        "settings_sha256": stamp_digest,
+        "package_settings_sha256": digest,
         "settings": settings,
         "package": {
             "path": str(out_package),
