@@ -165,7 +165,8 @@ def differences(expected: Mapping[str, Mapping[str, dict]], got: Mapping[str, Ma
 def features(component) -> dict:
     """``{"inputs"|"outputs": {name: {"shape", "dtype"}}}`` of a ComponentConfig's explicit tensors
     (None where the entry states no shape or dtype: it matches anything in :func:`differences`)."""
-    return {side: {t.name: {"shape": list(t.shape), "dtype": t.dtype} for t in getattr(component, side)}
+    return {side: {t.name: {"shape": None if t.shape is None else list(t.shape), "dtype": t.dtype}
+                   for t in getattr(component, side)}
             for side in ("inputs", "outputs")}
 
 
