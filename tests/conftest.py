@@ -33,9 +33,8 @@ SHARED_WORKSPACES = ("built_workspace", "tiny_streaming_and_tts", "built_silero_
 
 #: seconds each test took (setup, call and teardown) in a measured run (tests/helpers/durations.py
 #: writes it): a unit's cost is the sum over its tests; an unlisted test counts as quick, or, for a
-#: scenario, as SCENARIO_SECONDS. The figures only order the queue. (The first file: the scenarios'
-#: from a quiet run's 15 slowest, less the builds they now copy; the other tests' from a run under a
-#: load of ~17 on 2 cores, divided by 5. Refresh it from a quiet `make test`.)
+#: scenario, as SCENARIO_SECONDS. The figures only order the queue. (Measured: a fresh clone's
+#: `make test` on an idle machine, 2026-12-06, 978 s. Refresh it after moving slow tests.)
 DURATIONS = json.loads((Path(__file__).resolve().parent / "durations.json").read_text())
 SCENARIO_SECONDS = 20.0
 
