@@ -45,8 +45,9 @@ def check_models(config) -> None:
                 raise ConfigError(problem[1], key=problem[0], file=config.path)
             where = f"models.{name}.components.{cname}"
             spec = family.spec_of(component)
-            if spec.contract is None and model.family != "plain":
-                # no symbolic contract to resolve: the entry's shapes are the contract
+            if spec.contract is None:
+                # no symbolic contract to resolve: the entry's shapes are the contract (a plain
+                # block states them all, kiln.config checks that when it reads the block)
                 for side, declared in (("inputs", spec.inputs), ("outputs", spec.outputs)):
                     given = {t.name: t for t in getattr(component, side)}
                     for tensor in declared:

@@ -20,11 +20,12 @@ the job's memory reservation becomes its OS limit and whether torch's threads ar
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from kiln.foundation.errors import KilnError
+from kiln.foundation.errors import ConfigError, KilnError
 
 #: inputs that only order the DAG: a settings stamp and a code stamp (kiln.workflow.stamps, codedeps),
 #: and the prepare job's resolved contracts, which reach the job through its config (:func:`run_job`
@@ -145,10 +146,6 @@ def run_job(smk: Any, job: Callable) -> Any:
 def bound_config(config, model: str, contracts: str | Path):
     """``config`` with ``model``'s components bound to the resolved contracts the prepare job wrote
     (``contracts``, :data:`kiln.layout.CONTRACTS`): the shapes every job after prepare uses."""
-    import json
-
-    from kiln.foundation.errors import ConfigError
-
     try:
         data = json.loads(Path(contracts).read_text())
         resolved = data["contracts"]
