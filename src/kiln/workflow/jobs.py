@@ -158,10 +158,7 @@ def prepare_job(config: Config, *, model: str, source: str | Path, programs: dic
         "settings_sha256": digest,
         "source_loads": 1,
         "faithfulness": checks,
-        # each component's contract resolved from the facts and its options, for the families that
-        # state it symbolically (kiln.family.contract); config.yaml's shapes were checked against it
-        "contracts": {n: r for n, c in model_cfg.components.items()
-                      if (r := family.resolved_contract(c, facts)) is not None},
+        # the resolved contracts are in out_contracts only (one place, what later jobs bind to)
         "programs": {n: {"path": str(p), "sha256": sha256_file(p)} for n, p in programs.items()},
         "seconds": seconds,
         "toolchain": toolchain(),
