@@ -7,7 +7,7 @@ it): build that checkpoint with its family's builder, load it, take ``family.fac
 component's contract from those facts and the entry's options with the prepare job's own resolver
 (:func:`kiln.workflow.jobs.resolved_contracts`), written as the entry's part of
 ``resolved_contracts.json`` (the contracts the unit tests bind config.yaml's entries to).
-tests/test_resolved_fixture.py checks both files; its slow test derives the facts again.
+tests/family/test_fullsize_contracts.py checks both files; its slow test derives the facts again.
 
     python tests/helpers/fullsize_facts.py              # derive the facts (about a minute a model), write both files
     python tests/helpers/fullsize_facts.py --recorded   # re-resolve from the recorded facts (seconds)
