@@ -143,6 +143,8 @@ class ComponentConfig:
     #: family ``plain``: state pairs (input -> the output fed back to it) and validation feeds
     state: Mapping[str, str] = field(default_factory=dict)
     feeds: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: family ``plain``: task metrics of the user's own ({name, function: "pkg.mod:callable", rank_by})
+    metrics: tuple = ()
 
     def __post_init__(self):
         if not self.spec:
@@ -499,6 +501,7 @@ def _build(raw: Mapping[str, Any], path: str, cache: Path | None = None) -> Conf
                 spec=comp.get("spec", cname),
                 state=dict(comp.get("state") or {}),
                 feeds={k: dict(v) for k, v in (comp.get("feeds") or {}).items()},
+                metrics=tuple(dict(m) for m in comp.get("metrics") or ()),
             )
             for cname, comp in model["components"].items()
         }
@@ -555,7 +558,7 @@ def _check_plain(name: str, model: Mapping[str, Any], path: str) -> None:
             raise ConfigError(f"only family '{PLAIN_FAMILY}' is built from a network block (family "
                               f"{model['family']} builds its own)", key=f"{where}.network", file=path)
         for cname, comp in model["components"].items():
-            for key in ("state", "feeds"):
+            for key in ("state", "feeds", "metrics"):
                 if key in comp:
                     raise ConfigError(f"only family '{PLAIN_FAMILY}' takes '{key}' from config.yaml (family "
                                       f"{model['family']} declares its own)",
@@ -713,6 +716,8 @@ def validate_settings(model: ModelConfig, component: ComponentConfig) -> dict:
     }
     if component.kinds:   # what judges each output
         out["kinds"] = component.kinds
+    if component.metrics:   # family plain: the user's own metrics (absent: other digests unchanged)
+        out["metrics"] = [dict(m) for m in component.metrics]
     return out
 
 
