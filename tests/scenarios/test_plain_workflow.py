@@ -91,8 +91,23 @@ def _summary(ws, model):
     return json.loads((ws.root / "results" / model / "quantization_summary.json").read_text())
 
 
+def _config_block(name: str) -> list[str]:
+    """The lines of config.yaml's block of model ``name`` (up to the next model or a blank line)."""
+    lines = (REPO / "config.yaml").read_text().splitlines()
+    start = lines.index(f"  {name}:")
+    end = next(i for i in range(start + 1, len(lines)) if not lines[i].strip() or
+               (lines[i].startswith("  ") and not lines[i].startswith("   ")))
+    return lines[start:end]
+
+
 def test_the_factory_block_is_at_most_20_lines():
     assert len(TINY_BLOCK.strip().splitlines()) <= 20
+
+
+@pytest.mark.parametrize("model", SILERO_PLAIN)
+def test_the_silero_blocks_are_at_most_20_lines(model):
+    block = _config_block(model)
+    assert 10 < len(block) <= 20, block
 
 
 def test_factory_module_builds_every_stage(plain_workspace):
