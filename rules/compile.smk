@@ -5,6 +5,7 @@
 
 rule compile:
     input:
+        contracts=layout.CONTRACTS.pattern(KILN),   # the shapes (kiln.workflow.entry binds them)
         package=layout.PACKAGE.pattern(KILN),
         reference=layout.REFERENCE.pattern(KILN),
         stamp=".kiln/stamps/{model}/compile/{component}.json",

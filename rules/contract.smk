@@ -5,6 +5,7 @@
 
 rule contract:
     input:
+        contracts=layout.CONTRACTS.pattern(KILN),   # the shapes (kiln.workflow.entry binds them)
         contract=lambda wildcards: str(plan.contract_file(KILN, wildcards.model)),
         facts=layout.FACTS.pattern(KILN),
         source=layout.SOURCE.pattern(KILN),

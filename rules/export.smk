@@ -5,6 +5,7 @@
 
 rule export:
     input:
+        contracts=layout.CONTRACTS.pattern(KILN),   # the shapes (kiln.workflow.entry binds them)
         source=layout.SOURCE.pattern(KILN),
         program=layout.PREPARED_PROGRAM.pattern(KILN),
         stamp=".kiln/stamps/{model}/export/{component}.json",
@@ -30,6 +31,7 @@ rule export:
 
 rule export_ios18:
     input:
+        contracts=layout.CONTRACTS.pattern(KILN),   # the shapes (kiln.workflow.entry binds them)
         source=layout.SOURCE.pattern(KILN),
         program=layout.PREPARED_PROGRAM.pattern(KILN),
         stamp=".kiln/stamps/{model}/export_ios18/{component}.json",

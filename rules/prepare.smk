@@ -16,6 +16,7 @@ for _model, _cfg in KILN.models.items():
         output:
             programs=[layout.PREPARED_PROGRAM.pattern(KILN, model=_model, component=c) for c in _cfg.components],
             facts=layout.FACTS.pattern(KILN, model=_model),
+            contracts=layout.CONTRACTS.pattern(KILN, model=_model),
             record=layout.PREPARE_RECORD.pattern(KILN, model=_model),
         params:
             model=derived(_model),
@@ -41,6 +42,7 @@ for _model, _cfg in KILN.models.items():
             f"reference_{_model}"
         input:
             facts=layout.FACTS.pattern(KILN, model=_model),
+            contracts=layout.CONTRACTS.pattern(KILN, model=_model),   # the shapes (kiln.workflow.entry binds them)
             programs=[layout.PREPARED_PROGRAM.pattern(KILN, model=_model, component=c) for c in _cfg.components],
             stamp=f".kiln/stamps/{_model}/prepare.json",
             code=code_stamp("reference", _model),

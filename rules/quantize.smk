@@ -6,6 +6,7 @@
 
 rule quantize:
     input:
+        contracts=layout.CONTRACTS.pattern(KILN),   # the shapes (kiln.workflow.entry binds them)
         facts=layout.FACTS.pattern(KILN),
         reference=layout.REFERENCE.pattern(KILN),
         package=layout.PACKAGE.pattern(KILN),
@@ -39,6 +40,7 @@ rule quantize:
 
 rule quantization_summary:
     input:
+        contracts=layout.CONTRACTS.pattern(KILN),   # the shapes (kiln.workflow.entry binds them)
         records=lambda wildcards: [str(layout.QUANTIZE_RECORD.path(KILN, model=wildcards.model, strategy=s,
                                                                    component=c))
                                    for s, c in plan.quantize_jobs(KILN, wildcards.model)],

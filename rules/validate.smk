@@ -7,6 +7,7 @@
 
 rule parity:
     input:
+        contracts=layout.CONTRACTS.pattern(KILN),   # the shapes (kiln.workflow.entry binds them)
         facts=layout.FACTS.pattern(KILN),
         reference=layout.REFERENCE.pattern(KILN),
         package=layout.PACKAGE.pattern(KILN),
@@ -42,6 +43,7 @@ rule parity:
 
 rule end_to_end:
     input:
+        contracts=layout.CONTRACTS.pattern(KILN),   # the shapes (kiln.workflow.entry binds them)
         facts=layout.FACTS.pattern(KILN),
         task=layout.TASK_REFERENCE.pattern(KILN),
         task_inputs=layout.TASK_INPUTS.pattern(KILN),
@@ -72,6 +74,7 @@ rule end_to_end:
 
 rule metadata:
     input:
+        contracts=layout.CONTRACTS.pattern(KILN),   # the shapes (kiln.workflow.entry binds them)
         source=layout.SOURCE.pattern(KILN),
         prepare_record=layout.PREPARE_RECORD.pattern(KILN),
         torch_latency=layout.TORCH_LATENCY.pattern(KILN),

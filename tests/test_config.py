@@ -21,6 +21,11 @@ def test_repository_config_is_valid(repo):
     config = load_config(repo / "config.yaml")
     vad = config.model("silero_vad")
     assert set(vad.components) == {"unified", "unified_256ms"}
+    # a family entry states only its knobs: its shapes come from the resolved contract it is bound to
+    assert vad.components["unified"].inputs == () and vad.components["unified"].options == {"steps": 1}
+    from tests.conftest import bind_resolved
+
+    vad = bind_resolved(config).model("silero_vad")
     unified = vad.components["unified"]
     assert [t.name for t in unified.inputs] == ["audio_input", "hidden_state", "cell_state"]
     assert unified.inputs[0].shape == (1, 576)
@@ -43,9 +48,9 @@ def test_unknown_key_is_named(raw):
 
 
 def test_wrong_type_is_named(raw):
-    raw["models"]["silero_vad"]["components"]["unified"]["inputs"]["audio_input"]["shape"] = "576"
+    raw["models"]["silero_vad_plain"]["components"]["unified"]["inputs"]["audio_input"]["shape"] = "576"
     err = _error(raw)
-    assert err.key == "models.silero_vad.components.unified.inputs.audio_input.shape"
+    assert err.key == "models.silero_vad_plain.components.unified.inputs.audio_input.shape"
     assert "array" in str(err)
 
 
@@ -355,3 +360,46 @@ def test_a_chunk_variant_keeps_its_export_stamp(raw):
     # an option that is not only a size (Silero's steps) stays in the stamp
     vad = config.model("silero_vad")
     assert export_settings(vad, vad.components["unified_256ms"])["options"] == {"steps": 8}
+
+
+def test_a_family_entry_is_bound_to_its_resolved_contract_keeping_its_kinds(raw):
+    """config.yaml states a family entry's knobs (here an output's kind); the jobs after prepare
+    see the resolved contract (kiln.workflow.entry binds it), in its order, with the kinds kept."""
+    raw["models"]["silero_vad"]["components"]["unified"]["outputs"] = {"vad_output": {"kind": "probability"}}
+    config = build_config(raw)
+    unbound = config.component("silero_vad", "unified")
+    assert unbound.inputs == () and [(t.name, t.shape, t.kind) for t in unbound.outputs] == [
+        ("vad_output", None, "probability")]
+    from tests.conftest import RESOLVED_CONTRACTS
+
+    recorded = json.loads(RESOLVED_CONTRACTS.read_text())["silero_vad"]
+    bound = config.bound("silero_vad", recorded).component("silero_vad", "unified")
+    assert [(t.name, t.shape, t.dtype, t.kind) for t in bound.outputs] == [
+        ("vad_output", (1, 1, 1), "float32", "probability"), ("new_hidden_state", (1, 128), "float32", None),
+        ("new_cell_state", (1, 128), "float32", None)]
+    assert bound.kinds == {"vad_output": "probability"} and config.models["silero_vad"] is not bound
+    # the export stamp (plan time) holds no contract; the package's settings (bound) do
+    model = config.model("silero_vad")
+    assert "contract" not in export_settings(model, unbound, contract=False)
+    assert export_settings(model, bound)["contract"]["inputs"][0] == {"name": "audio_input", "shape": [1, 576],
+                                                                      "dtype": "float32"}
+    with pytest.raises(ConfigError, match=r"contracts.json has no resolved contract for \['unified_256ms'\]"):
+        config.bound("silero_vad", {"unified": recorded["unified"]})
+
+
+def test_a_plain_block_states_every_shape(raw):
+    del raw["models"]["silero_vad_plain"]["components"]["unified"]["outputs"]["vad_output"]["shape"]
+    err = _error(raw)
+    assert err.key == "models.silero_vad_plain.components.unified.outputs.vad_output.shape"
+    del raw["models"]["silero_vad_plain"]["components"]["unified"]["inputs"]
+    assert _error(raw).key == "models.silero_vad_plain.components.unified.inputs"
+
+
+def test_a_family_entrys_tolerance_names_an_output_of_its_spec(raw):
+    from kiln.models import check_models
+
+    raw["models"]["silero_vad"]["components"]["unified"]["validate"] = {"outputs": {"speech_prob": {"atol": 0.1}}}
+    with pytest.raises(ConfigError) as err:
+        check_models(build_config(raw))
+    assert err.value.key == "models.silero_vad.components.unified.validate.outputs.speech_prob"
+    assert "no output 'speech_prob' in the silero_vad family's unified" in str(err.value)

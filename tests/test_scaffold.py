@@ -46,6 +46,10 @@ def test_scaffolded_model_exports(task, tmp_path, repo, monkeypatch):
     ckpt = module.FAMILY.make_random("default", seed=0, overrides={}, out_dir=tmp_path)
     record = SourceRecord("random", name, None, None, True, [describe_file(ckpt)])
     source = module.FAMILY.load(record)
+    # the block states only knobs: the components get their shapes as the prepare job resolves them
+    from kiln.workflow.jobs import resolved_contracts
+
+    model = config.bound(name, resolved_contracts(config, name, module.FAMILY.facts(source))).model(name)
     ctx = torch_context(module.FAMILY, source, model)
     for component in model.components.values():
         report = export_component(module.FAMILY, source, component, tmp_path / f"{component.name}.mlpackage")

@@ -16,7 +16,7 @@ import importlib.util
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace as _replace
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -37,15 +37,21 @@ class TensorSpec:
     """One named tensor of a component's fixed I/O contract."""
 
     name: str
-    shape: tuple[int, ...]
-    dtype: str
+    #: None: not stated (a family entry's shapes and dtypes come from its family's resolved contract)
+    shape: tuple[int, ...] | None
+    dtype: str | None
     #: what an output is (``kiln.validate.kinds``: probability, embedding, ...); None: not declared
     kind: str | None = None
 
     def as_dict(self) -> dict:
         # no ``kind``: it judges the output, it does not build it (the parity and quantize stamps
         # carry it, so a package is not re-exported when a kind changes)
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+        out = {"name": self.name}
+        if self.shape is not None:
+            out["shape"] = list(self.shape)
+        if self.dtype is not None:
+            out["dtype"] = self.dtype
+        return out
 
 
 @dataclass(frozen=True)
@@ -137,6 +143,8 @@ class ComponentConfig:
     #: family ``plain``: state pairs (input -> the output fed back to it) and validation feeds
     state: Mapping[str, str] = field(default_factory=dict)
     feeds: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: family ``plain``: task metrics of the user's own ({name, function: "pkg.mod:callable", rank_by})
+    metrics: tuple = ()
 
     def __post_init__(self):
         if not self.spec:
@@ -152,6 +160,18 @@ class ComponentConfig:
             "inputs": [t.as_dict() for t in self.inputs],
             "outputs": [t.as_dict() for t in self.outputs],
         }
+
+    def bound(self, resolved: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> "ComponentConfig":
+        """This entry with its inputs and outputs from ``resolved`` (``{"inputs"|"outputs": {name:
+        {"shape", "dtype"}}}``, the prepare job's contracts file), in that order; the outputs keep
+        the ``kind`` the entry declares. Shapes config.yaml states were checked against the same
+        resolution by the prepare job."""
+        kinds = self.kinds
+        return _replace(self,
+                        inputs=tuple(TensorSpec(n, tuple(t["shape"]), t["dtype"])
+                                     for n, t in resolved["inputs"].items()),
+                        outputs=tuple(TensorSpec(n, tuple(t["shape"]), t["dtype"], kinds.get(n))
+                                      for n, t in resolved["outputs"].items()))
 
 
 @dataclass(frozen=True)
@@ -184,6 +204,20 @@ class Config:
     def enabled_models(self) -> list[str]:
         """Models built by the aggregate targets (``enabled: false`` ones only when named)."""
         return [name for name, model in self.models.items() if model.enabled]
+
+    def bound(self, model: str, contracts: Mapping[str, Any], file: str = "contracts.json") -> "Config":
+        """This config with ``model``'s components bound to the prepare job's resolved ``contracts``
+        (``{component: {"inputs"|"outputs": {name: {"shape", "dtype"}}}}``): what every job after
+        prepare builds and judges with. A component the file lacks is a :class:`ConfigError` (a
+        contracts file of another configuration: re-run the prepare job)."""
+        model_cfg = self.model(model)
+        missing = [c for c in model_cfg.components if c not in contracts]
+        if missing:
+            raise ConfigError(f"{file} has no resolved contract for {missing} (written for components "
+                              f"{sorted(contracts)}; re-run the prepare job)", key=f"models.{model}.components",
+                              file=self.path)
+        components = {n: c.bound(contracts[n]) for n, c in model_cfg.components.items()}
+        return _replace(self, models={**self.models, model: _replace(model_cfg, components=components)})
 
     def model(self, name: str) -> ModelConfig:
         try:
@@ -315,7 +349,8 @@ def _merge_quantize(*layers: Mapping[str, Any] | None) -> dict:
 
 
 def _tensors(spec: Mapping[str, Mapping[str, Any]]) -> tuple[TensorSpec, ...]:
-    return tuple(TensorSpec(name, tuple(t["shape"]), t["dtype"], t.get("kind")) for name, t in spec.items())
+    return tuple(TensorSpec(name, None if t.get("shape") is None else tuple(t["shape"]), t.get("dtype"), t.get("kind"))
+                 for name, t in (spec or {}).items())
 
 
 def family_exists(family: str) -> bool:
@@ -437,14 +472,15 @@ def _build(raw: Mapping[str, Any], path: str, cache: Path | None = None) -> Conf
                               key=f"models.{name}.family", file=path)
         is_random = model["source"]["kind"] == "random"
         for cname, comp in model["components"].items():
-            declared = {o for o in comp["outputs"]}
-            for layer in (model.get("validate"), comp.get("validate")):
-                for output in (layer or {}).get("outputs", {}):
-                    if layer is comp.get("validate") and output not in declared:
-                        raise ConfigError(f"no output '{output}' in the component's contract "
-                                          f"(outputs: {', '.join(declared)})",
-                                          key=f"models.{name}.components.{cname}.validate.outputs.{output}",
-                                          file=path)
+            if model["family"] != PLAIN_FAMILY:
+                continue   # a family's output names are its spec's: kiln.models.check_models checks these
+            declared = {o for o in comp.get("outputs") or {}}
+            for output in (comp.get("validate") or {}).get("outputs", {}):
+                if output not in declared:
+                    raise ConfigError(f"no output '{output}' in the component's contract "
+                                      f"(outputs: {', '.join(declared)})",
+                                      key=f"models.{name}.components.{cname}.validate.outputs.{output}",
+                                      file=path)
         _check_feature_names(name, model, path)
         _check_plain(name, model, path)
         if is_random and model.get("synthetic") is False:
@@ -454,8 +490,8 @@ def _build(raw: Mapping[str, Any], path: str, cache: Path | None = None) -> Conf
             cname: ComponentConfig(
                 model=name,
                 name=cname,
-                inputs=_tensors(comp["inputs"]),
-                outputs=_tensors(comp["outputs"]),
+                inputs=_tensors(comp.get("inputs")),
+                outputs=_tensors(comp.get("outputs")),
                 export=_merge_export(defaults, model.get("export"), comp.get("export")),
                 validate=_merge_validate(validate_defaults, model.get("validate"), comp.get("validate")),
                 quantize=_merge_quantize((raw.get("defaults") or {}).get("quantize"), model.get("quantize"),
@@ -465,6 +501,7 @@ def _build(raw: Mapping[str, Any], path: str, cache: Path | None = None) -> Conf
                 spec=comp.get("spec", cname),
                 state=dict(comp.get("state") or {}),
                 feeds={k: dict(v) for k, v in (comp.get("feeds") or {}).items()},
+                metrics=tuple(dict(m) for m in comp.get("metrics") or ()),
             )
             for cname, comp in model["components"].items()
         }
@@ -504,7 +541,7 @@ RESERVED_FEATURE_NAMES = frozenset({
 def _check_feature_names(name: str, model: Mapping[str, Any], path: str) -> None:
     for cname, comp in model["components"].items():
         for side in ("inputs", "outputs"):
-            for tensor in comp[side]:
+            for tensor in comp.get(side) or {}:
                 if tensor in RESERVED_FEATURE_NAMES or tensor.startswith("_"):
                     raise ConfigError(f"'{tensor}' is a name coremltools renames in the package (a MIL "
                                       f"keyword or a leading underscore); choose another",
@@ -521,7 +558,7 @@ def _check_plain(name: str, model: Mapping[str, Any], path: str) -> None:
             raise ConfigError(f"only family '{PLAIN_FAMILY}' is built from a network block (family "
                               f"{model['family']} builds its own)", key=f"{where}.network", file=path)
         for cname, comp in model["components"].items():
-            for key in ("state", "feeds"):
+            for key in ("state", "feeds", "metrics"):
                 if key in comp:
                     raise ConfigError(f"only family '{PLAIN_FAMILY}' takes '{key}' from config.yaml (family "
                                       f"{model['family']} declares its own)",
@@ -548,6 +585,16 @@ def _check_plain(name: str, model: Mapping[str, Any], path: str) -> None:
                           key=f"{where}.network.kind", file=path)
     for cname, comp in model["components"].items():
         at = f"{where}.components.{cname}"
+        # a config block is the model's one statement of its contract: every tensor, sized and typed
+        for side in ("inputs", "outputs"):
+            if not comp.get(side):
+                raise ConfigError(f"family '{PLAIN_FAMILY}' states its contract in config.yaml: give the "
+                                  f"component's {side} (name: {{shape, dtype}})", key=f"{at}.{side}", file=path)
+            for tensor, spec in comp[side].items():
+                for key in ("shape", "dtype"):
+                    if key not in spec:
+                        raise ConfigError(f"family '{PLAIN_FAMILY}' needs every tensor's {key}",
+                                          key=f"{at}.{side}.{tensor}.{key}", file=path)
         for inp, out in (comp.get("state") or {}).items():
             if inp not in comp["inputs"]:
                 raise ConfigError(f"state input '{inp}' is not an input of the component (inputs: "
@@ -637,12 +684,17 @@ def _feed_settings(model: ModelConfig, feed: Mapping[str, Any]) -> dict:
 CONTRACT_SIZED_OPTIONS = frozenset({"chunk_ms", "seconds", "max_tokens"})
 
 
-def export_settings(model: ModelConfig, component: ComponentConfig) -> dict:
-    """Everything that determines one exported package (the export job's stamp; its digest is
-    embedded in the package). Options that only size the contract (:data:`CONTRACT_SIZED_OPTIONS`)
-    reach the package through the contract's shapes, which the stamp holds, and are not recorded
-    twice; the spec an entry names reaches it through the traced program (the prepare stamp)."""
-    return {
+def export_settings(model: ModelConfig, component: ComponentConfig, *, contract: bool = True) -> dict:
+    """Everything that determines one exported package; its digest, with ``component`` bound to its
+    resolved contract (:meth:`Config.bound`), is embedded in the package. Options that only size
+    the contract (:data:`CONTRACT_SIZED_OPTIONS`) reach the package through the contract's shapes
+    and are not recorded twice; the spec an entry names reaches it through the traced program (the
+    prepare stamp).
+
+    ``contract=False``: the export job's stamp and its record's ``settings_sha256``, known when the
+    workflow is planned, before the prepare job resolves the shapes: the contract reaches the export
+    through its inputs instead (the traced program and ``prepared/contracts.json``)."""
+    out = {
         "source": source_settings(model),
         "component": component.name,
         "contract": component.contract(),
@@ -650,6 +702,9 @@ def export_settings(model: ModelConfig, component: ComponentConfig) -> dict:
         # runtime compute units are chosen by the app at load time: they do not change the package
         "export": {k: v for k, v in component.export.as_dict().items() if k != "runtime_compute_units"},
     }
+    if not contract:
+        del out["contract"]
+    return out
 
 
 def validate_settings(model: ModelConfig, component: ComponentConfig) -> dict:
@@ -661,6 +716,8 @@ def validate_settings(model: ModelConfig, component: ComponentConfig) -> dict:
     }
     if component.kinds:   # what judges each output
         out["kinds"] = component.kinds
+    if component.metrics:   # family plain: the user's own metrics (absent: other digests unchanged)
+        out["metrics"] = [dict(m) for m in component.metrics]
     return out
 
 

@@ -84,6 +84,9 @@ PREPARED_PROGRAM = _artifact("prepared_program", "{model}/prepared/{component}.p
                              "a component's traced TorchScript program (prepare job)")
 FACTS = _artifact("facts", "{model}/prepared/facts.json", "the family facts derived from the checkpoint")
 PREPARE_RECORD = _artifact("prepare_record", "{model}/prepared/prepare.json")
+CONTRACTS = _artifact("contracts", "{model}/prepared/contracts.json",
+                      "each component's contract resolved from the facts and its options (prepare job; "
+                      "every later job reads its shapes from here)")
 REFERENCE = _artifact("reference", "{model}/reference/{component}.npz",
                       "a component's validation inputs and torch outputs (reference job)")
 TASK_REFERENCE = _artifact("task_reference", "{model}/reference/task.json", "the cross-component task's torch result")

@@ -36,7 +36,8 @@ The family is its list of components (kiln.family.spec), assembled from its part
 (random-initialised checkpoints), ``build`` (load, facts, the traceable wrapper), ``feeds`` (the
 validation inputs) and ``judge`` (task metrics, plots). The contract (names, dtypes, shapes) is
 stated once, here: axes may be expressions of the facts and the entry's options (kiln.family.contract);
-config.yaml's shapes (models.{name}) are checked against it by the prepare job.
+the prepare job resolves it (results/{name}/prepared/contracts.json). config.yaml (models.{name})
+keeps only the knobs: options, precision, tolerances, quantization, the outputs' kind.
 """
 
 from __future__ import annotations
@@ -342,14 +343,15 @@ def _class_name(name: str) -> str:
 
 def _tensors(shapes: dict, first: str) -> str:
     """``f32("audio", 1, 576), ...``: the contract's tensors as the package states them (the first
-    input's dtype is ``first``, the others float32, as :func:`config_block` writes them)."""
+    input's dtype is ``first``, the others float32)."""
     return "".join(f'{first if i == 0 else "f32"}("{k}", {", ".join(map(str, v))}), '
                    for i, (k, v) in enumerate(shapes.items())).rstrip(" ")
 
 
 def config_block(task: str, name: str, label: str | None = None) -> dict:
+    """The model's knobs: the family package states the contract (its shapes are resolved by the
+    prepare job), the block only what each output is (its ``kind``)."""
     spec = NETWORKS[task]
-    dtype_in = "int32" if task == "tts" else "float32"
     return {name: {
         "family": name,
         "task": label or TASK_LABELS[task],
@@ -357,11 +359,8 @@ def config_block(task: str, name: str, label: str | None = None) -> dict:
         "source": {"kind": "random", "architecture": "default", "seed": 0},
         "components": {spec["component"]: {
             "description": f"scaffolded {spec['title'].lower()} component",
-            "inputs": {k: {"shape": v, "dtype": dtype_in if i == 0 else "float32"}
-                       for i, (k, v) in enumerate(spec["inputs"].items())},
-            "outputs": {k: {"shape": v, "dtype": "float32", **({"kind": OUTPUT_KINDS[task][k]}
-                                                                if k in OUTPUT_KINDS[task] else {})}
-                        for k, v in spec["outputs"].items()},
+            **({"outputs": kinds} if (kinds := {k: {"kind": OUTPUT_KINDS[task][k]} for k in spec["outputs"]
+                                                 if k in OUTPUT_KINDS[task]}) else {}),
         }},
     }}
 

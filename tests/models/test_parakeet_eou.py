@@ -86,8 +86,12 @@ def facts(source):
 
 @pytest.fixture(scope="module")
 def model(facts):
-    """The tiny model's config.yaml entry (the contracts there must be what the checkpoint gives)."""
-    return load_config(REPO / "config.yaml").model(MODEL)
+    """The tiny model's config.yaml entry, bound to its contracts as the prepare job resolves them
+    from the checkpoint's facts and the entries' options."""
+    from kiln.workflow.jobs import resolved_contracts
+
+    config = load_config(REPO / "config.yaml")
+    return config.bound(MODEL, resolved_contracts(config, MODEL, facts)).model(MODEL)
 
 
 @pytest.fixture(scope="module")

@@ -232,3 +232,75 @@ def test_log_mel_frames_from_a_named_frontend(tmp_path, checkpoint):
     expected = log_mel(speech_mix(2.0, rate=16000, seed=0), 16000, n_fft=400, hop=160, n_mels=40)
     assert np.allclose(first[0], expected[:, :50].astype(np.float32))
     assert np.allclose(feeds.steps[1]["mels"][0], expected[:, 50:100].astype(np.float32))
+
+
+def test_every_modality_of_the_schema_has_a_feed_kind():
+    import json
+
+    from kiln.models.plain.feeds import FEED_KINDS
+
+    schema = json.loads((Path(__file__).resolve().parents[2] / "src/kiln/schemas/config.schema.json").read_text())
+    assert set(schema["$defs"]["feed"]["properties"]["modality"]["enum"]) == set(FEED_KINDS)
+
+
+def test_a_function_feed_calls_the_users_code(tmp_path, checkpoint):
+    from kiln_test_nets.hooks import utterances
+
+    feeds = _feeds(tmp_path, checkpoint, {"feeds": {
+        "mels": {"modality": "function", "function": "kiln_test_nets.hooks:utterances",
+                 "kwargs": {"speakers": 2, "per_speaker": 2}},
+        "noise": {"modality": "random"}}},
+        {"mels": {"shape": [1, 40, 50], "dtype": "float32"}, "noise": {"shape": [1, 3], "dtype": "float32"}})
+    assert len(feeds.steps) == 4                              # the function set the count; random matched it
+    expected = utterances([1, 40, 50], "float32", speakers=2, per_speaker=2)
+    assert all(np.array_equal(s["mels"], e) for s, e in zip(feeds.steps, expected))
+    assert "mels: from kiln_test_nets.hooks:utterances" in feeds.description
+
+
+@pytest.mark.parametrize("function, kwargs, message", [
+    ("kiln_test_nets.nowhere:make", {}, r"feeds.mels.function: cannot import 'kiln_test_nets.nowhere'"),
+    ("kiln_test_nets.hooks:absent", {}, r"feeds.mels.function: module 'kiln_test_nets.hooks': has no attribute 'absent'"),
+    ("kiln_test_nets.hooks:utterances", {"colour": 1}, r"feeds.mels.function: kiln_test_nets.hooks:utterances raised TypeError"),
+])
+def test_function_feed_errors_name_the_key(tmp_path, checkpoint, function, kwargs, message):
+    with pytest.raises(ModelError, match=message):
+        _feeds(tmp_path, checkpoint, {"feeds": {"mels": {"modality": "function", "function": function,
+                                                         "kwargs": kwargs}}},
+               {"mels": {"shape": [1, 40, 50], "dtype": "float32"}})
+
+
+def test_a_function_feed_of_the_wrong_shape_is_named(tmp_path, checkpoint):
+    # one array of the input's shape, not one per step: its rows are taken as the steps
+    with pytest.raises(ModelError, match=r"feeds.mels.function: step 0 from numpy:zeros is \[40, 60\]; "
+                                         r"the input is \[1, 40, 60\]"):
+        _feeds(tmp_path, checkpoint, {"feeds": {"mels": {"modality": "function", "function": "numpy:zeros"}}},
+               {"mels": {"shape": [1, 40, 60], "dtype": "float32"}})
+
+
+def test_a_users_metric_joins_the_spec_and_its_errors_name_it(tmp_path, checkpoint):
+    from kiln.config import settings_digest, validate_settings
+
+    def edit(block):
+        block["components"]["encoder"]["metrics"] = [
+            {"name": "speaker", "function": "kiln_test_nets.hooks:speaker_agreement", "rank_by": "speaker_agreement"},
+            {"name": "broken", "function": "kiln_test_nets.hooks:utterances"}]
+    model = _config(_block(checkpoint, edit), tmp_path).model("tiny")
+    metrics = {m.name: m for m in family_of(model).component("encoder").metrics}
+    assert metrics["speaker"].rank_by == "speaker_agreement"
+    rng = np.random.default_rng(0)
+    steps = [{"embedding": rng.normal(size=(1, 8))} for _ in range(6)]
+    assert metrics["speaker"].fn(steps, steps, {}) == {"speaker_agreement": 1.0, "utterances": 6}
+    with pytest.raises(ModelError, match=r"models.tiny.components.encoder.metrics.broken.function: "
+                                         r"kiln_test_nets.hooks:utterances raised TypeError"):
+        metrics["broken"].fn(steps, steps, {})
+    # the parity job's stamp holds the metrics: naming another one re-runs parity
+    plain = _config(_block(checkpoint), tmp_path).model("tiny")
+    assert (settings_digest(validate_settings(model, model.components["encoder"]))
+            != settings_digest(validate_settings(plain, plain.components["encoder"])))
+
+
+def test_only_family_plain_takes_metrics_from_config(tmp_path):
+    import kiln.config as kc
+
+    with pytest.raises(ConfigError, match="only family 'plain' takes 'metrics'"):
+        kc._check_plain("m", {"family": "silero_vad", "components": {"unified": {"metrics": []}}}, "config.yaml")

@@ -132,3 +132,23 @@ def test_substitute_matches_each_weight_against_the_tensors_as_they_are_then():
     assert module.c.tolist() == [2.0] * 4
     module.d = torch.nn.Parameter(torch.tensor([[1.0, 3.0], [2.0, 4.0]]))
     assert dequantized._match(module.d.detach().numpy(), np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)) == "transposed"
+
+
+def test_the_weights_are_listed_in_the_same_order_in_every_process(silero):
+    """The record lists the weights (and names the unmapped ones) in weight_pairs' order: it must not
+    follow a protobuf map's iteration order, which differs between processes (two processes here,
+    with different hash seeds)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    base, variant = _variant(silero, "int8_per_tensor")
+    script = ("import json, sys; from kiln.quantize.dequantized import weight_pairs; "
+              "print(json.dumps([(p['const'], p['op']) for p in weight_pairs(sys.argv[1], sys.argv[2])]))")
+    orders = [json.loads(subprocess.run([sys.executable, "-c", script, str(base), str(variant)], check=True,
+                                        capture_output=True, text=True,
+                                        env={**os.environ, "PYTHONHASHSEED": seed}).stdout)
+              for seed in ("1", "2", "3")]
+    assert orders[0] == orders[1] == orders[2]
+    assert len(orders[0]) > 1

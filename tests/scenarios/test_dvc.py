@@ -36,6 +36,9 @@ def test_fresh_clone_pull_plans_nothing_and_edits_plan_only_downstream(built_sil
     assert not (clone.root / "results").exists()
     clone.dvc("pull")
     assert (clone.root / "results/silero_vad/unified.mlpackage/Manifest.json").is_file()
+    # the resolved contracts every job after prepare binds to are versioned with the results
+    contracts = "results/silero_vad/prepared/contracts.json"
+    assert (clone.root / contracts).read_bytes() == (origin.root / contracts).read_bytes()
     assert clone.planned_jobs() == []
     assert clone.dvc("status").stdout.strip().endswith("Data and pipelines are up to date.")
 

@@ -32,6 +32,27 @@ tiny_encoder:
       feeds: {mels: {modality: random, low: -4, high: 4, steps: 6}}
 """
 
+#: a model whose validation inputs and metric are the user's own: this block plus
+#: tests/helpers/kiln_test_nets/hooks.py (28 lines of Python)
+HOOKS_BLOCK = """\
+tiny_speakers:
+  family: plain
+  task: speaker_embedding
+  source: {kind: path, path: weights/tiny_encoder.pt}
+  network: {kind: module, factory: "kiln_test_nets:TinyEncoder", kwargs: {bands: 40, dim: 64}, state_dict: true}
+  quantize: {strategies: [int8_per_channel]}
+  components:
+    encoder:
+      inputs:
+        mels: {shape: [1, 40, 50], dtype: float32}
+      outputs:
+        embedding: {shape: [1, 64], dtype: float32, kind: embedding}
+        frames: {shape: [1, 64, 50], dtype: float32, kind: features}
+      feeds: {mels: {modality: function, function: "kiln_test_nets.hooks:utterances"}}
+      metrics: [{name: speakers, function: "kiln_test_nets.hooks:speaker_agreement", rank_by: speaker_agreement}]
+"""
+HOOKS = REPO / "tests" / "helpers" / "kiln_test_nets" / "hooks.py"
+
 SILERO_PLAIN = ("silero_vad_plain", "silero_vad_onnx_plain")
 
 
@@ -48,6 +69,7 @@ def plain_workspace(tmp_path_factory):
     for name, model in config["models"].items():
         model["enabled"] = name in SILERO_PLAIN
     config["models"].update(yaml.safe_load(TINY_BLOCK))
+    config["models"].update(yaml.safe_load(HOOKS_BLOCK))
     (ws.root / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     (ws.root / "weights").mkdir()
     torch.save(random_state_dict(seed=0, bands=40, dim=64), ws.root / "weights" / "tiny_encoder.pt")
@@ -69,8 +91,23 @@ def _summary(ws, model):
     return json.loads((ws.root / "results" / model / "quantization_summary.json").read_text())
 
 
+def _config_block(name: str) -> list[str]:
+    """The lines of config.yaml's block of model ``name`` (up to the next model or a blank line)."""
+    lines = (REPO / "config.yaml").read_text().splitlines()
+    start = lines.index(f"  {name}:")
+    end = next(i for i in range(start + 1, len(lines)) if not lines[i].strip() or
+               (lines[i].startswith("  ") and not lines[i].startswith("   ")))
+    return lines[start:end]
+
+
 def test_the_factory_block_is_at_most_20_lines():
     assert len(TINY_BLOCK.strip().splitlines()) <= 20
+
+
+@pytest.mark.parametrize("model", SILERO_PLAIN)
+def test_the_silero_blocks_are_at_most_20_lines(model):
+    block = _config_block(model)
+    assert 10 < len(block) <= 20, block
 
 
 def test_factory_module_builds_every_stage(plain_workspace):
@@ -95,6 +132,24 @@ def test_factory_module_builds_every_stage(plain_workspace):
     assert scored["kind"] == "embedding" and scored["quality"] == pytest.approx(scored["by_kind"]["mean_cosine"])
     assert scored["quality"] > 0.99
     assert "embedding: mean cosine similarity" in summary["quality_definition"]
+
+
+def test_own_feeds_and_metric_take_at_most_40_lines_of_python():
+    assert len(HOOKS.read_text().splitlines()) <= 40
+    assert len(HOOKS_BLOCK.strip().splitlines()) <= 20
+
+
+def test_own_feeds_and_metric_build_every_stage(plain_workspace):
+    ws = plain_workspace
+    metadata = _metadata(ws, "tiny_speakers")
+    encoder = metadata["components"]["encoder"]
+    assert encoder["validation"]["passed"], encoder["validation"]["failures"]
+    assert encoder["validation"]["steps"] == 12          # hooks.utterances: 4 speakers, 3 utterances each
+    speakers = encoder["task_metrics"]["kiln_fp32"]
+    assert speakers["speaker_agreement"] == 1.0 and speakers["utterances"] == 12, speakers
+    (result,) = _summary(ws, "tiny_speakers")["results"]
+    assert result["status"] == "ok" and result["strategy"] == "int8_per_channel"
+    print(json.dumps({k: result[k] for k in result if k not in ("outputs",)}, default=str)[:2000])
 
 
 @pytest.mark.parametrize("model", SILERO_PLAIN)
@@ -122,10 +177,10 @@ def test_silero_files_build_from_config_alone(plain_workspace, model):
 def test_nothing_left_to_do_and_the_report_lists_them(plain_workspace):
     ws = plain_workspace
     assert parse_dry_run(ws.snakemake("-n", "all").stdout) == []
-    print(f"plain workflow (3 models): {ws.seconds:.1f} s")
+    print(f"plain workflow (4 models): {ws.seconds:.1f} s")
     ws.snakemake("--report", "report.html", "all")
     html = (ws.root / "report.html").read_text(errors="replace")
-    assert all(m in html for m in ("tiny_encoder", *SILERO_PLAIN))
+    assert all(m in html for m in ("tiny_encoder", "tiny_speakers", *SILERO_PLAIN))
 
 
 def test_publish_and_verify_a_plain_model(plain_workspace, tmp_path_factory):

@@ -88,6 +88,10 @@ def test_dry_run_stages_the_model_repo_under_the_consumers_names(built, staged):
     for rel in ("metadata.json", "quantization_summary.json", "contract.json", "kiln/config.yaml",
                 "kiln/records/source.json", "kiln/records/parity/unified_256ms.json", "plots/quantization/strategies.png"):
         assert (staged / rel).is_file(), rel
+    # the shapes the packages were built with: config.yaml keeps only the knobs, the prepare job's
+    # resolved contracts are staged with the records
+    assert (staged / "kiln/records/prepared/contracts.json").read_bytes() == \
+        (results / "prepared/contracts.json").read_bytes()
     assert (staged / "kiln/toolchain.lock").read_bytes() == (built.root / "constraints.txt").read_bytes()
     assert (staged / "kiln/dvc.lock").read_bytes() == (built.root / "dvc.lock").read_bytes()
     head = built.git("rev-parse", "HEAD").stdout.strip()
@@ -150,6 +154,7 @@ def test_verify_accounts_for_every_file_of_the_folder(built, staged, verified):
     name = json.loads((staged / "kiln/provenance.json").read_text())["names"]["unified_256ms"]
     for key in (f"{name}.mlmodelc", f"{name}.mlpackage", f"quantized/int8_per_channel/{name}.mlmodelc",
                 "README.md", "metadata.json", "kiln/provenance.json", "kiln/records/source.json",
+                "kiln/records/prepared/contracts.json",
                 "kiln/records/parity/unified_256ms.json", "plots/unified_256ms_parity.png"):
         assert key in reproduced, key
     # a record's measured timings are named, beside its reproduced values

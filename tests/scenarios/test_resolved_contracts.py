@@ -1,7 +1,7 @@
 """The contract stated once: each family's symbolic contract, resolved by the prepare job from the
-checkpoint's facts and the entry's options (recorded in ``prepared/prepare.json``), is the I/O of the
-package and the compiled bundle the workflow built, feature for feature (workspaces built by
-separate Snakemake processes)."""
+checkpoint's facts and the entry's options (written to ``prepared/contracts.json``, which binds every
+later job), is the I/O of the package and the compiled bundle the workflow built, feature for feature
+(workspaces built by separate Snakemake processes)."""
 
 from __future__ import annotations
 
@@ -19,9 +19,13 @@ def assert_built_as_resolved(results: Path, model: str) -> int:
     artifacts were compared."""
     from kiln.distribution.contracts import artifact_features
 
-    record = json.loads((results / model / "prepared" / "prepare.json").read_text())
-    resolved = record["contracts"]
+    from tests.conftest import RESOLVED_CONTRACTS
+
+    resolved = json.loads((results / model / "prepared" / "contracts.json").read_text())["contracts"]
     assert resolved, f"{model}: the prepare job recorded no resolved contract"
+    # what the unit tests bind the repository's entries to is what the prepare job resolves
+    recorded = json.loads(RESOLVED_CONTRACTS.read_text())[model]
+    assert {c: recorded[c] for c in resolved} == resolved, model   # (a workspace may build fewer components)
     compared = 0
     for component, contract in resolved.items():
         for suffix in (".mlpackage", ".mlmodelc"):
@@ -47,8 +51,11 @@ def test_a_wrong_explicit_shape_fails_the_prepare_job_in_one_line(workspace):
     """config.yaml's shapes of a family entry are a check of the family's contract: one off by a
     sample stops the prepare job (a separate Snakemake process) with one line naming the model,
     component, tensor and axis, and nothing a later run would take as done."""
-    def widen(config):
-        config["models"]["silero_vad"]["components"]["unified"]["inputs"]["audio_input"]["shape"] = [1, 577]
+    def widen(config):   # config.yaml states no shapes of a family entry; written anyway, they are a check
+        config["models"]["silero_vad"]["components"]["unified"]["inputs"] = {
+            "audio_input": {"shape": [1, 577], "dtype": "float32"},
+            "hidden_state": {"shape": [1, 128], "dtype": "float32"},
+            "cell_state": {"shape": [1, 128], "dtype": "float32"}}
     workspace.edit_config(widen)
     target = "results/silero_vad/prepared/prepare.json"
     failed = workspace.snakemake("--cores", "1", target, check=False)

@@ -15,10 +15,18 @@ from kiln.workflow.limits import MemoryLimitError, check_fits, estimate_peak_mb
 
 
 def _parakeet_preprocessor(repo, samples):
+    """The tiny TDT preprocessor bound to a resolved contract of ``samples`` audio samples (what its
+    prepare job resolves from a long enough ``seconds`` option)."""
+    import copy
+    import json
+
+    from tests.conftest import RESOLVED_CONTRACTS
+
     raw = yaml.safe_load((repo / "config.yaml").read_text())
-    comp = raw["models"]["parakeet_tdt_v3_tiny"]["components"]["preprocessor"]
-    comp["inputs"]["audio_signal"]["shape"] = [1, samples]
-    return build_config(raw, str(repo / "config.yaml")).component("parakeet_tdt_v3_tiny", "preprocessor")
+    resolved = copy.deepcopy(json.loads(RESOLVED_CONTRACTS.read_text())["parakeet_tdt_v3_tiny"])
+    resolved["preprocessor"]["inputs"]["audio_signal"]["shape"] = [1, samples]
+    config = build_config(raw, str(repo / "config.yaml")).bound("parakeet_tdt_v3_tiny", resolved)
+    return config.component("parakeet_tdt_v3_tiny", "preprocessor")
 
 
 def test_a_huge_contract_is_refused_naming_the_input_and_the_estimate(repo, tmp_path):
@@ -33,7 +41,9 @@ def test_a_huge_contract_is_refused_naming_the_input_and_the_estimate(repo, tmp_
 
 
 def test_every_configured_component_fits_its_reservation(repo):
-    config = load_config(repo / "config.yaml")
+    from tests.conftest import bind_resolved
+
+    config = bind_resolved(load_config(repo / "config.yaml"))
     for model in config.models.values():
         for component in model.components.values():
             assert check_fits(component, [], mem_mb=model.mem_mb) < model.mem_mb / 2, (model.name, component.name)

@@ -113,10 +113,16 @@ def samples_of(seconds: Any, rate: int, where: str) -> int:
 
 def names_problem(component, inputs: tuple[str, ...], outputs: tuple[str, ...], owner: str) -> tuple[str, str] | None:
     """(key, what is wrong) when ``component``'s (a ComponentConfig) input/output names differ from
-    ``inputs``/``outputs`` (``owner`` names whose they are: "the kokoro family's kokoro"), else None."""
+    ``inputs``/``outputs`` (``owner`` names whose they are: "the kokoro family's kokoro"), else None.
+    A side the entry omits takes the declared names; a side that names tensors only for their
+    ``kind`` (no shape, no dtype) may name some of them, in any order; a side stated with shapes
+    states all of them, in order."""
     where = f"models.{component.model}.components.{component.name}"
-    for kind, declared, configured in (("inputs", inputs, [t.name for t in component.inputs]),
-                                       ("outputs", outputs, [t.name for t in component.outputs])):
+    for kind, tensors, declared in (("inputs", component.inputs, inputs), ("outputs", component.outputs, outputs)):
+        configured = [t.name for t in tensors]
+        labels_only = all(t.shape is None and t.dtype is None for t in tensors)
+        if labels_only and set(configured) <= set(declared):
+            continue
         if tuple(configured) != tuple(declared):
             missing = [n for n in declared if n not in configured]
             unknown = [n for n in configured if n not in declared]
@@ -145,7 +151,7 @@ def differences(expected: Mapping[str, Mapping[str, dict]], got: Mapping[str, Ma
                 continue
             shape, wanted = have.get("shape"), want.get("shape")
             problem = {"where": at, "expected": dict(want), "built": dict(have)}
-            if have.get("dtype") != want.get("dtype"):
+            if want.get("dtype") is not None and have.get("dtype") != want.get("dtype"):
                 problems.append(problem)
             elif wanted is not None and (shape is None or len(shape) != len(wanted)):
                 problems.append(problem)
@@ -157,8 +163,10 @@ def differences(expected: Mapping[str, Mapping[str, dict]], got: Mapping[str, Ma
 
 
 def features(component) -> dict:
-    """``{"inputs"|"outputs": {name: {"shape", "dtype"}}}`` of a ComponentConfig's explicit tensors."""
-    return {side: {t.name: {"shape": list(t.shape), "dtype": t.dtype} for t in getattr(component, side)}
+    """``{"inputs"|"outputs": {name: {"shape", "dtype"}}}`` of a ComponentConfig's explicit tensors
+    (None where the entry states no shape or dtype: it matches anything in :func:`differences`)."""
+    return {side: {t.name: {"shape": None if t.shape is None else list(t.shape), "dtype": t.dtype}
+                   for t in getattr(component, side)}
             for side in ("inputs", "outputs")}
 
 
@@ -174,7 +182,7 @@ def check(component, resolved: Mapping[str, Mapping[str, dict]], family: str) ->
                                     f"{side[:-1]} '{tensor.name}' (it has: {', '.join(resolved[side])})")
     for problem in differences(features(component), resolved, where):
         got, want = problem["expected"], problem["built"]   # config.yaml's, the family's resolution
-        if got["dtype"] != want["dtype"]:
+        if got["dtype"] is not None and got["dtype"] != want["dtype"]:
             raise ContractError(f"{problem['where']}: dtype {got['dtype']}, the family's contract gives {want['dtype']}")
         if "axis" not in problem:
             raise ContractError(f"{problem['where']}: shape {got['shape']} has {len(got['shape'])} axes, the "

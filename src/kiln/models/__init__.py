@@ -43,3 +43,21 @@ def check_models(config) -> None:
             problem = family.contract_problem(component)   # the spec it names, its options, its names
             if problem:
                 raise ConfigError(problem[1], key=problem[0], file=config.path)
+            where = f"models.{name}.components.{cname}"
+            spec = family.spec_of(component)
+            if spec.contract is None:
+                # no symbolic contract to resolve: the entry's shapes are the contract (a plain
+                # block states them all, kiln.config checks that when it reads the block)
+                for side, declared in (("inputs", spec.inputs), ("outputs", spec.outputs)):
+                    given = {t.name: t for t in getattr(component, side)}
+                    for tensor in declared:
+                        if tensor not in given or given[tensor].shape is None or given[tensor].dtype is None:
+                            raise ConfigError(f"the {model.family} family's {spec.name} declares no symbolic "
+                                              f"contract (kiln.family.contract): give the shape and dtype of "
+                                              f"{side[:-1]} '{tensor}'", key=f"{where}.{side}", file=config.path)
+            raw = ((config.raw.get("models") or {}).get(name, {}).get("components") or {}).get(cname) or {}
+            for output in ((raw.get("validate") or {}).get("outputs") or {}):
+                if output not in spec.outputs:
+                    raise ConfigError(f"no output '{output}' in the {model.family} family's {spec.name} "
+                                      f"(outputs: {', '.join(spec.outputs)})",
+                                      key=f"{where}.validate.outputs.{output}", file=config.path)

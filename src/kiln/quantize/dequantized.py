@@ -44,7 +44,9 @@ def _weight_bindings(block) -> dict[tuple[str, str], str]:
     for op in block.operations:
         if op.type == "const" or op.type.startswith("constexpr_") or not len(op.outputs):
             continue
-        for param, argument in op.inputs.items():
+        # sorted: a protobuf map iterates in an order that varies between processes, and the
+        # record lists the weights in this order
+        for param, argument in sorted(op.inputs.items()):
             for i, binding in enumerate(argument.arguments):
                 if binding.WhichOneof("binding") == "name":
                     bindings[(op.outputs[0].name, f"{param}[{i}]")] = binding.name

@@ -20,14 +20,17 @@ the job's memory reservation becomes its OS limit and whether torch's threads ar
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from kiln.foundation.errors import KilnError
+from kiln.foundation.errors import ConfigError, KilnError
 
-#: inputs that only order the DAG: a settings stamp and a code stamp (kiln.workflow.stamps, codedeps)
-DEPENDENCIES = frozenset({"stamp", "code"})
+#: inputs that only order the DAG: a settings stamp and a code stamp (kiln.workflow.stamps, codedeps),
+#: and the prepare job's resolved contracts, which reach the job through its config (:func:`run_job`
+#: binds the model's components to them)
+DEPENDENCIES = frozenset({"stamp", "code", "contracts"})
 
 
 class JobInterfaceError(KilnError):
@@ -127,13 +130,29 @@ def run_job(smk: Any, job: Callable) -> Any:
     stage = resources.STAGES.get(job.__name__.removesuffix("_job"))
 
     def call():
-        kwargs = bind(smk.rule, job, input=_named(smk.input), output=_named(smk.output),
-                      params=_named(smk.params), wildcards=_named(smk.wildcards), threads=smk.threads)
-        return job(build_config(smk.config), **kwargs)
+        inputs, params, wildcards = _named(smk.input), _named(smk.params), _named(smk.wildcards)
+        kwargs = bind(smk.rule, job, input=inputs, output=_named(smk.output),
+                      params=params, wildcards=wildcards, threads=smk.threads)
+        config = build_config(smk.config)
+        if "contracts" in inputs:
+            config = bound_config(config, wildcards.get("model", params.get("model")), inputs["contracts"])
+        return job(config, **kwargs)
 
     return logs.run_job(smk.log[0] if smk.log else None, call,
                         threads=smk.threads if stage is not None and stage.pin_threads else None,
                         mem_mb=smk.resources.mem_mb if stage is not None and stage.enforced else None)
+
+
+def bound_config(config, model: str, contracts: str | Path):
+    """``config`` with ``model``'s components bound to the resolved contracts the prepare job wrote
+    (``contracts``, :data:`kiln.layout.CONTRACTS`): the shapes every job after prepare uses."""
+    try:
+        data = json.loads(Path(contracts).read_text())
+        resolved = data["contracts"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"cannot read the resolved contracts ({type(exc).__name__}: {exc}); re-run the "
+                          f"prepare job", file=str(contracts)) from None
+    return config.bound(model, resolved, file=str(contracts))
 
 
 def _named(values: Any) -> dict[str, Any]:

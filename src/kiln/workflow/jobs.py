@@ -103,16 +103,17 @@ def read_facts(path: str | Path) -> dict:
 # -- prepare: the one job that loads the source -----------------------------------------------------
 
 def prepare_job(config: Config, *, model: str, source: str | Path, programs: dict[str, str],
-                facts: str | Path, record: str | Path) -> dict:
+                facts: str | Path, contracts: str | Path, record: str | Path) -> dict:
     """Load ``model``'s source once (``source``: its fetch record), trace every configured component
-    to ``programs[component]`` (TorchScript), and write the family ``facts`` (deterministic, what
-    later jobs read) and the job's ``record`` (timings, source loads, the wrappers' faithfulness
+    to ``programs[component]`` (TorchScript), and write the family ``facts`` and each component's
+    resolved ``contracts`` (deterministic: what later jobs read; a rewrite with the same bytes
+    rebuilds nothing) and the job's ``record`` (timings, source loads, the wrappers' faithfulness
     checks)."""
     import torch
 
     from kiln.export.convert import trace
 
-    out_facts, out_record = facts, record
+    out_facts, out_contracts, out_record = facts, contracts, record
     model_cfg = config.model(model)
     family = _family(config, model)
     record = read_source_record(source)
@@ -123,6 +124,12 @@ def prepare_job(config: Config, *, model: str, source: str | Path, programs: dic
     source = family.load(record)
     loaded = time.perf_counter()
     facts = check_hook_result(family.facts(source), dict, f"family {family.name}: facts(source)", json_fields=True)
+    for component in model_cfg.components.values():   # config.yaml's explicit names and shapes, if any
+        family.check_contract(component, facts)
+    resolved = resolved_contracts(config, model, facts)
+    model_cfg = config.bound(model, resolved).model(model)
+    for component in model_cfg.components.values():   # now with the resolved tensors
+        limits.check_fits(component, [f.path for f in record.files])
     seconds = {"load": round(loaded - started, 3)}
     for name, component in model_cfg.components.items():
         t0 = time.perf_counter()
@@ -138,9 +145,12 @@ def prepare_job(config: Config, *, model: str, source: str | Path, programs: dic
             family.faithfulness(source, _load_programs(model_cfg, programs), facts, model_cfg.components),
             dict, f"family {family.name}: faithfulness(...)", json_fields=True)
         log.info("  faithfulness of the wrappers to the source: %s", checks)
-    digest = settings_digest(prepare_settings(model_cfg))
+    digest = settings_digest(prepare_settings(config.model(model)))
     write_json(out_facts, {"schema_version": RECORD_SCHEMA_VERSION, "model": model, "settings_sha256": digest,
                            "facts": facts})
+    # tensors keep their declared order (the contract's order is the package's); no timings here
+    write_json(out_contracts, {"schema_version": RECORD_SCHEMA_VERSION, "model": model,
+                               "contracts": resolved})
     data = {
         "schema_version": RECORD_SCHEMA_VERSION,
         "model": model,
@@ -148,10 +158,7 @@ def prepare_job(config: Config, *, model: str, source: str | Path, programs: dic
         "settings_sha256": digest,
         "source_loads": 1,
         "faithfulness": checks,
-        # each component's contract resolved from the facts and its options, for the families that
-        # state it symbolically (kiln.family.contract); config.yaml's shapes were checked against it
-        "contracts": {n: resolved for n, c in model_cfg.components.items()
-                      if (resolved := family.resolved_contract(c, facts)) is not None},
+        # the resolved contracts are in out_contracts only (one place, what later jobs bind to)
         "programs": {n: {"path": str(p), "sha256": sha256_file(p)} for n, p in programs.items()},
         "seconds": seconds,
         "toolchain": toolchain(),
@@ -309,8 +316,11 @@ def export_job(config: Config, *, model: str, component: str, source: str | Path
     out_package, out_record = package, record
     record = read_source_record(source)
     limits.check_fits(comp, [_verified(config, model, component, program)])
+    # the package embeds the digest of its settings with the resolved contract (comp is bound to
+    # it); the record carries the stamp's digest, known before the prepare job (kiln.workflow.stamps)
     settings = export_settings(model_cfg, comp)
     digest = settings_digest(settings)
+    stamp_digest = settings_digest(export_settings(model_cfg, comp, contract=False))
     log.info("exporting %s/%s (%s, %s) from %s", model, component, comp.export.deployment_target,
              comp.export.compute_precision, program)
     started = time.perf_counter()
@@ -332,7 +342,8 @@ def export_job(config: Config, *, model: str, component: str, source: str | Path
         "model": model,
         "component": component,
         "synthetic": model_cfg.synthetic,
-        "settings_sha256": digest,
+        "settings_sha256": stamp_digest,
+        "package_settings_sha256": digest,
         "settings": settings,
         "package": {
             "path": str(out_package),

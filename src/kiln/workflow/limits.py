@@ -108,7 +108,8 @@ def tensor_mb(shape: Iterable[int], dtype: str) -> float:
 def estimate_peak_mb(component, source_bytes: int) -> float:
     """Estimated peak resident memory of a job that loads a source of ``source_bytes`` and runs
     ``component`` (a :class:`kiln.config.ComponentConfig`) on its contract's tensors."""
-    contract = sum(tensor_mb(t.shape, t.dtype) for t in (*component.inputs, *component.outputs))
+    # tensors without a shape yet (a family entry before the prepare job resolves it) count nothing
+    contract = sum(tensor_mb(t.shape, t.dtype) for t in (*component.inputs, *component.outputs) if t.shape is not None)
     return BASE_MB + SOURCE_FACTOR * source_bytes / MIB + TENSOR_FACTOR * contract
 
 
@@ -120,7 +121,12 @@ def check_fits(component, source_files: Iterable[str | os.PathLike], mem_mb: int
     estimate = estimate_peak_mb(component, source_bytes)
     if mem_mb and estimate > mem_mb:
         tensors = [(tensor_mb(t.shape, t.dtype), kind, t) for kind, specs in
-                   (("input", component.inputs), ("output", component.outputs)) for t in specs]
+                   (("input", component.inputs), ("output", component.outputs)) for t in specs if t.shape is not None]
+        if not tensors:
+            raise MemoryLimitError(
+                f"{component.model}/{component.name}: estimated peak {estimate:,.0f} MB exceeds the job's "
+                f"reservation of {mem_mb:,} MB (models.{component.model}.resources.mem_mb) with the source "
+                f"({source_bytes / MIB:,.0f} MB) alone. Raise mem_mb.")
         size, kind, largest = max(tensors, key=lambda item: item[0])
         raise MemoryLimitError(
             f"{component.model}/{component.name}: estimated peak {estimate:,.0f} MB exceeds the job's "

@@ -48,10 +48,11 @@ def stamps(config: Config) -> list[Stamp]:
         out.append(Stamp(name, "source", source_settings(model), layout.SOURCE.path(config, model=name)))
         out.append(Stamp(name, "prepare", prepare_settings(model), layout.FACTS.path(config, model=name)))
         for cname, component in model.components.items():
-            out.append(Stamp(name, f"export/{cname}", export_settings(model, component),
+            # without the contract: the prepare job resolves it (the export reads it from its inputs)
+            out.append(Stamp(name, f"export/{cname}", export_settings(model, component, contract=False),
                              layout.EXPORT_RECORD.path(config, model=name, component=cname)))
             if needs_ios18(config, name, cname):
-                out.append(Stamp(name, f"export_ios18/{cname}", export_settings(model, ios18_component(component)),
+                out.append(Stamp(name, f"export_ios18/{cname}", export_settings(model, ios18_component(component), contract=False),
                                  layout.IOS18_RECORD.path(config, model=name, component=cname)))
             out.append(Stamp(name, f"compile/{cname}", compile_settings(model, component),
                              layout.COMPILE_RECORD.path(config, model=name, component=cname)))

@@ -19,9 +19,12 @@ dtypes, output ``kind``), ``state`` pairs and ``feeds`` say the rest::
   inputs by position (and its outputs the contract's outputs); parity is then three-way (onnxruntime runs the original file);
 - ``state: {hidden_in: hidden_out}``: the output fed back to the input on the next step (zeros first),
   carried by the generic streaming driver on torch and every Core ML backend;
-- ``feeds: {input: {modality: speech | log_mel | random | token_ids | npz, ...}}``: validation
-  inputs (default: uniform in [-1, 1], 8 steps); ``log_mel`` computes frames of speech with a named
-  frontend (:data:`feeds.FRONTENDS`).
+- ``feeds: {input: {modality: speech | log_mel | random | token_ids | npz | function, ...}}``:
+  validation inputs (default: uniform in [-1, 1], 8 steps); ``log_mel`` computes frames of speech
+  with a named frontend (:data:`feeds.FRONTENDS`); ``function`` calls your own
+  ``"pkg.mod:make"(shape=[...], dtype=..., **kwargs)`` for one array per step;
+- ``metrics: [{name, function: "pkg.mod:fn", rank_by}]``: task metrics of your own,
+  ``fn(reference_steps, candidate_steps, facts) -> dict``, beside those of the outputs' kinds.
 
 Judgement comes from the outputs' ``kind`` (:mod:`kiln.validate.kinds`), recorded by the parity and
 quantize jobs for any family. The spec is built per model by :func:`family_for`.
@@ -32,7 +35,7 @@ from __future__ import annotations
 from functools import partial
 
 from kiln.foundation.errors import ModelError
-from kiln.family.spec import ComponentSpec, FamilySpec, StatePair
+from kiln.family.spec import ComponentSpec, FamilySpec, Metric, StatePair
 from kiln.models.plain import build, feeds, judge
 from kiln.models.plain.build import NAME
 
@@ -42,6 +45,10 @@ def _component(component) -> ComponentSpec:
         component.name, inputs=tuple(t.name for t in component.inputs),
         outputs=tuple(t.name for t in component.outputs), wrapper=build.wrapper, feeds=feeds.feeds,
         state=tuple(StatePair(i, o) for i, o in component.state.items()),
+        metrics=tuple(Metric(m["name"], judge.user_metric(m["function"], f"models.{component.model}.components."
+                                                          f"{component.name}.metrics.{m['name']}"),
+                             rank_by=m.get("rank_by"))
+                      for m in component.metrics),
         plot=judge.probability_plot(component), description=component.description)
 
 

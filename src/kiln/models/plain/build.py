@@ -4,7 +4,6 @@ outputs (a scripted archive specialised to the contract's fixed shapes)."""
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -12,6 +11,7 @@ import numpy as np
 
 from kiln.foundation.errors import ContractError, ModelError, SourceError
 from kiln.family.spec import default_example
+from kiln.models.plain.hooks import attribute, user_callable
 from kiln.sources import SourceRecord
 
 
@@ -27,25 +27,6 @@ class PlainSource:
         self.record = record
 
 
-def _attribute(obj, dotted: str, what: str):
-    for part in dotted.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise ModelError(f"{what}: has no attribute '{part}' (of '{dotted}')") from None
-    return obj
-
-
-def _factory(spec: str, where: str):
-    module_name, _, attr = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ModelError(f"{where}: cannot import '{module_name}' ({exc}); install the package that "
-                         f"provides it (docs/adding-a-model.md: a model's own dependency)") from None
-    return _attribute(module, attr, f"{where}: module '{module_name}'")
-
-
 def _load_torchscript(path: Path, network: Mapping[str, Any], where: str):
     import torch
 
@@ -54,14 +35,14 @@ def _load_torchscript(path: Path, network: Mapping[str, Any], where: str):
     except Exception as exc:  # torch raises RuntimeError/ValueError subclasses for bad archives
         raise SourceError(f"{path}: not a loadable TorchScript archive: {str(exc).splitlines()[0]}") from exc
     if network.get("submodule"):
-        scripted = _attribute(scripted, network["submodule"], f"{where}.submodule: {path}")
+        scripted = attribute(scripted, network["submodule"], f"{where}.submodule: {path}")
     return scripted.eval()
 
 
 def _load_module(path: Path, network: Mapping[str, Any], where: str):
     import torch
 
-    make = _factory(network["factory"], f"{where}.factory")
+    make = user_callable(network["factory"], f"{where}.factory")
     kwargs = dict(network.get("kwargs") or {})
     if network.get("weights_kwarg"):
         kwargs[network["weights_kwarg"]] = str(path)

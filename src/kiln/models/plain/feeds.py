@@ -1,15 +1,18 @@
 """Family ``plain``, the validation inputs (the reference job): each input's ``feeds`` entry (speech,
-log-mel frames of a named frontend, token ids, random values, recorded ``.npz``)."""
+log-mel frames of a named frontend, token ids, random values, recorded ``.npz``, the user's own
+function): a table of feed kinds, one small function each (:data:`FEED_KINDS`)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from kiln.foundation.errors import ModelError
 from kiln.family.spec import NUMPY_DTYPES, Context, Feeds
+from kiln.models.plain.hooks import user_callable
 
 
 DEFAULT_STEPS = 8
@@ -109,51 +112,122 @@ def _npz(model, tensor, spec: Mapping[str, Any], where: str) -> list[np.ndarray]
     return [a.astype(NUMPY_DTYPES[tensor.dtype]) for a in array]
 
 
+def _speech_feed(ctx: Context, tensor, spec: Mapping[str, Any], where: str, steps: int | None) -> Column:
+    rate = int(spec.get("sample_rate", DEFAULT_SAMPLE_RATE))
+    hop = int(spec.get("hop", int(np.prod(tensor.shape))))
+    return Column(_speech(ctx, tensor, spec, where),
+                  f"{tensor.name}: espeak-ng speech mixed with silence and noise, "
+                  f"{float(spec.get('seconds', DEFAULT_SPEECH_SECONDS)):.1f} s at {rate} Hz", hop / rate)
+
+
+def _log_mel_feed(ctx: Context, tensor, spec: Mapping[str, Any], where: str, steps: int | None) -> Column:
+    seconds_per_step = tensor.shape[-1] * int(spec.get("hop", 160)) / int(spec.get("sample_rate", DEFAULT_SAMPLE_RATE))
+    return Column(_log_mel(ctx, tensor, spec, where),
+                  f"{tensor.name}: {spec.get('frontend', 'kiln_log_mel_db')} frames of espeak-ng speech, "
+                  f"{float(spec.get('seconds', DEFAULT_SPEECH_SECONDS)):.1f} s", seconds_per_step)
+
+
+def _npz_feed(ctx: Context, tensor, spec: Mapping[str, Any], where: str, steps: int | None) -> Column:
+    return Column(_npz(ctx.model, tensor, spec, where), f"{tensor.name}: recorded inputs from {spec['path']}")
+
+
+def _random_feed(ctx: Context, tensor, spec: Mapping[str, Any], where: str, steps: int | None) -> Column:
+    count = int(spec.get("steps", steps or DEFAULT_STEPS))
+    bounds = f"[{spec.get('low', -1.0)}, {spec.get('high', 1.0)})"
+    return Column(_random(tensor, spec, count, False, where), f"{tensor.name}: uniform random in {bounds}")
+
+
+def _token_ids_feed(ctx: Context, tensor, spec: Mapping[str, Any], where: str, steps: int | None) -> Column:
+    count = int(spec.get("steps", steps or DEFAULT_STEPS))
+    arrays = _random(tensor, spec, count, True, where)
+    return Column(arrays, f"{tensor.name}: token ids in [{spec.get('low', 0)}, {spec['high']})")
+
+
+def _function_feed(ctx: Context, tensor, spec: Mapping[str, Any], where: str, steps: int | None) -> Column:
+    """The user's ``function(shape=[...], dtype="float32", **kwargs)``: one array per step (a
+    sequence of arrays of the input's shape, or one array ``[steps, *shape]``)."""
+    fn = user_callable(spec["function"], f"{where}.function")
+    try:
+        values = fn(shape=list(tensor.shape), dtype=tensor.dtype, **dict(spec.get("kwargs") or {}))
+    except Exception as exc:  # the user's code: any failure is named with the function
+        raise ModelError(f"{where}.function: {spec['function']} raised {type(exc).__name__}: {exc}") from exc
+    arrays = [np.asarray(v) for v in values] if not isinstance(values, np.ndarray) else list(values)
+    if not arrays:
+        raise ModelError(f"{where}.function: {spec['function']} returned no steps")
+    for i, array in enumerate(arrays):
+        if tuple(array.shape) != tuple(tensor.shape):
+            raise ModelError(f"{where}.function: step {i} from {spec['function']} is {list(array.shape)}; "
+                             f"the input is {list(tensor.shape)}")
+    seconds = spec.get("step_seconds")
+    return Column([a.astype(NUMPY_DTYPES[tensor.dtype]) for a in arrays],
+                  f"{tensor.name}: from {spec['function']}", float(seconds) if seconds else None)
+
+
+@dataclass(frozen=True)
+class Column:
+    """One input's values per step, what they are, and the audio seconds a step covers (if any)."""
+
+    arrays: list
+    description: str
+    step_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class FeedKind:
+    """How a ``modality`` makes one input's values: ``make(ctx, tensor, spec, where, steps)``, where
+    ``steps`` is the count the other inputs fixed (or None). ``fixes_count``: the kind decides its
+    own number of steps (speech, recorded arrays, a function), so it runs before the kinds that
+    draw to match (random values)."""
+
+    make: Callable[..., Column]
+    fixes_count: bool
+
+
+#: the feed kinds, by ``modality``
+FEED_KINDS: dict[str, FeedKind] = {
+    "speech": FeedKind(_speech_feed, fixes_count=True),
+    "log_mel": FeedKind(_log_mel_feed, fixes_count=True),
+    "npz": FeedKind(_npz_feed, fixes_count=True),
+    "function": FeedKind(_function_feed, fixes_count=True),
+    "random": FeedKind(_random_feed, fixes_count=False),
+    "token_ids": FeedKind(_token_ids_feed, fixes_count=False),
+}
+
+
 def feeds(ctx: Context, component) -> Feeds:
     """Every non-state input's values per step, from its ``feeds`` entry (default: uniform in
     [-1, 1]); all inputs must come to the same number of steps."""
     where = f"models.{component.model}.components.{component.name}.feeds"
     carried = set(component.state)
-    tensors = [t for t in component.inputs if t.name not in carried]
-    columns: dict[str, list[np.ndarray]] = {}
-    described, step_seconds = [], None
-    # what fixes its own count first (speech, recorded arrays), then random values to match
-    for tensor in tensors:
-        spec = component.feeds.get(tensor.name, {"modality": "random"})
-        at = f"{where}.{tensor.name}"
-        if spec["modality"] == "speech":
-            columns[tensor.name] = _speech(ctx, tensor, spec, at)
-            rate = int(spec.get("sample_rate", DEFAULT_SAMPLE_RATE))
-            step_seconds = int(spec.get("hop", int(np.prod(tensor.shape)))) / rate
-            described.append(f"{tensor.name}: espeak-ng speech mixed with silence and noise, "
-                             f"{float(spec.get('seconds', DEFAULT_SPEECH_SECONDS)):.1f} s at {rate} Hz")
-        elif spec["modality"] == "log_mel":
-            columns[tensor.name] = _log_mel(ctx, tensor, spec, at)
-            step_seconds = tensor.shape[-1] * int(spec.get("hop", 160)) / int(spec.get("sample_rate", DEFAULT_SAMPLE_RATE))
-            described.append(f"{tensor.name}: {spec.get('frontend', 'kiln_log_mel_db')} frames of espeak-ng "
-                             f"speech, {float(spec.get('seconds', DEFAULT_SPEECH_SECONDS)):.1f} s")
-        elif spec["modality"] == "npz":
-            columns[tensor.name] = _npz(ctx.model, tensor, spec, at)
-            described.append(f"{tensor.name}: recorded inputs from {spec['path']}")
-    counts = {len(v) for v in columns.values()}
-    for tensor in tensors:
-        if tensor.name in columns:
-            continue
+    specs = {}
+    for tensor in (t for t in component.inputs if t.name not in carried):
         spec = component.feeds.get(tensor.name)
         if spec is None and tensor.dtype == "int32":
             raise ModelError(f"{where}.{tensor.name}: an integer input needs a feed (modality: token_ids "
                              f"with high: the vocabulary size, or npz)")
-        spec = spec or {"modality": "random"}
-        steps = int(spec.get("steps", next(iter(counts)) if len(counts) == 1 else DEFAULT_STEPS))
-        integers = spec["modality"] == "token_ids"
-        columns[tensor.name] = _random(tensor, spec, steps, integers, f"{where}.{tensor.name}")
-        bounds = (f"[{spec.get('low', 0)}, {spec['high']})" if integers
-                  else f"[{spec.get('low', -1.0)}, {spec.get('high', 1.0)})")
-        described.append(f"{tensor.name}: {'token ids' if integers else 'uniform random'} in {bounds}")
-    counts = {name: len(v) for name, v in columns.items()}
+        specs[tensor.name] = (tensor, spec or {"modality": "random"})
+    columns: dict[str, Column] = {}
+    # the kinds that fix their own count first, then the draws to match
+    for fixing in (True, False):
+        counts = {len(c.arrays) for c in columns.values()}
+        known = next(iter(counts)) if len(counts) == 1 else None
+        for name, (tensor, spec) in specs.items():
+            kind = FEED_KINDS[spec["modality"]]
+            if kind.fixes_count == fixing:
+                columns[name] = kind.make(ctx, tensor, spec, f"{where}.{name}", known)
+    counts = {name: len(c.arrays) for name, c in columns.items()}
     if len(set(counts.values())) > 1:
         raise ModelError(f"{where}: the inputs' feeds give different numbers of steps: {counts}")
     n = next(iter(counts.values()), 1)
-    steps = [{name: columns[name][i] for name in columns} for i in range(n)]
+    steps = [{name: column.arrays[i] for name, column in columns.items()} for i in range(n)]
+    described = "; ".join(columns[name].description for name in _description_order(specs, columns))
+    step_seconds = next((c.step_seconds for c in columns.values() if c.step_seconds is not None), None)
     state = f", state carried ({', '.join(f'{o} -> {i}' for i, o in component.state.items())})" if component.state else ""
-    return Feeds(steps, "; ".join(described) + f"; {n} steps{state}", step_seconds=step_seconds)
+    return Feeds(steps, described + f"; {n} steps{state}", step_seconds=step_seconds)
+
+
+def _description_order(specs, columns) -> list[str]:
+    """The inputs in the order their values were made (those fixing the count first), as the
+    reference record has always described them."""
+    first = [n for n, (_, spec) in specs.items() if FEED_KINDS[spec["modality"]].fixes_count]
+    return first + [n for n in specs if n not in first]

@@ -1,11 +1,13 @@
-"""Family ``plain``, the judging part: onnxruntime on the original file (a third parity backend) and
-the probability plot (the metrics come from the outputs' ``kind``)."""
+"""Family ``plain``, the judging part: onnxruntime on the original file (a third parity backend),
+the probability plot, and the user's own metrics (the stock ones come from the outputs' ``kind``)."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from kiln.foundation.errors import ModelError
 from kiln.family.spec import PlotSeries
+from kiln.models.plain.hooks import user_callable
 
 
 def source_runtime(facts, component):
@@ -37,3 +39,16 @@ def probability_plot(component) -> PlotSeries | None:
     if name is None:
         return None
     return PlotSeries(f"{name} (probability)", lambda steps: np.array([float(np.mean(s[name])) for s in steps]))
+
+
+def user_metric(function: str, where: str):
+    """A metric of the user's own, ``function(reference_steps, candidate_steps, facts) -> dict``,
+    imported when first computed (the spec is built by every job; only the judging jobs run it)."""
+    def metric(reference_steps, candidate_steps, facts):
+        fn = user_callable(function, f"{where}.function")
+        try:
+            return fn(reference_steps, candidate_steps, facts)
+        except Exception as exc:  # the user's code: any failure is named with the function
+            raise ModelError(f"{where}.function: {function} raised {type(exc).__name__}: {exc}") from exc
+    metric.__qualname__ = metric.__name__ = function.rpartition(":")[2]
+    return metric
