@@ -51,6 +51,11 @@ def run(extra_packages: list[Path] | None = None) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         net = family.load(fetch("silero_vad", "silero_vad", config.model("silero_vad").source, tmp))
+        # config.yaml states only the knobs: the entry bound to its contract resolved from the facts
+        # (what the prepare job writes and every later job binds to)
+        from kiln.workflow.jobs import resolved_contracts
+
+        config = config.bound("silero_vad", resolved_contracts(config, "silero_vad", family.facts(net)))
         packages = {}
         for name in config.model("silero_vad").components:
             package = tmp / f"{name}.mlpackage"

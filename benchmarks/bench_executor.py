@@ -56,6 +56,13 @@ def run() -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         record = fetch("silero_vad", "silero_vad", config.model("silero_vad").source, Path(tmp))
         net = family.load(record)
+        # config.yaml states only the knobs: bind the entry to its contract, resolved from the
+        # checkpoint's facts as the prepare job does
+        from kiln.workflow.jobs import resolved_contracts
+
+        facts = family.facts(net)
+        comp = config.bound("silero_vad", resolved_contracts(config, "silero_vad", facts)).component(
+            "silero_vad", "unified")
         package = Path(tmp) / "unified.mlpackage"
         export_component(family, net, comp, package)
         torch_predict = torch_backend(family.build_component(net, comp), comp).predict

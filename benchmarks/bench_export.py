@@ -25,12 +25,15 @@ fetch_job(config, model=model, record=at.SOURCE.path(config, model=model),
           checkpoint_dir=at.CHECKPOINT_DIR.path(config, model=model))
 programs = {c: str(at.PREPARED_PROGRAM.path(config, model=model, component=c)) for c in config.model(model).components}
 prepare_job(config, model=model, source=at.SOURCE.path(config, model=model), programs=programs,
-            facts=at.FACTS.path(config, model=model), record=at.PREPARE_RECORD.path(config, model=model))
+            facts=at.FACTS.path(config, model=model), contracts=at.CONTRACTS.path(config, model=model),
+            record=at.PREPARE_RECORD.path(config, model=model))
 """
 
 EXPORT = SETUP + """
+from kiln.workflow.entry import bound_config
 from kiln.workflow.jobs import export_job
 component = sys.argv[4]
+config = bound_config(config, model, at.CONTRACTS.path(config, model=model))   # as the workflow's job entry does
 export_job(config, model=model, component=component, source=at.SOURCE.path(config, model=model),
            program=at.PREPARED_PROGRAM.path(config, model=model, component=component),
            package=at.PACKAGE.path(config, model=model, component=component),

@@ -40,11 +40,16 @@ from kiln.models.kokoro import build, feeds as kokoro_feeds, judge, waveform
 from kiln.sources import SourceRecord, describe_file
 
 def setup(bundle, model, name, precision):
-    comp = load_config(sys.argv[1]).component(model, name)
-    comp = dataclasses.replace(comp, export=dataclasses.replace(comp.export, compute_precision=precision))
+    from kiln.workflow.jobs import resolved_contracts
+
     record = SourceRecord(kind="random", id="random:kokoro", revision=None, version=None, synthetic=True,
                           files=[describe_file(Path(bundle))])
     source = build.load(record)
+    config = load_config(sys.argv[1])
+    # config.yaml states only the knobs: the entry bound to its contract resolved from the facts
+    config = config.bound(model, resolved_contracts(config, model, build.facts(source)))
+    comp = config.component(model, name)
+    comp = dataclasses.replace(comp, export=dataclasses.replace(comp.export, compute_precision=precision))
     return comp, source
 """
 
