@@ -17,6 +17,7 @@ EXPORT = """
 from kiln.config import load_config
 from kiln import layout
 from kiln.workflow import jobs
+from kiln.workflow.entry import bound_config
 config = load_config("config.yaml")
 m, c = "silero_vad", "unified"
 jobs.fetch_job(config, model=m, record=layout.SOURCE.path(config, model=m),
@@ -24,7 +25,10 @@ jobs.fetch_job(config, model=m, record=layout.SOURCE.path(config, model=m),
 programs = {name: str(layout.PREPARED_PROGRAM.path(config, model=m, component=name))
             for name in config.model(m).components}
 jobs.prepare_job(config, model=m, source=layout.SOURCE.path(config, model=m), programs=programs,
-                 facts=layout.FACTS.path(config, model=m), record=layout.PREPARE_RECORD.path(config, model=m))
+                 facts=layout.FACTS.path(config, model=m), contracts=layout.CONTRACTS.path(config, model=m),
+                 record=layout.PREPARE_RECORD.path(config, model=m))
+# as the workflow's job entry does: the later jobs' config bound to the contracts prepare resolved
+config = bound_config(config, m, layout.CONTRACTS.path(config, model=m))
 jobs.export_job(config, model=m, component=c, source=layout.SOURCE.path(config, model=m), program=programs[c],
                 package=layout.PACKAGE.path(config, model=m, component=c),
                 record=layout.EXPORT_RECORD.path(config, model=m, component=c))

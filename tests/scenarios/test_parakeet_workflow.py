@@ -44,7 +44,9 @@ def test_tiny_parakeet_metadata_with_token_parity(workspace):
     probe = workspace.run(
         str(VENV_BIN / "python"), "-c",
         "import sys; from kiln.config import load_config; from kiln.workflow import jobs; "
-        f"jobs.parity_job(load_config('config.yaml'), model='{MODEL}', component='decoder', "
+        "from kiln.workflow.entry import bound_config; "
+        f"config = bound_config(load_config('config.yaml'), '{MODEL}', 'results/{MODEL}/prepared/contracts.json'); "
+        f"jobs.parity_job(config, model='{MODEL}', component='decoder', "
         f"facts='results/{MODEL}/prepared/facts.json', reference='results/{MODEL}/reference/decoder.npz', "
         f"package='results/{MODEL}/decoder.mlpackage', record='probe/decoder.json', plots_dir='probe'); "
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'nemo'))")
