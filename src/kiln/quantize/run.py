@@ -64,6 +64,7 @@ def compress(strategy_name: str, base: Path, component: ComponentConfig, ctx: Qu
     import coremltools as ct
 
     from kiln.export.package import save_mlpackage
+    from kiln.export.passes import validation_per_pipeline
 
     strategy = STRATEGIES[strategy_name]
     target = needs_target(strategy_name, component.export.deployment_target)
@@ -74,7 +75,8 @@ def compress(strategy_name: str, base: Path, component: ComponentConfig, ctx: Qu
         private = Path(tmp) / "base" / source_package.name
         shutil.copytree(source_package, private)
         mlmodel = ct.models.MLModel(str(private), skip_model_load=True)
-        with floored_scales():   # no NaN from a constant (zero-range) weight slice
+        # no NaN from a constant (zero-range) weight slice; one program validation per pass pipeline
+        with floored_scales(), validation_per_pipeline():
             compressed = strategy.apply(mlmodel, ctx)
         spec = compressed.get_spec()
         found = program_op_types(spec)
