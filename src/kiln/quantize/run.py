@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -105,15 +106,25 @@ def compress(strategy_name: str, base: Path, component: ComponentConfig, ctx: Qu
             "constexpr_ops": constexpr}
 
 
+#: the executor modes a variant is run in: fp32 only, the baseline's mode, so only the weights differ.
+#: (Its fp16-mode run gave nothing but the emulator's latency, which says nothing of a device, and was
+#: a third of a full-size Kokoro quantize job: 61 of 180 s for kokoro_15s.)
+SCORED_PRECISIONS = ("fp32",)
+
+
 def score(spec: ComponentSpec, component: ComponentConfig, facts: Mapping[str, Any], reference: Reference,
-          base: Path, quantized: Path, precisions=("fp32", "fp16"), *, program: Path | None = None,
+          base: Path, quantized: Path, precisions=SCORED_PRECISIONS, *, program: Path | None = None,
           compressed_from: Path | None = None) -> dict:
     """Quality of the quantized package vs the float baseline (both on kiln's executor, fp32 mode,
-    so only the weights differ) over the reference feeds, task agreement, latency per backend.
+    so only the weights differ) over the reference feeds, task agreement, latency per backend
+    (kiln's executor in ``precisions``, Apple's runtime per compute unit where present).
     With the component's traced ``program`` and the package the variant was ``compressed_from``:
     also kiln's execution vs torch running the variant's dequantized weights
     (:mod:`kiln.quantize.dequantized`), so a low score is shown to be the quantization's."""
+    started = time.perf_counter()
     baseline = stream(bk.kiln_backend(base, "fp32").predict, spec, reference.feeds, reference.initial, component)
+    log.info("  %-28s %4d steps of the float package (%.1f s)", "baseline kiln_fp32", len(baseline),
+             time.perf_counter() - started)
     present, absent = coreml_backends(quantized, component, precisions)
     steps, latency = stream_backends(spec, component, present, absent, reference)
     outputs = {}
