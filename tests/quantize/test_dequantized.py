@@ -134,6 +134,22 @@ def test_substitute_matches_each_weight_against_the_tensors_as_they_are_then():
     assert dequantized._match(module.d.detach().numpy(), np.array([[1.0, 2.0], [3.0, 4.0]], np.float32)) == "transposed"
 
 
+def test_a_transposed_match_is_probed_first_and_still_compared_whole():
+    """The transposed comparison samples a few elements before comparing whole (a conformer's dozens
+    of same-sized weights are each a candidate for every const), without changing what matches:
+    non-square transposes match, and a tensor equal at every probed element but one other does not."""
+    rng = np.random.default_rng(0)
+    tensor = rng.standard_normal((3, 40)).astype(np.float32)
+    assert dequantized._match(tensor, np.ascontiguousarray(tensor.T)) == "transposed"
+    assert dequantized._match(tensor, tensor.reshape(40, 3)) == "same"   # a reshape, not a transpose
+    const = np.ascontiguousarray(tensor.T)
+    probed = set(dequantized._probe(const.size).tolist())
+    other = next(i for i in range(const.size) if i not in probed)
+    const.reshape(-1)[other] += 1.0
+    assert dequantized._match(tensor, const) is None
+    assert dequantized._match(tensor, rng.standard_normal((40, 3)).astype(np.float32)) is None
+
+
 def test_the_weights_are_listed_in_the_same_order_in_every_process(silero):
     """The record lists the weights (and names the unmapped ones) in weight_pairs' order: it must not
     follow a protobuf map's iteration order, which differs between processes (two processes here,

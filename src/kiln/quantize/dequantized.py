@@ -109,11 +109,15 @@ def _match(tensor: np.ndarray, const: np.ndarray, stored_forms: dict | None = No
                                              tensor.astype(np.float16).astype(const.dtype))
     flat = const.reshape(-1)
     probe = _probe(flat.size)
+    transposable = tensor.ndim == 2 and const.ndim == 2 and tensor.shape == const.shape[::-1]
+    if transposable:
+        rows, cols = np.unravel_index(probe, const.shape)
     for stored in forms:
-        # a few elements first: equal arrays are equal there (most candidates differ at once)
+        # a few elements first: equal arrays are equal there (most candidates differ at once; a
+        # conformer has dozens of same-sized weights, each a candidate for every const)
         if np.array_equal(stored.reshape(-1)[probe], flat[probe]) and np.array_equal(stored.reshape(-1), flat):
             return "same"
-        if tensor.ndim == 2 and const.ndim == 2 and np.array_equal(stored.T, const):
+        if transposable and np.array_equal(stored[cols, rows], flat[probe]) and np.array_equal(stored.T, const):
             return "transposed"
     return None
 
