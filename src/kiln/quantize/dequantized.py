@@ -105,8 +105,10 @@ def _match(tensor: np.ndarray, const: np.ndarray, stored_forms: dict | None = No
     forms = stored_forms.get(const.dtype)
     if forms is None:
         # an fp16 export stores fp16-rounded weights; kiln's pool widens small ones back to float32
-        forms = stored_forms[const.dtype] = (tensor.astype(const.dtype),
-                                             tensor.astype(np.float16).astype(const.dtype))
+        # (an fp16 const has one stored form: no second copy of a 600M-parameter encoder's weights)
+        as_stored = tensor.astype(const.dtype, copy=False)
+        forms = stored_forms[const.dtype] = ((as_stored,) if const.dtype == np.float16 else
+                                             (as_stored, tensor.astype(np.float16).astype(const.dtype)))
     flat = const.reshape(-1)
     probe = _probe(flat.size)
     transposable = tensor.ndim == 2 and const.ndim == 2 and tensor.shape == const.shape[::-1]
