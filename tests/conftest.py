@@ -35,7 +35,7 @@ SHARED_WORKSPACES = ("built_workspace", "tiny_streaming_and_tts", "built_silero_
 #: seconds each test took (setup, call and teardown) in a measured run (tests/helpers/durations.py
 #: writes it): a unit's cost is the sum over its tests; an unlisted test counts as quick, or, for a
 #: scenario, as SCENARIO_SECONDS. The figures only order the queue. (Measured: a fresh clone's
-#: `make test` on an idle machine, 2026-12-06, 978 s. Refresh it after moving slow tests.)
+#: `make test` on an idle machine, 2026-12-06, 634 s. Refresh it after moving slow tests.)
 DURATIONS = json.loads((Path(__file__).resolve().parent / "durations.json").read_text())
 SCENARIO_SECONDS = 20.0
 
