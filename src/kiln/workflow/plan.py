@@ -90,11 +90,14 @@ def export_targets(config: Config, model: str | None = None) -> list[str]:
 
 
 def model_targets(config: Config, model: str) -> list[str]:
-    """Everything the workflow builds for ``model``: metadata.json (export, compile, validate), the
-    quantization sweep with its plots, and the check against its consumer's contract (where one
-    exists)."""
-    targets = [str(layout.METADATA.path(config, model=model)), str(layout.QUANTIZATION_SUMMARY.path(config, model=model)),
-               *quantization_plots(config, model)]
+    """Everything the workflow builds for ``model``: every component's .mlpackage and .mlmodelc (the
+    deliverables, named so that one deleted, e.g. by a failed re-export, is built again although its
+    records downstream are up to date), metadata.json (export, compile, validate), the quantization
+    sweep with its plots, and the check against its consumer's contract (where one exists)."""
+    deliverables = [str(artifact.path(config, model=model, component=c))
+                    for c in config.models[model].components for artifact in (layout.PACKAGE, layout.BUNDLE)]
+    targets = [*deliverables, str(layout.METADATA.path(config, model=model)),
+               str(layout.QUANTIZATION_SUMMARY.path(config, model=model)), *quantization_plots(config, model)]
     if contract_file(config, model).is_file():
         targets.append(str(layout.CONTRACT_REPORT.path(config, model=model)))
     return targets
